@@ -1,0 +1,236 @@
+//! What every module call gets: SDK configuration, stack identity, tags, waits, progress.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
+
+use crate::tags;
+use crate::{CallCounter, NoProgress, Progress};
+
+/// A validated stack name: 1 to 24 characters, lowercase ASCII letters, digits and hyphens,
+/// starting with a letter and not ending with a hyphen. It becomes part of resource names
+/// (load balancer names allow 32 characters, bucket names must be lowercase), hence the rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackName(String);
+
+/// A stack name that breaks the rule of [`StackName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stack name {value:?} is not allowed: use 1 to 24 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+)]
+pub struct StackNameError {
+    /// The rejected value.
+    pub value: String,
+}
+
+impl StackName {
+    /// The longest name allowed.
+    pub const MAX_LEN: usize = 24;
+
+    /// Checks `value` against the rule.
+    pub fn new(value: impl Into<String>) -> Result<Self, StackNameError> {
+        let value = value.into();
+        let ok = !value.is_empty()
+            && value.len() <= Self::MAX_LEN
+            && value.starts_with(|c: char| c.is_ascii_lowercase())
+            && !value.ends_with('-')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(Self(value))
+        } else {
+            Err(StackNameError { value })
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long to keep retrying each kind of AWS behaviour the SDK does not retry itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// A resource that was just created is not yet visible (`InvalidVpcID.NotFound`, ...).
+    /// Default 2 minutes.
+    pub eventual_consistency: Duration,
+    /// A delete blocked by something still releasing (`DependencyViolation`). Default 10 minutes.
+    pub dependency: Duration,
+    /// A resource reaching a state (a NAT gateway becoming available). Default 15 minutes.
+    pub resource_state: Duration,
+    /// The first delay between attempts; it doubles up to `max_delay`. Default 250 ms.
+    pub initial_delay: Duration,
+    /// The longest delay between attempts. Default 10 s.
+    pub max_delay: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        Self {
+            eventual_consistency: Duration::from_secs(120),
+            dependency: Duration::from_secs(600),
+            resource_state: Duration::from_secs(900),
+            initial_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a module call needs besides its own configuration.
+#[derive(Clone)]
+pub struct Context {
+    sdk: SdkConfig,
+    stack: StackName,
+    user_tags: BTreeMap<String, String>,
+    interceptors: Vec<SharedInterceptor>,
+    calls: CallCounter,
+    waits: WaitPolicy,
+    progress: Arc<dyn Progress>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("stack", &self.stack)
+            .field("region", &self.sdk.region())
+            .field("user_tags", &self.user_tags)
+            .field("waits", &self.waits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Starts a context for `stack` on the given SDK configuration.
+    pub fn builder(sdk: SdkConfig, stack: StackName) -> ContextBuilder {
+        ContextBuilder {
+            cx: Context {
+                sdk,
+                stack,
+                user_tags: BTreeMap::new(),
+                interceptors: Vec::new(),
+                calls: CallCounter::default(),
+                waits: WaitPolicy::default(),
+                progress: Arc::new(NoProgress),
+            },
+        }
+    }
+
+    /// The SDK configuration (region, credentials, endpoint).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// The region name, or an empty string when none is configured.
+    pub fn region(&self) -> &str {
+        self.sdk.region().map(|r| r.as_ref()).unwrap_or_default()
+    }
+
+    /// The stack name.
+    pub fn stack(&self) -> &StackName {
+        &self.stack
+    }
+
+    /// Interceptors every client built from this context carries (see [`crate::client!`]);
+    /// the call counter is always among them.
+    pub fn interceptors(&self) -> impl Iterator<Item = &SharedInterceptor> {
+        self.interceptors.iter()
+    }
+
+    /// The counter of AWS calls made through clients built from this context.
+    pub fn calls(&self) -> &CallCounter {
+        &self.calls
+    }
+
+    /// How long to retry.
+    pub fn waits(&self) -> &WaitPolicy {
+        &self.waits
+    }
+
+    /// Where progress events go.
+    pub fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
+    }
+
+    /// The tags of one resource of `module` named `name` (see [`tags::for_resource`]).
+    pub fn tags(&self, module: &str, name: &str) -> BTreeMap<String, String> {
+        tags::for_resource(self.stack.as_str(), &self.user_tags, module, name)
+    }
+}
+
+/// Builds a [`Context`].
+#[derive(Debug)]
+pub struct ContextBuilder {
+    cx: Context,
+}
+
+impl ContextBuilder {
+    /// Tags added to every resource, besides the identity tags. Keys starting with
+    /// `stackproof:` are reserved and must be rejected by configuration validation first.
+    pub fn user_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.cx.user_tags = tags;
+        self
+    }
+
+    /// An interceptor for every client (for example one that adds a header).
+    pub fn interceptor(mut self, interceptor: impl Intercept + 'static) -> Self {
+        self.cx
+            .interceptors
+            .push(SharedInterceptor::new(interceptor));
+        self
+    }
+
+    /// The wait policy.
+    pub fn waits(mut self, waits: WaitPolicy) -> Self {
+        self.cx.waits = waits;
+        self
+    }
+
+    /// The progress sink.
+    pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.cx.progress = progress;
+        self
+    }
+
+    /// Finishes the context.
+    pub fn build(mut self) -> Context {
+        let counter = SharedInterceptor::new(self.cx.calls.clone());
+        self.cx.interceptors.insert(0, counter);
+        self.cx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names() {
+        for ok in ["a", "demo", "web-1", "abcdefghijklmnopqrstuvwx"] {
+            assert!(StackName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Demo",
+            "demo-",
+            "de_mo",
+            "abcdefghijklmnopqrstuvwxy",
+            "dé",
+        ] {
+            let err = StackName::new(bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

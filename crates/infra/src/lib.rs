@@ -1,0 +1,52 @@
+//! Shared vocabulary of the stackproof modules.
+//!
+//! Every slice of the stack (`network`, `storage`, `compute`, `observability`) implements the one
+//! [`Module`] trait: `plan` reads and says what would change, `apply` converges, `destroy` removes
+//! what the stack owns. They share a [`Context`] (SDK configuration, stack name, tags, wait
+//! policy, progress sink), a [`Plan`] made of [`Change`]s, the tag conventions in [`tags`], and
+//! one retry helper, [`Backoff`], for the AWS behaviours the SDK does not retry itself.
+//!
+//! ```
+//! use infra::{Action, Change, Plan};
+//!
+//! let mut plan = Plan::default();
+//! plan.push(Change::new(Action::Create, "network", "vpc", "vpc").detail("cidr 10.0.0.0/16"));
+//! assert_eq!(plan.counts().create, 1);
+//! println!("{plan}");
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod calls;
+mod context;
+mod module;
+mod plan;
+mod progress;
+mod retry;
+pub mod tags;
+mod validate;
+
+pub use calls::{CallCounter, CallCounts};
+pub use context::{Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
+pub use module::Module;
+pub use plan::{Action, Change, Counts, Plan};
+pub use progress::{Event, NoProgress, Progress};
+pub use retry::{Backoff, Step, WaitError, error_code};
+pub use validate::{Problem, Problems};
+
+/// Builds a service client from a [`Context`]: the context's SDK configuration plus its
+/// interceptors (the call counter and any the caller added, such as a test account header).
+///
+/// ```ignore
+/// let ec2: aws_sdk_ec2::Client = infra::client!(cx, aws_sdk_ec2);
+/// ```
+#[macro_export]
+macro_rules! client {
+    ($cx:expr, $krate:ident) => {{
+        let cx: &$crate::Context = $cx;
+        let mut builder = $krate::config::Builder::from(cx.sdk_config());
+        for interceptor in cx.interceptors() {
+            builder.push_interceptor(interceptor.clone());
+        }
+        $krate::Client::from_conf(builder.build())
+    }};
+}

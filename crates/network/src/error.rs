@@ -1,0 +1,147 @@
+//! The network crate's error.
+
+use std::fmt;
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use infra::{Problems, WaitError};
+
+/// What can go wrong in the network module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; nothing was called.
+    #[error(transparent)]
+    Config(#[from] Problems),
+    /// An AWS call failed.
+    #[error("{operation} for {resource} failed: {detail}")]
+    Aws {
+        /// The API operation (`CreateVpc`).
+        operation: &'static str,
+        /// The resource it concerned (`vpc "vpc"`, `subnet-123`).
+        resource: String,
+        /// The AWS error code, when there is one (`DependencyViolation`).
+        code: Option<String>,
+        /// The error with its whole chain of causes.
+        detail: String,
+    },
+    /// A retry or wait ran out of time.
+    #[error("{0}")]
+    Timeout(String),
+    /// A resource exists with a setting that cannot change in place.
+    #[error(
+        "{resource} has {field} {have} but the configuration says {want}; that needs a new resource: run destroy, then deploy again"
+    )]
+    NeedsReplacement {
+        /// The resource.
+        resource: String,
+        /// The setting.
+        field: &'static str,
+        /// What it is.
+        have: String,
+        /// What the configuration wants.
+        want: String,
+    },
+    /// More than one resource carries the same identity tags.
+    #[error(
+        "{count} {kind} resources are tagged as \"{name}\" of stack {stack} ({ids}); delete the extra ones by hand or run destroy"
+    )]
+    Duplicates {
+        /// The stack.
+        stack: String,
+        /// The kind of resource.
+        kind: &'static str,
+        /// The logical name.
+        name: String,
+        /// How many.
+        count: usize,
+        /// Their ids, comma-separated.
+        ids: String,
+    },
+    /// The region lacks the zones the configuration asks for.
+    #[error("{field}: the region {region} offers {available:?}, which does not satisfy {wanted}")]
+    Zones {
+        /// The configuration field.
+        field: &'static str,
+        /// The region.
+        region: String,
+        /// What it offers.
+        available: Vec<String>,
+        /// What was asked.
+        wanted: String,
+    },
+    /// A step needed a resource that an earlier step should have made.
+    #[error("{kind} {name:?} should exist by now but was not found; run the same command again")]
+    Missing {
+        /// The kind of resource.
+        kind: &'static str,
+        /// Its logical name.
+        name: String,
+    },
+    /// A NAT gateway failed to become available.
+    #[error("NAT gateway {name:?} ({id}) failed: {reason}; apply again to replace it")]
+    NatFailed {
+        /// Its logical name.
+        name: String,
+        /// Its id.
+        id: String,
+        /// What AWS said.
+        reason: String,
+    },
+    /// The stack has no network (for operations that need one, like isolating a zone).
+    #[error("stack {stack} has no VPC: deploy it first")]
+    NotDeployed {
+        /// The stack.
+        stack: String,
+    },
+    /// An availability zone that the stack does not use.
+    #[error("availability zone {zone:?} has no subnet of stack {stack}; its zones are {zones:?}")]
+    UnknownZone {
+        /// The stack.
+        stack: String,
+        /// The zone asked for.
+        zone: String,
+        /// The zones the stack uses.
+        zones: Vec<String>,
+    },
+}
+
+impl Error {
+    /// The AWS error code, when this is an AWS error that has one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Aws { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Turns an SDK error into [`Error::Aws`] naming the operation and the resource.
+pub(crate) fn aws<E>(
+    operation: &'static str,
+    resource: impl fmt::Display,
+) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata,
+{
+    move |err| Error::Aws {
+        operation,
+        resource: resource.to_string(),
+        code: err.code().map(str::to_owned),
+        detail: DisplayErrorContext(&err).to_string(),
+    }
+}
+
+/// Turns a failed retry into an [`Error`].
+pub(crate) fn waited<E>(
+    operation: &'static str,
+    resource: impl fmt::Display,
+) -> impl FnOnce(WaitError<E>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata,
+{
+    move |err| match err {
+        WaitError::Failed(e) => aws(operation, resource)(e),
+        timeout @ WaitError::DeadlineExceeded { .. } => Error::Timeout(timeout.to_string()),
+    }
+}

@@ -1,0 +1,771 @@
+//! Carrying out the steps of a plan against EC2.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::SdkError;
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, DomainType, Filter, IpPermission, IpRange, Ipv6Range, NatGatewayState,
+    ResourceType, Tag, TagSpecification, UserIdGroupPair,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use infra::{Backoff, Context, Event, Step};
+use tokio::time::Instant;
+
+use crate::desired::{DEFAULT_ROUTE, IGW, Kind, MODULE, Op, RouteOp, Rule, Source, Target, VPC};
+use crate::error::{Error, aws, waited};
+use crate::observe::{Observed, name_tag};
+
+/// Ids of the stack's resources by logical name: those that existed, then those created.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Ids {
+    pub(crate) vpc: Option<String>,
+    pub(crate) igw: Option<String>,
+    pub(crate) subnets: BTreeMap<String, String>,
+    pub(crate) tables: BTreeMap<String, String>,
+    pub(crate) eips: BTreeMap<String, String>,
+    pub(crate) nats: BTreeMap<String, String>,
+    pub(crate) groups: BTreeMap<String, String>,
+}
+
+fn by_name<T>(
+    items: &[T],
+    tags: impl Fn(&T) -> &[Tag],
+    id: impl Fn(&T) -> Option<&str>,
+) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .filter_map(|i| Some((name_tag(tags(i))?.to_owned(), id(i)?.to_owned())))
+        .collect()
+}
+
+impl Ids {
+    pub(crate) fn from_observed(o: &Observed) -> Ids {
+        Ids {
+            vpc: o.vpcs.first().and_then(|v| v.vpc_id()).map(str::to_owned),
+            igw: o
+                .igws
+                .first()
+                .and_then(|i| i.internet_gateway_id())
+                .map(str::to_owned),
+            subnets: by_name(&o.subnets, |x| x.tags(), |x| x.subnet_id()),
+            tables: by_name(&o.route_tables, |x| x.tags(), |x| x.route_table_id()),
+            eips: by_name(&o.addresses, |x| x.tags(), |x| x.allocation_id()),
+            nats: by_name(&o.nats, |x| x.tags(), |x| x.nat_gateway_id()),
+            groups: by_name(&o.security_groups, |x| x.tags(), |x| x.group_id()),
+        }
+    }
+}
+
+fn need<'a>(
+    map: &'a BTreeMap<String, String>,
+    kind: &'static str,
+    name: &str,
+) -> Result<&'a str, Error> {
+    map.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| Error::Missing {
+            kind,
+            name: name.to_owned(),
+        })
+}
+
+fn need_one<'a>(id: &'a Option<String>, kind: &'static str, name: &str) -> Result<&'a str, Error> {
+    id.as_deref().ok_or_else(|| Error::Missing {
+        kind,
+        name: name.to_owned(),
+    })
+}
+
+/// The tag specification of a new resource.
+pub(crate) fn tag_spec(cx: &Context, kind: ResourceType, name: &str) -> TagSpecification {
+    let tags = cx
+        .tags(MODULE, name)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build());
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(tags.collect()))
+        .build()
+}
+
+fn is_not_found(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFound"))
+}
+
+/// Runs a write that refers to resources created moments ago, retrying while EC2 does not
+/// see them yet (`InvalidVpcID.NotFound` and kin).
+pub(crate) async fn settle<T, E, F, Fut>(
+    cx: &Context,
+    operation: &'static str,
+    resource: &str,
+    mut call: F,
+) -> Result<T, Error>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E>>>,
+{
+    Backoff::consistency(cx.waits())
+        .run(format!("{operation} {resource}"), || {
+            let fut = call();
+            async move {
+                match fut.await {
+                    Ok(v) => Step::Done(v),
+                    Err(e) if is_not_found(e.code()) => Step::Retry(format!(
+                        "{}: {}",
+                        e.code().unwrap_or_default(),
+                        e.message().unwrap_or_default()
+                    )),
+                    Err(e) => Step::Fail(e),
+                }
+            }
+        })
+        .await
+        .map_err(waited(operation, resource))
+}
+
+/// Runs a delete: retries while something still depends on the resource, and counts a
+/// resource that is already gone as deleted.
+pub(crate) async fn delete<T, E, F, Fut>(
+    cx: &Context,
+    operation: &'static str,
+    resource: &str,
+    extra_retry: &[&str],
+    mut call: F,
+) -> Result<(), Error>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E>>>,
+{
+    Backoff::dependency(cx.waits())
+        .run(format!("{operation} {resource}"), || {
+            let fut = call();
+            async move {
+                match fut.await {
+                    Ok(_) => Step::Done(()),
+                    Err(e) if is_not_found(e.code()) => Step::Done(()),
+                    Err(e)
+                        if e.code() == Some("DependencyViolation")
+                            || e.code().is_some_and(|c| extra_retry.contains(&c)) =>
+                    {
+                        Step::Retry(format!(
+                            "{}: {}",
+                            e.code().unwrap_or_default(),
+                            e.message().unwrap_or_default()
+                        ))
+                    }
+                    Err(e) => Step::Fail(e),
+                }
+            }
+        })
+        .await
+        .map_err(waited(operation, resource))
+}
+
+fn permission(rule: &Rule, group_ids: &BTreeMap<String, String>) -> Result<IpPermission, Error> {
+    let p = IpPermission::builder()
+        .ip_protocol(&rule.protocol)
+        .from_port(rule.from)
+        .to_port(rule.to);
+    Ok(match &rule.source {
+        Source::Ipv4(c) => p.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+        Source::Ipv6(c) => p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+        Source::Group(g) if g.starts_with("sg-") => {
+            p.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+        }
+        Source::Group(name) => p.user_id_group_pairs(
+            UserIdGroupPair::builder()
+                .group_id(need(group_ids, "security-group", name)?)
+                .build(),
+        ),
+    }
+    .build())
+}
+
+/// Runs `ops` in order, reporting progress, and returns the ids of everything that exists.
+pub(crate) async fn run(
+    ec2: &Client,
+    cx: &Context,
+    ops: &[Op],
+    mut ids: Ids,
+) -> Result<Ids, Error> {
+    for op in ops {
+        let change = op.change();
+        if let Some(change) = &change {
+            cx.progress().on(&Event::Started(change));
+        }
+        let start = Instant::now();
+        let id = step(ec2, cx, op, &mut ids).await?;
+        if let Some(change) = &change {
+            cx.progress().on(&Event::Finished {
+                change,
+                id: id.as_deref(),
+                elapsed: start.elapsed(),
+            });
+        }
+    }
+    Ok(ids)
+}
+
+async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
+    Ok(match op {
+        Op::CreateVpc { cidr } => {
+            let out = ec2
+                .create_vpc()
+                .cidr_block(cidr)
+                .tag_specifications(tag_spec(cx, ResourceType::Vpc, VPC))
+                .send()
+                .await
+                .map_err(aws("CreateVpc", format!("vpc {VPC:?}")))?;
+            let id = out
+                .vpc()
+                .and_then(|v| v.vpc_id())
+                .unwrap_or_default()
+                .to_owned();
+            ids.vpc = Some(id.clone());
+            set_dns(ec2, cx, &id).await?;
+            Some(id)
+        }
+        Op::SetDns { .. } => {
+            let id = need_one(&ids.vpc, "vpc", VPC)?.to_owned();
+            set_dns(ec2, cx, &id).await?;
+            Some(id)
+        }
+        Op::CreateSubnet(s) => {
+            let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+            let out = settle(cx, "CreateSubnet", &format!("subnet {:?}", s.name), || {
+                ec2.create_subnet()
+                    .vpc_id(vpc)
+                    .cidr_block(&s.cidr)
+                    .availability_zone(&s.zone)
+                    .tag_specifications(tag_spec(cx, ResourceType::Subnet, &s.name))
+                    .send()
+            })
+            .await?;
+            let id = out
+                .subnet()
+                .and_then(|x| x.subnet_id())
+                .unwrap_or_default()
+                .to_owned();
+            ids.subnets.insert(s.name.clone(), id.clone());
+            Some(id)
+        }
+        Op::CreateIgw => {
+            let out = ec2
+                .create_internet_gateway()
+                .tag_specifications(tag_spec(cx, ResourceType::InternetGateway, IGW))
+                .send()
+                .await
+                .map_err(aws(
+                    "CreateInternetGateway",
+                    format!("internet-gateway {IGW:?}"),
+                ))?;
+            let id = out
+                .internet_gateway()
+                .and_then(|x| x.internet_gateway_id())
+                .unwrap_or_default()
+                .to_owned();
+            ids.igw = Some(id.clone());
+            attach_igw(ec2, cx, ids).await?;
+            Some(id)
+        }
+        Op::AttachIgw => Some(attach_igw(ec2, cx, ids).await?),
+        Op::AllocateEip { name } => {
+            let out = ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tag_spec(cx, ResourceType::ElasticIp, name))
+                .send()
+                .await
+                .map_err(aws("AllocateAddress", format!("elastic-ip {name:?}")))?;
+            let id = out.allocation_id().unwrap_or_default().to_owned();
+            ids.eips.insert(name.clone(), id.clone());
+            Some(id)
+        }
+        Op::CreateNat { nat, generation } => {
+            let subnet = need(&ids.subnets, "subnet", &nat.subnet)?;
+            let eip = need(&ids.eips, "elastic-ip", &nat.name)?;
+            // The token makes a retried create return the same gateway; the allocation id in it
+            // keeps a stack deployed again after destroy from meeting its old, deleted gateway.
+            let token = format!("{eip}-{subnet}-{generation}");
+            let out = settle(
+                cx,
+                "CreateNatGateway",
+                &format!("nat-gateway {:?}", nat.name),
+                || {
+                    ec2.create_nat_gateway()
+                        .subnet_id(subnet)
+                        .allocation_id(eip)
+                        .client_token(&token)
+                        .tag_specifications(tag_spec(cx, ResourceType::Natgateway, &nat.name))
+                        .send()
+                },
+            )
+            .await?;
+            let id = out
+                .nat_gateway()
+                .and_then(|x| x.nat_gateway_id())
+                .unwrap_or_default()
+                .to_owned();
+            ids.nats.insert(nat.name.clone(), id.clone());
+            Some(id)
+        }
+        Op::CreateGroup { name, description } => {
+            let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+            let out = settle(
+                cx,
+                "CreateSecurityGroup",
+                &format!("security-group {name:?}"),
+                || {
+                    ec2.create_security_group()
+                        .group_name(format!("{}-{name}", cx.stack()))
+                        .description(description)
+                        .vpc_id(vpc)
+                        .tag_specifications(tag_spec(cx, ResourceType::SecurityGroup, name))
+                        .send()
+                },
+            )
+            .await?;
+            let id = out.group_id().unwrap_or_default().to_owned();
+            ids.groups.insert(name.clone(), id.clone());
+            Some(id)
+        }
+        Op::Authorize { group, rules } => {
+            let id = need(&ids.groups, "security-group", group)?;
+            let perms = rules
+                .iter()
+                .map(|r| permission(r, &ids.groups))
+                .collect::<Result<Vec<_>, _>>()?;
+            let res = settle(
+                cx,
+                "AuthorizeSecurityGroupIngress",
+                &format!("security-group {group:?} ({id})"),
+                || {
+                    ec2.authorize_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(Some(perms.clone()))
+                        .send()
+                },
+            )
+            .await;
+            match res {
+                Err(e) if e.code() == Some("InvalidPermission.Duplicate") => {}
+                other => drop(other?),
+            }
+            Some(id.to_owned())
+        }
+        Op::Revoke { group, id, rules } => {
+            let perms = rules
+                .iter()
+                .map(|r| permission(r, &ids.groups))
+                .collect::<Result<Vec<_>, _>>()?;
+            ec2.revoke_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(aws(
+                    "RevokeSecurityGroupIngress",
+                    format!("security-group {group:?} ({id})"),
+                ))?;
+            Some(id.clone())
+        }
+        Op::CreateTable { name } => {
+            let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+            let out = settle(
+                cx,
+                "CreateRouteTable",
+                &format!("route-table {name:?}"),
+                || {
+                    ec2.create_route_table()
+                        .vpc_id(vpc)
+                        .tag_specifications(tag_spec(cx, ResourceType::RouteTable, name))
+                        .send()
+                },
+            )
+            .await?;
+            let id = out
+                .route_table()
+                .and_then(|x| x.route_table_id())
+                .unwrap_or_default()
+                .to_owned();
+            ids.tables.insert(name.clone(), id.clone());
+            Some(id)
+        }
+        Op::Associate {
+            table,
+            subnet,
+            replace,
+        } => {
+            let table_id = need(&ids.tables, "route-table", table)?;
+            let subnet_id = need(&ids.subnets, "subnet", subnet)?;
+            let what =
+                format!("route-table {table:?} ({table_id}) and subnet {subnet:?} ({subnet_id})");
+            let id = match replace {
+                Some(assoc) => settle(cx, "ReplaceRouteTableAssociation", &what, || {
+                    ec2.replace_route_table_association()
+                        .association_id(assoc)
+                        .route_table_id(table_id)
+                        .send()
+                })
+                .await?
+                .new_association_id()
+                .map(str::to_owned),
+                None => settle(cx, "AssociateRouteTable", &what, || {
+                    ec2.associate_route_table()
+                        .route_table_id(table_id)
+                        .subnet_id(subnet_id)
+                        .send()
+                })
+                .await?
+                .association_id()
+                .map(str::to_owned),
+            };
+            id
+        }
+        Op::WaitNats => {
+            wait_nats(ec2, cx, ids).await?;
+            None
+        }
+        Op::Route { table, op, target } => {
+            let table_id = need(&ids.tables, "route-table", table)?;
+            let what = format!("route {DEFAULT_ROUTE} of route-table {table:?} ({table_id})");
+            let (gateway, nat) = match target {
+                Some(Target::Igw) => (Some(need_one(&ids.igw, "internet-gateway", IGW)?), None),
+                Some(Target::Nat(name)) => (None, Some(need(&ids.nats, "nat-gateway", name)?)),
+                None => (None, None),
+            };
+            match op {
+                RouteOp::Create => drop(
+                    settle(cx, "CreateRoute", &what, || {
+                        ec2.create_route()
+                            .route_table_id(table_id)
+                            .destination_cidr_block(DEFAULT_ROUTE)
+                            .set_gateway_id(gateway.map(str::to_owned))
+                            .set_nat_gateway_id(nat.map(str::to_owned))
+                            .send()
+                    })
+                    .await?,
+                ),
+                RouteOp::Replace => drop(
+                    settle(cx, "ReplaceRoute", &what, || {
+                        ec2.replace_route()
+                            .route_table_id(table_id)
+                            .destination_cidr_block(DEFAULT_ROUTE)
+                            .set_gateway_id(gateway.map(str::to_owned))
+                            .set_nat_gateway_id(nat.map(str::to_owned))
+                            .send()
+                    })
+                    .await?,
+                ),
+                RouteOp::Delete => {
+                    delete(cx, "DeleteRoute", &what, &[], || {
+                        ec2.delete_route()
+                            .route_table_id(table_id)
+                            .destination_cidr_block(DEFAULT_ROUTE)
+                            .send()
+                    })
+                    .await?
+                }
+            }
+            Some(table_id.to_owned())
+        }
+        Op::Retag {
+            kind,
+            name,
+            id,
+            tags,
+        } => {
+            let tags: Vec<Tag> = tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect();
+            settle(
+                cx,
+                "CreateTags",
+                &format!("{} {name:?} ({id})", kind.as_str()),
+                || {
+                    ec2.create_tags()
+                        .resources(id)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                },
+            )
+            .await?;
+            Some(id.clone())
+        }
+        Op::Delete {
+            kind,
+            name,
+            id,
+            related,
+        } => {
+            delete_resource(ec2, cx, *kind, name, id, related).await?;
+            forget(ids, *kind, name);
+            Some(id.clone())
+        }
+    })
+}
+
+fn forget(ids: &mut Ids, kind: Kind, name: &str) {
+    match kind {
+        Kind::Vpc => ids.vpc = None,
+        Kind::InternetGateway => ids.igw = None,
+        Kind::Subnet => drop(ids.subnets.remove(name)),
+        Kind::RouteTable => drop(ids.tables.remove(name)),
+        Kind::ElasticIp => drop(ids.eips.remove(name)),
+        Kind::NatGateway => drop(ids.nats.remove(name)),
+        Kind::SecurityGroup => drop(ids.groups.remove(name)),
+        Kind::NetworkAcl => {}
+    }
+}
+
+async fn set_dns(ec2: &Client, cx: &Context, vpc: &str) -> Result<(), Error> {
+    let on = || AttributeBooleanValue::builder().value(true).build();
+    let what = format!("vpc {VPC:?} ({vpc})");
+    // One attribute per call: EC2 rejects both in one request.
+    settle(cx, "ModifyVpcAttribute", &what, || {
+        ec2.modify_vpc_attribute()
+            .vpc_id(vpc)
+            .enable_dns_support(on())
+            .send()
+    })
+    .await?;
+    settle(cx, "ModifyVpcAttribute", &what, || {
+        ec2.modify_vpc_attribute()
+            .vpc_id(vpc)
+            .enable_dns_hostnames(on())
+            .send()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn attach_igw(ec2: &Client, cx: &Context, ids: &Ids) -> Result<String, Error> {
+    let igw = need_one(&ids.igw, "internet-gateway", IGW)?;
+    let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+    let res = settle(
+        cx,
+        "AttachInternetGateway",
+        &format!("internet-gateway {IGW:?} ({igw})"),
+        || {
+            ec2.attach_internet_gateway()
+                .internet_gateway_id(igw)
+                .vpc_id(vpc)
+                .send()
+        },
+    )
+    .await;
+    match res {
+        // Attached already (a crash between attach and its answer).
+        Err(e) if e.code() == Some("Resource.AlreadyAssociated") => {}
+        other => drop(other?),
+    }
+    Ok(igw.to_owned())
+}
+
+/// Waits until every NAT gateway is available, polling with backoff.
+async fn wait_nats(ec2: &Client, cx: &Context, ids: &Ids) -> Result<(), Error> {
+    let wanted: Vec<(String, String)> = ids
+        .nats
+        .iter()
+        .map(|(n, i)| (n.clone(), i.clone()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let waiting = infra::Change::new(infra::Action::Create, MODULE, "nat-gateway", "*");
+    Backoff::resource_state(cx.waits())
+        .run("wait for NAT gateways to become available", || async {
+            let out = match ec2
+                .describe_nat_gateways()
+                .set_nat_gateway_ids(Some(wanted.iter().map(|(_, i)| i.clone()).collect()))
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if is_not_found(e.code()) => {
+                    return Step::Retry("not visible yet".to_owned());
+                }
+                Err(e) => return Step::Fail(aws("DescribeNatGateways", "NAT gateways")(e)),
+            };
+            let mut pending = Vec::new();
+            for nat in out.nat_gateways() {
+                let name = name_tag(nat.tags()).unwrap_or("?").to_owned();
+                match nat.state() {
+                    Some(NatGatewayState::Available) => {}
+                    Some(
+                        NatGatewayState::Failed
+                        | NatGatewayState::Deleted
+                        | NatGatewayState::Deleting,
+                    ) => {
+                        return Step::Fail(Error::NatFailed {
+                            name,
+                            id: nat.nat_gateway_id().unwrap_or_default().to_owned(),
+                            reason: nat
+                                .failure_message()
+                                .unwrap_or("no reason given")
+                                .to_owned(),
+                        });
+                    }
+                    _ => pending.push(name),
+                }
+            }
+            if pending.is_empty() {
+                Step::Done(())
+            } else {
+                cx.progress().on(&Event::Waiting {
+                    change: &waiting,
+                    waited: start.elapsed(),
+                });
+                Step::Retry(format!("still pending: {}", pending.join(", ")))
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            infra::WaitError::Failed(e) => e,
+            timeout => Error::Timeout(timeout.to_string()),
+        })
+}
+
+/// Deletes one resource with the waits and retries its kind needs.
+async fn delete_resource(
+    ec2: &Client,
+    cx: &Context,
+    kind: Kind,
+    name: &str,
+    id: &str,
+    related: &[String],
+) -> Result<(), Error> {
+    let what = format!("{} {name:?} ({id})", kind.as_str());
+    match kind {
+        Kind::NatGateway => {
+            delete(cx, "DeleteNatGateway", &what, &[], || {
+                ec2.delete_nat_gateway().nat_gateway_id(id).send()
+            })
+            .await?;
+            Backoff::resource_state(cx.waits())
+                .run(format!("wait for {what} to be deleted"), || async {
+                    match ec2.describe_nat_gateways().nat_gateway_ids(id).send().await {
+                        Ok(out) => match out.nat_gateways().first().and_then(|n| n.state()) {
+                            Some(NatGatewayState::Deleted) | None => Step::Done(()),
+                            Some(state) => Step::Retry(format!("state {state}")),
+                        },
+                        Err(e) if is_not_found(e.code()) => Step::Done(()),
+                        Err(e) => Step::Fail(e),
+                    }
+                })
+                .await
+                .map_err(waited("DescribeNatGateways", &what))?;
+        }
+        Kind::ElasticIp => {
+            delete(
+                cx,
+                "ReleaseAddress",
+                &what,
+                &["InvalidIPAddress.InUse"],
+                || ec2.release_address().allocation_id(id).send(),
+            )
+            .await?
+        }
+        Kind::InternetGateway => {
+            for vpc in related {
+                delete(cx, "DetachInternetGateway", &what, &[], || {
+                    ec2.detach_internet_gateway()
+                        .internet_gateway_id(id)
+                        .vpc_id(vpc)
+                        .send()
+                })
+                .await
+                .or_else(|e| {
+                    if e.code() == Some("Gateway.NotAttached") {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            }
+            delete(cx, "DeleteInternetGateway", &what, &[], || {
+                ec2.delete_internet_gateway().internet_gateway_id(id).send()
+            })
+            .await?
+        }
+        Kind::Subnet => {
+            delete(cx, "DeleteSubnet", &what, &[], || {
+                ec2.delete_subnet().subnet_id(id).send()
+            })
+            .await?
+        }
+        Kind::RouteTable => {
+            for assoc in related {
+                delete(cx, "DisassociateRouteTable", &what, &[], || {
+                    ec2.disassociate_route_table().association_id(assoc).send()
+                })
+                .await?;
+            }
+            delete(cx, "DeleteRouteTable", &what, &[], || {
+                ec2.delete_route_table().route_table_id(id).send()
+            })
+            .await?
+        }
+        Kind::SecurityGroup => {
+            delete(cx, "DeleteSecurityGroup", &what, &[], || {
+                ec2.delete_security_group().group_id(id).send()
+            })
+            .await?
+        }
+        Kind::NetworkAcl => {
+            if !related.is_empty() {
+                let acls = ec2
+                    .describe_network_acls()
+                    .network_acl_ids(id)
+                    .send()
+                    .await
+                    .map_err(aws("DescribeNetworkAcls", &what))?;
+                let vpc = acls
+                    .network_acls()
+                    .first()
+                    .and_then(|a| a.vpc_id())
+                    .unwrap_or_default()
+                    .to_owned();
+                let default = ec2
+                    .describe_network_acls()
+                    .filters(Filter::builder().name("vpc-id").values(&vpc).build())
+                    .filters(Filter::builder().name("default").values("true").build())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeNetworkAcls", &vpc))?;
+                if let Some(default) = default
+                    .network_acls()
+                    .first()
+                    .and_then(|a| a.network_acl_id())
+                {
+                    for assoc in related {
+                        settle(cx, "ReplaceNetworkAclAssociation", &what, || {
+                            ec2.replace_network_acl_association()
+                                .association_id(assoc)
+                                .network_acl_id(default)
+                                .send()
+                        })
+                        .await?;
+                    }
+                }
+            }
+            delete(cx, "DeleteNetworkAcl", &what, &[], || {
+                ec2.delete_network_acl().network_acl_id(id).send()
+            })
+            .await?
+        }
+        Kind::Vpc => {
+            delete(cx, "DeleteVpc", &what, &[], || {
+                ec2.delete_vpc().vpc_id(id).send()
+            })
+            .await?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The network slice of a stackproof stack.
+//!
+//! [`Network`] is a [`Module`]: a VPC with DNS support and hostnames, a public and a private
+//! subnet in each of N availability zones, an internet gateway and the public route table, NAT
+//! gateways (`per-az`, `single` or `none`) with one private route table per zone, and two
+//! security groups: `load-balancer` (80/443 from anywhere by default) and `tasks` (the task port
+//! from the load-balancer group only). Everything carries the stack's tags and is found by them,
+//! so `apply` after a crash resumes and `destroy` needs nothing but the stack name.
+//!
+//! [`Network::isolate_zone`] and [`Network::restore_zone`] cut one zone off and heal it by
+//! swapping its subnets to a deny-all network ACL and back, as AWS FIS
+//! `aws:network:disrupt-connectivity` does.
+//!
+//! ```no_run
+//! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
+//! use infra::Module;
+//! let spec = network::NetworkConfig::default().validate("eu-west-1", "network")?;
+//! let net = network::Network::new(cx, spec);
+//! println!("{}", net.plan(cx, &()).await?);
+//! let outputs = net.apply(cx, &()).await?;
+//! println!("VPC {}", outputs.vpc_id);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod desired;
+mod error;
+mod exec;
+mod isolate;
+mod observe;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{AvailabilityZoneState, Filter};
+use infra::{Context, Module, Plan};
+use serde::{Deserialize, Serialize};
+
+pub use config::{IngressConfig, NatMode, NetworkConfig, NetworkSpec, Zones, known_zone_count};
+pub use error::Error;
+pub use isolate::{RESTORE_ACL_TAG, ZoneIsolation};
+
+use crate::desired::{Desired, IGW, LB_GROUP, Op, TASK_GROUP, diff, teardown};
+use crate::error::aws;
+use crate::exec::Ids;
+use crate::observe::Observed;
+
+/// What the network gives the modules downstream and the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkOutputs {
+    /// The VPC.
+    pub vpc_id: String,
+    /// Its CIDR block.
+    pub vpc_cidr: String,
+    /// The zones, in order; subnet lists below follow it.
+    pub zones: Vec<String>,
+    /// One public subnet per zone (load balancer, NAT gateways).
+    pub public_subnet_ids: Vec<String>,
+    /// One private subnet per zone (tasks).
+    pub private_subnet_ids: Vec<String>,
+    /// The internet gateway.
+    pub internet_gateway_id: String,
+    /// The NAT gateways (none with `nat = "none"`).
+    pub nat_gateway_ids: Vec<String>,
+    /// The load balancer's security group.
+    pub load_balancer_security_group_id: String,
+    /// The tasks' security group.
+    pub task_security_group_id: String,
+}
+
+/// The network module.
+#[derive(Debug, Clone)]
+pub struct Network {
+    spec: NetworkSpec,
+    ec2: Client,
+}
+
+impl Network {
+    /// The module for `spec`, calling EC2 with a client built from `cx`.
+    pub fn new(cx: &Context, spec: NetworkSpec) -> Self {
+        Self {
+            spec,
+            ec2: infra::client!(cx, aws_sdk_ec2),
+        }
+    }
+
+    /// The module with a client of the caller's (for tests with mocked responses).
+    pub fn with_client(spec: NetworkSpec, ec2: Client) -> Self {
+        Self { spec, ec2 }
+    }
+
+    /// The checked configuration.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
+    /// The zones to use: the named ones, checked to exist, or the region's first N available.
+    async fn zones(&self, cx: &Context) -> Result<Vec<String>, Error> {
+        let out = self
+            .ec2
+            .describe_availability_zones()
+            .filters(
+                Filter::builder()
+                    .name("zone-type")
+                    .values("availability-zone")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws(
+                "DescribeAvailabilityZones",
+                format!("region {}", cx.region()),
+            ))?;
+        let mut available: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter(|z| z.state() == Some(&AvailabilityZoneState::Available))
+            .filter_map(|z| z.zone_name().map(str::to_owned))
+            .collect();
+        available.sort();
+        match &self.spec.zones {
+            Zones::First(n) if available.len() >= *n => Ok(available[..*n].to_vec()),
+            Zones::First(n) => Err(Error::Zones {
+                field: "network.az-count",
+                region: cx.region().to_owned(),
+                available,
+                wanted: format!("{n} zones"),
+            }),
+            Zones::Named(names) if names.iter().all(|n| available.contains(n)) => Ok(names.clone()),
+            Zones::Named(names) => Err(Error::Zones {
+                field: "network.availability-zones",
+                region: cx.region().to_owned(),
+                available,
+                wanted: format!("{names:?}"),
+            }),
+        }
+    }
+
+    async fn steps(&self, cx: &Context) -> Result<(Desired, Observed, Vec<Op>), Error> {
+        let (zones, observed) = tokio::try_join!(
+            self.zones(cx),
+            Observed::read(&self.ec2, cx.stack().as_str())
+        )?;
+        let desired = Desired::new(&self.spec, cx.region(), zones);
+        let ops = diff(cx, &desired, &observed)?;
+        Ok((desired, observed, ops))
+    }
+
+    /// The outputs of the deployed network, or `None` when nothing is deployed. Read-only.
+    pub async fn outputs(&self, cx: &Context) -> Result<Option<NetworkOutputs>, Error> {
+        let (desired, observed) = tokio::try_join!(
+            async { Ok(Desired::new(&self.spec, cx.region(), self.zones(cx).await?)) },
+            Observed::read(&self.ec2, cx.stack().as_str())
+        )?;
+        if observed.vpcs.is_empty() {
+            return Ok(None);
+        }
+        outputs(&desired, &Ids::from_observed(&observed)).map(Some)
+    }
+}
+
+fn outputs(desired: &Desired, ids: &Ids) -> Result<NetworkOutputs, Error> {
+    let missing = |kind: &'static str, name: &str| Error::Missing {
+        kind,
+        name: name.to_owned(),
+    };
+    let subnet = |public: bool| -> Result<Vec<String>, Error> {
+        desired
+            .subnets
+            .iter()
+            .filter(|s| s.public == public)
+            .map(|s| {
+                ids.subnets
+                    .get(&s.name)
+                    .cloned()
+                    .ok_or_else(|| missing("subnet", &s.name))
+            })
+            .collect()
+    };
+    let group = |name: &str| {
+        ids.groups
+            .get(name)
+            .cloned()
+            .ok_or_else(|| missing("security-group", name))
+    };
+    Ok(NetworkOutputs {
+        vpc_id: ids
+            .vpc
+            .clone()
+            .ok_or_else(|| missing("vpc", desired::VPC))?,
+        vpc_cidr: desired.vpc_cidr.clone(),
+        zones: desired.zones.clone(),
+        public_subnet_ids: subnet(true)?,
+        private_subnet_ids: subnet(false)?,
+        internet_gateway_id: ids
+            .igw
+            .clone()
+            .ok_or_else(|| missing("internet-gateway", IGW))?,
+        nat_gateway_ids: desired
+            .nats
+            .iter()
+            .filter_map(|n| ids.nats.get(&n.name).cloned())
+            .collect(),
+        load_balancer_security_group_id: group(LB_GROUP)?,
+        task_security_group_id: group(TASK_GROUP)?,
+    })
+}
+
+fn to_plan(ops: &[Op]) -> Plan {
+    Plan {
+        changes: ops.iter().filter_map(Op::change).collect(),
+    }
+}
+
+impl Module for Network {
+    const NAME: &'static str = desired::MODULE;
+    type Inputs = ();
+    type Outputs = NetworkOutputs;
+    type Error = Error;
+
+    async fn plan(&self, cx: &Context, _inputs: &()) -> Result<Plan, Error> {
+        let (_, _, ops) = self.steps(cx).await?;
+        Ok(to_plan(&ops))
+    }
+
+    async fn apply(&self, cx: &Context, _inputs: &()) -> Result<NetworkOutputs, Error> {
+        let (desired, observed, ops) = self.steps(cx).await?;
+        let ids = exec::run(&self.ec2, cx, &ops, Ids::from_observed(&observed)).await?;
+        outputs(&desired, &ids)
+    }
+
+    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let observed = Observed::read(&self.ec2, cx.stack().as_str()).await?;
+        Ok(to_plan(&teardown(&observed)))
+    }
+
+    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let observed = Observed::read(&self.ec2, cx.stack().as_str()).await?;
+        if observed.is_empty() {
+            return Ok(Plan::default());
+        }
+        let ops = teardown(&observed);
+        exec::run(&self.ec2, cx, &ops, Ids::from_observed(&observed)).await?;
+        Ok(to_plan(&ops))
+    }
+}

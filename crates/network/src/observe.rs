@@ -1,0 +1,184 @@
+//! Reading what exists: every resource of the stack, found by its tags, in one call per kind.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    Address, Filter, InternetGateway, NatGateway, NatGatewayState, NetworkAcl, RouteTable,
+    SecurityGroup, Subnet, Tag, Vpc, VpcAttributeName,
+};
+use infra::tags;
+
+use crate::error::{Error, aws};
+
+/// The tags of an EC2 resource as a map.
+pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The logical name of a resource: its `stackproof:name` tag.
+pub(crate) fn name_tag(tags: &[Tag]) -> Option<&str> {
+    tags.iter()
+        .find(|t| t.key() == Some(tags::NAME))
+        .and_then(Tag::value)
+}
+
+/// The filter that selects the stack's resources.
+pub(crate) fn stack_filter(stack: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{}", tags::STACK))
+        .values(stack)
+        .build()
+}
+
+/// Everything of the stack's network that exists.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Observed {
+    pub(crate) vpcs: Vec<Vpc>,
+    /// `(enable-dns-support, enable-dns-hostnames)` of the VPC, when there is exactly one.
+    pub(crate) dns: Option<(bool, bool)>,
+    pub(crate) subnets: Vec<Subnet>,
+    pub(crate) igws: Vec<InternetGateway>,
+    pub(crate) route_tables: Vec<RouteTable>,
+    pub(crate) addresses: Vec<Address>,
+    /// NAT gateways that are pending or available (deleted and failed ones are history).
+    pub(crate) nats: Vec<NatGateway>,
+    /// NAT gateways that failed or were deleted, per name: they make client tokens unique.
+    pub(crate) dead_nats: BTreeMap<String, usize>,
+    pub(crate) security_groups: Vec<SecurityGroup>,
+    pub(crate) network_acls: Vec<NetworkAcl>,
+}
+
+impl Observed {
+    /// Reads the stack's network with one describe call per kind, all at once.
+    pub(crate) async fn read(ec2: &Client, stack: &str) -> Result<Observed, Error> {
+        let f = || stack_filter(stack);
+        let res = format!("stack {stack}");
+        let (vpcs, subnets, igws, route_tables, addresses, nats, sgs, nacls) = tokio::try_join!(
+            async {
+                ec2.describe_vpcs()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeVpcs", &res))
+            },
+            async {
+                ec2.describe_subnets()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeSubnets", &res))
+            },
+            async {
+                ec2.describe_internet_gateways()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeInternetGateways", &res))
+            },
+            async {
+                ec2.describe_route_tables()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeRouteTables", &res))
+            },
+            async {
+                ec2.describe_addresses()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeAddresses", &res))
+            },
+            async {
+                ec2.describe_nat_gateways()
+                    .filter(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeNatGateways", &res))
+            },
+            async {
+                ec2.describe_security_groups()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeSecurityGroups", &res))
+            },
+            async {
+                ec2.describe_network_acls()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeNetworkAcls", &res))
+            },
+        )?;
+        let mut observed = Observed {
+            vpcs: vpcs.vpcs().to_vec(),
+            subnets: subnets.subnets().to_vec(),
+            igws: igws.internet_gateways().to_vec(),
+            route_tables: route_tables.route_tables().to_vec(),
+            addresses: addresses.addresses().to_vec(),
+            security_groups: sgs.security_groups().to_vec(),
+            network_acls: nacls.network_acls().to_vec(),
+            ..Observed::default()
+        };
+        for nat in nats.nat_gateways() {
+            match nat.state() {
+                Some(NatGatewayState::Pending | NatGatewayState::Available) | None => {
+                    observed.nats.push(nat.clone())
+                }
+                Some(_) => {
+                    let name = name_tag(nat.tags()).unwrap_or_default().to_owned();
+                    *observed.dead_nats.entry(name).or_default() += 1;
+                }
+            }
+        }
+        if let [vpc] = observed.vpcs.as_slice() {
+            let id = vpc.vpc_id().unwrap_or_default();
+            let attr =
+                |a: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(id).attribute(a).send();
+            let (support, hostnames) = tokio::try_join!(
+                async {
+                    attr(VpcAttributeName::EnableDnsSupport)
+                        .await
+                        .map_err(aws("DescribeVpcAttribute", id))
+                },
+                async {
+                    attr(VpcAttributeName::EnableDnsHostnames)
+                        .await
+                        .map_err(aws("DescribeVpcAttribute", id))
+                },
+            )?;
+            observed.dns = Some((
+                support
+                    .enable_dns_support()
+                    .and_then(|v| v.value())
+                    .unwrap_or(false),
+                hostnames
+                    .enable_dns_hostnames()
+                    .and_then(|v| v.value())
+                    .unwrap_or(false),
+            ));
+        }
+        Ok(observed)
+    }
+
+    /// True when nothing of the stack exists.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.vpcs.is_empty()
+            && self.subnets.is_empty()
+            && self.igws.is_empty()
+            && self.route_tables.is_empty()
+            && self.addresses.is_empty()
+            && self.nats.is_empty()
+            && self.security_groups.is_empty()
+            && self.network_acls.is_empty()
+    }
+}

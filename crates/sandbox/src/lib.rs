@@ -1,0 +1,21 @@
+//! The local AWS of stackproof.
+//!
+//! For now this is the control plane: a [`MotoServer`] (moto, the AWS API emulator) on
+//! 127.0.0.1, the [`sdk_config`] that points the AWS SDK at it, and [`MotoAccount`], an
+//! interceptor that isolates callers in their own emulated account. The data plane (tasks, the
+//! load balancer, autoscaling) comes later and reads its desired state from moto through the
+//! same SDK.
+//!
+//! ```no_run
+//! let moto = sandbox::MotoServer::start(&sandbox::python_path()?)?;
+//! let sdk = sandbox::sdk_config(moto.endpoint(), "eu-west-1");
+//! # let _ = sdk;
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod moto;
+
+pub use moto::{
+    Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, cache_dir, python_path, sdk_config,
+    spawn_daemon,
+};
