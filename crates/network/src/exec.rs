@@ -769,3 +769,97 @@ async fn delete_resource(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The error paths moto cannot produce, with mocked EC2 responses.
+
+    use std::time::Duration;
+
+    use aws_sdk_ec2::operation::delete_subnet::{DeleteSubnetError, DeleteSubnetOutput};
+    use aws_sdk_ec2::operation::modify_vpc_attribute::{ModifyVpcAttributeError, ModifyVpcAttributeOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+    use infra::{StackName, WaitPolicy};
+
+    use super::*;
+
+    fn meta(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message("mocked").build()
+    }
+
+    fn cx() -> Context {
+        let waits = WaitPolicy {
+            eventual_consistency: Duration::from_secs(30),
+            dependency: Duration::from_secs(60),
+            resource_state: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        };
+        Context::builder(aws_config::SdkConfig::builder().build(), StackName::new("mock").unwrap()).waits(waits).build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vpc_not_visible_yet_is_retried_until_it_is() {
+        let rule = mock!(Client::modify_vpc_attribute)
+            .sequence()
+            .error(|| ModifyVpcAttributeError::generic(meta("InvalidVpcID.NotFound")))
+            .times(2)
+            .output(|| ModifyVpcAttributeOutput::builder().build())
+            .repeatedly()
+            .build();
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]);
+        set_dns(&ec2, &cx(), "vpc-1").await.unwrap();
+        // Two failures, then support and hostnames each once.
+        assert_eq!(rule.num_calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dependency_violation_that_clears_is_waited_out() {
+        let rule = mock!(Client::delete_subnet)
+            .sequence()
+            .error(|| DeleteSubnetError::generic(meta("DependencyViolation")))
+            .times(3)
+            .output(|| DeleteSubnetOutput::builder().build())
+            .build();
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]);
+        let start = Instant::now();
+        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap();
+        assert_eq!(rule.num_calls(), 4);
+        // Backoff, not a busy loop: three waits of at least half of 100, 200, 400 ms.
+        assert!(start.elapsed() >= Duration::from_millis(350), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dependency_violation_that_never_clears_hits_the_deadline_with_a_clear_error() {
+        let rule = mock!(Client::delete_subnet)
+            .sequence()
+            .error(|| DeleteSubnetError::generic(meta("DependencyViolation")))
+            .repeatedly()
+            .build();
+        let ec2 = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]);
+        let start = Instant::now();
+        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap_err();
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_secs(60) && waited < Duration::from_secs(66), "{waited:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("DeleteSubnet subnet \"public-a\" (subnet-1): gave up after"), "{text}");
+        assert!(text.contains("DependencyViolation: mocked"), "{text}");
+        // Delays capped at max_delay (2.5 to 5 s with jitter): 12 to 24 waits plus the ramp.
+        assert!((12..=30).contains(&rule.num_calls()), "{}", rule.num_calls());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deleting_what_is_already_gone_succeeds_and_other_errors_fail_at_once() {
+        let gone = mock!(Client::delete_subnet)
+            .then_error(|| DeleteSubnetError::generic(meta("InvalidSubnetID.NotFound")));
+        let ec2 = mock_client!(aws_sdk_ec2, [&gone]);
+        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap();
+
+        let denied = mock!(Client::delete_subnet).then_error(|| DeleteSubnetError::generic(meta("UnauthorizedOperation")));
+        let ec2 = mock_client!(aws_sdk_ec2, [&denied]);
+        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap_err();
+        assert_eq!(err.code(), Some("UnauthorizedOperation"));
+        assert_eq!(denied.num_calls(), 1);
+    }
+}
