@@ -1,2 +1,130 @@
-//! x
-fn main() {}
+//! `cargo xtask`: the stackproof command line.
+//!
+//! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage.
+
+mod deploy;
+mod sandbox_cmd;
+mod setup;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Build a web stack on AWS (or the local sandbox) and prove it.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where the stack lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Target {
+    /// The local sandbox (moto on 127.0.0.1), started on demand. The default.
+    Sandbox,
+    /// Real AWS, with the standard credential chain.
+    Aws,
+}
+
+/// Options shared by the commands that work on a stack.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StackArgs {
+    /// The stack configuration. Default: `stack.toml` in the project root if it exists,
+    /// else the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where to deploy.
+    #[arg(long, value_enum, default_value_t = Target::Sandbox)]
+    pub(crate) target: Target,
+    /// AWS profile (with `--target aws`).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// AWS region; overrides the configuration's `region`.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Print the AWS calls made, per service and operation, at the end.
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what the tests and the sandbox need (a Python virtualenv with moto).
+    Setup,
+    /// Set up, then run the whole test suite (extra arguments go to `cargo test`).
+    Test {
+        /// Arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start, stop or inspect the local sandbox.
+    Sandbox {
+        #[command(subcommand)]
+        action: sandbox_cmd::Action,
+    },
+    /// Show what deploy would change. Reads only.
+    Plan {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or repair the stack, then print its outputs.
+    Deploy {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Do not ask before changing real AWS resources.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete everything tagged with the stack.
+    Destroy {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Do not ask before deleting.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// The project root (the workspace folder).
+pub(crate) fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The project's own hidden folder for state and logs: `.stackproof` in the project root, or
+/// `$STACKPROOF_STATE_DIR` (tests use their own).
+pub(crate) fn state_dir() -> PathBuf {
+    match std::env::var_os("STACKPROOF_STATE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => project_root().join(".stackproof"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Setup => setup::ensure_moto().map(|_| ()),
+        Cmd::Test { args } => setup::test(&args),
+        Cmd::Sandbox { action } => sandbox_cmd::run(action),
+        Cmd::Plan { stack, json } => runtime.block_on(deploy::plan(&stack, json)),
+        Cmd::Deploy { stack, yes } => runtime.block_on(deploy::deploy(&stack, yes)),
+        Cmd::Destroy { stack, yes } => runtime.block_on(deploy::destroy(&stack, yes)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
