@@ -17,12 +17,28 @@ struct Lines;
 impl Progress for Lines {
     fn on(&self, event: &Event<'_>) {
         match event {
-            Event::Finished { change, id, elapsed } => {
+            Event::Finished {
+                change,
+                id,
+                elapsed,
+            } => {
                 let id = id.map(|i| format!(" -> {i}")).unwrap_or_default();
-                println!("  done {} {} {} {:?}{id} ({:.2}s)", symbol(change), change.module, change.kind, change.name, elapsed.as_secs_f64());
+                println!(
+                    "  done {} {} {} {:?}{id} ({:.2}s)",
+                    symbol(change),
+                    change.module,
+                    change.kind,
+                    change.name,
+                    elapsed.as_secs_f64()
+                );
             }
             Event::Waiting { change, waited } => {
-                println!("  waiting for {} {} ({:.0}s so far)", change.kind, change.name, waited.as_secs_f64());
+                println!(
+                    "  waiting for {} {} ({:.0}s so far)",
+                    change.kind,
+                    change.name,
+                    waited.as_secs_f64()
+                );
             }
             _ => {}
         }
@@ -57,24 +73,35 @@ async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
             sandbox::sdk_config(&running.endpoint, stack.region())
         }
         Target::Aws => {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(stack.region().to_owned()));
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(stack.region().to_owned()));
             if let Some(profile) = &args.profile {
                 loader = loader.profile_name(profile);
             }
             loader.load().await
         }
     };
-    Ok(Context::builder(sdk, stack.name().clone()).user_tags(stack.tags().clone()).progress(Arc::new(Lines)).build())
+    Ok(Context::builder(sdk, stack.name().clone())
+        .user_tags(stack.tags().clone())
+        .progress(Arc::new(Lines))
+        .build())
 }
 
 fn where_(args: &StackArgs, stack: &Stack) -> String {
     match args.target {
-        Target::Sandbox => format!("stack {} in the local sandbox ({})", stack.name(), stack.region()),
+        Target::Sandbox => format!(
+            "stack {} in the local sandbox ({})",
+            stack.name(),
+            stack.region()
+        ),
         Target::Aws => format!(
             "stack {} in AWS region {}{}",
             stack.name(),
             stack.region(),
-            args.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default()
+            args.profile
+                .as_ref()
+                .map(|p| format!(" (profile {p})"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -92,7 +119,12 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 fn report_calls(args: &StackArgs, cx: &Context, started: Instant) {
     let calls = cx.calls().snapshot();
-    println!("{:.2}s, {} AWS calls ({} writes)", started.elapsed().as_secs_f64(), calls.total(), calls.writes());
+    println!(
+        "{:.2}s, {} AWS calls ({} writes)",
+        started.elapsed().as_secs_f64(),
+        calls.total(),
+        calls.writes()
+    );
     if args.verbose {
         print!("{calls}");
     }
@@ -118,7 +150,11 @@ pub(crate) async fn deploy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan: Plan = stack.plan(&cx).await.context("planning")?;
     println!("Deploying {}:\n{plan}", where_(args, &stack));
-    if !plan.is_empty() && args.target == Target::Aws && !yes && !confirm("Apply these changes to AWS?")? {
+    if !plan.is_empty()
+        && args.target == Target::Aws
+        && !yes
+        && !confirm("Apply these changes to AWS?")?
+    {
         bail!("cancelled; nothing was changed");
     }
     let outputs = stack
@@ -134,7 +170,10 @@ pub(crate) async fn destroy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
     let stack = load(args)?;
     let cx = context(args, &stack).await?;
     let started = Instant::now();
-    let plan = stack.plan_destroy(&cx).await.context("reading what to destroy")?;
+    let plan = stack
+        .plan_destroy(&cx)
+        .await
+        .context("reading what to destroy")?;
     if plan.is_empty() {
         println!("Nothing tagged with {} exists.", where_(args, &stack));
         return Ok(());

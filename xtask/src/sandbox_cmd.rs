@@ -35,12 +35,17 @@ fn state_file() -> PathBuf {
 }
 
 fn alive(pid: u32) -> bool {
-    Command::new("kill").args(["-0", &pid.to_string()]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn answers(endpoint: &str) -> bool {
     let addr = endpoint.trim_start_matches("http://");
-    addr.parse().is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+    addr.parse()
+        .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
 }
 
 /// The sandbox, when one runs.
@@ -62,10 +67,17 @@ pub(crate) fn ensure(port: u16) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = dir.join("moto.log");
     let (pid, endpoint) = sandbox::spawn_daemon(&python, port, &log).context("starting moto")?;
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let state = json!({ "pid": pid, "endpoint": endpoint, "started": started, "log": log });
-    std::fs::write(state_file(), serde_json::to_string_pretty(&state)?).context("writing the sandbox state")?;
-    eprintln!("sandbox: moto started on {endpoint} (pid {pid}, log {})", log.display());
+    std::fs::write(state_file(), serde_json::to_string_pretty(&state)?)
+        .context("writing the sandbox state")?;
+    eprintln!(
+        "sandbox: moto started on {endpoint} (pid {pid}, log {})",
+        log.display()
+    );
     Ok(Running { pid, endpoint })
 }
 
@@ -73,7 +85,10 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
     match action {
         Action::Start { port } => {
             let running = ensure(port)?;
-            println!("sandbox running: {} (pid {})", running.endpoint, running.pid);
+            println!(
+                "sandbox running: {} (pid {})",
+                running.endpoint, running.pid
+            );
         }
         Action::Stop => {
             let Some(running) = current() else {
@@ -81,7 +96,10 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
                 println!("sandbox is not running");
                 return Ok(());
             };
-            let status = Command::new("kill").arg(running.pid.to_string()).status().context("running kill")?;
+            let status = Command::new("kill")
+                .arg(running.pid.to_string())
+                .status()
+                .context("running kill")?;
             if !status.success() {
                 bail!("could not stop pid {} ({status})", running.pid);
             }
@@ -92,7 +110,11 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if alive(running.pid) {
-                bail!("pid {} did not exit after SIGTERM; stop it with `kill -9 {}`", running.pid, running.pid);
+                bail!(
+                    "pid {} did not exit after SIGTERM; stop it with `kill -9 {}`",
+                    running.pid,
+                    running.pid
+                );
             }
             std::fs::remove_file(state_file()).context("removing the sandbox state")?;
             println!("sandbox stopped (pid {})", running.pid);

@@ -21,13 +21,26 @@ pub(crate) fn ensure_moto() -> anyhow::Result<PathBuf> {
     }
     let venv = sandbox::cache_dir().join("moto-venv");
     eprintln!("setup: creating {} with {MOTO_REQUIREMENT}", venv.display());
-    let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().context("running python3 -m venv (is Python 3 installed?)")?;
+    let status = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv (is Python 3 installed?)")?;
     if !status.success() {
-        bail!("python3 -m venv {} failed ({status}); on Debian: apt-get install python3-venv", venv.display());
+        bail!(
+            "python3 -m venv {} failed ({status}); on Debian: apt-get install python3-venv",
+            venv.display()
+        );
     }
     let pip = venv.join("bin").join("pip");
     let status = Command::new(&pip)
-        .args(["install", "--quiet", "--disable-pip-version-check", MOTO_REQUIREMENT])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            MOTO_REQUIREMENT,
+        ])
         .status()
         .with_context(|| format!("running {}", pip.display()))?;
     if !status.success() {

@@ -1,6 +1,8 @@
 //! The command line end to end, against a sandbox of its own: start it, deploy, plan, destroy,
 //! stop it, as a user would.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,7 +16,11 @@ fn xtask(state: &Path, args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn alive(pid: u64) -> bool {
@@ -50,24 +56,47 @@ fn sandbox_deploy_plan_destroy_stop() {
 
     let out = xtask(state, &["sandbox", "start"]);
     assert!(out.status.success(), "{}", text(&out));
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
+            .unwrap();
     let pid = saved["pid"].as_u64().unwrap();
     assert!(alive(pid));
-    assert!(saved["endpoint"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(
+        saved["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
 
     let out = xtask(state, &["deploy", "--yes"]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("Plan: 24 to create, 0 to update, 0 to delete."), "{shown}");
-    assert!(shown.contains("done + network vpc \"vpc\" -> vpc-"), "{shown}");
+    assert!(
+        shown.contains("Plan: 24 to create, 0 to update, 0 to delete."),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("done + network vpc \"vpc\" -> vpc-"),
+        "{shown}"
+    );
     let json_start = shown.find("Outputs:\n").unwrap() + "Outputs:\n".len();
     let json_end = shown[json_start..].find("\n}\n").unwrap() + json_start + 2;
     let outputs: serde_json::Value = serde_json::from_str(&shown[json_start..json_end]).unwrap();
-    assert_eq!(outputs["network"]["private_subnet_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        outputs["network"]["private_subnet_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     let out = xtask(state, &["plan"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("No changes: the stack matches its configuration."), "{}", text(&out));
+    assert!(
+        text(&out).contains("No changes: the stack matches its configuration."),
+        "{}",
+        text(&out)
+    );
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["changes"].as_array().unwrap().len(), 0);
@@ -76,7 +105,13 @@ fn sandbox_deploy_plan_destroy_stop() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Destroyed."), "{}", text(&out));
     let out = xtask(state, &["destroy", "--yes"]);
-    assert!(text(&out).contains("Nothing tagged with stack stackproof exists."), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "Nothing tagged with stack stackproof in the local sandbox (eu-west-1) exists."
+        ),
+        "{}",
+        text(&out)
+    );
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["changes"].as_array().unwrap().len(), 24);
@@ -93,18 +128,35 @@ fn sandbox_deploy_plan_destroy_stop() {
 fn bad_configuration_fails_before_anything_starts() {
     let dir = temp_dir("bad-config");
     let config = dir.0.join("stack.toml");
-    std::fs::write(&config, "name = \"Bad Name\"\n[network]\nvpc-cidr = \"10.0.0.0/12\"\naz-count = 4\n").unwrap();
-    let out = xtask(&dir.0, &["deploy", "--yes", "--config", config.to_str().unwrap()]);
+    std::fs::write(
+        &config,
+        "name = \"Bad Name\"\n[network]\nvpc-cidr = \"10.0.0.0/12\"\naz-count = 4\n",
+    )
+    .unwrap();
+    let out = xtask(
+        &dir.0,
+        &["deploy", "--yes", "--config", config.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     let shown = text(&out);
     assert!(shown.contains("3 configuration problems"), "{shown}");
-    assert!(shown.contains("network.vpc-cidr = \"10.0.0.0/12\""), "{shown}");
-    assert!(shown.contains("network.az-count = 4: 1 to 3 (eu-west-1 has 3 availability zones)"), "{shown}");
+    assert!(
+        shown.contains("network.vpc-cidr = \"10.0.0.0/12\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("network.az-count = 4: 1 to 3 (eu-west-1 has 3 availability zones)"),
+        "{shown}"
+    );
     // Validation came first: no sandbox was started.
     assert!(!dir.0.join("sandbox.json").exists());
 
     std::fs::write(&config, "[network]\nnat-mode = \"single\"\n").unwrap();
     let out = xtask(&dir.0, &["plan", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("unknown field `nat-mode`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown field `nat-mode`"),
+        "{}",
+        text(&out)
+    );
 }

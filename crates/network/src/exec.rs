@@ -404,7 +404,7 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
             let subnet_id = need(&ids.subnets, "subnet", subnet)?;
             let what =
                 format!("route-table {table:?} ({table_id}) and subnet {subnet:?} ({subnet_id})");
-            let id = match replace {
+            match replace {
                 Some(assoc) => settle(cx, "ReplaceRouteTableAssociation", &what, || {
                     ec2.replace_route_table_association()
                         .association_id(assoc)
@@ -423,8 +423,7 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
                 .await?
                 .association_id()
                 .map(str::to_owned),
-            };
-            id
+            }
         }
         Op::WaitNats => {
             wait_nats(ec2, cx, ids).await?;
@@ -777,7 +776,9 @@ mod tests {
     use std::time::Duration;
 
     use aws_sdk_ec2::operation::delete_subnet::{DeleteSubnetError, DeleteSubnetOutput};
-    use aws_sdk_ec2::operation::modify_vpc_attribute::{ModifyVpcAttributeError, ModifyVpcAttributeOutput};
+    use aws_sdk_ec2::operation::modify_vpc_attribute::{
+        ModifyVpcAttributeError, ModifyVpcAttributeOutput,
+    };
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
     use infra::{StackName, WaitPolicy};
@@ -785,7 +786,10 @@ mod tests {
     use super::*;
 
     fn meta(code: &str) -> ErrorMetadata {
-        ErrorMetadata::builder().code(code).message("mocked").build()
+        ErrorMetadata::builder()
+            .code(code)
+            .message("mocked")
+            .build()
     }
 
     fn cx() -> Context {
@@ -796,7 +800,12 @@ mod tests {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
         };
-        Context::builder(aws_config::SdkConfig::builder().build(), StackName::new("mock").unwrap()).waits(waits).build()
+        Context::builder(
+            aws_config::SdkConfig::builder().build(),
+            StackName::new("mock").unwrap(),
+        )
+        .waits(waits)
+        .build()
     }
 
     #[tokio::test(start_paused = true)]
@@ -824,10 +833,16 @@ mod tests {
             .build();
         let ec2 = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]);
         let start = Instant::now();
-        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap();
+        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[])
+            .await
+            .unwrap();
         assert_eq!(rule.num_calls(), 4);
         // Backoff, not a busy loop: three waits of at least half of 100, 200, 400 ms.
-        assert!(start.elapsed() >= Duration::from_millis(350), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -839,14 +854,26 @@ mod tests {
             .build();
         let ec2 = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]);
         let start = Instant::now();
-        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap_err();
+        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[])
+            .await
+            .unwrap_err();
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(60) && waited < Duration::from_secs(66), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(66),
+            "{waited:?}"
+        );
         let text = err.to_string();
-        assert!(text.starts_with("DeleteSubnet subnet \"public-a\" (subnet-1): gave up after"), "{text}");
+        assert!(
+            text.starts_with("DeleteSubnet subnet \"public-a\" (subnet-1): gave up after"),
+            "{text}"
+        );
         assert!(text.contains("DependencyViolation: mocked"), "{text}");
         // Delays capped at max_delay (2.5 to 5 s with jitter): 12 to 24 waits plus the ramp.
-        assert!((12..=30).contains(&rule.num_calls()), "{}", rule.num_calls());
+        assert!(
+            (12..=30).contains(&rule.num_calls()),
+            "{}",
+            rule.num_calls()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -854,11 +881,16 @@ mod tests {
         let gone = mock!(Client::delete_subnet)
             .then_error(|| DeleteSubnetError::generic(meta("InvalidSubnetID.NotFound")));
         let ec2 = mock_client!(aws_sdk_ec2, [&gone]);
-        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap();
+        delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[])
+            .await
+            .unwrap();
 
-        let denied = mock!(Client::delete_subnet).then_error(|| DeleteSubnetError::generic(meta("UnauthorizedOperation")));
+        let denied = mock!(Client::delete_subnet)
+            .then_error(|| DeleteSubnetError::generic(meta("UnauthorizedOperation")));
         let ec2 = mock_client!(aws_sdk_ec2, [&denied]);
-        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[]).await.unwrap_err();
+        let err = delete_resource(&ec2, &cx(), Kind::Subnet, "public-a", "subnet-1", &[])
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some("UnauthorizedOperation"));
         assert_eq!(denied.num_calls(), 1);
     }

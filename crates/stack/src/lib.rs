@@ -81,37 +81,72 @@ const MAX_USER_TAGS: usize = 46;
 impl StackConfig {
     /// Parses `text`; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Self::from_toml(&text, &shown)
     }
 
     /// Checks everything, reporting every problem at once.
     pub fn validate(&self) -> Result<Stack, Problems> {
         let mut problems = Problems::default();
-        let name = StackName::new(&self.name).map_err(|e| problems.add("name", format!("{:?}", e.value), "1 to 24 of a-z, 0-9 and '-', starting with a letter, not ending with '-'")).ok();
+        let name = StackName::new(&self.name)
+            .map_err(|e| {
+                problems.add(
+                    "name",
+                    format!("{:?}", e.value),
+                    "1 to 24 of a-z, 0-9 and '-', starting with a letter, not ending with '-'",
+                )
+            })
+            .ok();
         let region_ok = {
             let parts: Vec<&str> = self.region.split('-').collect();
             parts.len() >= 3
-                && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-                && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                })
+                && parts
+                    .last()
+                    .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
         };
         if !region_ok {
-            problems.add("region", format!("{:?}", self.region), "an AWS region name such as \"eu-west-1\"");
+            problems.add(
+                "region",
+                format!("{:?}", self.region),
+                "an AWS region name such as \"eu-west-1\"",
+            );
         }
         if self.tags.len() > MAX_USER_TAGS {
-            problems.add("tags", format!("{} tags", self.tags.len()), format!("at most {MAX_USER_TAGS} (AWS allows 50, stackproof uses 4)"));
+            problems.add(
+                "tags",
+                format!("{} tags", self.tags.len()),
+                format!("at most {MAX_USER_TAGS} (AWS allows 50, stackproof uses 4)"),
+            );
         }
         for (k, v) in &self.tags {
-            if k.starts_with(infra::tags::RESERVED_PREFIX) || k.starts_with("aws:") || k == infra::tags::DISPLAY_NAME {
+            if k.starts_with(infra::tags::RESERVED_PREFIX)
+                || k.starts_with("aws:")
+                || k == infra::tags::DISPLAY_NAME
+            {
                 problems.add(format!("tags.{k}"), format!("{v:?}"), "a key not starting with \"stackproof:\" or \"aws:\" and not \"Name\" (those are set by stackproof or AWS)");
             } else if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
-                problems.add(format!("tags.{k}"), format!("{v:?}"), "a key of 1 to 128 characters and a value of at most 256");
+                problems.add(
+                    format!("tags.{k}"),
+                    format!("{v:?}"),
+                    "a key of 1 to 128 characters and a value of at most 256",
+                );
             }
         }
         let network = match self.network.validate(&self.region, "network") {
@@ -122,9 +157,12 @@ impl StackConfig {
             }
         };
         match (name, network) {
-            (Some(name), Some(network)) if problems.0.is_empty() => {
-                Ok(Stack { name, region: self.region.clone(), tags: self.tags.clone(), network })
-            }
+            (Some(name), Some(network)) if problems.0.is_empty() => Ok(Stack {
+                name,
+                region: self.region.clone(),
+                tags: self.tags.clone(),
+                network,
+            }),
             _ => Err(problems),
         }
     }
@@ -178,13 +216,21 @@ impl Stack {
     /// Converges every module, in dependency order, and returns the outputs.
     pub async fn apply(&self, cx: &Context) -> Result<StackOutputs, Error> {
         let network = self.network(cx).apply(cx, &()).await?;
-        Ok(StackOutputs { stack: self.name.to_string(), region: self.region.clone(), network })
+        Ok(StackOutputs {
+            stack: self.name.to_string(),
+            region: self.region.clone(),
+            network,
+        })
     }
 
     /// The outputs of what is deployed, or `None` when nothing is. Reads only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<StackOutputs>, Error> {
         let network = self.network(cx).outputs(cx).await?;
-        Ok(network.map(|network| StackOutputs { stack: self.name.to_string(), region: self.region.clone(), network }))
+        Ok(network.map(|network| StackOutputs {
+            stack: self.name.to_string(),
+            region: self.region.clone(),
+            network,
+        }))
     }
 
     /// What `destroy` would delete, in reverse dependency order. Reads only.
@@ -209,17 +255,26 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_the_default_stack() {
-        let stack = StackConfig::from_toml("", "stack.toml").unwrap().validate().unwrap();
+        let stack = StackConfig::from_toml("", "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!(stack.name().as_str(), "stackproof");
         assert_eq!(stack.region(), "eu-west-1");
     }
 
     #[test]
     fn unknown_keys_name_the_key_the_file_and_the_line() {
-        let err = StackConfig::from_toml("name = \"web\"\n\n[network]\nvpc-cidr = \"10.0.0.0/16\"\nnats = \"single\"\n", "stack.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("stack.toml: TOML parse error at line 5"), "{err}");
+        let err = StackConfig::from_toml(
+            "name = \"web\"\n\n[network]\nvpc-cidr = \"10.0.0.0/16\"\nnats = \"single\"\n",
+            "stack.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("stack.toml: TOML parse error at line 5"),
+            "{err}"
+        );
         assert!(err.contains("unknown field `nats`"), "{err}");
     }
 
@@ -235,9 +290,26 @@ mod tests {
             vpc-cidr = "10.0.0.0/8"
             az-count = 9
         "#;
-        let problems = StackConfig::from_toml(text, "stack.toml").unwrap().validate().unwrap_err();
+        let problems = StackConfig::from_toml(text, "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
         let fields: Vec<&str> = problems.0.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["name", "region", "tags.stackproof:stack", "network.vpc-cidr", "network.az-count"], "{problems}");
-        assert!(problems.to_string().starts_with("5 configuration problems:"));
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "region",
+                "tags.stackproof:stack",
+                "network.vpc-cidr",
+                "network.az-count"
+            ],
+            "{problems}"
+        );
+        assert!(
+            problems
+                .to_string()
+                .starts_with("5 configuration problems:")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The network module against moto: one moto server for this test binary, one moto account per
 //! test, so tests run in parallel without seeing each other.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
