@@ -1,0 +1,1 @@
+//! The compute slice of a stackproof stack: IAM roles, ECS cluster, Fargate task definition and service, autoscaling.

@@ -1,0 +1,1 @@
+//! An open-loop HTTP load generator: coordinated-omission-corrected latency, per-AZ breakdowns, SLO verdicts.
