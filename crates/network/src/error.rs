@@ -88,6 +88,23 @@ pub enum Error {
         /// What AWS said.
         reason: String,
     },
+    /// A load balancer or target group has the name the stack derives but is not the stack's
+    /// (its `stackproof:stack` tag says otherwise, or it has none).
+    #[error(
+        "{kind} {name:?} ({arn}) exists but is not part of stack {stack} (its stackproof:stack tag is {owner:?}); it is left alone: delete or rename it, or use another stack name"
+    )]
+    NotOurs {
+        /// The kind of resource.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Its ARN.
+        arn: String,
+        /// The stack that wanted the name.
+        stack: String,
+        /// The stack it belongs to, when it has the tag.
+        owner: Option<String>,
+    },
     /// The stack has no network (for operations that need one, like isolating a zone).
     #[error("stack {stack} has no VPC: deploy it first")]
     NotDeployed {

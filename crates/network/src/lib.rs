@@ -27,6 +27,7 @@ mod desired;
 mod error;
 mod exec;
 mod isolate;
+mod lb;
 mod observe;
 
 use aws_sdk_ec2::Client;
@@ -37,6 +38,10 @@ use serde::{Deserialize, Serialize};
 pub use config::{IngressConfig, NatMode, NetworkConfig, NetworkSpec, Zones, known_zone_count};
 pub use error::Error;
 pub use isolate::{RESTORE_ACL_TAG, ZoneIsolation};
+pub use lb::{
+    AccessLogs, HealthCheckConfig, HealthCheckSpec, LoadBalancer, LoadBalancerConfig,
+    LoadBalancerInputs, LoadBalancerOutputs, LoadBalancerSpec, lb_name, tg_name,
+};
 
 use crate::desired::{Desired, IGW, LB_GROUP, Op, TASK_GROUP, diff, teardown};
 use crate::error::aws;

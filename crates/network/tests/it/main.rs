@@ -11,6 +11,8 @@ use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
 use network::{Network, NetworkConfig, NetworkOutputs};
 use sandbox::MotoServer;
 
+mod lb;
+
 const REGION: &str = "eu-west-1";
 
 fn context(stack: &str) -> Context {

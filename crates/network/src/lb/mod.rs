@@ -1,0 +1,223 @@
+//! The load balancer slice: an internet-facing application load balancer in the public subnets,
+//! one target group of `ip` targets, and its listeners.
+//!
+//! [`LoadBalancer`] is a [`Module`] of its own (`load-balancer`), fed by the network's outputs
+//! and, for access logs, the storage module's log bucket. Its resources are named after the
+//! stack (`{stack}-alb`, `{stack}-tg`), created with the stack's tags, and found again by name
+//! and checked by tag: one that has the name but another stack's tags is never touched.
+
+mod config;
+mod diff;
+mod exec;
+mod observe;
+
+use aws_sdk_elasticloadbalancingv2::Client;
+use infra::{Context, Module, Plan};
+use serde::{Deserialize, Serialize};
+
+pub use config::{HealthCheckConfig, HealthCheckSpec, LoadBalancerConfig, LoadBalancerSpec};
+
+use crate::Error;
+use diff::{Desired, Op, check_inputs, diff, teardown};
+use exec::Ids;
+use observe::Observed;
+
+/// Where the load balancer writes its access logs: the storage module's bucket, whose policy
+/// must already let the load balancer write there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLogs {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (no leading or trailing `/`).
+    pub prefix: String,
+}
+
+/// What the load balancer needs from the network (and storage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerInputs {
+    /// The VPC (the target group lives there).
+    pub vpc_id: String,
+    /// The zones of the subnets below; two or more.
+    pub zones: Vec<String>,
+    /// One public subnet per zone.
+    pub public_subnet_ids: Vec<String>,
+    /// The load balancer's security group.
+    pub security_group_id: String,
+    /// The port the targets listen on.
+    pub target_port: u16,
+    /// Access logs, when the stack has a log bucket.
+    pub access_logs: Option<AccessLogs>,
+}
+
+/// What the load balancer gives the modules downstream and the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerOutputs {
+    /// The load balancer's ARN.
+    pub arn: String,
+    /// The part of the ARN after `loadbalancer/` (`app/{name}/{id}`), as CloudWatch dimensions
+    /// and `ALBRequestCountPerTarget` want it.
+    pub arn_suffix: String,
+    /// Its name.
+    pub name: String,
+    /// Its DNS name.
+    pub dns_name: String,
+    /// The Route 53 hosted zone of the DNS name (for alias records).
+    pub hosted_zone_id: String,
+    /// The target group's ARN.
+    pub target_group_arn: String,
+    /// The part of the target group ARN from `targetgroup/` on.
+    pub target_group_arn_suffix: String,
+    /// The listeners, in port order (80, then 443 when there is a certificate).
+    pub listener_arns: Vec<String>,
+    /// The load balancer's security groups.
+    pub security_group_ids: Vec<String>,
+}
+
+/// The load balancer's name for `stack` (at most 28 characters: stack names have at most 24).
+pub fn lb_name(stack: &str) -> String {
+    format!("{stack}-alb")
+}
+
+/// The target group's name for `stack`.
+pub fn tg_name(stack: &str) -> String {
+    format!("{stack}-tg")
+}
+
+/// The load balancer module.
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    spec: LoadBalancerSpec,
+    elb: Client,
+}
+
+impl LoadBalancer {
+    /// The module for `spec`, calling Elastic Load Balancing with a client built from `cx`.
+    pub fn new(cx: &Context, spec: LoadBalancerSpec) -> Self {
+        Self {
+            spec,
+            elb: infra::client!(cx, aws_sdk_elasticloadbalancingv2),
+        }
+    }
+
+    /// The module with a client of the caller's (for tests with mocked responses).
+    pub fn with_client(spec: LoadBalancerSpec, elb: Client) -> Self {
+        Self { spec, elb }
+    }
+
+    /// The checked configuration.
+    pub fn spec(&self) -> &LoadBalancerSpec {
+        &self.spec
+    }
+
+    async fn observe(&self, cx: &Context) -> Result<Observed, Error> {
+        let stack = cx.stack().as_str();
+        Observed::read(&self.elb, stack, &lb_name(stack), &tg_name(stack)).await
+    }
+
+    async fn steps(
+        &self,
+        cx: &Context,
+        inputs: &LoadBalancerInputs,
+    ) -> Result<(Observed, Vec<Op>), Error> {
+        check_inputs(inputs)?;
+        let desired = Desired::new(&self.spec, cx.stack().as_str(), inputs);
+        let observed = self.observe(cx).await?;
+        let ops = diff(cx, &desired, &observed)?;
+        Ok((observed, ops))
+    }
+
+    /// The outputs of the deployed load balancer, or `None` when there is none. Read-only.
+    pub async fn outputs(&self, cx: &Context) -> Result<Option<LoadBalancerOutputs>, Error> {
+        let observed = self.observe(cx).await?;
+        if observed.lb.is_none() {
+            return Ok(None);
+        }
+        outputs(&Ids::from_observed(&observed)).map(Some)
+    }
+}
+
+/// The part of `arn` after `marker` (`include` keeps the marker itself).
+fn suffix(arn: &str, marker: &str, include: bool) -> Option<String> {
+    let at = arn.find(marker)?;
+    Some(if include {
+        arn[at..].to_owned()
+    } else {
+        arn[at + marker.len()..].to_owned()
+    })
+}
+
+fn outputs(ids: &Ids) -> Result<LoadBalancerOutputs, Error> {
+    let missing = |kind: &'static str, name: &str| Error::Missing {
+        kind,
+        name: name.to_owned(),
+    };
+    let lb = ids
+        .lb
+        .as_ref()
+        .ok_or_else(|| missing("load-balancer", diff::LB))?;
+    let tg = ids
+        .tg
+        .as_ref()
+        .ok_or_else(|| missing("target-group", diff::TG))?;
+    Ok(LoadBalancerOutputs {
+        arn: lb.arn.clone(),
+        arn_suffix: suffix(&lb.arn, "loadbalancer/", false)
+            .ok_or_else(|| missing("load-balancer ARN suffix", &lb.arn))?,
+        name: lb.name.clone(),
+        dns_name: lb.dns_name.clone(),
+        hosted_zone_id: lb.hosted_zone_id.clone(),
+        target_group_arn: tg.clone(),
+        target_group_arn_suffix: suffix(tg, "targetgroup/", true)
+            .ok_or_else(|| missing("target-group ARN suffix", tg))?,
+        listener_arns: ids.listeners.values().cloned().collect(),
+        security_group_ids: lb.security_groups.clone(),
+    })
+}
+
+fn to_plan(ops: &[Op]) -> Plan {
+    Plan {
+        changes: ops.iter().map(Op::change).collect(),
+    }
+}
+
+impl Module for LoadBalancer {
+    const NAME: &'static str = diff::MODULE;
+    type Inputs = LoadBalancerInputs;
+    type Outputs = LoadBalancerOutputs;
+    type Error = Error;
+
+    async fn plan(&self, cx: &Context, inputs: &LoadBalancerInputs) -> Result<Plan, Error> {
+        let (_, ops) = self.steps(cx, inputs).await?;
+        Ok(to_plan(&ops))
+    }
+
+    async fn apply(
+        &self,
+        cx: &Context,
+        inputs: &LoadBalancerInputs,
+    ) -> Result<LoadBalancerOutputs, Error> {
+        let (observed, ops) = self.steps(cx, inputs).await?;
+        let ids = exec::run(&self.elb, cx, &ops, Ids::from_observed(&observed)).await?;
+        outputs(&ids)
+    }
+
+    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        Ok(to_plan(&teardown(&self.observe(cx).await?)))
+    }
+
+    /// Deletes the listeners, the target group and the load balancer, turning deletion
+    /// protection off first when it is on: the returned plan shows that as an `~ update`, so
+    /// callers that must not override protection check [`Module::plan_destroy`] first.
+    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let observed = self.observe(cx).await?;
+        if observed.is_empty() {
+            return Ok(Plan::default());
+        }
+        let ops = teardown(&observed);
+        exec::run(&self.elb, cx, &ops, Ids::from_observed(&observed)).await?;
+        Ok(to_plan(&ops))
+    }
+}
+
+#[cfg(test)]
+mod tests;
