@@ -7,6 +7,13 @@
 //! from the load-balancer group only). Everything carries the stack's tags and is found by them,
 //! so `apply` after a crash resumes and `destroy` needs nothing but the stack name.
 //!
+//! [`LoadBalancer`] is a second [`Module`] (`load-balancer`, table `[load-balancer]`) on top of
+//! the network's outputs: an internet-facing application load balancer `{stack}-alb` in the
+//! public subnets with its attributes (access logs, drop invalid headers, idle timeout,
+//! deletion protection, zonal shift), a target group `{stack}-tg` of `ip` targets with its
+//! health check and deregistration delay, an HTTP listener that forwards (or redirects to HTTPS
+//! when a certificate is configured) and the HTTPS listener with a TLS 1.3 policy.
+//!
 //! [`Network::isolate_zone`] and [`Network::restore_zone`] cut one zone off and heal it by
 //! swapping its subnets to a deny-all network ACL and back, as AWS FIS
 //! `aws:network:disrupt-connectivity` does.

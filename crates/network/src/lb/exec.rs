@@ -486,8 +486,9 @@ async fn wait_gone(elb: &Client, cx: &Context, arn: &str, what: &str) -> Result<
                 Ok(out) if out.load_balancers().is_empty() => Step::Done(()),
                 Ok(out) => Step::Retry(format!(
                     "state {}",
-                    out.load_balancers()[0]
-                        .state()
+                    out.load_balancers()
+                        .first()
+                        .and_then(|l| l.state())
                         .and_then(|s| s.code())
                         .map(|c| c.as_str())
                         .unwrap_or("unknown")
@@ -498,4 +499,141 @@ async fn wait_gone(elb: &Client, cx: &Context, arn: &str, what: &str) -> Result<
         })
         .await
         .map_err(waited("DescribeLoadBalancers", what))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The error paths moto cannot produce, with mocked Elastic Load Balancing responses.
+
+    use std::time::Duration;
+
+    use aws_sdk_elasticloadbalancingv2::operation::delete_load_balancer::{
+        DeleteLoadBalancerError, DeleteLoadBalancerOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::operation::delete_target_group::{
+        DeleteTargetGroupError, DeleteTargetGroupOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersError;
+    use aws_sdk_elasticloadbalancingv2::operation::modify_load_balancer_attributes::{
+        ModifyLoadBalancerAttributesError, ModifyLoadBalancerAttributesOutput,
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+    use infra::{StackName, WaitPolicy};
+
+    use super::*;
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    fn cx() -> Context {
+        let waits = WaitPolicy {
+            eventual_consistency: Duration::from_secs(30),
+            dependency: Duration::from_secs(60),
+            resource_state: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        };
+        Context::builder(
+            aws_config::SdkConfig::builder().build(),
+            StackName::new("mock").unwrap(),
+        )
+        .waits(waits)
+        .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_group_still_in_use_is_retried_until_its_listener_lets_go() {
+        let rule = mock!(Client::delete_target_group)
+            .sequence()
+            .error(|| {
+                DeleteTargetGroupError::generic(meta("ResourceInUse", "in use by a listener"))
+            })
+            .times(2)
+            .output(|| DeleteTargetGroupOutput::builder().build())
+            .build();
+        let elb = mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::Sequential,
+            [&rule]
+        );
+        let op = Op::DeleteTargetGroup {
+            arn: "arn:tg".to_owned(),
+        };
+        step(&elb, &cx(), &op, &mut Ids::default()).await.unwrap();
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_logs_denied_while_the_bucket_policy_settles_are_retried() {
+        let rule = mock!(Client::modify_load_balancer_attributes)
+            .sequence()
+            .error(|| {
+                ModifyLoadBalancerAttributesError::generic(meta(
+                    "InvalidConfigurationRequest",
+                    "Access Denied for bucket: logs. Please check S3bucket permission",
+                ))
+            })
+            .times(2)
+            .output(|| ModifyLoadBalancerAttributesOutput::builder().build())
+            .build();
+        let elb = mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::Sequential,
+            [&rule]
+        );
+        set_lb_attributes(&elb, &cx(), "arn:lb", Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(rule.num_calls(), 3);
+
+        // Any other invalid configuration fails at once.
+        let other = mock!(Client::modify_load_balancer_attributes).then_error(|| {
+            ModifyLoadBalancerAttributesError::generic(meta(
+                "InvalidConfigurationRequest",
+                "Key zonal_shift.config.enabled not valid",
+            ))
+        });
+        let elb = mock_client!(aws_sdk_elasticloadbalancingv2, [&other]);
+        let err = set_lb_attributes(&elb, &cx(), "arn:lb", Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("InvalidConfigurationRequest"));
+        assert!(
+            err.to_string().starts_with(
+                "ModifyLoadBalancerAttributes for load-balancer \"alb\" (arn:lb) failed"
+            ),
+            "{err}"
+        );
+        assert_eq!(other.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_protected_load_balancer_fails_at_once_and_a_deleted_one_is_waited_for() {
+        let refused = mock!(Client::delete_load_balancer).then_error(|| {
+            DeleteLoadBalancerError::generic(meta(
+                "OperationNotPermitted",
+                "Load balancer is protected from deletion",
+            ))
+        });
+        let elb = mock_client!(aws_sdk_elasticloadbalancingv2, [&refused]);
+        let op = Op::DeleteLoadBalancer {
+            arn: "arn:lb".to_owned(),
+        };
+        let err = step(&elb, &cx(), &op, &mut Ids::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("OperationNotPermitted"));
+        assert_eq!(refused.num_calls(), 1);
+
+        let deleted = mock!(Client::delete_load_balancer)
+            .then_output(|| DeleteLoadBalancerOutput::builder().build());
+        let gone = mock!(Client::describe_load_balancers).then_error(|| {
+            DescribeLoadBalancersError::generic(meta("LoadBalancerNotFound", "gone"))
+        });
+        let elb = mock_client!(aws_sdk_elasticloadbalancingv2, [&deleted, &gone]);
+        step(&elb, &cx(), &op, &mut Ids::default()).await.unwrap();
+        assert_eq!((deleted.num_calls(), gone.num_calls()), (1, 1));
+    }
 }

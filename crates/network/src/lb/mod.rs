@@ -109,6 +109,17 @@ impl LoadBalancer {
         &self.spec
     }
 
+    /// True when `plan` (from [`Module::plan_destroy`] or [`Module::destroy`]) turns deletion
+    /// protection off: the guard for callers that must not override it without being asked.
+    pub fn turns_off_protection(plan: &Plan) -> bool {
+        plan.changes.iter().any(|c| {
+            c.module == diff::MODULE
+                && c.kind == diff::Kind::LoadBalancer.as_str()
+                && c.action == infra::Action::Update
+                && c.details.iter().any(|d| d.starts_with(diff::PROTECTION))
+        })
+    }
+
     async fn observe(&self, cx: &Context) -> Result<Observed, Error> {
         let stack = cx.stack().as_str();
         Observed::read(&self.elb, stack, &lb_name(stack), &tg_name(stack)).await

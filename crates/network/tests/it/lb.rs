@@ -380,6 +380,7 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
         ],
         "{preview}"
     );
+    assert!(!LoadBalancer::turns_off_protection(&preview));
     let before = cx.calls().snapshot();
     let start = Instant::now();
     let removed = lb.destroy(&cx).await.unwrap();
@@ -566,6 +567,7 @@ async fn lb_a_protected_load_balancer_is_destroyed_with_protection_turned_off_fi
             .contains("deletion_protection.enabled true -> false"),
         "{preview}"
     );
+    assert!(LoadBalancer::turns_off_protection(&preview));
     let before = cx.calls().snapshot();
     let removed = lb.destroy(&cx).await.unwrap();
     assert_eq!(removed, preview);
