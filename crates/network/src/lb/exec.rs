@@ -13,7 +13,7 @@ use infra::{Backoff, Context, Event, Step};
 use tokio::time::Instant;
 
 use crate::error::{Error, aws, waited};
-use crate::exec::{delete, settle};
+use crate::exec::delete;
 use crate::lb::config::HealthCheckSpec;
 use crate::lb::diff::{LB, ListenerWant, MODULE, Op, PROTECTION, Route, Setting, TG, TLS_POLICY};
 use crate::lb::observe::Observed;
@@ -72,6 +72,34 @@ fn tags(cx: &Context, name: &str) -> Vec<Tag> {
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
+}
+
+/// Error codes that mean "not visible yet" right after a create (of this module's resources or
+/// the network's subnets). Others, such as an unknown certificate, fail at once.
+const NOT_VISIBLE_YET: &[&str] = &[
+    "LoadBalancerNotFound",
+    "TargetGroupNotFound",
+    "ListenerNotFound",
+    "SubnetNotFound",
+];
+
+/// Runs a call that refers to resources created moments ago, retrying while ELB does not see
+/// them yet.
+async fn settle<T, E, F, Fut>(
+    cx: &Context,
+    operation: &'static str,
+    resource: &str,
+    call: F,
+) -> Result<T, Error>
+where
+    E: std::error::Error + ProvideErrorMetadata + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    Backoff::consistency(cx.waits())
+        .retry_codes(format!("{operation} {resource}"), NOT_VISIBLE_YET, call)
+        .await
+        .map_err(waited(operation, resource))
 }
 
 fn missing(kind: &'static str, name: &str) -> Error {

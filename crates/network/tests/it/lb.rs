@@ -21,6 +21,11 @@ use super::{REGION, kinds};
 
 /// A context in a fresh moto account, and that account's id.
 fn context(stack: &str) -> (Context, String) {
+    context_with(stack, std::sync::Arc::new(infra::NoProgress))
+}
+
+/// [`context`] with a progress sink.
+fn context_with(stack: &str, progress: std::sync::Arc<dyn infra::Progress>) -> (Context, String) {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
     let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
     let fast = WaitPolicy {
@@ -35,6 +40,7 @@ fn context(stack: &str) -> (Context, String) {
     let cx = Context::builder(sdk, StackName::new(stack).unwrap())
         .interceptor(account)
         .waits(fast)
+        .progress(progress)
         .build();
     (cx, id)
 }
@@ -109,6 +115,26 @@ async fn listeners(elb: &Client, lb_arn: &str) -> Vec<Listener> {
     all
 }
 
+/// Records each finished change with its time, to check progress reporting and show where the
+/// time goes.
+#[derive(Debug, Default)]
+struct Record(std::sync::Mutex<Vec<String>>);
+
+impl infra::Progress for Record {
+    fn on(&self, event: &infra::Event<'_>) {
+        if let infra::Event::Finished {
+            change, elapsed, ..
+        } = event
+        {
+            let line = format!(
+                "{:?} {} {} {elapsed:.1?}",
+                change.action, change.kind, change.name
+            );
+            self.0.lock().unwrap().push(line);
+        }
+    }
+}
+
 /// Every ELBv2 load balancer and target group in the test's account (nothing else lives there).
 async fn elbv2_census(elb: &Client) -> (usize, usize) {
     let lbs = elb
@@ -167,7 +193,8 @@ async fn request_certificate(cx: &Context, account: &str) -> String {
 
 #[tokio::test]
 async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing() {
-    let (cx, _) = context("lb-apply");
+    let record = std::sync::Arc::new(Record::default());
+    let (cx, _) = context_with("lb-apply", record.clone());
     let (net, net_out) = network(&cx, "nat = \"none\"").await;
     let lb = load_balancer(&cx, "");
     let inputs = inputs(&net_out, true);
@@ -196,10 +223,18 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
     );
 
     let before = cx.calls().snapshot();
+    record.0.lock().unwrap().clear();
     let start = Instant::now();
     let out = lb.apply(&cx, &inputs).await.unwrap();
     let apply_time = start.elapsed();
     let apply_calls = cx.calls().snapshot().since(&before);
+    // Progress: one finished event per change of the plan, in its order.
+    let apply_steps = std::mem::take(&mut *record.0.lock().unwrap());
+    let finished: Vec<String> = apply_steps
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+        .collect();
+    assert_eq!(finished, changes(&plan));
 
     // The load balancer: internet-facing, application, the public subnets and the group.
     let found = elb
@@ -386,6 +421,7 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
     let removed = lb.destroy(&cx).await.unwrap();
     let destroy_time = start.elapsed();
     let destroy_calls = cx.calls().snapshot().since(&before);
+    let destroy_steps = std::mem::take(&mut *record.0.lock().unwrap());
     assert_eq!(removed, preview);
     assert_eq!(elbv2_census(&elb).await, (0, 0));
     assert!(lb.plan_destroy(&cx).await.unwrap().is_empty());
@@ -394,7 +430,7 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
     net.destroy(&cx).await.unwrap();
 
     eprintln!(
-        "load balancer against moto:\n apply {apply_time:.2?}: {apply_calls}\n no-change plan {plan_time:.2?}: {plan_calls}\n destroy {destroy_time:.2?}: {destroy_calls}"
+        "load balancer against moto:\n apply {apply_time:.2?}: {apply_calls} steps {apply_steps:?}\n no-change plan {plan_time:.2?}: {plan_calls}\n destroy {destroy_time:.2?}: {destroy_calls} steps {destroy_steps:?}"
     );
 }
 
@@ -471,6 +507,34 @@ async fn lb_with_a_certificate_redirects_http_and_serves_https_with_the_tls13_po
         Some(&ActionTypeEnum::Forward)
     );
     assert_eq!(out.listener_arns.len(), 1);
+}
+
+#[tokio::test]
+async fn lb_an_unknown_certificate_fails_at_once_naming_the_listener() {
+    let (cx, account) = context("lb-no-cert");
+    let (_, net_out) = network(&cx, "nat = \"none\"").await;
+    let cert = format!("arn:aws:acm:{REGION}:{account:0>12}:certificate/not-issued");
+    let lb = load_balancer(&cx, &format!("certificate-arn = \"{cert}\""));
+    let before = cx.calls().snapshot();
+    let err = lb
+        .apply(&cx, &inputs(&net_out, false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("CreateListener for listener \"https\""),
+        "{err}"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let calls = cx.calls().snapshot().since(&before);
+    let creates = calls
+        .by_operation
+        .iter()
+        .filter(|((_, op), _)| op == "CreateListener")
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    // HTTP (the redirect) once, HTTPS once: no retrying a certificate that does not exist.
+    assert_eq!(creates, 2, "{calls}");
 }
 
 #[tokio::test]
