@@ -14,8 +14,12 @@
 //! ```
 
 mod moto;
+mod plane;
 
 pub use moto::{
     Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, cache_dir, python_path, sdk_config,
     spawn_daemon,
+};
+pub use plane::{
+    AlbEndpoint, DataPlane, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth, TaskStatus,
 };

@@ -46,6 +46,27 @@ pub enum Error {
         /// What it printed instead of the ready line (see its log for more).
         output: String,
     },
+    /// An AWS call (to moto or AWS) failed.
+    #[error("{operation} {resource}: {message}")]
+    Aws {
+        /// The API operation, e.g. `RunTask`.
+        operation: &'static str,
+        /// The resource it concerned.
+        resource: String,
+        /// The error, printed with its full context.
+        message: String,
+    },
+    /// A local operation (a socket, a process, a file) failed.
+    #[error("{operation} {resource}")]
+    Io {
+        /// What was done, e.g. `bind`.
+        operation: &'static str,
+        /// What it was done to.
+        resource: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The folder for stackproof's caches outside the checkout: `$STACKPROOF_CACHE`, else

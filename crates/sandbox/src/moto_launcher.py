@@ -11,6 +11,59 @@ os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+
+def _patch_moto():
+    """Work around two moto 5.2.5 bugs that make ECS RunTask answer 500 for valid Fargate
+    tasks (the sandbox data plane records its tasks with RunTask):
+    - a task ENI in a VPC without DNS hostnames has no `private_dns_name` attribute;
+    - a container definition without `memory`/`memoryReservation` (legal on Fargate) adds
+      None to the task's memory total.
+    Each patch only fills a missing value, so a fixed moto is unaffected."""
+    try:
+        from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+        from moto.ecs.models import EC2ContainerServiceBackend
+    except ImportError:
+        return
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        NetworkInterface.private_dns_name = None
+    original = EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+    def calculate(task_definition):
+        # Compute on copies: the stored definition (what DescribeTaskDefinition shows) stays.
+        stored = task_definition.container_definitions
+        copies = []
+        for c in stored:
+            c = dict(c) if isinstance(c, dict) else c
+            if isinstance(c, dict) and all(
+                c.get(k) is None
+                for k in ("memory", "memoryReservation", "Memory", "MemoryReservation")
+            ):
+                c.pop("Memory", None)
+                c.pop("MemoryReservation", None)
+                c["memory"] = 0
+            copies.append(c)
+        task_definition.container_definitions = copies
+        try:
+            return original(task_definition)
+        finally:
+            task_definition.container_definitions = stored
+
+    EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(calculate)
+
+    # moto moves a RUNNING task towards STOPPED each time it is described; the sandbox runs
+    # the task, so its state changes only through StopTask.
+    try:
+        from moto.moto_api import state_manager
+
+        state_manager.set_transition(
+            model_name="ecs::task", transition={"progression": "manual", "times": 10**9}
+        )
+    except Exception:  # noqa: BLE001 - an older moto without the state manager
+        pass
+
+
+_patch_moto()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

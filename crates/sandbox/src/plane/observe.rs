@@ -1,0 +1,598 @@
+//! Reading the desired state from the control plane (moto, or AWS) with the SDK: ECS services
+//! and their task definitions, the subnets they use with their zones and network ACLs, target
+//! groups, load balancers with their HTTP listeners, and Application Auto Scaling targets and
+//! target-tracking policies. Every listing is paginated with a bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+use aws_sdk_ec2::types::NetworkAcl;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use super::Clients;
+use super::alb::HealthCheck;
+use super::nacl;
+use super::scaling::{Metric, Policy};
+use crate::Error;
+
+/// Most pages read from one listing per iteration.
+const MAX_PAGES: usize = 20;
+
+pub(crate) fn aws<E: std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+    resource: impl Into<String>,
+) -> impl FnOnce(aws_sdk_ecs::error::SdkError<E>) -> Error {
+    let resource = resource.into();
+    move |e| Error::Aws {
+        operation,
+        resource,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// One ECS service.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceSpec {
+    pub(crate) cluster: String,
+    pub(crate) name: String,
+    pub(crate) desired: i32,
+    pub(crate) task_definition: String,
+    pub(crate) subnets: Vec<String>,
+    pub(crate) security_groups: Vec<String>,
+    pub(crate) max_percent: i32,
+    pub(crate) min_healthy_percent: i32,
+    /// (target group ARN, container port)
+    pub(crate) load_balancers: Vec<(String, Option<u16>)>,
+    pub(crate) deployment_id: String,
+}
+
+impl ServiceSpec {
+    /// `cluster/name`, the key of a service and its scalable target.
+    pub(crate) fn key(&self) -> String {
+        format!("{}/{}", self.cluster, self.name)
+    }
+}
+
+/// One task definition (immutable, cached).
+#[derive(Debug, Clone)]
+pub(crate) struct TaskDefSpec {
+    pub(crate) family: String,
+    pub(crate) revision: i32,
+    pub(crate) image: String,
+    pub(crate) container_name: String,
+    pub(crate) container_port: Option<u16>,
+    /// CPU units of the task (1024 = one vCPU).
+    pub(crate) cpu_units: u32,
+    /// Memory of the task in MiB.
+    pub(crate) memory_mib: u32,
+}
+
+impl TaskDefSpec {
+    /// Whether the sandbox can run it: its image's repository path ends in `sample-app`.
+    pub(crate) fn runnable(&self) -> bool {
+        let without_digest = self.image.split('@').next().unwrap_or_default();
+        let last = without_digest.rsplit('/').next().unwrap_or_default();
+        let repo_last = last.split(':').next().unwrap_or_default();
+        repo_last == "sample-app"
+    }
+}
+
+/// A subnet: its zone and whether its network ACL admits TCP on a port.
+#[derive(Debug, Clone)]
+pub(crate) struct SubnetSpec {
+    pub(crate) zone: String,
+    pub(crate) acl: Option<NetworkAcl>,
+}
+
+impl SubnetSpec {
+    /// Whether the load balancer reaches `port` in this subnet.
+    pub(crate) fn reachable(&self, port: u16) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|acl| nacl::admits_tcp(acl, port))
+    }
+}
+
+/// A target group's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TargetGroupSpec {
+    pub(crate) arn_suffix: String,
+    pub(crate) health: HealthKey,
+    pub(crate) deregistration_delay: Duration,
+}
+
+/// Health check settings, comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthKey {
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) healthy: u32,
+    pub(crate) unhealthy: u32,
+    pub(crate) matcher: String,
+}
+
+impl HealthKey {
+    pub(crate) fn to_check(&self) -> HealthCheck {
+        HealthCheck {
+            path: self.path.clone(),
+            interval: self.interval,
+            timeout: self.timeout,
+            healthy_threshold: self.healthy,
+            unhealthy_threshold: self.unhealthy,
+            matcher: self.matcher.clone(),
+        }
+    }
+}
+
+/// One HTTP listener of a load balancer that forwards to a target group.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ListenerSpec {
+    pub(crate) arn: String,
+    pub(crate) lb_name: String,
+    pub(crate) lb_arn_suffix: String,
+    pub(crate) dns_name: String,
+    pub(crate) port: u16,
+    pub(crate) target_group: Option<String>,
+    pub(crate) idle_timeout: Duration,
+    /// (bucket, prefix) when access logs are enabled.
+    pub(crate) access_logs: Option<(String, String)>,
+}
+
+/// A scalable ECS service with its target-tracking policies.
+#[derive(Debug, Clone)]
+pub(crate) struct ScalingSpec {
+    pub(crate) min: i32,
+    pub(crate) max: i32,
+    pub(crate) policies: Vec<Policy>,
+}
+
+/// Everything read in one iteration.
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    pub(crate) services: Vec<ServiceSpec>,
+    pub(crate) subnets: HashMap<String, SubnetSpec>,
+    pub(crate) target_groups: HashMap<String, TargetGroupSpec>,
+    pub(crate) listeners: Vec<ListenerSpec>,
+    /// By `cluster/service`.
+    pub(crate) scaling: BTreeMap<String, ScalingSpec>,
+}
+
+fn secs(v: Option<i32>, default: u64) -> Duration {
+    v.and_then(|v| u64::try_from(v).ok())
+        .map_or(Duration::from_secs(default), Duration::from_secs)
+}
+
+fn port(v: Option<i32>) -> Option<u16> {
+    v.and_then(|v| u16::try_from(v).ok())
+}
+
+fn name_of(arn: &str) -> String {
+    arn.rsplit('/').next().unwrap_or(arn).to_owned()
+}
+
+/// Reads the ECS services of every cluster.
+pub(crate) async fn services(c: &Clients) -> Result<Vec<ServiceSpec>, Error> {
+    let mut clusters = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .ecs
+            .list_clusters()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws("ListClusters", "*"))?;
+        clusters.extend(out.cluster_arns().iter().cloned());
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut specs = Vec::new();
+    for cluster_arn in clusters {
+        let cluster = name_of(&cluster_arn);
+        let mut arns = Vec::new();
+        let mut token = None;
+        for _ in 0..MAX_PAGES {
+            let out = c
+                .ecs
+                .list_services()
+                .cluster(&cluster)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(aws("ListServices", &cluster))?;
+            arns.extend(out.service_arns().iter().cloned());
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for chunk in arns.chunks(10) {
+            let out = c
+                .ecs
+                .describe_services()
+                .cluster(&cluster)
+                .set_services(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(aws("DescribeServices", &cluster))?;
+            for s in out.services() {
+                if s.status() != Some("ACTIVE") {
+                    continue;
+                }
+                let net = s
+                    .network_configuration()
+                    .and_then(|n| n.awsvpc_configuration());
+                let dc = s.deployment_configuration();
+                let primary = s
+                    .deployments()
+                    .iter()
+                    .find(|d| d.status() == Some("PRIMARY"))
+                    .and_then(|d| d.id())
+                    .map(str::to_owned);
+                let name = s.service_name().unwrap_or_default().to_owned();
+                specs.push(ServiceSpec {
+                    cluster: cluster.clone(),
+                    deployment_id: primary.unwrap_or_else(|| format!("ecs-svc/{name}")),
+                    name,
+                    desired: s.desired_count(),
+                    task_definition: s.task_definition().unwrap_or_default().to_owned(),
+                    subnets: net.map(|n| n.subnets().to_vec()).unwrap_or_default(),
+                    security_groups: net
+                        .map(|n| n.security_groups().to_vec())
+                        .unwrap_or_default(),
+                    max_percent: dc.and_then(|d| d.maximum_percent()).unwrap_or(200),
+                    min_healthy_percent: dc
+                        .and_then(|d| d.minimum_healthy_percent())
+                        .unwrap_or(100),
+                    load_balancers: s
+                        .load_balancers()
+                        .iter()
+                        .filter_map(|lb| {
+                            Some((lb.target_group_arn()?.to_owned(), port(lb.container_port())))
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// Reads one task definition.
+pub(crate) async fn task_definition(c: &Clients, arn: &str) -> Result<TaskDefSpec, Error> {
+    let out = c
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .map_err(aws("DescribeTaskDefinition", arn))?;
+    let Some(td) = out.task_definition() else {
+        return Err(Error::Aws {
+            operation: "DescribeTaskDefinition",
+            resource: arn.to_owned(),
+            message: "no task definition in the answer".to_owned(),
+        });
+    };
+    let container = td.container_definitions().first();
+    let cpu_units = td
+        .cpu()
+        .and_then(|c| c.trim().parse::<u32>().ok())
+        .or_else(|| {
+            container
+                .and_then(|c| u32::try_from(c.cpu()).ok())
+                .filter(|c| *c > 0)
+        })
+        .unwrap_or(256);
+    Ok(TaskDefSpec {
+        family: td.family().unwrap_or_default().to_owned(),
+        revision: td.revision(),
+        image: container
+            .and_then(|c| c.image())
+            .unwrap_or_default()
+            .to_owned(),
+        container_name: container.and_then(|c| c.name()).unwrap_or("app").to_owned(),
+        container_port: container
+            .and_then(|c| c.port_mappings().first())
+            .and_then(|p| port(p.container_port())),
+        cpu_units,
+        memory_mib: td
+            .memory()
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(512),
+    })
+}
+
+/// Reads the subnets with their zones and network ACLs.
+pub(crate) async fn subnets(
+    c: &Clients,
+    ids: &[String],
+) -> Result<HashMap<String, SubnetSpec>, Error> {
+    let mut map = HashMap::new();
+    if ids.is_empty() {
+        return Ok(map);
+    }
+    let out = c
+        .ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| Error::Aws {
+            operation: "DescribeSubnets",
+            resource: ids.join(","),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let mut acls = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let page = c
+            .ec2
+            .describe_network_acls()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("association.subnet-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| Error::Aws {
+                operation: "DescribeNetworkAcls",
+                resource: ids.join(","),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        acls.extend(page.network_acls().iter().cloned());
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    for s in out.subnets() {
+        let Some(id) = s.subnet_id() else { continue };
+        let acl = acls
+            .iter()
+            .find(|a| a.associations().iter().any(|x| x.subnet_id() == Some(id)))
+            .cloned();
+        map.insert(
+            id.to_owned(),
+            SubnetSpec {
+                zone: s.availability_zone().unwrap_or_default().to_owned(),
+                acl,
+            },
+        );
+    }
+    Ok(map)
+}
+
+/// Reads target groups' health checks and deregistration delays.
+pub(crate) async fn target_groups(
+    c: &Clients,
+    arns: &[String],
+) -> Result<HashMap<String, TargetGroupSpec>, Error> {
+    let mut map = HashMap::new();
+    for arn in arns {
+        let out = c
+            .elb
+            .describe_target_groups()
+            .target_group_arns(arn)
+            .send()
+            .await
+            .map_err(aws("DescribeTargetGroups", arn))?;
+        let Some(tg) = out.target_groups().first() else {
+            continue;
+        };
+        let attrs = c
+            .elb
+            .describe_target_group_attributes()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .map_err(aws("DescribeTargetGroupAttributes", arn))?;
+        let delay = attrs
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+            .and_then(|a| a.value())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(300);
+        let suffix = arn
+            .find("targetgroup/")
+            .map_or_else(|| arn.clone(), |i| arn[i..].to_owned());
+        map.insert(
+            arn.clone(),
+            TargetGroupSpec {
+                arn_suffix: suffix,
+                health: HealthKey {
+                    path: tg.health_check_path().unwrap_or("/").to_owned(),
+                    interval: secs(tg.health_check_interval_seconds(), 30),
+                    timeout: secs(tg.health_check_timeout_seconds(), 5),
+                    healthy: tg
+                        .healthy_threshold_count()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(5),
+                    unhealthy: tg
+                        .unhealthy_threshold_count()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(2),
+                    matcher: tg
+                        .matcher()
+                        .and_then(|m| m.http_code())
+                        .unwrap_or("200")
+                        .to_owned(),
+                },
+                deregistration_delay: Duration::from_secs(delay),
+            },
+        );
+    }
+    Ok(map)
+}
+
+/// Reads load balancers and their HTTP listeners.
+pub(crate) async fn listeners(c: &Clients) -> Result<Vec<ListenerSpec>, Error> {
+    let mut lbs = Vec::new();
+    let mut marker = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .elb
+            .describe_load_balancers()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(aws("DescribeLoadBalancers", "*"))?;
+        lbs.extend(out.load_balancers().iter().cloned());
+        marker = out.next_marker().map(str::to_owned);
+        if marker.is_none() {
+            break;
+        }
+    }
+    let mut specs = Vec::new();
+    for lb in lbs {
+        let Some(lb_arn) = lb.load_balancer_arn() else {
+            continue;
+        };
+        let attrs = c
+            .elb
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(lb_arn)
+            .send()
+            .await
+            .map_err(aws("DescribeLoadBalancerAttributes", lb_arn))?;
+        let attr = |key: &str| {
+            attrs
+                .attributes()
+                .iter()
+                .find(|a| a.key() == Some(key))
+                .and_then(|a| a.value())
+                .map(str::to_owned)
+        };
+        let access_logs = (attr("access_logs.s3.enabled").as_deref() == Some("true"))
+            .then(|| {
+                Some((
+                    attr("access_logs.s3.bucket").filter(|b| !b.is_empty())?,
+                    attr("access_logs.s3.prefix").unwrap_or_default(),
+                ))
+            })
+            .flatten();
+        let idle = attr("idle_timeout.timeout_seconds")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(60);
+        let out = c
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(lb_arn)
+            .send()
+            .await
+            .map_err(aws("DescribeListeners", lb_arn))?;
+        let suffix = lb_arn
+            .find("app/")
+            .map_or_else(|| lb_arn.to_owned(), |i| lb_arn[i..].to_owned());
+        for l in out.listeners() {
+            let http = l.protocol().is_some_and(|p| p.as_str() == "HTTP");
+            let (Some(arn), Some(port), true) = (l.listener_arn(), port(l.port()), http) else {
+                continue;
+            };
+            let target_group = l.default_actions().iter().find_map(|a| {
+                a.target_group_arn().map(str::to_owned).or_else(|| {
+                    a.forward_config()
+                        .and_then(|f| f.target_groups().first())
+                        .and_then(|t| t.target_group_arn())
+                        .map(str::to_owned)
+                })
+            });
+            specs.push(ListenerSpec {
+                arn: arn.to_owned(),
+                lb_name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                lb_arn_suffix: suffix.clone(),
+                dns_name: lb.dns_name().unwrap_or_default().to_owned(),
+                port,
+                target_group,
+                idle_timeout: Duration::from_secs(idle),
+                access_logs: access_logs.clone(),
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// Reads the ECS scalable targets and their target-tracking policies, by `cluster/service`.
+pub(crate) async fn scaling(c: &Clients) -> Result<BTreeMap<String, ScalingSpec>, Error> {
+    let mut map = BTreeMap::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .aas
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws("DescribeScalableTargets", "ecs"))?;
+        for t in out.scalable_targets() {
+            if t.scalable_dimension().as_str() != "ecs:service:DesiredCount" {
+                continue;
+            }
+            let Some(key) = t.resource_id().strip_prefix("service/") else {
+                continue;
+            };
+            map.insert(
+                key.to_owned(),
+                ScalingSpec {
+                    min: t.min_capacity(),
+                    max: t.max_capacity(),
+                    policies: Vec::new(),
+                },
+            );
+        }
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .aas
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Ecs)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws("DescribeScalingPolicies", "ecs"))?;
+        for p in out.scaling_policies() {
+            let Some(key) = p.resource_id().strip_prefix("service/") else {
+                continue;
+            };
+            let Some(spec) = map.get_mut(key) else {
+                continue;
+            };
+            let Some(tt) = p.target_tracking_scaling_policy_configuration() else {
+                continue;
+            };
+            let Some(metric) = tt
+                .predefined_metric_specification()
+                .and_then(|m| Metric::from_predefined(m.predefined_metric_type().as_str()))
+            else {
+                continue;
+            };
+            spec.policies.push(Policy {
+                name: p.policy_name().to_owned(),
+                metric,
+                target: tt.target_value(),
+                scale_out_cooldown: secs(tt.scale_out_cooldown(), 300),
+                scale_in_cooldown: secs(tt.scale_in_cooldown(), 300),
+                disable_scale_in: tt.disable_scale_in().unwrap_or(false),
+            });
+        }
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(map)
+}

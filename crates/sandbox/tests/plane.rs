@@ -1,0 +1,550 @@
+//! The sandbox data plane end to end against moto, with the real sample-app binary and real
+//! HTTP through the local ALB: tasks in both zones, StopTask replacement, zone isolation by
+//! network ACL and its repair, target-tracking scale-out, and no process left after stop.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
+    TargetTrackingScalingPolicyConfiguration,
+};
+use aws_sdk_ecs::types::{
+    AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType, LoadBalancer,
+    NetworkConfiguration, NetworkMode, PortMapping,
+};
+use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetTypeEnum};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use sandbox::{DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
+
+const REGION: &str = "eu-west-1";
+
+fn sample_app() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STACKPROOF_SAMPLE_APP") {
+        return Some(PathBuf::from(p));
+    }
+    // target/debug/deps/plane-xxxx -> target/debug/sample-app
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("sample-app");
+    path.exists().then_some(path)
+}
+
+struct Stack {
+    sdk: aws_config::SdkConfig,
+    account: sandbox::MotoAccount,
+    ec2: aws_sdk_ec2::Client,
+    ecs: aws_sdk_ecs::Client,
+    aas: aws_sdk_applicationautoscaling::Client,
+    vpc: String,
+    subnets: BTreeMap<String, String>,
+    cluster: String,
+    service: String,
+    port: u16,
+}
+
+macro_rules! client {
+    ($sdk:expr, $acct:expr, $krate:ident) => {{
+        $krate::Client::from_conf(
+            $krate::config::Builder::from($sdk)
+                .interceptor($acct.clone())
+                .build(),
+        )
+    }};
+}
+
+/// A free TCP port on loopback, used as the container port so parallel runs do not collide.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn stack() -> Stack {
+    let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
+    let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
+    let account = moto.fresh_account();
+    let ec2 = client!(&sdk, account, aws_sdk_ec2);
+    let elb = client!(&sdk, account, aws_sdk_elasticloadbalancingv2);
+    let ecs = client!(&sdk, account, aws_sdk_ecs);
+    let aas = client!(&sdk, account, aws_sdk_applicationautoscaling);
+    let port = free_port();
+
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let mut subnets = BTreeMap::new();
+    for (i, zone) in ["eu-west-1a", "eu-west-1b"].iter().enumerate() {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{i}.0/24"))
+            .availability_zone(*zone)
+            .send()
+            .await
+            .unwrap();
+        subnets.insert(
+            (*zone).to_owned(),
+            s.subnet().unwrap().subnet_id().unwrap().to_owned(),
+        );
+    }
+    let sg = ec2
+        .create_security_group()
+        .group_name("tasks")
+        .description("tasks")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let tg = elb
+        .create_target_group()
+        .name("web")
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .vpc_id(&vpc)
+        .target_type(TargetTypeEnum::Ip)
+        .health_check_path("/health")
+        .health_check_interval_seconds(2)
+        .health_check_timeout_seconds(1)
+        .healthy_threshold_count(2)
+        .unhealthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_owned();
+    elb.modify_target_group_attributes()
+        .target_group_arn(&tg)
+        .attributes(
+            aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                .key("deregistration_delay.timeout_seconds")
+                .value("1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lb = elb
+        .create_load_balancer()
+        .name("web")
+        .set_subnets(Some(subnets.values().cloned().collect()))
+        .security_groups(&sg)
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_owned();
+    elb.create_listener()
+        .load_balancer_arn(&lb)
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let cluster = "web".to_owned();
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let td = ecs
+        .register_task_definition()
+        .family("web")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image("x/sample-app:latest")
+                .essential(true)
+                .port_mappings(
+                    PortMapping::builder()
+                        .container_port(i32::from(port))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    let service = "web".to_owned();
+    ecs.create_service()
+        .cluster(&cluster)
+        .service_name(&service)
+        .task_definition(&td)
+        .desired_count(2)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    AwsVpcConfiguration::builder()
+                        .set_subnets(Some(subnets.values().cloned().collect()))
+                        .security_groups(&sg)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .load_balancers(
+            LoadBalancer::builder()
+                .target_group_arn(&tg)
+                .container_name("app")
+                .container_port(i32::from(port))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    aas.register_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(format!("service/{cluster}/{service}"))
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .min_capacity(2)
+        .max_capacity(4)
+        .send()
+        .await
+        .unwrap();
+    Stack {
+        sdk,
+        account,
+        ec2,
+        ecs,
+        aas,
+        vpc,
+        subnets,
+        cluster,
+        service,
+        port,
+    }
+}
+
+/// One GET through `addr`; returns (status, x-az, x-task).
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header("host", "web")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let resp = tx.send_request(req).await.ok()?;
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let out = (resp.status().as_u16(), header("x-az"), header("x-task"));
+        let _ = resp.into_body().collect().await;
+        Some(out)
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `n` sequential requests; the zones and tasks that answered 200.
+async fn spray(addr: SocketAddr, n: usize) -> (BTreeSet<String>, BTreeSet<String>, usize) {
+    let mut zones = BTreeSet::new();
+    let mut tasks = BTreeSet::new();
+    let mut ok = 0;
+    for _ in 0..n {
+        if let Some((200, az, task)) = get(addr, "/").await {
+            zones.insert(az);
+            tasks.insert(task);
+            ok += 1;
+        }
+    }
+    (zones, tasks, ok)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; its state is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+fn healthy_in(s: &PlaneStatus, zone: &str) -> usize {
+    s.tasks
+        .iter()
+        .filter(|t| t.zone == zone && t.health == TaskHealth::Healthy)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_serves_heals_isolates_and_scales() {
+    let Some(app) = sample_app() else {
+        eprintln!(
+            "SKIPPED: no sample-app binary beside the test executable; build it with `cargo test --workspace` or set STACKPROOF_SAMPLE_APP"
+        );
+        return;
+    };
+    let st = stack().await;
+    let state = std::env::temp_dir().join(format!("stackproof-plane-{}", st.account.0));
+    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
+    options.interval = Duration::from_millis(300);
+    options.scaling_window = Duration::from_secs(3);
+    options.metrics_period = Duration::from_secs(2);
+    options.state_dir = Some(state.clone());
+    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+
+    // Two healthy tasks, one per zone, and an ALB endpoint.
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    assert_eq!(s.tasks.len(), 2, "{s:#?}");
+    assert_eq!(healthy_in(&s, "eu-west-1a"), 1, "{s:#?}");
+    assert_eq!(healthy_in(&s, "eu-west-1b"), 1, "{s:#?}");
+    for t in &s.tasks {
+        assert_eq!(t.addr.port(), st.port);
+        let expected = if t.zone == "eu-west-1a" {
+            [127, 0, 1]
+        } else {
+            [127, 0, 2]
+        };
+        assert_eq!(
+            &t.addr.to_string()[..],
+            format!(
+                "{}.{}.{}.{}:{}",
+                expected[0], expected[1], expected[2], 10, st.port
+            )
+        );
+    }
+    let ep = s.endpoints[0].clone();
+    assert_eq!(ep.port, 80);
+    let written = std::fs::read_to_string(state.join("sandbox-endpoints.json")).unwrap();
+    assert!(written.contains(&ep.local_addr.to_string()), "{written}");
+
+    // Traffic reaches both zones.
+    let (zones, _, ok) = spray(ep.local_addr, 20).await;
+    assert_eq!(ok, 20);
+    assert_eq!(
+        zones,
+        BTreeSet::from(["eu-west-1a".to_owned(), "eu-west-1b".to_owned()])
+    );
+
+    // The tasks are in ECS.
+    let listed = st
+        .ecs
+        .list_tasks()
+        .cluster(&st.cluster)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.task_arns().len(), 2);
+
+    // StopTask through the API: the process dies, a replacement takes over.
+    let victim = s.tasks[0].clone();
+    st.ecs
+        .stop_task()
+        .cluster(&st.cluster)
+        .task(&victim.arn)
+        .reason("test")
+        .send()
+        .await
+        .unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && s.tasks.iter().all(|t| t.arn != victim.arn)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no replacement: {:#?}", plane.status()));
+    assert!(!alive(victim.pid), "pid {} still runs", victim.pid);
+    assert_eq!(
+        healthy_in(&s, &victim.zone),
+        1,
+        "replaced in the same zone: {s:#?}"
+    );
+    let (_, tasks, ok) = spray(ep.local_addr, 10).await;
+    assert_eq!(ok, 10);
+    assert!(
+        !tasks.contains(&victim.arn),
+        "the stopped task still answers"
+    );
+
+    // Isolate eu-west-1b: its subnet moves to a deny-all network ACL.
+    let deny = st
+        .ec2
+        .create_network_acl()
+        .vpc_id(&st.vpc)
+        .send()
+        .await
+        .unwrap()
+        .network_acl()
+        .unwrap()
+        .network_acl_id()
+        .unwrap()
+        .to_owned();
+    let subnet_b = st.subnets["eu-west-1b"].clone();
+    let assoc = |acls: &[aws_sdk_ec2::types::NetworkAcl]| {
+        acls.iter()
+            .flat_map(|a| a.associations())
+            .find(|x| x.subnet_id() == Some(subnet_b.as_str()))
+            .map(|x| {
+                (
+                    x.network_acl_association_id().unwrap().to_owned(),
+                    x.network_acl_id().unwrap().to_owned(),
+                )
+            })
+            .unwrap()
+    };
+    let acls = st.ec2.describe_network_acls().send().await.unwrap();
+    let (association, original) = assoc(acls.network_acls());
+    st.ec2
+        .replace_network_acl_association()
+        .association_id(&association)
+        .network_acl_id(&deny)
+        .send()
+        .await
+        .unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(20), |s| {
+            healthy_in(s, "eu-west-1b") == 0 && healthy_in(s, "eu-west-1a") >= 1
+        })
+        .await
+        .unwrap_or_else(|| panic!("zone b still healthy: {:#?}", plane.status()));
+    assert!(
+        s.tasks
+            .iter()
+            .filter(|t| t.zone == "eu-west-1b")
+            .all(|t| !t.reachable)
+    );
+    let (zones, _, ok) = spray(ep.local_addr, 20).await;
+    assert_eq!(ok, 20, "every request answered by the healthy zone");
+    assert_eq!(zones, BTreeSet::from(["eu-west-1a".to_owned()]));
+
+    // Restore: zone b comes back.
+    let acls = st.ec2.describe_network_acls().send().await.unwrap();
+    let (association, _) = assoc(acls.network_acls());
+    st.ec2
+        .replace_network_acl_association()
+        .association_id(&association)
+        .network_acl_id(&original)
+        .send()
+        .await
+        .unwrap();
+    plane
+        .wait_for(Duration::from_secs(20), |s| {
+            healthy_in(s, "eu-west-1b") >= 1
+        })
+        .await
+        .unwrap_or_else(|| panic!("zone b did not heal: {:#?}", plane.status()));
+    let (zones, _, _) = spray(ep.local_addr, 20).await;
+    assert_eq!(zones.len(), 2, "both zones again: {zones:?}");
+
+    // Target tracking: 60 requests per target per minute (1 rps); send ~20 rps.
+    st.aas
+        .put_scaling_policy()
+        .policy_name("requests")
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(format!("service/{}/{}", st.cluster, st.service))
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(
+            TargetTrackingScalingPolicyConfiguration::builder()
+                .target_value(60.0)
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::AlbRequestCountPerTarget)
+                        .build()
+                        .unwrap(),
+                )
+                .scale_out_cooldown(1)
+                .scale_in_cooldown(300)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let load = tokio::spawn(async move {
+        let mut sent = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline && sent < 400 {
+            let _ = get(ep.local_addr, "/").await;
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.services.first().is_some_and(|x| x.desired == 4) && s.converged()
+        })
+        .await
+        .unwrap_or_else(|| panic!("did not scale out: {:#?}", plane.status()));
+    load.abort();
+    assert_eq!(s.tasks.len(), 4);
+    assert!(
+        s.scaling_activities.iter().any(|a| a.contains("scale out")),
+        "{s:#?}"
+    );
+    let described = st
+        .ecs
+        .describe_services()
+        .cluster(&st.cluster)
+        .services(&st.service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.services()[0].desired_count(),
+        4,
+        "UpdateService reached ECS"
+    );
+
+    // Stop: no task process is left.
+    let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
+    assert!(pids.iter().all(|p| alive(*p)));
+    plane.stop().await;
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived stop()");
+    }
+    let _ = std::fs::remove_dir_all(state);
+}
