@@ -13,6 +13,7 @@
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod daemon;
 mod moto;
 mod plane;
 

@@ -106,9 +106,14 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts moto with `python` and waits until it listens.
+    /// Starts moto with `python` on a free port and waits until it listens.
     pub fn start(python: &Path) -> Result<Self, Error> {
-        let mut child = launch(python, "0", "watch-stdin", Stdio::null())?;
+        Self::start_on(python, 0)
+    }
+
+    /// Starts moto with `python` on `port` (0: a free one) and waits until it listens.
+    pub fn start_on(python: &Path, port: u16) -> Result<Self, Error> {
+        let mut child = launch(python, &port.to_string(), "watch-stdin", Stdio::null())?;
         let stdin = child.stdin.take();
         let endpoint = read_ready(&mut child)?;
         Ok(Self {

@@ -21,6 +21,7 @@ use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use sandbox::daemon;
 use sandbox::{DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
 
 const REGION: &str = "eu-west-1";
@@ -70,7 +71,10 @@ fn free_port() -> u16 {
 async fn stack() -> Stack {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
     let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
-    let account = moto.fresh_account();
+    stack_in(sdk, moto.fresh_account()).await
+}
+
+async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> Stack {
     let ec2 = client!(&sdk, account, aws_sdk_ec2);
     let elb = client!(&sdk, account, aws_sdk_elasticloadbalancingv2);
     let ecs = client!(&sdk, account, aws_sdk_ecs);
@@ -547,4 +551,88 @@ async fn plane_serves_heals_isolates_and_scales() {
         assert!(!alive(pid), "pid {pid} survived stop()");
     }
     let _ = std::fs::remove_dir_all(state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let python = sandbox::python_path().expect("moto is installed (cargo xtask setup)");
+    let dir = std::env::temp_dir().join(format!("stackproof-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args: Vec<String> = [
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--sample-app",
+        app.to_str().unwrap(),
+        "--python",
+        python.to_str().unwrap(),
+        "--region",
+        REGION,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_sandbox-daemon"));
+    let state = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || daemon::spawn(&program, &args, &dir, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(daemon::alive(state.pid) && daemon::alive(state.moto_pid));
+
+    // The daemon's data plane runs what is declared in its moto (default account).
+    let sdk = sandbox::sdk_config(&state.endpoint, REGION);
+    let _st = stack_in(sdk, sandbox::MotoAccount("123456789012".to_owned())).await;
+    let status_file = dir.join(daemon::STATUS_FILE);
+    let mut status: Option<serde_json::Value> = None;
+    for _ in 0..150 {
+        if let Some(v) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            let healthy = v["tasks"]
+                .as_array()
+                .map_or(0, |t| t.iter().filter(|t| t["health"] == "healthy").count());
+            if healthy == 2 {
+                status = Some(v);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "no healthy tasks: {}",
+            std::fs::read_to_string(dir.join("sandbox.log")).unwrap_or_default()
+        )
+    });
+    let endpoints = daemon::read_endpoints(&dir);
+    assert_eq!(endpoints.len(), 1);
+    let (zones, _, ok) = spray(endpoints[0].local_addr, 10).await;
+    assert_eq!(ok, 10);
+    assert_eq!(zones.len(), 2);
+
+    let task_pids: Vec<u32> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| u32::try_from(t["pid"].as_u64().unwrap()).unwrap())
+        .collect();
+    assert!(task_pids.iter().all(|p| daemon::alive(*p)));
+    let stopping = state.clone();
+    tokio::task::spawn_blocking(move || daemon::stop(&stopping, Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .unwrap();
+    for pid in task_pids.iter().chain([&state.pid, &state.moto_pid]) {
+        assert!(!daemon::alive(*pid), "pid {pid} survived sandbox stop");
+    }
+    assert!(!daemon::group_alive(state.pid));
+    assert!(daemon::read_state(&dir).is_none());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,69 @@
+//! `sandbox-daemon`: runs the sandbox daemon (moto + data plane) in the foreground until
+//! SIGTERM. `cargo xtask sandbox start` runs the same code through a hidden subcommand; this
+//! binary lets the sandbox's own tests start and stop a real daemon.
+//!
+//! Usage: `sandbox-daemon --state-dir DIR [--port N] [--region R] [--python PATH]
+//! [--sample-app PATH]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut options = sandbox::daemon::DaemonOptions {
+        python: PathBuf::new(),
+        port: 0,
+        state_dir: PathBuf::from(".stackproof"),
+        region: "eu-west-1".to_owned(),
+        sample_app: sandbox::daemon::sample_app_path(),
+    };
+    let mut python = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else {
+            eprintln!("sandbox-daemon: {flag} needs a value");
+            return ExitCode::from(2);
+        };
+        match flag.as_str() {
+            "--state-dir" => options.state_dir = PathBuf::from(value),
+            "--region" => options.region = value,
+            "--python" => python = Some(PathBuf::from(value)),
+            "--sample-app" => options.sample_app = PathBuf::from(value),
+            "--port" => match value.parse() {
+                Ok(p) => options.port = p,
+                Err(_) => {
+                    eprintln!("sandbox-daemon: --port {value:?} is not a port");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("sandbox-daemon: unknown flag {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    options.python = match python.map_or_else(sandbox::python_path, Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sandbox-daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandbox-daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sandbox::daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandbox-daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
