@@ -1,12 +1,16 @@
-//! `cargo xtask sandbox start|stop|status`: moto in the background on 127.0.0.1, its address in
-//! `.stackproof/sandbox.json`, reused by later commands.
+//! `cargo xtask sandbox start|stop|status`: the sandbox daemon (moto and the data plane that
+//! runs the declared tasks and serves the ALB) in the background on 127.0.0.1, its state in
+//! `.stackproof/` (`sandbox.json`, `sandbox-endpoints.json`, `sandbox-status.json`,
+//! `sandbox.log`, `tasks/*.log`), reused by later commands.
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use serde_json::json;
+use anyhow::Context as _;
+use sandbox::daemon;
+
+/// The region the sandbox's data plane runs unless told otherwise.
+pub(crate) const DEFAULT_REGION: &str = "eu-west-1";
 
 /// What to do with the sandbox.
 #[derive(Debug, clap::Subcommand)]
@@ -16,11 +20,30 @@ pub(crate) enum Action {
         /// The port for moto; 0 picks a free one.
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// The region whose services and load balancers the data plane runs.
+        #[arg(long, default_value = DEFAULT_REGION)]
+        region: String,
     },
-    /// Stop it and remove its state.
+    /// Stop it, every task process it runs, and remove its state.
     Stop,
-    /// Say whether it runs, and where.
+    /// Say whether it runs, where, and what it serves.
     Status,
+    /// Run the daemon in the foreground (what `start` runs in the background).
+    #[command(hide = true)]
+    Daemon {
+        /// The port for moto; 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The region whose services and load balancers the data plane runs.
+        #[arg(long, default_value = DEFAULT_REGION)]
+        region: String,
+        /// The Python with moto. Default: the one `cargo xtask setup` installed.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// The sample-app binary. Default: `$STACKPROOF_SAMPLE_APP`, else beside this program.
+        #[arg(long)]
+        sample_app: Option<PathBuf>,
+    },
 }
 
 /// A running sandbox.
@@ -28,18 +51,6 @@ pub(crate) enum Action {
 pub(crate) struct Running {
     pub(crate) pid: u32,
     pub(crate) endpoint: String,
-}
-
-fn state_file() -> PathBuf {
-    crate::state_dir().join("sandbox.json")
-}
-
-fn alive(pid: u32) -> bool {
-    Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn answers(endpoint: &str) -> bool {
@@ -50,82 +61,154 @@ fn answers(endpoint: &str) -> bool {
 
 /// The sandbox, when one runs.
 pub(crate) fn current() -> Option<Running> {
-    let text = std::fs::read_to_string(state_file()).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
-    let endpoint = v["endpoint"].as_str()?.to_owned();
-    (alive(pid) && answers(&endpoint)).then_some(Running { pid, endpoint })
+    let state = daemon::read_state(&crate::state_dir())?;
+    answers(&state.endpoint).then_some(Running {
+        pid: state.pid,
+        endpoint: state.endpoint,
+    })
 }
 
-/// Starts the sandbox unless it runs; returns it.
+/// Starts the sandbox for [`DEFAULT_REGION`] unless it runs; returns it.
 pub(crate) fn ensure(port: u16) -> anyhow::Result<Running> {
+    ensure_in(port, DEFAULT_REGION)
+}
+
+/// Starts the sandbox with its data plane for `region` unless one runs; returns it.
+pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
+    let dir = crate::state_dir();
     if let Some(running) = current() {
+        if let Some(state) = daemon::read_state(&dir) {
+            if !state.region.is_empty() && state.region != region {
+                eprintln!(
+                    "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
+                    state.region
+                );
+            }
+        }
         return Ok(running);
     }
+    if let Some(stale) = daemon::read_state(&dir) {
+        // Alive but not answering: stop it before starting another.
+        daemon::stop(&stale, Duration::from_secs(10))
+            .with_context(|| format!("stopping the unresponsive sandbox (pid {})", stale.pid))?;
+    }
     let python = crate::setup::ensure_moto()?;
-    let dir = crate::state_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log = dir.join("moto.log");
-    let (pid, endpoint) = sandbox::spawn_daemon(&python, port, &log).context("starting moto")?;
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let state = json!({ "pid": pid, "endpoint": endpoint, "started": started, "log": log });
-    std::fs::write(state_file(), serde_json::to_string_pretty(&state)?)
-        .context("writing the sandbox state")?;
+    let sample_app = daemon::sample_app_path();
+    if !sample_app.exists() {
+        eprintln!(
+            "sandbox: warning: no sample-app binary at {}: tasks cannot start until it is built (`cargo build --workspace --all-targets`) or STACKPROOF_SAMPLE_APP names it",
+            sample_app.display()
+        );
+    }
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    let args: Vec<String> = vec![
+        "sandbox".into(),
+        "daemon".into(),
+        "--port".into(),
+        port.to_string(),
+        "--region".into(),
+        region.to_owned(),
+        "--python".into(),
+        python.display().to_string(),
+        "--sample-app".into(),
+        sample_app.display().to_string(),
+    ];
+    let state = daemon::spawn(&exe, &args, &dir, Duration::from_secs(60))
+        .context("starting the sandbox daemon")?;
     eprintln!(
-        "sandbox: moto started on {endpoint} (pid {pid}, log {})",
-        log.display()
+        "sandbox: started (pid {}): moto on {} (pid {}), data plane for {}, log {}",
+        state.pid,
+        state.endpoint,
+        state.moto_pid,
+        state.region,
+        state.log.display()
     );
-    Ok(Running { pid, endpoint })
+    Ok(Running {
+        pid: state.pid,
+        endpoint: state.endpoint,
+    })
+}
+
+fn print_status(dir: &std::path::Path) {
+    for e in daemon::read_endpoints(dir) {
+        println!(
+            "  ALB {} http://{}:{} -> http://{}",
+            e.name, e.dns_name, e.port, e.local_addr
+        );
+    }
+    let status: Option<serde_json::Value> = std::fs::read_to_string(dir.join(daemon::STATUS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(services) = status.as_ref().and_then(|s| s["services"].as_array()) {
+        for s in services {
+            println!(
+                "  service {}/{}: desired {}, running {}, healthy {}",
+                s["cluster"].as_str().unwrap_or("?"),
+                s["name"].as_str().unwrap_or("?"),
+                s["desired"],
+                s["running"],
+                s["healthy"]
+            );
+        }
+    }
 }
 
 pub(crate) fn run(action: Action) -> anyhow::Result<()> {
+    let dir = crate::state_dir();
     match action {
-        Action::Start { port } => {
-            let running = ensure(port)?;
+        Action::Start { port, region } => {
+            let running = ensure_in(port, &region)?;
             println!(
                 "sandbox running: {} (pid {})",
                 running.endpoint, running.pid
             );
         }
         Action::Stop => {
-            let Some(running) = current() else {
-                let _ = std::fs::remove_file(state_file());
+            let Some(state) = daemon::read_state(&dir) else {
+                let _ = std::fs::remove_file(dir.join(daemon::STATE_FILE));
                 println!("sandbox is not running");
                 return Ok(());
             };
-            let status = Command::new("kill")
-                .arg(running.pid.to_string())
-                .status()
-                .context("running kill")?;
-            if !status.success() {
-                bail!("could not stop pid {} ({status})", running.pid);
-            }
-            for _ in 0..50 {
-                if !alive(running.pid) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if alive(running.pid) {
-                bail!(
-                    "pid {} did not exit after SIGTERM; stop it with `kill -9 {}`",
-                    running.pid,
-                    running.pid
-                );
-            }
-            std::fs::remove_file(state_file()).context("removing the sandbox state")?;
-            println!("sandbox stopped (pid {})", running.pid);
+            daemon::stop(&state, Duration::from_secs(20))
+                .with_context(|| format!("stopping the sandbox (pid {})", state.pid))?;
+            let _ = std::fs::remove_file(dir.join(daemon::STATE_FILE));
+            let _ = std::fs::remove_file(dir.join(daemon::ENDPOINTS_FILE));
+            println!("sandbox stopped (pid {} and its task processes)", state.pid);
         }
         Action::Status => match current() {
-            Some(r) => println!("sandbox running: {} (pid {})", r.endpoint, r.pid),
+            Some(r) => {
+                println!("sandbox running: {} (pid {})", r.endpoint, r.pid);
+                print_status(&dir);
+            }
             None => {
                 println!("sandbox is not running");
                 std::process::exit(3);
             }
         },
+        Action::Daemon {
+            port,
+            region,
+            python,
+            sample_app,
+        } => {
+            let python = match python {
+                Some(p) => p,
+                None => sandbox::python_path()?,
+            };
+            let options = daemon::DaemonOptions {
+                python,
+                port,
+                state_dir: dir,
+                region,
+                sample_app: sample_app.unwrap_or_else(daemon::sample_app_path),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(daemon::run(options))?;
+        }
     }
     Ok(())
 }

@@ -46,13 +46,17 @@ pub struct DaemonState {
     pub pid: u32,
     /// moto's endpoint URL.
     pub endpoint: String,
-    /// moto's process id.
+    /// moto's process id (0 in the state of an older sandbox that ran moto alone).
+    #[serde(default)]
     pub moto_pid: u32,
-    /// The region the data plane runs.
+    /// The region the data plane runs (empty for an older sandbox).
+    #[serde(default)]
     pub region: String,
     /// Unix seconds when it started.
+    #[serde(default)]
     pub started: u64,
     /// Its log file.
+    #[serde(default)]
     pub log: PathBuf,
 }
 
