@@ -77,13 +77,14 @@ pub(crate) fn ensure(port: u16) -> anyhow::Result<Running> {
 pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
     let dir = crate::state_dir();
     if let Some(running) = current() {
-        if let Some(state) = daemon::read_state(&dir) {
-            if !state.region.is_empty() && state.region != region {
-                eprintln!(
-                    "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
-                    state.region
-                );
-            }
+        if let Some(state) = daemon::read_state(&dir)
+            && !state.region.is_empty()
+            && state.region != region
+        {
+            eprintln!(
+                "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
+                state.region
+            );
         }
         return Ok(running);
     }

@@ -499,10 +499,7 @@ async fn health_loop(shared: Arc<Mutex<Shared>>, mut stopped: watch::Receiver<bo
                         Err(reason) => {
                             m.streak_fail += 1;
                             m.streak_ok = 0;
-                            if m.streak_fail >= health.unhealthy_threshold
-                                || m.state == TargetState::Initial
-                                    && m.streak_fail >= health.unhealthy_threshold
-                            {
+                            if m.streak_fail >= health.unhealthy_threshold {
                                 m.state = TargetState::Unhealthy;
                                 m.reason = reason;
                             }

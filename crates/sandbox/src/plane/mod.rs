@@ -575,8 +575,8 @@ impl Reconciler {
             t.pid,
             api_reason.map(|r| format!(": {r}")).unwrap_or_default()
         ));
-        if let (Some(reason), true) = (api_reason, t.recorded) {
-            if let Err(e) = self
+        if let (Some(reason), true) = (api_reason, t.recorded)
+            && let Err(e) = self
                 .c
                 .ecs
                 .stop_task()
@@ -585,9 +585,8 @@ impl Reconciler {
                 .reason(reason)
                 .send()
                 .await
-            {
-                log(format_args!("StopTask {arn}: {}", DisplayErrorContext(&e)));
-            }
+        {
+            log(format_args!("StopTask {arn}: {}", DisplayErrorContext(&e)));
         }
         self.stopping.spawn(tasks::stop_child(t.child, t.pid));
     }
@@ -662,10 +661,10 @@ impl Reconciler {
                             }
                         }
                         for f in out.failures() {
-                            if f.reason() == Some("MISSING") {
-                                if let Some(arn) = f.arn() {
-                                    gone.push(arn.to_owned());
-                                }
+                            if f.reason() == Some("MISSING")
+                                && let Some(arn) = f.arn()
+                            {
+                                gone.push(arn.to_owned());
                             }
                         }
                     }
@@ -777,12 +776,11 @@ impl Reconciler {
             self.stop_task(&arn, Some(&reason)).await;
         }
         let key = svc.key();
-        if to_start > 0 {
-            if let Some((_, not_before)) = self.failures.get(&key) {
-                if Instant::now() < *not_before {
-                    return Ok(());
-                }
-            }
+        if to_start > 0
+            && let Some((_, not_before)) = self.failures.get(&key)
+            && Instant::now() < *not_before
+        {
+            return Ok(());
         }
         for _ in 0..to_start.min(MAX_STARTS) {
             if let Err(e) = self.start_task(svc, &td, world).await {
@@ -831,12 +829,12 @@ impl Reconciler {
         // The service's zones, and the subnet to use in each.
         let mut zones: BTreeMap<usize, (String, String)> = BTreeMap::new();
         for sid in &svc.subnets {
-            if let Some(SubnetSpec { zone, .. }) = world.subnets.get(sid) {
-                if let Some(i) = self.zone_index(zone) {
-                    zones
-                        .entry(i)
-                        .or_insert_with(|| (zone.clone(), sid.clone()));
-                }
+            if let Some(SubnetSpec { zone, .. }) = world.subnets.get(sid)
+                && let Some(i) = self.zone_index(zone)
+            {
+                zones
+                    .entry(i)
+                    .or_insert_with(|| (zone.clone(), sid.clone()));
             }
         }
         if zones.is_empty() {
@@ -848,10 +846,10 @@ impl Reconciler {
         }
         let mut counts: BTreeMap<usize, usize> = zones.keys().map(|i| (*i, 0)).collect();
         for t in self.service_tasks(svc) {
-            if let Some(i) = self.zone_index(&t.zone) {
-                if let Some(c) = counts.get_mut(&i) {
-                    *c += 1;
-                }
+            if let Some(i) = self.zone_index(&t.zone)
+                && let Some(c) = counts.get_mut(&i)
+            {
+                *c += 1;
             }
         }
         let Some((&zi, _)) = counts.iter().min_by_key(|(i, c)| (**c, **i)) else {
