@@ -1,1 +1,231 @@
-//! The compute slice of a stackproof stack: IAM roles, ECS cluster, Fargate task definition and service, autoscaling.
+//! The compute slice of a stackproof stack: IAM roles, the ECS cluster, the task log group, a
+//! Fargate task definition and service behind the load balancer, and its autoscaling.
+//!
+//! [`Compute`] is a [`Module`]. Every resource is named after the stack (`{stack}` for the
+//! cluster, service and task definition family, `/ecs/{stack}` for the log group,
+//! `{stack}-task-execution` and `{stack}-task` for the roles), carries the stack's tags, and is
+//! only changed or deleted when those tags say it is the stack's.
+//!
+//! - The execution role has `AmazonECSTaskExecutionRolePolicy`; the task role has nothing
+//!   unless `task-role-statements` gives it an inline policy. Only `ecs-tasks.amazonaws.com` may
+//!   assume either.
+//! - The task definition gets a new revision only when the newest one differs (compared field
+//!   by field, not as text). Its container `app` has the health check
+//!   `["CMD", "/sample-app", "health"]`, which the sample app image provides: a custom image must
+//!   provide `/sample-app` or set `container-health-check = false`.
+//! - The service's desired count is set at creation only; afterwards Application Auto Scaling
+//!   owns it and `apply` never changes it.
+//!
+//! ```no_run
+//! # async fn demo(cx: &infra::Context, inputs: compute::ComputeInputs) -> Result<(), Box<dyn std::error::Error>> {
+//! use infra::Module;
+//! let spec = compute::ComputeConfig::default().validate("service")?;
+//! let compute = compute::Compute::new(cx, spec);
+//! println!("{}", compute.plan(cx, &inputs).await?);
+//! let outputs = compute.apply(cx, &inputs).await?;
+//! println!("service {}", outputs.service_arn);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod desired;
+mod error;
+mod exec;
+mod observe;
+
+use infra::{Context, Module, Plan};
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    ComputeConfig, ComputeSpec, CpuArchitecture, LOG_RETENTION_DAYS, MAX_TASKS, fargate_memory,
+};
+pub use error::Error;
+
+use crate::desired::{CONTAINER, Desired, Names, Observed, Op, diff, teardown};
+use crate::exec::{Ids, need};
+
+/// What compute needs from the modules upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeInputs {
+    /// The subnets the tasks run in (one private subnet per zone).
+    pub private_subnet_ids: Vec<String>,
+    /// The tasks' security group.
+    pub task_security_group_id: String,
+    /// The target group the service registers its tasks with.
+    pub target_group_arn: String,
+    /// The load balancer's ARN suffix (`app/name/id`), for the requests-per-target policy.
+    pub load_balancer_arn_suffix: String,
+    /// The target group's ARN suffix (`targetgroup/name/id`).
+    pub target_group_arn_suffix: String,
+    /// The port the container listens on (its `PORT`).
+    pub container_port: u16,
+    /// The image when the configuration names none: `{repository_uri}:latest`.
+    pub default_image: String,
+}
+
+/// What compute gives the modules downstream and the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeOutputs {
+    /// The ECS cluster's name.
+    pub cluster_name: String,
+    /// The ECS cluster's ARN.
+    pub cluster_arn: String,
+    /// The service's name.
+    pub service_name: String,
+    /// The service's ARN.
+    pub service_arn: String,
+    /// The task definition revision the service runs.
+    pub task_definition_arn: String,
+    /// The container's name (`app`).
+    pub container_name: String,
+    /// The log group of the tasks.
+    pub log_group_name: String,
+    /// The task execution role.
+    pub execution_role_arn: String,
+    /// The task role.
+    pub task_role_arn: String,
+}
+
+/// The four service clients compute calls.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Application Auto Scaling.
+    pub scaling: aws_sdk_applicationautoscaling::Client,
+}
+
+impl Clients {
+    /// Clients built from `cx` (its SDK configuration and interceptors).
+    pub fn new(cx: &Context) -> Self {
+        Self {
+            iam: infra::client!(cx, aws_sdk_iam),
+            ecs: infra::client!(cx, aws_sdk_ecs),
+            logs: infra::client!(cx, aws_sdk_cloudwatchlogs),
+            scaling: infra::client!(cx, aws_sdk_applicationautoscaling),
+        }
+    }
+}
+
+/// The compute module.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    spec: ComputeSpec,
+    clients: Clients,
+}
+
+impl Compute {
+    /// The module for `spec`, with clients built from `cx`.
+    pub fn new(cx: &Context, spec: ComputeSpec) -> Self {
+        Self {
+            spec,
+            clients: Clients::new(cx),
+        }
+    }
+
+    /// The module with clients of the caller's (for tests with mocked responses).
+    pub fn with_clients(spec: ComputeSpec, clients: Clients) -> Self {
+        Self { spec, clients }
+    }
+
+    /// The checked configuration.
+    pub fn spec(&self) -> &ComputeSpec {
+        &self.spec
+    }
+
+    async fn steps(
+        &self,
+        cx: &Context,
+        inputs: &ComputeInputs,
+    ) -> Result<(Desired, Observed, Vec<Op>), Error> {
+        let desired = Desired::new(cx, &self.spec, inputs);
+        let observed = Observed::read(&self.clients, &desired.names, false).await?;
+        let ops = diff(&desired, &observed)?;
+        Ok((desired, observed, ops))
+    }
+}
+
+fn to_plan(names: &Names, ops: &[Op]) -> Plan {
+    Plan {
+        changes: ops.iter().filter_map(|op| op.change(names)).collect(),
+    }
+}
+
+fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {
+    let n = &desired.names;
+    Ok(ComputeOutputs {
+        cluster_name: n.cluster.clone(),
+        cluster_arn: need(&ids.cluster, "ECS cluster", &n.cluster)?.to_owned(),
+        service_name: n.service.clone(),
+        service_arn: need(&ids.service, "ECS service", &n.service)?.to_owned(),
+        task_definition_arn: need(&ids.task_definition, "task definition", &n.family)?
+            .to_owned(),
+        container_name: CONTAINER.to_owned(),
+        log_group_name: n.log_group.clone(),
+        execution_role_arn: need(&ids.execution_role, "IAM role", &n.execution_role)?
+            .to_owned(),
+        task_role_arn: need(&ids.task_role, "IAM role", &n.task_role)?.to_owned(),
+    })
+}
+
+impl Module for Compute {
+    const NAME: &'static str = desired::MODULE;
+    type Inputs = ComputeInputs;
+    type Outputs = ComputeOutputs;
+    type Error = Error;
+
+    async fn plan(&self, cx: &Context, inputs: &ComputeInputs) -> Result<Plan, Error> {
+        let (desired, _, ops) = self.steps(cx, inputs).await?;
+        Ok(to_plan(&desired.names, &ops))
+    }
+
+    async fn apply(&self, cx: &Context, inputs: &ComputeInputs) -> Result<ComputeOutputs, Error> {
+        let (desired, observed, ops) = self.steps(cx, inputs).await?;
+        let ids = exec::run(
+            &self.clients,
+            cx,
+            &desired,
+            &ops,
+            Ids::from_observed(&observed),
+        )
+        .await?;
+        outputs(&desired, &ids)
+    }
+
+    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let names = Names::new(cx.stack().as_str());
+        let observed = Observed::read(&self.clients, &names, true).await?;
+        Ok(to_plan(&names, &teardown(&names, &observed)))
+    }
+
+    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let names = Names::new(cx.stack().as_str());
+        let observed = Observed::read(&self.clients, &names, true).await?;
+        let ops = teardown(&names, &observed);
+        if ops.is_empty() {
+            return Ok(Plan::default());
+        }
+        // Destroy needs no inputs: the steps it runs only use names and what was observed.
+        let desired = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
+        exec::run(&self.clients, cx, &desired, &ops, Ids::from_observed(&observed)).await?;
+        Ok(to_plan(&names, &ops))
+    }
+}
+
+impl ComputeInputs {
+    fn placeholder() -> Self {
+        Self {
+            private_subnet_ids: Vec::new(),
+            task_security_group_id: String::new(),
+            target_group_arn: String::new(),
+            load_balancer_arn_suffix: String::new(),
+            target_group_arn_suffix: String::new(),
+            container_port: 0,
+            default_image: String::new(),
+        }
+    }
+}
