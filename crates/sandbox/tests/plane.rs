@@ -47,6 +47,7 @@ struct Stack {
     cluster: String,
     service: String,
     port: u16,
+    sg: String,
 }
 
 macro_rules! client {
@@ -255,6 +256,7 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
         cluster,
         service,
         port,
+        sg,
     }
 }
 
@@ -635,4 +637,364 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
     assert!(!daemon::group_alive(state.pid));
     assert!(daemon::read_state(&dir).is_none());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn put_request_policy(st: &Stack, target: f64, scale_in_cooldown: i32) {
+    st.aas
+        .put_scaling_policy()
+        .policy_name("requests")
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(format!("service/{}/{}", st.cluster, st.service))
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(
+            TargetTrackingScalingPolicyConfiguration::builder()
+                .target_value(target)
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::AlbRequestCountPerTarget)
+                        .build()
+                        .unwrap(),
+                )
+                .scale_out_cooldown(1)
+                .scale_in_cooldown(scale_in_cooldown)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_rolls_deployments_reports_and_scales_in() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let st = stack().await;
+    let elb = client!(&st.sdk, st.account, aws_sdk_elasticloadbalancingv2);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&st.sdk)
+            .interceptor(st.account.clone())
+            .force_path_style(true)
+            .build(),
+    );
+    let cw = client!(&st.sdk, st.account, aws_sdk_cloudwatch);
+    s3.create_bucket()
+        .bucket("web-logs")
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lb_arn = elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_owned();
+    let attr = |k: &str, v: &str| {
+        aws_sdk_elasticloadbalancingv2::types::LoadBalancerAttribute::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    elb.modify_load_balancer_attributes()
+        .load_balancer_arn(&lb_arn)
+        .attributes(attr("access_logs.s3.enabled", "true"))
+        .attributes(attr("access_logs.s3.bucket", "web-logs"))
+        .attributes(attr("access_logs.s3.prefix", "alb"))
+        .send()
+        .await
+        .unwrap();
+
+    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
+    options.interval = Duration::from_millis(300);
+    options.scaling_window = Duration::from_secs(2);
+    options.metrics_period = Duration::from_secs(1);
+    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    let ep = s.endpoints[0].local_addr;
+    let (_, _, ok) = spray(ep, 20).await;
+    assert_eq!(ok, 20);
+
+    // Access logs land in the bucket under the AWS key layout, gzip, one line per request.
+    let mut lines = 0;
+    let mut keys = Vec::new();
+    for _ in 0..50 {
+        let listed = s3
+            .list_objects_v2()
+            .bucket("web-logs")
+            .prefix("alb/AWSLogs/")
+            .send()
+            .await
+            .unwrap();
+        keys = listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        lines = 0;
+        for key in &keys {
+            let body = s3
+                .get_object()
+                .bucket("web-logs")
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+                .unwrap();
+            lines += text.lines().filter(|l| l.contains("GET /")).count();
+        }
+        if lines >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(lines >= 20, "access log lines {lines} in {keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.contains("/elasticloadbalancing/eu-west-1/") && k.ends_with(".log.gz")),
+        "{keys:?}"
+    );
+
+    // ALB metrics per zone and ECS metrics per service are in CloudWatch.
+    let mut names = BTreeSet::new();
+    for _ in 0..50 {
+        let m = cw
+            .list_metrics()
+            .namespace("AWS/ApplicationELB")
+            .send()
+            .await
+            .unwrap();
+        names = m
+            .metrics()
+            .iter()
+            .filter(|m| {
+                m.dimensions()
+                    .iter()
+                    .any(|d| d.name() == Some("AvailabilityZone"))
+            })
+            .filter_map(|m| m.metric_name().map(str::to_owned))
+            .collect();
+        let ecs = cw.list_metrics().namespace("AWS/ECS").send().await.unwrap();
+        if names.contains("RequestCount")
+            && names.contains("HealthyHostCount")
+            && names.contains("TargetResponseTime")
+            && !ecs.metrics().is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in [
+        "RequestCount",
+        "HTTPCode_Target_2XX_Count",
+        "TargetResponseTime",
+        "HealthyHostCount",
+        "UnHealthyHostCount",
+    ] {
+        assert!(names.contains(n), "{n} missing from {names:?}");
+    }
+
+    // A new revision rolls: never fewer than 2 healthy (min 100 %), never more than 4 (max 200 %).
+    let td2 = st
+        .ecs
+        .register_task_definition()
+        .family("web")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image("x/sample-app:v2")
+                .port_mappings(
+                    PortMapping::builder()
+                        .container_port(i32::from(st.port))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    let mut rx = plane.watch();
+    let watcher = tokio::spawn(async move {
+        let (mut min_healthy, mut max_tasks) = (usize::MAX, 0);
+        while rx.changed().await.is_ok() {
+            let s = rx.borrow_and_update().clone();
+            let healthy = s
+                .tasks
+                .iter()
+                .filter(|t| t.health == TaskHealth::Healthy)
+                .count();
+            min_healthy = min_healthy.min(healthy);
+            max_tasks = max_tasks.max(s.tasks.len());
+            if s.converged() && s.tasks.iter().all(|t| t.task_definition.ends_with("web:2")) {
+                return (min_healthy, max_tasks);
+            }
+        }
+        (min_healthy, max_tasks)
+    });
+    st.ecs
+        .update_service()
+        .cluster(&st.cluster)
+        .service(&st.service)
+        .task_definition(&td2)
+        .send()
+        .await
+        .unwrap();
+    let (min_healthy, max_tasks) = tokio::time::timeout(Duration::from_secs(40), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("rollout did not finish: {:#?}", plane.status()))
+        .unwrap();
+    assert!(min_healthy >= 2, "healthy dipped to {min_healthy}");
+    assert!(max_tasks <= 4, "ran {max_tasks} tasks at once");
+    let (_, tasks, ok) = spray(ep, 10).await;
+    assert_eq!(ok, 10);
+    let now: BTreeSet<String> = plane.status().tasks.iter().map(|t| t.arn.clone()).collect();
+    assert!(tasks.is_subset(&now), "an old task answered");
+
+    // Scale in: at 4 with no load, the policy brings it back to min 2 after its cooldown.
+    st.ecs
+        .update_service()
+        .cluster(&st.cluster)
+        .service(&st.service)
+        .desired_count(4)
+        .send()
+        .await
+        .unwrap();
+    plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && s.services.first().is_some_and(|x| x.desired == 4)
+        })
+        .await
+        .unwrap_or_else(|| panic!("did not reach 4: {:#?}", plane.status()));
+    put_request_policy(&st, 600.0, 2).await;
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && s.services.first().is_some_and(|x| x.desired == 2)
+        })
+        .await
+        .unwrap_or_else(|| panic!("did not scale in: {:#?}", plane.status()));
+    assert!(
+        s.scaling_activities.iter().any(|a| a.contains("scale in")),
+        "{s:#?}"
+    );
+    assert_eq!(
+        healthy_in(&s, "eu-west-1a"),
+        1,
+        "balanced after scale-in: {s:#?}"
+    );
+    assert_eq!(
+        healthy_in(&s, "eu-west-1b"),
+        1,
+        "balanced after scale-in: {s:#?}"
+    );
+
+    // An image the sandbox cannot run: the task fails to start, visibly in ECS.
+    let other_td = st
+        .ecs
+        .register_task_definition()
+        .family("other")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("nginx")
+                .image("public.ecr.aws/nginx/nginx:latest")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    st.ecs
+        .create_service()
+        .cluster(&st.cluster)
+        .service_name("other")
+        .task_definition(&other_td)
+        .desired_count(1)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    AwsVpcConfiguration::builder()
+                        .set_subnets(Some(st.subnets.values().cloned().collect()))
+                        .security_groups(&st.sg)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(20), |s| {
+            s.services
+                .iter()
+                .any(|x| x.name == "other" && x.failed_starts >= 1)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no failed start: {:#?}", plane.status()));
+    assert!(s.tasks.iter().all(|t| t.service != "other"));
+    let stopped = st
+        .ecs
+        .list_tasks()
+        .cluster(&st.cluster)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    let described = st
+        .ecs
+        .describe_tasks()
+        .cluster(&st.cluster)
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described.tasks().iter().any(|t| t
+            .stopped_reason()
+            .is_some_and(|r| r.contains("CannotPullContainerError"))),
+        "no task stopped with the reason"
+    );
+
+    let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
+    plane.stop().await;
+    assert!(pids.iter().all(|p| !alive(*p)));
 }

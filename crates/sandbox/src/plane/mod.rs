@@ -737,7 +737,13 @@ impl Reconciler {
                 to_start = desired - new.len();
             } else if new.len() > desired {
                 for arn in self.scale_in_victims(svc, new.len() - desired) {
-                    to_stop.push((arn, "Scaling activity initiated by (deployment)".to_owned()));
+                    to_stop.push((
+                        arn,
+                        format!(
+                            "Scaling activity initiated by (deployment {})",
+                            svc.deployment_id
+                        ),
+                    ));
                 }
             }
         } else {
@@ -767,7 +773,13 @@ impl Reconciler {
             // Too many new tasks (desired fell during the deployment).
             if new.len() > desired {
                 for arn in self.scale_in_victims(svc, new.len() - desired) {
-                    to_stop.push((arn, "Scaling activity initiated by (deployment)".to_owned()));
+                    to_stop.push((
+                        arn,
+                        format!(
+                            "Scaling activity initiated by (deployment {})",
+                            svc.deployment_id
+                        ),
+                    ));
                 }
             }
         }
