@@ -155,7 +155,7 @@ pub(crate) async fn run(
             cx.progress().on(&Event::Started(change));
         }
         let start = Instant::now();
-        let id = step(clients, cx, desired, op, &mut ids).await?;
+        let id = Box::pin(step(clients, cx, desired, op, &mut ids)).await?;
         if let Some(change) = &change {
             cx.progress().on(&Event::Finished {
                 change,

@@ -448,27 +448,28 @@ pub(crate) async fn task_definition_arns(
 }
 
 impl Observed {
-    /// Reads everything of the stack's compute, with the reads running at once.
+    /// Reads everything of the stack's compute, with the reads running at once (each boxed:
+    /// the SDK's futures are large, and side by side they overflow a test thread's stack).
     pub(crate) async fn read(
         clients: &Clients,
         names: &Names,
         with_revisions: bool,
     ) -> Result<Observed, Error> {
         let (exec_role, task_role, cluster, log_group, task_definition, service, scaling, arns) = tokio::try_join!(
-            role(&clients.iam, names.role(RoleKind::Execution)),
-            role(&clients.iam, names.role(RoleKind::Task)),
-            cluster(&clients.ecs, names),
-            log_group(&clients.logs, names),
-            task_definition(&clients.ecs, names),
-            service(&clients.ecs, names),
-            scaling(&clients.scaling, names),
-            async {
+            Box::pin(role(&clients.iam, names.role(RoleKind::Execution))),
+            Box::pin(role(&clients.iam, names.role(RoleKind::Task))),
+            Box::pin(cluster(&clients.ecs, names)),
+            Box::pin(log_group(&clients.logs, names)),
+            Box::pin(task_definition(&clients.ecs, names)),
+            Box::pin(service(&clients.ecs, names)),
+            Box::pin(scaling(&clients.scaling, names)),
+            Box::pin(async {
                 if with_revisions {
                     task_definition_arns(&clients.ecs, &names.family).await
                 } else {
                     Ok(Vec::new())
                 }
-            }
+            })
         )?;
         let mut roles = BTreeMap::new();
         if let Some(r) = exec_role {
