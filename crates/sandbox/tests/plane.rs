@@ -388,6 +388,7 @@ async fn plane_serves_heals_isolates_and_scales() {
 
     // StopTask through the API: the process dies, a replacement takes over.
     let victim = s.tasks[0].clone();
+    let t0 = std::time::Instant::now();
     st.ecs
         .stop_task()
         .cluster(&st.cluster)
@@ -402,6 +403,10 @@ async fn plane_serves_heals_isolates_and_scales() {
         })
         .await
         .unwrap_or_else(|| panic!("no replacement: {:#?}", plane.status()));
+    eprintln!(
+        "measured: StopTask -> replacement healthy in {:?}",
+        t0.elapsed()
+    );
     assert!(!alive(victim.pid), "pid {} still runs", victim.pid);
     assert_eq!(
         healthy_in(&s, &victim.zone),
@@ -443,6 +448,7 @@ async fn plane_serves_heals_isolates_and_scales() {
     };
     let acls = st.ec2.describe_network_acls().send().await.unwrap();
     let (association, original) = assoc(acls.network_acls());
+    let t0 = std::time::Instant::now();
     st.ec2
         .replace_network_acl_association()
         .association_id(&association)
@@ -456,6 +462,10 @@ async fn plane_serves_heals_isolates_and_scales() {
         })
         .await
         .unwrap_or_else(|| panic!("zone b still healthy: {:#?}", plane.status()));
+    eprintln!(
+        "measured: isolation -> zone b out of the ALB in {:?}",
+        t0.elapsed()
+    );
     assert!(
         s.tasks
             .iter()
@@ -469,6 +479,7 @@ async fn plane_serves_heals_isolates_and_scales() {
     // Restore: zone b comes back.
     let acls = st.ec2.describe_network_acls().send().await.unwrap();
     let (association, _) = assoc(acls.network_acls());
+    let t0 = std::time::Instant::now();
     st.ec2
         .replace_network_acl_association()
         .association_id(&association)
@@ -482,6 +493,10 @@ async fn plane_serves_heals_isolates_and_scales() {
         })
         .await
         .unwrap_or_else(|| panic!("zone b did not heal: {:#?}", plane.status()));
+    eprintln!(
+        "measured: restore -> zone b healthy again in {:?}",
+        t0.elapsed()
+    );
     let (zones, _, _) = spray(ep.local_addr, 20).await;
     assert_eq!(zones.len(), 2, "both zones again: {zones:?}");
 
@@ -510,6 +525,7 @@ async fn plane_serves_heals_isolates_and_scales() {
         .send()
         .await
         .unwrap();
+    let t0 = std::time::Instant::now();
     let load = tokio::spawn(async move {
         let mut sent = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -525,6 +541,7 @@ async fn plane_serves_heals_isolates_and_scales() {
         })
         .await
         .unwrap_or_else(|| panic!("did not scale out: {:#?}", plane.status()));
+    eprintln!("measured: load -> 4 healthy tasks in {:?}", t0.elapsed());
     load.abort();
     assert_eq!(s.tasks.len(), 4);
     assert!(
@@ -994,6 +1011,79 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         "no task stopped with the reason"
     );
 
+    let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
+    plane.stop().await;
+    assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_scales_out_on_task_cpu() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let st = stack().await;
+    st.aas
+        .put_scaling_policy()
+        .policy_name("cpu")
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(format!("service/{}/{}", st.cluster, st.service))
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(
+            TargetTrackingScalingPolicyConfiguration::builder()
+                .target_value(20.0)
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::EcsServiceAverageCpuUtilization)
+                        .build()
+                        .unwrap(),
+                )
+                .scale_out_cooldown(1)
+                .scale_in_cooldown(300)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
+    options.interval = Duration::from_millis(300);
+    options.scaling_window = Duration::from_secs(2);
+    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    assert!(
+        s.scaling_activities.is_empty(),
+        "idle tasks do not scale: {s:#?}"
+    );
+    let ep = s.endpoints[0].local_addr;
+    // 256 CPU units = a quarter vCPU: 40 ms of CPU per 100 ms per task is ~160 %.
+    let load = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut sent = 0;
+        while tokio::time::Instant::now() < deadline && sent < 300 {
+            let _ = get(ep, "/work?cpu_ms=40").await;
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    let s = plane
+        .wait_for(Duration::from_secs(20), |s| {
+            s.services.first().is_some_and(|x| x.desired > 2)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no CPU scale-out: {:#?}", plane.status()));
+    load.abort();
+    assert!(
+        s.scaling_activities.iter().any(|a| a.contains("Cpu")),
+        "{:?}",
+        s.scaling_activities
+    );
     let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
     plane.stop().await;
     assert!(pids.iter().all(|p| !alive(*p)));
