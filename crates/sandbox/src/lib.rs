@@ -1,10 +1,11 @@
 //! The local AWS of stackproof.
 //!
-//! For now this is the control plane: a [`MotoServer`] (moto, the AWS API emulator) on
-//! 127.0.0.1, the [`sdk_config`] that points the AWS SDK at it, and [`MotoAccount`], an
-//! interceptor that isolates callers in their own emulated account. The data plane (tasks, the
-//! load balancer, autoscaling) comes later and reads its desired state from moto through the
-//! same SDK.
+//! The control plane: a [`MotoServer`] (moto, the AWS API emulator) on 127.0.0.1, the
+//! [`sdk_config`] that points the AWS SDK at it, and [`MotoAccount`], an interceptor that
+//! isolates callers in their own emulated account. The data plane, [`DataPlane`], reads the
+//! desired state from moto through the same SDK and makes it real: task processes, a local
+//! ALB per listener, network-ACL faults, target tracking, CloudWatch metrics and access logs.
+//! [`daemon`] runs both in one background process (`cargo xtask sandbox start`).
 //!
 //! ```no_run
 //! let moto = sandbox::MotoServer::start(&sandbox::python_path()?)?;
