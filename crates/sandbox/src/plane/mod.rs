@@ -719,7 +719,6 @@ impl Reconciler {
         let (new, old): (Vec<&TaskProc>, Vec<&TaskProc>) = self
             .service_tasks(svc)
             .partition(|t| t.task_definition == svc.task_definition);
-        let new_arns: Vec<String> = new.iter().map(|t| t.arn.clone()).collect();
         let healthy_new = new
             .iter()
             .filter(|t| self.is_healthy(t, svc, &health))
@@ -783,7 +782,6 @@ impl Reconciler {
                 }
             }
         }
-        let _ = new_arns;
         for (arn, reason) in to_stop {
             self.stop_task(&arn, Some(&reason)).await;
         }
