@@ -263,15 +263,14 @@ impl ComputeConfig {
             );
         }
         for (name, value) in [
-            ("scale-out-cooldown-seconds", self.scale_out_cooldown_seconds),
+            (
+                "scale-out-cooldown-seconds",
+                self.scale_out_cooldown_seconds,
+            ),
             ("scale-in-cooldown-seconds", self.scale_in_cooldown_seconds),
         ] {
             if value > MAX_COOLDOWN {
-                problems.add(
-                    field(name),
-                    value,
-                    format!("0 to {MAX_COOLDOWN} seconds"),
-                );
+                problems.add(field(name), value, format!("0 to {MAX_COOLDOWN} seconds"));
             }
         }
         if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
@@ -288,8 +287,7 @@ impl ComputeConfig {
                     "PORT",
                     "any name but PORT, which is set to the container port",
                 );
-            } else if !is_env_name(name) || name.starts_with("ECS_") || name.starts_with("AWS_")
-            {
+            } else if !is_env_name(name) || name.starts_with("ECS_") || name.starts_with("AWS_") {
                 problems.add(
                     field("environment"),
                     format!("{name:?}"),
@@ -370,14 +368,17 @@ fn check_statements(statements: &[serde_json::Value], field: &str, problems: &mu
             problems.add(
                 format!("{at}.{key}"),
                 &obj[key],
-                format!("only the statement keys {KEYS:?} (Principal has no place in a role policy)"),
+                format!(
+                    "only the statement keys {KEYS:?} (Principal has no place in a role policy)"
+                ),
             );
         }
         match obj.get("Effect").and_then(|e| e.as_str()) {
             Some("Allow" | "Deny") => {}
             _ => problems.add(
                 format!("{at}.Effect"),
-                obj.get("Effect").map_or("missing".to_owned(), |e| e.to_string()),
+                obj.get("Effect")
+                    .map_or("missing".to_owned(), |e| e.to_string()),
                 "\"Allow\" or \"Deny\"",
             ),
         }
@@ -445,9 +446,15 @@ mod tests {
             (spec.desired_count, spec.min_count, spec.max_count),
             (2, 2, 8)
         );
-        assert_eq!((spec.cpu_target_percent, spec.requests_per_target), (60, 6000));
         assert_eq!(
-            (spec.scale_out_cooldown_seconds, spec.scale_in_cooldown_seconds),
+            (spec.cpu_target_percent, spec.requests_per_target),
+            (60, 6000)
+        );
+        assert_eq!(
+            (
+                spec.scale_out_cooldown_seconds,
+                spec.scale_in_cooldown_seconds
+            ),
             (60, 300)
         );
         assert_eq!(spec.log_retention_days, 30);
@@ -470,7 +477,10 @@ mod tests {
             (16384, vec![32768, 40960, 122880]),
         ] {
             for m in mems {
-                assert!(check(&format!("cpu = {cpu}\nmemory = {m}")).is_ok(), "{cpu}/{m}");
+                assert!(
+                    check(&format!("cpu = {cpu}\nmemory = {m}")).is_ok(),
+                    "{cpu}/{m}"
+                );
             }
         }
         for (cpu, m) in [
@@ -481,13 +491,19 @@ mod tests {
             (8192, 18432),
             (16384, 36864),
         ] {
-            assert_eq!(fields(&format!("cpu = {cpu}\nmemory = {m}")), ["service.memory"]);
+            assert_eq!(
+                fields(&format!("cpu = {cpu}\nmemory = {m}")),
+                ["service.memory"]
+            );
         }
         let p = check("cpu = 300").unwrap_err();
         assert_eq!(p.0.len(), 1, "{p}");
         assert_eq!(p.0[0].field, "service.cpu");
         let p = check("cpu = 8192\nmemory = 1000").unwrap_err();
-        assert!(p.to_string().contains("16384 to 61440 in steps of 4096"), "{p}");
+        assert!(
+            p.to_string().contains("16384 to 61440 in steps of 4096"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -496,7 +512,7 @@ mod tests {
         assert_eq!(fields("desired-count = 1"), ["service.desired-count"]);
         assert_eq!(
             fields("min-count = 5\nmax-count = 4\ndesired-count = 4"),
-            ["service.min-count"]
+            ["service.min-count", "service.desired-count"]
         );
         assert_eq!(
             fields("max-count = 1001\ndesired-count = 2"),
@@ -512,8 +528,14 @@ mod tests {
     #[test]
     fn retention_must_be_a_cloudwatch_value() {
         assert!(check("log-retention-days = 3653").is_ok());
-        assert_eq!(fields("log-retention-days = 31"), ["service.log-retention-days"]);
-        assert_eq!(fields("log-retention-days = 0"), ["service.log-retention-days"]);
+        assert_eq!(
+            fields("log-retention-days = 31"),
+            ["service.log-retention-days"]
+        );
+        assert_eq!(
+            fields("log-retention-days = 0"),
+            ["service.log-retention-days"]
+        );
     }
 
     #[test]
@@ -523,7 +545,9 @@ mod tests {
         )
         .is_ok());
         assert_eq!(
-            fields(r#"task-role-statements = [{ Effect = "Maybe", Action = [], Principal = "*" }]"#),
+            fields(
+                r#"task-role-statements = [{ Effect = "Maybe", Action = [], Principal = "*" }]"#
+            ),
             [
                 "service.task-role-statements[0].Principal",
                 "service.task-role-statements[0].Effect",
@@ -576,8 +600,19 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "{f} missing from\n{p}");
         }
-        assert_eq!(fields.iter().filter(|f| **f == "service.environment").count(), 2);
-        assert!(p.to_string().contains("service.memory = 4096: for cpu 256, Fargate allows memory 512, 1024, 2048 (MiB)"), "{p}");
+        assert_eq!(
+            fields
+                .iter()
+                .filter(|f| **f == "service.environment")
+                .count(),
+            2
+        );
+        assert!(
+            p.to_string().contains(
+                "service.memory = 4096: for cpu 256, Fargate allows memory 512, 1024, 2048 (MiB)"
+            ),
+            "{p}"
+        );
     }
 
     #[test]

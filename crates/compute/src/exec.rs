@@ -12,8 +12,8 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AvailabilityZoneRebalancing, AwsVpcConfiguration, ClusterSetting,
     ClusterSettingName, Compatibility, ContainerDefinition, CpuArchitecture,
     DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType,
-    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode,
-    OsFamily, PortMapping, PropagateTags, RuntimePlatform, TransportProtocol,
+    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
+    PortMapping, PropagateTags, RuntimePlatform, TransportProtocol,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::{Backoff, Context, Event, Step};
@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use crate::Clients;
 use crate::desired::{
-    DEPLOYMENT, DIMENSION, Desired, Observed, Op, RoleKind, SCALING, SERVICE,
-    TASK_DEFINITION, CLUSTER, LOG_GROUP, trust_policy,
+    CLUSTER, DEPLOYMENT, DIMENSION, Desired, LOG_GROUP, Observed, Op, RoleKind, SCALING, SERVICE,
+    TASK_DEFINITION, trust_policy,
 };
 use crate::error::{Error, aws, waited};
 use crate::observe::arn_name;
@@ -64,17 +64,18 @@ impl Ids {
     }
 }
 
-pub(crate) fn need<'a>(id: &'a Option<String>, kind: &'static str, name: &str) -> Result<&'a str, Error> {
+pub(crate) fn need<'a>(
+    id: &'a Option<String>,
+    kind: &'static str,
+    name: &str,
+) -> Result<&'a str, Error> {
     id.as_deref().ok_or_else(|| Error::Missing {
         kind,
         name: name.to_owned(),
     })
 }
 
-fn built<E: std::fmt::Display>(
-    operation: &'static str,
-    resource: &str,
-) -> impl FnOnce(E) -> Error {
+fn built<E: std::fmt::Display>(operation: &'static str, resource: &str) -> impl FnOnce(E) -> Error {
     move |e| Error::Unexpected {
         operation,
         resource: resource.to_owned(),
@@ -85,7 +86,7 @@ fn built<E: std::fmt::Display>(
 /// ECS says this while the roles it is given are not visible to it yet (IAM propagation).
 pub(crate) fn is_role_propagation(code: Option<&str>, message: Option<&str>) -> bool {
     code == Some("InvalidParameterException")
-        && message.is_some_and(|m| m.contains("Unable to assume role") || m.contains("unable to assume role"))
+        && message.is_some_and(|m| m.to_ascii_lowercase().contains("unable to assume"))
 }
 
 /// Runs an Application Auto Scaling write, retrying `ConcurrentUpdateException` (the scalable
@@ -397,27 +398,39 @@ async fn step(
         Op::DeletePolicy { name } => {
             let id = n.resource_id();
             let aas = &clients.scaling;
-            serialized(cx, "DeleteScalingPolicy", name, &["ObjectNotFoundException"], || {
-                aas.delete_scaling_policy()
-                    .policy_name(name)
-                    .service_namespace(ServiceNamespace::Ecs)
-                    .resource_id(&id)
-                    .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-                    .send()
-            })
+            serialized(
+                cx,
+                "DeleteScalingPolicy",
+                name,
+                &["ObjectNotFoundException"],
+                || {
+                    aas.delete_scaling_policy()
+                        .policy_name(name)
+                        .service_namespace(ServiceNamespace::Ecs)
+                        .resource_id(&id)
+                        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+                        .send()
+                },
+            )
             .await?;
             None
         }
         Op::DeregisterTarget => {
             let id = n.resource_id();
             let aas = &clients.scaling;
-            serialized(cx, "DeregisterScalableTarget", &id, &["ObjectNotFoundException"], || {
-                aas.deregister_scalable_target()
-                    .service_namespace(ServiceNamespace::Ecs)
-                    .resource_id(&id)
-                    .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-                    .send()
-            })
+            serialized(
+                cx,
+                "DeregisterScalableTarget",
+                &id,
+                &["ObjectNotFoundException"],
+                || {
+                    aas.deregister_scalable_target()
+                        .service_namespace(ServiceNamespace::Ecs)
+                        .resource_id(&id)
+                        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+                        .send()
+                },
+            )
             .await?;
             None
         }
@@ -438,7 +451,12 @@ async fn step(
                 &format!("ECS service {}", n.service),
                 &["ServiceNotFoundException", "ServiceNotActiveException"],
                 &[],
-                || ecs.delete_service().cluster(&n.cluster).service(&n.service).send(),
+                || {
+                    ecs.delete_service()
+                        .cluster(&n.cluster)
+                        .service(&n.service)
+                        .send()
+                },
             )
             .await?;
             None
@@ -486,20 +504,45 @@ async fn step(
             let name = n.role(*kind);
             let what = format!("IAM role {name}");
             for arn in managed {
-                delete(cx, "DetachRolePolicy", &what, &["NoSuchEntity"], &[], || {
-                    iam.detach_role_policy().role_name(name).policy_arn(arn).send()
-                })
+                delete(
+                    cx,
+                    "DetachRolePolicy",
+                    &what,
+                    &["NoSuchEntity"],
+                    &[],
+                    || {
+                        iam.detach_role_policy()
+                            .role_name(name)
+                            .policy_arn(arn)
+                            .send()
+                    },
+                )
                 .await?;
             }
             for policy in inline {
-                delete(cx, "DeleteRolePolicy", &what, &["NoSuchEntity"], &[], || {
-                    iam.delete_role_policy().role_name(name).policy_name(policy).send()
-                })
+                delete(
+                    cx,
+                    "DeleteRolePolicy",
+                    &what,
+                    &["NoSuchEntity"],
+                    &[],
+                    || {
+                        iam.delete_role_policy()
+                            .role_name(name)
+                            .policy_name(policy)
+                            .send()
+                    },
+                )
                 .await?;
             }
-            delete(cx, "DeleteRole", &what, &["NoSuchEntity"], &["DeleteConflict"], || {
-                iam.delete_role().role_name(name).send()
-            })
+            delete(
+                cx,
+                "DeleteRole",
+                &what,
+                &["NoSuchEntity"],
+                &["DeleteConflict"],
+                || iam.delete_role().role_name(name).send(),
+            )
             .await?;
             None
         }
@@ -536,12 +579,18 @@ pub(crate) async fn register_task_definition(
 ) -> Result<String, Error> {
     let what = format!("task definition family {}", d.names.family);
     let t = &d.task;
-    let execution = need(ids.role(RoleKind::Execution), "IAM role", &d.names.execution_role)?;
+    let execution = need(
+        ids.role(RoleKind::Execution),
+        "IAM role",
+        &d.names.execution_role,
+    )?;
     let task_role = need(ids.role(RoleKind::Task), "IAM role", &d.names.task_role)?;
     let mut containers = Vec::new();
     for c in &t.containers {
         let log = LogConfiguration::builder()
-            .log_driver(LogDriver::from(c.log_driver.as_deref().unwrap_or("awslogs")))
+            .log_driver(LogDriver::from(
+                c.log_driver.as_deref().unwrap_or("awslogs"),
+            ))
             .set_options(Some(c.log_options.clone().into_iter().collect()))
             .build()
             .map_err(built("RegisterTaskDefinition", &what))?;
@@ -817,4 +866,334 @@ async fn put_policy(clients: &Clients, cx: &Context, d: &Desired, name: &str) ->
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! What moto drops or cannot produce, with mocked responses: the settings we send on
+    //! CreateService / UpdateService, IAM propagation, draining services, concurrent updates.
+
+    use std::time::Duration;
+
+    use aws_sdk_applicationautoscaling::operation::put_scaling_policy::{
+        PutScalingPolicyError, PutScalingPolicyOutput,
+    };
+    use aws_sdk_ecs::operation::create_service::{CreateServiceError, CreateServiceOutput};
+    use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+    use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
+    use aws_sdk_ecs::types::{Service, TaskDefinition};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+    use infra::{StackName, WaitPolicy};
+
+    use super::*;
+    use crate::ComputeInputs;
+    use crate::config::ComputeConfig;
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    fn cx() -> Context {
+        let waits = WaitPolicy {
+            eventual_consistency: Duration::from_secs(60),
+            dependency: Duration::from_secs(60),
+            resource_state: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        };
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        Context::builder(sdk, StackName::new("mock").unwrap())
+            .waits(waits)
+            .build()
+    }
+
+    fn inputs() -> ComputeInputs {
+        ComputeInputs {
+            private_subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+            task_security_group_id: "sg-1".into(),
+            target_group_arn: "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/mock/1".into(),
+            load_balancer_arn_suffix: "app/mock/2".into(),
+            target_group_arn_suffix: "targetgroup/mock/1".into(),
+            container_port: 8080,
+            default_image: "1.dkr.ecr.eu-west-1.amazonaws.com/mock/sample-app:latest".into(),
+        }
+    }
+
+    fn desired(cx: &Context, toml_text: &str) -> Desired {
+        let config: ComputeConfig = toml::from_str(toml_text).unwrap();
+        Desired::new(cx, &config.validate("service").unwrap(), &inputs())
+    }
+
+    fn ids() -> Ids {
+        Ids {
+            execution_role: Some("arn:aws:iam::1:role/mock-task-execution".into()),
+            task_role: Some("arn:aws:iam::1:role/mock-task".into()),
+            cluster: Some("arn:aws:ecs:eu-west-1:1:cluster/mock".into()),
+            task_definition: Some("arn:aws:ecs:eu-west-1:1:task-definition/mock:4".into()),
+            service: None,
+        }
+    }
+
+    fn created() -> CreateServiceOutput {
+        CreateServiceOutput::builder()
+            .service(
+                Service::builder()
+                    .service_arn("arn:aws:ecs:eu-west-1:1:service/mock/mock")
+                    .build(),
+            )
+            .build()
+    }
+
+    /// True when the network, load balancer and deployment settings are the ones we promise.
+    fn settings_ok(
+        network: Option<&NetworkConfiguration>,
+        lbs: &[LoadBalancer],
+        deployment: Option<&DeploymentConfiguration>,
+    ) -> bool {
+        let vpc = network.and_then(|n| n.awsvpc_configuration());
+        let cb = deployment.and_then(|d| d.deployment_circuit_breaker());
+        vpc.is_some_and(|v| {
+            v.subnets() == ["subnet-a", "subnet-b"]
+                && v.security_groups() == ["sg-1"]
+                && v.assign_public_ip() == Some(&AssignPublicIp::Disabled)
+        }) && lbs.len() == 1
+            && lbs[0].container_name() == Some("app")
+            && lbs[0].container_port() == Some(8080)
+            && lbs[0].target_group_arn() == Some(inputs().target_group_arn.as_str())
+            && cb.is_some_and(|c| c.enable() && c.rollback())
+            && deployment.and_then(|d| d.minimum_healthy_percent()) == Some(100)
+            && deployment.and_then(|d| d.maximum_percent()) == Some(200)
+    }
+
+    #[tokio::test]
+    async fn create_service_sends_every_setting_moto_drops() {
+        let cx = cx();
+        let d = desired(&cx, "health-check-grace-seconds = 90\ndesired-count = 3");
+        let rule = mock!(aws_sdk_ecs::Client::create_service)
+            .match_requests(|r| {
+                r.cluster() == Some("mock")
+                    && r.service_name() == Some("mock")
+                    && r.task_definition() == Some("arn:aws:ecs:eu-west-1:1:task-definition/mock:4")
+                    && r.launch_type() == Some(&LaunchType::Fargate)
+                    && r.capacity_provider_strategy().is_empty()
+                    && r.desired_count() == Some(3)
+                    && settings_ok(
+                        r.network_configuration(),
+                        r.load_balancers(),
+                        r.deployment_configuration(),
+                    )
+                    && r.health_check_grace_period_seconds() == Some(90)
+                    && r.availability_zone_rebalancing()
+                        == Some(&AvailabilityZoneRebalancing::Enabled)
+                    && r.propagate_tags() == Some(&PropagateTags::Service)
+                    && r.enable_ecs_managed_tags() == Some(true)
+                    && r.client_token() == Some("mock-r4")
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.key() == Some("stackproof:stack") && t.value() == Some("mock"))
+            })
+            .then_output(created);
+        let ecs = mock_client!(aws_sdk_ecs, [&rule]);
+        let arn = create_service(&ecs, &cx, &d, &ids()).await.unwrap();
+        assert_eq!(arn, "arn:aws:ecs:eu-west-1:1:service/mock/mock");
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn update_service_sends_the_settings_and_never_the_desired_count() {
+        let cx = cx();
+        let d = desired(&cx, "");
+        let rule = mock!(aws_sdk_ecs::Client::update_service)
+            .match_requests(|r| {
+                r.desired_count().is_none()
+                    && r.task_definition() == Some("arn:aws:ecs:eu-west-1:1:task-definition/mock:4")
+                    && settings_ok(
+                        r.network_configuration(),
+                        r.load_balancers(),
+                        r.deployment_configuration(),
+                    )
+                    && r.health_check_grace_period_seconds() == Some(60)
+                    && r.availability_zone_rebalancing()
+                        == Some(&AvailabilityZoneRebalancing::Enabled)
+                    && r.propagate_tags() == Some(&PropagateTags::Service)
+                    && r.enable_ecs_managed_tags() == Some(true)
+            })
+            .then_output(|| UpdateServiceOutput::builder().build());
+        let ecs = mock_client!(aws_sdk_ecs, [&rule]);
+        update_service(&ecs, &d, &ids()).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn register_task_definition_sends_the_fargate_task() {
+        let cx = cx();
+        let d = desired(
+            &cx,
+            "cpu = 1024\nmemory = 3072\ncpu-architecture = \"arm64\"\nread-only-root-filesystem = true",
+        );
+        let rule = mock!(aws_sdk_ecs::Client::register_task_definition)
+            .match_requests(|r| {
+                let c = &r.container_definitions()[0];
+                let h = c.health_check();
+                r.family() == Some("mock")
+                    && r.network_mode() == Some(&NetworkMode::Awsvpc)
+                    && r.requires_compatibilities() == [Compatibility::Fargate]
+                    && (r.cpu(), r.memory()) == (Some("1024"), Some("3072"))
+                    && r.runtime_platform().and_then(|p| p.cpu_architecture())
+                        == Some(&CpuArchitecture::Arm64)
+                    && r.execution_role_arn() == Some("arn:aws:iam::1:role/mock-task-execution")
+                    && r.task_role_arn() == Some("arn:aws:iam::1:role/mock-task")
+                    && c.name() == Some("app")
+                    && c.readonly_root_filesystem() == Some(true)
+                    && h.is_some_and(|h| h.command() == ["CMD", "/sample-app", "health"])
+                    && c.environment()
+                        .iter()
+                        .any(|kv| kv.name() == Some("PORT") && kv.value() == Some("8080"))
+            })
+            .then_output(|| {
+                RegisterTaskDefinitionOutput::builder()
+                    .task_definition(
+                        TaskDefinition::builder()
+                            .task_definition_arn("arn:aws:ecs:eu-west-1:1:task-definition/mock:5")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = mock_client!(aws_sdk_ecs, [&rule]);
+        let arn = register_task_definition(&ecs, &d, &ids()).await.unwrap();
+        assert!(arn.ends_with("mock:5"));
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn create_service_waits_out_iam_propagation_but_not_other_errors() {
+        let cx = cx();
+        let d = desired(&cx, "");
+        let rule = mock!(aws_sdk_ecs::Client::create_service)
+            .sequence()
+            .error(|| {
+                CreateServiceError::generic(meta(
+                    "InvalidParameterException",
+                    "Unable to assume role and validate the specified targetGroupArn. Please verify that the ECS service role being passed has the proper permissions.",
+                ))
+            })
+            .times(3)
+            .output(created)
+            .build();
+        let ecs = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&rule]);
+        let start = Instant::now();
+        create_service(&ecs, &cx, &d, &ids()).await.unwrap();
+        assert_eq!(rule.num_calls(), 4);
+        // Backoff, not a busy loop: at least half of 100 + 200 + 400 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            start.elapsed()
+        );
+
+        let other = mock!(aws_sdk_ecs::Client::create_service).then_error(|| {
+            CreateServiceError::generic(meta(
+                "InvalidParameterException",
+                "subnets can not be empty.",
+            ))
+        });
+        let ecs = mock_client!(aws_sdk_ecs, [&other]);
+        let err = create_service(&ecs, &cx, &d, &ids()).await.unwrap_err();
+        assert_eq!(err.code(), Some("InvalidParameterException"));
+        assert!(
+            err.to_string()
+                .starts_with("CreateService for ECS service mock failed"),
+            "{err}"
+        );
+        assert_eq!(other.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_service_is_waited_out() {
+        let cx = cx();
+        let d = desired(&cx, "");
+        let with_status = |status: &'static str| {
+            move || {
+                DescribeServicesOutput::builder()
+                    .services(
+                        Service::builder()
+                            .service_name("mock")
+                            .status(status)
+                            .build(),
+                    )
+                    .build()
+            }
+        };
+        let rule = mock!(aws_sdk_ecs::Client::describe_services)
+            .sequence()
+            .output(with_status("DRAINING"))
+            .times(3)
+            .output(with_status("INACTIVE"))
+            .build();
+        let ecs = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&rule]);
+        wait_service_inactive(&ecs, &cx, &d).await.unwrap();
+        assert_eq!(rule.num_calls(), 4);
+
+        let stuck = mock!(aws_sdk_ecs::Client::describe_services)
+            .sequence()
+            .output(with_status("DRAINING"))
+            .repeatedly()
+            .build();
+        let ecs = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&stuck]);
+        let err = wait_service_inactive(&ecs, &cx, &d).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("wait for ECS service mock to become INACTIVE: gave up"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_scaling_updates_are_retried() {
+        let cx = cx();
+        let d = desired(&cx, "");
+        let rule = mock!(aws_sdk_applicationautoscaling::Client::put_scaling_policy)
+            .match_requests(|r| {
+                let c = r.target_tracking_scaling_policy_configuration();
+                let m = c.and_then(|c| c.predefined_metric_specification());
+                r.policy_name() == Some("mock-requests")
+                    && r.resource_id() == Some("service/mock/mock")
+                    && r.policy_type() == Some(&PolicyType::TargetTrackingScaling)
+                    && m.map(|m| m.predefined_metric_type()) == Some(&MetricType::AlbRequestCountPerTarget)
+                    && m.and_then(|m| m.resource_label()) == Some("app/mock/2/targetgroup/mock/1")
+                    && c.map(|c| (c.target_value(), c.scale_out_cooldown(), c.scale_in_cooldown()))
+                        == Some((6000.0, Some(60), Some(300)))
+            })
+            .sequence()
+            .error(|| {
+                PutScalingPolicyError::ConcurrentUpdateException(
+                    aws_sdk_applicationautoscaling::types::error::ConcurrentUpdateException::builder()
+                        .message("mocked")
+                        .meta(meta("ConcurrentUpdateException", "mocked"))
+                        .build(),
+                )
+            })
+            .times(2)
+            .output(|| PutScalingPolicyOutput::builder().policy_arn("arn:p").build().unwrap())
+            .build();
+        let scaling = mock_client!(
+            aws_sdk_applicationautoscaling,
+            RuleMode::Sequential,
+            [&rule]
+        );
+        let clients = Clients {
+            iam: mock_client!(aws_sdk_iam, []),
+            ecs: mock_client!(aws_sdk_ecs, []),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, []),
+            scaling,
+        };
+        put_policy(&clients, &cx, &d, "mock-requests")
+            .await
+            .unwrap();
+        assert_eq!(rule.num_calls(), 3);
+    }
 }

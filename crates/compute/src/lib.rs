@@ -162,12 +162,10 @@ fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {
         cluster_arn: need(&ids.cluster, "ECS cluster", &n.cluster)?.to_owned(),
         service_name: n.service.clone(),
         service_arn: need(&ids.service, "ECS service", &n.service)?.to_owned(),
-        task_definition_arn: need(&ids.task_definition, "task definition", &n.family)?
-            .to_owned(),
+        task_definition_arn: need(&ids.task_definition, "task definition", &n.family)?.to_owned(),
         container_name: CONTAINER.to_owned(),
         log_group_name: n.log_group.clone(),
-        execution_role_arn: need(&ids.execution_role, "IAM role", &n.execution_role)?
-            .to_owned(),
+        execution_role_arn: need(&ids.execution_role, "IAM role", &n.execution_role)?.to_owned(),
         task_role_arn: need(&ids.task_role, "IAM role", &n.task_role)?.to_owned(),
     })
 }
@@ -211,7 +209,14 @@ impl Module for Compute {
         }
         // Destroy needs no inputs: the steps it runs only use names and what was observed.
         let desired = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
-        exec::run(&self.clients, cx, &desired, &ops, Ids::from_observed(&observed)).await?;
+        exec::run(
+            &self.clients,
+            cx,
+            &desired,
+            &ops,
+            Ids::from_observed(&observed),
+        )
+        .await?;
         Ok(to_plan(&names, &ops))
     }
 }

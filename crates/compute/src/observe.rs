@@ -126,7 +126,10 @@ async fn cluster(ecs: &aws_sdk_ecs::Client, names: &Names) -> Result<Option<Clus
         .include(ClusterField::Settings)
         .send()
         .await
-        .map_err(aws("DescribeClusters", format!("ECS cluster {}", names.cluster)))?;
+        .map_err(aws(
+            "DescribeClusters",
+            format!("ECS cluster {}", names.cluster),
+        ))?;
     Ok(out
         .clusters()
         .iter()
@@ -333,7 +336,9 @@ async fn service(ecs: &aws_sdk_ecs::Client, names: &Names) -> Result<Option<Serv
         desired_count: s.desired_count(),
         shape: ServiceShape {
             launch_type: s.launch_type().map(|l| l.as_str().to_owned()),
-            subnets: vpc.map(|v| v.subnets().iter().cloned().collect()).unwrap_or_default(),
+            subnets: vpc
+                .map(|v| v.subnets().iter().cloned().collect())
+                .unwrap_or_default(),
             security_groups: vpc
                 .map(|v| v.security_groups().iter().cloned().collect())
                 .unwrap_or_default(),
@@ -371,7 +376,10 @@ async fn scaling(
                 .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
                 .send()
                 .await
-                .map_err(aws("DescribeScalableTargets", format!("scalable target {id}")))
+                .map_err(aws(
+                    "DescribeScalableTargets",
+                    format!("scalable target {id}"),
+                ))
         },
         async {
             aas.describe_scaling_policies()
@@ -380,7 +388,10 @@ async fn scaling(
                 .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
                 .send()
                 .await
-                .map_err(aws("DescribeScalingPolicies", format!("scalable target {id}")))
+                .map_err(aws(
+                    "DescribeScalingPolicies",
+                    format!("scalable target {id}"),
+                ))
         }
     )?;
     let target = targets

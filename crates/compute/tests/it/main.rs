@@ -60,7 +60,10 @@ async fn inputs(cx: &Context) -> ComputeInputs {
         .unwrap();
     let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
     let mut subnets = Vec::new();
-    for (zone, cidr) in [("eu-west-1a", "10.0.128.0/20"), ("eu-west-1b", "10.0.144.0/20")] {
+    for (zone, cidr) in [
+        ("eu-west-1a", "10.0.128.0/20"),
+        ("eu-west-1b", "10.0.144.0/20"),
+    ] {
         let s = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
@@ -89,9 +92,21 @@ async fn inputs(cx: &Context) -> ComputeInputs {
         load_balancer_arn_suffix: format!("app/{stack}/fedcba9876543210"),
         target_group_arn_suffix: format!("targetgroup/{stack}/0123456789abcdef"),
         container_port: 8080,
-        default_image: format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack}/sample-app:latest"),
+        default_image: format!(
+            "123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack}/sample-app:latest"
+        ),
     }
 }
+
+/// A scaling policy as read back: name, metric, label, target, cooldowns out/in.
+type Seen = (
+    String,
+    String,
+    Option<String>,
+    f64,
+    Option<i32>,
+    Option<i32>,
+);
 
 fn kinds(plan: &Plan, action: Action) -> Vec<String> {
     plan.changes
@@ -179,16 +194,15 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
     cx.calls().reset();
     let start = Instant::now();
     let out: ComputeOutputs = module.apply(&cx, &inputs).await.unwrap();
-    eprintln!(
-        "create: {:?}\n{}",
-        start.elapsed(),
-        cx.calls().snapshot()
-    );
+    eprintln!("create: {:?}\n{}", start.elapsed(), cx.calls().snapshot());
     assert_eq!(out.cluster_name, "apply-all");
     assert_eq!(out.service_name, "apply-all");
     assert_eq!(out.container_name, "app");
     assert_eq!(out.log_group_name, "/ecs/apply-all");
-    assert!(out.execution_role_arn.ends_with(":role/apply-all-task-execution"));
+    assert!(
+        out.execution_role_arn
+            .ends_with(":role/apply-all-task-execution")
+    );
     assert!(out.task_role_arn.ends_with(":role/apply-all-task"));
 
     // IAM: trust only ecs-tasks; the managed policy on the execution role; the task role's
@@ -201,7 +215,10 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         assert!(doc.contains("ecs-tasks.amazonaws.com"), "{doc}");
         assert!(!doc.contains("ec2.amazonaws.com"), "{doc}");
         let tags: Vec<(&str, &str)> = r.tags().iter().map(|t| (t.key(), t.value())).collect();
-        assert!(tags.contains(&("stackproof:stack", "apply-all")), "{tags:?}");
+        assert!(
+            tags.contains(&("stackproof:stack", "apply-all")),
+            "{tags:?}"
+        );
         assert!(tags.contains(&("stackproof:module", "compute")), "{tags:?}");
     }
     let attached = iam
@@ -282,25 +299,37 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         ["FARGATE"]
     );
     let platform = td.runtime_platform().unwrap();
-    assert_eq!(platform.cpu_architecture().map(|a| a.as_str()), Some("ARM64"));
+    assert_eq!(
+        platform.cpu_architecture().map(|a| a.as_str()),
+        Some("ARM64")
+    );
     assert_eq!(
         platform.operating_system_family().map(|o| o.as_str()),
         Some("LINUX")
     );
-    assert_eq!(td.execution_role_arn(), Some(out.execution_role_arn.as_str()));
+    assert_eq!(
+        td.execution_role_arn(),
+        Some(out.execution_role_arn.as_str())
+    );
     assert_eq!(td.task_role_arn(), Some(out.task_role_arn.as_str()));
     let app = &td.container_definitions()[0];
     assert_eq!(td.container_definitions().len(), 1);
     assert_eq!(app.name(), Some("app"));
     assert_eq!(app.image(), Some(inputs.default_image.as_str()));
     assert_eq!(app.port_mappings()[0].container_port(), Some(8080));
-    assert_eq!(app.port_mappings()[0].protocol().map(|p| p.as_str()), Some("tcp"));
+    assert_eq!(
+        app.port_mappings()[0].protocol().map(|p| p.as_str()),
+        Some("tcp")
+    );
     let env: Vec<(&str, &str)> = app
         .environment()
         .iter()
         .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
         .collect();
-    assert!(env.contains(&("PORT", "8080")) && env.contains(&("GREETING", "hi")), "{env:?}");
+    assert!(
+        env.contains(&("PORT", "8080")) && env.contains(&("GREETING", "hi")),
+        "{env:?}"
+    );
     assert_eq!(
         app.health_check().unwrap().command(),
         ["CMD", "/sample-app", "health"]
@@ -320,17 +349,30 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
     assert_eq!(s.desired_count(), 3);
     assert_eq!(s.launch_type().map(|l| l.as_str()), Some("FARGATE"));
     assert_eq!(s.task_definition(), Some(out.task_definition_arn.as_str()));
-    let vpc = s.network_configuration().unwrap().awsvpc_configuration().unwrap();
+    let vpc = s
+        .network_configuration()
+        .unwrap()
+        .awsvpc_configuration()
+        .unwrap();
     let mut subnets = vpc.subnets().to_vec();
     subnets.sort();
     let mut want = inputs.private_subnet_ids.clone();
     want.sort();
     assert_eq!(subnets, want);
-    assert_eq!(vpc.security_groups(), [inputs.task_security_group_id.clone()]);
+    assert_eq!(
+        vpc.security_groups(),
+        [inputs.task_security_group_id.as_str()]
+    );
     assert_eq!(vpc.assign_public_ip().map(|a| a.as_str()), Some("DISABLED"));
     let lb = &s.load_balancers()[0];
-    assert_eq!(lb.target_group_arn(), Some(inputs.target_group_arn.as_str()));
-    assert_eq!((lb.container_name(), lb.container_port()), (Some("app"), Some(8080)));
+    assert_eq!(
+        lb.target_group_arn(),
+        Some(inputs.target_group_arn.as_str())
+    );
+    assert_eq!(
+        (lb.container_name(), lb.container_port()),
+        (Some("app"), Some(8080))
+    );
     assert_eq!(s.propagate_tags().map(|p| p.as_str()), Some("SERVICE"));
     assert!(
         s.tags()
@@ -348,7 +390,10 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         .unwrap();
     let t = &targets.scalable_targets()[0];
     assert_eq!(t.resource_id(), "service/apply-all/apply-all");
-    assert_eq!(t.scalable_dimension(), &ScalableDimension::EcsServiceDesiredCount);
+    assert_eq!(
+        t.scalable_dimension(),
+        &ScalableDimension::EcsServiceDesiredCount
+    );
     assert_eq!((t.min_capacity(), t.max_capacity()), (2, 6));
     let policies = aas
         .describe_scaling_policies()
@@ -357,7 +402,7 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         .send()
         .await
         .unwrap();
-    let mut seen: Vec<(String, String, Option<String>, f64, Option<i32>, Option<i32>)> = policies
+    let mut seen: Vec<Seen> = policies
         .scaling_policies()
         .iter()
         .map(|p| {
@@ -445,7 +490,12 @@ async fn a_task_definition_changed_behind_our_back_gets_a_new_revision_and_a_ser
         .send()
         .await
         .unwrap();
-    let rogue_arn = rogue.task_definition().unwrap().task_definition_arn().unwrap().to_owned();
+    let rogue_arn = rogue
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
     ecs.update_service()
         .cluster("drift")
         .service("drift")
@@ -460,14 +510,28 @@ async fn a_task_definition_changed_behind_our_back_gets_a_new_revision_and_a_ser
         ["ecs-task-definition drift"],
         "{plan}"
     );
-    assert_eq!(kinds(&plan, Action::Update), ["ecs-service drift"], "{plan}");
+    assert_eq!(
+        kinds(&plan, Action::Update),
+        ["ecs-service drift"],
+        "{plan}"
+    );
     assert!(plan.to_string().contains("nginx"), "{plan}");
 
     let fixed = module.apply(&cx, &inputs).await.unwrap();
-    assert!(fixed.task_definition_arn.ends_with(":3"), "{}", fixed.task_definition_arn);
+    assert!(
+        fixed.task_definition_arn.ends_with(":3"),
+        "{}",
+        fixed.task_definition_arn
+    );
     let td = task_definition(&cx, &fixed.task_definition_arn).await;
-    assert_eq!(td.container_definitions()[0].image(), Some(inputs.default_image.as_str()));
-    assert_eq!(service(&cx).await.task_definition(), Some(fixed.task_definition_arn.as_str()));
+    assert_eq!(
+        td.container_definitions()[0].image(),
+        Some(inputs.default_image.as_str())
+    );
+    assert_eq!(
+        service(&cx).await.task_definition(),
+        Some(fixed.task_definition_arn.as_str())
+    );
 
     let before = cx.calls().snapshot();
     module.apply(&cx, &inputs).await.unwrap();
@@ -501,7 +565,10 @@ async fn a_desired_count_set_by_autoscaling_is_not_reverted() {
     let plan = bigger.plan(&cx, &inputs).await.unwrap();
     assert_eq!(
         kinds(&plan, Action::Update),
-        ["ecs-service scaled", "scalable-target service/scaled/scaled"],
+        [
+            "ecs-service scaled",
+            "scalable-target service/scaled/scaled"
+        ],
         "{plan}"
     );
     bigger.apply(&cx, &inputs).await.unwrap();
@@ -515,14 +582,20 @@ async fn a_desired_count_set_by_autoscaling_is_not_reverted() {
 async fn destroy_leaves_nothing_and_a_second_destroy_does_nothing() {
     let cx = context("destroy");
     let inputs = inputs(&cx).await;
-    let module = compute(&cx, r#"task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }]"#);
+    let module = compute(
+        &cx,
+        r#"task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }]"#,
+    );
     module.apply(&cx, &inputs).await.unwrap();
     // A second revision, so destroy has two to deregister.
-    compute(&cx, r#"image = "public.ecr.aws/nginx/nginx:1.27"
-task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }]"#)
-        .apply(&cx, &inputs)
-        .await
-        .unwrap();
+    compute(
+        &cx,
+        r#"image = "public.ecr.aws/nginx/nginx:1.27"
+task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }]"#,
+    )
+    .apply(&cx, &inputs)
+    .await
+    .unwrap();
 
     let planned = module.plan_destroy(&cx).await.unwrap();
     let before = cx.calls().snapshot();
@@ -545,10 +618,16 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
         "iam-role destroy-task-execution",
         "iam-role destroy-task",
     ] {
-        assert!(deleted.contains(&expected.to_owned()), "{expected} in\n{removed}");
+        assert!(
+            deleted.contains(&expected.to_owned()),
+            "{expected} in\n{removed}"
+        );
     }
     assert_eq!(
-        deleted.iter().filter(|d| d.starts_with("ecs-task-definition")).count(),
+        deleted
+            .iter()
+            .filter(|d| d.starts_with("ecs-task-definition"))
+            .count(),
         2,
         "{removed}"
     );
@@ -556,14 +635,19 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
     let iam = iam(&cx);
     for role in ["destroy-task-execution", "destroy-task"] {
         let err = iam.get_role().role_name(role).send().await.unwrap_err();
-        assert_eq!(
-            aws_smithy_types_code(&err),
-            Some("NoSuchEntity".to_owned())
-        );
+        assert_eq!(aws_smithy_types_code(&err), Some("NoSuchEntity".to_owned()));
     }
     let ecs = ecs(&cx);
-    let c = ecs.describe_clusters().clusters("destroy").send().await.unwrap();
-    assert!(c.clusters().iter().all(|c| c.status() == Some("INACTIVE")), "{c:?}");
+    let c = ecs
+        .describe_clusters()
+        .clusters("destroy")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        c.clusters().iter().all(|c| c.status() == Some("INACTIVE")),
+        "{c:?}"
+    );
     let s = service(&cx).await;
     assert_eq!(s.status(), Some("INACTIVE"));
     let active = ecs
@@ -606,7 +690,11 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
     // Nothing left: destroy again is a no-op, and apply builds it all again.
     assert!(module.destroy(&cx).await.unwrap().is_empty());
     let again = module.apply(&cx, &inputs).await.unwrap();
-    assert!(again.task_definition_arn.ends_with(":3"), "{}", again.task_definition_arn);
+    assert!(
+        again.task_definition_arn.ends_with(":3"),
+        "{}",
+        again.task_definition_arn
+    );
     assert_eq!(service(&cx).await.status(), Some("ACTIVE"));
 }
 
@@ -627,12 +715,18 @@ async fn resources_of_our_name_that_are_not_ours_are_left_alone() {
         .unwrap();
     let err = compute(&cx, "").plan(&cx, &inputs).await.unwrap_err();
     assert!(
-        err.to_string().contains("IAM role \"foreign-task\" exists but is not tagged"),
+        err.to_string()
+            .contains("IAM role \"foreign-task\" exists but is not tagged"),
         "{err}"
     );
     let removed = compute(&cx, "").destroy(&cx).await.unwrap();
     assert!(removed.is_empty(), "{removed}");
-    iam(&cx).get_role().role_name("foreign-task").send().await.unwrap();
+    iam(&cx)
+        .get_role()
+        .role_name("foreign-task")
+        .send()
+        .await
+        .unwrap();
 }
 
 #[test]
