@@ -420,6 +420,44 @@ async fn plane_serves_heals_isolates_and_scales() {
         "the stopped task still answers"
     );
 
+    // A task process that dies (kill -9) is replaced, and the ALB stops sending to it.
+    let victim = plane.status().tasks[0].clone();
+    let t0 = std::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && s.tasks.iter().all(|t| t.arn != victim.arn)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no replacement after kill: {:#?}", plane.status()));
+    eprintln!(
+        "measured: kill -9 -> replacement healthy in {:?}",
+        t0.elapsed()
+    );
+    let (_, tasks, ok) = spray(ep.local_addr, 10).await;
+    assert_eq!(ok, 10);
+    assert!(
+        !tasks.contains(&victim.arn),
+        "the killed task still answers"
+    );
+    let described = st
+        .ecs
+        .describe_tasks()
+        .cluster(&st.cluster)
+        .tasks(&victim.arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.tasks()[0].desired_status(),
+        Some("STOPPED"),
+        "the exit is recorded in ECS"
+    );
+
     // Isolate eu-west-1b: its subnet moves to a deny-all network ACL.
     let deny = st
         .ec2

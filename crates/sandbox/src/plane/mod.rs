@@ -327,6 +327,10 @@ struct ProxyEntry {
 /// Most task starts per service per iteration.
 const MAX_STARTS: usize = 10;
 
+/// A task process that exits this soon after its start counts as a failed start: the service
+/// backs off (2 s doubling to 60 s) before starting the next one, so a crash loop stays cheap.
+const EARLY_EXIT: Duration = Duration::from_secs(5);
+
 struct Reconciler {
     c: Clients,
     region: String,
@@ -596,7 +600,7 @@ impl Reconciler {
         let mut exited = Vec::new();
         for (arn, t) in &mut self.tasks {
             if let Ok(Some(status)) = t.child.try_wait() {
-                let early = t.started.elapsed() < Duration::from_secs(30);
+                let early = t.started.elapsed() < EARLY_EXIT;
                 exited.push((
                     arn.clone(),
                     status,
