@@ -755,3 +755,139 @@ fn validation_reports_every_problem_before_any_call() {
         "{problems}"
     );
 }
+
+#[tokio::test]
+async fn drift_in_roles_logs_cluster_and_scaling_is_repaired() {
+    let cx = context("drift-all");
+    let inputs = inputs(&cx).await;
+    let module = compute(&cx, "");
+    module.apply(&cx, &inputs).await.unwrap();
+    let managed = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+    let iam = iam(&cx);
+    iam.detach_role_policy()
+        .role_name("drift-all-task-execution")
+        .policy_arn(managed)
+        .send()
+        .await
+        .unwrap();
+    iam.update_assume_role_policy()
+        .role_name("drift-all-task")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    logs(&cx)
+        .put_retention_policy()
+        .log_group_name("/ecs/drift-all")
+        .retention_in_days(1)
+        .send()
+        .await
+        .unwrap();
+    ecs(&cx)
+        .update_cluster()
+        .cluster("drift-all")
+        .settings(
+            aws_sdk_ecs::types::ClusterSetting::builder()
+                .name(aws_sdk_ecs::types::ClusterSettingName::ContainerInsights)
+                .value("disabled")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    aas(&cx)
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id("service/drift-all/drift-all")
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .min_capacity(1)
+        .max_capacity(3)
+        .send()
+        .await
+        .unwrap();
+
+    let plan = module.plan(&cx, &inputs).await.unwrap();
+    let lines: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|c| format!("{:?} {} {}", c.action, c.kind, c.name))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Create iam-role-policy-attachment drift-all-task-execution",
+            "Update iam-role drift-all-task",
+            "Update log-group /ecs/drift-all",
+            "Update ecs-cluster drift-all",
+            "Update scalable-target service/drift-all/drift-all",
+        ],
+        "{plan}"
+    );
+    module.apply(&cx, &inputs).await.unwrap();
+    assert!(module.plan(&cx, &inputs).await.unwrap().is_empty());
+    let trust = iam
+        .get_role()
+        .role_name("drift-all-task")
+        .send()
+        .await
+        .unwrap();
+    let doc = trust.role().unwrap().assume_role_policy_document().unwrap();
+    assert!(
+        !doc.contains("ec2.amazonaws.com") && doc.contains("ecs-tasks"),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_apply_is_finished_by_the_next_one() {
+    let cx = context("resume");
+    let inputs = inputs(&cx).await;
+    let module = compute(&cx, "");
+    let first = module.apply(&cx, &inputs).await.unwrap();
+    // As if the first apply had stopped after the task definition: no service, no scaling.
+    let aas = aas(&cx);
+    for policy in ["resume-cpu", "resume-requests"] {
+        aas.delete_scaling_policy()
+            .policy_name(policy)
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id("service/resume/resume")
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .send()
+            .await
+            .unwrap();
+    }
+    aas.deregister_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id("service/resume/resume")
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .send()
+        .await
+        .unwrap();
+    ecs(&cx)
+        .delete_service()
+        .cluster("resume")
+        .service("resume")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+
+    let plan = module.plan(&cx, &inputs).await.unwrap();
+    assert_eq!(
+        kinds(&plan, Action::Create),
+        [
+            "ecs-service resume",
+            "scalable-target service/resume/resume",
+            "scaling-policy resume-cpu",
+            "scaling-policy resume-requests"
+        ],
+        "{plan}"
+    );
+    assert_eq!(plan.changes.len(), 4, "{plan}");
+    let again = module.apply(&cx, &inputs).await.unwrap();
+    // The same task definition revision: nothing about it changed.
+    assert_eq!(again.task_definition_arn, first.task_definition_arn);
+    let s = service(&cx).await;
+    assert_eq!((s.status(), s.desired_count()), (Some("ACTIVE"), 2));
+    assert!(module.plan(&cx, &inputs).await.unwrap().is_empty());
+}
