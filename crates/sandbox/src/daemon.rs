@@ -176,6 +176,15 @@ pub fn read_endpoints(state_dir: &Path) -> Vec<AlbEndpoint> {
         .unwrap_or_default()
 }
 
+/// The local address serving `http://{host}:{port}` (an ALB DNS name and listener port), from
+/// the endpoints the daemon's data plane wrote.
+pub fn local_addr_for(state_dir: &Path, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+    read_endpoints(state_dir)
+        .into_iter()
+        .find(|e| e.dns_name.eq_ignore_ascii_case(host) && e.port == port)
+        .map(|e| e.local_addr)
+}
+
 /// Whether `pid` runs (a zombie does not count).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {

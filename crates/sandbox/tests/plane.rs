@@ -670,6 +670,10 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
     });
     let endpoints = daemon::read_endpoints(&dir);
     assert_eq!(endpoints.len(), 1);
+    assert_eq!(
+        daemon::local_addr_for(&dir, &endpoints[0].dns_name, 80),
+        Some(endpoints[0].local_addr)
+    );
     let (zones, _, ok) = spray(endpoints[0].local_addr, 10).await;
     assert_eq!(ok, 10);
     assert_eq!(zones.len(), 2);
