@@ -14,6 +14,7 @@
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod alb;
 pub mod daemon;
 mod moto;
 mod plane;

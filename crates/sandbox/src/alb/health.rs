@@ -1,0 +1,147 @@
+//! Target health checks: one task per registered target, like an ALB node's checker.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{HealthCheck, Member, Shared, TargetState, lock};
+
+/// Parses a matcher (`"200"`, `"200,202"`, `"200-299"`) into inclusive ranges; unparsable
+/// parts are ignored; nothing valid means `200`.
+pub(crate) fn parse_matcher(matcher: &str) -> Vec<(u16, u16)> {
+    let ranges: Vec<(u16, u16)> = matcher
+        .split(',')
+        .filter_map(|part| {
+            let part = part.trim();
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            let (low, high) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+            (low <= high).then_some((low, high))
+        })
+        .collect();
+    if ranges.is_empty() {
+        vec![(200, 200)]
+    } else {
+        ranges
+    }
+}
+
+/// Why one check failed, as an ELB reason code.
+type Outcome = Result<(), &'static str>;
+
+/// Checks `member` every interval until aborted or the proxy is gone.
+pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
+    loop {
+        let Some((check, matcher)) = shared.upgrade().and_then(|s| {
+            let control = lock(&s.control);
+            control
+                .health_check
+                .clone()
+                .map(|c| (c, control.matcher.clone()))
+        }) else {
+            return;
+        };
+        let outcome = check_once(&member, &check, &matcher).await;
+        let changed = {
+            let mut health = lock(&member.health);
+            let before = health.state;
+            match outcome {
+                Ok(()) => {
+                    health.passes = health.passes.saturating_add(1);
+                    health.failures = 0;
+                    if health.state != TargetState::Healthy
+                        && health.passes >= check.healthy_threshold.max(1)
+                    {
+                        health.state = TargetState::Healthy;
+                        health.reason = "";
+                    }
+                }
+                Err(reason) => {
+                    health.failures = health.failures.saturating_add(1);
+                    health.passes = 0;
+                    if health.state == TargetState::Unhealthy {
+                        health.reason = reason;
+                    } else if health.failures >= check.unhealthy_threshold.max(1) {
+                        health.state = TargetState::Unhealthy;
+                        health.reason = reason;
+                    }
+                }
+            }
+            health.state != before
+        };
+        if changed {
+            match shared.upgrade() {
+                Some(shared) => shared.reroute_now(),
+                None => return,
+            }
+        }
+        tokio::time::sleep(check.interval.max(Duration::from_millis(1))).await;
+    }
+}
+
+async fn check_once(member: &Member, check: &HealthCheck, matcher: &[(u16, u16)]) -> Outcome {
+    if !member.reachable.load(Ordering::Relaxed) {
+        // Partitioned: the connection attempt hangs until the check times out.
+        tokio::time::sleep(check.timeout).await;
+        return Err("Target.Timeout");
+    }
+    match tokio::time::timeout(check.timeout, probe(member.addr, &check.path)).await {
+        Err(_) => Err("Target.Timeout"),
+        Ok(Err(reason)) => Err(reason),
+        Ok(Ok(status)) => {
+            if matcher
+                .iter()
+                .any(|&(low, high)| (low..=high).contains(&status))
+            {
+                Ok(())
+            } else {
+                Err("Target.ResponseCodeMismatch")
+            }
+        }
+    }
+}
+
+/// `GET path` on a new connection; the status code.
+async fn probe(addr: SocketAddr, path: &str) -> Result<u16, &'static str> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|_| "Target.FailedHealthChecks")?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| "Target.FailedHealthChecks")?;
+    let conn = tokio::spawn(conn);
+    let request = Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::USER_AGENT, "ELB-HealthChecker/2.0")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| "Target.InvalidState")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| "Target.FailedHealthChecks")?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    conn.abort();
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers() {
+        assert_eq!(parse_matcher("200"), vec![(200, 200)]);
+        assert_eq!(parse_matcher("200,202"), vec![(200, 200), (202, 202)]);
+        assert_eq!(parse_matcher(" 200-299 "), vec![(200, 299)]);
+        assert_eq!(parse_matcher("x,299-200"), vec![(200, 200)]);
+        assert_eq!(parse_matcher(""), vec![(200, 200)]);
+    }
+}
