@@ -1,1 +1,241 @@
 //! The storage slice of a stackproof stack: the ALB access-log bucket and the ECR repository.
+//!
+//! [`Storage`] is a [`Module`] (`storage`, table `[storage]`):
+//! - the access-log bucket `{stack}-alb-logs-{account}-{region}` (or `log-bucket`), with all
+//!   public access blocked, default encryption SSE-S3, bucket-owner-enforced object ownership,
+//!   a lifecycle rule that deletes logs after `log-expire-days`, and a policy that denies every
+//!   request without TLS and lets the region's Elastic Load Balancing log delivery put objects
+//!   under `{log-prefix}/AWSLogs/{account}/` (see [`LogDeliveryPrincipal`]);
+//! - the ECR repository `{stack}/sample-app`, with scan on push, optional immutable tags and a
+//!   lifecycle policy that keeps the newest `keep-images` images.
+//!
+//! Both are found by the name the stack derives and checked by their tags (S3 cannot list
+//! buckets by tag): one with the name but another stack's tags is never touched. `destroy`
+//! refuses to delete a bucket or repository that still holds something unless `force-destroy`
+//! is set, and then empties it first.
+//!
+//! ```no_run
+//! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
+//! use infra::Module;
+//! let spec = storage::StorageConfig::default().validate(cx.stack().as_str(), cx.region(), "storage")?;
+//! let storage = storage::Storage::new(cx, spec);
+//! println!("{}", storage.plan(cx, &()).await?);
+//! let outputs = storage.apply(cx, &()).await?;
+//! println!("logs go to s3://{}/{}", outputs.log_bucket, outputs.log_prefix);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod desired;
+mod error;
+mod exec;
+mod observe;
+mod policy;
+
+use aws_sdk_ecr::Client as Ecr;
+use aws_sdk_s3::Client as S3;
+use aws_sdk_sts::Client as Sts;
+use infra::{Context, Module, Plan};
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    LogBucket, StorageConfig, StorageSpec, bucket_name_problem, derived_bucket_name,
+    repository_name,
+};
+pub use error::Error;
+pub use policy::{
+    ELB_ACCOUNTS, LOG_DELIVERY_SERVICE, LogDeliveryPrincipal, bucket_policy, log_key_prefix,
+    partition, repository_lifecycle_policy, same_policy,
+};
+
+use crate::desired::{Contents, Desired, Op, diff, teardown};
+use crate::observe::Observed;
+
+/// What storage gives the modules downstream and the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageOutputs {
+    /// The account everything lives in.
+    pub account_id: String,
+    /// The access-log bucket (for the load balancer's `access_logs.s3.bucket`).
+    pub log_bucket: String,
+    /// The key prefix for the load balancer's `access_logs.s3.prefix` (may be empty).
+    pub log_prefix: String,
+    /// The ECR repository's name, `{stack}/sample-app`.
+    pub repository_name: String,
+    /// Its URI, `{account}.dkr.ecr.{region}.amazonaws.com/{stack}/sample-app`.
+    pub repository_uri: String,
+    /// Its ARN.
+    pub repository_arn: String,
+}
+
+/// The storage module.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    spec: StorageSpec,
+    s3: S3,
+    ecr: Ecr,
+    sts: Sts,
+}
+
+/// An S3 client for `cx`: its SDK configuration and interceptors. Path-style addressing
+/// (`https://host/bucket/key`) when the configuration names a custom endpoint (moto, the
+/// sandbox, other S3 emulators, which cannot serve `bucket.host` names); virtual-hosted
+/// addressing, AWS's default, otherwise.
+pub fn s3_client(cx: &Context) -> S3 {
+    let sdk = cx.sdk_config();
+    let mut builder = aws_sdk_s3::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() {
+        builder = builder.force_path_style(true);
+    }
+    for interceptor in cx.interceptors() {
+        builder.push_interceptor(interceptor.clone());
+    }
+    S3::from_conf(builder.build())
+}
+
+impl Storage {
+    /// The module for `spec`, calling S3, ECR and STS with clients built from `cx` (S3 with
+    /// [`s3_client`]).
+    pub fn new(cx: &Context, spec: StorageSpec) -> Self {
+        Self {
+            spec,
+            s3: s3_client(cx),
+            ecr: infra::client!(cx, aws_sdk_ecr),
+            sts: infra::client!(cx, aws_sdk_sts),
+        }
+    }
+
+    /// The module with clients of the caller's (for tests with mocked responses).
+    pub fn with_clients(spec: StorageSpec, s3: S3, ecr: Ecr, sts: Sts) -> Self {
+        Self { spec, s3, ecr, sts }
+    }
+
+    /// The checked configuration.
+    pub fn spec(&self) -> &StorageSpec {
+        &self.spec
+    }
+
+    async fn observe(&self, cx: &Context) -> Result<(Desired, Observed), Error> {
+        let account = observe::account_id(&self.sts).await?;
+        let desired = Desired::new(cx, &self.spec, &account);
+        let (bucket, repo) = tokio::try_join!(
+            observe::bucket(&self.s3, &desired.bucket),
+            observe::repository(&self.ecr, &desired.repo),
+        )?;
+        Ok((desired, Observed { bucket, repo }))
+    }
+
+    async fn steps(&self, cx: &Context) -> Result<(Desired, Observed, Vec<Op>), Error> {
+        let (desired, observed) = self.observe(cx).await?;
+        let ops = diff(cx, &desired, &observed)?;
+        Ok((desired, observed, ops))
+    }
+
+    /// The outputs of the deployed storage, or `None` when the bucket or the repository does
+    /// not exist. Read-only.
+    pub async fn outputs(&self, cx: &Context) -> Result<Option<StorageOutputs>, Error> {
+        let (desired, observed) = self.observe(cx).await?;
+        desired::check_owners(cx, &desired, &observed)?;
+        match (&observed.bucket, &observed.repo) {
+            (Some(_), Some(repo)) => Ok(Some(outputs(&desired, repo))),
+            _ => Ok(None),
+        }
+    }
+
+    /// What destroy finds: the bucket and repository (if they are the stack's) and what they
+    /// hold. Read-only.
+    async fn destroy_steps(&self, cx: &Context) -> Result<(Observed, Contents), Error> {
+        let (desired, observed) = self.observe(cx).await?;
+        desired::check_owners(cx, &desired, &observed)?;
+        let (objects, images) = tokio::try_join!(
+            async {
+                match &observed.bucket {
+                    Some(b) => observe::count_objects(&self.s3, &b.name).await,
+                    None => Ok(0),
+                }
+            },
+            async {
+                match &observed.repo {
+                    Some(r) => Ok(observe::image_digests(&self.ecr, &r.name).await?.len() as u64),
+                    None => Ok(0),
+                }
+            },
+        )?;
+        Ok((observed, Contents { objects, images }))
+    }
+}
+
+fn outputs(desired: &Desired, repo: &observe::RepoState) -> StorageOutputs {
+    StorageOutputs {
+        account_id: desired.account_id.clone(),
+        log_bucket: desired.bucket.clone(),
+        log_prefix: desired.log_prefix.clone(),
+        repository_name: repo.name.clone(),
+        repository_uri: repo.uri.clone(),
+        repository_arn: repo.arn.clone(),
+    }
+}
+
+fn to_plan(ops: &[Op]) -> Plan {
+    Plan {
+        changes: ops.iter().map(Op::change).collect(),
+    }
+}
+
+impl Module for Storage {
+    const NAME: &'static str = desired::MODULE;
+    type Inputs = ();
+    type Outputs = StorageOutputs;
+    type Error = Error;
+
+    async fn plan(&self, cx: &Context, _inputs: &()) -> Result<Plan, Error> {
+        let (_, _, ops) = self.steps(cx).await?;
+        Ok(to_plan(&ops))
+    }
+
+    async fn apply(&self, cx: &Context, _inputs: &()) -> Result<StorageOutputs, Error> {
+        let (desired, observed, ops) = self.steps(cx).await?;
+        exec::run(&self.s3, &self.ecr, cx, &ops).await?;
+        // The ARN and URI of an existing repository never change; a new one is read back.
+        let repo = match observed.repo {
+            Some(repo) => Some(repo),
+            None => observe::repository(&self.ecr, &desired.repo).await?,
+        };
+        let repo = repo.ok_or_else(|| Error::Missing {
+            kind: "repository",
+            name: desired.repo.clone(),
+        })?;
+        Ok(outputs(&desired, &repo))
+    }
+
+    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let (observed, contents) = self.destroy_steps(cx).await?;
+        // The preview never fails on a non-empty bucket: it shows the emptying that
+        // force-destroy would do, or the refusal destroy would give.
+        match teardown(&observed, contents, self.spec.force_destroy) {
+            Ok(ops) => Ok(to_plan(&ops)),
+            Err(refusal) => {
+                let mut plan = to_plan(&teardown(&observed, contents, true)?);
+                for change in &mut plan.changes {
+                    change.details.retain(|d| !d.contains("force-destroy"));
+                }
+                if let Some(first) = plan.changes.first_mut() {
+                    first.details.push(format!("destroy will refuse: {refusal}"));
+                }
+                Ok(plan)
+            }
+        }
+    }
+
+    /// Deletes the repository, then the bucket. A non-empty one stops destroy before anything
+    /// is deleted, unless `force-destroy` is set; then it is emptied first.
+    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
+        let (observed, contents) = self.destroy_steps(cx).await?;
+        if observed.is_empty() {
+            return Ok(Plan::default());
+        }
+        let ops = teardown(&observed, contents, self.spec.force_destroy)?;
+        exec::run(&self.s3, &self.ecr, cx, &ops).await?;
+        Ok(to_plan(&ops))
+    }
+}

@@ -1,0 +1,518 @@
+//! Carrying out the steps of a storage plan against S3 and ECR.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use aws_sdk_ecr::Client as Ecr;
+use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
+use aws_sdk_s3::Client as S3;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, Delete,
+    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectIdentifier,
+    ObjectOwnership, OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+    ServerSideEncryptionRule, Tagging,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::error::operation::BuildError;
+use infra::{Backoff, Context, Event, Step};
+use tokio::time::Instant;
+
+use crate::desired::{BucketFix, EXPIRY_RULE, Op, RepoFix};
+use crate::error::{Error, aws, waited};
+use crate::observe::{count_objects, image_digests};
+
+/// The most keys one DeleteObjects call accepts.
+const DELETE_BATCH: usize = 1000;
+/// The most images one BatchDeleteImage call accepts.
+const IMAGE_BATCH: usize = 100;
+
+/// Runs `ops` in order, reporting progress.
+pub(crate) async fn run(s3: &S3, ecr: &Ecr, cx: &Context, ops: &[Op]) -> Result<(), Error> {
+    for op in ops {
+        let change = op.change();
+        cx.progress().on(&Event::Started(&change));
+        let start = Instant::now();
+        step(s3, ecr, cx, op).await?;
+        cx.progress().on(&Event::Finished {
+            change: &change,
+            id: change.id.as_deref(),
+            elapsed: start.elapsed(),
+        });
+    }
+    Ok(())
+}
+
+fn built(operation: &'static str, resource: &str) -> impl FnOnce(BuildError) -> Error {
+    let resource = resource.to_owned();
+    move |e| Error::Aws {
+        operation,
+        resource,
+        code: None,
+        detail: format!("could not build the request: {e}"),
+    }
+}
+
+/// Runs a call on a resource created moments ago, retrying while AWS does not see it yet.
+async fn settle<T, E, F, Fut>(
+    cx: &Context,
+    operation: &'static str,
+    resource: &str,
+    not_yet: &[&str],
+    call: F,
+) -> Result<T, Error>
+where
+    E: std::error::Error + ProvideErrorMetadata + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    Backoff::consistency(cx.waits())
+        .retry_codes(format!("{operation} {resource}"), not_yet, call)
+        .await
+        .map_err(waited(operation, resource))
+}
+
+async fn step(s3: &S3, ecr: &Ecr, cx: &Context, op: &Op) -> Result<(), Error> {
+    match op {
+        Op::CreateBucket {
+            name,
+            region,
+            settings,
+            ..
+        } => {
+            create_bucket(s3, cx, name, region).await?;
+            for fix in settings {
+                put_bucket_setting(s3, cx, name, fix).await?;
+            }
+            Ok(())
+        }
+        Op::RepairBucket { name, fixes, .. } => {
+            for fix in fixes {
+                put_bucket_setting(s3, cx, name, fix).await?;
+            }
+            Ok(())
+        }
+        Op::CreateRepository {
+            name,
+            scan_on_push,
+            immutable,
+            tags,
+            lifecycle,
+        } => {
+            let what = format!("repository {name}");
+            let tags = ecr_tags(tags, &what)?;
+            ecr.create_repository()
+                .repository_name(name)
+                .image_scanning_configuration(
+                    ImageScanningConfiguration::builder()
+                        .scan_on_push(*scan_on_push)
+                        .build(),
+                )
+                .image_tag_mutability(mutability(*immutable))
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(aws("CreateRepository", &what))?;
+            put_repo_setting(ecr, cx, name, "", &RepoFix::Lifecycle(lifecycle.clone())).await
+        }
+        Op::RepairRepository {
+            name, arn, fixes, ..
+        } => {
+            for fix in fixes {
+                put_repo_setting(ecr, cx, name, arn, fix).await?;
+            }
+            Ok(())
+        }
+        Op::DeleteRepository { name, images, .. } => delete_repository(ecr, name, *images).await,
+        Op::DeleteBucket {
+            name,
+            objects,
+            force,
+        } => delete_bucket(s3, cx, name, *objects, *force).await,
+    }
+}
+
+fn mutability(immutable: bool) -> ImageTagMutability {
+    if immutable {
+        ImageTagMutability::Immutable
+    } else {
+        ImageTagMutability::Mutable
+    }
+}
+
+fn ecr_tags(
+    tags: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<Vec<aws_sdk_ecr::types::Tag>, Error> {
+    tags.iter()
+        .map(|(k, v)| {
+            aws_sdk_ecr::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(built("TagResource", what))
+        })
+        .collect()
+}
+
+async fn create_bucket(s3: &S3, cx: &Context, name: &str, region: &str) -> Result<(), Error> {
+    let mut request = s3.create_bucket().bucket(name);
+    // us-east-1 is the one region that takes no location constraint.
+    if region != "us-east-1" {
+        request = request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        // Created by an earlier, interrupted run.
+        Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+        Err(e) if e.code() == Some("BucketAlreadyExists") => Err(Error::NotOurs {
+            kind: "bucket",
+            name: name.to_owned(),
+            stack: cx.stack().to_string(),
+            owner: "another AWS account owns it: bucket names are global".to_owned(),
+        }),
+        Err(e) => Err(aws("CreateBucket", format!("bucket {name}"))(e)),
+    }
+}
+
+/// Error codes that mean the bucket just created is not visible yet.
+const BUCKET_NOT_YET: &[&str] = &["NoSuchBucket"];
+
+async fn put_bucket_setting(s3: &S3, cx: &Context, name: &str, fix: &BucketFix) -> Result<(), Error> {
+    let what = format!("bucket {name}");
+    match fix {
+        BucketFix::Tags(tags) => {
+            let set = tags
+                .iter()
+                .map(|(k, v)| {
+                    aws_sdk_s3::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .map_err(built("PutBucketTagging", &what))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let tagging = Tagging::builder()
+                .set_tag_set(Some(set))
+                .build()
+                .map_err(built("PutBucketTagging", &what))?;
+            settle(cx, "PutBucketTagging", &what, BUCKET_NOT_YET, || {
+                s3.put_bucket_tagging()
+                    .bucket(name)
+                    .tagging(tagging.clone())
+                    .send()
+            })
+            .await?;
+        }
+        BucketFix::PublicAccessBlock => {
+            let block = PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build();
+            settle(cx, "PutPublicAccessBlock", &what, BUCKET_NOT_YET, || {
+                s3.put_public_access_block()
+                    .bucket(name)
+                    .public_access_block_configuration(block.clone())
+                    .send()
+            })
+            .await?;
+        }
+        BucketFix::Ownership => {
+            let controls = OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+                        .build()
+                        .map_err(built("PutBucketOwnershipControls", &what))?,
+                )
+                .build()
+                .map_err(built("PutBucketOwnershipControls", &what))?;
+            settle(cx, "PutBucketOwnershipControls", &what, BUCKET_NOT_YET, || {
+                s3.put_bucket_ownership_controls()
+                    .bucket(name)
+                    .ownership_controls(controls.clone())
+                    .send()
+            })
+            .await?;
+        }
+        BucketFix::Encryption => {
+            let by_default = ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
+                .build()
+                .map_err(built("PutBucketEncryption", &what))?;
+            let config = ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(by_default)
+                        .build(),
+                )
+                .build()
+                .map_err(built("PutBucketEncryption", &what))?;
+            settle(cx, "PutBucketEncryption", &what, BUCKET_NOT_YET, || {
+                s3.put_bucket_encryption()
+                    .bucket(name)
+                    .server_side_encryption_configuration(config.clone())
+                    .send()
+            })
+            .await?;
+        }
+        BucketFix::Lifecycle(days) => {
+            let rule = LifecycleRule::builder()
+                .id(EXPIRY_RULE)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .expiration(LifecycleExpiration::builder().days(*days).build())
+                .build()
+                .map_err(built("PutBucketLifecycleConfiguration", &what))?;
+            let config = BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(built("PutBucketLifecycleConfiguration", &what))?;
+            settle(
+                cx,
+                "PutBucketLifecycleConfiguration",
+                &what,
+                BUCKET_NOT_YET,
+                || {
+                    s3.put_bucket_lifecycle_configuration()
+                        .bucket(name)
+                        .lifecycle_configuration(config.clone())
+                        .send()
+                },
+            )
+            .await?;
+        }
+        BucketFix::Policy(policy) => {
+            let text = policy.to_string();
+            // "Invalid principal" while a principal is not yet known everywhere (IAM
+            // propagation) is worth a retry too.
+            Backoff::consistency(cx.waits())
+                .run(format!("PutBucketPolicy {what}"), || async {
+                    match s3.put_bucket_policy().bucket(name).policy(&text).send().await {
+                        Ok(_) => Step::Done(()),
+                        Err(e)
+                            if e.code() == Some("NoSuchBucket")
+                                || (e.code() == Some("MalformedPolicy")
+                                    && e.message().is_some_and(|m| m.contains("Invalid principal"))) =>
+                        {
+                            Step::Retry(format!(
+                                "{}: {}",
+                                e.code().unwrap_or_default(),
+                                e.message().unwrap_or_default()
+                            ))
+                        }
+                        Err(e) => Step::Fail(e),
+                    }
+                })
+                .await
+                .map_err(waited("PutBucketPolicy", &what))?;
+        }
+    }
+    Ok(())
+}
+
+/// Error codes that mean the repository just created is not visible yet.
+const REPO_NOT_YET: &[&str] = &["RepositoryNotFoundException"];
+
+async fn put_repo_setting(
+    ecr: &Ecr,
+    cx: &Context,
+    name: &str,
+    arn: &str,
+    fix: &RepoFix,
+) -> Result<(), Error> {
+    let what = format!("repository {name}");
+    match fix {
+        RepoFix::Tags(tags) => {
+            let tags = ecr_tags(tags, &what)?;
+            settle(cx, "TagResource", &what, REPO_NOT_YET, || {
+                ecr.tag_resource()
+                    .resource_arn(arn)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?;
+        }
+        RepoFix::ScanOnPush(on) => {
+            settle(cx, "PutImageScanningConfiguration", &what, REPO_NOT_YET, || {
+                ecr.put_image_scanning_configuration()
+                    .repository_name(name)
+                    .image_scanning_configuration(
+                        ImageScanningConfiguration::builder().scan_on_push(*on).build(),
+                    )
+                    .send()
+            })
+            .await?;
+        }
+        RepoFix::Immutable(immutable) => {
+            settle(cx, "PutImageTagMutability", &what, REPO_NOT_YET, || {
+                ecr.put_image_tag_mutability()
+                    .repository_name(name)
+                    .image_tag_mutability(mutability(*immutable))
+                    .send()
+            })
+            .await?;
+        }
+        RepoFix::Lifecycle(policy) => {
+            let text = policy.to_string();
+            settle(cx, "PutLifecyclePolicy", &what, REPO_NOT_YET, || {
+                ecr.put_lifecycle_policy()
+                    .repository_name(name)
+                    .lifecycle_policy_text(&text)
+                    .send()
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_repository(ecr: &Ecr, name: &str, images: u64) -> Result<(), Error> {
+    let what = format!("repository {name}");
+    if images > 0 {
+        let digests = image_digests(ecr, name).await?;
+        for batch in digests.chunks(IMAGE_BATCH) {
+            let ids = batch
+                .iter()
+                .map(|d| ImageIdentifier::builder().image_digest(d).build())
+                .collect();
+            match ecr
+                .batch_delete_image()
+                .repository_name(name)
+                .set_image_ids(Some(ids))
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok(()),
+                Err(e) => return Err(aws("BatchDeleteImage", &what)(e)),
+            }
+        }
+    }
+    // `force` only when emptying was asked for: it also takes images pushed meanwhile.
+    match ecr
+        .delete_repository()
+        .repository_name(name)
+        .force(images > 0)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(()),
+        Err(e) if e.code() == Some("RepositoryNotEmptyException") => {
+            let count = image_digests(ecr, name).await?.len() as u64;
+            Err(Error::NotEmpty {
+                kind: "repository",
+                name: name.to_owned(),
+                count,
+                unit: "images (pushed while destroy ran)",
+            })
+        }
+        Err(e) => Err(aws("DeleteRepository", &what)(e)),
+    }
+}
+
+/// Deletes every object version and delete marker in the bucket, 1000 at a time.
+async fn empty_bucket(s3: &S3, name: &str) -> Result<(), Error> {
+    let what = format!("bucket {name}");
+    // Each round lists from the start (what it deleted is gone); bounded like the count.
+    for _ in 0..100_000 {
+        let out = match s3.list_object_versions().bucket(name).send().await {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
+            Err(e) => return Err(aws("ListObjectVersions", &what)(e)),
+        };
+        let ids = out
+            .versions()
+            .iter()
+            .map(|v| (v.key(), v.version_id()))
+            .chain(
+                out.delete_markers()
+                    .iter()
+                    .map(|m| (m.key(), m.version_id())),
+            )
+            .filter_map(|(key, version)| {
+                Some(
+                    ObjectIdentifier::builder()
+                        .key(key?)
+                        .set_version_id(version.map(str::to_owned))
+                        .build(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(built("DeleteObjects", &what))?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for batch in ids.chunks(DELETE_BATCH) {
+            let delete = Delete::builder()
+                .set_objects(Some(batch.to_vec()))
+                .quiet(true)
+                .build()
+                .map_err(built("DeleteObjects", &what))?;
+            let out = s3
+                .delete_objects()
+                .bucket(name)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(aws("DeleteObjects", &what))?;
+            if let Some(err) = out.errors().first() {
+                return Err(Error::Aws {
+                    operation: "DeleteObjects",
+                    resource: format!("{what} key {:?}", err.key().unwrap_or_default()),
+                    code: err.code().map(str::to_owned),
+                    detail: format!(
+                        "{} of {} objects not deleted; first: {}",
+                        out.errors().len(),
+                        batch.len(),
+                        err.message().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_bucket(s3: &S3, cx: &Context, name: &str, objects: u64, force: bool) -> Result<(), Error> {
+    let what = format!("bucket {name}");
+    if objects > 0 && force {
+        empty_bucket(s3, name).await?;
+    }
+    // A load balancer may still write a last log file: with force-destroy, empty again and
+    // retry; without, say how many objects arrived.
+    let result = Backoff::dependency(cx.waits())
+        .run(format!("DeleteBucket {what}"), || async {
+            match s3.delete_bucket().bucket(name).send().await {
+                Ok(_) => Step::Done(()),
+                Err(e) if e.code() == Some("NoSuchBucket") => Step::Done(()),
+                Err(e) if e.code() == Some("BucketNotEmpty") && force => {
+                    match empty_bucket(s3, name).await {
+                        Ok(()) => Step::Retry("BucketNotEmpty: emptied it again".to_owned()),
+                        Err(err) => Step::Retry(format!("BucketNotEmpty; emptying failed: {err}")),
+                    }
+                }
+                Err(e) => Step::Fail(e),
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(infra::WaitError::Failed(e)) if e.code() == Some("BucketNotEmpty") => {
+            Err(Error::NotEmpty {
+                kind: "bucket",
+                name: name.to_owned(),
+                count: count_objects(s3, name).await?,
+                unit: "objects (written while destroy ran)",
+            })
+        }
+        Err(e) => Err(waited("DeleteBucket", &what)(e)),
+    }
+}
