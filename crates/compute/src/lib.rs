@@ -137,6 +137,19 @@ impl Compute {
         &self.spec
     }
 
+    /// The outputs of the deployed compute slice, or `None` when nothing is deployed.
+    /// Read-only: for printing outputs without applying.
+    pub async fn outputs(&self, cx: &Context) -> Result<Option<ComputeOutputs>, Error> {
+        let names = Names::new(cx.stack().as_str());
+        let observed = Observed::read(&self.clients, &names, false).await?;
+        let ids = Ids::from_observed(&observed);
+        if ids.cluster.is_none() && ids.service.is_none() {
+            return Ok(None);
+        }
+        let desired = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
+        outputs(&desired, &ids).map(Some)
+    }
+
     async fn steps(
         &self,
         cx: &Context,

@@ -463,6 +463,9 @@ async fn a_second_apply_writes_nothing_and_plans_nothing() {
     eprintln!("no-change plan: {plan_time:?}\n{plan_calls}no-change apply:\n{calls}");
     assert_eq!(calls.writes(), 0, "{calls}");
     assert_eq!(first, second);
+    assert_eq!(module.outputs(&cx).await.unwrap(), Some(first));
+    let other = context("apply-twice");
+    assert_eq!(compute(&other, "").outputs(&other).await.unwrap(), None);
 }
 
 #[tokio::test]
