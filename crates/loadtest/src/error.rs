@@ -1,0 +1,60 @@
+//! The crate's one error type.
+
+use std::io;
+
+use crate::config::Problems;
+
+/// Why a run could not start or finish. (A run that starts always produces a [`crate::Report`],
+/// whatever its requests did: request failures are counted, not returned.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; every problem is listed.
+    #[error("invalid load test configuration:\n{0}")]
+    Invalid(Problems),
+    /// The target host did not resolve before the run.
+    #[error("could not resolve {host}:{port}")]
+    Resolve {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Resolver error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target host resolved to no address.
+    #[error("{host}:{port} resolved to no address")]
+    NoAddress {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A thread or runtime could not be started.
+    #[error("could not start the {what}")]
+    Start {
+        /// What failed to start.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An internal task ended abnormally.
+    #[error("the {what} ended abnormally")]
+    Internal {
+        /// Which task.
+        what: &'static str,
+    },
+    /// An output could not be written.
+    #[error("could not write the {what} to {path}")]
+    Write {
+        /// Which output (JSON report, CSV, interval log).
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,230 @@
+//! The `loadtest` command: a thin command line over the `loadtest` library.
+//!
+//! Exit codes: 0 when every SLO is met, 1 when one is broken, 2 for invalid input or a run that
+//! could not start.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use loadtest::{Config, Slo, Stage};
+
+/// Open-loop HTTP load generator (coordinated-omission corrected).
+#[derive(Parser, Debug)]
+#[command(name = "loadtest", version)]
+struct Args {
+    /// Target URL (http://host[:port]/path).
+    url: String,
+    /// A TOML file with a loadtest `Config` table; command-line flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Requests per second (constant run, or starting rate with --stage).
+    #[arg(short, long)]
+    rate: Option<f64>,
+    /// Run length in seconds.
+    #[arg(short, long)]
+    duration: Option<f64>,
+    /// A ramp stage `TARGET_RATE:SECONDS` (repeatable), k6 style.
+    #[arg(long = "stage")]
+    stages: Vec<String>,
+    /// Connection cap.
+    #[arg(short, long)]
+    connections: Option<usize>,
+    /// Worker threads.
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// HTTP method.
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+    /// Request header `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Connect timeout, seconds.
+    #[arg(long)]
+    connect_timeout: Option<f64>,
+    /// Request timeout, seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Reopen connections after this many seconds.
+    #[arg(long)]
+    max_connection_age: Option<f64>,
+    /// Reopen connections after this many requests.
+    #[arg(long)]
+    max_requests_per_connection: Option<u64>,
+    /// Re-resolve the host every this many seconds (0: once).
+    #[arg(long)]
+    dns_ttl: Option<f64>,
+    /// `host:port:addr[,addr]` address override (repeatable).
+    #[arg(long)]
+    resolve: Vec<String>,
+    /// Response header to break results down by (repeatable; default x-az).
+    #[arg(long = "breakdown-header")]
+    breakdown_headers: Vec<String>,
+    /// SLO: maximum p50 latency, ms.
+    #[arg(long)]
+    slo_p50_ms: Option<f64>,
+    /// SLO: maximum p95 latency, ms.
+    #[arg(long)]
+    slo_p95_ms: Option<f64>,
+    /// SLO: maximum p99 latency, ms.
+    #[arg(long)]
+    slo_p99_ms: Option<f64>,
+    /// SLO: maximum latency, ms.
+    #[arg(long)]
+    slo_max_ms: Option<f64>,
+    /// SLO: maximum error rate (fraction 0..1).
+    #[arg(long)]
+    slo_max_error_rate: Option<f64>,
+    /// SLO: minimum success rate (fraction 0..1).
+    #[arg(long)]
+    slo_min_success_rate: Option<f64>,
+    /// SLO: latency threshold for --slo-max-fraction-over, ms.
+    #[arg(long)]
+    slo_over_ms: Option<f64>,
+    /// SLO: maximum fraction of responses slower than --slo-over-ms.
+    #[arg(long)]
+    slo_max_fraction_over: Option<f64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the per-second CSV series here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the HdrHistogram interval log here.
+    #[arg(long)]
+    hdr_log: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the summary.
+    #[arg(long)]
+    json_stdout: bool,
+    /// No live progress line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn config(a: &Args) -> anyhow::Result<Config> {
+    let mut c: Config = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => Config::default(),
+    };
+    c.url = a.url.clone();
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone(); } )* };
+    }
+    set!(
+        rate,
+        duration,
+        connections,
+        threads,
+        method,
+        body,
+        connect_timeout,
+        timeout,
+        dns_ttl
+    );
+    if a.max_connection_age.is_some() {
+        c.max_connection_age = a.max_connection_age;
+    }
+    if a.max_requests_per_connection.is_some() {
+        c.max_requests_per_connection = a.max_requests_per_connection;
+    }
+    c.headers.extend(a.headers.iter().cloned());
+    c.resolve.extend(a.resolve.iter().cloned());
+    if !a.breakdown_headers.is_empty() {
+        c.breakdown_headers = a.breakdown_headers.clone();
+    }
+    for (i, s) in a.stages.iter().enumerate() {
+        let parsed = s.split_once(':').and_then(|(r, d)| {
+            Some(Stage {
+                target: r.parse().ok()?,
+                duration: d.parse().ok()?,
+            })
+        });
+        let Some(stage) = parsed else {
+            anyhow::bail!("--stage[{i}]: {s:?} is not allowed: TARGET_RATE:SECONDS such as 500:30");
+        };
+        c.stages.push(stage);
+    }
+    let slo = Slo {
+        p50_ms: a.slo_p50_ms,
+        p95_ms: a.slo_p95_ms,
+        p99_ms: a.slo_p99_ms,
+        max_ms: a.slo_max_ms,
+        max_error_rate: a.slo_max_error_rate,
+        min_success_rate: a.slo_min_success_rate,
+        over_ms: a.slo_over_ms,
+        max_fraction_over: a.slo_max_fraction_over,
+    };
+    if slo != Slo::default() {
+        c.slo = slo;
+    }
+    Ok(c)
+}
+
+fn write(path: &PathBuf, what: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing the {what} to {}", path.display()))
+}
+
+async fn main_inner(a: Args) -> anyhow::Result<bool> {
+    let c = config(&a)?;
+    let slo = c.slo.clone();
+    let tty = !a.quiet && std::io::stderr().is_terminal();
+    let show = |s: &loadtest::Snapshot| eprint!("\r{}\x1b[K", s.line());
+    let report = loadtest::run(c, if tty { Some(&show) } else { None }).await?;
+    if tty {
+        eprintln!();
+    }
+    if a.json_stdout {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.summary());
+    }
+    if let Some(p) = &a.json {
+        write(p, "JSON report", report.to_json().as_bytes())?;
+    }
+    if let Some(p) = &a.csv {
+        write(p, "CSV series", report.to_csv().as_bytes())?;
+    }
+    if let Some(p) = &a.hdr_log {
+        let mut buf = Vec::new();
+        report
+            .write_interval_log(&mut buf)
+            .context("encoding the interval log")?;
+        write(p, "interval log", &buf)?;
+    }
+    let verdict = report.verdict(&slo);
+    if slo != Slo::default() {
+        eprintln!("{verdict}");
+    }
+    Ok(verdict.passed)
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(main_inner(a)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

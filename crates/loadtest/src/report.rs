@@ -1,0 +1,896 @@
+//! Results: the per-second [`Second`] series, live [`Snapshot`]s, the final [`Report`] with its
+//! outputs (summary, JSON, CSV, HdrHistogram interval log) and the SLO [`Verdict`].
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer, V2Serializer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::{Config, Slo, Spec, Stage, addr_key};
+use crate::record::{ErrorKind, Frame, new_histogram};
+use crate::schedule::Schedule;
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Number of samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Percentiles {
+    /// Percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            min: ms(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// One second of the run (all workers merged).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the start: this entry covers `[t, t + 1)`.
+    pub t: u32,
+    /// Requests started.
+    pub sent: u64,
+    /// Responses received (any status).
+    pub completed: u64,
+    /// 2xx and 3xx responses.
+    pub ok: u64,
+    /// Requests that failed without a response.
+    pub errors: u64,
+    /// Requests started later than the late-start threshold.
+    pub late_starts: u64,
+    /// Median corrected latency of the responses completed in this second, ms (0 when none).
+    pub p50_ms: f64,
+    /// 99th percentile corrected latency, ms.
+    pub p99_ms: f64,
+    /// Largest corrected latency, ms.
+    pub max_ms: f64,
+    /// Responses per status code.
+    pub statuses: BTreeMap<String, u64>,
+    /// Errors per kind (only kinds that occurred).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Responses and errors per remote address `ip:port`.
+    pub by_addr: BTreeMap<String, u64>,
+    /// Per breakdown header: responses per header value (`"(none)"` when absent).
+    pub by_header: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The live state of a run, published once per second.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Seconds since the start.
+    pub elapsed_s: f64,
+    /// Seconds of schedule left (0 while draining).
+    pub remaining_s: f64,
+    /// Requests started so far.
+    pub sent: u64,
+    /// Responses so far.
+    pub completed: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Number of complete seconds in the series.
+    pub seconds: usize,
+    /// The latest complete second.
+    pub last: Option<Second>,
+}
+
+impl Snapshot {
+    /// A one-line progress display: rate, errors, p99, elapsed/remaining.
+    pub fn line(&self) -> String {
+        let (rate, p99) = self
+            .last
+            .as_ref()
+            .map(|s| (s.completed + s.errors, s.p99_ms))
+            .unwrap_or((0, 0.0));
+        format!(
+            "{:>6.0}s elapsed {:>6.0}s left | {rate:>7} req/s | p99 {p99:>8.2} ms | sent {} ok+other {} errors {}",
+            self.elapsed_s, self.remaining_s, self.sent, self.completed, self.errors
+        )
+    }
+}
+
+/// DNS activity during the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dns {
+    /// Resolutions made (the first one included).
+    pub resolutions: u64,
+    /// Re-resolutions that failed or returned nothing (the previous list was kept).
+    pub failures: u64,
+    /// Re-resolutions that changed the address list.
+    pub changes: u64,
+    /// Every address seen.
+    pub addresses: Vec<String>,
+}
+
+/// Corrected and raw latency.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// From the intended send time (coordinated-omission corrected).
+    pub corrected: Percentiles,
+    /// From the actual send time.
+    pub raw: Percentiles,
+}
+
+/// The result of a run. Serializes to the JSON schema documented at the crate root.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// JSON schema version (1).
+    pub schema: u32,
+    /// Target URL.
+    pub url: String,
+    /// HTTP method.
+    pub method: String,
+    /// Starting (or constant) rate.
+    pub rate: f64,
+    /// Stages (one for a constant-rate run).
+    pub stages: Vec<Stage>,
+    /// Connection cap.
+    pub connections: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Start time, ms since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Scheduled length, s.
+    pub schedule_s: f64,
+    /// Wall time from the start to the last response, s.
+    pub elapsed_s: f64,
+    /// Requests released by the schedule (sent + unsent).
+    pub scheduled: u64,
+    /// Requests started.
+    pub sent: u64,
+    /// Responses (any status).
+    pub completed: u64,
+    /// 2xx and 3xx responses.
+    pub ok: u64,
+    /// Requests that failed without a response.
+    pub errors: u64,
+    /// Scheduled requests never started (still queued when the drain deadline passed).
+    pub unsent: u64,
+    /// Requests started later than the late-start threshold.
+    pub late_starts: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Responses and errors per second of schedule.
+    pub achieved_rate: f64,
+    /// Responses per status code.
+    pub statuses: BTreeMap<String, u64>,
+    /// Errors per kind (every kind listed).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Latency percentiles, ms.
+    pub latency_ms: Latency,
+    /// How late the pacer released intended send times, ms.
+    pub pacer_lateness_ms: Percentiles,
+    /// Responses and errors per remote address.
+    pub by_addr: BTreeMap<String, u64>,
+    /// Per breakdown header: responses per value.
+    pub by_header: BTreeMap<String, BTreeMap<String, u64>>,
+    /// DNS activity.
+    pub dns: Dns,
+    /// One entry per second.
+    pub series: Vec<Second>,
+    /// Corrected latency histogram, µs (merged from every worker).
+    #[serde(skip)]
+    pub corrected: Histogram<u64>,
+    /// Raw latency histogram, µs.
+    #[serde(skip)]
+    pub raw: Histogram<u64>,
+    /// Per-second corrected histograms, V2-serialized (for the interval log).
+    #[serde(skip)]
+    intervals: Vec<Vec<u8>>,
+}
+
+/// The outcome of checking a [`Report`] against an [`Slo`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// True when no threshold was broken.
+    pub passed: bool,
+    /// One sentence per broken threshold.
+    pub failures: Vec<String>,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.passed {
+            return write!(f, "PASS: every objective met");
+        }
+        write!(f, "FAIL:")?;
+        for s in &self.failures {
+            write!(f, "\n  - {s}")?;
+        }
+        Ok(())
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+impl Report {
+    /// 5xx responses.
+    pub fn server_errors(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(k, _)| k.starts_with('5'))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Transport errors, unsent requests and 5xx responses over scheduled requests (0..=1).
+    pub fn error_rate(&self) -> f64 {
+        pct(
+            self.errors + self.unsent + self.server_errors(),
+            self.scheduled,
+        ) / 100.0
+    }
+
+    /// 2xx/3xx responses over scheduled requests (0..=1).
+    pub fn success_rate(&self) -> f64 {
+        pct(self.ok, self.scheduled) / 100.0
+    }
+
+    /// Completed requests whose corrected latency exceeded `ms` milliseconds.
+    pub fn count_over(&self, ms: f64) -> u64 {
+        let us = (ms * 1000.0).max(0.0) as u64;
+        self.corrected.len() - self.corrected.count_between(0, us)
+    }
+
+    /// Checks the report against `slo`, with one sentence per broken threshold.
+    pub fn verdict(&self, slo: &Slo) -> Verdict {
+        let mut failures = Vec::new();
+        let c = &self.latency_ms.corrected;
+        for (name, limit, got) in [
+            ("p50", slo.p50_ms, c.p50),
+            ("p95", slo.p95_ms, c.p95),
+            ("p99", slo.p99_ms, c.p99),
+            ("maximum", slo.max_ms, c.max),
+        ] {
+            if let Some(limit) = limit
+                && got > limit
+            {
+                failures.push(format!(
+                    "{name} latency was {got:.2} ms, over the {limit} ms objective."
+                ));
+            }
+        }
+        if let Some(limit) = slo.max_error_rate {
+            let r = self.error_rate();
+            if r > limit {
+                failures.push(format!(
+                    "error rate was {:.3}% ({} of {} requests: {} errors, {} unsent, {} 5xx), over the {}% objective.",
+                    r * 100.0,
+                    self.errors + self.unsent + self.server_errors(),
+                    self.scheduled,
+                    self.errors,
+                    self.unsent,
+                    self.server_errors(),
+                    limit * 100.0
+                ));
+            }
+        }
+        if let Some(limit) = slo.min_success_rate {
+            let r = self.success_rate();
+            if r < limit {
+                failures.push(format!(
+                    "success rate was {:.3}% ({} of {} requests), under the {}% objective.",
+                    r * 100.0,
+                    self.ok,
+                    self.scheduled,
+                    limit * 100.0
+                ));
+            }
+        }
+        if let (Some(over), Some(limit)) = (slo.over_ms, slo.max_fraction_over) {
+            let n = self.count_over(over);
+            let whole = self.corrected.len();
+            let f = if whole == 0 {
+                0.0
+            } else {
+                n as f64 / whole as f64
+            };
+            if f > limit {
+                failures.push(format!(
+                    "{:.3}% of responses ({n} of {whole}) took longer than {over} ms, over the allowed {}%.",
+                    f * 100.0,
+                    limit * 100.0
+                ));
+            }
+        }
+        Verdict {
+            passed: failures.is_empty(),
+            failures,
+        }
+    }
+
+    /// The report as pretty JSON (schema at the crate root).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The per-second series as CSV: `t,sent,completed,ok,errors,late_starts,p50_ms,p99_ms,max_ms`
+    /// followed by one `<header>=<value>` column per breakdown header value seen.
+    pub fn to_csv(&self) -> String {
+        let mut cols: Vec<(String, String)> = Vec::new();
+        for (h, vals) in &self.by_header {
+            for v in vals.keys() {
+                cols.push((h.clone(), v.clone()));
+            }
+        }
+        let mut out = String::from("t,sent,completed,ok,errors,late_starts,p50_ms,p99_ms,max_ms");
+        for (h, v) in &cols {
+            let _ = write!(out, ",{h}={}", v.replace([',', '"', '\n'], "_"));
+        }
+        out.push('\n');
+        for s in &self.series {
+            let _ = write!(
+                out,
+                "{},{},{},{},{},{},{:.3},{:.3},{:.3}",
+                s.t,
+                s.sent,
+                s.completed,
+                s.ok,
+                s.errors,
+                s.late_starts,
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms
+            );
+            for (h, v) in &cols {
+                let n = s
+                    .by_header
+                    .get(h)
+                    .and_then(|m| m.get(v))
+                    .copied()
+                    .unwrap_or(0);
+                let _ = write!(out, ",{n}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the per-second corrected-latency histograms in the HdrHistogram interval log
+    /// format (values in µs; `max_value_divisor` 1000 so plotters show ms).
+    pub fn write_interval_log<W: io::Write>(&self, w: &mut W) -> io::Result<()> {
+        let start = UNIX_EPOCH + Duration::from_millis(self.started_unix_ms);
+        let mut ser = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment("stackproof loadtest: corrected latency per second, microseconds")
+            .with_start_time(start)
+            .with_base_time(start)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(w, &mut ser)?;
+        let mut de = Deserializer::new();
+        for (i, bytes) in self.intervals.iter().enumerate() {
+            let h: Histogram<u64> = de
+                .deserialize(&mut &bytes[..])
+                .map_err(|e| io::Error::other(format!("{e:?}")))?;
+            log.write_histogram(
+                &h,
+                Duration::from_secs(i as u64),
+                Duration::from_secs(1),
+                None,
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A human summary: counts, percentile table, status and error counts, per-address and
+    /// per-header tables.
+    pub fn summary(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{} {}  rate {} /s  schedule {:.1} s  connections {}  threads {}",
+            self.method, self.url, self.rate, self.schedule_s, self.connections, self.threads
+        );
+        let _ = writeln!(
+            o,
+            "requests  scheduled {}  sent {}  completed {}  ok {}  errors {}  unsent {}  late starts {} ({:.2}%)  connects {}",
+            self.scheduled,
+            self.sent,
+            self.completed,
+            self.ok,
+            self.errors,
+            self.unsent,
+            self.late_starts,
+            pct(self.late_starts, self.sent),
+            self.connects
+        );
+        let _ = writeln!(
+            o,
+            "achieved  {:.1} req/s   error rate {:.3}%",
+            self.achieved_rate,
+            self.error_rate() * 100.0
+        );
+        let _ = writeln!(
+            o,
+            "\nlatency (ms)        p50       p90       p95       p99     p99.9       max      mean"
+        );
+        for (name, p) in [
+            ("corrected", &self.latency_ms.corrected),
+            ("raw", &self.latency_ms.raw),
+            ("pacer lateness", &self.pacer_lateness_ms),
+        ] {
+            let _ = writeln!(
+                o,
+                "{name:<15}{:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}",
+                p.p50, p.p90, p.p95, p.p99, p.p99_9, p.max, p.mean
+            );
+        }
+        let _ = write!(o, "\nstatus   ");
+        if self.statuses.is_empty() {
+            let _ = write!(o, " (no responses)");
+        }
+        for (k, v) in &self.statuses {
+            let _ = write!(o, " {k}: {v}");
+        }
+        let _ = write!(o, "\nerrors   ");
+        for (k, v) in &self.errors_by_kind {
+            let _ = write!(o, " {k}: {v}");
+        }
+        let _ = writeln!(o);
+        let total = self.completed + self.errors;
+        if !self.by_addr.is_empty() {
+            let _ = writeln!(o, "\nby address");
+            for (k, v) in &self.by_addr {
+                let _ = writeln!(o, "  {k:<40} {v:>10}  {:>6.2}%", pct(*v, total));
+            }
+        }
+        for (h, vals) in &self.by_header {
+            let _ = writeln!(o, "\nby {h}");
+            for (k, v) in vals {
+                let _ = writeln!(o, "  {k:<40} {v:>10}  {:>6.2}%", pct(*v, self.completed));
+            }
+        }
+        if self.dns.resolutions > 1 {
+            let _ = writeln!(
+                o,
+                "\ndns  resolutions {}  changes {}  failures {}  addresses {}",
+                self.dns.resolutions,
+                self.dns.changes,
+                self.dns.failures,
+                self.dns.addresses.join(" ")
+            );
+        }
+        o
+    }
+}
+
+/// Merges `f` into `into`.
+pub(crate) fn merge(into: &mut Frame, f: Frame) {
+    into.sent += f.sent;
+    into.completed += f.completed;
+    into.errors += f.errors;
+    into.late_starts += f.late_starts;
+    into.connects += f.connects;
+    let _ = into.corrected.add(&f.corrected);
+    let _ = into.raw.add(&f.raw);
+    for (a, b) in into.statuses.iter_mut().zip(&f.statuses) {
+        *a += b;
+    }
+    for (a, b) in into.error_kinds.iter_mut().zip(&f.error_kinds) {
+        *a += b;
+    }
+    for (addr, n) in f.by_addr {
+        match into.by_addr.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, c)) => *c += n,
+            None => into.by_addr.push((addr, n)),
+        }
+    }
+    if into.by_header.len() < f.by_header.len() {
+        into.by_header.resize(f.by_header.len(), Vec::new());
+    }
+    for (slot, vals) in into.by_header.iter_mut().zip(f.by_header) {
+        for (v, n) in vals {
+            match slot.iter_mut().find(|(x, _)| *x == v) {
+                Some((_, c)) => *c += n,
+                None => slot.push((v, n)),
+            }
+        }
+    }
+}
+
+fn value_key(v: &Option<Bytes>) -> String {
+    match v {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => "(none)".into(),
+    }
+}
+
+struct Tables {
+    statuses: BTreeMap<String, u64>,
+    ok: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    by_addr: BTreeMap<String, u64>,
+    by_header: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn tables(f: &Frame, headers: &[String], every_kind: bool) -> Tables {
+    let mut statuses = BTreeMap::new();
+    let mut ok = 0;
+    for (i, n) in f.statuses.iter().enumerate() {
+        if *n > 0 {
+            let code = i + 100;
+            statuses.insert(code.to_string(), *n);
+            if (200..400).contains(&code) {
+                ok += n;
+            }
+        }
+    }
+    let errors_by_kind = ErrorKind::ALL
+        .iter()
+        .zip(f.error_kinds)
+        .filter(|(_, n)| every_kind || *n > 0)
+        .map(|(k, n)| (k.name().to_string(), n))
+        .collect();
+    let by_addr = f.by_addr.iter().map(|(a, n)| (addr_key(a), *n)).collect();
+    let mut by_header = BTreeMap::new();
+    for (name, vals) in headers.iter().zip(&f.by_header) {
+        let m: &mut BTreeMap<String, u64> = by_header.entry(name.clone()).or_default();
+        for (v, n) in vals {
+            *m.entry(value_key(v)).or_default() += n;
+        }
+    }
+    for name in headers {
+        by_header.entry(name.clone()).or_default();
+    }
+    Tables {
+        statuses,
+        ok,
+        errors_by_kind,
+        by_addr,
+        by_header,
+    }
+}
+
+/// Merges worker frames second by second, publishes the live series, builds the [`Report`].
+#[derive(Debug)]
+pub(crate) struct Collector {
+    url: String,
+    method: String,
+    rate: f64,
+    stages: Vec<Stage>,
+    connections: usize,
+    threads: usize,
+    headers: Vec<String>,
+    start: Instant,
+    started_unix_ms: u64,
+    schedule_s: f64,
+    reported: Vec<Option<u32>>,
+    done: Vec<bool>,
+    pending: BTreeMap<u32, Frame>,
+    next: u32,
+    totals: Frame,
+    intervals: Vec<Vec<u8>>,
+    series: Arc<Mutex<Vec<Second>>>,
+    snapshots: watch::Sender<Snapshot>,
+    last_completion: Instant,
+}
+
+impl Collector {
+    pub(crate) fn new(
+        config: &Config,
+        spec: &Spec,
+        start: Instant,
+        series: Arc<Mutex<Vec<Second>>>,
+        snapshots: watch::Sender<Snapshot>,
+    ) -> Self {
+        let started_unix_ms = SystemTime::now()
+            .checked_add(start.saturating_duration_since(Instant::now()))
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let headers: Vec<String> = spec
+            .breakdown_headers
+            .iter()
+            .map(|h| h.as_str().to_string())
+            .collect();
+        Self {
+            url: config.url.clone(),
+            method: spec.method.to_string(),
+            rate: spec.start_rate,
+            stages: spec.stages.clone(),
+            connections: spec.connections,
+            threads: spec.threads,
+            totals: Frame::new(0, headers.len()),
+            headers,
+            start,
+            started_unix_ms,
+            schedule_s: spec.total.as_secs_f64(),
+            reported: vec![None; spec.threads],
+            done: vec![false; spec.threads],
+            pending: BTreeMap::new(),
+            next: 0,
+            intervals: Vec::new(),
+            series,
+            snapshots,
+            last_completion: start,
+        }
+    }
+
+    pub(crate) fn frame(&mut self, worker: usize, f: Frame) {
+        if let Some(r) = self.reported.get_mut(worker) {
+            *r = Some(r.map_or(f.second, |x| x.max(f.second)));
+        }
+        let second = f.second;
+        match self.pending.get_mut(&second) {
+            Some(p) => merge(p, f),
+            None => {
+                self.pending.insert(second, f);
+            }
+        }
+        self.advance(false);
+    }
+
+    pub(crate) fn done(&mut self, worker: usize) {
+        if let Some(d) = self.done.get_mut(worker) {
+            *d = true;
+        }
+        self.advance(false);
+    }
+
+    /// Finalizes every second that no live worker can still add to.
+    fn advance(&mut self, all: bool) {
+        let mut limit: Option<u32> = None;
+        let mut blocked = false;
+        for (r, d) in self.reported.iter().zip(&self.done) {
+            if *d {
+                continue;
+            }
+            match r {
+                Some(s) => limit = Some(limit.map_or(*s, |l: u32| l.min(*s))),
+                None => blocked = true,
+            }
+        }
+        let everyone_done = self.done.iter().all(|d| *d);
+        loop {
+            let last_pending = self.pending.keys().next_back().copied();
+            let Some(last_pending) = last_pending else {
+                break;
+            };
+            let can = all || everyone_done || (!blocked && limit.is_some_and(|l| self.next <= l));
+            if !can || self.next > last_pending {
+                break;
+            }
+            let f = self
+                .pending
+                .remove(&self.next)
+                .unwrap_or_else(|| Frame::new(self.next, self.headers.len()));
+            self.finalize(f);
+            self.next += 1;
+        }
+    }
+
+    fn finalize(&mut self, f: Frame) {
+        let t = tables(&f, &self.headers, false);
+        let second = Second {
+            t: self.next,
+            sent: f.sent,
+            completed: f.completed,
+            ok: t.ok,
+            errors: f.errors,
+            late_starts: f.late_starts,
+            p50_ms: if f.corrected.is_empty() {
+                0.0
+            } else {
+                ms(f.corrected.value_at_quantile(0.5))
+            },
+            p99_ms: if f.corrected.is_empty() {
+                0.0
+            } else {
+                ms(f.corrected.value_at_quantile(0.99))
+            },
+            max_ms: ms(f.corrected.max()),
+            statuses: t.statuses,
+            errors_by_kind: t.errors_by_kind,
+            by_addr: t.by_addr,
+            by_header: t.by_header,
+        };
+        if f.completed + f.errors > 0 {
+            self.last_completion = self.start + Duration::from_secs(u64::from(self.next) + 1);
+        }
+        let mut bytes = Vec::new();
+        if V2Serializer::new()
+            .serialize(&f.corrected, &mut bytes)
+            .is_ok()
+        {
+            self.intervals.push(bytes);
+        } else {
+            self.intervals.push(Vec::new());
+        }
+        merge(&mut self.totals, f);
+        let seconds = if let Ok(mut s) = self.series.lock() {
+            s.push(second.clone());
+            s.len()
+        } else {
+            0
+        };
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.snapshots.send_replace(Snapshot {
+            elapsed_s: elapsed,
+            remaining_s: (self.schedule_s - elapsed).max(0.0),
+            sent: self.totals.sent,
+            completed: self.totals.completed,
+            errors: self.totals.errors,
+            seconds,
+            last: Some(second),
+        });
+    }
+
+    pub(crate) fn finish(mut self, lateness: Histogram<u64>, unsent: u64, dns: Dns) -> Report {
+        self.advance(true);
+        let end = Instant::now();
+        let f = std::mem::replace(&mut self.totals, Frame::new(0, 0));
+        let t = tables(&f, &self.headers, true);
+        let series = self.series.lock().map(|s| s.clone()).unwrap_or_default();
+        let scheduled = f.sent + unsent;
+        let elapsed = end.saturating_duration_since(self.start).as_secs_f64();
+        let report = Report {
+            schema: 1,
+            url: self.url,
+            method: self.method,
+            rate: self.rate,
+            stages: self.stages,
+            connections: self.connections,
+            threads: self.threads,
+            started_unix_ms: self.started_unix_ms,
+            schedule_s: self.schedule_s,
+            elapsed_s: elapsed,
+            scheduled,
+            sent: f.sent,
+            completed: f.completed,
+            ok: t.ok,
+            errors: f.errors,
+            unsent,
+            late_starts: f.late_starts,
+            connects: f.connects,
+            achieved_rate: if self.schedule_s > 0.0 {
+                (f.completed + f.errors) as f64 / self.schedule_s
+            } else {
+                0.0
+            },
+            statuses: t.statuses,
+            errors_by_kind: t.errors_by_kind,
+            latency_ms: Latency {
+                corrected: Percentiles::of(&f.corrected),
+                raw: Percentiles::of(&f.raw),
+            },
+            pacer_lateness_ms: Percentiles::of(&lateness),
+            by_addr: t.by_addr,
+            by_header: t.by_header,
+            dns,
+            series,
+            corrected: f.corrected,
+            raw: f.raw,
+            intervals: self.intervals,
+        };
+        let last = report.series.last().cloned();
+        self.snapshots.send_replace(Snapshot {
+            elapsed_s: elapsed,
+            remaining_s: 0.0,
+            sent: report.sent,
+            completed: report.completed,
+            errors: report.errors,
+            seconds: report.series.len(),
+            last,
+        });
+        report
+    }
+}
+
+/// An empty histogram with the engine's bounds (for callers merging their own).
+pub fn histogram() -> Histogram<u64> {
+    new_histogram()
+}
+
+/// The number of requests a schedule holds (for callers sizing expectations).
+pub fn scheduled_requests(config: &Config) -> u64 {
+    if config.stages.is_empty() {
+        Schedule::constant(config.rate, config.run_length()).total()
+    } else {
+        Schedule::staged(config.rate, &config.stages).total()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_worker_frames_is_lossless() {
+        let addrs: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.2:1".parse().unwrap(),
+        ];
+        let mut all = Frame::new(0, 1);
+        let mut parts: Vec<Frame> = (0..4).map(|_| Frame::new(0, 1)).collect();
+        let mut x: u64 = 12345;
+        for i in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let us = 1 + (x >> 33) % 5_000_000;
+            let d = Duration::from_micros(us);
+            let status = if i % 7 == 0 { 503 } else { 200 };
+            let value: &[u8] = if i % 3 == 0 { b"a" } else { b"b" };
+            for f in [&mut all, &mut parts[(i % 4) as usize]] {
+                f.sent += 1;
+                f.response(status, d, d / 2, addrs[(i % 2) as usize]);
+                f.header_value(0, Some(value));
+                if i % 11 == 0 {
+                    f.error(ErrorKind::Timeout, Some(addrs[0]));
+                }
+            }
+        }
+        let mut merged = Frame::new(0, 1);
+        for p in parts {
+            merge(&mut merged, p);
+        }
+        assert_eq!(merged.corrected, all.corrected);
+        assert_eq!(merged.raw, all.raw);
+        assert_eq!(merged.statuses, all.statuses);
+        assert_eq!(merged.error_kinds, all.error_kinds);
+        assert_eq!(
+            (merged.sent, merged.completed, merged.errors),
+            (all.sent, all.completed, all.errors)
+        );
+        let sorted = |mut v: Vec<(std::net::SocketAddr, u64)>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(merged.by_addr.clone()), sorted(all.by_addr.clone()));
+        assert_eq!(merged.by_header, all.by_header);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.corrected.value_at_quantile(q),
+                all.corrected.value_at_quantile(q)
+            );
+        }
+    }
+}

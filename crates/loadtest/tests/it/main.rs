@@ -1,0 +1,422 @@
+//! Integration tests of the load engine against in-process servers on 127.0.0.0/8.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use loadtest::{Config, Error, Slo, StaticResolver};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A test HTTP server: counts requests, answers `x-az`/`x-task` headers in rotation, can stall
+/// every response until a given instant, or sleep a fixed time per request.
+struct Server {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    stall_until: Arc<Mutex<Option<Instant>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    async fn start(bind: &str, delay: Duration) -> Server {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let stall_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stall_until));
+        let task = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let (r, s) = (Arc::clone(&r), Arc::clone(&s));
+                conns.push(tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let n = r.fetch_add(1, Ordering::Relaxed);
+                        let until = *s.lock().unwrap();
+                        async move {
+                            if let Some(until) = until {
+                                tokio::time::sleep_until(until.into()).await;
+                            }
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let resp = hyper::Response::builder()
+                                .header("x-az", if n % 2 == 0 { "zone-a" } else { "zone-b" })
+                                .header("x-task", format!("task-{}", n % 3))
+                                .body(Full::new(Bytes::from_static(b"ok")))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                }));
+            }
+            for c in conns {
+                c.abort();
+            }
+        });
+        Server {
+            addr,
+            requests,
+            stall_until,
+            task,
+        }
+    }
+
+    /// Holds every response (arriving or in flight) for `d` from now.
+    fn stall_for(&self, d: Duration) {
+        *self.stall_until.lock().unwrap() = Some(Instant::now() + d);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+fn config(url: String, rate: f64, duration: f64) -> Config {
+    Config {
+        url,
+        rate,
+        duration,
+        connections: 20,
+        timeout: 3.0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_rate_sends_exactly_the_scheduled_requests() {
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let c = Config {
+        threads: 2,
+        ..config(server.url(), 200.0, 2.0)
+    };
+    assert_eq!(loadtest::scheduled_requests(&c), 400);
+    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!(
+        (r.scheduled, r.sent, r.completed, r.ok, r.errors, r.unsent),
+        (400, 400, 400, 400, 0, 0)
+    );
+    assert_eq!(server.requests.load(Ordering::Relaxed), 400);
+    assert_eq!(r.statuses.get("200"), Some(&400));
+    assert_eq!(
+        r.corrected.len(),
+        400,
+        "the merged histogram holds every response of both workers"
+    );
+    assert_eq!(r.series.iter().map(|s| s.sent).sum::<u64>(), 400);
+    assert_eq!(r.series.iter().map(|s| s.completed).sum::<u64>(), 400);
+    // Each full second carries its share of the rate.
+    assert!((195..=205).contains(&r.series[0].sent), "{:?}", r.series[0]);
+    assert!(r.latency_ms.corrected.p50 >= r.latency_ms.raw.p50);
+    assert_eq!(r.by_addr.get(&server.addr.to_string()), Some(&400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_shows_in_corrected_latency_not_in_raw() {
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let c = Config {
+        connections: 10,
+        ..config(server.url(), 500.0, 4.0)
+    };
+    let handle = loadtest::start(c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // The live series is readable while the run goes on.
+    assert!(!handle.series().is_empty());
+    server.stall_for(Duration::from_secs(1));
+    let r = handle.wait().await.unwrap();
+    assert_eq!(r.completed, 2000);
+    assert!(
+        r.latency_ms.corrected.p95 >= 400.0,
+        "corrected p95 {}",
+        r.latency_ms.corrected.p95
+    );
+    assert!(
+        r.latency_ms.raw.p95 < 50.0,
+        "raw p95 {}",
+        r.latency_ms.raw.p95
+    );
+    assert!(r.late_starts >= 400, "late starts {}", r.late_starts);
+    assert!(
+        r.count_over(500.0) >= 200,
+        "over 500 ms: {}",
+        r.count_over(500.0)
+    );
+    // The stall shows in the per-second series: a second with nothing completed or a huge p99.
+    assert!(r.series.iter().any(|s| s.p99_ms >= 500.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_counted_by_kind() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = loadtest::run(
+        config(format!("http://127.0.0.1:{port}/"), 100.0, 1.0),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.sent, r.completed, r.errors), (100, 0, 100));
+    assert_eq!(r.errors_by_kind["refused"], 100);
+    assert_eq!(r.error_rate(), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_counted_by_kind() {
+    let server = Server::start("127.0.0.1:0", Duration::from_secs(2)).await;
+    let c = Config {
+        timeout: 0.2,
+        connections: 50,
+        ..config(server.url(), 50.0, 1.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!((r.sent, r.completed, r.errors), (50, 0, 50));
+    assert_eq!(r.errors_by_kind["timeout"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_are_counted_by_kind() {
+    // Accepts, reads the request, then closes without answering.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                drop(s);
+            });
+        }
+    });
+    let r = loadtest::run(config(format!("http://{addr}/"), 100.0, 1.0), None)
+        .await
+        .unwrap();
+    task.abort();
+    assert_eq!((r.sent, r.completed, r.errors), (100, 0, 100));
+    assert_eq!(r.errors_by_kind["reset"], 100, "{:?}", r.errors_by_kind);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_re_resolution_follows_a_changed_answer_and_spreads_connections() {
+    let a = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let port = a.addr.port();
+    let b = Server::start(&format!("127.0.0.2:{port}"), Duration::ZERO).await;
+    let c2 = Server::start(&format!("127.0.0.3:{port}"), Duration::ZERO).await;
+    let resolver = StaticResolver::new(vec![a.addr.ip()]);
+    let c = Config {
+        url: format!("http://service.test:{port}/"),
+        dns_ttl: 0.2,
+        resolver: Some(resolver.clone()),
+        ..config(String::new(), 100.0, 3.0)
+    };
+    let handle = loadtest::start(c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    resolver.set(vec![
+        "127.0.0.2".parse::<IpAddr>().unwrap(),
+        "127.0.0.3".parse().unwrap(),
+    ]);
+    let r = handle.wait().await.unwrap();
+    assert_eq!(r.completed, 300);
+    assert!(resolver.calls() >= 5, "resolved {} times", resolver.calls());
+    assert!(r.dns.changes >= 1);
+    let (na, nb, nc) = (
+        a.requests.load(Ordering::Relaxed),
+        b.requests.load(Ordering::Relaxed),
+        c2.requests.load(Ordering::Relaxed),
+    );
+    assert_eq!(na + nb + nc, 300);
+    assert!(na >= 90 && nb >= 40 && nc >= 40, "{na} {nb} {nc}");
+    // The last full second went only to the new addresses.
+    let last = &r.series[2];
+    assert!(
+        !last.by_addr.contains_key(&a.addr.to_string()),
+        "{:?}",
+        last.by_addr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_header_breakdowns_add_up_to_the_total() {
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let c = Config {
+        breakdown_headers: vec!["x-az".into(), "x-task".into(), "x-absent".into()],
+        ..config(server.url(), 300.0, 2.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!(r.completed, 600);
+    for h in ["x-az", "x-task", "x-absent"] {
+        assert_eq!(
+            r.by_header[h].values().sum::<u64>(),
+            600,
+            "{h}: {:?}",
+            r.by_header[h]
+        );
+        for s in &r.series {
+            assert_eq!(
+                s.by_header
+                    .get(h)
+                    .map(|m| m.values().sum::<u64>())
+                    .unwrap_or(0),
+                s.completed,
+                "{h} at {}",
+                s.t
+            );
+        }
+    }
+    assert_eq!(r.by_header["x-az"].len(), 2);
+    assert_eq!(r.by_header["x-task"].len(), 3);
+    assert_eq!(r.by_header["x-absent"]["(none)"], 600);
+    let csv = r.to_csv();
+    assert!(csv.lines().next().unwrap().contains("x-az=zone-a"));
+    assert_eq!(csv.lines().count(), r.series.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_verdicts_fail_exactly_when_a_threshold_is_broken() {
+    let server = Server::start("127.0.0.1:0", Duration::from_millis(5)).await;
+    let r = loadtest::run(config(server.url(), 100.0, 1.0), None)
+        .await
+        .unwrap();
+    let c = r.latency_ms.corrected.clone();
+    let at = Slo {
+        p50_ms: Some(c.p50),
+        p95_ms: Some(c.p95),
+        p99_ms: Some(c.p99),
+        max_ms: Some(c.max),
+        max_error_rate: Some(0.0),
+        min_success_rate: Some(1.0),
+        over_ms: Some(c.max),
+        max_fraction_over: Some(0.0),
+    };
+    assert_eq!(
+        r.verdict(&at),
+        loadtest::Verdict {
+            passed: true,
+            failures: vec![]
+        }
+    );
+    let below = Slo {
+        p50_ms: Some(c.p50 - 0.01),
+        p95_ms: Some(c.p95 - 0.01),
+        p99_ms: Some(c.p99 - 0.01),
+        max_ms: Some(c.max - 0.01),
+        over_ms: Some(c.p50 - 0.01),
+        max_fraction_over: Some(0.4),
+        ..at.clone()
+    };
+    let v = r.verdict(&below);
+    assert!(!v.passed);
+    assert_eq!(v.failures.len(), 5, "{v}");
+    assert!(v.failures[0].starts_with("p50 latency was"), "{v}");
+    assert!(v.failures[4].contains("took longer than"), "{v}");
+
+    // Errors: every request refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bad = loadtest::run(config(format!("http://127.0.0.1:{port}/"), 50.0, 1.0), None)
+        .await
+        .unwrap();
+    let v = bad.verdict(&Slo {
+        max_error_rate: Some(0.01),
+        min_success_rate: Some(0.99),
+        ..Default::default()
+    });
+    assert_eq!(v.failures.len(), 2, "{v}");
+    assert!(
+        v.failures[0].starts_with("error rate was 100.000% (50 of 50 requests"),
+        "{v}"
+    );
+    assert!(v.failures[1].starts_with("success rate was 0.000%"), "{v}");
+    assert!(bad.verdict(&Slo::default()).passed);
+}
+
+#[tokio::test]
+async fn invalid_input_is_reported_field_by_field_before_any_run() {
+    let c = Config {
+        url: "ftp://x".into(),
+        rate: 0.0,
+        duration: -1.0,
+        connections: 0,
+        headers: vec!["no colon".into()],
+        resolve: vec!["host:80".into()],
+        slo: Slo {
+            max_error_rate: Some(2.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let Err(Error::Invalid(p)) = loadtest::run(c, None).await else {
+        panic!("expected Invalid")
+    };
+    let fields: Vec<&str> = p.0.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "url",
+            "headers[0]",
+            "rate",
+            "duration",
+            "connections",
+            "resolve[0]",
+            "slo.max-error-rate"
+        ]
+    );
+    let text = p.to_string();
+    assert!(
+        text.contains("rate: \"0\" is not allowed: a rate in requests per second, > 0"),
+        "{text}"
+    );
+
+    let c = Config {
+        rate: 1e6,
+        connections: 2,
+        ..Default::default()
+    };
+    let p = c.validate().unwrap_err();
+    assert_eq!(p.0[0].field, "rate");
+    assert!(p.0[0].allowed.contains("raise connections"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interval_log_has_one_histogram_per_second_and_json_parses() {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let r = loadtest::run(config(server.url(), 100.0, 2.0), None)
+        .await
+        .unwrap();
+    let mut log = Vec::new();
+    r.write_interval_log(&mut log).unwrap();
+    let n = IntervalLogIterator::new(&log)
+        .filter(|e| matches!(e, Ok(LogEntry::Interval(_))))
+        .count();
+    assert_eq!(n, r.series.len());
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["completed"], 200);
+    assert_eq!(json["errors_by_kind"]["tls"], 0);
+    assert!(json["series"][0]["p99_ms"].is_number());
+    assert!(r.summary().contains("corrected"));
+}
