@@ -106,7 +106,9 @@ pub fn bucket_name_problem(name: &str) -> Option<&'static str> {
         .iter()
         .any(|p| name.starts_with(p))
     {
-        return Some("a name that does not start with xn--, sthree- or amzn-s3-demo- (reserved by S3)");
+        return Some(
+            "a name that does not start with xn--, sthree- or amzn-s3-demo- (reserved by S3)",
+        );
     }
     if ["-s3alias", "--ol-s3", "--x-s3", "--table-s3"]
         .iter()
@@ -126,7 +128,12 @@ const ACCOUNT_PLACEHOLDER: &str = "000000000000";
 impl StorageConfig {
     /// Checks the configuration for `stack` in `region`; `prefix` is how fields are named in
     /// messages (`storage`). Reports every problem, not the first.
-    pub fn validate(&self, stack: &str, region: &str, prefix: &str) -> Result<StorageSpec, Problems> {
+    pub fn validate(
+        &self,
+        stack: &str,
+        region: &str,
+        prefix: &str,
+    ) -> Result<StorageSpec, Problems> {
         let mut problems = Problems::default();
         let field = |name: &str| format!("{prefix}.{name}");
 
@@ -159,8 +166,7 @@ impl StorageConfig {
             && !p.ends_with('/')
             && !p.contains("//")
             && !p.contains("AWSLogs")
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()/".contains(c));
         if !prefix_ok {
             problems.add(
@@ -276,8 +282,14 @@ mod tests {
             "#,
         );
         assert_eq!(found.len(), 4, "{found:#?}");
-        assert!(found[0].starts_with("storage.log-bucket = \"My_Logs\": only lowercase"), "{found:#?}");
-        assert!(found[1].starts_with("storage.log-prefix = \"/alb/AWSLogs/\": up to 200"), "{found:#?}");
+        assert!(
+            found[0].starts_with("storage.log-bucket = \"My_Logs\": only lowercase"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("storage.log-prefix = \"/alb/AWSLogs/\": up to 200"),
+            "{found:#?}"
+        );
         assert_eq!(
             found[2],
             "storage.log-expire-days = 0: 1 or more days (logs older than this are deleted)"
@@ -328,13 +340,21 @@ mod tests {
         assert!(text.contains("stack name"), "{text}");
         assert!(text.contains("set storage.log-bucket"), "{text}");
         // The longest real combination fits: a 24-character stack in ap-southeast-3.
-        assert!(config.validate("abcdefghijklmnopqrstuvwx", "ap-southeast-3", "storage").is_ok());
+        assert!(
+            config
+                .validate("abcdefghijklmnopqrstuvwx", "ap-southeast-3", "storage")
+                .is_ok()
+        );
         // An explicit name is used instead of the derived one.
         let named = StorageConfig {
             log_bucket: Some("short-logs".to_owned()),
             ..StorageConfig::default()
         };
-        assert!(named.validate("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz", "storage").is_ok());
+        assert!(
+            named
+                .validate("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz", "storage")
+                .is_ok()
+        );
     }
 
     #[test]

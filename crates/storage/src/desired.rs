@@ -154,10 +154,18 @@ pub(crate) enum Op {
     },
     /// Delete the repository, deleting its `images` first when there are any (force-destroy
     /// only).
-    DeleteRepository { name: String, arn: String, images: u64 },
+    DeleteRepository {
+        name: String,
+        arn: String,
+        images: u64,
+    },
     /// Delete the bucket, deleting its `objects` (all versions and delete markers) first when
     /// there are any (force-destroy only; with it, objects written meanwhile go too).
-    DeleteBucket { name: String, objects: u64, force: bool },
+    DeleteBucket {
+        name: String,
+        objects: u64,
+        force: bool,
+    },
 }
 
 impl Op {
@@ -170,7 +178,9 @@ impl Op {
             c
         };
         match self {
-            Op::CreateBucket { name, details, .. } => with(bucket(Action::Create).id(name), details),
+            Op::CreateBucket { name, details, .. } => {
+                with(bucket(Action::Create).id(name), details)
+            }
             Op::RepairBucket { name, lines, .. } => with(bucket(Action::Update).id(name), lines),
             Op::CreateRepository {
                 name,
@@ -202,7 +212,7 @@ impl Op {
                 let c = bucket(Action::Delete).id(name);
                 if *objects > 0 {
                     c.detail(format!(
-                        "first delete its {objects} objects, all versions and delete markers (force-destroy)"
+                        "first delete its policy (no more log writes) and its {objects} objects, all versions and delete markers (force-destroy)"
                     ))
                 } else {
                     c
@@ -379,10 +389,20 @@ fn repair_repository(desired: &Desired, have: &RepoState) -> Option<Op> {
 }
 
 /// Checks that what was found is the stack's (see [`check_owner`]).
-pub(crate) fn check_owners(cx: &Context, desired: &Desired, observed: &Observed) -> Result<(), Error> {
+pub(crate) fn check_owners(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<(), Error> {
     let stack = cx.stack().as_str();
     if let Some(b) = &observed.bucket {
-        check_owner("bucket", &b.name, &b.tags, stack, desired.adopt_untagged_bucket)?;
+        check_owner(
+            "bucket",
+            &b.name,
+            &b.tags,
+            stack,
+            desired.adopt_untagged_bucket,
+        )?;
     }
     if let Some(r) = &observed.repo {
         check_owner("repository", &r.name, &r.tags, stack, false)?;
@@ -429,7 +449,11 @@ pub(crate) struct Contents {
 /// The steps that delete what exists: the repository, then the bucket, each emptied first when
 /// it holds something and `force` is set. Without `force`, a non-empty one is an error and
 /// nothing is deleted.
-pub(crate) fn teardown(observed: &Observed, contents: Contents, force: bool) -> Result<Vec<Op>, Error> {
+pub(crate) fn teardown(
+    observed: &Observed,
+    contents: Contents,
+    force: bool,
+) -> Result<Vec<Op>, Error> {
     if !force {
         if let Some(b) = observed.bucket.as_ref().filter(|_| contents.objects > 0) {
             return Err(Error::NotEmpty {

@@ -182,7 +182,12 @@ async fn create_bucket(s3: &S3, cx: &Context, name: &str, region: &str) -> Resul
 /// Error codes that mean the bucket just created is not visible yet.
 const BUCKET_NOT_YET: &[&str] = &["NoSuchBucket"];
 
-async fn put_bucket_setting(s3: &S3, cx: &Context, name: &str, fix: &BucketFix) -> Result<(), Error> {
+async fn put_bucket_setting(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    fix: &BucketFix,
+) -> Result<(), Error> {
     let what = format!("bucket {name}");
     match fix {
         BucketFix::Tags(tags) => {
@@ -233,12 +238,18 @@ async fn put_bucket_setting(s3: &S3, cx: &Context, name: &str, fix: &BucketFix) 
                 )
                 .build()
                 .map_err(built("PutBucketOwnershipControls", &what))?;
-            settle(cx, "PutBucketOwnershipControls", &what, BUCKET_NOT_YET, || {
-                s3.put_bucket_ownership_controls()
-                    .bucket(name)
-                    .ownership_controls(controls.clone())
-                    .send()
-            })
+            settle(
+                cx,
+                "PutBucketOwnershipControls",
+                &what,
+                BUCKET_NOT_YET,
+                || {
+                    s3.put_bucket_ownership_controls()
+                        .bucket(name)
+                        .ownership_controls(controls.clone())
+                        .send()
+                },
+            )
             .await?;
         }
         BucketFix::Encryption => {
@@ -294,12 +305,19 @@ async fn put_bucket_setting(s3: &S3, cx: &Context, name: &str, fix: &BucketFix) 
             // propagation) is worth a retry too.
             Backoff::consistency(cx.waits())
                 .run(format!("PutBucketPolicy {what}"), || async {
-                    match s3.put_bucket_policy().bucket(name).policy(&text).send().await {
+                    match s3
+                        .put_bucket_policy()
+                        .bucket(name)
+                        .policy(&text)
+                        .send()
+                        .await
+                    {
                         Ok(_) => Step::Done(()),
                         Err(e)
                             if e.code() == Some("NoSuchBucket")
                                 || (e.code() == Some("MalformedPolicy")
-                                    && e.message().is_some_and(|m| m.contains("Invalid principal"))) =>
+                                    && e.message()
+                                        .is_some_and(|m| m.contains("Invalid principal"))) =>
                         {
                             Step::Retry(format!(
                                 "{}: {}",
@@ -340,14 +358,22 @@ async fn put_repo_setting(
             .await?;
         }
         RepoFix::ScanOnPush(on) => {
-            settle(cx, "PutImageScanningConfiguration", &what, REPO_NOT_YET, || {
-                ecr.put_image_scanning_configuration()
-                    .repository_name(name)
-                    .image_scanning_configuration(
-                        ImageScanningConfiguration::builder().scan_on_push(*on).build(),
-                    )
-                    .send()
-            })
+            settle(
+                cx,
+                "PutImageScanningConfiguration",
+                &what,
+                REPO_NOT_YET,
+                || {
+                    ecr.put_image_scanning_configuration()
+                        .repository_name(name)
+                        .image_scanning_configuration(
+                            ImageScanningConfiguration::builder()
+                                .scan_on_push(*on)
+                                .build(),
+                        )
+                        .send()
+                },
+            )
             .await?;
         }
         RepoFix::Immutable(immutable) => {
@@ -481,9 +507,23 @@ async fn empty_bucket(s3: &S3, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-async fn delete_bucket(s3: &S3, cx: &Context, name: &str, objects: u64, force: bool) -> Result<(), Error> {
+async fn delete_bucket(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    objects: u64,
+    force: bool,
+) -> Result<(), Error> {
     let what = format!("bucket {name}");
     if objects > 0 && force {
+        // The policy goes first: that revokes the load balancer's right to write, so no new
+        // log lands while the bucket is emptied. (moto also needs it: it applies the non-TLS
+        // deny to every object request, see the integration tests.)
+        match s3.delete_bucket_policy().bucket(name).send().await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
+            Err(e) => return Err(aws("DeleteBucketPolicy", &what)(e)),
+        }
         empty_bucket(s3, name).await?;
     }
     // A load balancer may still write a last log file: with force-destroy, empty again and

@@ -220,7 +220,9 @@ impl Module for Storage {
                     change.details.retain(|d| !d.contains("force-destroy"));
                 }
                 if let Some(first) = plan.changes.first_mut() {
-                    first.details.push(format!("destroy will refuse: {refusal}"));
+                    first
+                        .details
+                        .push(format!("destroy will refuse: {refusal}"));
                 }
                 Ok(plan)
             }

@@ -82,7 +82,10 @@ pub(crate) async fn account_id(sts: &Sts) -> Result<String, Error> {
 }
 
 /// Maps "not there" error codes to `None`.
-fn absent<T, E: ProvideErrorMetadata>(result: Result<T, E>, codes: &[&str]) -> Result<Option<T>, E> {
+fn absent<T, E: ProvideErrorMetadata>(
+    result: Result<T, E>,
+    codes: &[&str],
+) -> Result<Option<T>, E> {
     match result {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.code().is_some_and(|c| codes.contains(&c)) => Ok(None),
@@ -183,9 +186,9 @@ pub(crate) async fn bucket(s3: &S3, name: &str) -> Result<Option<BucketState>, E
                 .collect()
         })
         .unwrap_or_default();
-    let policy = policy.and_then(|p| p.policy().map(str::to_owned)).map(|text| {
-        serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
-    });
+    let policy = policy
+        .and_then(|p| p.policy().map(str::to_owned))
+        .map(|text| serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)));
     Ok(Some(BucketState {
         name: name.to_owned(),
         tags,

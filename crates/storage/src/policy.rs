@@ -155,11 +155,9 @@ fn normalize(v: &Value) -> Value {
             items.sort_by_key(|i| i.to_string());
             Value::Array(items)
         }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), normalize(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -281,7 +279,10 @@ mod tests {
     fn lifecycle_policy_keeps_the_newest_images() {
         let p = repository_lifecycle_policy(30);
         assert_eq!(p["rules"][0]["selection"]["countNumber"], 30);
-        assert_eq!(p["rules"][0]["selection"]["countType"], "imageCountMoreThan");
+        assert_eq!(
+            p["rules"][0]["selection"]["countType"],
+            "imageCountMoreThan"
+        );
         assert_eq!(p["rules"][0]["action"]["type"], "expire");
     }
 }
