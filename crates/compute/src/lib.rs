@@ -15,6 +15,13 @@
 //!   provide `/sample-app` or set `container-health-check = false`.
 //! - The service's desired count is set at creation only; afterwards Application Auto Scaling
 //!   owns it and `apply` never changes it.
+//! - Drift in the service's deployment settings (circuit breaker, 100/200 %, grace period, AZ
+//!   rebalancing, ECS managed tags) is compared only when DescribeServices reports a deployment
+//!   configuration, as AWS always does. moto drops these settings on CreateService (it keeps
+//!   them after an UpdateService), so against moto they are proved by the mocked request tests.
+//! - Waits and retries use [`infra::Backoff`]: IAM propagation on CreateService ("unable to
+//!   assume role"), a DRAINING service before re-creating it, `ConcurrentUpdateException` from
+//!   Application Auto Scaling, and deletes blocked by dependents.
 //!
 //! ```no_run
 //! # async fn demo(cx: &infra::Context, inputs: compute::ComputeInputs) -> Result<(), Box<dyn std::error::Error>> {
