@@ -635,3 +635,235 @@ async fn all_healthy_or_draining(proxy: &Proxy) {
     })
     .await;
 }
+
+/// CPU seconds used so far by the calling thread (Linux), from `/proc/thread-self/stat`.
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state is 0, utime is 11, stime is 12 (clock ticks, 100/s).
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// A runtime on its own thread (one core at most).
+fn single_thread_runtime(name: &str) -> tokio::runtime::Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            tx.send(rt.handle().clone()).unwrap();
+            rt.block_on(std::future::pending::<()>());
+        })
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+async fn keep_alive(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn one(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> bool {
+    if sender.ready().await.is_err() {
+        return false;
+    }
+    let request = http::Request::get("/")
+        .header("host", "bench")
+        .body(Empty::new())
+        .unwrap();
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let ok = response.status() == 200;
+            ok && response.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Open loop at `rate` requests/s for `secs` over `conns` keep-alive connections spread over
+/// `addrs`; latency from the intended send time (coordinated-omission corrected), in µs.
+async fn open_loop(
+    addrs: &[SocketAddr],
+    rate: u64,
+    secs: u64,
+    conns: usize,
+) -> (hdrhistogram::Histogram<u64>, u64) {
+    let per_conn = Duration::from_nanos(1_000_000_000 * conns as u64 / rate);
+    let total = rate * secs / conns as u64;
+    let mut set = JoinSet::new();
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    for c in 0..conns {
+        let addr = addrs[c % addrs.len()];
+        set.spawn(async move {
+            let mut sender = keep_alive(addr).await;
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0;
+            let offset = per_conn * c as u32 / conns as u32;
+            for i in 0..total {
+                let intended = start + offset + per_conn * i as u32;
+                tokio::time::sleep_until(intended).await;
+                if !one(&mut sender).await {
+                    errors += 1;
+                    sender = keep_alive(addr).await;
+                }
+                h.record(intended.elapsed().as_micros().max(1) as u64)
+                    .unwrap();
+            }
+            (h, errors)
+        });
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    while let Some(r) = set.join_next().await {
+        let (h, e) = r.unwrap();
+        all.add(h).unwrap();
+        errors += e;
+    }
+    (all, errors)
+}
+
+/// Closed loop: `conns` connections send back to back for `secs`; completed requests.
+async fn closed_loop(addr: SocketAddr, secs: u64, conns: usize) -> (u64, u64) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut set = JoinSet::new();
+    for _ in 0..conns {
+        set.spawn(async move {
+            let mut sender = keep_alive(addr).await;
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while tokio::time::Instant::now() < end {
+                if one(&mut sender).await {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                    sender = keep_alive(addr).await;
+                }
+            }
+            (ok, errors)
+        });
+    }
+    let (mut ok, mut errors) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (o, e) = r.unwrap();
+        ok += o;
+        errors += e;
+    }
+    (ok, errors)
+}
+
+fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// `STACKPROOF_BENCH=1 cargo test --workspace -- --nocapture bench_proxy`: p99 through the
+/// proxy vs direct at 2,000 requests/s to two targets, and requests per proxy CPU-second.
+/// Proxy, targets and load generator each run on their own single-threaded runtime.
+#[test]
+fn bench_proxy_overhead_and_throughput() {
+    if std::env::var("STACKPROOF_BENCH").as_deref() != Ok("1") {
+        eprintln!("skipped: set STACKPROOF_BENCH=1 to run the ALB benchmark");
+        return;
+    }
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let targets_rt = single_thread_runtime("bench-targets");
+    let proxy_rt = single_thread_runtime("bench-proxy");
+    let load = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let servers = targets_rt.block_on(async {
+        tokio::spawn(async {
+            [
+                Server::start("t1", "zone-a").await,
+                Server::start("t2", "zone-b").await,
+            ]
+        })
+        .await
+        .unwrap()
+    });
+    let direct = [servers[0].addr, servers[1].addr];
+    let targets: Vec<Target> = servers.iter().map(Server::target).collect();
+    let proxy = Arc::new(
+        proxy_rt
+            .block_on(async move {
+                tokio::spawn(async move {
+                    let p = proxy(60_000).await;
+                    let mut tg = group(targets);
+                    tg.health_check = check(1_000, 500);
+                    p.set_target_group(tg);
+                    p
+                })
+                .await
+            })
+            .unwrap(),
+    );
+    load.block_on(async {
+        eventually(Duration::from_secs(10), "targets healthy", || {
+            proxy
+                .health()
+                .iter()
+                .all(|h| h.state == TargetState::Healthy)
+        })
+        .await;
+    });
+    let via = [proxy.local_addr()];
+    println!(
+        "ALB bench (dev profile, sandbox crate unoptimised; deps opt-level 1), {rate} rps for {secs} s, 16 connections:"
+    );
+    for round in 1..=2 {
+        for (label, addrs) in [("direct", &direct[..]), ("proxy ", &via[..])] {
+            let (h, errors) = load.block_on(open_loop(addrs, rate, secs, 16));
+            println!(
+                "  round {round} {label}: n={} errors={errors} p50={:.3} ms p90={:.3} ms p99={:.3} ms p99.9={:.3} ms max={:.3} ms",
+                h.len(),
+                ms(&h, 0.5),
+                ms(&h, 0.9),
+                ms(&h, 0.99),
+                ms(&h, 0.999),
+                h.max() as f64 / 1000.0
+            );
+        }
+    }
+    let _ = proxy.take_stats();
+    let cpu = |rt: &tokio::runtime::Handle| {
+        rt.block_on(async { tokio::spawn(async { thread_cpu_seconds() }).await.unwrap() })
+    };
+    let (cpu0, wall0) = (cpu(&proxy_rt), Instant::now());
+    let (ok, errors) = load.block_on(closed_loop(proxy.local_addr(), secs, 64));
+    let (cpu1, wall) = (cpu(&proxy_rt), wall0.elapsed().as_secs_f64());
+    let proxy_cpu = cpu1 - cpu0;
+    println!(
+        "  max through proxy (64 connections, closed loop): {ok} ok, {errors} errors in {wall:.1} s = {:.0} rps; proxy thread CPU {proxy_cpu:.2} s ({:.0}% of one core) => {:.0} requests per proxy CPU-second",
+        ok as f64 / wall,
+        100.0 * proxy_cpu / wall,
+        ok as f64 / proxy_cpu.max(0.01)
+    );
+    let stats = proxy.take_stats();
+    assert!(
+        stats.total_requests() >= ok,
+        "{} < {ok}",
+        stats.total_requests()
+    );
+    let (ok_direct, _) = load.block_on(closed_loop(direct[0], secs, 64));
+    println!(
+        "  max direct to one target (64 connections): {:.0} rps",
+        ok_direct as f64 / secs as f64
+    );
+}

@@ -6,9 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Everything one access log line says about a request.
 #[derive(Debug)]
-pub(crate) struct Entry<'a> {
+pub(crate) struct Entry {
     pub(crate) time: SystemTime,
-    pub(crate) elb: &'a str,
     pub(crate) client: SocketAddr,
     pub(crate) target: Option<SocketAddr>,
     /// Seconds; `None` is written as `-1` (no target answered).
@@ -19,15 +18,16 @@ pub(crate) struct Entry<'a> {
     pub(crate) target_status: Option<u16>,
     pub(crate) received_bytes: u64,
     pub(crate) sent_bytes: u64,
-    pub(crate) request: &'a str,
-    pub(crate) user_agent: &'a str,
+    pub(crate) request: String,
+    pub(crate) user_agent: String,
     pub(crate) request_creation_time: SystemTime,
-    pub(crate) error_reason: Option<&'a str>,
+    pub(crate) error_reason: Option<&'static str>,
 }
 
-impl Entry<'_> {
-    /// The line, in the field order of the ALB access log documentation ("http" entries).
-    pub(crate) fn line(&self) -> String {
+impl Entry {
+    /// The line for load balancer `elb`, in the field order of the ALB access log
+    /// documentation ("http" entries). Formatted when statistics are taken, not per request.
+    pub(crate) fn line(&self, elb: &str) -> String {
         let mut out = String::with_capacity(320);
         let secs = |v: Option<f64>| v.map_or_else(|| "-1".to_owned(), |s| format!("{s:.3}"));
         let target = self
@@ -40,7 +40,7 @@ impl Entry<'_> {
             out,
             "http {} {} {} {} {} {} {} {} {} {} {} \"{}\" \"{}\" - - - \"-\" \"-\" \"-\" 0 {} \"forward\" \"-\" \"{}\" \"{}\" \"{}\" \"-\" \"-\" -",
             rfc3339_micros(self.time),
-            self.elb,
+            elb,
             self.client,
             target,
             secs(self.request_processing),
@@ -50,8 +50,8 @@ impl Entry<'_> {
             target_status,
             self.received_bytes,
             self.sent_bytes,
-            escape(self.request),
-            escape(self.user_agent),
+            escape(&self.request),
+            escape(&self.user_agent),
             rfc3339_micros(self.request_creation_time),
             self.error_reason.unwrap_or("-"),
             target,
@@ -130,7 +130,6 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_micros(1_530_570_180_186_641);
         let entry = Entry {
             time: t,
-            elb: "app/web/50dc6c495c0c9188",
             client: "192.168.131.39:2817".parse().unwrap(),
             target: Some("10.0.0.1:80".parse().unwrap()),
             request_processing: Some(0.0),
@@ -140,13 +139,13 @@ mod tests {
             target_status: Some(200),
             received_bytes: 34,
             sent_bytes: 366,
-            request: "GET http://www.example.com:80/ HTTP/1.1",
-            user_agent: "curl/\"7\"",
+            request: "GET http://www.example.com:80/ HTTP/1.1".into(),
+            user_agent: "curl/\"7\"".into(),
             request_creation_time: t,
             error_reason: None,
         };
         assert_eq!(
-            entry.line(),
+            entry.line("app/web/50dc6c495c0c9188"),
             "http 2018-07-02T22:23:00.186641Z app/web/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/\\\"7\\\"\" - - - \"-\" \"-\" \"-\" 0 2018-07-02T22:23:00.186641Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" -"
         );
     }

@@ -32,7 +32,8 @@
 //! The hot path takes no lock held across awaits: the routable targets are an `ArcSwap`
 //! snapshot rebuilt only when health or registration changes; round robin is one atomic; each
 //! target keeps a bounded pool of keep-alive connections (a short `Mutex<Vec<_>>` push/pop);
-//! statistics are added under one short mutex per finished request (log line formatted outside).
+//! statistics are added under one short mutex per finished request; access log lines are
+//! formatted by [`Proxy::take_stats`], off the request path.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -362,12 +363,15 @@ struct StatsAcc {
     zones: HashMap<Arc<str>, ZoneAcc>,
     no_target: u64,
     per_target: HashMap<String, u64>,
-    log: Vec<String>,
+    log: Vec<log::Entry>,
     dropped: u64,
 }
 
 #[derive(Debug)]
 struct Shared {
+    /// The runtime the proxy was bound on: health checks and drains run there, whoever calls
+    /// [`Proxy::set_target_group`].
+    runtime: tokio::runtime::Handle,
     name: String,
     elb: String,
     idle_timeout: Duration,
@@ -413,7 +417,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on `addr` (port 0: any free port) with no target registered (every request is
-    /// a `503` until [`Proxy::set_target_group`]). Must run inside a Tokio runtime.
+    /// a `503` until [`Proxy::set_target_group`]). The listener, health checks and drains run
+    /// on the Tokio runtime this is called on; the other methods may be called from anywhere.
     pub async fn bind(addr: SocketAddr, settings: ProxySettings) -> Result<Proxy, Error> {
         let bind_error = |source| Error::Bind {
             name: settings.name.clone(),
@@ -432,6 +437,7 @@ impl Proxy {
             )
         };
         let shared = Arc::new(Shared {
+            runtime: tokio::runtime::Handle::current(),
             name: settings.name,
             elb,
             idle_timeout: settings.idle_timeout,
@@ -484,7 +490,7 @@ impl Proxy {
                 }
                 None => {
                     let member = Member::new(target);
-                    member.set_task(tokio::spawn(health::check_loop(
+                    member.set_task(self.shared.runtime.spawn(health::check_loop(
                         Arc::downgrade(&self.shared),
                         member.clone(),
                     )));
@@ -506,7 +512,7 @@ impl Proxy {
             let delay = group.deregistration_delay;
             member
                 .clone()
-                .set_task(tokio::spawn(drain(shared, member, delay)));
+                .set_task(self.shared.runtime.spawn(drain(shared, member, delay)));
         }
         self.shared.reroute(&control);
     }
@@ -542,7 +548,7 @@ impl Proxy {
             zones,
             elb_5xx_no_target: acc.no_target,
             per_target: acc.per_target.into_iter().collect(),
-            access_log: acc.log,
+            access_log: acc.log.iter().map(|e| e.line(&self.shared.elb)).collect(),
             access_log_dropped: acc.dropped,
         }
     }
@@ -631,9 +637,14 @@ async fn accept_loop(
         let builder = builder.clone();
         let mut stop = stop.clone();
         connections.spawn(async move {
+            let client_ip = HeaderValue::from_str(&client.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-"));
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(forward(shared, request, client).await) }
+                let client_ip = client_ip.clone();
+                async move {
+                    Ok::<_, Infallible>(forward(shared, request, client, client_ip).await)
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -711,9 +722,8 @@ impl Pending {
         let response_processing = self
             .target_processing
             .map(|_| Duration::from_micros(1).as_secs_f64());
-        let line = log::Entry {
+        let entry = log::Entry {
             time: SystemTime::now(),
-            elb: &self.shared.elb,
             client: self.client,
             target: self.member.as_ref().map(|m| m.addr),
             request_processing: self
@@ -729,15 +739,14 @@ impl Pending {
             target_status: self.target_status,
             received_bytes: self.received_bytes,
             sent_bytes: self.header_bytes + body_bytes,
-            request: &self.request_line,
-            user_agent: &self.user_agent,
+            request: self.request_line,
+            user_agent: self.user_agent,
             request_creation_time: self.created,
             error_reason: self.error_reason,
-        }
-        .line();
+        };
         let mut acc = lock(&self.shared.stats);
         if acc.log.len() < MAX_ACCESS_LOG_LINES {
-            acc.log.push(line);
+            acc.log.push(entry);
         } else {
             acc.dropped += 1;
         }
@@ -802,7 +811,7 @@ impl Drop for InFlight {
 /// A target's response body, streamed; records the request and returns the connection to the
 /// pool when it ends.
 #[derive(Debug)]
-pub struct TargetBody {
+struct TargetBody {
     inner: Incoming,
     conn: Option<SendRequest<Incoming>>,
     pending: Option<Pending>,
@@ -898,6 +907,7 @@ async fn forward(
     shared: Arc<Shared>,
     mut request: Request<Incoming>,
     client: SocketAddr,
+    client_ip: HeaderValue,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let created = SystemTime::now();
@@ -966,14 +976,15 @@ async fn forward(
     // Headers the target sees.
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    let client_ip = client.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_ip}"),
+        Some(existing) => HeaderValue::from_str(&format!(
+            "{existing}, {}",
+            client_ip.to_str().unwrap_or("-")
+        ))
+        .unwrap_or(client_ip),
         None => client_ip,
     };
-    if let Ok(xff) = HeaderValue::from_str(&xff) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
-    }
+    headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
