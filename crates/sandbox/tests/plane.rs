@@ -822,7 +822,7 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
                 .unwrap();
-            lines += text.lines().filter(|l| l.contains("GET /")).count();
+            lines += text.lines().filter(|l| l.contains("\"GET ")).count();
         }
         if lines >= 20 {
             break;

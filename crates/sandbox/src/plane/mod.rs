@@ -15,14 +15,13 @@
 //!
 //! Errors of an iteration are logged and the next iteration retries; nothing panics.
 
-mod alb_standin;
 mod nacl;
 mod observe;
 mod report;
 mod scaling;
 mod tasks;
 
-use alb_standin as alb;
+use crate::alb;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -1227,7 +1226,7 @@ impl Reconciler {
             if !self.proxies.contains_key(&l.arn) {
                 let settings = alb::ProxySettings {
                     idle_timeout: l.idle_timeout,
-                    name: l.lb_name.clone(),
+                    name: l.lb_arn_suffix.clone(),
                 };
                 match alb::Proxy::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), settings).await {
                     Ok(proxy) => {
