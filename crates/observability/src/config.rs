@@ -109,7 +109,7 @@ impl ObservabilityConfig {
             );
         }
         let period_ok = matches!(self.period_seconds, 10 | 30)
-            || (self.period_seconds > 0 && self.period_seconds % 60 == 0);
+            || (self.period_seconds > 0 && self.period_seconds.is_multiple_of(60));
         if !period_ok {
             problems.add(
                 field("period-seconds"),

@@ -90,7 +90,7 @@ pub(crate) enum Op {
     },
     /// `differences` is empty for a new alarm.
     PutAlarm {
-        alarm: AlarmDef,
+        alarm: Box<AlarmDef>,
         exists: bool,
         differences: Vec<String>,
     },
@@ -99,7 +99,7 @@ pub(crate) enum Op {
     },
     PutDashboard {
         name: String,
-        body: Dashboard,
+        body: Box<Dashboard>,
         exists: bool,
     },
     DeleteDashboard {
@@ -227,7 +227,7 @@ pub(crate) fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
     for want in &desired.alarms {
         match observed.alarms.get(&want.name) {
             None => ops.push(Op::PutAlarm {
-                alarm: want.clone(),
+                alarm: Box::new(want.clone()),
                 exists: false,
                 differences: Vec::new(),
             }),
@@ -235,7 +235,7 @@ pub(crate) fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
                 let differences = want.differences(&AlarmDef::from_observed(&want.logical, have));
                 if !differences.is_empty() {
                     ops.push(Op::PutAlarm {
-                        alarm: want.clone(),
+                        alarm: Box::new(want.clone()),
                         exists: true,
                         differences,
                     });
@@ -260,7 +260,7 @@ pub(crate) fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
             if !matches {
                 ops.push(Op::PutDashboard {
                     name: desired.dashboard_name.clone(),
-                    body: want.clone(),
+                    body: Box::new(want.clone()),
                     exists: have.is_some(),
                 });
             }

@@ -229,8 +229,8 @@ async fn apply_builds_dashboard_alarms_and_topic_and_a_second_apply_writes_nothi
         rate.comparison_operator().unwrap().as_str(),
         "GreaterThanThreshold"
     );
-    assert_eq!(rate.alarm_actions(), [topic.clone()]);
-    assert_eq!(rate.ok_actions(), [topic.clone()]);
+    assert_eq!(rate.alarm_actions(), std::slice::from_ref(&topic));
+    assert_eq!(rate.ok_actions(), std::slice::from_ref(&topic));
     let expression: Vec<&str> = rate
         .metrics()
         .iter()
@@ -281,7 +281,7 @@ async fn apply_builds_dashboard_alarms_and_topic_and_a_second_apply_writes_nothi
                 ("TargetGroup", inputs.target_group_arn_suffix.as_str()),
             ])
         );
-        assert_eq!(a.alarm_actions(), [topic.clone()]);
+        assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic));
     }
     // Tagged at creation.
     let tags = cw(&cx)
@@ -421,7 +421,7 @@ async fn unsetting_the_email_removes_the_topic_and_the_alarm_actions() {
     let inputs = inputs(stack);
     let out = module(&cx, EMAIL).apply(&cx, &inputs).await.unwrap();
     let topic = out.topic_arn.unwrap();
-    assert_eq!(topics(&cx).await, [topic.clone()]);
+    assert_eq!(topics(&cx).await, std::slice::from_ref(&topic));
 
     // A new address: the old subscription goes, the new one comes, the topic stays.
     let m = module(&cx, "alarm-email = \"oncall@example.com\"");
@@ -571,4 +571,49 @@ async fn check_metrics_can_be_published_and_listed() {
         .collect();
     names.sort();
     assert_eq!(names, ["LatencyP99", "RequestCount", "SuccessPercent"]);
+}
+
+#[tokio::test]
+async fn a_half_finished_apply_is_resumed_and_an_untagged_topic_is_adopted() {
+    let stack = "resume";
+    let cx = context(stack);
+    let inputs = inputs(stack);
+    // As if an earlier apply died after creating the topic (here: without tags) and nothing else.
+    let topic = sns(&cx)
+        .create_topic()
+        .name("resume-alarms")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned();
+    let m = module(&cx, EMAIL);
+    let plan = m.plan(&cx, &inputs).await.unwrap();
+    assert_eq!(
+        changes(&plan, Action::Update),
+        ["sns-topic alarms"],
+        "{plan}"
+    );
+    assert_eq!(plan.counts().create, 6, "{plan}");
+    let out = m.apply(&cx, &inputs).await.unwrap();
+    assert_eq!(out.topic_arn.as_deref(), Some(topic.as_str()));
+    let tags = sns(&cx)
+        .list_tags_for_resource()
+        .resource_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == "stackproof:module" && t.value() == "observability")
+    );
+    assert!(
+        alarms(&cx)
+            .await
+            .values()
+            .all(|a| a.alarm_actions() == [topic.clone()])
+    );
+    assert!(m.plan(&cx, &inputs).await.unwrap().is_empty());
 }

@@ -190,3 +190,87 @@ async fn alarms_are_sent_tagged_with_actions_and_a_pending_subscription_is_left_
         "one DescribeAlarms finds every alarm"
     );
 }
+
+#[tokio::test]
+async fn a_topic_not_yet_visible_to_subscribe_is_retried_with_backoff() {
+    use aws_sdk_sns::operation::create_topic::CreateTopicOutput;
+    use aws_sdk_sns::operation::subscribe::SubscribeError;
+    use aws_sdk_sns::types::error::NotFoundException;
+
+    let describe = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .then_output(|| DescribeAlarmsOutput::builder().build());
+    let no_dashboard = mock!(aws_sdk_cloudwatch::Client::get_dashboard).then_error(|| {
+        GetDashboardError::DashboardNotFoundError(
+            DashboardNotFoundError::builder().message("mocked").build(),
+        )
+    });
+    let put = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm)
+        .match_requests(well_formed)
+        .then_output(|| PutMetricAlarmOutput::builder().build());
+    let cw = mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&describe, &no_dashboard, &put]
+    );
+    let topics =
+        mock!(aws_sdk_sns::Client::list_topics).then_output(|| ListTopicsOutput::builder().build());
+    let create = mock!(aws_sdk_sns::Client::create_topic)
+        .match_requests(|r| {
+            r.name() == Some("mocked-alarms")
+                && r.tags()
+                    .iter()
+                    .any(|t| t.key() == "stackproof:stack" && t.value() == "mocked")
+        })
+        .then_output(|| CreateTopicOutput::builder().topic_arn(TOPIC).build());
+    let subscribe = mock!(aws_sdk_sns::Client::subscribe)
+        .match_requests(|r| {
+            r.topic_arn() == Some(TOPIC)
+                && r.protocol() == Some("email")
+                && r.endpoint() == Some("ops@example.com")
+        })
+        .sequence()
+        .error(|| {
+            SubscribeError::NotFoundException(
+                NotFoundException::builder()
+                    .message("Topic does not exist")
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("NotFound")
+                            .message("Topic does not exist")
+                            .build(),
+                    )
+                    .build(),
+            )
+        })
+        .times(2)
+        .output(|| {
+            SubscribeOutput::builder()
+                .subscription_arn("pending confirmation")
+                .build()
+        })
+        .build();
+    let sns = mock_client!(
+        aws_sdk_sns,
+        RuleMode::MatchAny,
+        [&topics, &create, &subscribe]
+    );
+    let config: ObservabilityConfig =
+        toml::from_str("alarm-email = \"ops@example.com\"\ndashboard = false").unwrap();
+    let m = Observability::with_clients(config.validate().unwrap(), cw, sns);
+    let waits = infra::WaitPolicy {
+        initial_delay: std::time::Duration::from_millis(5),
+        max_delay: std::time::Duration::from_millis(20),
+        ..infra::WaitPolicy::default()
+    };
+    let sdk = aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new(REGION))
+        .build();
+    let cx = Context::builder(sdk, StackName::new("mocked").unwrap())
+        .waits(waits)
+        .build();
+    let out = m.apply(&cx, &inputs("mocked")).await.unwrap();
+    assert_eq!(out.topic_arn.as_deref(), Some(TOPIC));
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(subscribe.num_calls(), 3, "two NotFound, then subscribed");
+    assert_eq!(put.num_calls(), 4);
+}
