@@ -133,7 +133,7 @@ fn pace(
 #[derive(Debug)]
 pub(crate) enum Msg {
     /// One second of one worker.
-    Frame(usize, Frame),
+    Frame(usize, Box<Frame>),
     /// The worker finished (after its last frame).
     Done(usize),
     /// The worker could not start.
@@ -334,7 +334,7 @@ fn worker_thread(
                     every.tick().await;
                     let next = w.frame.borrow().second + 1;
                     let old = w.frame.replace(Frame::new(next, headers));
-                    let _ = tx.send(Msg::Frame(index, old));
+                    let _ = tx.send(Msg::Frame(index, Box::new(old)));
                 }
             })
         };
@@ -343,7 +343,7 @@ fn worker_thread(
         }
         ticker.abort();
         let last = w.frame.replace(Frame::new(0, 0));
-        let _ = tx.send(Msg::Frame(index, last));
+        let _ = tx.send(Msg::Frame(index, Box::new(last)));
         let _ = tx.send(Msg::Done(index));
     });
 }
@@ -530,7 +530,7 @@ async fn drive(
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::Frame(w, f)) => collector.frame(w, f),
+                Some(Msg::Frame(w, f)) => collector.frame(w, *f),
                 Some(Msg::Done(w)) => collector.done(w),
                 Some(Msg::Failed(source)) => {
                     slots.finish(&slots.abandon);

@@ -1,4 +1,5 @@
 //! Integration tests of the load engine against in-process servers on 127.0.0.0/8.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
