@@ -2,6 +2,8 @@
 //! checks, failures, partitions, draining, statistics and access logs. Also a benchmark that
 //! runs only with `STACKPROOF_BENCH=1`.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions fail loudly.
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `sample-app` binary: a real process on 127.0.0.1 with a fake ECS
 //! task metadata endpoint served by the test.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions fail loudly.
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
