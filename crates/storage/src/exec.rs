@@ -556,3 +556,150 @@ async fn delete_bucket(
         Err(e) => Err(waited("DeleteBucket", &what)(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The error paths moto cannot produce, with mocked S3 responses.
+
+    use std::time::Duration;
+
+    use aws_sdk_s3::operation::create_bucket::{CreateBucketError, CreateBucketOutput};
+    use aws_sdk_s3::operation::delete_bucket::{DeleteBucketError, DeleteBucketOutput};
+    use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::operation::put_bucket_tagging::{
+        PutBucketTaggingError, PutBucketTaggingOutput,
+    };
+    use aws_sdk_s3::types::ObjectVersion;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+    use infra::{StackName, WaitPolicy};
+
+    use super::*;
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    fn cx() -> Context {
+        let waits = WaitPolicy {
+            eventual_consistency: Duration::from_secs(30),
+            dependency: Duration::from_secs(60),
+            resource_state: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        };
+        Context::builder(
+            aws_config::SdkConfig::builder().build(),
+            StackName::new("mock").unwrap(),
+        )
+        .waits(waits)
+        .build()
+    }
+
+    fn one_version() -> ListObjectVersionsOutput {
+        ListObjectVersionsOutput::builder()
+            .versions(
+                ObjectVersion::builder()
+                    .key("alb/AWSLogs/1/late.log.gz")
+                    .version_id("null")
+                    .build(),
+            )
+            .is_truncated(false)
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_written_during_destroy_stops_it_without_force() {
+        let refused = mock!(aws_sdk_s3::Client::delete_bucket).then_error(|| {
+            DeleteBucketError::generic(meta(
+                "BucketNotEmpty",
+                "The bucket you tried to delete is not empty",
+            ))
+        });
+        let listed = mock!(aws_sdk_s3::Client::list_object_versions).then_output(one_version);
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&refused, &listed]);
+        let err = delete_bucket(&s3, &cx(), "logs", 0, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NotEmpty {
+                    count: 1,
+                    kind: "bucket",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("written while destroy ran") && text.contains("force-destroy = true"),
+            "{text}"
+        );
+        assert_eq!(refused.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_force_a_late_log_is_deleted_and_the_delete_retried() {
+        let delete = mock!(aws_sdk_s3::Client::delete_bucket)
+            .sequence()
+            .error(|| DeleteBucketError::generic(meta("BucketNotEmpty", "not empty")))
+            .output(|| DeleteBucketOutput::builder().build())
+            .build();
+        let listed = mock!(aws_sdk_s3::Client::list_object_versions)
+            .sequence()
+            .output(one_version)
+            .output(|| {
+                ListObjectVersionsOutput::builder()
+                    .is_truncated(false)
+                    .build()
+            })
+            .build();
+        let deleted = mock!(aws_sdk_s3::Client::delete_objects)
+            .then_output(|| DeleteObjectsOutput::builder().build());
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&delete, &listed, &deleted]);
+        delete_bucket(&s3, &cx(), "logs", 0, true).await.unwrap();
+        assert_eq!(
+            (delete.num_calls(), listed.num_calls(), deleted.num_calls()),
+            (2, 2, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_not_yet_visible_after_create_is_waited_for() {
+        let created = mock!(aws_sdk_s3::Client::create_bucket)
+            .then_output(|| CreateBucketOutput::builder().build());
+        let tagged = mock!(aws_sdk_s3::Client::put_bucket_tagging)
+            .sequence()
+            .error(|| PutBucketTaggingError::generic(meta("NoSuchBucket", "not yet")))
+            .times(2)
+            .output(|| PutBucketTaggingOutput::builder().build())
+            .build();
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&created, &tagged]);
+        let cx = cx();
+        create_bucket(&s3, &cx, "logs", "eu-west-1").await.unwrap();
+        let tags = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
+        put_bucket_setting(&s3, &cx, "logs", &BucketFix::Tags(tags))
+            .await
+            .unwrap();
+        assert_eq!(tagged.num_calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_name_taken_by_another_account_is_not_ours() {
+        let taken = mock!(aws_sdk_s3::Client::create_bucket).then_error(|| {
+            CreateBucketError::generic(meta("BucketAlreadyExists", "name not available"))
+        });
+        let s3 = mock_client!(aws_sdk_s3, [&taken]);
+        let err = create_bucket(&s3, &cx(), "logs", "eu-west-1")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::NotOurs { kind: "bucket", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("another AWS account"), "{err}");
+    }
+}
