@@ -489,3 +489,94 @@ pub(crate) fn teardown(
     }
     Ok(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed() -> Observed {
+        Observed {
+            bucket: Some(BucketState {
+                name: "logs".to_owned(),
+                ..BucketState::default()
+            }),
+            repo: Some(RepoState {
+                name: "demo/sample-app".to_owned(),
+                arn: "arn:repo".to_owned(),
+                ..RepoState::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn teardown_refuses_before_deleting_anything_and_names_the_bucket_first() {
+        let both = Contents {
+            objects: 3,
+            images: 2,
+        };
+        let err = teardown(&observed(), both, false).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::NotEmpty {
+                    kind: "bucket",
+                    count: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let images = Contents {
+            objects: 0,
+            images: 2,
+        };
+        let err = teardown(&observed(), images, false).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::NotEmpty {
+                    kind: "repository",
+                    count: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Empty ones go without force: the repository first, then the bucket.
+        let ops = teardown(&observed(), Contents::default(), false).unwrap();
+        let kinds: Vec<String> = ops.iter().map(|o| o.change().to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "- delete storage repository \"repository\" (arn:repo)",
+                "- delete storage bucket \"log-bucket\" (logs)"
+            ]
+        );
+        // With force, the plan says what goes first.
+        let ops = teardown(&observed(), both, true).unwrap();
+        let text: Vec<String> = ops.iter().map(|o| o.change().to_string()).collect();
+        assert!(text[0].contains("first delete its 2 images"), "{text:?}");
+        assert!(text[1].contains("and its 3 objects"), "{text:?}");
+        assert!(
+            teardown(&Observed::default(), both, false)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_the_stacks_own_or_an_untagged_derived_bucket_is_touched() {
+        let ours = BTreeMap::from([(infra::tags::STACK.to_owned(), "demo".to_owned())]);
+        let theirs = BTreeMap::from([(infra::tags::STACK.to_owned(), "other".to_owned())]);
+        let none = BTreeMap::new();
+        assert!(check_owner("bucket", "b", &ours, "demo", false).is_ok());
+        assert!(check_owner("bucket", "b", &none, "demo", true).is_ok());
+        let err = check_owner("bucket", "b", &theirs, "demo", true).unwrap_err();
+        assert!(err.to_string().contains("tag is \"other\""), "{err}");
+        let err = check_owner("repository", "r", &none, "demo", false).unwrap_err();
+        assert!(
+            err.to_string().contains("has no stackproof:stack tag"),
+            "{err}"
+        );
+    }
+}
