@@ -517,8 +517,9 @@ async fn delete_bucket(
     let what = format!("bucket {name}");
     if objects > 0 && force {
         // The policy goes first: that revokes the load balancer's right to write, so no new
-        // log lands while the bucket is emptied. (moto also needs it: it applies the non-TLS
-        // deny to every object request, see the integration tests.)
+        // log lands while the bucket is emptied. (moto also needs it: it ignores the `Bool`
+        // condition and applies the non-TLS deny to every object request, TLS or not; see the
+        // integration tests.)
         match s3.delete_bucket_policy().bucket(name).send().await {
             Ok(_) => {}
             Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),

@@ -5,12 +5,13 @@
 //! GetBucketOwnershipControls, GetBucketEncryption, GetBucketLifecycleConfiguration,
 //! GetBucketPolicy, ListObjectVersions, DescribeRepositories, ListTagsForResource,
 //! GetLifecyclePolicy, ListImages). Where it falls short:
-//! - moto 5.2.5 evaluates bucket policies for object requests but treats a statement whose
-//!   condition it cannot evaluate as a deny, whatever its effect (`moto/iam/access_control.py`,
-//!   `IAMPolicyStatement.is_action_permitted`): with the non-TLS deny in place, every
-//!   PutObject / DeleteObject is refused, TLS or not. Tests that write objects lift the policy
-//!   first ([`lift_policy`]); force-destroy deletes the policy before emptying (which it also
-//!   wants on AWS, to stop log writes).
+//! - moto 5.2.5 evaluates bucket policies for object requests, but it implements no condition
+//!   operator except `StringEquals` and ignores the others (`moto/iam/policy_conditions.py`),
+//!   and it turns any unmet condition into a deny, whatever the statement's effect
+//!   (`moto/iam/access_control.py`, `IAMPolicyStatement.is_action_permitted`). So the non-TLS
+//!   deny (`Bool aws:SecureTransport false`) applies to every PutObject / DeleteObject, TLS or
+//!   not. Tests that write objects lift the policy first ([`lift_policy`]); force-destroy
+//!   deletes the policy before emptying (which it also wants on AWS, to stop log writes).
 //! - The SDK leaves `scanOnPush: false` out of PutImageScanningConfiguration (a default value)
 //!   and moto then keeps the old setting: turning scanning *off* on an existing repository
 //!   does not take in moto (it does on AWS). Scanning off at create works.
