@@ -829,24 +829,27 @@ fn bench_proxy_overhead_and_throughput() {
     println!(
         "ALB bench (dev profile, sandbox crate unoptimised; deps opt-level 1), {rate} rps for {secs} s, 16 connections:"
     );
+    let cpu = |rt: &tokio::runtime::Handle| {
+        rt.block_on(async { tokio::spawn(async { thread_cpu_seconds() }).await.unwrap() })
+    };
     for round in 1..=2 {
         for (label, addrs) in [("direct", &direct[..]), ("proxy ", &via[..])] {
+            let (cpu0, wall0) = (cpu(&proxy_rt), Instant::now());
             let (h, errors) = load.block_on(open_loop(addrs, rate, secs, 16));
+            let busy = (cpu(&proxy_rt) - cpu0) / wall0.elapsed().as_secs_f64();
             println!(
-                "  round {round} {label}: n={} errors={errors} p50={:.3} ms p90={:.3} ms p99={:.3} ms p99.9={:.3} ms max={:.3} ms",
+                "  round {round} {label}: n={} errors={errors} p50={:.3} ms p90={:.3} ms p99={:.3} ms p99.9={:.3} ms max={:.3} ms; proxy thread busy {:.0}%",
                 h.len(),
                 ms(&h, 0.5),
                 ms(&h, 0.9),
                 ms(&h, 0.99),
                 ms(&h, 0.999),
-                h.max() as f64 / 1000.0
+                h.max() as f64 / 1000.0,
+                busy * 100.0
             );
         }
     }
     let _ = proxy.take_stats();
-    let cpu = |rt: &tokio::runtime::Handle| {
-        rt.block_on(async { tokio::spawn(async { thread_cpu_seconds() }).await.unwrap() })
-    };
     let (cpu0, wall0) = (cpu(&proxy_rt), Instant::now());
     let (ok, errors) = load.block_on(closed_loop(proxy.local_addr(), secs, 64));
     let (cpu1, wall) = (cpu(&proxy_rt), wall0.elapsed().as_secs_f64());
