@@ -119,7 +119,7 @@ impl Storage {
         let account = observe::account_id(&self.sts).await?;
         let desired = Desired::new(cx, &self.spec, &account);
         let (bucket, repo) = tokio::try_join!(
-            observe::bucket(&self.s3, &desired.bucket),
+            observe::bucket(&self.s3, cx.stack().as_str(), &desired.bucket),
             observe::repository(&self.ecr, &desired.repo),
         )?;
         Ok((desired, Observed { bucket, repo }))

@@ -94,7 +94,7 @@ fn absent<T, E: ProvideErrorMetadata>(
 }
 
 /// Reads the bucket `name`, or `None` when there is none.
-pub(crate) async fn bucket(s3: &S3, name: &str) -> Result<Option<BucketState>, Error> {
+pub(crate) async fn bucket(s3: &S3, stack: &str, name: &str) -> Result<Option<BucketState>, Error> {
     let what = format!("bucket {name}");
     // GetBucketTagging tells the three cases apart in one read: NoSuchBucket (absent),
     // NoSuchTagSet (ours, untagged), AccessDenied (another account's).
@@ -102,6 +102,14 @@ pub(crate) async fn bucket(s3: &S3, name: &str) -> Result<Option<BucketState>, E
         Ok(out) => Some(out),
         Err(e) if e.code() == Some("NoSuchBucket") => return Ok(None),
         Err(e) if e.code() == Some("NoSuchTagSet") => None,
+        Err(e) if e.code() == Some("AccessDenied") => {
+            return Err(Error::NotOurs {
+                kind: "bucket",
+                name: name.to_owned(),
+                stack: stack.to_owned(),
+                owner: "reading its tags was denied: another AWS account owns the name (bucket names are global), or these credentials lack s3:GetBucketTagging".to_owned(),
+            });
+        }
         Err(e) => return Err(aws("GetBucketTagging", &what)(e)),
     };
     let tags = tagging
@@ -360,4 +368,32 @@ pub(crate) async fn image_digests(ecr: &Ecr, name: &str) -> Result<Vec<String>, 
     digests.sort();
     digests.dedup();
     Ok(digests)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::operation::get_bucket_tagging::GetBucketTaggingError;
+    use aws_smithy_mocks::{mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bucket_whose_tags_cannot_be_read_is_not_ours() {
+        let denied = mock!(aws_sdk_s3::Client::get_bucket_tagging).then_error(|| {
+            GetBucketTaggingError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("Access Denied")
+                    .build(),
+            )
+        });
+        let s3 = mock_client!(aws_sdk_s3, [&denied]);
+        let err = bucket(&s3, "demo", "logs").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NotOurs { kind: "bucket", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("another AWS account"), "{err}");
+    }
 }
