@@ -43,9 +43,10 @@ pub enum Error {
         owner: String,
     },
     /// Destroy found a bucket or repository that still holds data, and `force-destroy` is off.
-    /// Nothing was deleted.
+    /// Found before anything is deleted, nothing is; found at the delete itself (something was
+    /// written meanwhile), what came before in the destroy order is gone.
     #[error(
-        "{kind} {name:?} is not empty: it holds {count} {unit}; destroy deleted nothing. To delete it with everything in it, set `force-destroy = true` in the [storage] table of stack.toml and run destroy again; or empty it yourself first"
+        "{kind} {name:?} is not empty: it holds {count} {unit}, so destroy stopped before deleting it. To delete it with everything in it, set `force-destroy = true` in the [storage] table of stack.toml and run destroy again, or empty it yourself first"
     )]
     NotEmpty {
         /// `bucket` or `repository`.
