@@ -872,3 +872,19 @@ fn bench_proxy_overhead_and_throughput() {
         ok_direct as f64 / secs as f64
     );
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_idle_timeout() {
+    let a = Server::start("a", "zone-a").await;
+    let proxy = proxy(300).await;
+    proxy.set_target_group(group(vec![a.target()]));
+    all_healthy(&proxy, 1).await;
+    let mut sender = keep_alive(proxy.local_addr()).await;
+    assert!(one(&mut sender).await);
+    assert!(one(&mut sender).await);
+    eventually(Duration::from_secs(3), "idle connection closed by the proxy", || {
+        sender.is_closed()
+    })
+    .await;
+    proxy.shutdown().await;
+}
