@@ -882,9 +882,62 @@ async fn idle_client_connections_are_closed_after_the_idle_timeout() {
     let mut sender = keep_alive(proxy.local_addr()).await;
     assert!(one(&mut sender).await);
     assert!(one(&mut sender).await);
-    eventually(Duration::from_secs(3), "idle connection closed by the proxy", || {
-        sender.is_closed()
-    })
+    eventually(
+        Duration::from_secs(3),
+        "idle connection closed by the proxy",
+        || sender.is_closed(),
+    )
     .await;
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partition_stalls_requests_in_flight_and_the_delay_end_cuts_draining_ones() {
+    let a = Server::start("a", "zone-a").await;
+    let proxy = Arc::new(proxy(1_500).await);
+    let mut tg = group(vec![a.target()]);
+    proxy.set_target_group(tg.clone());
+    all_healthy(&proxy, 1).await;
+
+    // Partitioned while its answer (due after 400 ms) is pending: 504 at the idle timeout.
+    let addr = proxy.local_addr();
+    let start = Instant::now();
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=400").await });
+    eventually(Duration::from_secs(2), "slow request reached a", || {
+        a.served.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    tg.targets[0].reachable = false;
+    proxy.set_target_group(tg.clone());
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.status, 504);
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_400),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Healed, then deregistered with a 300 ms delay while a 1 s request is in flight: cut (502).
+    tg.targets[0].reachable = true;
+    proxy.set_target_group(tg.clone());
+    all_healthy(&proxy, 1).await;
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=1000").await });
+    eventually(
+        Duration::from_secs(2),
+        "second slow request reached a",
+        || a.served.load(Ordering::SeqCst) == 2,
+    )
+    .await;
+    let start = Instant::now();
+    tg.targets.clear();
+    tg.deregistration_delay = Duration::from_millis(300);
+    proxy.set_target_group(tg);
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.status, 502);
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(proxy.health().is_empty());
 }

@@ -20,10 +20,14 @@
 //!   everything: the proxy never connects to it; a request routed to it waits for the connect
 //!   timeout (or, on an already open keep-alive connection, the idle timeout), whichever of the
 //!   two is shorter, then gets a `504`, and its health checks time out instead of failing fast.
+//!   A request already waiting for that target's answer when the partition starts gets no
+//!   answer either: `504` when the idle timeout since it was sent runs out.
 //! - **deregistration**: targets dropped by [`Proxy::set_target_group`] get no new requests and
 //!   show [`TargetState::Draining`] until their in-flight requests finished or the
 //!   deregistration delay passed, whichever comes first (ALB completes deregistration early
-//!   when nothing is in flight); then they disappear from [`Proxy::health`].
+//!   when nothing is in flight); then they disappear from [`Proxy::health`]. Requests still
+//!   waiting for the target's answer when the delay ends are cut (`502`), as ALB closes the
+//!   connections. (A response body already streaming is not cut.)
 //! - **headers**: `X-Forwarded-For` (appended), `X-Forwarded-Proto: http`,
 //!   `X-Forwarded-Port`; hop-by-hop headers are not forwarded.
 //! - **metrics and logs**: [`Proxy::take_stats`] returns per-zone counters, target response
@@ -287,6 +291,11 @@ struct Member {
     health: Mutex<Health>,
     pool: Mutex<Vec<SendRequest<Incoming>>>,
     in_flight: AtomicUsize,
+    /// Woken when the target gets partitioned or its deregistration delay ends: requests
+    /// waiting for its answer stall (partition) or are cut (deregistered).
+    cut: tokio::sync::Notify,
+    /// Set when the deregistration delay ended.
+    gone: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -305,6 +314,8 @@ impl Member {
             }),
             pool: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
+            cut: tokio::sync::Notify::new(),
+            gone: AtomicBool::new(false),
             task: Mutex::new(None),
         })
     }
@@ -481,10 +492,12 @@ impl Proxy {
             }
             let member = match old.remove(&(target.id.clone(), target.addr)) {
                 Some(member) => {
-                    member.reachable.store(target.reachable, Ordering::Relaxed);
-                    if !target.reachable {
-                        // A partition also stalls open connections: forget them.
+                    let was = member.reachable.swap(target.reachable, Ordering::AcqRel);
+                    if was && !target.reachable {
+                        // A partition also stalls open connections: forget them, and stall
+                        // the requests waiting on them.
                         lock(&member.pool).clear();
+                        member.cut.notify_waiters();
                     }
                     member
                 }
@@ -595,6 +608,8 @@ async fn drain(shared: std::sync::Weak<Shared>, member: Arc<Member>, delay: Dura
         tick.tick().await;
     }
     lock(&member.pool).clear();
+    member.gone.store(true, Ordering::Release);
+    member.cut.notify_waiters();
     if let Some(shared) = shared.upgrade() {
         lock(&shared.control)
             .draining
@@ -1065,7 +1080,26 @@ async fn send(
             continue;
         }
         pending.request_processing = Some(pending.start.elapsed());
-        match tokio::time::timeout(idle, conn.try_send_request(request)).await {
+        let sent_at = Instant::now();
+        let cut = member.cut.notified();
+        tokio::pin!(cut);
+        cut.as_mut().enable();
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(idle, conn.try_send_request(request)) => sent,
+            () = cut => {
+                drop(conn);
+                if member.gone.load(Ordering::Acquire) {
+                    // The deregistration delay ended: ALB closes the connection.
+                    pending.error_reason = Some("TargetConnectionError");
+                    return Err(Failure::Refused);
+                }
+                // Partitioned mid-request: the answer never arrives; wait out the idle timeout.
+                tokio::time::sleep_until(sent_at + idle).await;
+                pending.error_reason = Some("TargetIdleTimeout");
+                return Err(Failure::Timeout);
+            }
+        };
+        match sent {
             Ok(Ok(response)) => return Ok((response, conn)),
             Ok(Err(mut err)) => match err.take_message() {
                 // The connection closed before the request went out: retry once on a new one.
