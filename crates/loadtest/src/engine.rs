@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::config::{Config, Spec};
+use crate::config::{Config, Pacer, Spec};
 use crate::error::Error;
 use crate::record::{ErrorKind, Frame, micros, new_histogram};
 use crate::report::{Collector, Report, Second, Snapshot};
@@ -85,19 +85,57 @@ fn precise_timer_slack() {
     }
 }
 
-/// The pacer: releases every intended send time when it comes, batching all that are due at
-/// each wake-up; records its own lateness (release time minus intended time).
-fn pace(
-    mut schedule: Schedule,
+/// The schedule as seen by a pacer: the next due instant and the release of every due slot.
+#[derive(Debug)]
+struct Pacing {
+    schedule: Schedule,
     start: Instant,
-    slots: &Slots,
-    stop: &AtomicBool,
-) -> Histogram<u64> {
+    next: Option<Instant>,
+    lateness: Histogram<u64>,
+    batch: Vec<Instant>,
+}
+
+impl Pacing {
+    fn new(mut schedule: Schedule, start: Instant) -> Self {
+        let next = schedule.next_offset().map(|o| start + o);
+        Self {
+            schedule,
+            start,
+            next,
+            lateness: new_histogram(),
+            batch: Vec::with_capacity(256),
+        }
+    }
+
+    /// Releases every slot due at `now` into `slots` (one lock, one notification per slot).
+    fn release(&mut self, now: Instant, slots: &Slots) {
+        self.batch.clear();
+        while let Some(t) = self.next {
+            if t > now {
+                break;
+            }
+            self.batch.push(t);
+            self.lateness.saturating_record(micros(now - t));
+            self.next = self.schedule.next_offset().map(|o| self.start + o);
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Ok(mut q) = slots.queue.lock() {
+            q.extend(self.batch.iter().copied());
+        }
+        for _ in 0..self.batch.len() {
+            slots.notify.notify_one();
+        }
+    }
+}
+
+/// The precise pacer (a thread of its own): sleeps with 1 ns timer slack until the next slot,
+/// then releases every slot due; records its own lateness (release time minus intended time).
+fn pace(schedule: Schedule, start: Instant, slots: &Slots, stop: &AtomicBool) -> Histogram<u64> {
     precise_timer_slack();
-    let mut lateness = new_histogram();
-    let mut next = schedule.next_offset().map(|o| start + o);
-    let mut batch: Vec<Instant> = Vec::with_capacity(256);
-    while let Some(due) = next {
+    let mut p = Pacing::new(schedule, start);
+    while let Some(due) = p.next {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -107,26 +145,35 @@ fn pace(
             std::thread::sleep((due - now).min(Duration::from_millis(50)));
             continue;
         }
-        let now = Instant::now();
-        batch.clear();
-        let mut n = next;
-        while let Some(t) = n {
-            if t > now {
-                break;
-            }
-            batch.push(t);
-            lateness.saturating_record(micros(now - t));
-            n = schedule.next_offset().map(|o| start + o);
-        }
-        next = n;
-        if let Ok(mut q) = slots.queue.lock() {
-            q.extend(batch.iter().copied());
-        }
-        for _ in 0..batch.len() {
-            slots.notify.notify_one();
-        }
+        p.release(Instant::now(), slots);
     }
-    lateness
+    p.lateness
+}
+
+/// The timer pacer (a task on the first worker's runtime): tokio's millisecond timer, every due
+/// slot released per wake-up. Cheaper (no cross-thread wake per slot), up to ~1 ms late.
+async fn pace_timer(
+    schedule: Schedule,
+    start: Instant,
+    slots: &Slots,
+    stop: &AtomicBool,
+) -> Histogram<u64> {
+    let mut p = Pacing::new(schedule, start);
+    while let Some(due) = p.next {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(
+                due.min(now + Duration::from_millis(50)),
+            ))
+            .await;
+            continue;
+        }
+        p.release(now, slots);
+    }
+    p.lateness
 }
 
 /// Messages from workers to the collector.
@@ -289,8 +336,17 @@ impl Worker {
     }
 }
 
-/// Runs one worker thread to completion.
-fn worker_thread(
+/// What the first worker needs to run the timer pacer.
+#[derive(Debug)]
+struct TimerPacer {
+    schedule: Schedule,
+    stop: Arc<AtomicBool>,
+    done: oneshot::Sender<Histogram<u64>>,
+}
+
+/// What one worker thread starts with.
+#[derive(Debug)]
+struct WorkerStart {
     index: usize,
     ids: Vec<usize>,
     spec: Arc<Spec>,
@@ -298,7 +354,21 @@ fn worker_thread(
     addrs: Arc<Addrs>,
     start: Instant,
     tx: mpsc::UnboundedSender<Msg>,
-) {
+    pacer: Option<TimerPacer>,
+}
+
+/// Runs one worker thread to completion.
+fn worker_thread(ws: WorkerStart) {
+    let WorkerStart {
+        index,
+        ids,
+        spec,
+        slots,
+        addrs,
+        start,
+        tx,
+        pacer,
+    } = ws;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -318,6 +388,19 @@ fn worker_thread(
             addrs,
             frame: RefCell::new(Frame::new(0, headers)),
         });
+        if let Some(TimerPacer {
+            schedule,
+            stop,
+            done,
+        }) = pacer
+        {
+            let slots = Arc::clone(&w.slots);
+            tokio::task::spawn_local(async move {
+                let lateness = pace_timer(schedule, start, &slots, &stop).await;
+                slots.finish(&slots.done);
+                let _ = done.send(lateness);
+            });
+        }
         let conns: Vec<_> = ids
             .into_iter()
             .map(|id| tokio::task::spawn_local(Rc::clone(&w).connection(id)))
@@ -416,6 +499,34 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let start = Instant::now() + LEAD;
     let (tx, rx) = mpsc::unbounded_channel();
 
+    // The pacer: a thread of its own, or a task on the first worker.
+    let (pacer_tx, pacer_rx) = oneshot::channel();
+    let schedule = Schedule::staged(spec.start_rate, &spec.stages);
+    let mut timer_pacer = None;
+    match spec.pacer {
+        Pacer::Timer => {
+            timer_pacer = Some(TimerPacer {
+                schedule,
+                stop: Arc::clone(&stop),
+                done: pacer_tx,
+            })
+        }
+        Pacer::Precise => {
+            let (slots, stop) = (Arc::clone(&slots), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("loadtest-pacer".into())
+                .spawn(move || {
+                    let lateness = pace(schedule, start, &slots, &stop);
+                    slots.finish(&slots.done);
+                    let _ = pacer_tx.send(lateness);
+                })
+                .map_err(|source| Error::Start {
+                    what: "pacer thread",
+                    source,
+                })?;
+        }
+    }
+
     // Workers, each with its share of the connection ids.
     let mut workers = Vec::new();
     for w in 0..spec.threads {
@@ -426,9 +537,21 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
             Arc::clone(&addrs),
             tx.clone(),
         );
+        let pacer = timer_pacer.take();
         let h = std::thread::Builder::new()
             .name(format!("loadtest-worker-{w}"))
-            .spawn(move || worker_thread(w, ids, spec, slots, addrs, start, tx))
+            .spawn(move || {
+                worker_thread(WorkerStart {
+                    index: w,
+                    ids,
+                    spec,
+                    slots,
+                    addrs,
+                    start,
+                    tx,
+                    pacer,
+                })
+            })
             .map_err(|source| Error::Start {
                 what: "worker thread",
                 source,
@@ -436,24 +559,6 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
         workers.push(h);
     }
     drop(tx);
-
-    // The pacer.
-    let (pacer_tx, pacer_rx) = oneshot::channel();
-    {
-        let (slots, stop) = (Arc::clone(&slots), Arc::clone(&stop));
-        let schedule = Schedule::staged(spec.start_rate, &spec.stages);
-        std::thread::Builder::new()
-            .name("loadtest-pacer".into())
-            .spawn(move || {
-                let lateness = pace(schedule, start, &slots, &stop);
-                slots.finish(&slots.done);
-                let _ = pacer_tx.send(lateness);
-            })
-            .map_err(|source| Error::Start {
-                what: "pacer thread",
-                source,
-            })?;
-    }
 
     // DNS refresher.
     let dns = Arc::new(Mutex::new(crate::report::Dns {

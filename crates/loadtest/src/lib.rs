@@ -79,7 +79,7 @@ mod report;
 mod resolve;
 mod schedule;
 
-pub use config::{Config, MAX_RATE_PER_CONNECTION, Problem, Problems, Slo, Stage};
+pub use config::{Config, MAX_RATE_PER_CONNECTION, Pacer, Problem, Problems, Slo, Stage};
 pub use engine::{RunHandle, run, start};
 pub use error::Error;
 pub use record::{ErrorKind, Frame, HIST_MAX_US, new_histogram};

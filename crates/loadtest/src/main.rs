@@ -17,6 +17,9 @@ use loadtest::{Config, Slo, Stage};
 struct Args {
     /// Target URL (http://host[:port]/path).
     url: String,
+    /// Pacer: precise (a thread, sub-0.1 ms) or timer (tokio 1 ms timer, cheaper).
+    #[arg(long, value_parser = ["precise", "timer"])]
+    pacer: Option<String>,
     /// A TOML file with a loadtest `Config` table; command-line flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -135,6 +138,11 @@ fn config(a: &Args) -> anyhow::Result<Config> {
     }
     if a.max_requests_per_connection.is_some() {
         c.max_requests_per_connection = a.max_requests_per_connection;
+    }
+    match a.pacer.as_deref() {
+        Some("timer") => c.pacer = loadtest::Pacer::Timer,
+        Some(_) => c.pacer = loadtest::Pacer::Precise,
+        None => {}
     }
     c.headers.extend(a.headers.iter().cloned());
     c.resolve.extend(a.resolve.iter().cloned());

@@ -421,3 +421,29 @@ async fn the_interval_log_has_one_histogram_per_second_and_json_parses() {
     assert!(json["series"][0]["p99_ms"].is_number());
     assert!(r.summary().contains("corrected"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramps_and_the_timer_pacer_send_exactly_the_scheduled_requests() {
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    // 0 -> 200/s over 1 s (100 requests), then 200/s for 1 s (200 requests).
+    let c = Config {
+        rate: 0.0,
+        stages: vec![
+            loadtest::Stage {
+                target: 200.0,
+                duration: 1.0,
+            },
+            loadtest::Stage {
+                target: 200.0,
+                duration: 1.0,
+            },
+        ],
+        pacer: loadtest::Pacer::Timer,
+        ..config(server.url(), 0.0, 0.0)
+    };
+    assert_eq!(loadtest::scheduled_requests(&c), 300);
+    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!((r.sent, r.completed, r.unsent), (300, 300, 0));
+    assert!((90..=110).contains(&r.series[0].sent), "{:?}", r.series[0]);
+    assert!((190..=210).contains(&r.series[1].sent), "{:?}", r.series[1]);
+}

@@ -1,0 +1,567 @@
+//! `cargo xtask bench loadtest`: our load engine side by side with `wrk` and `oha` (when
+//! installed) against one local server (Debian nginx with one worker, else a built-in server):
+//! open loop at fixed rates, the 1 s stall (coordinated-omission) test and the highest open-loop
+//! rate one core sustains. Server on CPU 0, generators on CPU 1 (`taskset`), CPU time and peak
+//! RSS from `/usr/bin/time`. Prints a table; numbers, not assertions.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Options of `cargo xtask bench loadtest`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchLoadtestArgs {
+    /// Fixed rates to compare, requests per second.
+    #[arg(long, value_delimiter = ',', default_values_t = [500u32, 5000])]
+    pub(crate) rates: Vec<u32>,
+    /// Length of each fixed-rate run, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) duration: u64,
+    /// Connections per generator.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) connections: u32,
+    /// Skip the 1 s stall test.
+    #[arg(long)]
+    pub(crate) no_stall: bool,
+    /// Skip the search for the highest open-loop rate one core sustains.
+    #[arg(long)]
+    pub(crate) no_max_rate: bool,
+    /// Use this loadtest binary instead of building `cargo build --release -p loadtest`.
+    #[arg(long)]
+    pub(crate) loadtest_bin: Option<PathBuf>,
+}
+
+/// One measured run.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    tool: String,
+    what: String,
+    achieved: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    p999: f64,
+    requests: f64,
+    cpu_s: f64,
+    rss_kb: u64,
+    note: String,
+}
+
+impl Row {
+    fn cpu_per_10k(&self) -> f64 {
+        if self.requests > 0.0 {
+            self.cpu_s * 10_000.0 / self.requests
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// The server under load.
+enum Server {
+    Nginx { master: Child, dir: PathBuf },
+    BuiltIn,
+}
+
+impl Server {
+    fn start() -> anyhow::Result<(Server, u16)> {
+        let port = free_port()?;
+        if let Some(nginx) = which("nginx") {
+            let dir =
+                std::env::temp_dir().join(format!("stackproof-bench-nginx-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let d = dir.display();
+            let conf = format!(
+                "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 8192; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n\
+                 client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }}\n}}\n"
+            );
+            let path = dir.join("nginx.conf");
+            std::fs::write(&path, conf)?;
+            let master = Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(nginx)
+                .arg("-c")
+                .arg(&path)
+                .arg("-p")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting nginx")?;
+            let server = Server::Nginx { master, dir };
+            wait_for_port(port)?;
+            Ok((server, port))
+        } else {
+            let listener = TcpListener::bind(("127.0.0.1", port))?;
+            std::thread::spawn(move || builtin_server(listener));
+            wait_for_port(port)?;
+            Ok((Server::BuiltIn, port))
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Nginx { .. } => "nginx (1 worker, CPU 0)",
+            Server::BuiltIn => "built-in server (unpinned)",
+        }
+    }
+
+    /// The PID of the process that answers (nginx's worker), for SIGSTOP/SIGCONT.
+    fn worker_pid(&self) -> Option<u32> {
+        let Server::Nginx { master, .. } = self else {
+            return None;
+        };
+        let pid = master.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Server::Nginx { master, dir } = self {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &master.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = master.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = master.try_wait() {
+                let _ = master.kill();
+                let _ = master.wait();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A minimal keep-alive HTTP/1.1 server, one thread per connection, answering `ok`.
+fn builtin_server(listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let _ = stream.set_nodelay(true);
+            let Ok(mut out) = stream.try_clone() else {
+                return;
+            };
+            let mut r = BufReader::new(stream);
+            let mut line = String::new();
+            loop {
+                // Read one request head (requests without body).
+                let mut empty_head = true;
+                loop {
+                    line.clear();
+                    match r.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if line == "\r\n" || line == "\n" {
+                        break;
+                    }
+                    empty_head = false;
+                }
+                if empty_head {
+                    continue;
+                }
+                if out
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the server did not listen on 127.0.0.1:{port} within 2 s")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `cmd` pinned to CPU 1 under `/usr/bin/time`; returns stdout and (elapsed, cpu s, rss kB).
+fn timed(program: &Path, args: &[String]) -> anyhow::Result<(String, f64, u64)> {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "1", "/usr/bin/time", "-f", "TIME %e %U %S %M"])
+        .arg(program)
+        .args(args);
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", program.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let Some(t) = stderr.lines().rev().find_map(|l| l.strip_prefix("TIME ")) else {
+        bail!("{} printed no timing: {stderr}", program.display());
+    };
+    let f: Vec<f64> = t
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 4 {
+        bail!("unparsable timing {t:?}");
+    }
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        f[1] + f[2],
+        f[3] as u64,
+    ))
+}
+
+fn ours(
+    bin: &Path,
+    url: &str,
+    rate: f64,
+    secs: f64,
+    connections: u32,
+    what: &str,
+    pacer: &str,
+) -> anyhow::Result<Row> {
+    let args: Vec<String> = [
+        "--pacer".into(),
+        pacer.to_string(),
+        url.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--duration".into(),
+        secs.to_string(),
+        "--connections".into(),
+        connections.to_string(),
+        "--json-stdout".into(),
+        "--quiet".into(),
+        "--timeout".into(),
+        "5".into(),
+    ]
+    .into();
+    let (stdout, cpu_s, rss_kb) = timed(bin, &args)?;
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout).context("parsing the loadtest JSON report")?;
+    let c = &j["latency_ms"]["corrected"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    Ok(Row {
+        tool: format!("stackproof loadtest ({pacer} pacer)"),
+        what: what.into(),
+        achieved: f(&j["achieved_rate"]),
+        p50: f(&c["p50"]),
+        p95: f(&c["p95"]),
+        p99: f(&c["p99"]),
+        p999: f(&c["p99_9"]),
+        requests: f(&j["completed"]) + f(&j["errors"]),
+        cpu_s,
+        rss_kb,
+        note: format!(
+            "pacer lateness p50 {:.3} ms; late starts {}; errors {}; unsent {}",
+            f(&j["pacer_lateness_ms"]["p50"]),
+            j["late_starts"],
+            j["errors"],
+            j["unsent"]
+        ),
+    })
+}
+
+fn oha(
+    bin: &Path,
+    url: &str,
+    rate: Option<f64>,
+    secs: u64,
+    connections: u32,
+    what: &str,
+) -> anyhow::Result<Row> {
+    let mut args: Vec<String> = vec![
+        "-z".into(),
+        format!("{secs}s"),
+        "-c".into(),
+        connections.to_string(),
+        "--no-tui".into(),
+        "--output-format".into(),
+        "json".into(),
+    ];
+    if let Some(r) = rate {
+        args.extend(["-q".into(), r.to_string(), "--latency-correction".into()]);
+    }
+    args.push(url.into());
+    let (stdout, cpu_s, rss_kb) = timed(bin, &args)?;
+    let j: serde_json::Value = serde_json::from_str(&stdout).context("parsing oha's JSON")?;
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let rps = j["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN);
+    let p = &j["latencyPercentiles"];
+    Ok(Row {
+        tool: "oha".into(),
+        what: what.into(),
+        achieved: rps,
+        p50: f(&p["p50"]),
+        p95: f(&p["p95"]),
+        p99: f(&p["p99"]),
+        p999: f(&p["p99.9"]),
+        requests: rps * secs as f64,
+        cpu_s,
+        rss_kb,
+        note: String::new(),
+    })
+}
+
+/// wrk (Debian's is wrk 4, closed loop only: no `-R`): used for the closed-loop maximum.
+fn wrk(bin: &Path, url: &str, secs: u64, connections: u32) -> anyhow::Result<Row> {
+    let args: Vec<String> = vec![
+        "-t1".into(),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        "--latency".into(),
+        url.into(),
+    ];
+    let (stdout, cpu_s, rss_kb) = timed(bin, &args)?;
+    let mut row = Row {
+        tool: "wrk (closed loop)".into(),
+        what: "max, 1 core".into(),
+        cpu_s,
+        rss_kb,
+        ..Row::default()
+    };
+    let ms = |s: &str| -> f64 {
+        let s = s.trim();
+        if let Some(v) = s.strip_suffix("us") {
+            v.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+        } else if let Some(v) = s.strip_suffix("ms") {
+            v.parse().unwrap_or(f64::NAN)
+        } else if let Some(v) = s.strip_suffix('s') {
+            v.parse::<f64>().unwrap_or(f64::NAN) * 1000.0
+        } else {
+            f64::NAN
+        }
+    };
+    for line in stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["50%", v] => row.p50 = ms(v),
+            ["99%", v] => row.p99 = ms(v),
+            ["Requests/sec:", v] => row.achieved = v.parse().unwrap_or(f64::NAN),
+            [n, "requests", "in", ..] => row.requests = n.parse().unwrap_or(f64::NAN),
+            _ => {}
+        }
+    }
+    row.p95 = f64::NAN;
+    row.p999 = f64::NAN;
+    row.note = "closed loop: latency is not corrected".into();
+    Ok(row)
+}
+
+fn build_loadtest() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "loadtest", "--bin", "loadtest"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build --release -p loadtest")?;
+    if !status.success() {
+        bail!("cargo build --release -p loadtest failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("loadtest"))
+}
+
+fn print(rows: &[Row]) {
+    println!(
+        "\n| tool | run | achieved/s | p50 | p95 | p99 | p99.9 (ms, corrected) | CPU-s per 10k | peak RSS | note |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} MB | {} |",
+            r.tool,
+            r.what,
+            r.achieved,
+            r.p50,
+            r.p95,
+            r.p99,
+            r.p999,
+            r.cpu_per_10k(),
+            r.rss_kb as f64 / 1024.0,
+            r.note
+        );
+    }
+}
+
+/// Runs the side-by-side benchmark and prints the table.
+pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
+    let bin = match &args.loadtest_bin {
+        Some(b) => b.clone(),
+        None => build_loadtest()?,
+    };
+    let (server, port) = Server::start()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    println!(
+        "server: {} at {url}; generators on CPU 1; {} s per run, {} connections",
+        server.name(),
+        args.duration,
+        args.connections
+    );
+    let oha_bin = which("oha").or_else(|| {
+        let p = PathBuf::from(std::env::var_os("HOME")?).join(".cargo/bin/oha");
+        p.is_file().then_some(p)
+    });
+    let wrk_bin = which("wrk");
+    let mut rows = Vec::new();
+    let secs = args.duration;
+    // Warm-up (connections, page cache).
+    let _ = ours(
+        &bin,
+        &url,
+        1000.0,
+        1.0,
+        args.connections,
+        "warm-up",
+        "precise",
+    );
+    for &rate in &args.rates {
+        let what = format!("{rate}/s open loop");
+        for pacer in ["precise", "timer"] {
+            match ours(
+                &bin,
+                &url,
+                f64::from(rate),
+                secs as f64,
+                args.connections,
+                &what,
+                pacer,
+            ) {
+                Ok(r) => rows.push(r),
+                Err(e) => eprintln!("loadtest ({pacer} pacer) at {rate}/s failed: {e:#}"),
+            }
+        }
+        if let Some(o) = &oha_bin {
+            match oha(
+                o,
+                &url,
+                Some(f64::from(rate)),
+                secs,
+                args.connections,
+                &what,
+            ) {
+                Ok(r) => rows.push(r),
+                Err(e) => eprintln!("oha at {rate}/s failed: {e:#}"),
+            }
+        }
+    }
+    if wrk_bin.is_some() {
+        println!(
+            "wrk: Debian's wrk 4 has no fixed-rate mode (-R is wrk2); it runs the closed-loop maximum only"
+        );
+    }
+    if !args.no_stall {
+        match server.worker_pid() {
+            Some(pid) => {
+                let url2 = url.clone();
+                let bin2 = bin.clone();
+                let conns = args.connections;
+                let h = std::thread::spawn(move || {
+                    ours(
+                        &bin2,
+                        &url2,
+                        500.0,
+                        secs as f64,
+                        conns,
+                        "500/s, 1 s stall",
+                        "precise",
+                    )
+                });
+                std::thread::sleep(Duration::from_secs(secs / 2));
+                let _ = Command::new("kill")
+                    .args(["-STOP", &pid.to_string()])
+                    .status();
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
+                match h.join() {
+                    Ok(Ok(r)) => rows.push(r),
+                    Ok(Err(e)) => eprintln!("stall test failed: {e:#}"),
+                    Err(_) => eprintln!("stall test thread panicked"),
+                }
+            }
+            None => println!(
+                "stall test skipped: the built-in server cannot be SIGSTOPped apart from this process"
+            ),
+        }
+    }
+    if !args.no_max_rate {
+        // Highest rate whose run achieves >= 98 % of the target with p99 under 10 ms.
+        let mut best: Option<Row> = None;
+        for rate in [20_000u32, 40_000, 60_000, 80_000, 100_000, 120_000] {
+            let what = format!("max search {rate}/s");
+            match ours(
+                &bin,
+                &url,
+                f64::from(rate),
+                5.0,
+                args.connections,
+                &what,
+                "precise",
+            ) {
+                Ok(r) => {
+                    let ok = r.achieved >= 0.98 * f64::from(rate) && r.p99 < 10.0;
+                    println!(
+                        "  {rate}/s: achieved {:.0}/s, p99 {:.2} ms, CPU-s/10k {:.3} -> {}",
+                        r.achieved,
+                        r.p99,
+                        r.cpu_per_10k(),
+                        if ok { "sustained" } else { "not sustained" }
+                    );
+                    if !ok {
+                        rows.push(r);
+                        break;
+                    }
+                    best = Some(r);
+                }
+                Err(e) => {
+                    eprintln!("max-rate run at {rate}/s failed: {e:#}");
+                    break;
+                }
+            }
+        }
+        if let Some(mut b) = best {
+            b.what = format!("max sustained open loop ({})", b.what);
+            rows.push(b);
+        }
+        if let Some(w) = &wrk_bin {
+            match wrk(w, &url, 5, args.connections) {
+                Ok(r) => rows.push(r),
+                Err(e) => eprintln!("wrk failed: {e:#}"),
+            }
+        }
+    }
+    drop(server);
+    print(&rows);
+    Ok(())
+}
