@@ -69,7 +69,8 @@ fn load(args: &StackArgs) -> anyhow::Result<Stack> {
 async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
     let sdk = match args.target {
         Target::Sandbox => {
-            let running = crate::sandbox_cmd::ensure(0)?;
+            ensure_sample_app()?;
+            let running = crate::sandbox_cmd::ensure_in(0, stack.region())?;
             sandbox::sdk_config(&running.endpoint, stack.region())
         }
         Target::Aws => {
@@ -85,6 +86,44 @@ async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
         .user_tags(stack.tags().clone())
         .progress(Arc::new(Lines))
         .build())
+}
+
+/// Builds the sample-app binary the sandbox runs as the default image, unless it exists.
+fn ensure_sample_app() -> anyhow::Result<()> {
+    let path = sandbox::daemon::sample_app_path();
+    if path.exists() || std::env::var_os("STACKPROOF_SAMPLE_APP").is_some() {
+        return Ok(());
+    }
+    eprintln!("sandbox: building the sample-app (the default image's program)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .current_dir(crate::project_root())
+        .args(["build", "--package", "sample-app", "--bin", "sample-app"])
+        .status()
+        .context("running cargo build for the sample-app")?;
+    if !status.success() {
+        bail!("building the sample-app failed ({status})");
+    }
+    Ok(())
+}
+
+/// Prints where the sandbox serves the load balancer: its DNS name resolves nowhere, so the
+/// data plane listens on a loopback address instead (mapped like curl's --resolve).
+async fn print_sandbox_address(dns_name: &str) {
+    let dir = crate::state_dir();
+    for _ in 0..50 {
+        if let Some(addr) = sandbox::daemon::local_addr_for(&dir, dns_name, 80) {
+            println!("Load balancer: http://{dns_name}/");
+            println!(
+                "  served locally at http://{addr}/ (try: curl --connect-to {dns_name}:80:{addr} http://{dns_name}/)"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!(
+        "Load balancer: http://{dns_name}/ (the sandbox has not started serving it yet; `cargo xtask sandbox status` shows it)"
+    );
 }
 
 fn where_(args: &StackArgs, stack: &Stack) -> String {
@@ -163,10 +202,18 @@ pub(crate) async fn deploy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
         .context("deploy stopped part way; run the same command again to resume (it finds what exists by its tags)")?;
     println!("Outputs:\n{}", serde_json::to_string_pretty(&outputs)?);
     report_calls(args, &cx, started);
+    match args.target {
+        Target::Sandbox => print_sandbox_address(&outputs.load_balancer.dns_name).await,
+        Target::Aws => println!("Load balancer: http://{}/", outputs.load_balancer.dns_name),
+    }
     Ok(())
 }
 
-pub(crate) async fn destroy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
+pub(crate) async fn destroy(
+    args: &StackArgs,
+    yes: bool,
+    override_protection: bool,
+) -> anyhow::Result<()> {
     let stack = load(args)?;
     let cx = context(args, &stack).await?;
     let started = Instant::now();
@@ -183,7 +230,7 @@ pub(crate) async fn destroy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
         bail!("cancelled; nothing was deleted");
     }
     stack
-        .destroy(&cx)
+        .destroy(&cx, override_protection)
         .await
         .context("destroy stopped part way; run the same command again to finish (it finds what is left by its tags)")?;
     println!("Destroyed.");

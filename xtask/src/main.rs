@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage.
 
+mod bench_loadtest;
 mod deploy;
 mod sandbox_cmd;
 mod setup;
@@ -88,7 +89,21 @@ enum Cmd {
         /// Do not ask before deleting.
         #[arg(long)]
         yes: bool,
+        /// Turn off the load balancer's deletion protection and delete it anyway.
+        #[arg(long)]
+        override_deletion_protection: bool,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// The load engine side by side with other tools against one local server.
+    Loadtest(bench_loadtest::BenchLoadtestArgs),
 }
 
 /// The project root (the workspace folder).
@@ -124,7 +139,14 @@ fn main() -> std::process::ExitCode {
         Cmd::Sandbox { action } => sandbox_cmd::run(action),
         Cmd::Plan { stack, json } => runtime.block_on(deploy::plan(&stack, json)),
         Cmd::Deploy { stack, yes } => runtime.block_on(deploy::deploy(&stack, yes)),
-        Cmd::Destroy { stack, yes } => runtime.block_on(deploy::destroy(&stack, yes)),
+        Cmd::Destroy {
+            stack,
+            yes,
+            override_deletion_protection,
+        } => runtime.block_on(deploy::destroy(&stack, yes, override_deletion_protection)),
+        Cmd::Bench {
+            what: BenchCmd::Loadtest(args),
+        } => bench_loadtest::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

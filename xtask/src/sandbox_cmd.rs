@@ -68,11 +68,6 @@ pub(crate) fn current() -> Option<Running> {
     })
 }
 
-/// Starts the sandbox for [`DEFAULT_REGION`] unless it runs; returns it.
-pub(crate) fn ensure(port: u16) -> anyhow::Result<Running> {
-    ensure_in(port, DEFAULT_REGION)
-}
-
 /// Starts the sandbox with its data plane for `region` unless one runs; returns it.
 pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
     let dir = crate::state_dir();

@@ -23,6 +23,27 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// One `GET /` through the sandbox load balancer at `addr`; the `x-az` header of a 200 answer.
+fn get_zone(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: stackproof-alb-1.eu-west-1.elb.amazonaws.com\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-az: "))
+        .map(|z| z.trim().to_owned())
+}
+
 fn alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -72,7 +93,7 @@ fn sandbox_deploy_plan_destroy_stop() {
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(
-        shown.contains("Plan: 24 to create, 0 to update, 0 to delete."),
+        shown.contains("Plan: 44 to create, 0 to update, 0 to delete."),
         "{shown}"
     );
     assert!(
@@ -88,6 +109,32 @@ fn sandbox_deploy_plan_destroy_stop() {
             .unwrap()
             .len(),
         2
+    );
+
+    assert_eq!(
+        outputs["load_balancer"]["dns_name"].as_str().unwrap(),
+        "stackproof-alb-1.eu-west-1.elb.amazonaws.com"
+    );
+    // The sandbox serves the load balancer: real requests reach tasks in both zones.
+    let local = shown
+        .split("served locally at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no local address in: {shown}"))
+        .to_owned();
+    let mut zones = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        if let Some(zone) = get_zone(&local) {
+            zones.insert(zone);
+        }
+        if zones.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(
+        zones.into_iter().collect::<Vec<_>>(),
+        ["eu-west-1a", "eu-west-1b"]
     );
 
     let out = xtask(state, &["plan"]);
@@ -114,7 +161,8 @@ fn sandbox_deploy_plan_destroy_stop() {
     );
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["changes"].as_array().unwrap().len(), 24);
+    // Every module finds nothing tagged with the stack any more: all of it would be created.
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 44);
 
     let out = xtask(state, &["sandbox", "stop"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -3,7 +3,8 @@
 //! [`StackConfig`] is what users write (every field has a documented default, unknown keys
 //! are errors naming the key and line); [`StackConfig::validate`] turns it into a [`Stack`] or
 //! reports every problem at once, before any AWS call. [`Stack`] runs the modules in
-//! dependency order. Today that is the network; storage, compute and observability follow.
+//! dependency order: storage and the network at once, then the load balancer, then compute and
+//! observability at once; destroy walks the same graph backwards.
 //!
 //! ```
 //! let config = stack::StackConfig::from_toml("name = \"web\"\n[network]\naz-count = 3\n", "stack.toml")?;
@@ -15,9 +16,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use compute::{Compute, ComputeConfig, ComputeInputs, ComputeOutputs, ComputeSpec};
 use infra::{Context, Module, Plan, Problems, StackName};
-use network::{Network, NetworkConfig, NetworkOutputs, NetworkSpec};
+use network::{
+    AccessLogs, LoadBalancer, LoadBalancerConfig, LoadBalancerInputs, LoadBalancerOutputs,
+    LoadBalancerSpec, Network, NetworkConfig, NetworkOutputs, NetworkSpec,
+};
+use observability::{
+    Observability, ObservabilityConfig, ObservabilityInputs, ObservabilityOutputs,
+    ObservabilitySpec,
+};
 use serde::{Deserialize, Serialize};
+use storage::{Storage, StorageConfig, StorageOutputs, StorageSpec};
 
 /// Errors of the stack crate.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +53,27 @@ pub enum Error {
     /// The configuration breaks rules.
     #[error(transparent)]
     Invalid(#[from] Problems),
-    /// The network module failed.
+    /// The storage module failed.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::Error),
+    /// The network or load balancer module failed.
     #[error("network: {0}")]
     Network(#[from] network::Error),
+    /// The compute module failed.
+    #[error("compute: {0}")]
+    Compute(#[from] compute::Error),
+    /// The observability module failed.
+    #[error("observability: {0}")]
+    Observability(#[from] observability::Error),
+    /// Destroy would turn off the load balancer's deletion protection and was not allowed to.
+    #[error(
+        "the load balancer has deletion protection on (load-balancer.deletion-protection); nothing was deleted. Pass --override-deletion-protection to turn it off and destroy, or set deletion-protection = false and deploy first"
+    )]
+    DeletionProtected,
 }
 
 /// The whole `stack.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StackConfig {
     /// The stack's name: 1-24 of a-z, 0-9 and '-', starting with a letter. It tags every
@@ -60,8 +84,16 @@ pub struct StackConfig {
     /// Tags for every resource, besides stackproof's own (`stackproof:*` keys are reserved).
     /// Default: none.
     pub tags: BTreeMap<String, String>,
+    /// The access-log bucket and the image repository (see `storage::StorageConfig`).
+    pub storage: StorageConfig,
     /// The network (see `network::NetworkConfig`).
     pub network: NetworkConfig,
+    /// The load balancer (see `network::LoadBalancerConfig`).
+    pub load_balancer: LoadBalancerConfig,
+    /// The ECS service and its autoscaling (see `compute::ComputeConfig`).
+    pub service: ComputeConfig,
+    /// Dashboard and alarms (see `observability::ObservabilityConfig`).
+    pub observability: ObservabilityConfig,
 }
 
 impl Default for StackConfig {
@@ -70,13 +102,28 @@ impl Default for StackConfig {
             name: "stackproof".to_owned(),
             region: "eu-west-1".to_owned(),
             tags: BTreeMap::new(),
+            storage: StorageConfig::default(),
             network: NetworkConfig::default(),
+            load_balancer: LoadBalancerConfig::default(),
+            service: ComputeConfig::default(),
+            observability: ObservabilityConfig::default(),
         }
     }
 }
 
 /// AWS allows 50 tags a resource; stackproof uses 4 of them.
 const MAX_USER_TAGS: usize = 46;
+
+/// Keeps the checked value of one section, or records its problems.
+fn section<T>(problems: &mut Problems, result: Result<T, Problems>) -> Option<T> {
+    match result {
+        Ok(spec) => Some(spec),
+        Err(p) => {
+            problems.merge(p);
+            None
+        }
+    }
+}
 
 impl StackConfig {
     /// Parses `text`; `path` names the file in errors.
@@ -97,7 +144,7 @@ impl StackConfig {
         Self::from_toml(&text, &shown)
     }
 
-    /// Checks everything, reporting every problem at once.
+    /// Checks everything, reporting every problem of every section at once.
     pub fn validate(&self) -> Result<Stack, Problems> {
         let mut problems = Problems::default();
         let name = StackName::new(&self.name)
@@ -149,19 +196,51 @@ impl StackConfig {
                 );
             }
         }
-        let network = match self.network.validate(&self.region, "network") {
-            Ok(spec) => Some(spec),
-            Err(p) => {
-                problems.merge(p);
-                None
-            }
-        };
-        match (name, network) {
-            (Some(name), Some(network)) if problems.0.is_empty() => Ok(Stack {
+        let storage = section(
+            &mut problems,
+            self.storage.validate(&self.name, &self.region, "storage"),
+        );
+        let network = section(
+            &mut problems,
+            self.network.validate(&self.region, "network"),
+        );
+        if self.network.az_count < 2 && self.network.availability_zones.is_none() {
+            problems.add(
+                "network.az-count",
+                self.network.az_count,
+                "at least 2: an application load balancer needs subnets in two or more zones",
+            );
+        }
+        let load_balancer = section(
+            &mut problems,
+            self.load_balancer.validate(&self.region, "load-balancer"),
+        );
+        let service = section(&mut problems, self.service.validate("service"));
+        let observability = section(&mut problems, self.observability.validate());
+        match (
+            name,
+            storage,
+            network,
+            load_balancer,
+            service,
+            observability,
+        ) {
+            (
+                Some(name),
+                Some(storage),
+                Some(network),
+                Some(load_balancer),
+                Some(service),
+                Some(observability),
+            ) if problems.0.is_empty() => Ok(Stack {
                 name,
                 region: self.region.clone(),
                 tags: self.tags.clone(),
+                storage,
                 network,
+                load_balancer,
+                service,
+                observability,
             }),
             _ => Err(problems),
         }
@@ -169,12 +248,16 @@ impl StackConfig {
 }
 
 /// A checked stack configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Stack {
     name: StackName,
     region: String,
     tags: BTreeMap<String, String>,
+    storage: StorageSpec,
     network: NetworkSpec,
+    load_balancer: LoadBalancerSpec,
+    service: ComputeSpec,
+    observability: ObservabilitySpec,
 }
 
 /// Everything the stack gives its user.
@@ -184,8 +267,28 @@ pub struct StackOutputs {
     pub stack: String,
     /// The region.
     pub region: String,
+    /// The storage's outputs (log bucket, image repository).
+    pub storage: StorageOutputs,
     /// The network's outputs.
     pub network: NetworkOutputs,
+    /// The load balancer's outputs (its DNS name is the stack's address).
+    pub load_balancer: LoadBalancerOutputs,
+    /// The service's outputs.
+    pub compute: ComputeOutputs,
+    /// The dashboard and alarms.
+    pub observability: ObservabilityOutputs,
+}
+
+/// What plan shows for an id that exists only after apply (Terraform's "known after apply").
+pub const AFTER_APPLY: &str = "(known after apply)";
+
+/// The modules of one stack, built for one context.
+struct Modules {
+    storage: Storage,
+    network: Network,
+    load_balancer: LoadBalancer,
+    compute: Compute,
+    observability: Observability,
 }
 
 impl Stack {
@@ -204,48 +307,304 @@ impl Stack {
         &self.tags
     }
 
-    fn network(&self, cx: &Context) -> Network {
-        Network::new(cx, self.network.clone())
+    /// The port the tasks listen on.
+    pub fn task_port(&self) -> u16 {
+        self.network.task_port
     }
 
-    /// What `apply` would change, module by module. Reads only.
+    fn modules(&self, cx: &Context) -> Modules {
+        Modules {
+            storage: Storage::new(cx, self.storage.clone()),
+            network: Network::new(cx, self.network.clone()),
+            load_balancer: LoadBalancer::new(cx, self.load_balancer.clone()),
+            compute: Compute::new(cx, self.service.clone()),
+            observability: Observability::new(cx, self.observability.clone()),
+        }
+    }
+
+    fn lb_inputs(&self, net: &NetworkOutputs, storage: &StorageOutputs) -> LoadBalancerInputs {
+        LoadBalancerInputs {
+            vpc_id: net.vpc_id.clone(),
+            zones: net.zones.clone(),
+            public_subnet_ids: net.public_subnet_ids.clone(),
+            security_group_id: net.load_balancer_security_group_id.clone(),
+            target_port: self.network.task_port,
+            access_logs: Some(AccessLogs {
+                bucket: storage.log_bucket.clone(),
+                prefix: storage.log_prefix.clone(),
+            }),
+        }
+    }
+
+    fn compute_inputs(
+        &self,
+        net: &NetworkOutputs,
+        storage: &StorageOutputs,
+        lb: &LoadBalancerOutputs,
+    ) -> ComputeInputs {
+        ComputeInputs {
+            private_subnet_ids: net.private_subnet_ids.clone(),
+            task_security_group_id: net.task_security_group_id.clone(),
+            target_group_arn: lb.target_group_arn.clone(),
+            load_balancer_arn_suffix: lb.arn_suffix.clone(),
+            target_group_arn_suffix: lb.target_group_arn_suffix.clone(),
+            container_port: self.network.task_port,
+            default_image: format!("{}:latest", storage.repository_uri),
+        }
+    }
+
+    fn observability_inputs(
+        &self,
+        net: &NetworkOutputs,
+        lb: &LoadBalancerOutputs,
+    ) -> ObservabilityInputs {
+        // Compute names its cluster and service after the stack.
+        ObservabilityInputs {
+            zones: net.zones.clone(),
+            load_balancer_arn_suffix: lb.arn_suffix.clone(),
+            target_group_arn_suffix: lb.target_group_arn_suffix.clone(),
+            cluster_name: self.name.to_string(),
+            service_name: self.name.to_string(),
+        }
+    }
+
+    /// Stand-ins for upstream outputs that do not exist yet, so that plan can show what
+    /// downstream modules would create.
+    fn placeholder_network(&self) -> NetworkOutputs {
+        let zones: Vec<String> = match &self.network.zones {
+            network::Zones::Named(names) => names.clone(),
+            network::Zones::First(n) => (0..*n)
+                .map(|i| format!("{AFTER_APPLY} zone {}", i + 1))
+                .collect(),
+        };
+        let ids = |kind: &str| -> Vec<String> {
+            (0..zones.len())
+                .map(|i| format!("{AFTER_APPLY} {kind} {}", i + 1))
+                .collect()
+        };
+        NetworkOutputs {
+            vpc_id: AFTER_APPLY.to_owned(),
+            vpc_cidr: self.network.vpc_cidr.to_string(),
+            public_subnet_ids: ids("public subnet"),
+            private_subnet_ids: ids("private subnet"),
+            zones,
+            internet_gateway_id: AFTER_APPLY.to_owned(),
+            nat_gateway_ids: Vec::new(),
+            load_balancer_security_group_id: AFTER_APPLY.to_owned(),
+            task_security_group_id: AFTER_APPLY.to_owned(),
+        }
+    }
+
+    fn placeholder_storage(&self) -> StorageOutputs {
+        StorageOutputs {
+            account_id: AFTER_APPLY.to_owned(),
+            log_bucket: AFTER_APPLY.to_owned(),
+            log_prefix: AFTER_APPLY.to_owned(),
+            repository_name: storage::repository_name(self.name.as_str()),
+            repository_uri: AFTER_APPLY.to_owned(),
+            repository_arn: AFTER_APPLY.to_owned(),
+        }
+    }
+
+    fn placeholder_lb(&self) -> LoadBalancerOutputs {
+        LoadBalancerOutputs {
+            arn: AFTER_APPLY.to_owned(),
+            arn_suffix: AFTER_APPLY.to_owned(),
+            name: network::lb_name(self.name.as_str()),
+            dns_name: AFTER_APPLY.to_owned(),
+            hosted_zone_id: AFTER_APPLY.to_owned(),
+            target_group_arn: AFTER_APPLY.to_owned(),
+            target_group_arn_suffix: AFTER_APPLY.to_owned(),
+            listener_arns: Vec::new(),
+            security_group_ids: Vec::new(),
+        }
+    }
+
+    /// What `apply` would change, module by module, in the order apply makes the changes.
+    /// Reads only; ids of what does not exist yet show as `(known after apply)`.
     pub async fn plan(&self, cx: &Context) -> Result<Plan, Error> {
-        Ok(self.network(cx).plan(cx, &()).await?)
+        let m = self.modules(cx);
+        let (storage_plan, storage_out, network_plan, network_out) = tokio::try_join!(
+            async { m.storage.plan(cx, &()).await.map_err(Error::from) },
+            async { m.storage.outputs(cx).await.map_err(Error::from) },
+            async { m.network.plan(cx, &()).await.map_err(Error::from) },
+            async { m.network.outputs(cx).await.map_err(Error::from) },
+        )?;
+        let storage_out = storage_out.unwrap_or_else(|| self.placeholder_storage());
+        let network_out = network_out.unwrap_or_else(|| self.placeholder_network());
+        let lb_inputs = self.lb_inputs(&network_out, &storage_out);
+        let (lb_plan, lb_out) = tokio::try_join!(
+            async {
+                m.load_balancer
+                    .plan(cx, &lb_inputs)
+                    .await
+                    .map_err(Error::from)
+            },
+            async { m.load_balancer.outputs(cx).await.map_err(Error::from) },
+        )?;
+        let lb_out = lb_out.unwrap_or_else(|| self.placeholder_lb());
+        let compute_inputs = self.compute_inputs(&network_out, &storage_out, &lb_out);
+        let obs_inputs = self.observability_inputs(&network_out, &lb_out);
+        let (compute_plan, obs_plan) = tokio::try_join!(
+            async {
+                m.compute
+                    .plan(cx, &compute_inputs)
+                    .await
+                    .map_err(Error::from)
+            },
+            async {
+                m.observability
+                    .plan(cx, &obs_inputs)
+                    .await
+                    .map_err(Error::from)
+            },
+        )?;
+        let mut plan = storage_plan;
+        for part in [network_plan, lb_plan, compute_plan, obs_plan] {
+            plan.extend(part);
+        }
+        Ok(plan)
     }
 
-    /// Converges every module, in dependency order, and returns the outputs.
+    /// Converges every module and returns the outputs. Independent modules run at once:
+    /// storage with the network, then the load balancer, then compute with observability.
     pub async fn apply(&self, cx: &Context) -> Result<StackOutputs, Error> {
-        let network = self.network(cx).apply(cx, &()).await?;
+        let m = self.modules(cx);
+        let (storage, network) = tokio::try_join!(
+            async { m.storage.apply(cx, &()).await.map_err(Error::from) },
+            async { m.network.apply(cx, &()).await.map_err(Error::from) },
+        )?;
+        let load_balancer = m
+            .load_balancer
+            .apply(cx, &self.lb_inputs(&network, &storage))
+            .await?;
+        let compute_inputs = self.compute_inputs(&network, &storage, &load_balancer);
+        let obs_inputs = self.observability_inputs(&network, &load_balancer);
+        let (compute, observability) = tokio::try_join!(
+            async {
+                m.compute
+                    .apply(cx, &compute_inputs)
+                    .await
+                    .map_err(Error::from)
+            },
+            async {
+                m.observability
+                    .apply(cx, &obs_inputs)
+                    .await
+                    .map_err(Error::from)
+            },
+        )?;
         Ok(StackOutputs {
             stack: self.name.to_string(),
             region: self.region.clone(),
+            storage,
             network,
+            load_balancer,
+            compute,
+            observability,
         })
     }
 
-    /// The outputs of what is deployed, or `None` when nothing is. Reads only.
+    /// The outputs of what is deployed, or `None` when some module is not (fully) deployed.
+    /// Reads only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<StackOutputs>, Error> {
-        let network = self.network(cx).outputs(cx).await?;
-        Ok(network.map(|network| StackOutputs {
-            stack: self.name.to_string(),
+        let m = self.modules(cx);
+        let (storage, network, load_balancer, compute) = tokio::try_join!(
+            async { m.storage.outputs(cx).await.map_err(Error::from) },
+            async { m.network.outputs(cx).await.map_err(Error::from) },
+            async { m.load_balancer.outputs(cx).await.map_err(Error::from) },
+            async { m.compute.outputs(cx).await.map_err(Error::from) },
+        )?;
+        let (Some(storage), Some(network), Some(load_balancer), Some(compute)) =
+            (storage, network, load_balancer, compute)
+        else {
+            return Ok(None);
+        };
+        // Observability's outputs are names derived from the stack; apply reports them exactly.
+        let obs_inputs = self.observability_inputs(&network, &load_balancer);
+        let stack = self.name.as_str();
+        let mut alarm_names = vec![format!("{stack}-5xx-rate"), format!("{stack}-latency-p99")];
+        alarm_names.extend(
+            obs_inputs
+                .zones
+                .iter()
+                .map(|z| format!("{stack}-unhealthy-hosts-{z}")),
+        );
+        Ok(Some(StackOutputs {
+            stack: stack.to_owned(),
             region: self.region.clone(),
+            storage,
             network,
+            load_balancer,
+            compute,
+            observability: ObservabilityOutputs {
+                dashboard_name: stack.to_owned(),
+                alarm_names,
+                topic_arn: None,
+                check_namespace: observability::check_namespace(stack),
+            },
         }))
     }
 
-    /// What `destroy` would delete, in reverse dependency order. Reads only.
+    /// What `destroy` would delete, in the order destroy deletes it. Reads only.
     pub async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        Ok(self.network(cx).plan_destroy(cx).await?)
+        let m = self.modules(cx);
+        let (obs, compute, lb, network, storage) = tokio::try_join!(
+            async { m.observability.plan_destroy(cx).await.map_err(Error::from) },
+            async { m.compute.plan_destroy(cx).await.map_err(Error::from) },
+            async { m.load_balancer.plan_destroy(cx).await.map_err(Error::from) },
+            async { m.network.plan_destroy(cx).await.map_err(Error::from) },
+            async { m.storage.plan_destroy(cx).await.map_err(Error::from) },
+        )?;
+        let mut plan = obs;
+        for part in [compute, lb, network, storage] {
+            plan.extend(part);
+        }
+        Ok(plan)
     }
 
-    /// Deletes everything tagged with the stack, in reverse dependency order.
-    pub async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        Ok(self.network(cx).destroy(cx).await?)
+    /// Deletes everything tagged with the stack, in reverse dependency order: observability
+    /// with compute, then the load balancer, then the network with storage. A load balancer
+    /// with deletion protection is only destroyed when `override_protection` is true.
+    pub async fn destroy(&self, cx: &Context, override_protection: bool) -> Result<Plan, Error> {
+        let m = self.modules(cx);
+        if !override_protection {
+            let lb_plan = m.load_balancer.plan_destroy(cx).await?;
+            if LoadBalancer::turns_off_protection(&lb_plan) {
+                return Err(Error::DeletionProtected);
+            }
+        }
+        let (obs, compute) = tokio::try_join!(
+            async { m.observability.destroy(cx).await.map_err(Error::from) },
+            async { m.compute.destroy(cx).await.map_err(Error::from) },
+        )?;
+        let lb = m.load_balancer.destroy(cx).await?;
+        let (network, storage) = tokio::try_join!(
+            async { m.network.destroy(cx).await.map_err(Error::from) },
+            async { m.storage.destroy(cx).await.map_err(Error::from) },
+        )?;
+        let mut plan = obs;
+        for part in [compute, lb, network, storage] {
+            plan.extend(part);
+        }
+        Ok(plan)
     }
 
     /// The isolation state of every zone.
     pub async fn zone_isolation(&self, cx: &Context) -> Result<Vec<network::ZoneIsolation>, Error> {
-        Ok(self.network(cx).zone_isolation(cx).await?)
+        Ok(self.modules(cx).network.zone_isolation(cx).await?)
+    }
+
+    /// Cuts one zone off (its subnets move to a deny-all network ACL), as AWS FIS does.
+    pub async fn isolate_zone(&self, cx: &Context, zone: &str) -> Result<(), Error> {
+        self.modules(cx).network.isolate_zone(cx, zone).await?;
+        Ok(())
+    }
+
+    /// Heals a zone cut off by [`Stack::isolate_zone`].
+    pub async fn restore_zone(&self, cx: &Context, zone: &str) -> Result<(), Error> {
+        self.modules(cx).network.restore_zone(cx, zone).await?;
+        Ok(())
     }
 }
 

@@ -262,7 +262,7 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
     assert_eq!(subnets, want_subnets);
     assert_eq!(
         alb.security_groups(),
-        [net_out.load_balancer_security_group_id.clone()]
+        std::slice::from_ref(&net_out.load_balancer_security_group_id)
     );
 
     // Its attributes, read back.
@@ -388,7 +388,7 @@ async fn lb_apply_builds_everything_reads_back_and_a_second_apply_writes_nothing
     assert!(!out.hosted_zone_id.is_empty());
     assert_eq!(
         out.security_group_ids,
-        [net_out.load_balancer_security_group_id.clone()]
+        std::slice::from_ref(&net_out.load_balancer_security_group_id)
     );
 
     // Again: an empty plan, an apply with no write call and the same outputs.
