@@ -64,6 +64,40 @@ def _patch_moto():
 
 _patch_moto()
 
+
+def _patch_policy_conditions():
+    """moto 5.2.5 evaluates bucket policies on object requests, but it turns any statement
+    that does not apply to the request (another principal, a condition that does not hold) into
+    an explicit deny, and it knows almost no condition keys. The storage module's bucket policy
+    (deny without TLS, allow the log-delivery principal) therefore refused every PutObject, the
+    sandbox's ALB access logs included. Here a statement that does not apply is neutral, as in
+    AWS, and requests count as TLS: the sandbox stands in for AWS's HTTPS endpoints."""
+    try:
+        from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+    except ImportError:
+        return
+    original = IAMPolicyStatement.is_action_permitted
+
+    def is_action_permitted(self, action, resource="*", principal=None, incoming_condition_values=None):
+        values = dict(incoming_condition_values or {})
+        values.setdefault("aws:SecureTransport", "true")
+        # moto has no `Bool` operator (it holds for any value): evaluate the TLS key here.
+        tls = (self._statement.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport")
+        if tls is not None:
+            wanted = [tls] if isinstance(tls, str) else list(tls)
+            if values["aws:SecureTransport"] not in [str(w).lower() for w in wanted]:
+                return PermissionResult.NEUTRAL
+        if self._statement.get("Condition") and not self._check_conditions(values):
+            return PermissionResult.NEUTRAL
+        if principal and self._statement.get("Principal") and not self._check_principal(principal):
+            return PermissionResult.NEUTRAL
+        return original(self, action, resource, principal, values)
+
+    IAMPolicyStatement.is_action_permitted = is_action_permitted
+
+
+_patch_policy_conditions()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

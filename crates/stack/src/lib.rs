@@ -672,3 +672,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The `stack.toml` shown in README.md parses, and apart from its example tag it is exactly
+    /// the defaults: the README tells the truth about every key and default.
+    #[test]
+    fn the_readme_example_is_the_defaults() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("## stack.toml")
+            .and_then(|at| readme[at..].find("```toml").map(|s| at + s + "```toml".len()))
+            .unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let mut config = StackConfig::from_toml(&readme[start..end], "README.md").unwrap();
+        assert_eq!(config.tags.remove("team").as_deref(), Some("web"));
+        assert_eq!(config, StackConfig::default());
+        config.validate().unwrap();
+    }
+}
