@@ -684,7 +684,11 @@ mod readme {
         let readme = include_str!("../../../README.md");
         let start = readme
             .find("## stack.toml")
-            .and_then(|at| readme[at..].find("```toml").map(|s| at + s + "```toml".len()))
+            .and_then(|at| {
+                readme[at..]
+                    .find("```toml")
+                    .map(|s| at + s + "```toml".len())
+            })
             .unwrap();
         let end = start + readme[start..].find("```").unwrap();
         let mut config = StackConfig::from_toml(&readme[start..end], "README.md").unwrap();
