@@ -53,7 +53,24 @@ pub(crate) fn ensure_moto() -> anyhow::Result<PathBuf> {
 pub(crate) fn test(args: &[String]) -> anyhow::Result<()> {
     let python = ensure_moto()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // `cargo run` hands xtask the package variables of xtask (CARGO_PKG_NAME, ...). ring's build
+    // script declares `rerun-if-env-changed` on them, so a nested cargo that inherits them
+    // rebuilds ring, and with it rustls and the whole AWS SDK, every time it alternates with a
+    // plain `cargo` call. The tests' cargo gets a clean environment instead.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .current_dir(crate::project_root())
         .args(["test", "--workspace"])
         .args(args)
