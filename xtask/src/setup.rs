@@ -59,15 +59,15 @@ pub(crate) fn test(args: &[String]) -> anyhow::Result<()> {
     // rebuilds ring, and with it rustls and the whole AWS SDK, every time it alternates with a
     // plain `cargo` call. The tests' cargo gets a clean environment instead.
     for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("CARGO_PKG_")
-            || key.starts_with("CARGO_MANIFEST_")
+        let name: String = key.to_string_lossy().into_owned();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
             || matches!(
-                key.as_ref(),
+                name.as_str(),
                 "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
             )
         {
-            command.env_remove(key.as_ref());
+            command.env_remove(&key);
         }
     }
     let status = command
