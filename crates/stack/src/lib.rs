@@ -196,9 +196,12 @@ impl StackConfig {
                 );
             }
         }
+        // A bad name is reported once, above, not again as the bucket name derived from it.
+        let name_for_storage = name.as_ref().map_or("stackproof", |n| n.as_str());
         let storage = section(
             &mut problems,
-            self.storage.validate(&self.name, &self.region, "storage"),
+            self.storage
+                .validate(name_for_storage, &self.region, "storage"),
         );
         let network = section(
             &mut problems,
