@@ -374,10 +374,7 @@ fn wrk(bin: &Path, url: &str, secs: u64, connections: u32) -> anyhow::Result<Row
 }
 
 fn build_loadtest() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let root = crate::project_root();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "loadtest", "--bin", "loadtest"])
         .current_dir(&root)

@@ -107,8 +107,16 @@ enum BenchCmd {
 }
 
 /// The project root (the workspace folder).
+///
+/// Found at run time: `cargo run` (and `cargo test`) set `CARGO_MANIFEST_DIR` to xtask's folder.
+/// The path baked in at compile time is only the fallback: with a target directory shared by
+/// several clones (CI keeps it outside the clone), an unchanged xtask binary may have been
+/// built from another clone that no longer exists.
 pub(crate) fn project_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
