@@ -4,6 +4,7 @@
 //! marked, then every scenario's checks, figures and notes.
 
 mod chart;
+mod scale;
 
 use std::fmt::Write as _;
 
