@@ -53,7 +53,7 @@ fn symbol(change: &infra::Change) -> char {
     }
 }
 
-fn load(args: &StackArgs) -> anyhow::Result<Stack> {
+pub(crate) fn load(args: &StackArgs) -> anyhow::Result<Stack> {
     let default = crate::project_root().join("stack.toml");
     let mut config = match &args.config {
         Some(path) => StackConfig::load(path)?,
@@ -66,7 +66,7 @@ fn load(args: &StackArgs) -> anyhow::Result<Stack> {
     Ok(config.validate()?)
 }
 
-async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
+pub(crate) async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
     let sdk = match args.target {
         Target::Sandbox => {
             ensure_sample_app()?;

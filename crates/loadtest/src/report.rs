@@ -279,6 +279,25 @@ impl Report {
         self.corrected.len() - self.corrected.count_between(0, us)
     }
 
+    /// The corrected latency of the responses completed in seconds `[from, to)` of the run,
+    /// merged from the per-second histograms (exact, not an average of percentiles). Empty when
+    /// the window holds no response.
+    pub fn latency_between(&self, from: u32, to: u32) -> Histogram<u64> {
+        let mut merged = histogram();
+        let mut de = Deserializer::new();
+        let end = usize::try_from(to).unwrap_or(usize::MAX).min(self.intervals.len());
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(end);
+        for bytes in &self.intervals[start..end] {
+            if bytes.is_empty() {
+                continue;
+            }
+            if let Ok(h) = de.deserialize::<u64, _>(&mut &bytes[..]) {
+                let _ = merged.add(&h);
+            }
+        }
+        merged
+    }
+
     /// Checks the report against `slo`, with one sentence per broken threshold.
     pub fn verdict(&self, slo: &Slo) -> Verdict {
         let mut failures = Vec::new();

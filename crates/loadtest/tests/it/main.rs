@@ -160,6 +160,15 @@ async fn a_stalled_server_shows_in_corrected_latency_not_in_raw() {
     );
     // The stall shows in the per-second series: a second with nothing completed or a huge p99.
     assert!(r.series.iter().any(|s| s.p99_ms >= 500.0));
+    // Windows merge the per-second histograms exactly: the whole run equals the total, the
+    // first second (before the stall) is fast, the stalled seconds hold the slow responses.
+    let n = u32::try_from(r.series.len()).unwrap();
+    assert_eq!(r.latency_between(0, n), r.corrected);
+    assert!(r.latency_between(0, 1).value_at_quantile(0.99) < 100_000);
+    let stalled = r.latency_between(1, n);
+    assert_eq!(stalled.len() + r.latency_between(0, 1).len(), 2000);
+    assert!(stalled.count_between(400_000, u64::MAX) >= 200);
+    assert!(r.latency_between(n, n + 5).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,103 @@
+//! The deployed stack a load command works on: its configuration, a context, its outputs, and
+//! where its load balancer answers.
+
+use std::fmt;
+
+use anyhow::Context as _;
+use infra::Context;
+use stack::{Stack, StackOutputs};
+
+use crate::{StackArgs, Target};
+
+/// An error that sets the process's exit code (see `main`).
+#[derive(Debug)]
+pub(crate) struct Exit {
+    /// The exit code.
+    pub(crate) code: u8,
+    /// What to print.
+    pub(crate) message: String,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Exit code of `loadtest` and `check` when the verdict is FAIL.
+pub(crate) const EXIT_FAILED: u8 = 1;
+/// Exit code when there is nothing to test: no deployed stack, or its address is unknown.
+pub(crate) const EXIT_NOT_DEPLOYED: u8 = 3;
+
+/// A stack that is deployed, with what it takes to send it load.
+pub(crate) struct Deployed {
+    pub(crate) stack: Stack,
+    pub(crate) cx: Context,
+    pub(crate) outputs: StackOutputs,
+    pub(crate) target: proof::Target,
+}
+
+/// Loads the stack of `args`, checks it is deployed and finds its load balancer's address:
+/// `url` if given, else `http://{dns}/`; in the sandbox the DNS name is mapped to the loopback
+/// address the data plane serves it on.
+pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Result<Deployed> {
+    let stack = crate::deploy::load(args)?;
+    let cx = crate::deploy::context(args, &stack).await?;
+    let outputs = stack
+        .outputs(&cx)
+        .await
+        .context("reading the deployed stack")?
+        .ok_or_else(|| Exit {
+            code: EXIT_NOT_DEPLOYED,
+            message: format!(
+                "stack {} is not deployed ({}): run `cargo xtask deploy` first",
+                stack.name(),
+                match args.target {
+                    Target::Sandbox => "local sandbox",
+                    Target::Aws => "AWS",
+                }
+            ),
+        })?;
+    let dns = outputs.load_balancer.dns_name.clone();
+    let url = url.map_or_else(|| format!("http://{dns}/"), str::to_owned);
+    let mut connect_to = Vec::new();
+    let kind = match args.target {
+        Target::Sandbox => {
+            let dir = crate::state_dir();
+            let mut addr = None;
+            // The data plane starts serving a new listener within a reconciliation or two.
+            for _ in 0..50 {
+                addr = sandbox::daemon::local_addr_for(&dir, &dns, 80);
+                if addr.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let addr = addr.ok_or_else(|| Exit {
+                code: EXIT_NOT_DEPLOYED,
+                message: format!(
+                    "the sandbox does not serve {dns}:80 (see `cargo xtask sandbox status`)"
+                ),
+            })?;
+            connect_to.push(proof::ConnectTo {
+                host: dns.clone(),
+                port: 80,
+                addr,
+            });
+            "sandbox"
+        }
+        Target::Aws => "aws",
+    };
+    Ok(Deployed {
+        stack,
+        cx,
+        outputs,
+        target: proof::Target {
+            url,
+            connect_to,
+            kind: kind.to_owned(),
+        },
+    })
+}
