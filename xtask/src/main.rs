@@ -3,9 +3,12 @@
 //! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage.
 
 mod bench_loadtest;
+mod check;
 mod deploy;
+mod loadtest_cmd;
 mod sandbox_cmd;
 mod setup;
+mod target;
 
 use std::path::PathBuf;
 
@@ -93,6 +96,24 @@ enum Cmd {
         #[arg(long)]
         override_deletion_protection: bool,
     },
+    /// Probe the deployed stack briefly at a low rate: an SLO verdict (exit 0 pass, 1 fail, 3 not
+    /// deployed), JSON and JUnit XML, and CloudWatch metrics for the dashboard. For cron and CI.
+    Check {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        args: check::CheckArgs,
+    },
+    /// Prove the deployed stack under load: baseline, scale-out and availability-zone
+    /// failover, each with a verdict; writes report.json and report.html. Exit codes: 0 every
+    /// scenario passed, 1 one failed, 2 bad usage, 3 no deployed stack, 130 interrupted (the
+    /// fault is undone).
+    Loadtest {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        args: loadtest_cmd::LoadtestArgs,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -152,6 +173,8 @@ fn main() -> std::process::ExitCode {
             yes,
             override_deletion_protection,
         } => runtime.block_on(deploy::destroy(&stack, yes, override_deletion_protection)),
+        Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
+        Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),
         Cmd::Bench {
             what: BenchCmd::Loadtest(args),
         } => bench_loadtest::run(&args),
@@ -159,6 +182,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(exit) = e.downcast_ref::<target::Exit>() {
+                eprintln!("{exit}");
+                return std::process::ExitCode::from(exit.code);
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -142,6 +142,56 @@ fn sandbox_deploy_plan_destroy_stop() {
         ["eu-west-1a", "eu-west-1b"]
     );
 
+    // The availability check passes against the deployed stack, writes its JSON and JUnit XML
+    // and publishes its metrics.
+    let json_path = state.join("check.json");
+    let junit_path = state.join("check.xml");
+    let out = xtask(
+        state,
+        &[
+            "check",
+            "--duration",
+            "3",
+            "--rps",
+            "10",
+            "--json",
+            json_path.to_str().unwrap(),
+            "--junit",
+            junit_path.to_str().unwrap(),
+        ],
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("30 requests in "), "{shown}");
+    assert!(shown.contains("PASS"), "{shown}");
+    assert!(
+        shown.contains(
+            "Published SuccessPercent, LatencyP99 and RequestCount to stackproof/stackproof."
+        ),
+        "{shown}"
+    );
+    let check: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(check["passed"], true, "{check}");
+    assert_eq!(check["requests"], 30, "{check}");
+    assert_eq!(check["success_percent"], 100.0, "{check}");
+    assert_eq!(
+        check["url"],
+        "http://stackproof-alb-1.eu-west-1.elb.amazonaws.com/"
+    );
+    let zones = check["zones"].as_object().unwrap();
+    assert_eq!(
+        zones.keys().collect::<Vec<_>>(),
+        ["eu-west-1a", "eu-west-1b"],
+        "{check}"
+    );
+    let junit = std::fs::read_to_string(&junit_path).unwrap();
+    assert!(
+        junit.contains("<testsuite name=\"stackproof-check\" tests=\"3\" failures=\"0\""),
+        "{junit}"
+    );
+    assert!(!junit.contains("<failure"), "{junit}");
+
     let out = xtask(state, &["plan"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
