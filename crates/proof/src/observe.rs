@@ -128,10 +128,11 @@ impl Drop for Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling; `t` of every point counts seconds from `origin`.
-    pub(crate) fn start(service: ServiceRef, origin: Instant) -> Sampler {
+    /// Starts sampling, `first` being the latest sample until the next; `t` of every point
+    /// counts seconds from `origin`.
+    pub(crate) fn start(service: ServiceRef, origin: Instant, first: Sample) -> Sampler {
         let points: Arc<Mutex<Vec<ServicePoint>>> = Arc::default();
-        let last: Arc<Mutex<Option<Sample>>> = Arc::default();
+        let last: Arc<Mutex<Option<Sample>>> = Arc::new(Mutex::new(Some(first)));
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let (p, l, e) = (Arc::clone(&points), Arc::clone(&last), Arc::clone(&errors));
         let task = tokio::spawn(async move {

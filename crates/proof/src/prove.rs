@@ -206,7 +206,7 @@ async fn run_scenarios(
             None => "no autoscaling".to_owned(),
         }
     ));
-    let sampler = Sampler::start(service.clone(), origin);
+    let sampler = Sampler::start(service.clone(), origin, first);
     let mut run = Run {
         d,
         config,
@@ -476,6 +476,23 @@ impl Run {
             ));
         };
         let d0 = before.desired;
+        if d0 >= scaling.max {
+            return Ok(finish(
+                "scaling",
+                0.0,
+                0.0,
+                vec![check(
+                    "desired count rises",
+                    false,
+                    format!(
+                        "{d0} -> {d0}: the service already runs its max-count ({}); it cannot scale out",
+                        scaling.max
+                    ),
+                )],
+                Vec::new(),
+                Vec::new(),
+            ));
+        }
         let capacity = self.capacity(before.running.max(1));
         if let Some(cap) = capacity
             && cap >= c.rps

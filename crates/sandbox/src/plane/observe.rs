@@ -3,7 +3,7 @@
 //! groups, load balancers with their HTTP listeners, and Application Auto Scaling targets and
 //! target-tracking policies. Every listing is paginated with a bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_applicationautoscaling::types::ServiceNamespace;
@@ -327,6 +327,14 @@ pub(crate) async fn subnets(
             resource: ids.join(","),
             message: DisplayErrorContext(&e).to_string(),
         })?;
+    // Every ACL of the subnets' VPCs, matched to subnets here: moto's `association.subnet-id`
+    // filter compares only an ACL's first association, so a zone whose public and private
+    // subnets share the deny-all ACL looked unfiltered (and reachable).
+    let vpcs: BTreeSet<String> = out
+        .subnets()
+        .iter()
+        .filter_map(|s| s.vpc_id().map(str::to_owned))
+        .collect();
     let mut acls = Vec::new();
     let mut token = None;
     for _ in 0..MAX_PAGES {
@@ -335,8 +343,8 @@ pub(crate) async fn subnets(
             .describe_network_acls()
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
-                    .name("association.subnet-id")
-                    .set_values(Some(ids.to_vec()))
+                    .name("vpc-id")
+                    .set_values(Some(vpcs.iter().cloned().collect()))
                     .build(),
             )
             .set_next_token(token)

@@ -1,0 +1,336 @@
+//! Whole stacks deployed into the sandbox and proved under load, with durations shortened:
+//! the default shape of stack passes every scenario; a stack that cannot survive the loss of a
+//! zone, or that cannot scale, or whose health check is so slow that failover takes minutes,
+//! gets a failing verdict with its reason; and the fault is undone however the run ends.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proof::{Fault, ProveConfig, Scenario, SloSpec};
+
+/// A stack like the default one, with the health check, the scaling target and the cooldowns
+/// shortened so that a test sees scale-out and failover within a minute or two, at 40 rps.
+fn fast_stack(name: &str, service: &str, health: &str) -> String {
+    // A port of its own: the tests run at once, each with a data plane whose tasks listen on
+    // 127.0.{zone}.x at the task port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        r#"
+name = "{name}"
+[network]
+nat = "none"
+task-port = {port}
+[load-balancer]
+deregistration-delay-seconds = 0
+[load-balancer.health-check]
+{health}
+[service]
+requests-per-target = 600
+scale-out-cooldown-seconds = 5
+scale-in-cooldown-seconds = 3600
+health-check-grace-seconds = 0
+{service}
+"#
+    )
+}
+
+const FAST_HEALTH: &str =
+    "interval-seconds = 5\ntimeout-seconds = 2\nhealthy-threshold = 2\nunhealthy-threshold = 2";
+
+fn short(scenarios: Vec<Scenario>) -> ProveConfig {
+    ProveConfig {
+        rps: 40.0,
+        scenarios,
+        // The test machine is small and shared: objectives loose enough for noise, tight
+        // enough that a failed zone breaks them.
+        slo: SloSpec {
+            p99_ms: 1500.0,
+            max_error_rate: 0.02,
+        },
+        baseline_s: 5.0,
+        ramp_s: 5.0,
+        scale_timeout_s: 90.0,
+        settle_s: 5.0,
+        before_s: 5.0,
+        max_failover_s: 45.0,
+        fault_max_s: 60.0,
+        error_budget_s: 20.0,
+        after_s: 20.0,
+        ..ProveConfig::default()
+    }
+}
+
+fn lines() -> (proof::ProgressFn, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let f: proof::ProgressFn = Arc::new(move |line: &str| {
+        eprintln!("  {line}");
+        s.lock().unwrap().push(line.to_owned());
+    });
+    (f, seen)
+}
+
+async fn isolated_zones(d: &proof::Deployment) -> Vec<String> {
+    d.stack
+        .zone_isolation(&d.cx)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|z| !z.isolated_subnet_ids.is_empty())
+        .map(|z| z.zone)
+        .collect()
+}
+
+fn failed_check<'a>(r: &'a proof::ProofReport, scenario: &str, check: &str) -> &'a proof::Check {
+    let s = r.scenario(scenario).unwrap();
+    s.checks
+        .iter()
+        .find(|c| c.name == check)
+        .unwrap_or_else(|| panic!("no check {check} in {s:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &fast_stack("proof-ok", "", FAST_HEALTH),
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let (progress, _) = lines();
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        short(vec![
+            Scenario::Baseline,
+            Scenario::Scaling,
+            Scenario::AzFailover,
+        ]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(report.passed, "{table}");
+    assert_eq!(report.scenarios.len(), 3);
+    // Baseline: both zones served.
+    let baseline = report.scenario("baseline").unwrap();
+    assert!(
+        baseline.figure("share_eu-west-1a_pct").unwrap() > 20.0,
+        "{table}"
+    );
+    assert!(
+        baseline.figure("share_eu-west-1b_pct").unwrap() > 20.0,
+        "{table}"
+    );
+    // Scaling: 2 tasks carry 20 rps at the target value; 40 rps needs 4.
+    let scaling = report.scenario("scaling").unwrap();
+    assert!(scaling.figure("tasks_after").unwrap() >= 4.0, "{table}");
+    assert!(
+        scaling.figure("new_tasks_serving").unwrap() >= 2.0,
+        "{table}"
+    );
+    assert!(
+        scaling.figure("time_to_first_scale_out_s").is_some(),
+        "{table}"
+    );
+    // Failover: the failed zone's share fell to nothing once errors stopped and came back.
+    let failover = report.scenario("az-failover").unwrap();
+    assert!(
+        failover.figure("share_before_pct").unwrap() > 20.0,
+        "{table}"
+    );
+    assert!(
+        failover.figure("time_to_errors_stop_s").unwrap() <= 45.0,
+        "{table}"
+    );
+    assert!(failover.figure("time_to_zone_back_s").is_some(), "{table}");
+    // The report: a fault window, service samples that rose, a timeline, and a page.
+    assert!(
+        report
+            .marks
+            .iter()
+            .any(|m| m.kind == proof::MarkKind::Fault)
+    );
+    assert!(report.service.iter().any(|p| p.desired >= 4));
+    assert!(report.timeline.len() > 60);
+    let html = proof::html::render(&report);
+    assert!(html.contains("az-failover") && !html.contains("<script"));
+    let json: serde_json_probe::Value = serde_json_probe::from_str(&report.to_json());
+    assert_eq!(json.schema, proof::SCHEMA);
+    // The zone is back.
+    assert!(isolated_zones(&d).await.is_empty());
+}
+
+/// Minimal JSON read-back without another dependency: the schema field.
+mod serde_json_probe {
+    pub(crate) struct Value {
+        pub(crate) schema: u32,
+    }
+    pub(crate) fn from_str(s: &str) -> Value {
+        let at = s.find("\"schema\":").unwrap() + "\"schema\":".len();
+        let n: String = s[at..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Value {
+            schema: n.parse().unwrap(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_task_cannot_scale_or_survive_losing_its_zone() {
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &fast_stack(
+            "proof-one",
+            "desired-count = 1\nmin-count = 1\nmax-count = 1",
+            FAST_HEALTH,
+        ),
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let (progress, _) = lines();
+    let config = ProveConfig {
+        fault_max_s: 45.0,
+        max_failover_s: 30.0,
+        after_s: 15.0,
+        ..short(vec![Scenario::Scaling, Scenario::AzFailover])
+    };
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        config,
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(!report.passed, "{table}");
+    // It cannot scale: its max is its min.
+    let scaling = report.scenario("scaling").unwrap();
+    assert!(!scaling.passed, "{table}");
+    assert!(
+        failed_check(&report, "scaling", "desired count rises")
+            .detail
+            .contains("1 -> 1"),
+        "{table}"
+    );
+    // Its only zone fails: the errors never stop while it is down.
+    let errors = failed_check(&report, "az-failover", "errors stop");
+    assert!(!errors.passed, "{table}");
+    assert!(
+        errors.detail.contains("went on until the fault was undone"),
+        "{table}"
+    );
+    assert!(!failed_check(&report, "az-failover", "capacity in the remaining zones").passed);
+    assert!(isolated_zones(&d).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_takes_minutes_to_fail_a_target_fails_the_failover() {
+    // 30 s x 10 probes: five minutes before a dead target leaves the rotation.
+    let slow = "interval-seconds = 30\ntimeout-seconds = 5\nhealthy-threshold = 2\nunhealthy-threshold = 10";
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &fast_stack("proof-slow", "", slow),
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let (progress, _) = lines();
+    let config = ProveConfig {
+        max_failover_s: 20.0,
+        fault_max_s: 30.0,
+        after_s: 5.0,
+        ..short(vec![Scenario::AzFailover])
+    };
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        config,
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(!report.passed, "{table}");
+    let errors = failed_check(&report, "az-failover", "errors stop");
+    assert!(!errors.passed, "{table}");
+    assert!(isolated_zones(&d).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_is_undone_on_interrupt_and_a_leftover_is_restored_by_the_next_run() {
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &fast_stack("proof-undo", "", FAST_HEALTH),
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    // Interrupt (as Ctrl-C does) as soon as the zone is cut off.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
+        eprintln!("  {line}");
+        if line.contains(" failed at ")
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let config = ProveConfig {
+        fault: Fault::NetworkAcl,
+        ..short(vec![Scenario::AzFailover])
+    };
+    let err = Box::pin(proof::prove(d.clone(), config, progress, async {
+        let _ = rx.await;
+        // Let the fault take hold before the interrupt.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, proof::Error::Interrupted { .. }), "{err}");
+    assert!(err.to_string().contains("restored"), "{err}");
+    assert!(isolated_zones(&d).await.is_empty());
+
+    // A run that crashed (SIGKILL) leaves a zone isolated: the next run finds and restores it.
+    d.stack.isolate_zone(&d.cx, "eu-west-1b").await.unwrap();
+    assert_eq!(isolated_zones(&d).await, ["eu-west-1b"]);
+    let (progress, seen) = lines();
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        short(vec![Scenario::Baseline]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    assert!(isolated_zones(&d).await.is_empty());
+    let note = &report.scenario("baseline").unwrap().notes;
+    assert!(
+        note.iter()
+            .any(|n| n.contains("eu-west-1b was still isolated")),
+        "{note:?}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("restored it before starting"))
+    );
+}
