@@ -203,7 +203,8 @@ pub(crate) async fn run(stack: &StackArgs, args: &LoadtestArgs) -> anyhow::Resul
     };
     let json = out.join("report.json");
     let html = out.join("report.html");
-    std::fs::write(&json, report.to_json()).with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&json, report.to_json())
+        .with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(&html, proof::html::render(&report))
         .with_context(|| format!("writing {}", html.display()))?;
     println!("\n{}", report.table());

@@ -285,7 +285,9 @@ impl Report {
     pub fn latency_between(&self, from: u32, to: u32) -> Histogram<u64> {
         let mut merged = histogram();
         let mut de = Deserializer::new();
-        let end = usize::try_from(to).unwrap_or(usize::MAX).min(self.intervals.len());
+        let end = usize::try_from(to)
+            .unwrap_or(usize::MAX)
+            .min(self.intervals.len());
         let start = usize::try_from(from).unwrap_or(usize::MAX).min(end);
         for bytes in &self.intervals[start..end] {
             if bytes.is_empty() {
