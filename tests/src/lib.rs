@@ -2,7 +2,6 @@
 //! account of its own) with the sandbox data plane running its tasks and serving its load
 //! balancer in this process, ready for [`proof::prove`].
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use infra::Context;
@@ -16,18 +15,6 @@ pub struct Deployed {
     pub deployment: proof::Deployment,
     /// The data plane (tasks, load balancer).
     pub plane: DataPlane,
-}
-
-/// The sample-app binary next to the test binary's folder (`target/debug/sample-app`).
-pub fn sample_app() -> PathBuf {
-    if let Some(p) = std::env::var_os("STACKPROOF_SAMPLE_APP") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|debug| debug.join("sample-app"))
-        .unwrap_or_default()
 }
 
 /// Fails with what went wrong, for test set-up.
@@ -51,7 +38,7 @@ pub async fn deploy(toml: &str, scaling_window: Duration) -> Result<Deployed, St
     let outputs = Box::pin(stack.apply(&cx))
         .await
         .map_err(|e| fail("deploy", e))?;
-    let mut options = PlaneOptions::new(sample_app()).interceptor(account);
+    let mut options = PlaneOptions::new(sandbox::daemon::sample_app_path()).interceptor(account);
     options.scaling_window = scaling_window;
     let plane = DataPlane::start(sdk, options)
         .await
