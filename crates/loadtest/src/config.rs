@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use http::{HeaderMap, Method, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::resolve::Resolve;
+use crate::tls::{TlsSpec, read_cacert};
 
 /// Highest rate one connection is assumed able to carry (a loopback HTTP/1.1 exchange takes at
 /// least ~10 µs), used to reject rates the connection cap cannot possibly carry.
@@ -21,7 +23,9 @@ pub const MAX_RATE_PER_CONNECTION: f64 = 100_000.0;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Target URL, `http://host[:port]/path?query`. Default `http://127.0.0.1:8080/`.
+    /// Target URL, `http://host[:port]/path?query` or `https://...` (TLS with rustls; the
+    /// certificate must be valid for the URL's host, also when `resolve` maps it elsewhere).
+    /// Default `http://127.0.0.1:8080/`.
     pub url: String,
     /// HTTP method. Default `GET`.
     pub method: String,
@@ -56,6 +60,9 @@ pub struct Config {
     pub dns_ttl: f64,
     /// Address overrides like curl `--resolve`: `"host:port:addr[,addr...]"`. Default none.
     pub resolve: Vec<String>,
+    /// A PEM file of CA certificates (one or more) trusted for `https://` URLs on top of the
+    /// system's roots. Default none (the system's roots only).
+    pub cacert: Option<PathBuf>,
     /// Response headers whose values get a per-value breakdown (total and per second).
     /// Default `["x-az"]`.
     pub breakdown_headers: Vec<String>,
@@ -92,6 +99,7 @@ impl Default for Config {
             max_requests_per_connection: None,
             dns_ttl: 5.0,
             resolve: Vec::new(),
+            cacert: None,
             breakdown_headers: vec!["x-az".into()],
             late_start_ms: 1.0,
             pacer: Pacer::Precise,
@@ -216,6 +224,8 @@ pub(crate) struct Spec {
     pub(crate) max_requests: Option<u64>,
     pub(crate) dns_ttl: Option<Duration>,
     pub(crate) overrides: Vec<(String, u16, Vec<IpAddr>)>,
+    /// TLS settings for an `https://` URL; `None` for `http://`.
+    pub(crate) tls: Option<TlsSpec>,
     pub(crate) breakdown_headers: Vec<HeaderName>,
     pub(crate) late_start: Duration,
     pub(crate) pacer: Pacer,
@@ -317,23 +327,50 @@ impl Config {
     pub(crate) fn spec(&self) -> Result<Spec, Problems> {
         let mut p = Problems::default();
         let uri: Option<Uri> = match self.url.parse::<Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => Some(u),
-            Ok(u) if u.scheme_str() == Some("https") => {
-                p.push(
-                    "url",
-                    &self.url,
-                    "an http:// URL (https is not supported by this build)",
-                );
-                None
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty()) =>
+            {
+                Some(u)
             }
             _ => {
                 p.push(
                     "url",
                     &self.url,
-                    "an absolute http:// URL such as http://host:port/path",
+                    "an absolute http:// or https:// URL such as http://host:port/path",
                 );
                 None
             }
+        };
+        let https = uri
+            .as_ref()
+            .is_some_and(|u| u.scheme_str() == Some("https"));
+        let server_name = match uri.as_ref().and_then(|u| u.host()).filter(|_| https) {
+            Some(h) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                match rustls::pki_types::ServerName::try_from(h.to_string()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        p.push(
+                            "url",
+                            &self.url,
+                            "an https:// URL whose host is a DNS name or an IP address a certificate can name",
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let extra_roots = match &self.cacert {
+            Some(path) => match read_cacert(path) {
+                Ok(certs) => certs,
+                Err(allowed) => {
+                    p.push("cacert", path.display(), allowed);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
         };
         let method = match Method::from_bytes(self.method.as_bytes()) {
             Ok(m) => m,
@@ -495,7 +532,7 @@ impl Config {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if !headers.contains_key(HOST) {
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host);
             if let Ok(v) = HeaderValue::from_str(authority) {
@@ -537,6 +574,10 @@ impl Config {
             max_requests: self.max_requests_per_connection,
             dns_ttl: (self.dns_ttl > 0.0).then(|| Duration::from_secs_f64(self.dns_ttl)),
             overrides,
+            tls: server_name.map(|server_name| TlsSpec {
+                server_name,
+                extra_roots,
+            }),
             breakdown_headers,
             late_start: Duration::from_secs_f64(self.late_start_ms / 1000.0),
             pacer: self.pacer,

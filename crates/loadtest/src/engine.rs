@@ -16,6 +16,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -193,7 +194,23 @@ struct Worker {
     spec: Arc<Spec>,
     slots: Arc<Slots>,
     addrs: Arc<Addrs>,
+    /// The run's TLS client configuration (`https://` URLs only), shared by every worker.
+    tls: Option<Arc<rustls::ClientConfig>>,
     frame: RefCell<Frame>,
+}
+
+/// Starts an HTTP/1.1 client connection over `io` (its driver runs as a local task).
+async fn http1<T>(io: T) -> Result<SendRequest<Full<Bytes>>, ErrorKind>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ErrorKind::of_hyper(&e))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// One open connection.
@@ -241,19 +258,28 @@ impl Worker {
             return Err((ErrorKind::Dns, None));
         }
         let addr = list[id % list.len()];
-        let stream =
-            match tokio::time::timeout(self.spec.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => return Err((ErrorKind::Timeout, Some(addr))),
-                Ok(Err(e)) => return Err((ErrorKind::of_io(&e), Some(addr))),
-                Ok(Ok(s)) => s,
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| (ErrorKind::of_hyper(&e), Some(addr)))?;
-        tokio::task::spawn_local(async move {
-            let _ = conn.await;
-        });
+        // The connect timeout covers the TCP connect and, for https, the TLS handshake.
+        let open = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| ErrorKind::of_io(&e))?;
+            let _ = stream.set_nodelay(true);
+            match (&self.tls, &self.spec.tls) {
+                (Some(config), Some(t)) => {
+                    let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                        .connect(t.server_name.clone(), stream)
+                        .await
+                        .map_err(|e| crate::tls::handshake_error(&e))?;
+                    http1(stream).await
+                }
+                _ => http1(stream).await,
+            }
+        };
+        let sender = match tokio::time::timeout(self.spec.connect_timeout, open).await {
+            Err(_) => return Err((ErrorKind::Timeout, Some(addr))),
+            Ok(Err(kind)) => return Err((kind, Some(addr))),
+            Ok(Ok(s)) => s,
+        };
         self.frame.borrow_mut().connects += 1;
         Ok(Conn {
             sender,
@@ -352,6 +378,7 @@ struct WorkerStart {
     spec: Arc<Spec>,
     slots: Arc<Slots>,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     start: Instant,
     tx: mpsc::UnboundedSender<Msg>,
     pacer: Option<TimerPacer>,
@@ -365,6 +392,7 @@ fn worker_thread(ws: WorkerStart) {
         spec,
         slots,
         addrs,
+        tls,
         start,
         tx,
         pacer,
@@ -386,6 +414,7 @@ fn worker_thread(ws: WorkerStart) {
             spec,
             slots,
             addrs,
+            tls,
             frame: RefCell::new(Frame::new(0, headers)),
         });
         if let Some(TimerPacer {
@@ -474,6 +503,12 @@ impl RunHandle {
 /// pacer and the workers run on threads of their own.
 pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let spec = Arc::new(config.spec().map_err(Error::Invalid)?);
+    let tls = match &spec.tls {
+        Some(t) => Some(
+            crate::tls::client_config(&t.extra_roots).map_err(|source| Error::Tls { source })?,
+        ),
+        None => None,
+    };
     let resolver: Arc<dyn Resolve> = match &config.resolver {
         Some(r) => Arc::clone(r),
         None => Arc::new(SystemResolver::with_overrides(spec.overrides.clone())),
@@ -531,10 +566,11 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let mut workers = Vec::new();
     for w in 0..spec.threads {
         let ids: Vec<usize> = (w..spec.connections).step_by(spec.threads).collect();
-        let (spec, slots, addrs, tx) = (
+        let (spec, slots, addrs, tls, tx) = (
             Arc::clone(&spec),
             Arc::clone(&slots),
             Arc::clone(&addrs),
+            tls.clone(),
             tx.clone(),
         );
         let pacer = timer_pacer.take();
@@ -547,6 +583,7 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
                     spec,
                     slots,
                     addrs,
+                    tls,
                     start,
                     tx,
                     pacer,

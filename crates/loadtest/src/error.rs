@@ -31,6 +31,14 @@ pub enum Error {
         /// Port.
         port: u16,
     },
+    /// The TLS client configuration could not be built (a `cacert` certificate that validation
+    /// accepted but rustls refused, or no TLS version the crypto provider supports).
+    #[error("could not set up TLS")]
+    Tls {
+        /// The rustls error.
+        #[source]
+        source: rustls::Error,
+    },
     /// A thread or runtime could not be started.
     #[error("could not start the {what}")]
     Start {

@@ -18,6 +18,17 @@
 //! when the answer changes. [`Config::resolve`] maps a host to addresses like curl `--resolve`;
 //! [`Config::resolver`] injects any [`Resolve`].
 //!
+//! `https://` URLs use rustls (aws-lc-rs crypto, TLS 1.2 and 1.3, ALPN `http/1.1`) on the same raw
+//! hyper HTTP/1.1 keep-alive connections; the maximum connection age and requests per connection
+//! apply as for plain HTTP, and a reopened connection resumes its TLS session. The server name (SNI
+//! and the certificate check) is always the URL's host, also when [`Config::resolve`] maps it to
+//! another address. Trusted roots are the system's (`rustls-native-certs`: the platform store, or
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus the PEM certificates of [`Config::cacert`]; a `cacert`
+//! that cannot be read or holds no certificate is an [`Error::Invalid`] before the run. The
+//! [`Config::connect_timeout`] covers the TCP connect and the TLS handshake; a failed handshake
+//! (unknown issuer, wrong name, expired, not TLS at all) or any TLS error later counts as error
+//! kind `tls`.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = loadtest::Config {
@@ -78,6 +89,7 @@ mod record;
 mod report;
 mod resolve;
 mod schedule;
+mod tls;
 
 pub use config::{Config, MAX_RATE_PER_CONNECTION, Pacer, Problem, Problems, Slo, Stage};
 pub use engine::{RunHandle, run, start};

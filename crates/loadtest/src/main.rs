@@ -15,7 +15,7 @@ use loadtest::{Config, Slo, Stage};
 #[derive(Parser, Debug)]
 #[command(name = "loadtest", version)]
 struct Args {
-    /// Target URL (http://host[:port]/path).
+    /// Target URL (http://host[:port]/path or https://...).
     url: String,
     /// Pacer: precise (a thread, sub-0.1 ms) or timer (tokio 1 ms timer, cheaper).
     #[arg(long, value_parser = ["precise", "timer"])]
@@ -62,9 +62,12 @@ struct Args {
     /// Re-resolve the host every this many seconds (0: once).
     #[arg(long)]
     dns_ttl: Option<f64>,
-    /// `host:port:addr[,addr]` address override (repeatable).
+    /// `host:port:addr[,addr]` address override (repeatable); https still verifies the URL's host.
     #[arg(long)]
     resolve: Vec<String>,
+    /// PEM file of CA certificates trusted for https on top of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Response header to break results down by (repeatable; default x-az).
     #[arg(long = "breakdown-header")]
     breakdown_headers: Vec<String>,
@@ -146,6 +149,9 @@ fn config(a: &Args) -> anyhow::Result<Config> {
     }
     c.headers.extend(a.headers.iter().cloned());
     c.resolve.extend(a.resolve.iter().cloned());
+    if a.cacert.is_some() {
+        c.cacert = a.cacert.clone();
+    }
     if !a.breakdown_headers.is_empty() {
         c.breakdown_headers = a.breakdown_headers.clone();
     }

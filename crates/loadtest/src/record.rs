@@ -85,9 +85,12 @@ impl ErrorKind {
         }
     }
 
-    /// Classifies an I/O error.
+    /// Classifies an I/O error (one that carries a rustls error is `Tls`).
     pub fn of_io(e: &std::io::Error) -> ErrorKind {
         use std::io::ErrorKind as K;
+        if crate::tls::is_rustls(e) {
+            return ErrorKind::Tls;
+        }
         match e.kind() {
             K::ConnectionRefused => ErrorKind::Refused,
             K::TimedOut => ErrorKind::Timeout,

@@ -14,6 +14,8 @@ use loadtest::{Config, Error, Slo, StaticResolver};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+mod tls;
+
 /// A test HTTP server: counts requests, answers `x-az`/`x-task` headers in rotation, can stall
 /// every response until a given instant, or sleep a fixed time per request.
 struct Server {
