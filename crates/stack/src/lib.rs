@@ -29,6 +29,9 @@ use observability::{
 use serde::{Deserialize, Serialize};
 use storage::{Storage, StorageConfig, StorageOutputs, StorageSpec};
 
+mod example;
+pub use example::example_toml;
+
 /// Errors of the stack crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
