@@ -6,6 +6,10 @@
 //! - `GET /work?cpu_ms=N&sleep_ms=M` -> burns N ms of CPU (at most [`MAX_CPU_MS`]) on a
 //!   blocking thread, then sleeps M ms (at most [`MAX_SLEEP_MS`]), then 200 with a small JSON;
 //!   a value that is not a number is a 400;
+//! - `POST /fail-health` (only when `$FAULT_ROUTES` is `1` or `true`; the sandbox sets it for
+//!   its tasks, the Dockerfile does not) -> 200, and from then on `GET /health` answers 503
+//!   `failing`, so a load balancer marks this one task unhealthy while `/` keeps answering;
+//!   without the variable it is a 404 like any other unknown route;
 //! - anything else -> 404.
 //!
 //! The AZ and task come from the ECS task metadata endpoint v4 ([`Identity::discover`]), as on
@@ -24,6 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -180,6 +185,23 @@ pub fn port() -> Result<u16, Error> {
     }
 }
 
+/// Whether the fault routes (`POST /fail-health`) are on: `$FAULT_ROUTES` is `1` or `true`
+/// (unset, `0` or `false`: off).
+pub fn fault_routes() -> Result<bool, Error> {
+    match std::env::var("FAULT_ROUTES") {
+        Err(_) => Ok(false),
+        Ok(value) => match value.as_str() {
+            "1" | "true" => Ok(true),
+            "" | "0" | "false" => Ok(false),
+            _ => Err(Error::Env {
+                name: "FAULT_ROUTES",
+                value,
+                expected: "1, true, 0 or false",
+            }),
+        },
+    }
+}
+
 /// The listen address from `$BIND_ADDR` (default `0.0.0.0`) and [`port`].
 pub fn bind_addr() -> Result<SocketAddr, Error> {
     let ip = match std::env::var("BIND_ADDR") {
@@ -199,10 +221,14 @@ struct App {
     root_body: Bytes,
     az: HeaderValue,
     task: HeaderValue,
+    /// Whether `POST /fail-health` is served.
+    fault_routes: bool,
+    /// Set by `POST /fail-health`: `/health` answers 503.
+    failing_health: AtomicBool,
 }
 
 impl App {
-    fn new(identity: &Identity) -> App {
+    fn new(identity: &Identity, fault_routes: bool) -> App {
         let header = |value: &str| {
             HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         };
@@ -211,6 +237,8 @@ impl App {
             root_body: Bytes::from(body.to_string()),
             az: header(&identity.az),
             task: header(&identity.task),
+            fault_routes,
+            failing_health: AtomicBool::new(false),
         }
     }
 
@@ -232,6 +260,18 @@ impl App {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         const JSON: &str = "application/json";
         const TEXT: &str = "text/plain; charset=utf-8";
+        if self.fault_routes
+            && request.method() == Method::POST
+            && request.uri().path() == "/fail-health"
+        {
+            self.failing_health.store(true, Ordering::Relaxed);
+            eprintln!("sample-app: POST /fail-health: /health answers 503 from now on");
+            return self.respond(
+                StatusCode::OK,
+                TEXT,
+                Bytes::from_static(b"health checks fail from now on\n"),
+            );
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return self.respond(
                 StatusCode::NOT_FOUND,
@@ -241,6 +281,11 @@ impl App {
         }
         match request.uri().path() {
             "/" => self.respond(StatusCode::OK, JSON, self.root_body.clone()),
+            "/health" if self.failing_health.load(Ordering::Relaxed) => self.respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                Bytes::from_static(b"failing"),
+            ),
             "/health" => self.respond(StatusCode::OK, TEXT, Bytes::from_static(b"ok")),
             "/work" => match parse_work(request.uri().query().unwrap_or("")) {
                 Err(message) => self.respond(StatusCode::BAD_REQUEST, TEXT, Bytes::from(message)),
@@ -295,14 +340,25 @@ fn burn_cpu(ms: u64) {
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish (keep-alive connections close after their current response) for
-/// at most `drain`, and returns.
+/// at most `drain`, and returns. The fault routes are off (see [`serve_with`]).
 pub async fn serve(
     listener: TcpListener,
     identity: Identity,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let app = Arc::new(App::new(&identity));
+    serve_with(listener, identity, false, shutdown, drain).await;
+}
+
+/// [`serve`], with the fault routes (`POST /fail-health`) on when `fault_routes` is true.
+pub async fn serve_with(
+    listener: TcpListener,
+    identity: Identity,
+    fault_routes: bool,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let app = Arc::new(App::new(&identity, fault_routes));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();

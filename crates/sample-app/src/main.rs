@@ -30,6 +30,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let faults = match sample_app::fault_routes() {
+        Ok(faults) => faults,
+        Err(err) => {
+            eprintln!("sample-app: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = sample_app::shutdown_signal();
     let identity = sample_app::Identity::discover().await;
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -43,7 +50,7 @@ async fn main() -> ExitCode {
         "sample-app: listening on {addr} (az {}, task {})",
         identity.az, identity.task
     );
-    sample_app::serve(listener, identity, shutdown, DRAIN).await;
+    sample_app::serve_with(listener, identity, faults, shutdown, DRAIN).await;
     eprintln!("sample-app: stopped");
     ExitCode::SUCCESS
 }

@@ -98,6 +98,36 @@ def _patch_policy_conditions():
 
 _patch_policy_conditions()
 
+
+def _patch_service_grace():
+    """moto 5.2.5 drops `healthCheckGracePeriodSeconds` on CreateService (UpdateService keeps
+    it), so DescribeServices never shows it. The data plane waits that long after a task starts
+    before it replaces the task for failing its load balancer health checks, as ECS does."""
+    try:
+        from moto.ecs.responses import EC2ContainerServiceResponse
+    except ImportError:
+        return
+    original = EC2ContainerServiceResponse.create_service
+
+    def create_service(self):
+        result = original(self)
+        grace = self._get_param("healthCheckGracePeriodSeconds")
+        if grace is not None:
+            try:
+                service = self.ecs_backend._get_service(
+                    self._get_param("cluster", "default"), self._get_param("serviceName")
+                )
+                if getattr(service, "health_check_grace_period_seconds", None) is None:
+                    service.health_check_grace_period_seconds = int(grace)
+            except Exception:  # noqa: BLE001 - leave moto's answer as it is
+                pass
+        return result
+
+    EC2ContainerServiceResponse.create_service = create_service
+
+
+_patch_service_grace()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

@@ -48,6 +48,8 @@ struct Stack {
     service: String,
     port: u16,
     sg: String,
+    /// The target group ARN.
+    tg: String,
 }
 
 macro_rules! client {
@@ -257,6 +259,7 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
         service,
         port,
         sg,
+        tg,
     }
 }
 
@@ -288,6 +291,43 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
         .await
         .ok()
         .flatten()
+}
+
+/// One `POST path` straight at `addr`; the status.
+async fn post(addr: SocketAddr, path: &str) -> Option<u16> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::post(path)
+            .header("host", "web")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let resp = tx.send_request(req).await.ok()?;
+        Some(resp.status().as_u16())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The `ip:port` of every target registered in `tg` in the control plane.
+async fn registered_targets(st: &Stack, tg: &str) -> BTreeSet<String> {
+    let elb = client!(&st.sdk, st.account, aws_sdk_elasticloadbalancingv2);
+    let out = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap();
+    out.target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target())
+        .map(|t| format!("{}:{}", t.id().unwrap_or_default(), t.port().unwrap_or(0)))
+        .collect()
 }
 
 /// `n` sequential requests; the zones and tasks that answered 200.
@@ -1129,4 +1169,132 @@ async fn plane_scales_out_on_task_cpu() {
     let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
     plane.stop().await;
     assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_replaces_a_task_that_fails_its_elb_health_checks() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let st = stack().await;
+    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
+    options.interval = Duration::from_millis(300);
+    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    let alb = s.endpoints[0].local_addr;
+    let victim = s.tasks[0].clone();
+    let other = s.tasks[1].clone();
+
+    // The victim's /health starts failing (its / still answers): the ALB marks it unhealthy,
+    // the service stops it and starts a replacement.
+    assert_eq!(post(victim.addr, "/fail-health").await, Some(200));
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && s.tasks.iter().all(|t| t.arn != victim.arn)
+        })
+        .await
+        .unwrap_or_else(|| panic!("not replaced: {:#?}", plane.status()));
+    assert!(
+        s.tasks.iter().any(|t| t.arn == other.arn),
+        "the healthy task is left alone: {s:#?}"
+    );
+    let new = s.tasks.iter().find(|t| t.arn != other.arn).unwrap().clone();
+    assert_eq!(new.zone, victim.zone, "replaced in the same zone");
+    assert_eq!(new.health, TaskHealth::Healthy);
+
+    // ECS records the stop with the reason ECS gives.
+    let described = st
+        .ecs
+        .describe_tasks()
+        .cluster(&st.cluster)
+        .tasks(&victim.arn)
+        .send()
+        .await
+        .unwrap();
+    let task = &described.tasks()[0];
+    assert_eq!(task.desired_status(), Some("STOPPED"));
+    assert_eq!(
+        task.stopped_reason(),
+        Some(format!("Task failed ELB health checks in (target-group {})", st.tg).as_str())
+    );
+
+    // The target group holds the replacement and the other task, not the victim.
+    let want = BTreeSet::from([other.addr.to_string(), new.addr.to_string()]);
+    let mut have = BTreeSet::new();
+    for _ in 0..50 {
+        have = registered_targets(&st, &st.tg).await;
+        if have == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(have, want);
+
+    // Its process is gone (SIGTERM, then SIGKILL after the grace).
+    for _ in 0..100 {
+        if !alive(victim.pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!alive(victim.pid), "pid {} still runs", victim.pid);
+
+    // The ALB sends to the replacement and the other task, never to the victim.
+    let (_, tasks, ok) = spray(alb, 20).await;
+    assert_eq!(ok, 20);
+    assert_eq!(tasks, BTreeSet::from([other.arn.clone(), new.arn.clone()]));
+
+    // With a grace period the service leaves an unhealthy task alone until it has passed.
+    st.ecs
+        .update_service()
+        .cluster(&st.cluster)
+        .service(&st.service)
+        .health_check_grace_period_seconds(3600)
+        .send()
+        .await
+        .unwrap();
+    let grace = st
+        .ecs
+        .describe_services()
+        .cluster(&st.cluster)
+        .services(&st.service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        grace.services()[0].health_check_grace_period_seconds(),
+        Some(3600)
+    );
+    let seen = plane.status().iterations;
+    plane
+        .wait_for(Duration::from_secs(10), |s| s.iterations >= seen + 2)
+        .await
+        .unwrap();
+    assert_eq!(post(new.addr, "/fail-health").await, Some(200));
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.tasks
+                .iter()
+                .any(|t| t.arn == new.arn && t.health == TaskHealth::Unhealthy)
+        })
+        .await
+        .unwrap_or_else(|| panic!("never unhealthy: {:#?}", plane.status()));
+    let seen = s.iterations;
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| s.iterations >= seen + 5)
+        .await
+        .unwrap();
+    assert!(
+        s.tasks
+            .iter()
+            .any(|t| t.arn == new.arn && t.health == TaskHealth::Unhealthy),
+        "stopped within its grace period: {s:#?}"
+    );
+    plane.stop().await;
 }

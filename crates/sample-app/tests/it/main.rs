@@ -131,8 +131,17 @@ impl App {
     }
 }
 
-/// One request on a fresh connection: (status, headers, body).
+/// One GET on a fresh connection: (status, headers, body).
 async fn get(port: u16, path: &str) -> Result<(u16, http::HeaderMap, String), String> {
+    request(port, http::Method::GET, path).await
+}
+
+/// One request on a fresh connection: (status, headers, body).
+async fn request(
+    port: u16,
+    method: http::Method,
+    path: &str,
+) -> Result<(u16, http::HeaderMap, String), String> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
@@ -140,7 +149,9 @@ async fn get(port: u16, path: &str) -> Result<(u16, http::HeaderMap, String), St
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = http::Request::get(path)
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "localhost")
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
@@ -255,4 +266,33 @@ async fn health_subcommand_exit_codes() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn fail_health_turns_only_health_into_503_when_fault_routes_are_on() {
+    // Off by default: the route does not exist.
+    let app = App::start(&[("AZ", "a".into())]).await;
+    let (status, _, _) = request(app.port, http::Method::POST, "/fail-health")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(get(app.port, "/health").await.unwrap().0, 200);
+
+    let app = App::start(&[("AZ", "a".into()), ("FAULT_ROUTES", "1".into())]).await;
+    let (status, _, _) = request(app.port, http::Method::POST, "/fail-health")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, headers, body) = get(app.port, "/health").await.unwrap();
+    assert_eq!((status, body.as_str()), (503, "failing"));
+    assert_eq!(headers["x-az"], "a");
+    assert_eq!(
+        get(app.port, "/").await.unwrap().0,
+        200,
+        "/ keeps answering"
+    );
+    assert!(
+        !app.health_command().success(),
+        "the container health check fails too"
+    );
 }

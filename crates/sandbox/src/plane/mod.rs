@@ -445,6 +445,7 @@ impl Reconciler {
         self.reap_exited(&world).await;
         self.sync_stopped_from_api().await;
         self.stop_orphans(&world).await;
+        self.replace_unhealthy(&world).await;
         for svc in &world.services {
             if let Err(e) = self.converge_service(svc, &world).await {
                 log(format_args!("service {}: {e}", svc.key()));
@@ -701,6 +702,42 @@ impl Reconciler {
         }
     }
 
+    /// Stops the tasks their load balancer marked unhealthy, once the service's health check
+    /// grace period since their start has passed, with the reason ECS gives; `converge_service`
+    /// starts their replacements, and `sync_targets` deregisters them (they drain).
+    async fn replace_unhealthy(&mut self, world: &World) {
+        let now = Instant::now();
+        let mut victims: BTreeMap<String, String> = BTreeMap::new();
+        for p in self.proxies.values() {
+            let Some(tg) = &p.spec.target_group else {
+                continue;
+            };
+            for h in p.proxy.health() {
+                if h.state != alb::TargetState::Unhealthy || victims.contains_key(&h.id) {
+                    continue;
+                }
+                let Some(t) = self.tasks.get(&h.id) else {
+                    continue;
+                };
+                let Some(svc) = world
+                    .services
+                    .iter()
+                    .find(|s| s.cluster == t.cluster && s.name == t.service)
+                else {
+                    continue;
+                };
+                let behind_it = svc.load_balancers.iter().any(|(arn, _)| arn == tg);
+                if behind_it && now.duration_since(t.started) >= svc.health_check_grace {
+                    victims.insert(h.id, tg.clone());
+                }
+            }
+        }
+        for (arn, tg) in victims {
+            let reason = format!("Task failed ELB health checks in (target-group {tg})");
+            self.stop_task(&arn, Some(&reason)).await;
+        }
+    }
+
     fn is_healthy(
         &self,
         t: &TaskProc,
@@ -871,10 +908,15 @@ impl Reconciler {
         let Some((zone, subnet)) = zones.get(&zi).cloned() else {
             return Ok(());
         };
+        // Not the address of a running task, nor of one still registered (a stopped task is
+        // deregistered later in the iteration: registering its replacement on the same
+        // address and then deregistering the old one would leave neither in the group).
         let used: BTreeSet<usize> = self
             .tasks
             .values()
-            .filter_map(|t| match t.addr.ip() {
+            .map(|t| t.addr)
+            .chain(self.registered.values().flat_map(|m| m.values().copied()))
+            .filter_map(|a| match a.ip() {
                 std::net::IpAddr::V4(ip) => Some(tasks::zone_slot(ip)),
                 std::net::IpAddr::V6(_) => None,
             })

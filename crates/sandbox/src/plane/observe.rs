@@ -45,6 +45,9 @@ pub(crate) struct ServiceSpec {
     /// (target group ARN, container port)
     pub(crate) load_balancers: Vec<(String, Option<u16>)>,
     pub(crate) deployment_id: String,
+    /// `healthCheckGracePeriodSeconds`: how long after a task's start its load balancer
+    /// health is ignored (zero when unset).
+    pub(crate) health_check_grace: Duration,
 }
 
 impl ServiceSpec {
@@ -237,6 +240,11 @@ pub(crate) async fn services(c: &Clients) -> Result<Vec<ServiceSpec>, Error> {
                 specs.push(ServiceSpec {
                     cluster: cluster.clone(),
                     deployment_id: primary.unwrap_or_else(|| format!("ecs-svc/{name}")),
+                    health_check_grace: Duration::from_secs(
+                        s.health_check_grace_period_seconds()
+                            .and_then(|g| u64::try_from(g).ok())
+                            .unwrap_or(0),
+                    ),
                     name,
                     desired: s.desired_count(),
                     task_definition: s.task_definition().unwrap_or_default().to_owned(),

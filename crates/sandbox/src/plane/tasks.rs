@@ -136,6 +136,8 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
+        // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
+        .env("FAULT_ROUTES", "1")
         .stdin(Stdio::null())
         .stdout(out(launch.log))
         .stderr(out(launch.log))
