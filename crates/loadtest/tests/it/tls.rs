@@ -239,3 +239,72 @@ async fn a_bad_cacert_is_reported_before_the_run_with_option_path_and_cause() {
     );
     assert!(p.to_string().starts_with("cacert: "), "{p}");
 }
+
+/// A TCP server on 127.0.0.1 that accepts connections and runs `each` on every one.
+async fn raw_server<F, Fut>(each: F) -> (u16, JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((s, _)) = listener.accept().await else {
+                break;
+            };
+            tokio::spawn(each(s));
+        }
+    });
+    (port, task)
+}
+
+fn https_config(port: u16) -> Config {
+    Config {
+        url: format!("https://app.test:{port}/"),
+        resolve: vec![format!("app.test:{port}:127.0.0.1")],
+        cacert: Some(cert_file("ca.pem")),
+        rate: 20.0,
+        duration: 1.0,
+        connections: 20,
+        timeout: 3.0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_timeout_covers_a_tls_handshake_that_never_completes() {
+    // Accepts and holds the connection without ever answering the ClientHello.
+    let (port, task) = raw_server(|s| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        drop(s);
+    })
+    .await;
+    let c = Config {
+        connect_timeout: 0.2,
+        ..https_config(port)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    task.abort();
+    assert_eq!((r.sent, r.completed, r.errors), (20, 0, 20));
+    assert_eq!(r.errors_by_kind["timeout"], 20, "{:?}", r.errors_by_kind);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_speak_tls_fails_with_tls() {
+    // Answers the ClientHello with a plain HTTP response, as an http:// server would.
+    let (port, task) = raw_server(|mut s| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    })
+    .await;
+    let r = loadtest::run(https_config(port), None).await.unwrap();
+    task.abort();
+    assert_eq!((r.sent, r.completed, r.errors), (20, 0, 20));
+    assert_eq!(r.errors_by_kind["tls"], 20, "{:?}", r.errors_by_kind);
+}
