@@ -1298,3 +1298,52 @@ async fn plane_replaces_a_task_that_fails_its_elb_health_checks() {
     );
     plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_moves_a_task_off_an_address_someone_else_listens_on() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let st = stack().await;
+    // Another program (say, another data plane's task) holds the address each zone's first
+    // task would take.
+    let held: Vec<std::net::TcpListener> = ["127.0.1.10", "127.0.2.10"]
+        .iter()
+        .map(|ip| std::net::TcpListener::bind((*ip, st.port)).unwrap())
+        .collect();
+    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
+    options.interval = Duration::from_millis(300);
+    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let s = plane
+        .wait_for(Duration::from_secs(30), |s| {
+            s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    let addrs: BTreeMap<String, String> = s
+        .tasks
+        .iter()
+        .map(|t| (t.zone.clone(), t.addr.to_string()))
+        .collect();
+    let want = BTreeMap::from([
+        ("eu-west-1a".to_owned(), format!("127.0.1.11:{}", st.port)),
+        ("eu-west-1b".to_owned(), format!("127.0.2.11:{}", st.port)),
+    ]);
+    assert_eq!(addrs, want, "the next host of each zone's range");
+    // Registered with those addresses, and serving through the ALB.
+    assert_eq!(
+        registered_targets(&st, &st.tg).await,
+        want.values().cloned().collect::<BTreeSet<_>>()
+    );
+    let (zones, _, ok) = spray(s.endpoints[0].local_addr, 10).await;
+    assert_eq!(ok, 10);
+    assert_eq!(zones.len(), 2);
+    // The other program still owns its addresses.
+    for l in &held {
+        let addr = l.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        assert_eq!(l.accept().unwrap().0.local_addr().unwrap(), addr);
+    }
+    plane.stop().await;
+}

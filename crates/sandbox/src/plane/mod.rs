@@ -923,14 +923,24 @@ impl Reconciler {
             .filter(|(z, _)| *z == zi)
             .map(|(_, k)| k)
             .collect();
-        let slot = (0..245).find(|k| !used.contains(k)).unwrap_or(0);
-        let ip = tasks::task_ip(zi, slot).unwrap_or(Ipv4Addr::new(127, 0, 1, 10));
         let port = svc
             .load_balancers
             .iter()
             .find_map(|(_, p)| *p)
             .or(td.container_port)
             .unwrap_or(8080);
+        // The lowest free host of the zone's range that nothing else on this machine listens
+        // on (another data plane, a test, any program): the third octet still tells the zone.
+        let Some(ip) = tasks::free_task_ip(zi, port, &used) else {
+            return Err(Error::Aws {
+                operation: "RunTask",
+                resource: svc.key(),
+                message: format!(
+                    "no free task address left on port {port} in 127.0.{}.10-254 ({zone})",
+                    zi + 1
+                ),
+            });
+        };
         let addr = SocketAddr::from((ip, port));
 
         let mut net = AwsVpcConfiguration::builder().subnets(&subnet);

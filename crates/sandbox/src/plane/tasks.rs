@@ -98,6 +98,21 @@ pub(crate) fn task_ip(zone_index: usize, slot: usize) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(127, 0, third, fourth))
 }
 
+/// The first free task address of zone `zone_index` for `port`: the lowest slot not in `taken`
+/// whose address nothing on this machine listens on with that port. The bind test finds what the data plane
+/// cannot know of: another data plane (the daemon and a test, two tests) or any other program
+/// on the same loopback address and port. `None` when the zone's range is full.
+pub(crate) fn free_task_ip(
+    zone_index: usize,
+    port: u16,
+    taken: &std::collections::BTreeSet<usize>,
+) -> Option<Ipv4Addr> {
+    (0..245)
+        .filter(|k| !taken.contains(k))
+        .map_while(|k| task_ip(zone_index, k))
+        .find(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+}
+
 /// The zone index of a task address (inverse of [`task_ip`]).
 pub(crate) fn zone_slot(ip: Ipv4Addr) -> (usize, usize) {
     let o = ip.octets();
@@ -136,6 +151,8 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
+        // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
+        .env("FAULT_ROUTES", "1")
         // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
         .env("FAULT_ROUTES", "1")
         .stdin(Stdio::null())
@@ -301,6 +318,30 @@ mod tests {
         assert_eq!(task_ip(2, 5), Some(Ipv4Addr::new(127, 0, 3, 15)));
         assert_eq!(zone_slot(Ipv4Addr::new(127, 0, 3, 15)), (2, 5));
         assert_eq!(task_ip(0, 245), None);
+    }
+
+    #[test]
+    fn a_taken_address_moves_to_the_next_host_of_the_zone() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        assert_ne!(port, 0);
+        let none = std::collections::BTreeSet::new();
+        let first = free_task_ip(4, port, &none);
+        assert_eq!(first, Some(Ipv4Addr::new(127, 0, 5, 10)));
+        // Someone else listens there: the next host number of the same zone.
+        let _held = first.map(|ip| std::net::TcpListener::bind((ip, port)));
+        assert_eq!(
+            free_task_ip(4, port, &none),
+            Some(Ipv4Addr::new(127, 0, 5, 11))
+        );
+        // Taken by a task of ours too: the one after.
+        let ours = std::collections::BTreeSet::from([1]);
+        assert_eq!(
+            free_task_ip(4, port, &ours),
+            Some(Ipv4Addr::new(127, 0, 5, 12))
+        );
     }
 
     #[test]
