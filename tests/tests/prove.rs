@@ -223,6 +223,56 @@ async fn one_task_cannot_scale_or_survive_losing_its_zone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_in_one_zone_fails_the_baseline_and_the_failover() {
+    // Two zones of network and load balancer, but every task in the first zone.
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &fast_stack("proof-onezone", "zone-count = 1", FAST_HEALTH),
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let (progress, _) = lines();
+    let config = ProveConfig {
+        fault_max_s: 45.0,
+        max_failover_s: 30.0,
+        after_s: 15.0,
+        ..short(vec![Scenario::Baseline, Scenario::AzFailover])
+    };
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        config,
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(!report.passed, "{table}");
+    let zone = d.outputs.network.zones[0].clone();
+    // The baseline sees every task in one zone.
+    let spread = failed_check(&report, "baseline", "tasks in two or more zones");
+    assert!(!spread.passed, "{table}");
+    assert_eq!(spread.detail, format!("2 in {zone}"), "{table}");
+    // The zone that fails is the only one with tasks: nothing answers until it is back.
+    let failover = report.scenario("az-failover").unwrap();
+    assert!(
+        failover.notes.contains(&format!("failed zone: {zone}")),
+        "{table}"
+    );
+    let errors = failed_check(&report, "az-failover", "errors stop");
+    assert!(!errors.passed, "{table}");
+    assert!(
+        errors.detail.contains("went on until the fault was undone"),
+        "{table}"
+    );
+    let capacity = failed_check(&report, "az-failover", "capacity in the remaining zones");
+    assert!(!capacity.passed, "{table}");
+    assert!(isolated_zones(&d).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_check_that_takes_minutes_to_fail_a_target_fails_the_failover() {
     // 30 s x 10 probes: five minutes before a dead target leaves the rotation.
     let slow = "interval-seconds = 30\ntimeout-seconds = 5\nhealthy-threshold = 2\nunhealthy-threshold = 10";

@@ -74,6 +74,10 @@ pub struct ComputeConfig {
     /// Give the container the health check `["CMD", "/sample-app", "health"]`. The sample app
     /// image has that binary; a custom image must provide it or turn this off. Default true.
     pub container_health_check: bool,
+    /// Zones the tasks run in: the first N of the network's zones (one private subnet each).
+    /// Default: all of them. 1 puts every task in one zone, which leaves the service nowhere
+    /// to fail over to; it exists to show that (`cargo xtask loadtest` fails such a stack).
+    pub zone_count: Option<u32>,
 }
 
 impl Default for ComputeConfig {
@@ -96,6 +100,7 @@ impl Default for ComputeConfig {
             health_check_grace_seconds: 60,
             task_role_statements: Vec::new(),
             container_health_check: true,
+            zone_count: None,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct ComputeSpec {
     pub task_role_statements: Vec<serde_json::Value>,
     /// Whether the container has the sample app's health check.
     pub container_health_check: bool,
+    /// Run the tasks in the first this many of the given private subnets (`None`: all).
+    pub zone_count: Option<u32>,
 }
 
 /// The log retention values CloudWatch Logs accepts.
@@ -302,6 +309,13 @@ impl ComputeConfig {
                 format!("0 to {} seconds", i32::MAX),
             );
         }
+        if self.zone_count == Some(0) {
+            problems.add(
+                field("zone-count"),
+                0,
+                "1 or more zones (at most the network's zone count); leave it out for all zones",
+            );
+        }
         check_statements(
             &self.task_role_statements,
             &field("task-role-statements"),
@@ -326,6 +340,7 @@ impl ComputeConfig {
             health_check_grace_seconds: self.health_check_grace_seconds,
             task_role_statements: self.task_role_statements.clone(),
             container_health_check: self.container_health_check,
+            zone_count: self.zone_count,
         })
     }
 }

@@ -432,7 +432,12 @@ impl Desired {
         let grace = int(spec.health_check_grace_seconds);
         let service = ServiceShape {
             launch_type: Some("FARGATE".to_owned()),
-            subnets: inputs.private_subnet_ids.iter().cloned().collect(),
+            subnets: inputs
+                .private_subnet_ids
+                .iter()
+                .take(spec.zone_count.map_or(usize::MAX, |n| n as usize))
+                .cloned()
+                .collect(),
             security_groups: BTreeSet::from([inputs.task_security_group_id.clone()]),
             public_ip: Some("DISABLED".to_owned()),
             load_balancers: BTreeSet::from([(
@@ -1190,6 +1195,18 @@ mod tests {
             s.shape.full = None;
         }
         assert_eq!(diff(&d, &moto).unwrap(), []);
+    }
+
+    #[test]
+    fn zone_count_keeps_the_first_subnets_in_zone_order() {
+        let all = desired("");
+        assert_eq!(
+            all.service.subnets,
+            BTreeSet::from(["subnet-a".to_owned(), "subnet-b".to_owned()])
+        );
+        // The inputs list subnet-b first: it is the first zone's.
+        let one = desired("zone-count = 1");
+        assert_eq!(one.service.subnets, BTreeSet::from(["subnet-b".to_owned()]));
     }
 
     #[test]

@@ -222,6 +222,20 @@ impl StackConfig {
             self.load_balancer.validate(&self.region, "load-balancer"),
         );
         let service = section(&mut problems, self.service.validate("service"));
+        let zones = self
+            .network
+            .availability_zones
+            .as_ref()
+            .map_or(usize::from(self.network.az_count), Vec::len);
+        if let Some(n) = self.service.zone_count
+            && n as usize > zones
+        {
+            problems.add(
+                "service.zone-count",
+                n,
+                format!("1 to the network's zone count ({zones}); leave it out for all zones"),
+            );
+        }
         let observability = section(&mut problems, self.observability.validate());
         match (
             name,
@@ -676,6 +690,38 @@ mod tests {
                 .to_string()
                 .starts_with("5 configuration problems:")
         );
+    }
+}
+
+#[cfg(test)]
+mod zones {
+    use super::*;
+
+    #[test]
+    fn the_service_runs_in_at_most_the_network_s_zones() {
+        let problems = StackConfig::from_toml("[service]\nzone-count = 3\n", "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].field, "service.zone-count");
+        assert!(
+            problems.to_string().contains("zone count (2)"),
+            "{problems}"
+        );
+
+        let problems = StackConfig::from_toml("[service]\nzone-count = 0\n", "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(problems.0[0].field, "service.zone-count", "{problems}");
+
+        let text = "[network]\naz-count = 3\n[service]\nzone-count = 1\n";
+        let stack = StackConfig::from_toml(text, "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(stack.service.zone_count, Some(1));
     }
 }
 

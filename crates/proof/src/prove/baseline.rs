@@ -1,0 +1,104 @@
+//! Baseline: steady load well within capacity; records the SLO figures and the per-zone split.
+
+use std::collections::BTreeSet;
+
+use super::{Run, by_zone, check, fig, finish};
+use crate::error::Error;
+use crate::report::ScenarioResult;
+use crate::window::Window;
+
+impl Run {
+    pub(super) async fn baseline(&mut self) -> Result<ScenarioResult, Error> {
+        let before = self.sample();
+        let rate = self.config.baseline_rps.unwrap_or_else(|| {
+            let fifth = self.config.rps / 5.0;
+            match self.capacity(before.running.max(1)) {
+                Some(cap) => fifth.min(cap / 2.0),
+                None => fifth,
+            }
+            .max(1.0)
+        });
+        self.say(&format!(
+            "baseline: {rate:.0} rps for {:.0} s",
+            self.config.baseline_s
+        ));
+        let load = self
+            .start_load(rate, Vec::new(), self.config.baseline_s)
+            .await?;
+        let report = load.handle.wait().await?;
+        let w = Window::of(&report, 0, u32::MAX);
+        let (slo_ok, slo_detail) = w.slo(&self.config.slo);
+        let after = self.sample();
+        let with_tasks: BTreeSet<&String> = after
+            .running_by_zone
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(z, _)| z)
+            .collect();
+        let missing: Vec<&str> = with_tasks
+            .iter()
+            .filter(|z| !w.zones.contains_key(z.as_str()))
+            .map(|z| z.as_str())
+            .collect();
+        let mut checks = vec![
+            check("SLO holds", slo_ok, slo_detail),
+            check(
+                "every zone with tasks serves",
+                missing.is_empty() && !w.zones.is_empty(),
+                if missing.is_empty() {
+                    w.split()
+                } else {
+                    format!("{} (no answer from {})", w.split(), missing.join(", "))
+                },
+            ),
+        ];
+        // A service whose tasks all run in one zone has nowhere to fail over to.
+        checks.push(check(
+            "tasks in two or more zones",
+            with_tasks.len() >= 2,
+            by_zone(&after.running_by_zone),
+        ));
+        if w.tasks.is_empty() {
+            checks.push(check(
+                "tasks answer",
+                false,
+                "no response carried an x-task header".to_owned(),
+            ));
+        }
+        let mut figures = vec![
+            fig(
+                "rate_rps",
+                "rate achieved",
+                Some(report.achieved_rate),
+                "rps",
+            ),
+            fig("p50_ms", "p50 latency", Some(w.p50()), "ms"),
+            fig("p99_ms", "p99 latency", Some(w.p99()), "ms"),
+            fig("error_pct", "errors", Some(w.error_rate() * 100.0), "%"),
+            fig(
+                "tasks",
+                "tasks running",
+                Some(f64::from(after.running)),
+                "tasks",
+            ),
+        ];
+        for z in w.zones.keys() {
+            figures.push(fig(
+                &format!("share_{z}_pct"),
+                &format!("share of {z}"),
+                Some(w.zone_share(z)),
+                "%",
+            ));
+        }
+        let (start_s, end_s) = self.mark_scenario("baseline", &report);
+        self.reports.push(report);
+        Ok(finish(
+            "baseline",
+            start_s,
+            end_s,
+            checks,
+            figures,
+            Vec::new(),
+        ))
+    }
+}
