@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use infra::{Context, Event, Plan, Progress};
 use stack::{Stack, StackConfig};
 
+use crate::target::{EXIT_CHANGES, EXIT_USAGE, Exit};
 use crate::{StackArgs, Target};
 
 /// Prints one line per finished change, and waits as they happen.
@@ -156,6 +157,42 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// Checks, before anything else, that destroy can ask: without `--yes` it needs a terminal.
+/// Input piped to stdin is never taken as the answer (a script must say `--yes`).
+fn check_can_ask(yes: bool) -> anyhow::Result<()> {
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(Exit {
+        code: EXIT_USAGE,
+        message: "error: destroy asks you to type the stack name, but stdin is not a terminal; \
+                  pass --yes to destroy without asking. Nothing was deleted."
+            .to_owned(),
+    }
+    .into())
+}
+
+/// Asks on the terminal for the stack name; anything else cancels.
+fn confirm_name(stack: &str) -> anyhow::Result<()> {
+    print!("Type the stack name ({stack}) to delete all of this: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the confirmation")?;
+    typed_name_matches(&answer, stack)
+}
+
+/// Whether `answer` (a line read from the terminal) is the stack name.
+fn typed_name_matches(answer: &str, stack: &str) -> anyhow::Result<()> {
+    let typed = answer.trim();
+    if typed == stack {
+        return Ok(());
+    }
+    bail!("cancelled: {typed:?} is not the stack name {stack:?}; nothing was deleted")
+}
+
 fn report_calls(args: &StackArgs, cx: &Context, started: Instant) {
     let calls = cx.calls().snapshot();
     println!(
@@ -169,7 +206,11 @@ fn report_calls(args: &StackArgs, cx: &Context, started: Instant) {
     }
 }
 
-pub(crate) async fn plan(args: &StackArgs, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn plan(
+    args: &StackArgs,
+    json: bool,
+    detailed_exitcode: bool,
+) -> anyhow::Result<()> {
     let stack = load(args)?;
     let cx = context(args, &stack).await?;
     let started = Instant::now();
@@ -179,6 +220,13 @@ pub(crate) async fn plan(args: &StackArgs, json: bool) -> anyhow::Result<()> {
     } else {
         println!("Plan for {}:\n{plan}", where_(args, &stack));
         report_calls(args, &cx, started);
+    }
+    if detailed_exitcode && !plan.is_empty() {
+        return Err(Exit {
+            code: EXIT_CHANGES,
+            message: String::new(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -215,6 +263,7 @@ pub(crate) async fn destroy(
     override_protection: bool,
 ) -> anyhow::Result<()> {
     let stack = load(args)?;
+    check_can_ask(yes)?;
     let cx = context(args, &stack).await?;
     let started = Instant::now();
     let plan = stack
@@ -226,8 +275,8 @@ pub(crate) async fn destroy(
         return Ok(());
     }
     println!("Destroying {}:\n{plan}", where_(args, &stack));
-    if !yes && !confirm("Delete all of this?")? {
-        bail!("cancelled; nothing was deleted");
+    if !yes {
+        confirm_name(stack.name().as_str())?;
     }
     stack
         .destroy(&cx, override_protection)
@@ -236,4 +285,22 @@ pub(crate) async fn destroy(
     println!("Destroyed.");
     report_calls(args, &cx, started);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_stack_name_confirms() {
+        assert!(typed_name_matches("web\n", "web").is_ok());
+        assert!(typed_name_matches("  web \r\n", "web").is_ok());
+        for wrong in ["", "\n", "y\n", "yes\n", "Web\n", "web2\n"] {
+            let err = typed_name_matches(wrong, "web").unwrap_err().to_string();
+            assert!(
+                err.ends_with("is not the stack name \"web\"; nothing was deleted"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -1,13 +1,17 @@
 //! `cargo xtask`: the stackproof command line.
 //!
 //! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage.
+//! `plan --detailed-exitcode` and `status` give 2 another meaning (changes pending); see their
+//! `--help`.
 
 mod bench_loadtest;
 mod check;
 mod deploy;
+mod init;
 mod loadtest_cmd;
 mod sandbox_cmd;
 mod setup;
+mod status;
 mod target;
 
 use std::path::PathBuf;
@@ -70,12 +74,42 @@ enum Cmd {
         action: sandbox_cmd::Action,
     },
     /// Show what deploy would change. Reads only.
+    ///
+    /// Exit codes: 0 success, 1 error, 2 bad usage. With --detailed-exitcode (as `terraform
+    /// plan -detailed-exitcode`): 0 no changes, 2 changes pending (drift), 1 any error, bad
+    /// usage included.
     Plan {
         #[command(flatten)]
         stack: StackArgs,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 0 when there are no changes, 2 when there are, 1 on error (for CI).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Show what exists of the stack (per module, by kind, with ids), its outputs and whether it
+    /// has drifted from its configuration. Reads only: makes no write call.
+    ///
+    /// Exit codes: 0 deployed with no drift, 2 drifted or partially deployed, 3 nothing
+    /// deployed (or the sandbox is not running), 1 error.
+    Status {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented stack.toml: every key with its default value and what it allows.
+    ///
+    /// Exit codes: 0 written, 1 the file exists (without --force) or cannot be written.
+    Init {
+        /// Where to write it. Default: `stack.toml` in the project root.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Overwrite the file if it exists (what it held is lost).
+        #[arg(long)]
+        force: bool,
     },
     /// Create or repair the stack, then print its outputs.
     Deploy {
@@ -85,11 +119,16 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Delete everything tagged with the stack.
+    /// Delete everything tagged with the stack. Asks you to type the stack name first, unless
+    /// --yes.
+    ///
+    /// Exit codes: 0 destroyed (or nothing to destroy), 1 error or cancelled (the name typed
+    /// was not the stack's; nothing deleted), 2 bad usage: no --yes and stdin is not a
+    /// terminal to ask on (nothing deleted; input piped to stdin is never taken as an answer).
     Destroy {
         #[command(flatten)]
         stack: StackArgs,
-        /// Do not ask before deleting.
+        /// Do not ask before deleting (needed when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
         /// Turn off the load balancer's deletion protection and delete it anyway.
@@ -151,7 +190,15 @@ pub(crate) fn state_dir() -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // With --detailed-exitcode, 2 means "changes pending": bad usage exits 1 there.
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--detailed-exitcode") => {
+            let _ = e.print();
+            return std::process::ExitCode::FAILURE;
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -166,7 +213,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Setup => setup::ensure_moto().map(|_| ()),
         Cmd::Test { args } => setup::test(&args),
         Cmd::Sandbox { action } => sandbox_cmd::run(action),
-        Cmd::Plan { stack, json } => runtime.block_on(deploy::plan(&stack, json)),
+        Cmd::Plan {
+            stack,
+            json,
+            detailed_exitcode,
+        } => runtime.block_on(deploy::plan(&stack, json, detailed_exitcode)),
+        Cmd::Status { stack, json } => runtime.block_on(status::run(&stack, json)),
+        Cmd::Init { config, force } => init::run(config.as_deref(), force),
         Cmd::Deploy { stack, yes } => runtime.block_on(deploy::deploy(&stack, yes)),
         Cmd::Destroy {
             stack,
@@ -183,7 +236,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<target::Exit>() {
-                eprintln!("{exit}");
+                if !exit.message.is_empty() {
+                    eprintln!("{exit}");
+                }
                 return std::process::ExitCode::from(exit.code);
             }
             eprintln!("error: {e:#}");

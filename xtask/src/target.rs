@@ -30,6 +30,11 @@ impl std::error::Error for Exit {}
 pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit code when there is nothing to test: no deployed stack, or its address is unknown.
 pub(crate) const EXIT_NOT_DEPLOYED: u8 = 3;
+/// Exit code of `plan --detailed-exitcode` with changes pending, and of `status` when the stack
+/// drifted or is partly deployed (as `terraform plan -detailed-exitcode`).
+pub(crate) const EXIT_CHANGES: u8 = 2;
+/// Exit code of bad usage (clap's own).
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// A stack that is deployed, with what it takes to send it load.
 pub(crate) struct Deployed {

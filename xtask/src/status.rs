@@ -1,0 +1,279 @@
+//! `cargo xtask status`: what exists of the stack, its outputs, and whether it drifted. Reads
+//! only: what exists is what destroy would delete (found by the stack's tags), drift is what
+//! deploy would change.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use infra::{Action, Change, Plan};
+use serde_json::{Value, json};
+use stack::StackOutputs;
+
+use crate::target::{EXIT_CHANGES, EXIT_NOT_DEPLOYED, Exit};
+use crate::{StackArgs, Target};
+
+/// Where the stack stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Every module exists and deploy would change nothing.
+    Deployed,
+    /// Every module exists, and deploy would change something.
+    Drifted,
+    /// Some of the stack exists, not all of it.
+    Partial,
+    /// Nothing tagged with the stack exists.
+    NotDeployed,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Deployed => "deployed",
+            State::Drifted => "drifted",
+            State::Partial => "partial",
+            State::NotDeployed => "not-deployed",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            State::Deployed => 0,
+            State::Drifted | State::Partial => EXIT_CHANGES,
+            State::NotDeployed => EXIT_NOT_DEPLOYED,
+        }
+    }
+}
+
+/// What status found.
+struct Found {
+    /// Every resource tagged with the stack, modules in deploy order.
+    modules: Vec<(String, Vec<Change>)>,
+    outputs: Option<StackOutputs>,
+    /// What deploy would change.
+    pending: Plan,
+    state: State,
+}
+
+/// Groups the resources destroy would delete by module, in deploy order (destroy's reversed).
+fn by_module(existing: &Plan) -> Vec<(String, Vec<Change>)> {
+    let mut modules: Vec<(String, Vec<Change>)> = Vec::new();
+    // Destroy also plans updates (turning deletion protection off); only deletes are resources.
+    for change in existing
+        .changes
+        .iter()
+        .rev()
+        .filter(|c| c.action == Action::Delete)
+    {
+        match modules.iter_mut().find(|(m, _)| *m == change.module) {
+            Some((_, list)) => list.push(change.clone()),
+            None => modules.push((change.module.clone(), vec![change.clone()])),
+        }
+    }
+    modules
+}
+
+/// `kind N, kind N` in order of first appearance.
+fn kinds(resources: &[Change]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in resources {
+        match counts.iter_mut().find(|(k, _)| *k == r.kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.kind.clone(), 1)),
+        }
+    }
+    counts
+}
+
+fn state(
+    modules: &[(String, Vec<Change>)],
+    outputs: Option<&StackOutputs>,
+    pending: &Plan,
+) -> State {
+    if modules.is_empty() {
+        State::NotDeployed
+    } else if outputs.is_none() {
+        State::Partial
+    } else if pending.is_empty() {
+        State::Deployed
+    } else {
+        State::Drifted
+    }
+}
+
+pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
+    let stack = crate::deploy::load(args)?;
+    let where_ = match args.target {
+        Target::Sandbox => format!("the local sandbox ({})", stack.region()),
+        Target::Aws => format!("AWS region {}", stack.region()),
+    };
+    // A sandbox that is not running holds nothing; status does not start one.
+    if args.target == Target::Sandbox && crate::sandbox_cmd::current().is_none() {
+        let message = format!(
+            "stack {}: not deployed (the local sandbox is not running; `cargo xtask deploy` starts it)",
+            stack.name()
+        );
+        if json {
+            let status = json!({
+                "stack": stack.name().as_str(),
+                "region": stack.region(),
+                "target": "sandbox",
+                "state": State::NotDeployed.as_str(),
+                "modules": {},
+                "outputs": Value::Null,
+                "drift": { "changes": 0 },
+                "calls": { "total": 0, "writes": 0 },
+            });
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        return Err(Exit {
+            code: EXIT_NOT_DEPLOYED,
+            message,
+        }
+        .into());
+    }
+    let cx = crate::deploy::context(args, &stack).await?;
+    let started = Instant::now();
+    let (existing, outputs, pending) =
+        tokio::try_join!(stack.plan_destroy(&cx), stack.outputs(&cx), stack.plan(&cx),)
+            .context("reading the stack")?;
+    let modules = by_module(&existing);
+    let state = state(&modules, outputs.as_ref(), &pending);
+    let found = Found {
+        modules,
+        outputs,
+        pending,
+        state,
+    };
+    let calls = cx.calls().snapshot();
+    if json {
+        let modules: serde_json::Map<String, Value> = found
+            .modules
+            .iter()
+            .map(|(module, resources)| {
+                let list: Vec<Value> = resources
+                    .iter()
+                    .map(|r| json!({ "kind": r.kind, "name": r.name, "id": r.id }))
+                    .collect();
+                let counts: serde_json::Map<String, Value> = kinds(resources)
+                    .into_iter()
+                    .map(|(k, n)| (k, json!(n)))
+                    .collect();
+                (
+                    module.clone(),
+                    json!({ "count": resources.len(), "kinds": counts, "resources": list }),
+                )
+            })
+            .collect();
+        let c = found.pending.counts();
+        let status = json!({
+            "stack": stack.name().as_str(),
+            "region": stack.region(),
+            "target": match args.target { Target::Sandbox => "sandbox", Target::Aws => "aws" },
+            "state": found.state.as_str(),
+            "modules": modules,
+            "outputs": found.outputs,
+            "drift": {
+                "changes": found.pending.changes.len(),
+                "create": c.create,
+                "update": c.update,
+                "delete": c.delete,
+                "plan": found.pending.changes,
+            },
+            "calls": { "total": calls.total(), "writes": calls.writes() },
+        });
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", text(stack.name().as_str(), &where_, &found));
+        println!(
+            "{:.2}s, {} AWS calls ({} writes)",
+            started.elapsed().as_secs_f64(),
+            calls.total(),
+            calls.writes()
+        );
+        if args.verbose {
+            print!("{calls}");
+        }
+    }
+    match found.state.exit_code() {
+        0 => Ok(()),
+        code => Err(Exit {
+            code,
+            message: String::new(),
+        }
+        .into()),
+    }
+}
+
+/// The human form.
+fn text(name: &str, where_: &str, found: &Found) -> String {
+    let mut out = String::new();
+    let c = found.pending.counts();
+    let pending = format!(
+        "{} changes pending ({} to create, {} to update, {} to delete; `cargo xtask plan` shows them, `cargo xtask deploy` makes them)",
+        found.pending.changes.len(),
+        c.create,
+        c.update,
+        c.delete
+    );
+    let headline = match found.state {
+        State::Deployed => "deployed, no drift (deploy would change nothing)".to_owned(),
+        State::Drifted => format!("deployed, DRIFTED: {pending}"),
+        State::Partial => format!("PARTLY deployed: {pending}"),
+        State::NotDeployed => "not deployed (nothing is tagged with the stack)".to_owned(),
+    };
+    let _ = writeln!(out, "Stack {name} in {where_}: {headline}");
+    let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();
+    if total > 0 {
+        let _ = writeln!(out, "Resources ({total}):");
+    }
+    for (module, resources) in &found.modules {
+        let kinds: Vec<String> = kinds(resources)
+            .into_iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {module} ({}): {}",
+            resources.len(),
+            kinds.join(", ")
+        );
+        for r in resources {
+            let _ = writeln!(
+                out,
+                "    {} {:?}{}",
+                r.kind,
+                r.name,
+                // Resources AWS knows by name have no other id.
+                r.id.as_ref().map(|id| format!(" {id}")).unwrap_or_default()
+            );
+        }
+    }
+    if let Some(o) = &found.outputs {
+        let _ = writeln!(out, "Outputs:");
+        let rows = [
+            (
+                "load balancer",
+                format!("http://{}/", o.load_balancer.dns_name),
+            ),
+            ("vpc", o.network.vpc_id.clone()),
+            ("zones", o.network.zones.join(", ")),
+            (
+                "service",
+                format!(
+                    "{} in cluster {}",
+                    o.compute.service_name, o.compute.cluster_name
+                ),
+            ),
+            ("task def", o.compute.task_definition_arn.clone()),
+            ("log bucket", o.storage.log_bucket.clone()),
+            ("repository", o.storage.repository_uri.clone()),
+            ("dashboard", o.observability.dashboard_name.clone()),
+            ("alarms", o.observability.alarm_names.join(", ")),
+        ];
+        for (what, value) in rows {
+            let _ = writeln!(out, "  {what:<14}{value}");
+        }
+    }
+    out
+}
