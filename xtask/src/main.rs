@@ -5,6 +5,7 @@
 //! `--help`.
 
 mod bench_loadtest;
+mod bench_sandbox;
 mod check;
 mod deploy;
 mod init;
@@ -164,6 +165,8 @@ enum Cmd {
 enum BenchCmd {
     /// The load engine side by side with other tools against one local server.
     Loadtest(bench_loadtest::BenchLoadtestArgs),
+    /// The sandbox ALB proxy: latency it adds at 2,000 requests/s and the rate one core carries.
+    Sandbox(bench_sandbox::BenchSandboxArgs),
 }
 
 /// The project root (the workspace folder).
@@ -231,6 +234,9 @@ fn main() -> std::process::ExitCode {
         Cmd::Bench {
             what: BenchCmd::Loadtest(args),
         } => bench_loadtest::run(&args),
+        Cmd::Bench {
+            what: BenchCmd::Sandbox(args),
+        } => bench_sandbox::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
