@@ -790,6 +790,34 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         .send()
         .await
         .unwrap();
+    // The storage module's policy (crates/storage/src/policy.rs): no plain HTTP, and only
+    // eu-west-1's ELB log-delivery account may put objects, under the account's log prefix.
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::web-logs", "arn:aws:s3:::web-logs/*"],
+                "Condition": { "Bool": { "aws:SecureTransport": "false" } }
+            },
+            {
+                "Sid": "AllowLoadBalancerLogDelivery",
+                "Effect": "Allow",
+                "Principal": { "AWS": "arn:aws:iam::156460612806:root" },
+                "Action": "s3:PutObject",
+                "Resource": format!("arn:aws:s3:::web-logs/alb/AWSLogs/{}/*", st.account.0)
+            }
+        ]
+    });
+    s3.put_bucket_policy()
+        .bucket("web-logs")
+        .policy(policy.to_string())
+        .send()
+        .await
+        .unwrap();
     let lb_arn = elb
         .describe_load_balancers()
         .send()
@@ -832,6 +860,7 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
     // Access logs land in the bucket under the AWS key layout, gzip, one line per request.
     let mut lines = 0;
     let mut keys = Vec::new();
+    let mut sample = String::new();
     for _ in 0..50 {
         let listed = s3
             .list_objects_v2()
@@ -863,6 +892,12 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
             std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
                 .unwrap();
             lines += text.lines().filter(|l| l.contains("\"GET ")).count();
+            if let Some(l) = text
+                .lines()
+                .find(|l| l.contains("\"GET http://") && l.split(' ').nth(8) == Some("200"))
+            {
+                sample = l.to_owned();
+            }
         }
         if lines >= 20 {
             break;
@@ -870,6 +905,27 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(lines >= 20, "access log lines {lines} in {keys:?}");
+    // The ALB format: type, time, elb, client:port, target:port, three processing times,
+    // ELB and target status, bytes received and sent, then the quoted request line.
+    let f: Vec<&str> = sample.split(' ').collect();
+    assert!(f.len() > 14, "{sample}");
+    assert_eq!(f[0], "http", "{sample}");
+    assert!(
+        f[1].len() == 27 && f[1].ends_with('Z') && f[1].contains('T'),
+        "RFC 3339 with microseconds: {sample}"
+    );
+    assert!(f[2].starts_with("app/web/"), "{sample}");
+    assert!(f[3].parse::<SocketAddr>().is_ok(), "{sample}");
+    let target: SocketAddr = f[4].parse().unwrap();
+    assert_eq!(target.port(), st.port, "{sample}");
+    for t in &f[5..8] {
+        assert!(t.parse::<f64>().is_ok_and(|v| v >= 0.0), "{sample}");
+    }
+    assert_eq!((f[8], f[9]), ("200", "200"), "{sample}");
+    assert!(f[10].parse::<u64>().is_ok() && f[11].parse::<u64>().is_ok_and(|b| b > 0));
+    assert_eq!(f[12], "\"GET", "{sample}");
+    assert!(f[13].starts_with("http://web:"), "{sample}");
+    assert_eq!(f[14], "HTTP/1.1\"", "{sample}");
     assert!(
         keys.iter()
             .all(|k| k.contains("/elasticloadbalancing/eu-west-1/") && k.ends_with(".log.gz")),
