@@ -54,6 +54,7 @@ fn short(scenarios: Vec<Scenario>) -> ProveConfig {
             max_error_rate: 0.02,
         },
         baseline_s: 5.0,
+        warmup_s: 2.0,
         ramp_s: 5.0,
         scale_timeout_s: 90.0,
         settle_s: 5.0,

@@ -52,9 +52,12 @@ pub(crate) struct LoadtestArgs {
     /// Baseline rate [default: rps/5, at most half what the running tasks carry].
     #[arg(long)]
     baseline_rps: Option<f64>,
-    /// Baseline length.
+    /// Baseline length (measured after the warm-up).
     #[arg(long, default_value_t = 20.0)]
     baseline_s: f64,
+    /// Baseline load before the measured window, while the engine's connections open.
+    #[arg(long, default_value_t = 5.0)]
+    warmup_s: f64,
     /// Scaling: ramp from the baseline rate to --rps over this long.
     #[arg(long, default_value_t = 20.0)]
     ramp_s: f64,
@@ -121,6 +124,7 @@ impl LoadtestArgs {
             },
             baseline_rps: self.baseline_rps,
             baseline_s: self.baseline_s,
+            warmup_s: self.warmup_s,
             ramp_s: self.ramp_s,
             scale_timeout_s: self.scale_timeout_s,
             settle_s: self.settle_s,

@@ -50,8 +50,12 @@ pub struct ProveConfig {
     /// Baseline rate. Default: a fifth of `rps`, at most half of what the running tasks
     /// carry at their target-tracking value.
     pub baseline_rps: Option<f64>,
-    /// Baseline length. Default 20.
+    /// Baseline length, after the warm-up. Default 20.
     pub baseline_s: f64,
+    /// Seconds of baseline load before the measured window: the engine opens its
+    /// connections (thousands at a high `rps`) as the run starts, and that burst is not the
+    /// service's latency. Default 5; 0 measures from the first second.
+    pub warmup_s: f64,
     /// Scaling: time to ramp from the baseline rate to `rps`. Default 20.
     pub ramp_s: f64,
     /// Scaling: the longest wait for the steady state after the load exceeds capacity.
@@ -95,6 +99,7 @@ impl Default for ProveConfig {
             },
             baseline_rps: None,
             baseline_s: 20.0,
+            warmup_s: 5.0,
             ramp_s: 20.0,
             scale_timeout_s: 240.0,
             settle_s: 15.0,
@@ -164,6 +169,7 @@ impl ProveConfig {
         }
         for (field, v, min) in [
             ("baseline-s", self.baseline_s, 1.0),
+            ("warmup-s", self.warmup_s, 0.0),
             ("ramp-s", self.ramp_s, 0.0),
             ("scale-timeout-s", self.scale_timeout_s, 5.0),
             ("settle-s", self.settle_s, 1.0),

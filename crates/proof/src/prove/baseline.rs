@@ -18,15 +18,19 @@ impl Run {
             }
             .max(1.0)
         });
+        // Whole seconds: the report's series is per second.
+        let warmup = self.config.warmup_s.ceil();
         self.say(&format!(
-            "baseline: {rate:.0} rps for {:.0} s",
+            "baseline: {rate:.0} rps for {:.0} s after {warmup:.0} s of warm-up",
             self.config.baseline_s
         ));
         let load = self
-            .start_load(rate, Vec::new(), self.config.baseline_s)
+            .start_load(rate, Vec::new(), warmup + self.config.baseline_s)
             .await?;
         let report = load.handle.wait().await?;
-        let w = Window::of(&report, 0, u32::MAX);
+        // Validated: 0 to 3600 seconds.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let w = Window::of(&report, warmup as u32, u32::MAX);
         let (slo_ok, slo_detail) = w.slo(&self.config.slo);
         let after = self.sample();
         let with_tasks: BTreeSet<&String> = after
@@ -90,15 +94,15 @@ impl Run {
                 "%",
             ));
         }
+        let mut notes = Vec::new();
+        if warmup > 0.0 {
+            notes.push(format!(
+                "the first {warmup:.0} s of load (warm-up: the engine opening up to {} connections) are not counted",
+                self.config.connections()
+            ));
+        }
         let (start_s, end_s) = self.mark_scenario("baseline", &report);
         self.reports.push(report);
-        Ok(finish(
-            "baseline",
-            start_s,
-            end_s,
-            checks,
-            figures,
-            Vec::new(),
-        ))
+        Ok(finish("baseline", start_s, end_s, checks, figures, notes))
     }
 }
