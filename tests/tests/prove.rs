@@ -96,23 +96,19 @@ fn failed_check<'a>(r: &'a proof::ProofReport, scenario: &str, check: &str) -> &
         .unwrap_or_else(|| panic!("no check {check} in {s:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
-    let deployed = Box::pin(stackproof_tests::deploy(
-        &fast_stack("proof-ok", "", FAST_HEALTH),
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let d = deployed.deployment.clone();
+/// Deploys `stack`, proves it with `config` to the end, and prints the verdict table. The
+/// deployment (and its data plane) stays up for the checks that follow.
+async fn deploy_and_prove(
+    stack: &str,
+    config: ProveConfig,
+) -> (stackproof_tests::Deployed, proof::ProofReport, String) {
+    let deployed = Box::pin(stackproof_tests::deploy(stack, Duration::from_secs(10)))
+        .await
+        .unwrap();
     let (progress, _) = lines();
     let report = Box::pin(proof::prove(
-        d.clone(),
-        short(vec![
-            Scenario::Baseline,
-            Scenario::Scaling,
-            Scenario::AzFailover,
-        ]),
+        deployed.deployment.clone(),
+        config,
         progress,
         std::future::pending(),
     ))
@@ -120,6 +116,33 @@ async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
     .unwrap();
     let table = report.table();
     eprintln!("{table}");
+    (deployed, report, table)
+}
+
+/// The failed zone held every task: errors went on while it was down, nothing else was left.
+fn assert_nothing_survived_the_zone(report: &proof::ProofReport, table: &str) {
+    let errors = failed_check(report, "az-failover", "errors stop");
+    assert!(!errors.passed, "{table}");
+    assert!(
+        errors.detail.contains("went on until the fault was undone"),
+        "{table}"
+    );
+    let capacity = failed_check(report, "az-failover", "capacity in the remaining zones");
+    assert!(!capacity.passed, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
+    let (deployed, report, table) = deploy_and_prove(
+        &fast_stack("proof-ok", "", FAST_HEALTH),
+        short(vec![
+            Scenario::Baseline,
+            Scenario::Scaling,
+            Scenario::AzFailover,
+        ]),
+    )
+    .await;
+    let d = &deployed.deployment;
     assert!(report.passed, "{table}");
     assert_eq!(report.scenarios.len(), 3);
     // Baseline: both zones served.
@@ -169,39 +192,27 @@ async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
     assert_eq!(json["schema"], proof::SCHEMA);
     assert_eq!(json["scenarios"].as_array().unwrap().len(), 3);
     // The zone is back.
-    assert!(isolated_zones(&d).await.is_empty());
+    assert!(isolated_zones(d).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_task_cannot_scale_or_survive_losing_its_zone() {
-    let deployed = Box::pin(stackproof_tests::deploy(
-        &fast_stack(
-            "proof-one",
-            "desired-count = 1\nmin-count = 1\nmax-count = 1",
-            FAST_HEALTH,
-        ),
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let d = deployed.deployment.clone();
-    let (progress, _) = lines();
     let config = ProveConfig {
         fault_max_s: 45.0,
         max_failover_s: 30.0,
         after_s: 15.0,
         ..short(vec![Scenario::Scaling, Scenario::AzFailover])
     };
-    let report = Box::pin(proof::prove(
-        d.clone(),
+    let (deployed, report, table) = deploy_and_prove(
+        &fast_stack(
+            "proof-one",
+            "desired-count = 1\nmin-count = 1\nmax-count = 1",
+            FAST_HEALTH,
+        ),
         config,
-        progress,
-        std::future::pending(),
-    ))
-    .await
-    .unwrap();
-    let table = report.table();
-    eprintln!("{table}");
+    )
+    .await;
+    let d = &deployed.deployment;
     assert!(!report.passed, "{table}");
     // It cannot scale: its max is its min.
     let scaling = report.scenario("scaling").unwrap();
@@ -213,43 +224,25 @@ async fn one_task_cannot_scale_or_survive_losing_its_zone() {
         "{table}"
     );
     // Its only zone fails: the errors never stop while it is down.
-    let errors = failed_check(&report, "az-failover", "errors stop");
-    assert!(!errors.passed, "{table}");
-    assert!(
-        errors.detail.contains("went on until the fault was undone"),
-        "{table}"
-    );
-    assert!(!failed_check(&report, "az-failover", "capacity in the remaining zones").passed);
-    assert!(isolated_zones(&d).await.is_empty());
+    assert_nothing_survived_the_zone(&report, &table);
+    assert!(isolated_zones(d).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_in_one_zone_fails_the_baseline_and_the_failover() {
     // Two zones of network and load balancer, but every task in the first zone.
-    let deployed = Box::pin(stackproof_tests::deploy(
-        &fast_stack("proof-onezone", "zone-count = 1", FAST_HEALTH),
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let d = deployed.deployment.clone();
-    let (progress, _) = lines();
     let config = ProveConfig {
         fault_max_s: 45.0,
         max_failover_s: 30.0,
         after_s: 15.0,
         ..short(vec![Scenario::Baseline, Scenario::AzFailover])
     };
-    let report = Box::pin(proof::prove(
-        d.clone(),
+    let (deployed, report, table) = deploy_and_prove(
+        &fast_stack("proof-onezone", "zone-count = 1", FAST_HEALTH),
         config,
-        progress,
-        std::future::pending(),
-    ))
-    .await
-    .unwrap();
-    let table = report.table();
-    eprintln!("{table}");
+    )
+    .await;
+    let d = &deployed.deployment;
     assert!(!report.passed, "{table}");
     let zone = d.outputs.network.zones[0].clone();
     // The baseline sees every task in one zone.
@@ -262,49 +255,27 @@ async fn a_service_in_one_zone_fails_the_baseline_and_the_failover() {
         failover.notes.contains(&format!("failed zone: {zone}")),
         "{table}"
     );
-    let errors = failed_check(&report, "az-failover", "errors stop");
-    assert!(!errors.passed, "{table}");
-    assert!(
-        errors.detail.contains("went on until the fault was undone"),
-        "{table}"
-    );
-    let capacity = failed_check(&report, "az-failover", "capacity in the remaining zones");
-    assert!(!capacity.passed, "{table}");
-    assert!(isolated_zones(&d).await.is_empty());
+    assert_nothing_survived_the_zone(&report, &table);
+    assert!(isolated_zones(d).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_check_that_takes_minutes_to_fail_a_target_fails_the_failover() {
     // 30 s x 10 probes: five minutes before a dead target leaves the rotation.
     let slow = "interval-seconds = 30\ntimeout-seconds = 5\nhealthy-threshold = 2\nunhealthy-threshold = 10";
-    let deployed = Box::pin(stackproof_tests::deploy(
-        &fast_stack("proof-slow", "", slow),
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let d = deployed.deployment.clone();
-    let (progress, _) = lines();
     let config = ProveConfig {
         max_failover_s: 20.0,
         fault_max_s: 30.0,
         after_s: 5.0,
         ..short(vec![Scenario::AzFailover])
     };
-    let report = Box::pin(proof::prove(
-        d.clone(),
-        config,
-        progress,
-        std::future::pending(),
-    ))
-    .await
-    .unwrap();
-    let table = report.table();
-    eprintln!("{table}");
+    let (deployed, report, table) =
+        deploy_and_prove(&fast_stack("proof-slow", "", slow), config).await;
+    let d = &deployed.deployment;
     assert!(!report.passed, "{table}");
     let errors = failed_check(&report, "az-failover", "errors stop");
     assert!(!errors.passed, "{table}");
-    assert!(isolated_zones(&d).await.is_empty());
+    assert!(isolated_zones(d).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
