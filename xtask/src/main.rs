@@ -4,6 +4,7 @@
 //! `plan --detailed-exitcode` and `status` give 2 another meaning (changes pending); see their
 //! `--help`.
 
+mod bench_deploy;
 mod bench_loadtest;
 mod bench_sandbox;
 mod check;
@@ -163,6 +164,9 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum BenchCmd {
+    /// Whole-stack deploy, no-change plan, second deploy and destroy into a moto of its own:
+    /// wall time and AWS calls, three runs each.
+    Deploy(bench_deploy::BenchDeployArgs),
     /// The load engine side by side with other tools against one local server.
     Loadtest(bench_loadtest::BenchLoadtestArgs),
     /// The sandbox ALB proxy: latency it adds at 2,000 requests/s and the rate one core carries.
@@ -231,6 +235,9 @@ fn main() -> std::process::ExitCode {
         } => runtime.block_on(deploy::destroy(&stack, yes, override_deletion_protection)),
         Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
         Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),
+        Cmd::Bench {
+            what: BenchCmd::Deploy(args),
+        } => bench_deploy::run(&args),
         Cmd::Bench {
             what: BenchCmd::Loadtest(args),
         } => bench_loadtest::run(&args),
