@@ -138,6 +138,8 @@ pub enum MarkKind {
     Scenario,
     /// A fault was in place (shaded on charts).
     Fault,
+    /// Load that no check counts: the baseline's warm-up (greyed on charts).
+    Warmup,
 }
 
 /// A labelled time span.

@@ -65,6 +65,7 @@ struct Ctx<'a> {
     bands: Vec<(f64, f64, &'a str)>,
     /// Fault spans (start, end, label).
     faults: Vec<(f64, f64, &'a str)>,
+    warmups: Vec<(f64, f64, &'a str)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -97,15 +98,19 @@ impl<'a> Ctx<'a> {
                 })
                 .collect();
         }
-        let faults: Vec<(f64, f64, &str)> = report
-            .marks
-            .iter()
-            .filter(|m| m.kind == MarkKind::Fault)
-            .map(|m| {
-                let (a, b) = span(m.start_s, m.end_s);
-                (a, b, m.label.as_str())
-            })
-            .collect();
+        let marked = |kind: MarkKind| -> Vec<(f64, f64, &str)> {
+            report
+                .marks
+                .iter()
+                .filter(|m| m.kind == kind)
+                .map(|m| {
+                    let (a, b) = span(m.start_s, m.end_s);
+                    (a, b, m.label.as_str())
+                })
+                .collect()
+        };
+        let faults = marked(MarkKind::Fault);
+        let warmups = marked(MarkKind::Warmup);
         let x_max = [fin(report.elapsed_s)]
             .into_iter()
             .chain(points.iter().map(|p| p.t + 1.0))
@@ -128,6 +133,7 @@ impl<'a> Ctx<'a> {
             zones: zones.into_iter().collect(),
             bands,
             faults,
+            warmups,
         }
     }
 
@@ -315,6 +321,16 @@ fn chart(
             esc(label)
         );
     }
+    for (a, b, label) in &ctx.warmups {
+        let _ = write!(
+            s,
+            "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PLOT_H}\" fill=\"#64748b\" \
+             fill-opacity=\"0.14\"><title>{}</title></rect>",
+            f.x(*a),
+            (f.x(*b) - f.x(*a)).max(1.0),
+            esc(label)
+        );
+    }
     // Gridlines and y ticks.
     for (frac, label) in y.ticks() {
         let py = f.y_frac(frac);
@@ -385,6 +401,17 @@ fn chart(
             top + 26.0,
             esc(label)
         );
+    }
+    for (a, b, label) in &ctx.warmups {
+        if f.x(*b) - f.x(*a) >= 24.0 {
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tk\">{}</text>",
+                f.x(*a) + 3.0,
+                bottom - 5.0,
+                esc(label)
+            );
+        }
     }
     for (a, b, name) in &ctx.bands {
         if f.x(*b) - f.x(*a) >= 24.0 {

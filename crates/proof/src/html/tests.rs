@@ -133,6 +133,7 @@ fn realistic() -> ProofReport {
         service,
         marks: vec![
             mark(MarkKind::Scenario, "baseline", 0.0, 40.0),
+            mark(MarkKind::Warmup, "warm-up", 0.0, 5.0),
             mark(MarkKind::Scenario, "scaling", 40.0, 60.0),
             mark(MarkKind::Scenario, "az-failover", 60.0, 120.0),
             mark(MarkKind::Fault, "eu-west-1a isolated", 60.0, 90.0),
@@ -215,6 +216,8 @@ fn realistic_report_shows_what_happened() {
     assert!(html.contains("ms (log scale)"));
     // The fault is labelled on every chart, the zones are in the legend.
     assert_eq!(html.matches("eu-west-1a isolated").count(), 2 * 5);
+    // The baseline's warm-up is greyed and named on every chart (shading title and label).
+    assert_eq!(html.matches(">warm-up<").count(), 2 * 5);
     assert!(html.contains(A) && html.contains(B));
 
     // Header and verdict.

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::{Run, by_zone, check, fig, finish};
 use crate::error::Error;
-use crate::report::ScenarioResult;
+use crate::report::{Mark, MarkKind, ScenarioResult};
 use crate::window::Window;
 
 impl Run {
@@ -96,6 +96,12 @@ impl Run {
         }
         let mut notes = Vec::new();
         if warmup > 0.0 {
+            self.marks.push(Mark {
+                kind: MarkKind::Warmup,
+                label: "warm-up".to_owned(),
+                start_s: self.global(&report, 0.0),
+                end_s: self.global(&report, warmup),
+            });
             notes.push(format!(
                 "the first {warmup:.0} s of load (warm-up: the engine opening up to {} connections) are not counted",
                 self.config.connections()
