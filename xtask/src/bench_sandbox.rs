@@ -5,7 +5,8 @@
 //! open-loop rate straight at one of them, then through a [`sandbox::alb::Proxy`] over both
 //! (health-checked, round robin, access log lines formatted every second as the data plane
 //! does), and prints p50/p99/p99.9 of both and the p99 difference. Then it steps the rate
-//! through the proxy up until errors or lateness appear, with the proxy alone on a
+//! through the proxy up (each step judged sustained or not by achieved rate, errors, late
+//! starts and p99; it stops once errors appear or throughput gives out), with the proxy alone on a
 //! current-thread runtime; the proxy's own CPU time (from `/proc`) gives its cost per request
 //! and the rate one core of it would carry. With `taskset` and two CPUs or more the proxy
 //! thread runs on CPU 0 and everything else (generator, targets) on CPU 1. Numbers, not
@@ -100,7 +101,9 @@ pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
     rt.block_on(load(proxy.addr, 500, 1))?;
 
     let rate = args.rate;
+    let app0 = targets[0].cpu_ticks();
     let direct = rt.block_on(load(targets[0].addr, rate, args.duration))?;
+    let app_cpu = cpu_fraction(app0, targets[0].cpu_ticks(), direct.elapsed_s);
     let cpu0 = proxy.cpu_ticks();
     let via = rt.block_on(load(proxy.addr, rate, args.duration))?;
     let proxy_cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), via.elapsed_s);
@@ -137,8 +140,23 @@ pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
         v.p99_9 - d.p99_9,
         via.latency_ms.raw.p99 - direct.latency_ms.raw.p99
     );
+    let per_request = |f: f64, r: &loadtest::Report| {
+        let done = (r.completed + r.errors).max(1) as f64;
+        f * r.elapsed_s * 1e6 / done
+    };
     if let Some(f) = proxy_cpu {
-        println!("proxy CPU at {rate}/s: {:.1}% of one core", 100.0 * f);
+        println!(
+            "proxy CPU at {rate}/s: {:.1}% of one core, {:.1} µs per request",
+            100.0 * f,
+            per_request(f, &via)
+        );
+    }
+    if let Some(f) = app_cpu {
+        println!(
+            "for scale, the sample-app (a plain hyper server) answering the direct run: {:.1}% of a core, {:.1} µs per request",
+            100.0 * f,
+            per_request(f, &direct)
+        );
     }
 
     if !args.no_max_rate {
@@ -166,6 +184,7 @@ fn max_rate(
         "rate", "achieved", "p50", "p99", "errors", "late%", "proxy CPU", "µs/request"
     );
     let mut best: Option<u32> = None;
+    let mut served = 0.0f64;
     let mut per_request_us: Vec<f64> = Vec::new();
     for &rate in &args.steps {
         let cpu0 = proxy.cpu_ticks();
@@ -205,10 +224,14 @@ fn max_rate(
         if let Some(u) = us {
             per_request_us.push(u);
         }
-        if !sustained {
+        if sustained {
+            best = Some(rate);
+        }
+        // Throughput itself gave out: higher steps only queue more.
+        if r.achieved_rate < 0.9 * f64::from(rate) || errors > 0 {
             break;
         }
-        best = Some(rate);
+        served = served.max(r.achieved_rate);
     }
     match best {
         Some(b) => {
@@ -216,6 +239,7 @@ fn max_rate(
         }
         None => println!("no step sustained"),
     }
+    println!("highest rate served without errors (latency aside): {served:.0} requests/s");
     if let Some(u) = per_request_us
         .iter()
         .copied()
@@ -294,6 +318,21 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// utime + stime of the process (all its threads), in clock ticks.
+    fn cpu_ticks(&self) -> Option<u64> {
+        stat_ticks(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file, in clock ticks.
+fn stat_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -350,11 +389,7 @@ impl ProxyThread {
     /// utime + stime of the proxy thread, in clock ticks.
     fn cpu_ticks(&self) -> Option<u64> {
         let tid = self.tid?;
-        let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", std::process::id()))
-            .ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        stat_ticks(&format!("/proc/{}/task/{tid}/stat", std::process::id()))
     }
 }
 
