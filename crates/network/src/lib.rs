@@ -167,6 +167,21 @@ impl Network {
         }
         outputs(&desired, &Ids::from_observed(&observed)).map(Some)
     }
+
+    /// What `plan` shows and what [`Network::outputs`] returns, from one read of the account
+    /// (the stack plans every module and needs upstream outputs at the same time). Read-only.
+    pub async fn plan_and_outputs(
+        &self,
+        cx: &Context,
+    ) -> Result<(Plan, Option<NetworkOutputs>), Error> {
+        let (desired, observed, ops) = self.steps(cx).await?;
+        let outputs = if observed.vpcs.is_empty() {
+            None
+        } else {
+            Some(outputs(&desired, &Ids::from_observed(&observed))?)
+        };
+        Ok((to_plan(&ops), outputs))
+    }
 }
 
 fn outputs(desired: &Desired, ids: &Ids) -> Result<NetworkOutputs, Error> {

@@ -444,24 +444,15 @@ impl Stack {
     /// Reads only; ids of what does not exist yet show as `(known after apply)`.
     pub async fn plan(&self, cx: &Context) -> Result<Plan, Error> {
         let m = self.modules(cx);
-        let (storage_plan, storage_out, network_plan, network_out) = tokio::try_join!(
-            async { m.storage.plan(cx, &()).await.map_err(Error::from) },
-            async { m.storage.outputs(cx).await.map_err(Error::from) },
-            async { m.network.plan(cx, &()).await.map_err(Error::from) },
-            async { m.network.outputs(cx).await.map_err(Error::from) },
+        // Each module reads the account once for both its plan and its outputs.
+        let ((storage_plan, storage_out), (network_plan, network_out)) = tokio::try_join!(
+            async { m.storage.plan_and_outputs(cx).await.map_err(Error::from) },
+            async { m.network.plan_and_outputs(cx).await.map_err(Error::from) },
         )?;
         let storage_out = storage_out.unwrap_or_else(|| self.placeholder_storage());
         let network_out = network_out.unwrap_or_else(|| self.placeholder_network());
         let lb_inputs = self.lb_inputs(&network_out, &storage_out);
-        let (lb_plan, lb_out) = tokio::try_join!(
-            async {
-                m.load_balancer
-                    .plan(cx, &lb_inputs)
-                    .await
-                    .map_err(Error::from)
-            },
-            async { m.load_balancer.outputs(cx).await.map_err(Error::from) },
-        )?;
+        let (lb_plan, lb_out) = m.load_balancer.plan_and_outputs(cx, &lb_inputs).await?;
         let lb_out = lb_out.unwrap_or_else(|| self.placeholder_lb());
         let compute_inputs = self.compute_inputs(&network_out, &storage_out, &lb_out);
         let obs_inputs = self.observability_inputs(&network_out, &lb_out);

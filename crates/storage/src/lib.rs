@@ -115,13 +115,17 @@ impl Storage {
         &self.spec
     }
 
+    /// The repository's name does not depend on the account, the derived bucket name does:
+    /// the repository is read first and its ARN names the account, so only a stack without a
+    /// repository asks STS.
     async fn observe(&self, cx: &Context) -> Result<(Desired, Observed), Error> {
-        let account = observe::account_id(&self.sts).await?;
+        let repo = observe::repository(&self.ecr, &repository_name(cx.stack().as_str())).await?;
+        let account = match repo.as_ref().and_then(|r| arn_account(&r.arn)) {
+            Some(account) => account.to_owned(),
+            None => observe::account_id(&self.sts).await?,
+        };
         let desired = Desired::new(cx, &self.spec, &account);
-        let (bucket, repo) = tokio::try_join!(
-            observe::bucket(&self.s3, cx.stack().as_str(), &desired.bucket),
-            observe::repository(&self.ecr, &desired.repo),
-        )?;
+        let bucket = observe::bucket(&self.s3, cx.stack().as_str(), &desired.bucket).await?;
         Ok((desired, Observed { bucket, repo }))
     }
 
@@ -140,6 +144,21 @@ impl Storage {
             (Some(_), Some(repo)) => Ok(Some(outputs(&desired, repo))),
             _ => Ok(None),
         }
+    }
+
+    /// What `plan` shows and what `outputs` returns, from one read of the account (the stack
+    /// plans every module and needs upstream outputs at the same time). Read-only.
+    pub async fn plan_and_outputs(
+        &self,
+        cx: &Context,
+    ) -> Result<(Plan, Option<StorageOutputs>), Error> {
+        let (desired, observed, ops) = self.steps(cx).await?;
+        desired::check_owners(cx, &desired, &observed)?;
+        let outputs = match (&observed.bucket, &observed.repo) {
+            (Some(_), Some(repo)) => Some(outputs(&desired, repo)),
+            _ => None,
+        };
+        Ok((to_plan(&ops), outputs))
     }
 
     /// What destroy finds: the bucket and repository (if they are the stack's) and what they
@@ -163,6 +182,14 @@ impl Storage {
         )?;
         Ok((observed, Contents { objects, images }))
     }
+}
+
+/// The account field of an ARN (`arn:aws:ecr:eu-west-1:123456789012:repository/x`), when it
+/// has one.
+fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn outputs(desired: &Desired, repo: &observe::RepoState) -> StorageOutputs {

@@ -145,6 +145,22 @@ impl LoadBalancer {
         }
         outputs(&Ids::from_observed(&observed)).map(Some)
     }
+
+    /// What `plan` shows and what [`LoadBalancer::outputs`] returns, from one read of the
+    /// account (the stack needs both at the same time). Read-only.
+    pub async fn plan_and_outputs(
+        &self,
+        cx: &Context,
+        inputs: &LoadBalancerInputs,
+    ) -> Result<(Plan, Option<LoadBalancerOutputs>), Error> {
+        let (observed, ops) = self.steps(cx, inputs).await?;
+        let outputs = if observed.lb.is_none() {
+            None
+        } else {
+            Some(outputs(&Ids::from_observed(&observed))?)
+        };
+        Ok((to_plan(&ops), outputs))
+    }
 }
 
 /// The part of `arn` after `marker` (`include` keeps the marker itself).
