@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use infra::{Context, Event, Plan, Progress};
+use stack::lock::{self, LockError, LockStore};
 use stack::{Stack, StackConfig};
 
-use crate::target::{EXIT_CHANGES, EXIT_USAGE, Exit};
+use crate::target::{EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE, Exit};
 use crate::{StackArgs, Target};
 
 /// Prints one line per finished change, and waits as they happen.
@@ -231,12 +232,93 @@ pub(crate) async fn plan(
     Ok(())
 }
 
-pub(crate) async fn deploy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
+/// Takes the stack's lock (after `--force-unlock` removed a stale one), runs `work`, and
+/// releases the lock whether `work` succeeds, fails or is interrupted (Ctrl-C, SIGTERM).
+async fn locked<F>(cx: &Context, command: &str, force_unlock: bool, work: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    // The lock's calls go through a context of their own: the stack's counts stay its own.
+    let lock_cx = Context::builder(cx.sdk_config().clone(), cx.stack().clone()).build();
+    let store = LockStore::new(&lock_cx)
+        .await
+        .context("reading the stack's lock")?;
+    let stack = cx.stack();
+    if force_unlock {
+        match store.force_unlock().await.context("--force-unlock")? {
+            Some(info) => eprintln!(
+                "warning: --force-unlock removed the lock of stack {stack}: {info} ({} ago). If that run is still going, two writers may now interleave and leave duplicate resources; running deploy again afterwards converges (it finds resources by their tags).",
+                lock::human(info.age(std::time::SystemTime::now()))
+            ),
+            None => eprintln!("--force-unlock: stack {stack} was not locked"),
+        }
+    }
+    let held = match store.acquire(command).await {
+        Ok(held) => held,
+        Err(e @ LockError::Held { .. }) => {
+            let gone = match &e {
+                LockError::Held { info, .. } if info.holder_is_gone_from_this_host() => format!(
+                    " Process {} no longer runs on this host: that run was killed.",
+                    info.pid
+                ),
+                _ => String::new(),
+            };
+            return Err(Exit {
+                code: EXIT_LOCKED,
+                message: format!(
+                    "error: {e}. Another deploy or destroy of this stack holds it; nothing was changed.{gone} If that run is no longer running (killed, machine lost), run the command again with --force-unlock: if it is in fact still running, two writers may interleave and leave duplicate resources (running deploy again converges)."
+                ),
+            }
+            .into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("taking the stack's lock")),
+    };
+    let result = tokio::select! {
+        result = work => result,
+        signal = interrupted() => Err(Exit {
+            code: EXIT_INTERRUPTED,
+            message: format!("{signal}: stopped part way; the lock is released; run the same command again to resume (it finds what exists by its tags)"),
+        }
+        .into()),
+    };
+    if let Err(e) = held.release().await {
+        eprintln!(
+            "warning: could not release the lock of stack {stack} ({e}); the next run will need --force-unlock"
+        );
+    }
+    result
+}
+
+/// Waits for Ctrl-C or SIGTERM; says which.
+async fn interrupted() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => "terminated (SIGTERM)",
+    }
+}
+
+pub(crate) async fn deploy(args: &StackArgs, yes: bool, force_unlock: bool) -> anyhow::Result<()> {
     let stack = load(args)?;
     let cx = context(args, &stack).await?;
+    locked(
+        &cx,
+        "deploy",
+        force_unlock,
+        deploy_locked(args, &stack, &cx, yes),
+    )
+    .await
+}
+
+async fn deploy_locked(
+    args: &StackArgs,
+    stack: &Stack,
+    cx: &Context,
+    yes: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan: Plan = stack.plan(&cx).await.context("planning")?;
-    println!("Deploying {}:\n{plan}", where_(args, &stack));
+    let plan: Plan = stack.plan(cx).await.context("planning")?;
+    println!("Deploying {}:\n{plan}", where_(args, stack));
     if !plan.is_empty()
         && args.target == Target::Aws
         && !yes
@@ -245,11 +327,11 @@ pub(crate) async fn deploy(args: &StackArgs, yes: bool) -> anyhow::Result<()> {
         bail!("cancelled; nothing was changed");
     }
     let outputs = stack
-        .apply(&cx)
+        .apply(cx)
         .await
         .context("deploy stopped part way; run the same command again to resume (it finds what exists by its tags)")?;
     println!("Outputs:\n{}", serde_json::to_string_pretty(&outputs)?);
-    report_calls(args, &cx, started);
+    report_calls(args, cx, started);
     match args.target {
         Target::Sandbox => print_sandbox_address(&outputs.load_balancer.dns_name).await,
         Target::Aws => println!("Load balancer: http://{}/", outputs.load_balancer.dns_name),
@@ -261,29 +343,46 @@ pub(crate) async fn destroy(
     args: &StackArgs,
     yes: bool,
     override_protection: bool,
+    force_unlock: bool,
 ) -> anyhow::Result<()> {
     let stack = load(args)?;
     check_can_ask(yes)?;
     let cx = context(args, &stack).await?;
+    locked(
+        &cx,
+        "destroy",
+        force_unlock,
+        destroy_locked(args, &stack, &cx, yes, override_protection),
+    )
+    .await
+}
+
+async fn destroy_locked(
+    args: &StackArgs,
+    stack: &Stack,
+    cx: &Context,
+    yes: bool,
+    override_protection: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = stack
-        .plan_destroy(&cx)
+        .plan_destroy(cx)
         .await
         .context("reading what to destroy")?;
     if plan.is_empty() {
-        println!("Nothing tagged with {} exists.", where_(args, &stack));
+        println!("Nothing tagged with {} exists.", where_(args, stack));
         return Ok(());
     }
-    println!("Destroying {}:\n{plan}", where_(args, &stack));
+    println!("Destroying {}:\n{plan}", where_(args, stack));
     if !yes {
         confirm_name(stack.name().as_str())?;
     }
     stack
-        .destroy(&cx, override_protection)
+        .destroy(cx, override_protection)
         .await
         .context("destroy stopped part way; run the same command again to finish (it finds what is left by its tags)")?;
     println!("Destroyed.");
-    report_calls(args, &cx, started);
+    report_calls(args, cx, started);
     Ok(())
 }
 

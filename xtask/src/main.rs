@@ -1,6 +1,7 @@
 //! `cargo xtask`: the stackproof command line.
 //!
-//! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage.
+//! Exit codes: 0 success; 1 failure (the message says what and how to resume); 2 bad usage;
+//! 4 (`deploy`, `destroy`) another run holds the stack's lock.
 //! `plan --detailed-exitcode` and `status` give 2 another meaning (changes pending); see their
 //! `--help`.
 
@@ -60,6 +61,16 @@ pub(crate) struct StackArgs {
     pub(crate) verbose: bool,
 }
 
+/// The stack's lock (deploy and destroy).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LockArgs {
+    /// Delete the stack's lock before taking it, whoever holds it: for a lock left by a run
+    /// that was killed. If its holder is in fact still running, two writers may interleave and
+    /// leave duplicate resources; running deploy again converges.
+    #[arg(long)]
+    pub(crate) force_unlock: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Install what the tests and the sandbox need (a Python virtualenv with moto).
@@ -114,19 +125,26 @@ enum Cmd {
         force: bool,
     },
     /// Create or repair the stack, then print its outputs.
+    ///
+    /// Takes the stack's lock first (one deploy or destroy of a stack at a time). Exit codes:
+    /// 0 deployed, 1 error (running it again resumes), 4 another run holds the lock (the
+    /// message names it and its age), 130 interrupted (the lock is released).
     Deploy {
         #[command(flatten)]
         stack: StackArgs,
         /// Do not ask before changing real AWS resources.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Delete everything tagged with the stack. Asks you to type the stack name first, unless
     /// --yes.
     ///
     /// Exit codes: 0 destroyed (or nothing to destroy), 1 error or cancelled (the name typed
     /// was not the stack's; nothing deleted), 2 bad usage: no --yes and stdin is not a
-    /// terminal to ask on (nothing deleted; input piped to stdin is never taken as an answer).
+    /// terminal to ask on (nothing deleted; input piped to stdin is never taken as an answer),
+    /// 4 another run holds the stack's lock, 130 interrupted (the lock is released).
     Destroy {
         #[command(flatten)]
         stack: StackArgs,
@@ -136,6 +154,8 @@ enum Cmd {
         /// Turn off the load balancer's deletion protection and delete it anyway.
         #[arg(long)]
         override_deletion_protection: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Probe the deployed stack briefly at a low rate: an SLO verdict (exit 0 pass, 1 fail, 3 not
     /// deployed), JSON and JUnit XML, and CloudWatch metrics for the dashboard. For cron and CI.
@@ -227,12 +247,20 @@ fn main() -> std::process::ExitCode {
         } => runtime.block_on(deploy::plan(&stack, json, detailed_exitcode)),
         Cmd::Status { stack, json } => runtime.block_on(status::run(&stack, json)),
         Cmd::Init { config, force } => init::run(config.as_deref(), force),
-        Cmd::Deploy { stack, yes } => runtime.block_on(deploy::deploy(&stack, yes)),
+        Cmd::Deploy { stack, yes, lock } => {
+            runtime.block_on(deploy::deploy(&stack, yes, lock.force_unlock))
+        }
         Cmd::Destroy {
             stack,
             yes,
             override_deletion_protection,
-        } => runtime.block_on(deploy::destroy(&stack, yes, override_deletion_protection)),
+            lock,
+        } => runtime.block_on(deploy::destroy(
+            &stack,
+            yes,
+            override_deletion_protection,
+            lock.force_unlock,
+        )),
         Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
         Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),
         Cmd::Bench {

@@ -33,6 +33,10 @@ pub(crate) const EXIT_NOT_DEPLOYED: u8 = 3;
 /// Exit code of `plan --detailed-exitcode` with changes pending, and of `status` when the stack
 /// drifted or is partly deployed (as `terraform plan -detailed-exitcode`).
 pub(crate) const EXIT_CHANGES: u8 = 2;
+/// Exit code of `deploy` and `destroy` when another run holds the stack's lock.
+pub(crate) const EXIT_LOCKED: u8 = 4;
+/// Exit code of `deploy` and `destroy` stopped by Ctrl-C or SIGTERM (the lock is released).
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code of bad usage (clap's own).
 pub(crate) const EXIT_USAGE: u8 = 2;
 

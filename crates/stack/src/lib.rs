@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use storage::{Storage, StorageConfig, StorageOutputs, StorageSpec};
 
 mod example;
+pub mod lock;
 pub use example::example_toml;
 
 /// Errors of the stack crate.
