@@ -62,60 +62,76 @@ fn ecs_tags(tags: &[aws_sdk_ecs::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<RoleHave>, Error> {
-    let what = format!("IAM role {name}");
-    let out = match iam.get_role().role_name(name).send().await {
-        Ok(out) => out,
-        Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-        Err(e) => return Err(aws("GetRole", &what)(e)),
-    };
-    let Some(r) = out.role() else {
-        return Ok(None);
-    };
-    let (attached, inline_names) = tokio::try_join!(
-        async {
-            iam.list_attached_role_policies()
-                .role_name(name)
-                .send()
-                .await
-                .map_err(aws("ListAttachedRolePolicies", &what))
-        },
-        async {
-            iam.list_role_policies()
-                .role_name(name)
-                .send()
-                .await
-                .map_err(aws("ListRolePolicies", &what))
-        }
-    )?;
-    let mut inline = BTreeMap::new();
-    for policy in inline_names.policy_names() {
-        let doc = iam
-            .get_role_policy()
-            .role_name(name)
-            .policy_name(policy)
+/// Pages of GetAccountAuthorizationDetails read at most: 1,000 roles a page, 50,000 roles,
+/// more than IAM's role quota allows an account.
+const MAX_ROLE_PAGES: usize = 50;
+
+/// Both roles from one GetAccountAuthorizationDetails (roles only): trust policy, attached and
+/// inline policies (with their documents) and tags, in one call where GetRole,
+/// ListAttachedRolePolicies, ListRolePolicies and GetRolePolicy take three or more per role.
+/// An account with more than 1,000 roles takes a call per 1,000.
+async fn roles(
+    iam: &aws_sdk_iam::Client,
+    names: &[&str],
+) -> Result<BTreeMap<String, RoleHave>, Error> {
+    let what = format!("IAM roles {names:?}");
+    let mut found = BTreeMap::new();
+    let mut marker: Option<String> = None;
+    for _ in 0..MAX_ROLE_PAGES {
+        let out = iam
+            .get_account_authorization_details()
+            .filter(aws_sdk_iam::types::EntityType::Role)
+            .max_items(1000)
+            .set_marker(marker.take())
             .send()
             .await
-            .map_err(aws("GetRolePolicy", &what))?;
-        inline.insert(policy.clone(), parse_policy(doc.policy_document()));
+            .map_err(aws("GetAccountAuthorizationDetails", &what))?;
+        for r in out.role_detail_list() {
+            let Some(name) = r.role_name().filter(|n| names.contains(n)) else {
+                continue;
+            };
+            let Some(arn) = r.arn() else {
+                continue;
+            };
+            let inline = r
+                .role_policy_list()
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.policy_name()?.to_owned(),
+                        p.policy_document().map_or(Value::Null, parse_policy),
+                    ))
+                })
+                .collect();
+            found.insert(
+                name.to_owned(),
+                RoleHave {
+                    arn: arn.to_owned(),
+                    trust: r
+                        .assume_role_policy_document()
+                        .map_or(Value::Null, parse_policy),
+                    managed: r
+                        .attached_managed_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_arn().map(str::to_owned))
+                        .collect(),
+                    inline,
+                    tags: r
+                        .tags()
+                        .iter()
+                        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                        .collect(),
+                },
+            );
+        }
+        match out.marker() {
+            Some(m) if out.is_truncated() && found.len() < names.len() && !m.is_empty() => {
+                marker = Some(m.to_owned());
+            }
+            _ => break,
+        }
     }
-    Ok(Some(RoleHave {
-        arn: r.arn().to_owned(),
-        trust: r
-            .assume_role_policy_document()
-            .map_or(Value::Null, parse_policy),
-        managed: attached
-            .attached_policies()
-            .iter()
-            .filter_map(|p| p.policy_arn().map(str::to_owned))
-            .collect(),
-        inline,
-        tags: r
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_owned(), t.value().to_owned()))
-            .collect(),
-    }))
+    Ok(found)
 }
 
 async fn cluster(ecs: &aws_sdk_ecs::Client, names: &Names) -> Result<Option<ClusterHave>, Error> {
@@ -466,9 +482,11 @@ impl Observed {
         names: &Names,
         with_revisions: bool,
     ) -> Result<Observed, Error> {
-        let (exec_role, task_role, cluster, log_group, task_definition, service, scaling, arns) = tokio::try_join!(
-            Box::pin(role(&clients.iam, names.role(RoleKind::Execution))),
-            Box::pin(role(&clients.iam, names.role(RoleKind::Task))),
+        let exec_name = names.role(RoleKind::Execution);
+        let task_name = names.role(RoleKind::Task);
+        let role_names = [exec_name, task_name];
+        let (mut found_roles, cluster, log_group, task_definition, service, scaling, arns) = tokio::try_join!(
+            Box::pin(roles(&clients.iam, &role_names)),
             Box::pin(cluster(&clients.ecs, names)),
             Box::pin(log_group(&clients.logs, names)),
             Box::pin(task_definition(&clients.ecs, names)),
@@ -483,10 +501,10 @@ impl Observed {
             })
         )?;
         let mut roles = BTreeMap::new();
-        if let Some(r) = exec_role {
+        if let Some(r) = found_roles.remove(exec_name) {
             roles.insert(RoleKind::Execution, r);
         }
-        if let Some(r) = task_role {
+        if let Some(r) = found_roles.remove(task_name) {
             roles.insert(RoleKind::Task, r);
         }
         Ok(Observed {
