@@ -894,3 +894,59 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
     assert_eq!((s.status(), s.desired_count()), (Some("ACTIVE"), 2));
     assert!(module.plan(&cx, &inputs).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_inline_policy_added_and_a_tag_removed_by_hand_show_in_one_iam_read() {
+    let cx = context("drift-iam");
+    let inputs = inputs(&cx).await;
+    let module = compute(&cx, "");
+    module.apply(&cx, &inputs).await.unwrap();
+    let iam = iam(&cx);
+    iam.put_role_policy()
+        .role_name("drift-iam-task")
+        .policy_name("by-hand")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    iam.untag_role()
+        .role_name("drift-iam-task-execution")
+        .tag_keys("Name")
+        .send()
+        .await
+        .unwrap();
+
+    let before = cx.calls().snapshot();
+    let plan = module.plan(&cx, &inputs).await.unwrap();
+    let calls = cx.calls().snapshot().since(&before);
+    let lines: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|c| format!("{:?} {} {}", c.action, c.kind, c.name))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Update iam-role drift-iam-task-execution",
+            "Delete iam-role-policy drift-iam-task",
+        ],
+        "{plan}"
+    );
+    let iam_calls: u64 = calls
+        .by_operation
+        .iter()
+        .filter(|((service, _), _)| service == "IAM")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(iam_calls, 1, "{calls}");
+
+    module.apply(&cx, &inputs).await.unwrap();
+    assert!(module.plan(&cx, &inputs).await.unwrap().is_empty());
+    let inline = iam
+        .list_role_policies()
+        .role_name("drift-iam-task")
+        .send()
+        .await
+        .unwrap();
+    assert!(inline.policy_names().is_empty(), "{inline:?}");
+}
