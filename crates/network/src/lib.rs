@@ -156,16 +156,14 @@ impl Network {
         Ok((desired, observed, ops))
     }
 
-    /// The outputs of the deployed network, or `None` when nothing is deployed. Read-only.
+    /// The outputs of the deployed network, or `None` when it is not (fully) deployed. Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<NetworkOutputs>, Error> {
         let (desired, observed) = tokio::try_join!(
             async { Ok(Desired::new(&self.spec, cx.region(), self.zones(cx).await?)) },
             Observed::read(&self.ec2, cx.stack().as_str())
         )?;
-        if observed.vpcs.is_empty() {
-            return Ok(None);
-        }
-        outputs(&desired, &Ids::from_observed(&observed)).map(Some)
+        // A network partly created (a run killed after the VPC) has no outputs yet.
+        Ok(outputs(&desired, &Ids::from_observed(&observed)).ok())
     }
 
     /// What `plan` shows and what [`Network::outputs`] returns, from one read of the account
@@ -175,11 +173,9 @@ impl Network {
         cx: &Context,
     ) -> Result<(Plan, Option<NetworkOutputs>), Error> {
         let (desired, observed, ops) = self.steps(cx).await?;
-        let outputs = if observed.vpcs.is_empty() {
-            None
-        } else {
-            Some(outputs(&desired, &Ids::from_observed(&observed))?)
-        };
+        // Partly created (a run killed after the VPC): no outputs yet, so the stack plans the
+        // modules downstream with placeholders.
+        let outputs = outputs(&desired, &Ids::from_observed(&observed)).ok();
         Ok((to_plan(&ops), outputs))
     }
 }

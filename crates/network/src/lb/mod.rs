@@ -137,13 +137,13 @@ impl LoadBalancer {
         Ok((observed, ops))
     }
 
-    /// The outputs of the deployed load balancer, or `None` when there is none. Read-only.
+    /// The outputs of the deployed load balancer, or `None` when it is not (fully) deployed.
+    /// Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<LoadBalancerOutputs>, Error> {
         let observed = self.observe(cx).await?;
-        if observed.lb.is_none() {
-            return Ok(None);
-        }
-        outputs(&Ids::from_observed(&observed)).map(Some)
+        // Partly created (a run killed after the load balancer, before its target group): no
+        // outputs yet.
+        Ok(outputs(&Ids::from_observed(&observed)).ok())
     }
 
     /// What `plan` shows and what [`LoadBalancer::outputs`] returns, from one read of the
@@ -154,11 +154,7 @@ impl LoadBalancer {
         inputs: &LoadBalancerInputs,
     ) -> Result<(Plan, Option<LoadBalancerOutputs>), Error> {
         let (observed, ops) = self.steps(cx, inputs).await?;
-        let outputs = if observed.lb.is_none() {
-            None
-        } else {
-            Some(outputs(&Ids::from_observed(&observed))?)
-        };
+        let outputs = outputs(&Ids::from_observed(&observed)).ok();
         Ok((to_plan(&ops), outputs))
     }
 }

@@ -1,0 +1,408 @@
+//! One writer per stack, and crash safety, from the command line against a sandbox of its own:
+//! the stack's lock (held by another run, `--force-unlock`, released after deploy and
+//! destroy), and deploy / destroy killed with SIGKILL at several points: each time the next run
+//! converges with no duplicate resource, and destroy leaves nothing tagged with the stack.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use aws_sdk_ec2::types::Filter;
+
+/// One sandbox at a time: each test runs a whole stack (moto, a data plane, its tasks).
+static ONE_SANDBOX: Mutex<()> = Mutex::new(());
+
+const STACK: &str = "stackproof";
+const REGION: &str = "eu-west-1";
+/// moto's default account, which the sandbox serves.
+const ACCOUNT: &str = "123456789012";
+
+fn xtask(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("STACKPROOF_STATE_DIR", state)
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("xtask runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A state folder with its own sandbox, stopped (by its recorded pid) and removed at the end.
+struct Sandbox(PathBuf);
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = xtask(&self.0, &["sandbox", "stop"]);
+        if let Ok(state) = std::fs::read_to_string(self.0.join("sandbox.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&state)
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sandbox(name: &str) -> Sandbox {
+    let dir = std::env::temp_dir().join(format!("stackproof-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sandbox = Sandbox(dir);
+    let out = xtask(&sandbox.0, &["sandbox", "start"]);
+    assert!(out.status.success(), "{}", text(&out));
+    sandbox
+}
+
+fn sdk(state: &Path) -> aws_config::SdkConfig {
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
+            .unwrap();
+    sandbox::sdk_config(saved["endpoint"].as_str().unwrap(), REGION)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn s3(state: &Path) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&sdk(state))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The stack's lock object as JSON, if there is one.
+fn lock_object(state: &Path) -> Option<serde_json::Value> {
+    runtime().block_on(async {
+        let got = s3(state)
+            .get_object()
+            .bucket(stack::lock::state_bucket_name(ACCOUNT, REGION))
+            .key(stack::lock::lock_key(STACK))
+            .send()
+            .await
+            .ok()?;
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        Some(serde_json::from_slice(&bytes).unwrap())
+    })
+}
+
+#[test]
+fn a_held_lock_stops_deploy_until_force_unlock() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox("lock");
+    let state = sandbox.0.as_path();
+
+    // Another run (on another machine) holds the lock: five minutes ago.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 300;
+    runtime().block_on(async {
+        let s3 = s3(state);
+        s3.create_bucket()
+            .bucket(stack::lock::state_bucket_name(ACCOUNT, REGION))
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(REGION.into())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let lock = serde_json::json!({
+            "holder": "ana@ci-runner-7", "pid": 4242, "command": "deploy",
+            "started": started, "id": "ana-1",
+        });
+        s3.put_object()
+            .bucket(stack::lock::state_bucket_name(ACCOUNT, REGION))
+            .key(stack::lock::lock_key(STACK))
+            .body(lock.to_string().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    });
+
+    for command in [&["deploy", "--yes"][..], &["destroy", "--yes"]] {
+        let out = xtask(state, command);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{shown}");
+        assert!(
+            shown.contains(
+                "stack stackproof is locked: `deploy` by ana@ci-runner-7 (pid 4242) since "
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains(" (5m "), "the lock's age: {shown}");
+        assert!(shown.contains("nothing was changed"), "{shown}");
+        assert!(shown.contains("--force-unlock"), "{shown}");
+        assert!(
+            !shown.contains("+ create"),
+            "no plan under another's lock: {shown}"
+        );
+    }
+    assert_eq!(lock_object(state).unwrap()["holder"], "ana@ci-runner-7");
+
+    // --force-unlock says whose lock it removed and what that risks, then deploys.
+    let out = xtask(state, &["deploy", "--yes", "--force-unlock"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("warning: --force-unlock removed the lock of stack stackproof: `deploy` by ana@ci-runner-7 (pid 4242)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("two writers may now interleave and leave duplicate resources; running deploy again afterwards converges"),
+        "{shown}"
+    );
+    assert_eq!(lock_object(state), None, "deploy released its lock");
+    let out = xtask(state, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = xtask(state, &["destroy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+    assert_eq!(lock_object(state), None, "destroy released its lock");
+    assert_stack_gone(state);
+}
+
+/// Starts `args` and SIGKILLs it right after its `k`th progress line (`  done ...`). Returns
+/// its pid and the lines it printed. Fails when it ends before printing `k` of them.
+fn kill_after(state: &Path, args: &[&str], k: usize) -> (u32, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("STACKPROOF_STATE_DIR", state)
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = Vec::new();
+    let mut done = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let progress = line.starts_with("  done ");
+        lines.push(line);
+        if progress {
+            done += 1;
+            if done == k {
+                child.kill().unwrap(); // SIGKILL: no cleanup runs.
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        done,
+        k,
+        "{args:?} ended ({status}) after {done} progress lines, before line {k}:\n{}",
+        lines.join("\n")
+    );
+    (pid, lines)
+}
+
+/// The next run fails on the killed run's lock, naming it; `--force-unlock` then runs `args`.
+fn rerun_after_kill(state: &Path, args: &[&str], killed: u32, command: &str) -> Output {
+    let out = xtask(state, args);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains(&format!("is locked: `{command}` by ")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("(pid {killed})")), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "Process {killed} no longer runs on this host: that run was killed."
+        )),
+        "{shown}"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force-unlock");
+    let out = xtask(state, &forced);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lock_object(state), None, "{args:?} released its lock");
+    out
+}
+
+/// How many of each kind of resource the stack has, by tag (EC2) or in the account (ELBv2 and
+/// ECS: the sandbox's moto holds this stack only).
+fn census(state: &Path) -> Vec<(&'static str, usize)> {
+    let sdk = sdk(state);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let tagged = Filter::builder()
+            .name("tag:stackproof:stack")
+            .values(STACK)
+            .build();
+        let vpcs = ec2.describe_vpcs().filters(tagged.clone()).send().await;
+        let subnets = ec2.describe_subnets().filters(tagged.clone()).send().await;
+        let igws = ec2
+            .describe_internet_gateways()
+            .filters(tagged.clone())
+            .send()
+            .await;
+        let nats = ec2
+            .describe_nat_gateways()
+            .filter(tagged.clone())
+            .filter(
+                Filter::builder()
+                    .name("state")
+                    .values("pending")
+                    .values("available")
+                    .build(),
+            )
+            .send()
+            .await;
+        let eips = ec2
+            .describe_addresses()
+            .filters(tagged.clone())
+            .send()
+            .await;
+        let sgs = ec2
+            .describe_security_groups()
+            .filters(tagged.clone())
+            .send()
+            .await;
+        let rts = ec2
+            .describe_route_tables()
+            .filters(tagged.clone())
+            .send()
+            .await;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let lbs = elb.describe_load_balancers().send().await.unwrap();
+        let tgs = elb.describe_target_groups().send().await.unwrap();
+        let ecs = aws_sdk_ecs::Client::new(&sdk);
+        let clusters = ecs.list_clusters().send().await.unwrap();
+        let mut services = 0;
+        let mut active_clusters = 0;
+        if !clusters.cluster_arns().is_empty() {
+            let described = ecs
+                .describe_clusters()
+                .set_clusters(Some(clusters.cluster_arns().to_vec()))
+                .send()
+                .await
+                .unwrap();
+            for cluster in described.clusters() {
+                if cluster.status() != Some("ACTIVE") {
+                    continue;
+                }
+                active_clusters += 1;
+                let arns = ecs
+                    .list_services()
+                    .cluster(cluster.cluster_arn().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                if arns.service_arns().is_empty() {
+                    continue;
+                }
+                let described = ecs
+                    .describe_services()
+                    .cluster(cluster.cluster_arn().unwrap())
+                    .set_services(Some(arns.service_arns().to_vec()))
+                    .send()
+                    .await
+                    .unwrap();
+                services += described
+                    .services()
+                    .iter()
+                    .filter(|s| s.status() == Some("ACTIVE"))
+                    .count();
+            }
+        }
+        vec![
+            ("vpc", vpcs.unwrap().vpcs().len()),
+            ("subnet", subnets.unwrap().subnets().len()),
+            ("internet-gateway", igws.unwrap().internet_gateways().len()),
+            ("nat-gateway", nats.unwrap().nat_gateways().len()),
+            ("elastic-ip", eips.unwrap().addresses().len()),
+            ("security-group", sgs.unwrap().security_groups().len()),
+            ("route-table", rts.unwrap().route_tables().len()),
+            ("load-balancer", lbs.load_balancers().len()),
+            ("target-group", tgs.target_groups().len()),
+            ("ecs-cluster", active_clusters),
+            ("ecs-service", services),
+        ]
+    })
+}
+
+/// The default stack, once each: two zones, a NAT gateway per zone.
+const DEPLOYED: [(&str, usize); 11] = [
+    ("vpc", 1),
+    ("subnet", 4),
+    ("internet-gateway", 1),
+    ("nat-gateway", 2),
+    ("elastic-ip", 2),
+    ("security-group", 2),
+    ("route-table", 3),
+    ("load-balancer", 1),
+    ("target-group", 1),
+    ("ecs-cluster", 1),
+    ("ecs-service", 1),
+];
+
+/// Nothing tagged with the stack remains: status (which reads every module by tag) finds
+/// nothing, and neither do the describe calls.
+fn assert_stack_gone(state: &Path) {
+    let out = xtask(state, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "not-deployed", "{status}");
+    let left: Vec<_> = census(state).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(left.is_empty(), "left after destroy: {left:?}");
+}
+
+#[test]
+fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox("crash");
+    let state = sandbox.0.as_path();
+
+    // Kill points, in progress lines: the default stack deploys in 44 changes and destroys in
+    // 35, so these fall in storage and network, the load balancer, compute and observability.
+    let deploy_kills = [1, 4, 9, 14, 19, 24, 29, 34, 39, 43];
+    let destroy_kills = [1, 4, 8, 12, 16, 20, 24, 28, 31, 34];
+    for (k, m) in deploy_kills.into_iter().zip(destroy_kills) {
+        let (pid, lines) = kill_after(state, &["deploy", "--yes"], k);
+        assert!(
+            lines.iter().any(|l| l.starts_with("Deploying ")),
+            "{lines:?}"
+        );
+        let out = rerun_after_kill(state, &["deploy", "--yes"], pid, "deploy");
+        assert!(text(&out).contains("Outputs:"), "{}", text(&out));
+        let out = xtask(state, &["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "deploy killed after change {k}, then run again, left changes:\n{}",
+            text(&out)
+        );
+        assert_eq!(
+            census(state),
+            DEPLOYED,
+            "deploy killed after change {k}, then run again"
+        );
+
+        let (pid, _) = kill_after(state, &["destroy", "--yes"], m);
+        let out = rerun_after_kill(state, &["destroy", "--yes"], pid, "destroy");
+        assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+        assert_stack_gone(state);
+    }
+}
