@@ -120,6 +120,9 @@ pub(crate) fn run(args: &BenchDeployArgs) -> anyhow::Result<()> {
         }
     }
     print_table(&samples);
+    println!(
+        "(run 1 also pays moto's first use of each service in a fresh process: its first EC2 call loads moto's EC2 data, about 2 s on a 2-core machine)"
+    );
     drop(moto);
     Ok(())
 }
