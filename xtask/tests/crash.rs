@@ -343,6 +343,112 @@ fn census(state: &Path) -> Vec<(&'static str, usize)> {
     })
 }
 
+/// The ARNs the Resource Groups Tagging API lists with the stack's tag that are live: without
+/// resources AWS keeps visible once deleted (NAT gateways in state `deleted`, ECS clusters,
+/// services and task definitions that are `INACTIVE`), which are checked by their describe
+/// calls. moto does not check signatures, so the request is sent unsigned, over plain HTTP.
+fn tagged_live(state: &Path) -> Vec<String> {
+    use std::io::{Read, Write};
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
+            .unwrap();
+    let endpoint = saved["endpoint"].as_str().unwrap();
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut arns = Vec::new();
+    let mut token = String::new();
+    for _ in 0..20 {
+        let body = serde_json::json!({
+            "TagFilters": [{"Key": "stackproof:stack", "Values": [STACK]}],
+            "PaginationToken": token,
+        })
+        .to_string();
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+             X-Amz-Target: ResourceGroupsTaggingAPI_20170126.GetResources\r\n\
+             Content-Type: application/x-amz-json-1.1\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=stackproof/20260101/{REGION}/tagging/aws4_request, SignedHeaders=host, Signature=0\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, json) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+        let page: serde_json::Value = serde_json::from_str(json).unwrap();
+        for mapping in page["ResourceTagMappingList"].as_array().unwrap() {
+            arns.push(mapping["ResourceARN"].as_str().unwrap().to_owned());
+        }
+        token = page["PaginationToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    let sdk = sdk(state);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let ecs = aws_sdk_ecs::Client::new(&sdk);
+        let mut live = Vec::new();
+        for arn in arns {
+            let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+            let gone = if let Some(id) = resource.strip_prefix("natgateway/") {
+                let nat = ec2
+                    .describe_nat_gateways()
+                    .nat_gateway_ids(id)
+                    .send()
+                    .await
+                    .unwrap();
+                nat.nat_gateways()
+                    .iter()
+                    .all(|n| n.state().map(|s| s.as_str()) == Some("deleted"))
+            } else if arn.contains(":ecs:") && resource.starts_with("cluster/") {
+                let got = ecs.describe_clusters().clusters(&arn).send().await.unwrap();
+                got.clusters()
+                    .iter()
+                    .all(|c| c.status() == Some("INACTIVE"))
+            } else if arn.contains(":ecs:") && resource.starts_with("service/") {
+                let cluster = resource.split('/').nth(1).unwrap_or_default();
+                let got = ecs
+                    .describe_services()
+                    .cluster(cluster)
+                    .services(&arn)
+                    .send()
+                    .await
+                    .unwrap();
+                got.services()
+                    .iter()
+                    .all(|s| s.status() == Some("INACTIVE"))
+            } else if arn.contains(":ecs:") && resource.starts_with("task-definition/") {
+                let got = ecs
+                    .describe_task_definition()
+                    .task_definition(&arn)
+                    .send()
+                    .await
+                    .unwrap();
+                got.task_definition()
+                    .and_then(|t| t.status())
+                    .map(|s| s.as_str())
+                    == Some("INACTIVE")
+            } else {
+                false
+            };
+            if !gone {
+                live.push(arn);
+            }
+        }
+        live.sort();
+        live
+    })
+}
+
 /// The default stack, once each: two zones, a NAT gateway per zone.
 const DEPLOYED: [(&str, usize); 11] = [
     ("vpc", 1),
@@ -358,8 +464,14 @@ const DEPLOYED: [(&str, usize); 11] = [
     ("ecs-service", 1),
 ];
 
+/// What the tagging API lists for the default stack deployed once (moto's coverage: VPC,
+/// subnets, route tables, security groups, internet and NAT gateways, the log bucket, the load
+/// balancer and target group, the ECS cluster, service and task definition, the log group, the
+/// four alarms).
+const TAGGED_LIVE: usize = 24;
+
 /// Nothing tagged with the stack remains: status (which reads every module by tag) finds
-/// nothing, and neither do the describe calls.
+/// nothing, and neither do the describe calls nor the tagging API.
 fn assert_stack_gone(state: &Path) {
     let out = xtask(state, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -367,6 +479,11 @@ fn assert_stack_gone(state: &Path) {
     assert_eq!(status["state"], "not-deployed", "{status}");
     let left: Vec<_> = census(state).into_iter().filter(|(_, n)| *n > 0).collect();
     assert!(left.is_empty(), "left after destroy: {left:?}");
+    let tagged = tagged_live(state);
+    assert!(
+        tagged.is_empty(),
+        "tagged with the stack after destroy: {tagged:#?}"
+    );
 }
 
 #[test]
@@ -398,6 +515,14 @@ fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
             census(state),
             DEPLOYED,
             "deploy killed after change {k}, then run again"
+        );
+        // Every kind the tagging API knows, once each: as many live tagged resources as a
+        // deploy that was never killed makes.
+        let tagged = tagged_live(state);
+        assert_eq!(
+            tagged.len(),
+            TAGGED_LIVE,
+            "deploy killed after change {k}, then run again: {tagged:#?}"
         );
 
         let (pid, _) = kill_after(state, &["destroy", "--yes"], m);
