@@ -173,10 +173,95 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     let out = xtask(state, &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
+    // Two writers: a deploy started while a destroy runs (paused with SIGSTOP after its first
+    // change, so it surely still holds the lock) changes nothing and names the destroy.
+    let mut destroy = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["destroy", "--yes"])
+        .env("STACKPROOF_STATE_DIR", state)
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = destroy.id().to_string();
+    let mut lines = BufReader::new(destroy.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("  done ") {
+            break;
+        }
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = xtask(state, &["deploy", "--yes"]);
+    let shown = text(&out);
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains("is locked: `destroy` by ") && shown.contains(&format!("(pid {pid})")),
+        "{shown}"
+    );
+    assert!(!shown.contains("no longer runs on this host"), "{shown}");
+    let printed: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(destroy.wait().unwrap().success(), "{printed:?}");
+    assert!(printed.iter().any(|l| l == "Destroyed."), "{printed:?}");
+    assert_eq!(lock_object(state), None, "destroy released its lock");
+    assert_stack_gone(state);
+
+    // Destroy with nothing left still takes and releases the lock.
     let out = xtask(state, &["destroy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+    assert!(text(&out).contains("Nothing tagged with"), "{}", text(&out));
     assert_eq!(lock_object(state), None, "destroy released its lock");
+
+    // SIGTERM (as Ctrl-C) stops a deploy part way: exit 130, and the lock is released.
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--yes"])
+        .env("STACKPROOF_STATE_DIR", state)
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = deploy.id().to_string();
+    let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
+    let mut done = 0;
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("  done ") {
+            done += 1;
+            if done == 3 {
+                break;
+            }
+        }
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    lines.for_each(drop);
+    let out = deploy.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{shown}");
+    assert!(
+        shown.contains("terminated (SIGTERM): stopped part way; the lock is released"),
+        "{shown}"
+    );
+    assert_eq!(
+        lock_object(state),
+        None,
+        "the interrupted deploy released its lock"
+    );
+    let out = xtask(state, &["destroy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_stack_gone(state);
 }
 
