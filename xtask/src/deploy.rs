@@ -147,14 +147,29 @@ fn where_(args: &StackArgs, stack: &Stack) -> String {
     }
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+/// Reads one line from stdin on a thread of its own, so that Ctrl-C at a prompt still ends
+/// the run (and releases the stack's lock) while the read waits; the thread dies with the
+/// process.
+async fn read_answer() -> anyhow::Result<String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map(|_| answer);
+        let _ = tx.send(read);
+    });
+    Ok(rx.await.context("reading the answer")??)
+}
+
+async fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{question}: no terminal to ask on; pass --yes to proceed without asking");
     }
     print!("{question} [y/N] ");
     std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+    let answer = read_answer().await?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
@@ -174,14 +189,10 @@ fn check_can_ask(yes: bool) -> anyhow::Result<()> {
 }
 
 /// Asks on the terminal for the stack name; anything else cancels.
-fn confirm_name(stack: &str) -> anyhow::Result<()> {
+async fn confirm_name(stack: &str) -> anyhow::Result<()> {
     print!("Type the stack name ({stack}) to delete all of this: ");
     std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("reading the confirmation")?;
+    let answer = read_answer().await.context("reading the confirmation")?;
     typed_name_matches(&answer, stack)
 }
 
@@ -322,7 +333,7 @@ async fn deploy_locked(
     if !plan.is_empty()
         && args.target == Target::Aws
         && !yes
-        && !confirm("Apply these changes to AWS?")?
+        && !confirm("Apply these changes to AWS?").await?
     {
         bail!("cancelled; nothing was changed");
     }
@@ -375,7 +386,7 @@ async fn destroy_locked(
     }
     println!("Destroying {}:\n{plan}", where_(args, stack));
     if !yes {
-        confirm_name(stack.name().as_str())?;
+        confirm_name(stack.name().as_str()).await?;
     }
     stack
         .destroy(cx, override_protection)
