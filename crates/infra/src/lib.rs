@@ -23,6 +23,7 @@ mod plan;
 mod progress;
 mod retry;
 pub mod tags;
+mod time;
 mod validate;
 
 pub use calls::{CallCounter, CallCounts};
@@ -31,6 +32,7 @@ pub use module::Module;
 pub use plan::{Action, Change, Counts, Plan};
 pub use progress::{Event, NoProgress, Progress};
 pub use retry::{Backoff, Step, WaitError, error_code};
+pub use time::UtcTime;
 pub use validate::{Problem, Problems};
 
 /// Builds a service client from a [`Context`]: the context's SDK configuration plus its

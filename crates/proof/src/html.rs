@@ -206,29 +206,8 @@ fn duration(s: f64) -> String {
 
 /// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, m, d) = civil((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let t = infra::UtcTime::from_unix(ms / 1000);
+    format!("{} {} UTC", t.date(), t.clock())
 }
 
 /// `s` escaped for HTML text and attribute values.

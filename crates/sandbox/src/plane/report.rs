@@ -273,31 +273,6 @@ async fn put(c: &Clients, namespace: &str, data: Vec<MetricDatum>) {
     }
 }
 
-/// (year, month, day, hour, minute) of a Unix time, UTC.
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32) {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let as_u32 = |v: i64| u32::try_from(v).unwrap_or(0);
-    let as_u32u = |v: u64| u32::try_from(v).unwrap_or(0);
-    (
-        y,
-        as_u32(m),
-        as_u32(d),
-        as_u32u(rem / 3600),
-        as_u32u(rem % 3600 / 60),
-    )
-}
-
 /// The S3 key of an access-log object, as AWS names them.
 pub(crate) fn log_key(
     prefix: &str,
@@ -308,7 +283,14 @@ pub(crate) fn log_key(
     secs: u64,
     n: u64,
 ) -> String {
-    let (y, m, d, hh, mm) = civil(secs);
+    let infra::UtcTime {
+        year: y,
+        month: m,
+        day: d,
+        hour: hh,
+        minute: mm,
+        ..
+    } = infra::UtcTime::from_unix(secs);
     let base = format!(
         "AWSLogs/{account}/elasticloadbalancing/{region}/{y:04}/{m:02}/{d:02}/{account}_elasticloadbalancing_{region}_app.{lb_name}.{lb_id}_{y:04}{m:02}{d:02}T{hh:02}{mm:02}Z_127.0.0.1_{n:08x}.log.gz"
     );
