@@ -688,11 +688,16 @@ fn tasks(ctx: &Ctx<'_>) -> String {
             let svc = |g: &dyn Fn(&ServicePoint) -> f64| -> Vec<(f64, f64)> {
                 ctx.service.iter().map(|s| (s.t, g(s))).collect()
             };
-            for z in &service_zones {
+            // Zones running the same count would draw one line over the other: each zone's
+            // line is nudged a few pixels from the next.
+            let per_px = max * 1.1 / PLOT_H;
+            let middle = (f64::from(u32::try_from(service_zones.len()).unwrap_or(1)) - 1.0) / 2.0;
+            for (i, z) in (0u32..).zip(&service_zones) {
+                let nudge = (f64::from(i) - middle) * 3.0 * per_px;
                 let pts = svc(&|s: &ServicePoint| {
-                    s.running_by_zone.get(*z).map_or(0.0, |v| f64::from(*v))
+                    s.running_by_zone.get(*z).map_or(0.0, |v| f64::from(*v)) + nudge
                 });
-                f.step(out, &pts, ctx.zone_colour(z), 1.2, "");
+                f.step(out, &pts, ctx.zone_colour(z), 1.5, "");
             }
             f.step(
                 out,
