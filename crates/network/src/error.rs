@@ -133,6 +133,16 @@ impl Error {
     }
 }
 
+/// Outputs read from the account: `None` when a resource they name is missing (a module
+/// partly created, e.g. by a run killed after the VPC), any other error kept.
+pub(crate) fn unless_missing<T>(outputs: Result<T, Error>) -> Result<Option<T>, Error> {
+    match outputs {
+        Ok(o) => Ok(Some(o)),
+        Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Turns an SDK error into [`Error::Aws`] naming the operation and the resource.
 pub(crate) fn aws<E>(
     operation: &'static str,

@@ -51,7 +51,7 @@ pub use lb::{
 };
 
 use crate::desired::{Desired, IGW, LB_GROUP, Op, TASK_GROUP, diff, teardown};
-use crate::error::aws;
+use crate::error::{aws, unless_missing};
 use crate::exec::Ids;
 use crate::observe::Observed;
 
@@ -163,7 +163,7 @@ impl Network {
             Observed::read(&self.ec2, cx.stack().as_str())
         )?;
         // A network partly created (a run killed after the VPC) has no outputs yet.
-        Ok(outputs(&desired, &Ids::from_observed(&observed)).ok())
+        unless_missing(outputs(&desired, &Ids::from_observed(&observed)))
     }
 
     /// What `plan` shows and what [`Network::outputs`] returns, from one read of the account
@@ -175,7 +175,7 @@ impl Network {
         let (desired, observed, ops) = self.steps(cx).await?;
         // Partly created (a run killed after the VPC): no outputs yet, so the stack plans the
         // modules downstream with placeholders.
-        let outputs = outputs(&desired, &Ids::from_observed(&observed)).ok();
+        let outputs = unless_missing(outputs(&desired, &Ids::from_observed(&observed)))?;
         Ok((to_plan(&ops), outputs))
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{HealthCheckConfig, HealthCheckSpec, LoadBalancerConfig, LoadBalancerSpec};
 
 use crate::Error;
+use crate::error::unless_missing;
 use diff::{Desired, Op, check_inputs, diff, teardown};
 use exec::Ids;
 use observe::Observed;
@@ -143,7 +144,7 @@ impl LoadBalancer {
         let observed = self.observe(cx).await?;
         // Partly created (a run killed after the load balancer, before its target group): no
         // outputs yet.
-        Ok(outputs(&Ids::from_observed(&observed)).ok())
+        unless_missing(outputs(&Ids::from_observed(&observed)))
     }
 
     /// What `plan` shows and what [`LoadBalancer::outputs`] returns, from one read of the
@@ -154,7 +155,7 @@ impl LoadBalancer {
         inputs: &LoadBalancerInputs,
     ) -> Result<(Plan, Option<LoadBalancerOutputs>), Error> {
         let (observed, ops) = self.steps(cx, inputs).await?;
-        let outputs = outputs(&Ids::from_observed(&observed)).ok();
+        let outputs = unless_missing(outputs(&Ids::from_observed(&observed)))?;
         Ok((to_plan(&ops), outputs))
     }
 }
