@@ -211,7 +211,12 @@ impl LockStore {
             .send()
             .await
             .map_err(aws("GetCallerIdentity", "the caller's account"))?;
-        let account = identity.account().unwrap_or_default();
+        let account = identity.account().ok_or_else(|| LockError::Aws {
+            operation: "GetCallerIdentity",
+            resource: "the caller's account".to_owned(),
+            code: None,
+            detail: "the answer carries no account id, which names the state bucket".to_owned(),
+        })?;
         Ok(Self::with_client(
             storage::s3_client(cx),
             account,
@@ -249,7 +254,12 @@ impl LockStore {
     /// holder. Creates the state bucket when it does not exist yet.
     pub async fn acquire(&self, command: &str) -> Result<HeldLock, LockError> {
         let info = LockInfo::current(command);
-        let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        let body = serde_json::to_vec_pretty(&info).map_err(|e| LockError::Aws {
+            operation: "PutObject",
+            resource: self.location(),
+            code: None,
+            detail: format!("the lock's JSON could not be written: {e}"),
+        })?;
         // Two attempts: the second after creating the bucket a first put did not find.
         for attempt in 0..2 {
             let put = self
