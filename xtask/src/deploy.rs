@@ -205,7 +205,7 @@ fn typed_name_matches(answer: &str, stack: &str) -> anyhow::Result<()> {
     bail!("cancelled: {typed:?} is not the stack name {stack:?}; nothing was deleted")
 }
 
-fn report_calls(args: &StackArgs, cx: &Context, started: Instant) {
+pub(crate) fn report_calls(args: &StackArgs, cx: &Context, started: Instant) {
     let calls = cx.calls().snapshot();
     println!(
         "{:.2}s, {} AWS calls ({} writes)",

@@ -185,15 +185,7 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", text(stack.name().as_str(), &where_, &found));
-        println!(
-            "{:.2}s, {} AWS calls ({} writes)",
-            started.elapsed().as_secs_f64(),
-            calls.total(),
-            calls.writes()
-        );
-        if args.verbose {
-            print!("{calls}");
-        }
+        crate::deploy::report_calls(args, &cx, started);
     }
     match found.state.exit_code() {
         0 => Ok(()),
