@@ -3,25 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn xtask(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env("STACKPROOF_STATE_DIR", state)
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("xtask runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{temp_dir, text, xtask};
 
 /// One `GET /` through the sandbox load balancer at `addr`; the `x-az` header of a 200 answer.
 fn get_zone(addr: &str) -> Option<String> {
@@ -51,28 +35,6 @@ fn alive(pid: u64) -> bool {
         s.rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     })
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // Stop a sandbox a failed assertion left running, by its recorded pid.
-        if let Ok(state) = std::fs::read_to_string(self.0.join("sandbox.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&state)
-            && let Some(pid) = v["pid"].as_u64()
-        {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("stackproof-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 #[test]

@@ -6,11 +6,15 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
 use aws_sdk_ec2::types::Filter;
+
+mod common;
+
+use common::{TempDir, temp_dir, text, xtask};
 
 /// One sandbox at a time: each test runs a whole stack (moto, a data plane, its tasks).
 static ONE_SANDBOX: Mutex<()> = Mutex::new(());
@@ -20,46 +24,18 @@ const REGION: &str = "eu-west-1";
 /// moto's default account, which the sandbox serves.
 const ACCOUNT: &str = "123456789012";
 
-fn xtask(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env("STACKPROOF_STATE_DIR", state)
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("xtask runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A state folder with its own sandbox, stopped (by its recorded pid) and removed at the end.
-struct Sandbox(PathBuf);
+/// A state folder with its own sandbox, stopped at the end (then, should that fail, by its
+/// recorded pid) and removed.
+struct Sandbox(TempDir);
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = xtask(&self.0, &["sandbox", "stop"]);
-        if let Ok(state) = std::fs::read_to_string(self.0.join("sandbox.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&state)
-            && let Some(pid) = v["pid"].as_u64()
-        {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = xtask(&self.0.0, &["sandbox", "stop"]);
     }
 }
-
 fn sandbox(name: &str) -> Sandbox {
-    let dir = std::env::temp_dir().join(format!("stackproof-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sandbox = Sandbox(dir);
-    let out = xtask(&sandbox.0, &["sandbox", "start"]);
+    let sandbox = Sandbox(temp_dir(name));
+    let out = xtask(&sandbox.0.0, &["sandbox", "start"]);
     assert!(out.status.success(), "{}", text(&out));
     sandbox
 }
@@ -104,7 +80,7 @@ fn lock_object(state: &Path) -> Option<serde_json::Value> {
 fn a_held_lock_stops_deploy_until_force_unlock() {
     let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = sandbox("lock");
-    let state = sandbox.0.as_path();
+    let state = sandbox.0.0.as_path();
 
     // Another run (on another machine) holds the lock: five minutes ago.
     let started = std::time::SystemTime::now()
@@ -575,7 +551,7 @@ fn assert_stack_gone(state: &Path) {
 fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
     let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = sandbox("crash");
-    let state = sandbox.0.as_path();
+    let state = sandbox.0.0.as_path();
 
     // Kill points, in progress lines: the default stack deploys in 44 changes and destroys in
     // 35, so these fall in storage and network, the load balancer, compute and observability.

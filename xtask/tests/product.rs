@@ -4,8 +4,12 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
+
+use common::{temp_dir, text};
 
 fn xtask(state: &Path, args: &[&str]) -> Output {
     xtask_with_stdin(state, args, "")
@@ -43,38 +47,8 @@ fn xtask_on_terminal(state: &Path, args: &str, typed: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // Stop a sandbox a failed assertion left running, by its recorded pid.
-        if let Ok(state) = std::fs::read_to_string(self.0.join("sandbox.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&state)
-            && let Some(pid) = v["pid"].as_u64()
-        {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("stackproof-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 /// Deletes the stack's dashboard behind the tool's back, through the AWS SDK.
