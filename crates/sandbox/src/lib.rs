@@ -14,10 +14,12 @@
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod alb;
 pub mod daemon;
 mod moto;
 mod plane;
+
+/// The load balancer's data plane, the [`sandbox_alb`] crate (no AWS SDK in it).
+pub use sandbox_alb as alb;
 
 pub use moto::{
     Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, cache_dir, python_path, sdk_config,

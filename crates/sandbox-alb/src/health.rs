@@ -11,7 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{HealthCheck, Member, Shared, TargetState, lock};
+use crate::target::{Member, Shared};
+use crate::{HealthCheck, TargetState, lock};
 
 /// Parses a matcher (`"200"`, `"200,202"`, `"200-299"`) into inclusive ranges; unparsable
 /// parts are ignored; nothing valid means `200`.

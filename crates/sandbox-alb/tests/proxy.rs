@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use sandbox::alb::{
+use sandbox_alb::{
     HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetHealth, TargetState,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -827,7 +827,7 @@ fn bench_proxy_overhead_and_throughput() {
     });
     let via = [proxy.local_addr()];
     println!(
-        "ALB bench (dev profile, sandbox crate unoptimised; deps opt-level 1), {rate} rps for {secs} s, 16 connections:"
+        "ALB bench (test profile: crate unoptimised, deps opt-level 1), {rate} rps for {secs} s, 16 connections:"
     );
     let cpu = |rt: &tokio::runtime::Handle| {
         rt.block_on(async { tokio::spawn(async { thread_cpu_seconds() }).await.unwrap() })
