@@ -1,25 +1,16 @@
 //! `cargo xtask bench sandbox`: what the sandbox ALB proxy adds to a loadtest, and how much one
 //! core of it carries.
 //!
-//! Two sample-app processes are the targets. The `loadtest` engine (as a library) drives an
-//! open-loop rate straight at one of them, then through a [`sandbox::alb::Proxy`] over both
-//! (health-checked, round robin, access log lines formatted every second as the data plane
-//! does), and prints p50/p99/p99.9 of both and the p99 difference. Then it steps the rate
-//! through the proxy up (each step judged sustained or not by achieved rate, errors, late
-//! starts and p99; it stops once errors appear or throughput gives out), with the proxy alone on a
-//! current-thread runtime; the proxy's own CPU time (from `/proc`) gives its cost per request
-//! and the rate one core of it would carry. With `taskset` and two CPUs or more the proxy
-//! thread runs on CPU 0 and everything else (generator, targets) on CPU 1. Numbers, not
-//! assertions.
+//! The benchmark itself is the `bench` example of the `sandbox-alb` crate (the proxy without
+//! the AWS SDK, so a release build of it is cheap): this builds it and the sample-app with
+//! `cargo build --release` and runs it with these options. It prints p50/p99/p99.9 straight to
+//! one sample-app task and through the proxy over two, the added p99, the proxy's CPU per
+//! request and the highest rate one proxy core sustains. Numbers, not assertions.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use sandbox::alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetState};
 
 /// Options of `cargo xtask bench sandbox`.
 #[derive(clap::Args, Debug)]
@@ -43,457 +34,83 @@ pub(crate) struct BenchSandboxArgs {
     /// its one CPU).
     #[arg(long)]
     pub(crate) no_pin: bool,
-    /// The sample-app binary. Default: the one beside this program (`cargo build -p sample-app`).
+    /// The sample-app binary. Default: the release build (`cargo build --release -p sample-app`).
     #[arg(long)]
     pub(crate) sample_app: Option<PathBuf>,
 }
 
-/// A step is sustained when it completes at least this share of its rate...
-const MIN_ACHIEVED: f64 = 0.99;
-/// ...with at most this share of late starts...
-const MAX_LATE: f64 = 0.01;
-/// ...and a corrected p99 under this many milliseconds (queueing shows here first).
-const MAX_P99_MS: f64 = 10.0;
-
-/// Clock ticks per second of `/proc/*/stat` CPU times.
-const TICKS_PER_SECOND: f64 = 100.0;
-
 pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
-    if args.rate == 0 || args.duration == 0 || args.step_duration == 0 {
-        bail!("--rate, --duration and --step-duration must be at least 1");
-    }
-    let app = args
-        .sample_app
-        .clone()
-        .unwrap_or_else(sandbox::daemon::sample_app_path);
-    if !app.is_file() {
-        bail!(
-            "no sample-app binary at {}: build it with `cargo build -p sample-app` or pass --sample-app",
-            app.display()
+    let release = build()?;
+    let mut cmd = Command::new(release.join("examples").join("bench"));
+    cmd.arg("--rate")
+        .arg(args.rate.to_string())
+        .arg("--duration")
+        .arg(args.duration.to_string())
+        .arg("--steps")
+        .arg(
+            args.steps
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .arg("--step-duration")
+        .arg(args.step_duration.to_string())
+        .arg("--sample-app")
+        .arg(
+            args.sample_app
+                .clone()
+                .unwrap_or_else(|| release.join("sample-app")),
         );
+    if args.no_max_rate {
+        cmd.arg("--no-max-rate");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let pinned = !args.no_pin && cpus >= 2 && which("taskset").is_some();
-    if pinned {
-        // Every thread of this process (and what it starts) on CPU 1; the proxy moves to 0.
-        taskset(&["-a", "-c", "-p", "1", &std::process::id().to_string()])?;
+    if args.no_pin {
+        cmd.arg("--no-pin");
     }
-    let targets = [
-        Backend::start(&app, "bench-a", pinned)?,
-        Backend::start(&app, "bench-b", pinned)?,
-    ];
-    let proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), pinned)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-
-    println!(
-        "sandbox ALB proxy benchmark: {} CPUs; {}",
-        cpus,
-        if pinned {
-            "proxy thread on CPU 0 (current-thread runtime), load generator and 2 sample-app targets on CPU 1"
-        } else {
-            "not pinned (--no-pin, or no taskset, or 1 CPU)"
-        }
-    );
-    // Warm up both paths (connections, caches).
-    rt.block_on(load(targets[0].addr, 500, 1))?;
-    rt.block_on(load(proxy.addr, 500, 1))?;
-
-    let rate = args.rate;
-    let app0 = targets[0].cpu_ticks();
-    let direct = rt.block_on(load(targets[0].addr, rate, args.duration))?;
-    let app_cpu = cpu_fraction(app0, targets[0].cpu_ticks(), direct.elapsed_s);
-    let cpu0 = proxy.cpu_ticks();
-    let via = rt.block_on(load(proxy.addr, rate, args.duration))?;
-    let proxy_cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), via.elapsed_s);
-    println!(
-        "\n{rate} requests/s for {} s, latency from the intended send time (ms):",
-        args.duration
-    );
-    println!(
-        "{:<28} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
-        "path", "achieved", "p50", "p99", "p99.9", "max", "errors", "late"
-    );
-    for (name, r) in [
-        ("direct to one task", &direct),
-        ("through the proxy (2 tasks)", &via),
-    ] {
-        let l = &r.latency_ms.corrected;
-        println!(
-            "{:<28} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6}",
-            name,
-            r.achieved_rate,
-            l.p50,
-            l.p99,
-            l.p99_9,
-            l.max,
-            r.errors + r.unsent + r.server_errors(),
-            r.late_starts
-        );
-    }
-    let (d, v) = (&direct.latency_ms.corrected, &via.latency_ms.corrected);
-    println!(
-        "added by the proxy: p50 {:+.3} ms, p99 {:+.3} ms (target < 0.3 ms), p99.9 {:+.3} ms; raw (from the actual send) p99 {:+.3} ms",
-        v.p50 - d.p50,
-        v.p99 - d.p99,
-        v.p99_9 - d.p99_9,
-        via.latency_ms.raw.p99 - direct.latency_ms.raw.p99
-    );
-    let per_request = |f: f64, r: &loadtest::Report| {
-        let done = (r.completed + r.errors).max(1) as f64;
-        f * r.elapsed_s * 1e6 / done
-    };
-    if let Some(f) = proxy_cpu {
-        println!(
-            "proxy CPU at {rate}/s: {:.1}% of one core, {:.1} µs per request",
-            100.0 * f,
-            per_request(f, &via)
-        );
-    }
-    if let Some(f) = app_cpu {
-        println!(
-            "for scale, the sample-app (a plain hyper server) answering the direct run: {:.1}% of a core, {:.1} µs per request",
-            100.0 * f,
-            per_request(f, &direct)
-        );
-    }
-
-    if !args.no_max_rate {
-        max_rate(&rt, &proxy, args)?;
-    }
-    drop(proxy);
-    drop(targets);
-    Ok(())
-}
-
-/// Steps the rate through the proxy up until a step is not sustained.
-fn max_rate(
-    rt: &tokio::runtime::Runtime,
-    proxy: &ProxyThread,
-    args: &BenchSandboxArgs,
-) -> anyhow::Result<()> {
-    println!(
-        "\nhighest rate through one proxy core ({} s steps; sustained = achieved >= {:.0}%, no errors, late starts <= {:.0}%, p99 < {MAX_P99_MS} ms):",
-        args.step_duration,
-        MIN_ACHIEVED * 100.0,
-        MAX_LATE * 100.0
-    );
-    println!(
-        "{:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>10} {:>11}",
-        "rate", "achieved", "p50", "p99", "errors", "late%", "proxy CPU", "µs/request"
-    );
-    let mut best: Option<u32> = None;
-    let mut served = 0.0f64;
-    let mut per_request_us: Vec<f64> = Vec::new();
-    for &rate in &args.steps {
-        let cpu0 = proxy.cpu_ticks();
-        let r = rt.block_on(load(proxy.addr, rate, args.step_duration))?;
-        let cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), r.elapsed_s);
-        let done = (r.completed + r.errors) as f64;
-        let us = cpu
-            .filter(|_| done > 0.0)
-            .map(|f| f * r.elapsed_s * 1e6 / done);
-        let late = if r.sent > 0 {
-            r.late_starts as f64 / r.sent as f64
-        } else {
-            1.0
-        };
-        let errors = r.errors + r.unsent + r.server_errors();
-        let l = &r.latency_ms.corrected;
-        let sustained = r.achieved_rate >= MIN_ACHIEVED * f64::from(rate)
-            && errors == 0
-            && late <= MAX_LATE
-            && l.p99 < MAX_P99_MS;
-        println!(
-            "{:>7} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>6.2}% {:>9} {:>11} {}",
-            rate,
-            r.achieved_rate,
-            l.p50,
-            l.p99,
-            errors,
-            100.0 * late,
-            cpu.map_or_else(|| "-".to_owned(), |f| format!("{:.0}%", 100.0 * f)),
-            us.map_or_else(|| "-".to_owned(), |u| format!("{u:.1}")),
-            if sustained {
-                "sustained"
-            } else {
-                "NOT sustained"
-            }
-        );
-        if let Some(u) = us {
-            per_request_us.push(u);
-        }
-        if sustained {
-            best = Some(rate);
-        }
-        // Throughput itself gave out: higher steps only queue more.
-        if r.achieved_rate < 0.9 * f64::from(rate) || errors > 0 {
-            break;
-        }
-        served = served.max(r.achieved_rate);
-    }
-    match best {
-        Some(b) => {
-            println!("highest sustained rate through the proxy: {b} requests/s (target >= 10000)")
-        }
-        None => println!("no step sustained"),
-    }
-    println!("highest rate served without errors (latency aside): {served:.0} requests/s");
-    if let Some(u) = per_request_us
-        .iter()
-        .copied()
-        .filter(|u| u.is_finite() && *u > 0.0)
-        .min_by(f64::total_cmp)
-    {
-        println!(
-            "proxy CPU per request: {u:.1} µs at best -> one core of proxy alone would carry ~{:.0} requests/s",
-            1e6 / u
-        );
-    }
-    Ok(())
-}
-
-/// One open-loop run of the project's load engine.
-async fn load(addr: SocketAddr, rate: u32, seconds: u64) -> anyhow::Result<loadtest::Report> {
-    let config = loadtest::Config {
-        url: format!("http://{addr}/"),
-        rate: f64::from(rate),
-        duration: seconds as f64,
-        connections: 64,
-        threads: 1,
-        breakdown_headers: vec!["x-task".into()],
-        ..Default::default()
-    };
-    loadtest::run(config, None)
-        .await
-        .with_context(|| format!("loadtest at {rate}/s against {addr}"))
-}
-
-/// CPU used between two tick readings, as a fraction of one core over `seconds`.
-fn cpu_fraction(before: Option<u64>, after: Option<u64>, seconds: f64) -> Option<f64> {
-    let (b, a) = (before?, after?);
-    (seconds > 0.0).then(|| a.saturating_sub(b) as f64 / TICKS_PER_SECOND / seconds)
-}
-
-/// A sample-app process on a free port of 127.0.0.1, killed (by PID) when dropped.
-struct Backend {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Backend {
-    fn start(app: &Path, name: &str, pinned: bool) -> anyhow::Result<Backend> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut cmd = if pinned {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "1"]).arg(app);
-            c
-        } else {
-            Command::new(app)
-        };
-        let child = cmd
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AZ", name)
-            .env("TASK_ID", name)
-            .env_remove("ECS_CONTAINER_METADATA_URI_V4")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", app.display()))?;
-        let backend = Backend {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(backend.addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("sample-app did not listen on {} within 20 s", backend.addr);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(backend)
-    }
-}
-
-impl Backend {
-    /// utime + stime of the process (all its threads), in clock ticks.
-    fn cpu_ticks(&self) -> Option<u64> {
-        stat_ticks(&format!("/proc/{}/stat", self.child.id()))
-    }
-}
-
-/// utime + stime of a `/proc/.../stat` file, in clock ticks.
-fn stat_ticks(path: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The proxy alone on a thread of its own with a current-thread runtime.
-struct ProxyThread {
-    addr: SocketAddr,
-    tid: Option<u32>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ProxyThread {
-    fn start(targets: Vec<SocketAddr>, pinned: bool) -> anyhow::Result<ProxyThread> {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, Option<u32>), String>>();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("alb-proxy".into())
-            .spawn(move || {
-                let tid = thread_id();
-                if pinned && let Some(t) = tid {
-                    let _ = taskset(&["-c", "-p", "0", &t.to_string()]);
-                }
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                rt.block_on(serve(targets, tid, ready_tx, stopped));
-            })?;
-        let ready = ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the proxy did not become ready within 30 s")?;
-        let (addr, tid) = match ready {
-            Ok(x) => x,
-            Err(e) => bail!("proxy: {e}"),
-        };
-        Ok(ProxyThread {
-            addr,
-            tid,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    /// utime + stime of the proxy thread, in clock ticks.
-    fn cpu_ticks(&self) -> Option<u64> {
-        let tid = self.tid?;
-        stat_ticks(&format!("/proc/{}/task/{tid}/stat", std::process::id()))
-    }
-}
-
-impl Drop for ProxyThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Runs the proxy over `targets` until `stopped`: waits until both are healthy, reports its
-/// address, and takes its statistics (access log lines included) every second, as the data
-/// plane does.
-async fn serve(
-    targets: Vec<SocketAddr>,
-    tid: Option<u32>,
-    ready: mpsc::Sender<Result<(SocketAddr, Option<u32>), String>>,
-    stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let settings = ProxySettings {
-        idle_timeout: Duration::from_secs(60),
-        name: "app/bench/0123456789abcdef".into(),
-    };
-    let proxy = match Proxy::bind(SocketAddr::from(([127, 0, 0, 1], 0)), settings).await {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let zones = ["bench-a", "bench-b"];
-    proxy.set_target_group(TargetGroup {
-        health_check: HealthCheck {
-            interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(1),
-            ..HealthCheck::default()
-        },
-        deregistration_delay: Duration::from_secs(1),
-        targets: targets
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| Target {
-                id: format!("task-{i}"),
-                addr: *addr,
-                zone: zones[i % zones.len()].to_owned(),
-                reachable: true,
-            })
-            .collect(),
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proxy
-        .health()
-        .iter()
-        .any(|h| h.state != TargetState::Healthy)
-    {
-        if Instant::now() > deadline {
-            let _ = ready.send(Err(format!(
-                "targets not healthy within 20 s: {:?}",
-                proxy.health()
-            )));
-            proxy.shutdown().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = ready.send(Ok((proxy.local_addr(), tid)));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            _ = tick.tick() => {
-                std::hint::black_box(proxy.take_stats());
-            }
-        }
-    }
-    proxy.shutdown().await;
-}
-
-/// This thread's id (`/proc/thread-self` links to `{pid}/task/{tid}`).
-fn thread_id() -> Option<u32> {
-    let link = std::fs::read_link("/proc/thread-self").ok()?;
-    link.file_name()?.to_str()?.parse().ok()
-}
-
-fn taskset(args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(args)
-        .stdout(Stdio::null())
+    let status = cmd
         .status()
-        .context("running taskset")?;
+        .context("running the sandbox-alb bench example")?;
     if !status.success() {
-        bail!("taskset {} failed: {status}", args.join(" "));
+        bail!("the sandbox ALB benchmark failed: {status}");
     }
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+/// `cargo build --release` of the sample-app and of the `sandbox-alb` bench example; the
+/// release folder of the target directory.
+fn build() -> anyhow::Result<PathBuf> {
+    let root = crate::project_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for args in [
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sample-app",
+            "--bin",
+            "sample-app",
+        ][..],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sandbox-alb",
+            "--example",
+            "bench",
+        ][..],
+    ] {
+        let status = Command::new(&cargo)
+            .args(args)
+            .current_dir(&root)
+            .status()
+            .with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("cargo {} failed", args.join(" "));
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release"))
 }
