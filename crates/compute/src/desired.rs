@@ -842,6 +842,14 @@ pub(crate) fn service_differences(want: &ServiceShape, have: &ServiceShape) -> V
 
 /// The steps that take what exists to what the configuration asks for.
 pub(crate) fn diff(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
+    let mut ops = diff_foundation(desired, observed)?;
+    ops.extend(diff_service(desired, observed)?);
+    Ok(ops)
+}
+
+/// The steps for what needs none of the module's inputs: the IAM roles, the log group and the
+/// cluster. They can run while the network and the load balancer are still being built.
+pub(crate) fn diff_foundation(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
     let names = &desired.names;
     let stack = names.stack.as_str();
     let mut ops = Vec::new();
@@ -925,6 +933,16 @@ pub(crate) fn diff(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Er
             }
         }
     }
+
+    Ok(ops)
+}
+
+/// The steps for what the inputs shape: the task definition (its image may be the stack's
+/// repository), the service (subnets, security group, target group) and its scaling.
+pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
+    let names = &desired.names;
+    let stack = names.stack.as_str();
+    let mut ops = Vec::new();
 
     // The task definition: a new revision only when the newest one differs.
     let current_task = match &observed.task_definition {

@@ -48,7 +48,9 @@ pub use config::{
 };
 pub use error::Error;
 
-use crate::desired::{CONTAINER, Desired, Names, Observed, Op, diff, teardown};
+use crate::desired::{
+    CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, teardown,
+};
 use crate::exec::{Ids, need};
 
 /// What compute needs from the modules upstream.
@@ -157,6 +159,36 @@ impl Compute {
         outputs(&desired, &ids).map(Some)
     }
 
+    /// [`Module::apply`] for a caller still building the inputs: what needs none of them (the
+    /// IAM roles, the log group, the cluster) converges at once while `inputs` resolves, and
+    /// the task definition, the service and its scaling follow. The result is that of
+    /// `apply(cx, &inputs.await)`, sooner: on AWS the roles and the cluster are made while the
+    /// network waits for its NAT gateways and the load balancer is created.
+    pub async fn apply_staged<F>(&self, cx: &Context, inputs: F) -> Result<ComputeOutputs, Error>
+    where
+        F: Future<Output = ComputeInputs> + Send,
+    {
+        let names = Names::new(cx.stack().as_str());
+        let observed = Observed::read(&self.clients, &names, false).await?;
+        // Placeholders shape only the parts of `Desired` the foundation does not read.
+        let early = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
+        let foundation = diff_foundation(&early, &observed)?;
+        let (ids, inputs) = tokio::join!(
+            exec::run(
+                &self.clients,
+                cx,
+                &early,
+                &foundation,
+                Ids::from_observed(&observed),
+            ),
+            inputs
+        );
+        let desired = Desired::new(cx, &self.spec, &inputs);
+        let rest = diff_service(&desired, &observed)?;
+        let ids = exec::run(&self.clients, cx, &desired, &rest, ids?).await?;
+        outputs(&desired, &ids)
+    }
+
     async fn steps(
         &self,
         cx: &Context,
@@ -202,16 +234,8 @@ impl Module for Compute {
     }
 
     async fn apply(&self, cx: &Context, inputs: &ComputeInputs) -> Result<ComputeOutputs, Error> {
-        let (desired, observed, ops) = self.steps(cx, inputs).await?;
-        let ids = exec::run(
-            &self.clients,
-            cx,
-            &desired,
-            &ops,
-            Ids::from_observed(&observed),
-        )
-        .await?;
-        outputs(&desired, &ids)
+        self.apply_staged(cx, std::future::ready(inputs.clone()))
+            .await
     }
 
     async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {

@@ -156,6 +156,29 @@ impl Network {
         Ok((desired, observed, ops))
     }
 
+    /// [`Module::apply`] that hands `ready` the outputs as soon as everything a load balancer
+    /// or a service attaches to exists (the VPC, subnets, internet gateway, NAT gateways still
+    /// pending, security groups, route tables), then waits for the NAT gateways and makes the
+    /// default routes: on AWS a NAT gateway takes minutes to become available, and the load
+    /// balancer need not wait for it. `ready` is called exactly once when this returns `Ok`,
+    /// with outputs equal to the returned ones (NAT gateway ids included).
+    pub async fn apply_staged(
+        &self,
+        cx: &Context,
+        ready: impl FnOnce(NetworkOutputs) + Send,
+    ) -> Result<NetworkOutputs, Error> {
+        let (desired, observed, ops) = self.steps(cx).await?;
+        let split = ops
+            .iter()
+            .position(|op| matches!(op, Op::WaitNats))
+            .unwrap_or(ops.len());
+        let (now, after) = ops.split_at(split);
+        let ids = exec::run(&self.ec2, cx, now, Ids::from_observed(&observed)).await?;
+        ready(outputs(&desired, &ids)?);
+        let ids = exec::run(&self.ec2, cx, after, ids).await?;
+        outputs(&desired, &ids)
+    }
+
     /// The outputs of the deployed network, or `None` when it is not (fully) deployed. Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<NetworkOutputs>, Error> {
         let (desired, observed) = tokio::try_join!(
@@ -245,9 +268,7 @@ impl Module for Network {
     }
 
     async fn apply(&self, cx: &Context, _inputs: &()) -> Result<NetworkOutputs, Error> {
-        let (desired, observed, ops) = self.steps(cx).await?;
-        let ids = exec::run(&self.ec2, cx, &ops, Ids::from_observed(&observed)).await?;
-        outputs(&desired, &ids)
+        self.apply_staged(cx, |_| {}).await
     }
 
     async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {

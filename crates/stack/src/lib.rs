@@ -29,6 +29,7 @@ use observability::{
 use serde::{Deserialize, Serialize};
 use storage::{Storage, StorageConfig, StorageOutputs, StorageSpec};
 
+mod apply;
 mod example;
 pub mod lock;
 pub use example::example_toml;
@@ -476,45 +477,6 @@ impl Stack {
             plan.extend(part);
         }
         Ok(plan)
-    }
-
-    /// Converges every module and returns the outputs. Independent modules run at once:
-    /// storage with the network, then the load balancer, then compute with observability.
-    pub async fn apply(&self, cx: &Context) -> Result<StackOutputs, Error> {
-        let m = self.modules(cx);
-        let (storage, network) = tokio::try_join!(
-            async { m.storage.apply(cx, &()).await.map_err(Error::from) },
-            async { m.network.apply(cx, &()).await.map_err(Error::from) },
-        )?;
-        let load_balancer = m
-            .load_balancer
-            .apply(cx, &self.lb_inputs(&network, &storage))
-            .await?;
-        let compute_inputs = self.compute_inputs(&network, &storage, &load_balancer);
-        let obs_inputs = self.observability_inputs(&network, &load_balancer);
-        let (compute, observability) = tokio::try_join!(
-            async {
-                m.compute
-                    .apply(cx, &compute_inputs)
-                    .await
-                    .map_err(Error::from)
-            },
-            async {
-                m.observability
-                    .apply(cx, &obs_inputs)
-                    .await
-                    .map_err(Error::from)
-            },
-        )?;
-        Ok(StackOutputs {
-            stack: self.name.to_string(),
-            region: self.region.clone(),
-            storage,
-            network,
-            load_balancer,
-            compute,
-            observability,
-        })
     }
 
     /// The outputs of what is deployed, or `None` when some module is not (fully) deployed.
