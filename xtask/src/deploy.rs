@@ -81,13 +81,37 @@ pub(crate) async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<C
             if let Some(profile) = &args.profile {
                 loader = loader.profile_name(profile);
             }
-            loader.load().await
+            let sdk = loader.load().await;
+            announce_identity(&sdk, stack.region()).await?;
+            sdk
         }
     };
     Ok(Context::builder(sdk, stack.name().clone())
         .user_tags(stack.tags().clone())
         .progress(Arc::new(Lines))
         .build())
+}
+
+/// On AWS, says on stderr (stdout may be JSON) which account, identity and region the run
+/// acts in, before anything is read or changed; without usable credentials it stops here with
+/// what to do. Prints no credential: the account id and the identity's ARN only.
+async fn announce_identity(sdk: &aws_config::SdkConfig, region: &str) -> anyhow::Result<()> {
+    let me = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot tell which AWS account this would change (STS GetCallerIdentity: {}). Configure credentials (--profile or AWS_PROFILE, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or SSO role), or leave out --target aws to use the local sandbox. Nothing was read or changed.",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?;
+    eprintln!(
+        "AWS account {} as {}, region {region}",
+        me.account().unwrap_or("(unknown)"),
+        me.arn().unwrap_or("(unknown identity)")
+    );
+    Ok(())
 }
 
 /// Builds the sample-app binary the sandbox runs as the default image, unless it exists.
