@@ -21,7 +21,8 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -119,7 +120,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let direct = rt.block_on(load(targets[0].addr, rate, args.duration))?;
     let app_cpu = cpu_fraction(app0, targets[0].cpu_ticks(), direct.elapsed_s);
     let cpu0 = proxy.cpu_ticks();
+    proxy.stats_max_us.store(0, Ordering::Relaxed);
     let via = rt.block_on(load(proxy.addr, rate, args.duration))?;
+    let stats_max_us = proxy.stats_max_us.load(Ordering::Relaxed);
     let proxy_cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), via.elapsed_s);
     println!(
         "\n{rate} requests/s for {} s, latency from the intended send time (ms):",
@@ -165,6 +168,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             per_request(f, &via)
         );
     }
+    println!(
+        "longest take_stats (a second of access log lines formatted, on the proxy's thread) during that run: {:.3} ms",
+        stats_max_us as f64 / 1000.0
+    );
     if let Some(f) = app_cpu {
         println!(
             "for scale, the sample-app (a plain hyper server) answering the direct run: {:.1}% of a core, {:.1} µs per request",
@@ -354,6 +361,9 @@ impl Drop for Backend {
 struct ProxyThread {
     addr: SocketAddr,
     tid: Option<u32>,
+    /// The longest `take_stats` call (access log lines formatted) so far, microseconds: the
+    /// proxy answers nothing meanwhile.
+    stats_max_us: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -362,6 +372,8 @@ impl ProxyThread {
     fn start(targets: Vec<SocketAddr>, pinned: bool) -> anyhow::Result<ProxyThread> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, Option<u32>), String>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stats_max_us = Arc::new(AtomicU64::new(0));
+        let max_us = stats_max_us.clone();
         let thread = std::thread::Builder::new()
             .name("alb-proxy".into())
             .spawn(move || {
@@ -379,7 +391,7 @@ impl ProxyThread {
                         return;
                     }
                 };
-                rt.block_on(serve(targets, tid, ready_tx, stopped));
+                rt.block_on(serve(targets, tid, ready_tx, stopped, max_us));
             })?;
         let ready = ready_rx
             .recv_timeout(Duration::from_secs(30))
@@ -391,6 +403,7 @@ impl ProxyThread {
         Ok(ProxyThread {
             addr,
             tid,
+            stats_max_us,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -422,6 +435,7 @@ async fn serve(
     tid: Option<u32>,
     ready: mpsc::Sender<Result<(SocketAddr, Option<u32>), String>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
+    stats_max_us: Arc<AtomicU64>,
 ) {
     let settings = ProxySettings {
         idle_timeout: Duration::from_secs(60),
@@ -476,7 +490,10 @@ async fn serve(
         tokio::select! {
             _ = &mut stopped => break,
             _ = tick.tick() => {
+                let started = Instant::now();
                 std::hint::black_box(proxy.take_stats());
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                stats_max_us.fetch_max(us, Ordering::Relaxed);
             }
         }
     }

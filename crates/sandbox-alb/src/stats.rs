@@ -47,21 +47,13 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn record(self, body_bytes: u64) {
-        let response_processing = self
-            .target_processing
-            .map(|_| Duration::from_micros(1).as_secs_f64());
+        let response_processing = self.target_processing.map(|_| Duration::from_micros(1));
         let entry = log::Entry {
             time: SystemTime::now(),
             client: self.client,
             target: self.member.as_ref().map(|m| m.addr),
-            request_processing: self
-                .target_status
-                .and(self.request_processing)
-                .map(|d| d.as_secs_f64()),
-            target_processing: self
-                .target_status
-                .and(self.target_processing)
-                .map(|d| d.as_secs_f64()),
+            request_processing: self.target_status.and(self.request_processing),
+            target_processing: self.target_status.and(self.target_processing),
             response_processing: self.target_status.and(response_processing),
             elb_status: self.elb_status,
             target_status: self.target_status,
