@@ -18,9 +18,13 @@ pub(crate) struct BenchSandboxArgs {
     /// Rate of the comparison runs (direct and through the proxy), requests per second.
     #[arg(long, default_value_t = 2000)]
     pub(crate) rate: u32,
-    /// Length of each comparison run, seconds.
+    /// Length of each comparison run, seconds (split over the rounds).
     #[arg(long, default_value_t = 10)]
     pub(crate) duration: u64,
+    /// The comparison alternates direct and proxied runs this many times, so that both see the
+    /// same background load.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
     /// Rates tried, in order, in the search for the highest rate one proxy core sustains.
     #[arg(long, value_delimiter = ',', default_values_t = [5000u32, 7500, 10000, 12500, 15000, 17500, 20000, 25000])]
     pub(crate) steps: Vec<u32>,
@@ -46,6 +50,8 @@ pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
         .arg(args.rate.to_string())
         .arg("--duration")
         .arg(args.duration.to_string())
+        .arg("--rounds")
+        .arg(args.rounds.to_string())
         .arg("--steps")
         .arg(
             args.steps

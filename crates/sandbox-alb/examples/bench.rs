@@ -26,6 +26,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
 use sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetState};
 
 /// Options (those of `cargo xtask bench sandbox`).
@@ -35,9 +36,13 @@ struct Args {
     /// Rate of the comparison runs (direct and through the proxy), requests per second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
-    /// Length of each comparison run, seconds.
+    /// Length of each comparison run, seconds (split over the rounds).
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// The comparison alternates direct and proxied runs this many times, so that both see the
+    /// same background load.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Rates tried, in order, in the search for the highest rate one proxy core sustains.
     #[arg(long, value_delimiter = ',', default_values_t = [5000u32, 7500, 10000, 12500, 15000, 17500, 20000, 25000])]
     steps: Vec<u32>,
@@ -112,21 +117,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     );
     // Warm up both paths (connections, caches).
-    rt.block_on(load(targets[0].addr, 500, 1))?;
-    rt.block_on(load(proxy.addr, 500, 1))?;
+    rt.block_on(load(targets[0].addr, 500, 1.0))?;
+    rt.block_on(load(proxy.addr, 500, 1.0))?;
 
     let rate = args.rate;
-    let app0 = targets[0].cpu_ticks();
-    let direct = rt.block_on(load(targets[0].addr, rate, args.duration))?;
-    let app_cpu = cpu_fraction(app0, targets[0].cpu_ticks(), direct.elapsed_s);
-    let cpu0 = proxy.cpu_ticks();
+    let rounds = args.rounds.max(1);
+    let round_s = args.duration as f64 / f64::from(rounds);
+    let (mut direct, mut via) = (Merged::default(), Merged::default());
+    let mut added_p99 = Vec::new();
+    let (mut app_ticks, mut proxy_ticks) = (0u64, 0u64);
     proxy.stats_max_us.store(0, Ordering::Relaxed);
-    let via = rt.block_on(load(proxy.addr, rate, args.duration))?;
+    for _ in 0..rounds {
+        let app0 = targets[0].cpu_ticks();
+        let d = rt.block_on(load(targets[0].addr, rate, round_s))?;
+        app_ticks += ticks(app0, targets[0].cpu_ticks());
+        let cpu0 = proxy.cpu_ticks();
+        let v = rt.block_on(load(proxy.addr, rate, round_s))?;
+        proxy_ticks += ticks(cpu0, proxy.cpu_ticks());
+        added_p99.push(v.latency_ms.corrected.p99 - d.latency_ms.corrected.p99);
+        direct.add(&d);
+        via.add(&v);
+    }
     let stats_max_us = proxy.stats_max_us.load(Ordering::Relaxed);
-    let proxy_cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), via.elapsed_s);
     println!(
-        "\n{rate} requests/s for {} s, latency from the intended send time (ms):",
-        args.duration
+        "\n{rate} requests/s, {rounds} rounds of {round_s:.1} s direct then {round_s:.1} s through the proxy (so both see the same background load), latency from the intended send time (ms):"
     );
     println!(
         "{:<28} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
@@ -136,42 +150,51 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ("direct to one task", &direct),
         ("through the proxy (2 tasks)", &via),
     ] {
-        let l = &r.latency_ms.corrected;
+        let h = &r.corrected;
+        let max = h.as_ref().map_or(0, Histogram::max);
         println!(
             "{:<28} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6}",
             name,
-            r.achieved_rate,
-            l.p50,
-            l.p99,
-            l.p99_9,
-            l.max,
-            r.errors + r.unsent + r.server_errors(),
-            r.late_starts
+            r.done as f64 / r.elapsed_s.max(1e-9),
+            ms(h, 0.5),
+            ms(h, 0.99),
+            ms(h, 0.999),
+            max as f64 / 1000.0,
+            r.errors,
+            r.late
         );
     }
-    let (d, v) = (&direct.latency_ms.corrected, &via.latency_ms.corrected);
     println!(
         "added by the proxy: p50 {:+.3} ms, p99 {:+.3} ms (target < 0.3 ms), p99.9 {:+.3} ms; raw (from the actual send) p99 {:+.3} ms",
-        v.p50 - d.p50,
-        v.p99 - d.p99,
-        v.p99_9 - d.p99_9,
-        via.latency_ms.raw.p99 - direct.latency_ms.raw.p99
+        ms(&via.corrected, 0.5) - ms(&direct.corrected, 0.5),
+        ms(&via.corrected, 0.99) - ms(&direct.corrected, 0.99),
+        ms(&via.corrected, 0.999) - ms(&direct.corrected, 0.999),
+        ms(&via.raw, 0.99) - ms(&direct.raw, 0.99),
     );
-    let per_request = |f: f64, r: &loadtest::Report| {
-        let done = (r.completed + r.errors).max(1) as f64;
-        f * r.elapsed_s * 1e6 / done
-    };
-    if let Some(f) = proxy_cpu {
-        println!(
-            "proxy CPU at {rate}/s: {:.1}% of one core, {:.1} µs per request",
-            100.0 * f,
-            per_request(f, &via)
-        );
-    }
+    added_p99.sort_by(f64::total_cmp);
     println!(
-        "longest take_stats (a second of access log lines formatted, on the proxy's thread) during that run: {:.3} ms",
+        "added p99 per round: {} (median {:+.3} ms)",
+        added_p99
+            .iter()
+            .map(|a| format!("{a:+.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        added_p99[added_p99.len() / 2]
+    );
+    let per_request =
+        |ticks: u64, r: &Merged| ticks as f64 / TICKS_PER_SECOND * 1e6 / r.done.max(1) as f64;
+    println!(
+        "proxy CPU at {rate}/s: {:.1}% of one core, {:.1} µs per request",
+        100.0 * proxy_ticks as f64 / TICKS_PER_SECOND / via.elapsed_s.max(1e-9),
+        per_request(proxy_ticks, &via)
+    );
+    println!(
+        "longest take_stats (a second of access log lines formatted, on the proxy's thread) during those runs: {:.3} ms",
         stats_max_us as f64 / 1000.0
     );
+    let app_cpu =
+        (app_ticks > 0).then(|| app_ticks as f64 / TICKS_PER_SECOND / direct.elapsed_s.max(1e-9));
+    let per_request = |f: f64, r: &Merged| f * r.elapsed_s * 1e6 / r.done.max(1) as f64;
     if let Some(f) = app_cpu {
         println!(
             "for scale, the sample-app (a plain hyper server) answering the direct run: {:.1}% of a core, {:.1} µs per request",
@@ -205,7 +228,7 @@ fn max_rate(rt: &tokio::runtime::Runtime, proxy: &ProxyThread, args: &Args) -> a
     let mut per_request_us: Vec<f64> = Vec::new();
     for &rate in &args.steps {
         let cpu0 = proxy.cpu_ticks();
-        let r = rt.block_on(load(proxy.addr, rate, args.step_duration))?;
+        let r = rt.block_on(load(proxy.addr, rate, args.step_duration as f64))?;
         let cpu = cpu_fraction(cpu0, proxy.cpu_ticks(), r.elapsed_s);
         let done = (r.completed + r.errors) as f64;
         let us = cpu
@@ -272,11 +295,11 @@ fn max_rate(rt: &tokio::runtime::Runtime, proxy: &ProxyThread, args: &Args) -> a
 }
 
 /// One open-loop run of the project's load engine.
-async fn load(addr: SocketAddr, rate: u32, seconds: u64) -> anyhow::Result<loadtest::Report> {
+async fn load(addr: SocketAddr, rate: u32, seconds: f64) -> anyhow::Result<loadtest::Report> {
     let config = loadtest::Config {
         url: format!("http://{addr}/"),
         rate: f64::from(rate),
-        duration: seconds as f64,
+        duration: seconds,
         connections: 64,
         threads: 1,
         breakdown_headers: vec!["x-task".into()],
@@ -285,6 +308,45 @@ async fn load(addr: SocketAddr, rate: u32, seconds: u64) -> anyhow::Result<loadt
     loadtest::run(config, None)
         .await
         .with_context(|| format!("loadtest at {rate}/s against {addr}"))
+}
+
+/// Several runs of one path, merged.
+#[derive(Default)]
+struct Merged {
+    corrected: Option<Histogram<u64>>,
+    raw: Option<Histogram<u64>>,
+    done: u64,
+    errors: u64,
+    late: u64,
+    elapsed_s: f64,
+}
+
+impl Merged {
+    fn add(&mut self, r: &loadtest::Report) {
+        for (into, from) in [(&mut self.corrected, &r.corrected), (&mut self.raw, &r.raw)] {
+            match into {
+                Some(h) => {
+                    let _ = h.add(from);
+                }
+                None => *into = Some(from.clone()),
+            }
+        }
+        self.done += r.completed + r.errors;
+        self.errors += r.errors + r.unsent + r.server_errors();
+        self.late += r.late_starts;
+        self.elapsed_s += r.elapsed_s;
+    }
+}
+
+/// A quantile of a µs histogram, in ms (0 when there is none).
+fn ms(h: &Option<Histogram<u64>>, q: f64) -> f64 {
+    h.as_ref()
+        .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+/// Ticks between two readings (0 when either is unknown).
+fn ticks(before: Option<u64>, after: Option<u64>) -> u64 {
+    before.zip(after).map_or(0, |(b, a)| a.saturating_sub(b))
 }
 
 /// CPU used between two tick readings, as a fraction of one core over `seconds`.
