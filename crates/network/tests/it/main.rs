@@ -813,3 +813,65 @@ async fn a_changed_vpc_cidr_is_refused_not_half_applied() {
     );
     assert_eq!(cx.calls().snapshot().since(&before).writes(), 0);
 }
+
+/// The finished changes as "kind name", and "ready" where a staged apply handed over.
+#[derive(Debug, Default)]
+struct Finished(std::sync::Mutex<Vec<String>>);
+
+impl infra::Progress for Finished {
+    fn on(&self, event: &infra::Event<'_>) {
+        if let infra::Event::Finished { change, .. } = event {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", change.kind, change.name));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_staged_apply_hands_over_its_outputs_before_the_nat_wait_and_the_routes() {
+    let log = std::sync::Arc::new(Finished::default());
+    let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
+    let cx = Context::builder(
+        sandbox::sdk_config(moto.endpoint(), REGION),
+        StackName::new("staged").unwrap(),
+    )
+    .interceptor(moto.fresh_account())
+    .progress(log.clone())
+    .build();
+    let net = network(&cx, "");
+    let mut early = None;
+    let out = net
+        .apply_staged(&cx, |outputs| {
+            log.0.lock().unwrap().push("ready".to_owned());
+            early = Some(outputs);
+        })
+        .await
+        .unwrap();
+    // The same outputs as the finished apply, NAT gateway ids included.
+    assert_eq!(early.as_ref(), Some(&out));
+    assert_eq!(out.nat_gateway_ids.len(), 2);
+
+    let events = log.0.lock().unwrap().clone();
+    let ready = events.iter().position(|e| e == "ready").unwrap();
+    let kind_of = |e: &String| e.split(' ').next().unwrap_or_default().to_owned();
+    // Everything a load balancer or a service attaches to came before the hand-over...
+    for kind in [
+        "vpc",
+        "subnet",
+        "internet-gateway",
+        "security-group",
+        "nat-gateway",
+    ] {
+        let last = events.iter().rposition(|e| kind_of(e) == kind).unwrap();
+        assert!(last < ready, "{kind} after the hand-over: {events:#?}");
+    }
+    // ... and the default routes (the public one, and the private ones that waited for the
+    // NAT gateways) after it.
+    let routes: Vec<usize> = (0..events.len())
+        .filter(|&i| kind_of(&events[i]) == "route")
+        .collect();
+    assert_eq!(routes.len(), 3, "{events:#?}");
+    assert!(routes.iter().all(|&i| i > ready), "{events:#?}");
+}
