@@ -189,7 +189,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         per_request(proxy_ticks, &via)
     );
     println!(
-        "longest take_stats (a second of access log lines formatted, on the proxy's thread) during those runs: {:.3} ms",
+        "longest take_stats (statistics and access log lines taken every second on the proxy's thread, as the data plane does) during those runs: {:.3} ms",
         stats_max_us as f64 / 1000.0
     );
     let app_cpu =
@@ -423,7 +423,7 @@ impl Drop for Backend {
 struct ProxyThread {
     addr: SocketAddr,
     tid: Option<u32>,
-    /// The longest `take_stats` call (access log lines formatted) so far, microseconds: the
+    /// The longest `take_stats` call so far, microseconds: the
     /// proxy answers nothing meanwhile.
     stats_max_us: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -26,16 +26,15 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// The line for load balancer `elb`, in the field order of the ALB access log
-    /// documentation ("http" entries). Formatted when statistics are taken, not per request.
+    /// documentation ("http" entries).
     pub(crate) fn line(&self, elb: &str) -> String {
         let mut out = String::with_capacity(360);
         self.write_line(&mut out, elb);
         out
     }
 
-    /// Appends the line to `out`. Thousands of lines are formatted at once when statistics
-    /// are taken, on the proxy's runtime, so numbers are written by hand: `core::fmt` made a
-    /// line cost ~3 µs, a stall of several milliseconds per second at 2,000 requests/s.
+    /// Appends the line to `out`. Every request writes one, so numbers are written by hand:
+    /// `core::fmt` made a line cost ~2.5 µs, this ~0.75 µs.
     fn write_line(&self, out: &mut String, elb: &str) {
         out.push_str("http ");
         write_rfc3339_micros(out, self.time);

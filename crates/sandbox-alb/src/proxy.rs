@@ -167,7 +167,7 @@ impl Proxy {
             zones,
             elb_5xx_no_target: acc.no_target,
             per_target: acc.per_target.into_iter().collect(),
-            access_log: acc.log.iter().map(|e| e.line(&self.shared.elb)).collect(),
+            access_log: acc.log,
             access_log_dropped: acc.dropped,
         }
     }

@@ -22,7 +22,8 @@ pub(crate) struct StatsAcc {
     pub(crate) zones: HashMap<Arc<str>, ZoneAcc>,
     pub(crate) no_target: u64,
     pub(crate) per_target: HashMap<String, u64>,
-    pub(crate) log: Vec<log::Entry>,
+    /// Access log lines, formatted as requests finish.
+    pub(crate) log: Vec<String>,
     pub(crate) dropped: u64,
 }
 
@@ -64,9 +65,12 @@ impl Pending {
             request_creation_time: self.created,
             error_reason: self.error_reason,
         };
+        // Formatted here, a little on every request, rather than a second's worth at once in
+        // `take_stats`, which stalled the proxy's runtime for milliseconds.
+        let line = entry.line(&self.shared.elb);
         let mut acc = lock(&self.shared.stats);
         if acc.log.len() < MAX_ACCESS_LOG_LINES {
-            acc.log.push(entry);
+            acc.log.push(line);
         } else {
             acc.dropped += 1;
         }
