@@ -3,9 +3,9 @@
 //! with wall time and the AWS calls counted by `infra::CallCounter`. Prints a table beside the
 //! issue's targets and the seeds' Terraform figures; numbers, not assertions.
 //!
-//! "deploy" is what `cargo xtask deploy` does (plan, then apply) and "destroy" what `cargo
-//! xtask destroy --yes` does (plan_destroy, then destroy). Each run uses a fresh moto account,
-//! so every first deploy starts from nothing.
+//! "deploy" is what `cargo xtask deploy` does (plan, and at the same time what exists for its
+//! summary, then apply) and "destroy" what `cargo xtask destroy --yes` does (plan_destroy, then
+//! destroy). Each run uses a fresh moto account, so every first deploy starts from nothing.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -130,7 +130,9 @@ pub(crate) fn run(args: &BenchDeployArgs) -> anyhow::Result<()> {
 /// Deploy, no-change plan, second deploy, destroy; the calls of each phase alone.
 async fn one_run(stack: &Stack, cx: &Context) -> anyhow::Result<Vec<Sample>> {
     let deploy = measure(cx, async {
-        stack.plan(cx).await.context("planning the deploy")?;
+        crate::deploy::plan_and_existing(stack, cx)
+            .await
+            .context("planning the deploy")?;
         Box::pin(stack.apply(cx)).await.context("deploying")?;
         Ok(())
     })
@@ -144,7 +146,9 @@ async fn one_run(stack: &Stack, cx: &Context) -> anyhow::Result<Vec<Sample>> {
     })
     .await?;
     let second = measure(cx, async {
-        stack.plan(cx).await.context("planning the second deploy")?;
+        crate::deploy::plan_and_existing(stack, cx)
+            .await
+            .context("planning the second deploy")?;
         Box::pin(stack.apply(cx))
             .await
             .context("deploying a second time")?;

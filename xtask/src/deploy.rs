@@ -5,55 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use infra::{Context, Event, Plan, Progress};
+use infra::{Context, Plan, Progress};
 use stack::lock::{self, LockError, LockStore};
 use stack::{Stack, StackConfig};
 
+use crate::progress::{ApplySummary, Live};
 use crate::target::{EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE, Exit};
 use crate::{StackArgs, Target};
-
-/// Prints one line per finished change, and waits as they happen.
-#[derive(Debug)]
-struct Lines;
-
-impl Progress for Lines {
-    fn on(&self, event: &Event<'_>) {
-        match event {
-            Event::Finished {
-                change,
-                id,
-                elapsed,
-            } => {
-                let id = id.map(|i| format!(" -> {i}")).unwrap_or_default();
-                println!(
-                    "  done {} {} {} {:?}{id} ({:.2}s)",
-                    symbol(change),
-                    change.module,
-                    change.kind,
-                    change.name,
-                    elapsed.as_secs_f64()
-                );
-            }
-            Event::Waiting { change, waited } => {
-                println!(
-                    "  waiting for {} {} ({:.0}s so far)",
-                    change.kind,
-                    change.name,
-                    waited.as_secs_f64()
-                );
-            }
-            _ => {}
-        }
-    }
-}
-
-fn symbol(change: &infra::Change) -> char {
-    match change.action {
-        infra::Action::Create => '+',
-        infra::Action::Update => '~',
-        infra::Action::Delete => '-',
-    }
-}
 
 pub(crate) fn load(args: &StackArgs) -> anyhow::Result<Stack> {
     let default = crate::project_root().join("stack.toml");
@@ -68,7 +26,18 @@ pub(crate) fn load(args: &StackArgs) -> anyhow::Result<Stack> {
     Ok(config.validate()?)
 }
 
+/// The context of a command that changes nothing: what it would print of progress goes to
+/// stdout as lines.
 pub(crate) async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<Context> {
+    context_with(args, stack, Arc::new(Live::stdout())).await
+}
+
+/// The context for `stack` on the target `args` names, reporting progress to `progress`.
+async fn context_with(
+    args: &StackArgs,
+    stack: &Stack,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<Context> {
     let sdk = match args.target {
         Target::Sandbox => {
             ensure_sample_app()?;
@@ -88,7 +57,7 @@ pub(crate) async fn context(args: &StackArgs, stack: &Stack) -> anyhow::Result<C
     };
     Ok(Context::builder(sdk, stack.name().clone())
         .user_tags(stack.tags().clone())
-        .progress(Arc::new(Lines))
+        .progress(progress)
         .build())
 }
 
@@ -333,14 +302,31 @@ async fn interrupted() -> &'static str {
     }
 }
 
+/// What deploy would change, and, read at the same time, every resource of the stack that
+/// exists (what destroy would delete): the summary's "unchanged" are those the apply did not
+/// touch. Both only read.
+pub(crate) async fn plan_and_existing(stack: &Stack, cx: &Context) -> anyhow::Result<(Plan, Plan)> {
+    // Boxed: both plans' futures side by side are too large for the main thread's stack in
+    // debug builds (`bench deploy` overflowed it).
+    let plan = Box::pin(async { stack.plan(cx).await.context("planning") });
+    let existing = Box::pin(async {
+        stack
+            .plan_destroy(cx)
+            .await
+            .context("reading what exists of the stack")
+    });
+    tokio::try_join!(plan, existing)
+}
+
 pub(crate) async fn deploy(args: &StackArgs, yes: bool, force_unlock: bool) -> anyhow::Result<()> {
     let stack = load(args)?;
-    let cx = context(args, &stack).await?;
+    let live = Arc::new(Live::stdout());
+    let cx = context_with(args, &stack, live.clone()).await?;
     locked(
         &cx,
         "deploy",
         force_unlock,
-        deploy_locked(args, &stack, &cx, yes),
+        deploy_locked(args, &stack, &cx, &live, yes),
     )
     .await
 }
@@ -349,10 +335,11 @@ async fn deploy_locked(
     args: &StackArgs,
     stack: &Stack,
     cx: &Context,
+    live: &Arc<Live>,
     yes: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan: Plan = stack.plan(cx).await.context("planning")?;
+    let (plan, existing) = plan_and_existing(stack, cx).await?;
     println!("Deploying {}:\n{plan}", where_(args, stack));
     if !plan.is_empty()
         && args.target == Target::Aws
@@ -361,10 +348,14 @@ async fn deploy_locked(
     {
         bail!("cancelled; nothing was changed");
     }
-    let outputs = stack
-        .apply(cx)
-        .await
-        .context("deploy stopped part way; run the same command again to resume (it finds what exists by its tags)")?;
+    let ticker = live.start_ticker();
+    let applied = stack.apply(cx).await;
+    ticker.stop().await;
+    let outputs = applied.context("deploy stopped part way; run the same command again to resume (it finds what exists by its tags)")?;
+    println!(
+        "{}",
+        ApplySummary::new(&live.tally(), &existing, started.elapsed())
+    );
     println!("Outputs:\n{}", serde_json::to_string_pretty(&outputs)?);
     report_calls(args, cx, started);
     match args.target {
@@ -382,12 +373,13 @@ pub(crate) async fn destroy(
 ) -> anyhow::Result<()> {
     let stack = load(args)?;
     check_can_ask(yes)?;
-    let cx = context(args, &stack).await?;
+    let live = Arc::new(Live::stdout());
+    let cx = context_with(args, &stack, live.clone()).await?;
     locked(
         &cx,
         "destroy",
         force_unlock,
-        destroy_locked(args, &stack, &cx, yes, override_protection),
+        destroy_locked(args, &stack, &cx, &live, yes, override_protection),
     )
     .await
 }
@@ -396,6 +388,7 @@ async fn destroy_locked(
     args: &StackArgs,
     stack: &Stack,
     cx: &Context,
+    live: &Arc<Live>,
     yes: bool,
     override_protection: bool,
 ) -> anyhow::Result<()> {
@@ -412,11 +405,15 @@ async fn destroy_locked(
     if !yes {
         confirm_name(stack.name().as_str()).await?;
     }
-    stack
-        .destroy(cx, override_protection)
-        .await
-        .context("destroy stopped part way; run the same command again to finish (it finds what is left by its tags)")?;
+    let ticker = live.start_ticker();
+    let destroyed = stack.destroy(cx, override_protection).await;
+    ticker.stop().await;
+    destroyed.context("destroy stopped part way; run the same command again to finish (it finds what is left by its tags)")?;
     println!("Destroyed.");
+    println!(
+        "{}",
+        crate::progress::destroy_summary(&live.tally(), started.elapsed())
+    );
     report_calls(args, cx, started);
     Ok(())
 }

@@ -12,6 +12,7 @@ mod check;
 mod deploy;
 mod init;
 mod loadtest_cmd;
+mod progress;
 mod sandbox_cmd;
 mod setup;
 mod status;

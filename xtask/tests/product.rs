@@ -207,7 +207,18 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
     assert_eq!(json(&out), plan);
 
     let out = xtask(state, &["deploy", "--yes"]);
-    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    // The summary: every change of the plan created, nothing existed before. Not on a
+    // terminal: plain lines, no escape codes.
+    let to_add = plan["changes"].as_array().unwrap().len();
+    assert!(
+        shown.contains(&format!(
+            "\nApply complete: {to_add} created, 0 updated, 0 replaced, 0 deleted, 0 unchanged, in "
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains('\x1b'), "{shown}");
 
     // Deployed, no drift.
     let out = xtask(state, &["plan", "--detailed-exitcode"]);
@@ -246,6 +257,19 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
         .sum();
     // Every resource of the default stack (plan counts 44 changes: routes and rules are parts).
     assert_eq!(total, 34, "{status}");
+    // A second deploy creates nothing, writes nothing, and every resource status lists is
+    // unchanged (routes, rules and associations are parts of them, counted only as changes).
+    let out = xtask(state, &["deploy", "--yes"]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "\nApply complete: 0 created, 0 updated, 0 replaced, 0 deleted, {total} unchanged, in "
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains(" AWS calls (0 writes)"), "{shown}");
+    assert!(!shown.contains('\x1b'), "{shown}");
     assert_eq!(
         status["modules"]["observability"]["kinds"]["dashboard"], 1,
         "{status}"
@@ -328,8 +352,16 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
 
     // The stack's name typed on the terminal destroys it.
     let out = xtask_on_terminal(state, "destroy", "stackproof\n");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("Destroyed."), "{shown}");
+    // Every resource but the dashboard deleted; on a terminal, the block of what was in flight
+    // was redrawn (cursor up, clear line).
+    assert!(
+        shown.contains("Destroy complete: 33 deleted in "),
+        "{shown}"
+    );
+    assert!(shown.contains("\x1b[1A\x1b[2K"), "{shown}");
     let out = xtask(state, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let status = json(&out);
