@@ -45,8 +45,9 @@ pub struct Config {
     pub stages: Vec<Stage>,
     /// Maximum number of concurrent connections (the connection cap). Default 50.
     pub connections: usize,
-    /// Worker threads, each with its own single-threaded runtime and share of the connections.
-    /// Default 1.
+    /// Worker threads, each with its own single-threaded runtime, share of the connections and
+    /// share of the schedule (worker `w` of `n` paces slots `w, w + n, ...`, and only its own
+    /// connections take them). Default 1.
     pub threads: usize,
     /// TCP connect timeout in seconds. Default 2.
     pub connect_timeout: f64,
@@ -69,9 +70,9 @@ pub struct Config {
     /// A request that starts more than this many milliseconds after its intended time counts as
     /// a late start. Default 1.
     pub late_start_ms: f64,
-    /// How intended send times are released: `precise` (a pacer thread sleeping with 1 ns timer
-    /// slack; adds ~0.01-0.05 ms) or `timer` (tokio's 1 ms timer on the first worker; cheaper per
-    /// request at high rates, adds up to ~1 ms to corrected latency). Default `precise`.
+    /// How intended send times are released: `precise` (each worker's reactor wakes on a timerfd
+    /// at the slot's time, Linux; adds ~0.01-0.05 ms) or `timer` (tokio's 1 ms timer; fewer
+    /// wake-ups at high rates, adds up to ~1 ms to corrected latency). Default `precise`.
     pub pacer: Pacer,
     /// Service level objectives that turn the run into a verdict. Default none (always passes).
     pub slo: Slo,
@@ -113,10 +114,11 @@ impl Default for Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pacer {
-    /// A pacer thread with 1 ns timer slack.
+    /// A timerfd on each worker's reactor: sub-millisecond wake-ups (tokio's timer elsewhere than
+    /// Linux).
     #[default]
     Precise,
-    /// tokio's millisecond timer on the first worker.
+    /// tokio's millisecond timer on each worker.
     Timer,
 }
 

@@ -1,13 +1,21 @@
-//! The engine: a pacer thread that releases intended send times, worker threads (one
-//! single-threaded tokio runtime each) whose connections take them, and a collector that merges
-//! the workers' per-second frames into the live series and the final [`Report`].
+//! The engine: worker threads (one single-threaded tokio runtime each), each pacing its share of
+//! the intended send times on its own reactor and handing them to its idle connections, and a
+//! collector that merges the workers' per-second frames into the live series and the final
+//! [`Report`].
+//!
+//! Nothing crosses threads per request: the pacer of a worker is a future on the worker's own
+//! runtime (a timerfd for sub-millisecond wake-ups, or tokio's millisecond timer), its queue of due
+//! slots and its list of idle connections are plain `RefCell`s, and waking a connection is a local
+//! task wake-up. Worker `w` of `n` takes slots `w, w + n, w + 2n, ...` of the schedule.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Pacer, Spec};
 use crate::error::Error;
@@ -30,146 +38,226 @@ use crate::schedule::Schedule;
 /// How long before the first intended send time the connections are opened.
 const LEAD: Duration = Duration::from_millis(100);
 
-/// The queue of due intended send times shared by the pacer and every connection.
+/// The longest single wait of a pacer, so `stop` is noticed.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// One worker's due intended send times and its idle connections (one thread: no lock).
 #[derive(Debug, Default)]
 struct Slots {
-    queue: Mutex<VecDeque<Instant>>,
-    notify: Notify,
+    queue: RefCell<VecDeque<Instant>>,
+    /// Idle connections (worker-local index), woken first idle first, so that traffic spreads
+    /// over every connection (and so over every address).
+    idle: RefCell<VecDeque<usize>>,
+    /// The waker of each connection while it is in `idle`.
+    wakers: RefCell<Vec<Option<Waker>>>,
     /// The schedule is over: connections exit once the queue is empty.
-    done: AtomicBool,
+    done: Cell<bool>,
     /// The drain deadline passed: connections exit even if the queue is not empty.
-    abandon: AtomicBool,
+    abandon: Cell<bool>,
 }
 
 impl Slots {
-    #[inline]
-    fn pop(&self) -> Option<Instant> {
-        self.queue.lock().ok()?.pop_front()
-    }
-
-    async fn next(&self) -> Option<Instant> {
-        loop {
-            if self.abandon.load(Ordering::Acquire) {
-                return None;
-            }
-            let notified = self.notify.notified();
-            if let Some(t) = self.pop() {
-                return Some(t);
-            }
-            if self.done.load(Ordering::Acquire) {
-                return self.pop();
-            }
-            notified.await;
+    fn new(connections: usize) -> Self {
+        Self {
+            wakers: RefCell::new(vec![None; connections]),
+            ..Self::default()
         }
     }
 
-    fn finish(&self, flag: &AtomicBool) {
-        flag.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+    /// The next due slot for connection `conn`, or `None` when it must exit.
+    fn poll_next(&self, conn: usize, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        if self.abandon.get() {
+            return Poll::Ready(None);
+        }
+        if let Some(t) = self.queue.borrow_mut().pop_front() {
+            return Poll::Ready(Some(t));
+        }
+        if self.done.get() {
+            return Poll::Ready(None);
+        }
+        let mut wakers = self.wakers.borrow_mut();
+        match wakers.get_mut(conn) {
+            Some(Some(w)) => w.clone_from(cx.waker()),
+            Some(slot) => {
+                *slot = Some(cx.waker().clone());
+                self.idle.borrow_mut().push_back(conn);
+            }
+            None => return Poll::Ready(None),
+        }
+        Poll::Pending
+    }
+
+    async fn next(&self, conn: usize) -> Option<Instant> {
+        poll_fn(|cx| self.poll_next(conn, cx)).await
+    }
+
+    /// Wakes the connection idle the longest; false when none is idle.
+    fn wake_one(&self) -> bool {
+        let Some(conn) = self.idle.borrow_mut().pop_front() else {
+            return false;
+        };
+        let waker = self
+            .wakers
+            .borrow_mut()
+            .get_mut(conn)
+            .and_then(Option::take);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    fn finish(&self, flag: &Cell<bool>) {
+        flag.set(true);
+        while self.wake_one() {}
     }
 
     fn len(&self) -> usize {
-        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+        self.queue.borrow().len()
     }
 }
 
-/// Lowers this thread's timer slack to 1 ns (Linux; best effort) so `thread::sleep` wakes within
-/// a few microseconds instead of the default 50 µs.
-fn precise_timer_slack() {
-    if let Ok(link) = std::fs::read_link("/proc/thread-self")
-        && let Some(tid) = link.file_name()
-    {
-        let path = std::path::Path::new("/proc")
-            .join(tid)
-            .join("timerslack_ns");
-        let _ = std::fs::write(path, "1");
-    }
-}
-
-/// The schedule as seen by a pacer: the next due instant and the release of every due slot.
+/// The schedule as seen by one worker's pacer: its next due instant and the release of every
+/// due slot.
 #[derive(Debug)]
 struct Pacing {
     schedule: Schedule,
     start: Instant,
+    /// This worker takes every `stride`-th slot.
+    stride: usize,
     next: Option<Instant>,
     lateness: Histogram<u64>,
-    batch: Vec<Instant>,
 }
 
 impl Pacing {
-    fn new(mut schedule: Schedule, start: Instant) -> Self {
+    /// Worker `first` of `stride` workers: slots `first`, `first + stride`, ...
+    fn new(mut schedule: Schedule, start: Instant, first: usize, stride: usize) -> Self {
+        for _ in 0..first {
+            schedule.next_offset();
+        }
         let next = schedule.next_offset().map(|o| start + o);
         Self {
             schedule,
             start,
+            stride: stride.max(1),
             next,
             lateness: new_histogram(),
-            batch: Vec::with_capacity(256),
         }
     }
 
-    /// Releases every slot due at `now` into `slots` (one lock, one notification per slot).
+    /// Queues every slot due at `now` and wakes as many idle connections.
     fn release(&mut self, now: Instant, slots: &Slots) {
-        self.batch.clear();
-        while let Some(t) = self.next {
-            if t > now {
+        let mut n = 0;
+        {
+            let mut q = slots.queue.borrow_mut();
+            while let Some(t) = self.next {
+                if t > now {
+                    break;
+                }
+                q.push_back(t);
+                n += 1;
+                self.lateness.saturating_record(micros(now - t));
+                for _ in 1..self.stride {
+                    self.schedule.next_offset();
+                }
+                self.next = self.schedule.next_offset().map(|o| self.start + o);
+            }
+        }
+        for _ in 0..n {
+            if !slots.wake_one() {
                 break;
             }
-            self.batch.push(t);
-            self.lateness.saturating_record(micros(now - t));
-            self.next = self.schedule.next_offset().map(|o| self.start + o);
-        }
-        if self.batch.is_empty() {
-            return;
-        }
-        if let Ok(mut q) = slots.queue.lock() {
-            q.extend(self.batch.iter().copied());
-        }
-        for _ in 0..self.batch.len() {
-            slots.notify.notify_one();
         }
     }
 }
 
-/// The precise pacer (a thread of its own): sleeps with 1 ns timer slack until the next slot,
+/// Sub-millisecond sleeps on the worker's own reactor: a one-shot timerfd (hrtimer precision, no
+/// timer slack), armed for each wait; its readiness wakes the pacer like a socket's would.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct PreciseTimer(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+#[cfg(target_os = "linux")]
+impl PreciseTimer {
+    fn new() -> std::io::Result<Self> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // `with_interest` is deprecated in favour of the `unsafe` `register_with_interest`, whose
+        // safety condition (the fd stays open and the same while registered) an `OwnedFd` that
+        // the `AsyncFd` owns and never hands out meets by construction.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        Ok(Self(fd))
+    }
+
+    /// Sleeps for `d` (at least 1 ns: a zero value would disarm the timer).
+    async fn sleep(&self, d: Duration) -> std::io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        let d = d.max(Duration::from_nanos(1));
+        let value = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            },
+        };
+        // Arming resets the expiration count, so the edge-triggered readiness fires anew.
+        timerfd_settime(self.0.get_ref(), TimerfdTimerFlags::empty(), &value)?;
+        self.0.readable().await?.clear_ready();
+        Ok(())
+    }
+}
+
+/// The precise timer when the platform has one (Linux), else none (tokio's timer is used).
+#[cfg(target_os = "linux")]
+fn precise_timer() -> Option<PreciseTimer> {
+    PreciseTimer::new().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+struct PreciseTimer;
+
+#[cfg(not(target_os = "linux"))]
+impl PreciseTimer {
+    async fn sleep(&self, _d: Duration) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn precise_timer() -> Option<PreciseTimer> {
+    None
+}
+
+/// A worker's pacer: waits for the next slot (with `precise`, else tokio's millisecond timer),
 /// then releases every slot due; records its own lateness (release time minus intended time).
-fn pace(schedule: Schedule, start: Instant, slots: &Slots, stop: &AtomicBool) -> Histogram<u64> {
-    precise_timer_slack();
-    let mut p = Pacing::new(schedule, start);
-    while let Some(due) = p.next {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let now = Instant::now();
-        if due > now {
-            // Never sleep long in one go, so `stop` is noticed.
-            std::thread::sleep((due - now).min(Duration::from_millis(50)));
-            continue;
-        }
-        p.release(Instant::now(), slots);
-    }
-    p.lateness
-}
-
-/// The timer pacer (a task on the first worker's runtime): tokio's millisecond timer, every due
-/// slot released per wake-up. Cheaper (no cross-thread wake per slot), up to ~1 ms late.
-async fn pace_timer(
-    schedule: Schedule,
-    start: Instant,
+async fn pace(
+    mut p: Pacing,
     slots: &Slots,
     stop: &AtomicBool,
+    mut precise: Option<PreciseTimer>,
 ) -> Histogram<u64> {
-    let mut p = Pacing::new(schedule, start);
     while let Some(due) = p.next {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
         if due > now {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(
-                due.min(now + Duration::from_millis(50)),
-            ))
-            .await;
+            let wait = (due - now).min(MAX_WAIT);
+            if let Some(t) = &precise {
+                if t.sleep(wait).await.is_err() {
+                    precise = None;
+                }
+            } else {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(now + wait)).await;
+            }
             continue;
         }
         p.release(now, slots);
@@ -182,8 +270,13 @@ async fn pace_timer(
 pub(crate) enum Msg {
     /// One second of one worker.
     Frame(usize, Box<Frame>),
-    /// The worker finished (after its last frame).
-    Done(usize),
+    /// The worker finished (after its last frame): its pacer's lateness and the slots it never
+    /// started.
+    Done {
+        worker: usize,
+        lateness: Box<Histogram<u64>>,
+        unsent: u64,
+    },
     /// The worker could not start.
     Failed(std::io::Error),
 }
@@ -192,7 +285,7 @@ pub(crate) enum Msg {
 #[derive(Debug)]
 struct Worker {
     spec: Arc<Spec>,
-    slots: Arc<Slots>,
+    slots: Slots,
     addrs: Arc<Addrs>,
     /// The run's TLS client configuration (`https://` URLs only), shared by every worker.
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -316,10 +409,11 @@ impl Worker {
         }
     }
 
-    async fn connection(self: Rc<Self>, id: usize) {
+    /// Connection `id` of the run (its address is `id mod n`), `local` of this worker.
+    async fn connection(self: Rc<Self>, local: usize, id: usize) {
         // Open the connection before the run starts; a failure here is retried by the first request.
         let mut conn = self.connect(id).await.ok();
-        while let Some(intended) = self.slots.next().await {
+        while let Some(intended) = self.slots.next(local).await {
             let started = Instant::now();
             {
                 let mut f = self.frame.borrow_mut();
@@ -362,40 +456,31 @@ impl Worker {
     }
 }
 
-/// What the first worker needs to run the timer pacer.
-#[derive(Debug)]
-struct TimerPacer {
-    schedule: Schedule,
-    stop: Arc<AtomicBool>,
-    done: oneshot::Sender<Histogram<u64>>,
-}
-
 /// What one worker thread starts with.
 #[derive(Debug)]
 struct WorkerStart {
     index: usize,
     ids: Vec<usize>,
     spec: Arc<Spec>,
-    slots: Arc<Slots>,
     addrs: Arc<Addrs>,
     tls: Option<Arc<rustls::ClientConfig>>,
     start: Instant,
     tx: mpsc::UnboundedSender<Msg>,
-    pacer: Option<TimerPacer>,
+    stop: Arc<AtomicBool>,
 }
 
-/// Runs one worker thread to completion.
+/// Runs one worker thread to completion: its connections, its pacer, its per-second frames and
+/// the drain (one request timeout after its schedule ends, queued slots are abandoned).
 fn worker_thread(ws: WorkerStart) {
     let WorkerStart {
         index,
         ids,
         spec,
-        slots,
         addrs,
         tls,
         start,
         tx,
-        pacer,
+        stop,
     } = ws;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -410,29 +495,28 @@ fn worker_thread(ws: WorkerStart) {
     let local = tokio::task::LocalSet::new();
     let headers = spec.breakdown_headers.len();
     local.block_on(&rt, async move {
+        let pacing = Pacing::new(
+            Schedule::staged(spec.start_rate, &spec.stages),
+            start,
+            index,
+            spec.threads,
+        );
+        let precise = match spec.pacer {
+            Pacer::Precise => precise_timer(),
+            Pacer::Timer => None,
+        };
+        let drain = spec.timeout;
         let w = Rc::new(Worker {
+            slots: Slots::new(ids.len()),
             spec,
-            slots,
             addrs,
             tls,
             frame: RefCell::new(Frame::new(0, headers)),
         });
-        if let Some(TimerPacer {
-            schedule,
-            stop,
-            done,
-        }) = pacer
-        {
-            let slots = Arc::clone(&w.slots);
-            tokio::task::spawn_local(async move {
-                let lateness = pace_timer(schedule, start, &slots, &stop).await;
-                slots.finish(&slots.done);
-                let _ = done.send(lateness);
-            });
-        }
-        let conns: Vec<_> = ids
+        let mut conns: Vec<_> = ids
             .into_iter()
-            .map(|id| tokio::task::spawn_local(Rc::clone(&w).connection(id)))
+            .enumerate()
+            .map(|(local, id)| tokio::task::spawn_local(Rc::clone(&w).connection(local, id)))
             .collect();
         let ticker = {
             let w = Rc::clone(&w);
@@ -450,13 +534,29 @@ fn worker_thread(ws: WorkerStart) {
                 }
             })
         };
-        for c in conns {
-            let _ = c.await;
+        let lateness = pace(pacing, &w.slots, &stop, precise).await;
+        w.slots.finish(&w.slots.done);
+        let all_done = async {
+            while let Some(c) = conns.last_mut() {
+                let _ = c.await;
+                conns.pop();
+            }
+        };
+        if tokio::time::timeout(drain, all_done).await.is_err() {
+            w.slots.finish(&w.slots.abandon);
+            while let Some(c) = conns.last_mut() {
+                let _ = c.await;
+                conns.pop();
+            }
         }
         ticker.abort();
         let last = w.frame.replace(Frame::new(0, 0));
         let _ = tx.send(Msg::Frame(index, Box::new(last)));
-        let _ = tx.send(Msg::Done(index));
+        let _ = tx.send(Msg::Done {
+            worker: index,
+            lateness: Box::new(lateness),
+            unsent: w.slots.len() as u64,
+        });
     });
 }
 
@@ -529,51 +629,21 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     }
     let addrs = Arc::new(Addrs::new(Vec::new()));
     addrs.set(first);
-    let slots = Arc::new(Slots::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now() + LEAD;
     let (tx, rx) = mpsc::unbounded_channel();
 
-    // The pacer: a thread of its own, or a task on the first worker.
-    let (pacer_tx, pacer_rx) = oneshot::channel();
-    let schedule = Schedule::staged(spec.start_rate, &spec.stages);
-    let mut timer_pacer = None;
-    match spec.pacer {
-        Pacer::Timer => {
-            timer_pacer = Some(TimerPacer {
-                schedule,
-                stop: Arc::clone(&stop),
-                done: pacer_tx,
-            })
-        }
-        Pacer::Precise => {
-            let (slots, stop) = (Arc::clone(&slots), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("loadtest-pacer".into())
-                .spawn(move || {
-                    let lateness = pace(schedule, start, &slots, &stop);
-                    slots.finish(&slots.done);
-                    let _ = pacer_tx.send(lateness);
-                })
-                .map_err(|source| Error::Start {
-                    what: "pacer thread",
-                    source,
-                })?;
-        }
-    }
-
-    // Workers, each with its share of the connection ids.
+    // Workers, each with its share of the connection ids and of the schedule.
     let mut workers = Vec::new();
     for w in 0..spec.threads {
         let ids: Vec<usize> = (w..spec.connections).step_by(spec.threads).collect();
-        let (spec, slots, addrs, tls, tx) = (
+        let (spec, addrs, tls, tx, stop) = (
             Arc::clone(&spec),
-            Arc::clone(&slots),
             Arc::clone(&addrs),
             tls.clone(),
             tx.clone(),
+            Arc::clone(&stop),
         );
-        let pacer = timer_pacer.take();
         let h = std::thread::Builder::new()
             .name(format!("loadtest-worker-{w}"))
             .spawn(move || {
@@ -581,12 +651,11 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
                     index: w,
                     ids,
                     spec,
-                    slots,
                     addrs,
                     tls,
                     start,
                     tx,
-                    pacer,
+                    stop,
                 })
             })
             .map_err(|source| Error::Start {
@@ -640,8 +709,9 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
     let series = Arc::new(Mutex::new(Vec::new()));
     let collector = Collector::new(&config, &spec, start, Arc::clone(&series), snap_tx);
+    let stop_all = Arc::clone(&stop);
     let task = tokio::spawn(async move {
-        let r = drive(collector, rx, pacer_rx, &slots, spec.timeout, &dns).await;
+        let r = drive(collector, rx, &stop_all, &dns).await;
         if let Some(t) = dns_task {
             t.abort();
         }
@@ -658,46 +728,36 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     })
 }
 
-/// Receives frames until every worker is done; starts the drain deadline when the pacer ends.
+/// Receives frames until every worker is done.
 async fn drive(
     mut collector: Collector,
     mut rx: mpsc::UnboundedReceiver<Msg>,
-    mut pacer_rx: oneshot::Receiver<Histogram<u64>>,
-    slots: &Arc<Slots>,
-    drain: Duration,
+    stop: &AtomicBool,
     dns: &Mutex<crate::report::Dns>,
 ) -> Result<Report, Error> {
-    let mut lateness = None;
-    let mut drain_task = None;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Frame(w, f)) => collector.frame(w, *f),
-                Some(Msg::Done(w)) => collector.done(w),
-                Some(Msg::Failed(source)) => {
-                    slots.finish(&slots.abandon);
-                    return Err(Error::Start { what: "worker runtime", source });
-                }
-                None => break,
-            },
-            l = &mut pacer_rx, if lateness.is_none() => {
-                lateness = Some(l.unwrap_or_else(|_| new_histogram()));
-                let slots = Arc::clone(slots);
-                drain_task = Some(tokio::spawn(async move {
-                    tokio::time::sleep(drain).await;
-                    slots.finish(&slots.abandon);
-                }));
+    let mut lateness = new_histogram();
+    let mut unsent = 0;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Frame(w, f) => collector.frame(w, *f),
+            Msg::Done {
+                worker,
+                lateness: l,
+                unsent: u,
+            } => {
+                let _ = lateness.add(&*l);
+                unsent += u;
+                collector.done(worker);
+            }
+            Msg::Failed(source) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(Error::Start {
+                    what: "worker runtime",
+                    source,
+                });
             }
         }
     }
-    if let Some(t) = drain_task {
-        t.abort();
-    }
-    let lateness = match lateness {
-        Some(l) => l,
-        None => pacer_rx.await.unwrap_or_else(|_| new_histogram()),
-    };
-    let unsent = slots.len() as u64;
     let dns = dns.lock().map(|d| d.clone()).unwrap_or_default();
     Ok(collector.finish(lateness, unsent, dns))
 }
@@ -717,4 +777,72 @@ pub async fn run(
         }
     }
     handle.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    #[test]
+    fn workers_pace_disjoint_shares_that_cover_the_schedule() {
+        let start = Instant::now();
+        let whole: Vec<Instant> = Schedule::constant(1000.0, Duration::from_secs(1))
+            .map(|o| start + o)
+            .collect();
+        let mut shares: Vec<Instant> = Vec::new();
+        for w in 0..3 {
+            let mut p = Pacing::new(
+                Schedule::constant(1000.0, Duration::from_secs(1)),
+                start,
+                w,
+                3,
+            );
+            let slots = Slots::new(0);
+            p.release(start + Duration::from_secs(2), &slots);
+            assert!(p.next.is_none());
+            let q: Vec<Instant> = slots.queue.borrow().iter().copied().collect();
+            assert!(q.windows(2).all(|w| w[0] < w[1]));
+            shares.extend(q);
+        }
+        shares.sort();
+        assert_eq!(shares, whole);
+    }
+
+    /// Counts how often it is woken.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn due_slots_wake_the_connections_idle_longest_one_each() {
+        let slots = Slots::new(3);
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        for (conn, c) in counts.iter().enumerate().rev() {
+            let waker = Waker::from(Arc::clone(c));
+            let mut cx = Context::from_waker(&waker);
+            assert!(slots.poll_next(conn, &mut cx).is_pending());
+            // Polled again while idle: still one place in the line.
+            assert!(slots.poll_next(conn, &mut cx).is_pending());
+        }
+        let start = Instant::now();
+        let mut p = Pacing::new(Schedule::constant(2.0, Duration::from_secs(1)), start, 0, 1);
+        p.release(start + Duration::from_secs(1), &slots);
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::Relaxed)).collect();
+        // Connections went idle in the order 2, 1, 0: the two slots wake 2 and 1.
+        assert_eq!(woken, vec![0, 1, 1]);
+        let waker = Waker::from(Arc::clone(&counts[2]));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(slots.poll_next(2, &mut cx), Poll::Ready(Some(start)));
+        slots.finish(&slots.done);
+        assert_eq!(counts[0].0.load(Ordering::Relaxed), 1);
+        assert!(matches!(slots.poll_next(1, &mut cx), Poll::Ready(Some(_))));
+        assert_eq!(slots.poll_next(0, &mut cx), Poll::Ready(None));
+    }
 }

@@ -1,15 +1,17 @@
 //! An open-loop HTTP load generator: coordinated-omission-corrected latency, per-AZ breakdowns,
 //! SLO verdicts.
 //!
-//! A pacer thread releases *intended* send times (constant rate, or linear ramps in
-//! [`Config::stages`]); worker threads, each a single-threaded tokio runtime, take them on raw
-//! hyper HTTP/1.1 keep-alive connections (at most [`Config::connections`]). Latency is recorded
+//! A schedule gives *intended* send times (constant rate, or linear ramps in [`Config::stages`]);
+//! worker threads, each a single-threaded tokio runtime with its share of the schedule and of the
+//! connections, release them on time and send them on raw hyper HTTP/1.1 keep-alive connections
+//! (at most [`Config::connections`]). Latency is recorded
 //! from the intended time (corrected) and from the actual send (raw). A request whose slot comes
 //! while every connection is busy waits in the queue and is charged from its intended time; it
 //! is never dropped (late starts are counted; requests still queued when the drain deadline, one
 //! request timeout after the schedule ends, passes are reported as `unsent` and count as errors).
-//! The pacer sleeps with 1 ns timer slack and releases every due slot per wake-up; its own
-//! lateness is reported separately. Workers record into one frame per second (HdrHistograms,
+//! Each worker paces itself on its own reactor (a timerfd with the `precise` pacer, so nothing
+//! crosses threads per request) and releases every due slot per wake-up; the pacers' own lateness
+//! is reported separately. Workers record into one frame per second (HdrHistograms,
 //! counts per status / error kind / remote address / breakdown header value) that the collector
 //! merges, so memory stays flat however long the run.
 //!

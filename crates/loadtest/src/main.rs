@@ -17,7 +17,7 @@ use loadtest::{Config, Slo, Stage};
 struct Args {
     /// Target URL (http://host[:port]/path or https://...).
     url: String,
-    /// Pacer: precise (a thread, sub-0.1 ms) or timer (tokio 1 ms timer, cheaper).
+    /// Pacer: precise (timerfd, sub-0.1 ms) or timer (tokio 1 ms timer, batches at high rates).
     #[arg(long, value_parser = ["precise", "timer"])]
     pacer: Option<String>,
     /// A TOML file with a loadtest `Config` table; command-line flags override it.
