@@ -34,6 +34,11 @@ pub(crate) struct BenchSandboxArgs {
     /// Skip that search.
     #[arg(long)]
     pub(crate) no_max_rate: bool,
+    /// Run the proxy for the direct/proxied comparison as `sandbox-daemon` does (a
+    /// multi-thread runtime of 2 workers, on every CPU) instead of alone on a current-thread
+    /// runtime; the search for the highest rate per core still uses the latter.
+    #[arg(long)]
+    pub(crate) daemon_runtime: bool,
     /// Do not pin threads to CPUs (on a machine busy with other work, a pinned proxy waits for
     /// its one CPU).
     #[arg(long)]
@@ -70,6 +75,9 @@ pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
         );
     if args.no_max_rate {
         cmd.arg("--no-max-rate");
+    }
+    if args.daemon_runtime {
+        cmd.arg("--daemon-runtime");
     }
     if args.no_pin {
         cmd.arg("--no-pin");

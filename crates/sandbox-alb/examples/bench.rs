@@ -52,6 +52,11 @@ struct Args {
     /// Skip that search.
     #[arg(long)]
     no_max_rate: bool,
+    /// Run the proxy for the direct/proxied comparison as `sandbox-daemon` does (a
+    /// multi-thread runtime of 2 workers, on every CPU) instead of alone on a current-thread
+    /// runtime; the search for the highest rate per core still uses the latter.
+    #[arg(long)]
+    daemon_runtime: bool,
     /// Do not pin threads to CPUs (on a machine busy with other work, a pinned proxy waits for
     /// its one CPU).
     #[arg(long)]
@@ -102,18 +107,34 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Backend::start(&app, "bench-a", pinned)?,
         Backend::start(&app, "bench-b", pinned)?,
     ];
-    let proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), pinned)?;
+    let one_core = if pinned {
+        Placement::Pinned
+    } else {
+        Placement::Unpinned
+    };
+    let placement = if args.daemon_runtime {
+        Placement::Daemon { pinned }
+    } else {
+        one_core
+    };
+    let mut proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), placement)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
 
     println!(
-        "sandbox ALB proxy benchmark: {} CPUs; {}",
+        "sandbox ALB proxy benchmark: {} CPUs; {}; comparison with {}",
         cpus,
         if pinned {
-            "proxy thread on CPU 0 (current-thread runtime), load generator and 2 sample-app targets on CPU 1"
+            "load generator and 2 sample-app targets on CPU 1"
         } else {
             "not pinned (--no-pin, or no taskset, or 1 CPU)"
+        },
+        match placement {
+            Placement::Pinned => "the proxy alone on CPU 0 (current-thread runtime)",
+            Placement::Unpinned => "the proxy on a current-thread runtime",
+            Placement::Daemon { .. } =>
+                "the proxy as sandbox-daemon runs it (multi-thread runtime, 2 workers, every CPU)",
         }
     );
     // Warm up both paths (connections, caches).
@@ -204,6 +225,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
 
     if !args.no_max_rate {
+        if placement != one_core {
+            drop(proxy);
+            proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), one_core)?;
+        }
         max_rate(&rt, &proxy, args)?;
     }
     drop(proxy);
@@ -419,7 +444,21 @@ impl Drop for Backend {
     }
 }
 
-/// The proxy alone on a thread of its own with a current-thread runtime.
+/// Where the proxy runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Placement {
+    /// A current-thread runtime on CPU 0 (the rest of the benchmark on CPU 1).
+    Pinned,
+    /// A current-thread runtime anywhere.
+    Unpinned,
+    /// As `sandbox-daemon` runs it: a multi-thread runtime of 2 workers on every CPU.
+    Daemon {
+        /// The rest of the benchmark is on CPU 1.
+        pinned: bool,
+    },
+}
+
+/// The proxy on a thread (or runtime) of its own.
 struct ProxyThread {
     addr: SocketAddr,
     tid: Option<u32>,
@@ -431,7 +470,7 @@ struct ProxyThread {
 }
 
 impl ProxyThread {
-    fn start(targets: Vec<SocketAddr>, pinned: bool) -> anyhow::Result<ProxyThread> {
+    fn start(targets: Vec<SocketAddr>, placement: Placement) -> anyhow::Result<ProxyThread> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, Option<u32>), String>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stats_max_us = Arc::new(AtomicU64::new(0));
@@ -440,13 +479,29 @@ impl ProxyThread {
             .name("alb-proxy".into())
             .spawn(move || {
                 let tid = thread_id();
-                if pinned && let Some(t) = tid {
-                    let _ = taskset(&["-c", "-p", "0", &t.to_string()]);
+                let cpus = match placement {
+                    Placement::Pinned => Some("0".to_owned()),
+                    // The process runs on CPU 1: the daemon's workers may use every CPU.
+                    Placement::Daemon { pinned: true } => Some(format!(
+                        "0-{}",
+                        std::thread::available_parallelism().map_or(1, usize::from) - 1
+                    )),
+                    Placement::Daemon { pinned: false } | Placement::Unpinned => None,
+                };
+                if let (Some(cpus), Some(t)) = (cpus, tid) {
+                    let _ = taskset(&["-c", "-p", &cpus, &t.to_string()]);
                 }
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let built = match placement {
+                    Placement::Daemon { .. } => tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("alb-proxy-w")
+                        .enable_all()
+                        .build(),
+                    _ => tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build(),
+                };
+                let rt = match built {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
@@ -471,10 +526,18 @@ impl ProxyThread {
         })
     }
 
-    /// utime + stime of the proxy thread, in clock ticks.
+    /// utime + stime of the proxy's threads (named `alb-proxy...`), in clock ticks.
     fn cpu_ticks(&self) -> Option<u64> {
-        let tid = self.tid?;
-        stat_ticks(&format!("/proc/{}/task/{tid}/stat", std::process::id()))
+        self.tid?;
+        let mut total = 0;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.starts_with("alb-proxy") {
+                total += stat_ticks(&path.join("stat").to_string_lossy())?;
+            }
+        }
+        Some(total)
     }
 }
 
