@@ -14,7 +14,8 @@ use crate::desired::{
     Observed, PolicyShape, RoleHave, RoleKind, ServiceHave, ServiceShape, TaskDefHave, TaskShape,
     normalize_policy,
 };
-use crate::error::{Error, aws};
+use crate::error::Error;
+use infra::aws;
 
 /// Decodes `%XX` escapes (IAM returns policy documents URL-encoded).
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -219,7 +220,8 @@ async fn task_definition(
             return Err(aws(
                 "DescribeTaskDefinition",
                 format!("task definition family {}", names.family),
-            )(e));
+            )(e)
+            .into());
         }
     };
     let Some(td) = out.task_definition() else {
@@ -316,10 +318,9 @@ async fn service(ecs: &aws_sdk_ecs::Client, names: &Names) -> Result<Option<Serv
         Ok(out) => out,
         Err(e) if e.code() == Some("ClusterNotFoundException") => return Ok(None),
         Err(e) => {
-            return Err(aws(
-                "DescribeServices",
-                format!("ECS service {}", names.service),
-            )(e));
+            return Err(
+                aws("DescribeServices", format!("ECS service {}", names.service))(e).into(),
+            );
         }
     };
     let Some(s) = out

@@ -16,6 +16,7 @@
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod call_error;
 mod calls;
 mod context;
 mod module;
@@ -26,6 +27,7 @@ pub mod tags;
 mod time;
 mod validate;
 
+pub use call_error::{CallError, aws, waited};
 pub use calls::{CallCounter, CallCounts};
 pub use context::{Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;

@@ -10,11 +10,11 @@ use aws_sdk_ec2::types::{
     ResourceType, Tag, TagSpecification, UserIdGroupPair,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, Context, Event, Step};
+use infra::{Backoff, CallError, Context, Event, Step, aws, waited};
 use tokio::time::Instant;
 
 use crate::desired::{DEFAULT_ROUTE, IGW, Kind, MODULE, Op, RouteOp, Rule, Source, Target, VPC};
-use crate::error::{Error, aws, waited};
+use crate::error::Error;
 use crate::observe::{Observed, name_tag};
 
 /// Ids of the stack's resources by logical name: those that existed, then those created.
@@ -123,7 +123,7 @@ where
             }
         })
         .await
-        .map_err(waited(operation, resource))
+        .map_err(|e| waited(operation, resource)(e).into())
 }
 
 /// Runs a delete: retries while something still depends on the resource, and counts a
@@ -162,7 +162,7 @@ where
             }
         })
         .await
-        .map_err(waited(operation, resource))
+        .map_err(|e| waited(operation, resource)(e).into())
 }
 
 fn permission(rule: &Rule, group_ids: &BTreeMap<String, String>) -> Result<IpPermission, Error> {
@@ -590,7 +590,7 @@ async fn wait_nats(ec2: &Client, cx: &Context, ids: &Ids) -> Result<(), Error> {
                 Err(e) if is_not_found(e.code()) => {
                     return Step::Retry("not visible yet".to_owned());
                 }
-                Err(e) => return Step::Fail(aws("DescribeNatGateways", "NAT gateways")(e)),
+                Err(e) => return Step::Fail(aws("DescribeNatGateways", "NAT gateways")(e).into()),
             };
             let mut pending = Vec::new();
             for nat in out.nat_gateways() {
@@ -627,7 +627,7 @@ async fn wait_nats(ec2: &Client, cx: &Context, ids: &Ids) -> Result<(), Error> {
         .await
         .map_err(|e| match e {
             infra::WaitError::Failed(e) => e,
-            timeout => Error::Timeout(timeout.to_string()),
+            timeout => CallError::Timeout(timeout.to_string()).into(),
         })
 }
 

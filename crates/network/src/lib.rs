@@ -51,9 +51,10 @@ pub use lb::{
 };
 
 use crate::desired::{Desired, IGW, LB_GROUP, Op, TASK_GROUP, diff, teardown};
-use crate::error::{aws, unless_missing};
+use crate::error::unless_missing;
 use crate::exec::Ids;
 use crate::observe::Observed;
+use infra::aws;
 
 /// What the network gives the modules downstream and the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,15 +168,17 @@ impl Network {
         cx: &Context,
         ready: impl FnOnce(NetworkOutputs) + Send,
     ) -> Result<NetworkOutputs, Error> {
-        let (desired, observed, ops) = self.steps(cx).await?;
+        // Reads and steps on the heap: in a debug build the SDK's futures nested this deep
+        // outgrow a 2 MiB thread stack.
+        let (desired, observed, ops) = Box::pin(self.steps(cx)).await?;
         let split = ops
             .iter()
             .position(|op| matches!(op, Op::WaitNats))
             .unwrap_or(ops.len());
         let (now, after) = ops.split_at(split);
-        let ids = exec::run(&self.ec2, cx, now, Ids::from_observed(&observed)).await?;
+        let ids = Box::pin(exec::run(&self.ec2, cx, now, Ids::from_observed(&observed))).await?;
         ready(outputs(&desired, &ids)?);
-        let ids = exec::run(&self.ec2, cx, after, ids).await?;
+        let ids = Box::pin(exec::run(&self.ec2, cx, after, ids)).await?;
         outputs(&desired, &ids)
     }
 

@@ -9,7 +9,8 @@ use aws_sdk_ec2::types::{
 };
 use infra::tags;
 
-use crate::error::{Error, aws};
+use crate::error::Error;
+use infra::aws;
 
 /// The tags of an EC2 resource as a map.
 pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {

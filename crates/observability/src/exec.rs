@@ -9,8 +9,9 @@ use crate::MODULE;
 use crate::TOPIC;
 use crate::alarms::{AlarmDef, sdk_dims};
 use crate::desired::{NEW_TOPIC, Op};
-use crate::error::{Error, aws, build, waited};
+use crate::error::{Error, build};
 use crate::observe::Subscription;
+use infra::{aws, waited};
 
 /// AWS's limit of alarm names per `DeleteAlarms` call.
 pub(crate) const DELETE_BATCH: usize = 100;
@@ -132,7 +133,7 @@ async fn step(
                 Ok(_) => Ok(None),
                 // Already gone.
                 Err(e) if e.code() == Some("ResourceNotFound") => Ok(None),
-                Err(e) => Err(aws("DeleteDashboards", format!("dashboard {name:?}"))(e)),
+                Err(e) => Err(aws("DeleteDashboards", format!("dashboard {name:?}"))(e).into()),
             }
         }
         Op::DeleteTopic { arn, subscriptions } => {
@@ -164,7 +165,7 @@ async fn unsubscribe(sns: &aws_sdk_sns::Client, sub: &Subscription) -> Result<()
     match sns.unsubscribe().subscription_arn(&sub.arn).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some("NotFound") => Ok(()),
-        Err(e) => Err(aws("Unsubscribe", format!("subscription {}", sub.arn))(e)),
+        Err(e) => Err(aws("Unsubscribe", format!("subscription {}", sub.arn))(e).into()),
     }
 }
 

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use infra::tags;
 
-use crate::error::{Error, aws};
+use crate::error::Error;
 use crate::{MODULE, TOPIC};
+use infra::aws;
 
 /// A bound on pages read from any list call: 100 pages of 100 items are far more than one
 /// stack has, and a misbehaving endpoint cannot keep us looping.
@@ -153,7 +154,7 @@ async fn read_dashboard(
         {
             Ok(None)
         }
-        Err(e) => Err(aws("GetDashboard", format!("dashboard {name:?}"))(e)),
+        Err(e) => Err(aws("GetDashboard", format!("dashboard {name:?}"))(e).into()),
     }
 }
 
@@ -194,7 +195,7 @@ async fn read_topic(sns: &aws_sdk_sns::Client, stack: &str) -> Result<Option<Top
                 .resource_arn(&arn)
                 .send()
                 .await
-                .map_err(aws("ListTagsForResource", format!("topic {arn}")))
+                .map_err(|e| Error::from(aws("ListTagsForResource", format!("topic {arn}"))(e)))
         },
         read_subscriptions(sns, &arn),
     )?;

@@ -1,10 +1,6 @@
 //! The storage crate's error.
 
-use std::fmt;
-
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Problems, WaitError};
+use infra::{CallError, Problems};
 
 /// What can go wrong in the storage module.
 #[derive(Debug, thiserror::Error)]
@@ -13,21 +9,9 @@ pub enum Error {
     /// The configuration is invalid; nothing was called.
     #[error(transparent)]
     Config(#[from] Problems),
-    /// An AWS call failed.
-    #[error("{operation} for {resource} failed: {detail}")]
-    Aws {
-        /// The API operation (`PutBucketPolicy`).
-        operation: &'static str,
-        /// The resource it concerned (`bucket demo-alb-logs-...`).
-        resource: String,
-        /// The AWS error code, when there is one (`BucketNotEmpty`).
-        code: Option<String>,
-        /// The error with its whole chain of causes.
-        detail: String,
-    },
-    /// A retry or wait ran out of time.
-    #[error("{0}")]
-    Timeout(String),
+    /// An AWS call failed, or retries of one ran out of time.
+    #[error(transparent)]
+    Aws(#[from] CallError),
     /// A bucket or repository has the name the stack wants but is not the stack's.
     #[error(
         "{kind} {name:?} exists but is not part of stack {stack} ({owner}); it is left alone: delete or rename it, set another name in [storage] of stack.toml, or use another stack name"
@@ -82,38 +66,8 @@ impl Error {
     /// The AWS error code, when this is an AWS error that has one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Aws { code, .. } => code.as_deref(),
+            Error::Aws(e) => e.code(),
             _ => None,
         }
-    }
-}
-
-/// Turns an SDK error into [`Error::Aws`] naming the operation and the resource.
-pub(crate) fn aws<E>(
-    operation: &'static str,
-    resource: impl fmt::Display,
-) -> impl FnOnce(E) -> Error
-where
-    E: std::error::Error + ProvideErrorMetadata,
-{
-    move |err| Error::Aws {
-        operation,
-        resource: resource.to_string(),
-        code: err.code().map(str::to_owned),
-        detail: DisplayErrorContext(&err).to_string(),
-    }
-}
-
-/// Turns a failed retry into an [`Error`].
-pub(crate) fn waited<E>(
-    operation: &'static str,
-    resource: impl fmt::Display,
-) -> impl FnOnce(WaitError<E>) -> Error
-where
-    E: std::error::Error + ProvideErrorMetadata,
-{
-    move |err| match err {
-        WaitError::Failed(e) => aws(operation, resource)(e),
-        timeout @ WaitError::DeadlineExceeded { .. } => Error::Timeout(timeout.to_string()),
     }
 }

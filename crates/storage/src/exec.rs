@@ -15,11 +15,11 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::error::operation::BuildError;
-use infra::{Backoff, Context, Event, Step};
+use infra::{Backoff, CallError, Context, Event, Step, aws, waited};
 use tokio::time::Instant;
 
 use crate::desired::{BucketFix, EXPIRY_RULE, Op, RepoFix};
-use crate::error::{Error, aws, waited};
+use crate::error::Error;
 use crate::observe::{count_objects, image_digests};
 
 /// The most keys one DeleteObjects call accepts.
@@ -45,11 +45,13 @@ pub(crate) async fn run(s3: &S3, ecr: &Ecr, cx: &Context, ops: &[Op]) -> Result<
 
 fn built(operation: &'static str, resource: &str) -> impl FnOnce(BuildError) -> Error {
     let resource = resource.to_owned();
-    move |e| Error::Aws {
-        operation,
-        resource,
-        code: None,
-        detail: format!("could not build the request: {e}"),
+    move |e| {
+        Error::Aws(CallError::Failed {
+            operation,
+            resource,
+            code: None,
+            detail: format!("could not build the request: {e}"),
+        })
     }
 }
 
@@ -69,7 +71,7 @@ where
     Backoff::consistency(cx.waits())
         .retry_codes(format!("{operation} {resource}"), not_yet, call)
         .await
-        .map_err(waited(operation, resource))
+        .map_err(|e| waited(operation, resource)(e).into())
 }
 
 async fn step(s3: &S3, ecr: &Ecr, cx: &Context, op: &Op) -> Result<(), Error> {
@@ -175,7 +177,7 @@ async fn create_bucket(s3: &S3, cx: &Context, name: &str, region: &str) -> Resul
             stack: cx.stack().to_string(),
             owner: "another AWS account owns it: bucket names are global".to_owned(),
         }),
-        Err(e) => Err(aws("CreateBucket", format!("bucket {name}"))(e)),
+        Err(e) => Err(aws("CreateBucket", format!("bucket {name}"))(e).into()),
     }
 }
 
@@ -417,7 +419,7 @@ async fn delete_repository(ecr: &Ecr, name: &str, images: u64) -> Result<(), Err
             {
                 Ok(_) => {}
                 Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok(()),
-                Err(e) => return Err(aws("BatchDeleteImage", &what)(e)),
+                Err(e) => return Err(aws("BatchDeleteImage", &what)(e).into()),
             }
         }
     }
@@ -440,7 +442,7 @@ async fn delete_repository(ecr: &Ecr, name: &str, images: u64) -> Result<(), Err
                 unit: "images (pushed while destroy ran)",
             })
         }
-        Err(e) => Err(aws("DeleteRepository", &what)(e)),
+        Err(e) => Err(aws("DeleteRepository", &what)(e).into()),
     }
 }
 
@@ -452,7 +454,7 @@ async fn empty_bucket(s3: &S3, name: &str) -> Result<(), Error> {
         let out = match s3.list_object_versions().bucket(name).send().await {
             Ok(out) => out,
             Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
-            Err(e) => return Err(aws("ListObjectVersions", &what)(e)),
+            Err(e) => return Err(aws("ListObjectVersions", &what)(e).into()),
         };
         let ids = out
             .versions()
@@ -490,7 +492,7 @@ async fn empty_bucket(s3: &S3, name: &str) -> Result<(), Error> {
                 .await
                 .map_err(aws("DeleteObjects", &what))?;
             if let Some(err) = out.errors().first() {
-                return Err(Error::Aws {
+                return Err(Error::Aws(CallError::Failed {
                     operation: "DeleteObjects",
                     resource: format!("{what} key {:?}", err.key().unwrap_or_default()),
                     code: err.code().map(str::to_owned),
@@ -500,7 +502,7 @@ async fn empty_bucket(s3: &S3, name: &str) -> Result<(), Error> {
                         batch.len(),
                         err.message().unwrap_or_default()
                     ),
-                });
+                }));
             }
         }
     }
@@ -523,7 +525,7 @@ async fn delete_bucket(
         match s3.delete_bucket_policy().bucket(name).send().await {
             Ok(_) => {}
             Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
-            Err(e) => return Err(aws("DeleteBucketPolicy", &what)(e)),
+            Err(e) => return Err(aws("DeleteBucketPolicy", &what)(e).into()),
         }
         empty_bucket(s3, name).await?;
     }
@@ -554,7 +556,7 @@ async fn delete_bucket(
                 unit: "objects (written while destroy ran)",
             })
         }
-        Err(e) => Err(waited("DeleteBucket", &what)(e)),
+        Err(e) => Err(waited("DeleteBucket", &what)(e).into()),
     }
 }
 

@@ -11,7 +11,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::tags;
 use serde_json::Value;
 
-use crate::error::{Error, aws};
+use crate::error::Error;
+use infra::aws;
 
 /// The bucket's public access block: (block ACLs, ignore ACLs, block policy, restrict buckets).
 pub(crate) type PublicAccess = [bool; 4];
@@ -110,7 +111,7 @@ pub(crate) async fn bucket(s3: &S3, stack: &str, name: &str) -> Result<Option<Bu
                 owner: "reading its tags was denied: another AWS account owns the name (bucket names are global), or these credentials lack s3:GetBucketTagging".to_owned(),
             });
         }
-        Err(e) => return Err(aws("GetBucketTagging", &what)(e)),
+        Err(e) => return Err(aws("GetBucketTagging", &what)(e).into()),
     };
     let tags = tagging
         .map(|t| {
@@ -323,7 +324,7 @@ pub(crate) async fn count_objects(s3: &S3, name: &str) -> Result<u64, Error> {
         {
             Ok(out) => out,
             Err(e) if e.code() == Some("NoSuchBucket") => return Ok(count),
-            Err(e) => return Err(aws("ListObjectVersions", &what)(e)),
+            Err(e) => return Err(aws("ListObjectVersions", &what)(e).into()),
         };
         count += (out.versions().len() + out.delete_markers().len()) as u64;
         if out.is_truncated() != Some(true) {
@@ -353,7 +354,7 @@ pub(crate) async fn image_digests(ecr: &Ecr, name: &str) -> Result<Vec<String>, 
         {
             Ok(out) => out,
             Err(e) if e.code() == Some("RepositoryNotFoundException") => break,
-            Err(e) => return Err(aws("ListImages", &what)(e)),
+            Err(e) => return Err(aws("ListImages", &what)(e).into()),
         };
         digests.extend(
             out.image_ids()

@@ -24,8 +24,9 @@ use crate::desired::{
     CLUSTER, DEPLOYMENT, DIMENSION, Desired, LOG_GROUP, Observed, Op, RoleKind, SCALING, SERVICE,
     TASK_DEFINITION, trust_policy,
 };
-use crate::error::{Error, aws, waited};
+use crate::error::Error;
 use crate::observe::arn_name;
+use infra::{aws, waited};
 
 mod service;
 
@@ -122,7 +123,7 @@ where
         Err(infra::WaitError::Failed(e)) if e.code().is_some_and(|c| ok_codes.contains(&c)) => {
             Ok(None)
         }
-        Err(e) => Err(waited(operation, resource)(e)),
+        Err(e) => Err(waited(operation, resource)(e).into()),
     }
 }
 
@@ -146,7 +147,7 @@ where
     {
         Ok(_) => Ok(()),
         Err(infra::WaitError::Failed(e)) if e.code().is_some_and(|c| gone.contains(&c)) => Ok(()),
-        Err(e) => Err(waited(operation, resource)(e)),
+        Err(e) => Err(waited(operation, resource)(e).into()),
     }
 }
 

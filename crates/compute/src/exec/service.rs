@@ -283,7 +283,7 @@ pub(crate) async fn wait_service_inactive(
             }
         })
         .await
-        .map_err(waited("DescribeServices", &what))
+        .map_err(|e| waited("DescribeServices", &what)(e).into())
 }
 
 pub(super) async fn put_policy(

@@ -12,11 +12,12 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::{Backoff, Context, Event, Step};
 use tokio::time::Instant;
 
-use crate::error::{Error, aws, waited};
+use crate::error::Error;
 use crate::exec::delete;
 use crate::lb::config::HealthCheckSpec;
 use crate::lb::diff::{LB, ListenerWant, MODULE, Op, PROTECTION, Route, Setting, TG, TLS_POLICY};
 use crate::lb::observe::Observed;
+use infra::{aws, waited};
 
 /// What downstream needs of the load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +100,7 @@ where
     Backoff::consistency(cx.waits())
         .retry_codes(format!("{operation} {resource}"), NOT_VISIBLE_YET, call)
         .await
-        .map_err(waited(operation, resource))
+        .map_err(|e| waited(operation, resource)(e).into())
 }
 
 fn missing(kind: &'static str, name: &str) -> Error {
@@ -184,7 +185,7 @@ async fn set_lb_attributes(
             }
         })
         .await
-        .map_err(waited("ModifyLoadBalancerAttributes", &what))
+        .map_err(|e| waited("ModifyLoadBalancerAttributes", &what)(e).into())
 }
 
 fn listener_actions(want: &ListenerWant, tg: Option<&str>) -> Result<Vec<Action>, Error> {
@@ -526,7 +527,7 @@ async fn wait_gone(elb: &Client, cx: &Context, arn: &str, what: &str) -> Result<
             }
         })
         .await
-        .map_err(waited("DescribeLoadBalancers", what))
+        .map_err(|e| waited("DescribeLoadBalancers", what)(e).into())
 }
 
 #[cfg(test)]

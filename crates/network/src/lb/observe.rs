@@ -11,7 +11,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::tags;
 
-use crate::error::{Error, aws};
+use crate::error::Error;
+use infra::aws;
 
 /// The most resource ARNs one DescribeTags call accepts.
 pub(crate) const TAG_BATCH: usize = 20;
