@@ -41,6 +41,9 @@ const LEAD: Duration = Duration::from_millis(100);
 /// The longest single wait of a pacer, so `stop` is noticed.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// The shortest time between two wake-ups of the precise pacer.
+const MIN_WAKE_GAP: Duration = Duration::from_micros(100);
+
 /// One worker's due intended send times and its idle connections (one thread: no lock).
 #[derive(Debug, Default)]
 struct Slots {
@@ -244,13 +247,18 @@ async fn pace(
     stop: &AtomicBool,
     mut precise: Option<PreciseTimer>,
 ) -> Histogram<u64> {
+    let mut released: Option<Instant> = None;
     while let Some(due) = p.next {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
         if due > now {
-            let wait = (due - now).min(MAX_WAIT);
+            // At most one wake-up per MIN_WAKE_GAP: above 1 / MIN_WAKE_GAP requests per second,
+            // slots are released in small batches (each at most MIN_WAKE_GAP late), below it
+            // each on time.
+            let at = released.map_or(due, |r| due.max(r + MIN_WAKE_GAP));
+            let wait = (at - now).min(MAX_WAIT);
             if let Some(t) = &precise {
                 if t.sleep(wait).await.is_err() {
                     precise = None;
@@ -261,6 +269,7 @@ async fn pace(
             continue;
         }
         p.release(now, slots);
+        released = Some(now);
     }
     p.lateness
 }

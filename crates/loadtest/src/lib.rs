@@ -10,8 +10,9 @@
 //! is never dropped (late starts are counted; requests still queued when the drain deadline, one
 //! request timeout after the schedule ends, passes are reported as `unsent` and count as errors).
 //! Each worker paces itself on its own reactor (a timerfd with the `precise` pacer, so nothing
-//! crosses threads per request) and releases every due slot per wake-up; the pacers' own lateness
-//! is reported separately. Workers record into one frame per second (HdrHistograms,
+//! crosses threads per request) and releases every due slot per wake-up, waking at most once per
+//! 0.1 ms (above 10,000 requests/s per worker slots go out in small batches, each at most 0.1 ms
+//! late); the pacers' own lateness is reported separately. Workers record into one frame per second (HdrHistograms,
 //! counts per status / error kind / remote address / breakdown header value) that the collector
 //! merges, so memory stays flat however long the run.
 //!
