@@ -588,7 +588,13 @@ fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
 
         let (pid, _) = kill_after(state, &["destroy", "--yes"], m);
         let out = rerun_after_kill(state, &["destroy", "--yes"], pid, "destroy");
-        assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+        // Killed after its last delete had gone out, the run may have deleted everything
+        // already: then the rerun finds nothing left, which is as good.
+        let shown = text(&out);
+        assert!(
+            shown.contains("Destroyed.") || shown.contains("Nothing tagged with"),
+            "{shown}"
+        );
         assert_stack_gone(state);
     }
 }
