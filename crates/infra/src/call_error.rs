@@ -83,7 +83,10 @@ mod tests {
         let err = aws("DescribeVpcs", "vpc main")(sdk);
         assert_eq!(err.code(), Some("InvalidVpcID.NotFound"));
         let shown = err.to_string();
-        assert!(shown.starts_with("DescribeVpcs for vpc main failed: "), "{shown}");
+        assert!(
+            shown.starts_with("DescribeVpcs for vpc main failed: "),
+            "{shown}"
+        );
         assert!(shown.contains("does not exist"), "{shown}");
     }
 }

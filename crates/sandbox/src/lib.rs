@@ -22,8 +22,8 @@ mod plane;
 pub use sandbox_alb as alb;
 
 pub use moto::{
-    Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, cache_dir, python_path, sdk_config,
-    spawn_daemon,
+    Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, TEST_WAITS, cache_dir, python_path,
+    sdk_config, spawn_daemon,
 };
 pub use plane::{
     AlbEndpoint, DataPlane, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth, TaskStatus,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
@@ -13,6 +14,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use infra::{Context, ContextBuilder, StackName, WaitPolicy};
 
 const LAUNCHER: &str = include_str!("moto_launcher.py");
 
@@ -152,6 +154,15 @@ impl MotoServer {
         self.child.id()
     }
 
+    /// The start of a context for `stack` in `region` against this server: in an account of
+    /// its own ([`MotoServer::fresh_account`]) and with [`TEST_WAITS`]. Every module's tests
+    /// against moto begin here; add a progress sink or interceptors, then `build()`.
+    pub fn context(&self, stack: StackName, region: &str) -> ContextBuilder {
+        Context::builder(crate::sdk_config(self.endpoint(), region), stack)
+            .interceptor(self.fresh_account())
+            .waits(TEST_WAITS)
+    }
+
     /// A moto account id no other caller of this server has had: its resources are invisible
     /// to every other account.
     pub fn fresh_account(&self) -> MotoAccount {
@@ -162,6 +173,16 @@ impl MotoServer {
         )
     }
 }
+
+/// Waits for tests against moto, which makes everything at once: seconds, not AWS's minutes,
+/// so that a test of a wait that never ends fails quickly.
+pub const TEST_WAITS: WaitPolicy = WaitPolicy {
+    eventual_consistency: Duration::from_secs(5),
+    dependency: Duration::from_secs(5),
+    resource_state: Duration::from_secs(10),
+    initial_delay: Duration::from_millis(20),
+    max_delay: Duration::from_millis(200),
+};
 
 impl Drop for MotoServer {
     fn drop(&mut self) {

@@ -38,21 +38,13 @@ impl Progress for Recorder {
 
 fn context(progress: Arc<Recorder>) -> Context {
     let moto = sandbox::MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let fast = WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(20),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
-    Context::builder(
-        sandbox::sdk_config(moto.endpoint(), "eu-west-1"),
-        StackName::new("graph").unwrap(),
-    )
-    .interceptor(moto.fresh_account())
-    .waits(fast)
-    .progress(progress)
-    .build()
+    moto.context(StackName::new("graph").unwrap(), "eu-west-1")
+        .waits(WaitPolicy {
+            resource_state: Duration::from_secs(20),
+            ..sandbox::TEST_WAITS
+        })
+        .progress(progress)
+        .build()
 }
 
 /// Position of the first event matching `f`, with the events for the failure message.

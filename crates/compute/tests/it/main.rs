@@ -5,30 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_ecs::types::{ClusterField, ServiceField};
 use compute::{Compute, ComputeConfig, ComputeInputs, ComputeOutputs};
-use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
+use infra::{Action, Context, Module, Plan, StackName};
 use sandbox::MotoServer;
 
 const REGION: &str = "eu-west-1";
 
 fn context(stack: &str) -> Context {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
-    let fast = WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(10),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
-    Context::builder(sdk, StackName::new(stack).unwrap())
-        .interceptor(moto.fresh_account())
-        .waits(fast)
-        .build()
+    moto.context(StackName::new(stack).unwrap(), REGION).build()
 }
 
 fn compute(cx: &Context, toml_text: &str) -> Compute {

@@ -9,7 +9,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     ActionTypeEnum, Listener, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
     ProtocolEnum, TargetGroup,
 };
-use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
+use infra::{Action, Context, Module, Plan, StackName};
 use network::{
     AccessLogs, Error, LoadBalancer, LoadBalancerConfig, LoadBalancerInputs, Network,
     NetworkConfig, NetworkOutputs,
@@ -28,18 +28,11 @@ fn context(stack: &str) -> (Context, String) {
 fn context_with(stack: &str, progress: std::sync::Arc<dyn infra::Progress>) -> (Context, String) {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
     let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
-    let fast = WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(10),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
     let account = moto.fresh_account();
     let id = account.0.clone();
     let cx = Context::builder(sdk, StackName::new(stack).unwrap())
         .interceptor(account)
-        .waits(fast)
+        .waits(sandbox::TEST_WAITS)
         .progress(progress)
         .build();
     (cx, id)

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Tag};
-use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
+use infra::{Action, Context, Module, Plan, StackName};
 use network::{Network, NetworkConfig, NetworkOutputs};
 use sandbox::MotoServer;
 
@@ -17,18 +17,7 @@ const REGION: &str = "eu-west-1";
 
 fn context(stack: &str) -> Context {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
-    let fast = WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(10),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
-    Context::builder(sdk, StackName::new(stack).unwrap())
-        .interceptor(moto.fresh_account())
-        .waits(fast)
-        .build()
+    moto.context(StackName::new(stack).unwrap(), REGION).build()
 }
 
 fn network(cx: &Context, toml_text: &str) -> Network {
@@ -833,13 +822,10 @@ impl infra::Progress for Finished {
 async fn a_staged_apply_hands_over_its_outputs_before_the_nat_wait_and_the_routes() {
     let log = std::sync::Arc::new(Finished::default());
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let cx = Context::builder(
-        sandbox::sdk_config(moto.endpoint(), REGION),
-        StackName::new("staged").unwrap(),
-    )
-    .interceptor(moto.fresh_account())
-    .progress(log.clone())
-    .build();
+    let cx = moto
+        .context(StackName::new("staged").unwrap(), REGION)
+        .progress(log.clone())
+        .build();
     let net = network(&cx, "");
     let mut early = None;
     let out = net

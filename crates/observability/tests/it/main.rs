@@ -7,10 +7,10 @@
 mod mocked;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_cloudwatch::types::{MetricAlarm, MetricDatum, StandardUnit};
-use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
+use infra::{Action, Context, Module, Plan, StackName};
 use observability::{
     Observability, ObservabilityConfig, ObservabilityInputs, ObservabilityOutputs,
 };
@@ -19,22 +19,12 @@ use serde_json::Value;
 
 const REGION: &str = "eu-west-1";
 
-fn fast() -> WaitPolicy {
-    WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(10),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    }
-}
-
 fn context_in(stack: &str, account: MotoAccount) -> Context {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
     let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
     Context::builder(sdk, StackName::new(stack).unwrap())
         .interceptor(account)
-        .waits(fast())
+        .waits(sandbox::TEST_WAITS)
         .build()
 }
 

@@ -19,7 +19,7 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -28,7 +28,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
-use infra::{Action, Context, Module, Plan, StackName, WaitPolicy};
+use infra::{Action, Context, Module, Plan, StackName};
 use sandbox::MotoServer;
 use serde_json::{Value, json};
 use storage::{Error, Storage, StorageConfig, StorageOutputs};
@@ -37,18 +37,7 @@ const REGION: &str = "eu-west-1";
 
 fn context_in(stack: &str, region: &str) -> Context {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let sdk = sandbox::sdk_config(moto.endpoint(), region);
-    let fast = WaitPolicy {
-        eventual_consistency: Duration::from_secs(5),
-        dependency: Duration::from_secs(5),
-        resource_state: Duration::from_secs(10),
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
-    Context::builder(sdk, StackName::new(stack).unwrap())
-        .interceptor(moto.fresh_account())
-        .waits(fast)
-        .build()
+    moto.context(StackName::new(stack).unwrap(), region).build()
 }
 
 fn context(stack: &str) -> Context {
