@@ -515,7 +515,9 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
     if !args.no_max_rate {
         // Highest rate whose run achieves >= 98 % of the target with p99 under 10 ms.
         let mut best: Option<Row> = None;
-        for rate in [20_000u32, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 120_000] {
+        for rate in [
+            20_000u32, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 120_000,
+        ] {
             let what = format!("max search {rate}/s");
             match ours(
                 &bin,
