@@ -364,14 +364,6 @@ fn cut(line: &str, width: usize) -> String {
     cut
 }
 
-fn symbol(action: Action) -> char {
-    match action {
-        Action::Create => '+',
-        Action::Update => '~',
-        Action::Delete => '-',
-    }
-}
-
 impl Progress for Live {
     fn on(&self, event: &Event<'_>) {
         let now = self.clock.now();
@@ -440,7 +432,7 @@ impl Progress for Live {
                 let _ = writeln!(
                     lines,
                     "  done {} {} {} {:?}{id} ({:.2}s)",
-                    symbol(change.action),
+                    change.action.symbol(),
                     change.module,
                     change.kind,
                     change.name,

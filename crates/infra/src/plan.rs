@@ -17,7 +17,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn symbol(self) -> char {
+    /// The plan's sign of the action: `+` create, `~` update, `-` delete.
+    pub fn symbol(self) -> char {
         match self {
             Action::Create => '+',
             Action::Update => '~',
