@@ -217,10 +217,11 @@ impl PreciseTimer {
     }
 }
 
-/// The precise timer when the platform has one (Linux), else none (tokio's timer is used).
+/// The precise timer when the platform has one (Linux); an error when it has one that cannot
+/// be made (no file descriptor left, ...).
 #[cfg(target_os = "linux")]
-fn precise_timer() -> Option<PreciseTimer> {
-    PreciseTimer::new().ok()
+fn precise_timer() -> std::io::Result<Option<PreciseTimer>> {
+    PreciseTimer::new().map(Some)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -234,19 +235,23 @@ impl PreciseTimer {
     }
 }
 
+/// No precise timer off Linux: the pacer uses tokio's millisecond timer (documented on
+/// [`Pacer::Precise`]).
 #[cfg(not(target_os = "linux"))]
-fn precise_timer() -> Option<PreciseTimer> {
-    None
+fn precise_timer() -> std::io::Result<Option<PreciseTimer>> {
+    Ok(None)
 }
 
 /// A worker's pacer: waits for the next slot (with `precise`, else tokio's millisecond timer),
 /// then releases every slot due; records its own lateness (release time minus intended time).
+/// Fails only when the precise timer cannot be armed: a run paced otherwise than asked would
+/// measure something else.
 async fn pace(
     mut p: Pacing,
     slots: &Slots,
     stop: &AtomicBool,
-    mut precise: Option<PreciseTimer>,
-) -> Histogram<u64> {
+    precise: Option<PreciseTimer>,
+) -> std::io::Result<Histogram<u64>> {
     let mut released: Option<Instant> = None;
     while let Some(due) = p.next {
         if stop.load(Ordering::Relaxed) {
@@ -260,9 +265,7 @@ async fn pace(
             let at = released.map_or(due, |r| due.max(r + MIN_WAKE_GAP));
             let wait = (at - now).min(MAX_WAIT);
             if let Some(t) = &precise {
-                if t.sleep(wait).await.is_err() {
-                    precise = None;
-                }
+                t.sleep(wait).await?;
             } else {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(now + wait)).await;
             }
@@ -271,7 +274,7 @@ async fn pace(
         p.release(now, slots);
         released = Some(now);
     }
-    p.lateness
+    Ok(p.lateness)
 }
 
 /// Messages from workers to the collector.
@@ -286,8 +289,8 @@ pub(crate) enum Msg {
         lateness: Box<Histogram<u64>>,
         unsent: u64,
     },
-    /// The worker could not start.
-    Failed(std::io::Error),
+    /// The worker could not start `what`, or its precise timer failed.
+    Failed(&'static str, std::io::Error),
 }
 
 /// What one worker thread shares between its connection tasks.
@@ -497,7 +500,7 @@ fn worker_thread(ws: WorkerStart) {
     {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = tx.send(Msg::Failed(e));
+            let _ = tx.send(Msg::Failed("worker runtime", e));
             return;
         }
     };
@@ -511,7 +514,13 @@ fn worker_thread(ws: WorkerStart) {
             spec.threads,
         );
         let precise = match spec.pacer {
-            Pacer::Precise => precise_timer(),
+            Pacer::Precise => match precise_timer() {
+                Ok(timer) => timer,
+                Err(e) => {
+                    let _ = tx.send(Msg::Failed("precise pacer's timer (timerfd)", e));
+                    return;
+                }
+            },
             Pacer::Timer => None,
         };
         let drain = spec.timeout;
@@ -543,7 +552,16 @@ fn worker_thread(ws: WorkerStart) {
                 }
             })
         };
-        let lateness = pace(pacing, &w.slots, &stop, precise).await;
+        let lateness = match pace(pacing, &w.slots, &stop, precise).await {
+            Ok(lateness) => lateness,
+            Err(e) => {
+                // The collector ends the run with this error; the connections stop now.
+                w.slots.finish(&w.slots.abandon);
+                ticker.abort();
+                let _ = tx.send(Msg::Failed("precise pacer's timer (timerfd)", e));
+                return;
+            }
+        };
         w.slots.finish(&w.slots.done);
         let all_done = async {
             while let Some(c) = conns.last_mut() {
@@ -758,12 +776,9 @@ async fn drive(
                 unsent += u;
                 collector.done(worker);
             }
-            Msg::Failed(source) => {
+            Msg::Failed(what, source) => {
                 stop.store(true, Ordering::Relaxed);
-                return Err(Error::Start {
-                    what: "worker runtime",
-                    source,
-                });
+                return Err(Error::Start { what, source });
             }
         }
     }
