@@ -53,6 +53,20 @@ where
     }
 }
 
+/// A request the SDK could not build (a required field left out) as a [`CallError`] naming
+/// the operation and the resource: for `.map_err(built("CreateRole", "role web"))?`.
+pub fn built<E: fmt::Display>(
+    operation: &'static str,
+    resource: impl fmt::Display,
+) -> impl FnOnce(E) -> CallError {
+    move |err| CallError::Failed {
+        operation,
+        resource: resource.to_string(),
+        code: None,
+        detail: format!("could not build the request: {err}"),
+    }
+}
+
 /// Turns a failed retry ([`crate::Backoff`]) into a [`CallError`]: the last error as
 /// [`aws`] would, or a [`CallError::Timeout`].
 pub fn waited<E>(

@@ -27,7 +27,7 @@ pub mod tags;
 mod time;
 mod validate;
 
-pub use call_error::{CallError, aws, waited};
+pub use call_error::{CallError, aws, built, waited};
 pub use calls::{CallCounter, CallCounts};
 pub use context::{Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;

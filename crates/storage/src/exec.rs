@@ -14,8 +14,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionRule, Tagging,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use aws_smithy_types::error::operation::BuildError;
-use infra::{Backoff, CallError, Context, Event, Step, aws, waited};
+use infra::{Backoff, CallError, Context, Event, Step, aws, built, waited};
 use tokio::time::Instant;
 
 use crate::desired::{BucketFix, EXPIRY_RULE, Op, RepoFix};
@@ -41,18 +40,6 @@ pub(crate) async fn run(s3: &S3, ecr: &Ecr, cx: &Context, ops: &[Op]) -> Result<
         });
     }
     Ok(())
-}
-
-fn built(operation: &'static str, resource: &str) -> impl FnOnce(BuildError) -> Error {
-    let resource = resource.to_owned();
-    move |e| {
-        Error::Aws(CallError::Failed {
-            operation,
-            resource,
-            code: None,
-            detail: format!("could not build the request: {e}"),
-        })
-    }
 }
 
 /// Runs a call on a resource created moments ago, retrying while AWS does not see it yet.
@@ -154,7 +141,8 @@ fn ecr_tags(
                 .build()
                 .map_err(built("TagResource", what))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map_err(Error::from)
 }
 
 async fn create_bucket(s3: &S3, cx: &Context, name: &str, region: &str) -> Result<(), Error> {

@@ -26,7 +26,7 @@ use crate::desired::{
 };
 use crate::error::Error;
 use crate::observe::arn_name;
-use infra::{aws, waited};
+use infra::{aws, built, waited};
 
 mod service;
 
@@ -81,14 +81,6 @@ pub(crate) fn need<'a>(
         kind,
         name: name.to_owned(),
     })
-}
-
-fn built<E: std::fmt::Display>(operation: &'static str, resource: &str) -> impl FnOnce(E) -> Error {
-    move |e| Error::Unexpected {
-        operation,
-        resource: resource.to_owned(),
-        detail: format!("could not build the request: {e}"),
-    }
 }
 
 /// ECS says this while the roles it is given are not visible to it yet (IAM propagation).
