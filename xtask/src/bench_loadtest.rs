@@ -373,22 +373,6 @@ fn wrk(bin: &Path, url: &str, secs: u64, connections: u32) -> anyhow::Result<Row
     Ok(row)
 }
 
-fn build_loadtest() -> anyhow::Result<PathBuf> {
-    let root = crate::project_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "loadtest", "--bin", "loadtest"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build --release -p loadtest")?;
-    if !status.success() {
-        bail!("cargo build --release -p loadtest failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release").join("loadtest"))
-}
-
 fn print(rows: &[Row]) {
     println!(
         "\n| tool | run | achieved/s | p50 | p95 | p99 | p99.9 (ms, corrected) | CPU-s per 10k | peak RSS | note |\n|---|---|---|---|---|---|---|---|---|---|"
@@ -414,7 +398,7 @@ fn print(rows: &[Row]) {
 pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
     let bin = match &args.loadtest_bin {
         Some(b) => b.clone(),
-        None => build_loadtest()?,
+        None => crate::build_release(&["-p", "loadtest", "--bin", "loadtest"])?.join("loadtest"),
     };
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");

@@ -49,7 +49,8 @@ pub(crate) struct BenchSandboxArgs {
 }
 
 pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
-    let release = build()?;
+    crate::build_release(&["-p", "sample-app", "--bin", "sample-app"])?;
+    let release = crate::build_release(&["-p", "sandbox-alb", "--example", "bench"])?;
     let mut cmd = Command::new(release.join("examples").join("bench"));
     cmd.arg("--rate")
         .arg(args.rate.to_string())
@@ -89,42 +90,4 @@ pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
         bail!("the sandbox ALB benchmark failed: {status}");
     }
     Ok(())
-}
-
-/// `cargo build --release` of the sample-app and of the `sandbox-alb` bench example; the
-/// release folder of the target directory.
-fn build() -> anyhow::Result<PathBuf> {
-    let root = crate::project_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in [
-        &[
-            "build",
-            "--release",
-            "-p",
-            "sample-app",
-            "--bin",
-            "sample-app",
-        ][..],
-        &[
-            "build",
-            "--release",
-            "-p",
-            "sandbox-alb",
-            "--example",
-            "bench",
-        ][..],
-    ] {
-        let status = Command::new(&cargo)
-            .args(args)
-            .current_dir(&root)
-            .status()
-            .with_context(|| format!("running cargo {}", args.join(" ")))?;
-        if !status.success() {
-            bail!("cargo {} failed", args.join(" "));
-        }
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release"))
 }

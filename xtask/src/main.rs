@@ -208,6 +208,27 @@ pub(crate) fn project_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// Runs `cargo build --release ARGS` in the project (a benchmark's programs) and returns the
+/// release output folder.
+pub(crate) fn build_release(args: &[&str]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let root = project_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release"])
+        .args(args)
+        .current_dir(&root)
+        .status()
+        .with_context(|| format!("running cargo build --release {}", args.join(" ")))?;
+    if !status.success() {
+        anyhow::bail!("cargo build --release {} failed", args.join(" "));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release"))
+}
+
 /// The project's own hidden folder for state and logs: `.stackproof` in the project root, or
 /// `$STACKPROOF_STATE_DIR` (tests use their own).
 pub(crate) fn state_dir() -> PathBuf {
