@@ -20,16 +20,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Pacer, Spec};
 use crate::error::Error;
+use crate::h1::{self, Stream};
 use crate::record::{ErrorKind, Frame, micros, new_histogram};
 use crate::report::{Collector, Report, Second, Snapshot};
 use crate::resolve::{Addrs, Resolve, SystemResolver};
@@ -301,27 +297,15 @@ struct Worker {
     addrs: Arc<Addrs>,
     /// The run's TLS client configuration (`https://` URLs only), shared by every worker.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The request as it goes on the wire (the same for every request of the run).
+    request: Bytes,
     frame: RefCell<Frame>,
-}
-
-/// Starts an HTTP/1.1 client connection over `io` (its driver runs as a local task).
-async fn http1<T>(io: T) -> Result<SendRequest<Full<Bytes>>, ErrorKind>
-where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| ErrorKind::of_hyper(&e))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 /// One open connection.
 #[derive(Debug)]
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+    h1: h1::Conn<Stream>,
     addr: SocketAddr,
     opened: Instant,
     requests: u64,
@@ -329,17 +313,9 @@ struct Conn {
 }
 
 impl Worker {
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.spec.body.clone()));
-        *req.method_mut() = self.spec.method.clone();
-        *req.uri_mut() = self.spec.path.clone();
-        *req.headers_mut() = self.spec.headers.clone();
-        req
-    }
-
     /// Whether `c` must be replaced before the next request.
     fn stale(&self, c: &mut Conn, id: usize) -> bool {
-        if c.sender.is_closed()
+        if !c.h1.idle_ok()
             || self.spec.max_requests.is_some_and(|m| c.requests >= m)
             || self.spec.max_age.is_some_and(|a| c.opened.elapsed() >= a)
         {
@@ -369,25 +345,26 @@ impl Worker {
                 .await
                 .map_err(|e| ErrorKind::of_io(&e))?;
             let _ = stream.set_nodelay(true);
-            match (&self.tls, &self.spec.tls) {
+            let stream = match (&self.tls, &self.spec.tls) {
                 (Some(config), Some(t)) => {
-                    let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
                         .connect(t.server_name.clone(), stream)
                         .await
                         .map_err(|e| crate::tls::handshake_error(&e))?;
-                    http1(stream).await
+                    Stream::Tls(Box::new(tls))
                 }
-                _ => http1(stream).await,
-            }
+                _ => Stream::Plain(stream),
+            };
+            Ok(h1::Conn::new(stream, self.spec.breakdown_headers.len()))
         };
-        let sender = match tokio::time::timeout(self.spec.connect_timeout, open).await {
+        let h1 = match tokio::time::timeout(self.spec.connect_timeout, open).await {
             Err(_) => return Err((ErrorKind::Timeout, Some(addr))),
             Ok(Err(kind)) => return Err((kind, Some(addr))),
-            Ok(Ok(s)) => s,
+            Ok(Ok(c)) => c,
         };
         self.frame.borrow_mut().connects += 1;
         Ok(Conn {
-            sender,
+            h1,
             addr,
             opened: Instant::now(),
             requests: 0,
@@ -395,26 +372,14 @@ impl Worker {
         })
     }
 
-    /// One request/response on `c`; returns the status and the breakdown headers' values.
-    async fn exchange(&self, c: &mut Conn) -> Result<http::response::Parts, ErrorKind> {
-        let req = self.request();
+    /// One request/response on `c`; returns the status.
+    async fn exchange(&self, c: &mut Conn) -> Result<u16, ErrorKind> {
         c.requests += 1;
-        let fut = async {
-            c.sender
-                .ready()
-                .await
-                .map_err(|e| ErrorKind::of_hyper(&e))?;
-            let resp = c
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| ErrorKind::of_hyper(&e))?;
-            let (parts, mut body) = resp.into_parts();
-            while let Some(f) = body.frame().await {
-                f.map_err(|e| ErrorKind::of_hyper(&e))?;
-            }
-            Ok(parts)
-        };
+        let fut = c.h1.exchange(
+            &self.request,
+            self.spec.method == http::Method::HEAD,
+            &self.spec.breakdown_headers,
+        );
         match tokio::time::timeout(self.spec.timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(ErrorKind::Timeout),
@@ -451,12 +416,12 @@ impl Worker {
             };
             let sent = Instant::now();
             match self.exchange(c).await {
-                Ok(parts) => {
+                Ok(status) => {
                     let end = Instant::now();
                     let mut f = self.frame.borrow_mut();
-                    f.response(parts.status.as_u16(), end - intended, end - sent, c.addr);
-                    for (i, name) in self.spec.breakdown_headers.iter().enumerate() {
-                        f.header_value(i, parts.headers.get(name).map(|v| v.as_bytes()));
+                    f.response(status, end - intended, end - sent, c.addr);
+                    for i in 0..self.spec.breakdown_headers.len() {
+                        f.header_value(i, c.h1.value(i));
                     }
                 }
                 Err(kind) => {
@@ -524,7 +489,9 @@ fn worker_thread(ws: WorkerStart) {
             Pacer::Timer => None,
         };
         let drain = spec.timeout;
+        let request = h1::encode(&spec.method, &spec.path, &spec.headers, &spec.body);
         let w = Rc::new(Worker {
+            request,
             slots: Slots::new(ids.len()),
             spec,
             addrs,

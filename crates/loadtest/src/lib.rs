@@ -3,8 +3,10 @@
 //!
 //! A schedule gives *intended* send times (constant rate, or linear ramps in [`Config::stages`]);
 //! worker threads, each a single-threaded tokio runtime with its share of the schedule and of the
-//! connections, release them on time and send them on raw hyper HTTP/1.1 keep-alive connections
-//! (at most [`Config::connections`]). Latency is recorded
+//! connections, release them on time and send them on HTTP/1.1 keep-alive connections (at most
+//! [`Config::connections`]) that each connection's task speaks itself: the request is encoded
+//! once per run, responses are parsed with `httparse` and their bodies framed by length, chunks or
+//! close; an idle connection the server closed is reopened before the next request. Latency is recorded
 //! from the intended time (corrected) and from the actual send (raw). A request whose slot comes
 //! while every connection is busy waits in the queue and is charged from its intended time; it
 //! is never dropped (late starts are counted; requests still queued when the drain deadline, one
@@ -22,7 +24,7 @@
 //! [`Config::resolver`] injects any [`Resolve`].
 //!
 //! `https://` URLs use rustls (aws-lc-rs crypto, TLS 1.2 and 1.3, ALPN `http/1.1`) on the same raw
-//! hyper HTTP/1.1 keep-alive connections; the maximum connection age and requests per connection
+//! HTTP/1.1 keep-alive connections; the maximum connection age and requests per connection
 //! apply as for plain HTTP, and a reopened connection resumes its TLS session. The server name (SNI
 //! and the certificate check) is always the URL's host, also when [`Config::resolve`] maps it to
 //! another address. Trusted roots are the system's (`rustls-native-certs`: the platform store, or
@@ -88,6 +90,7 @@
 mod config;
 mod engine;
 mod error;
+mod h1;
 mod record;
 mod report;
 mod resolve;

@@ -102,24 +102,6 @@ impl ErrorKind {
             _ => ErrorKind::Other,
         }
     }
-
-    /// Classifies a hyper error by its I/O cause, or as a reset when the peer closed mid-message.
-    pub fn of_hyper(e: &hyper::Error) -> ErrorKind {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-        while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                return Self::of_io(io);
-            }
-            src = s.source();
-        }
-        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-            ErrorKind::Reset
-        } else if e.is_timeout() {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Other
-        }
-    }
 }
 
 /// What one worker recorded during one second of the run (frame `second` covers

@@ -458,3 +458,83 @@ async fn ramps_and_the_timer_pacer_send_exactly_the_scheduled_requests() {
     assert!((90..=110).contains(&r.series[0].sent), "{:?}", r.series[0]);
     assert!((190..=210).contains(&r.series[1].sent), "{:?}", r.series[1]);
 }
+
+/// A raw HTTP/1.1 server: answers every request on a connection with `response`, and after
+/// `per_connection` responses waits `linger` and closes it (without saying so). Counts requests.
+async fn closing_server(
+    response: &'static [u8],
+    per_connection: usize,
+    linger: Duration,
+) -> (SocketAddr, Arc<AtomicU64>, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&requests);
+    let task = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                for _ in 0..per_connection {
+                    // The client sends one small request at a time: one read is one request.
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return,
+                    }
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    if s.write_all(response).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, requests, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_closes_are_reopened_without_errors() {
+    // One response per connection, then the server closes it while it is idle (a keep-alive
+    // timeout): each next request must go on a new connection, not fail on the dead one.
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-az: a\r\n\r\nok";
+    let (addr, requests, task) = closing_server(ok, 1, Duration::from_millis(5)).await;
+    let c = Config {
+        connections: 2,
+        ..config(format!("http://{addr}/"), 20.0, 2.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    task.abort();
+    assert_eq!(
+        (r.sent, r.completed, r.errors),
+        (40, 40, 0),
+        "{:?}",
+        r.errors_by_kind
+    );
+    assert_eq!(requests.load(Ordering::Relaxed), 40);
+    assert!(r.connects >= 40, "{} connects", r.connects);
+    assert_eq!(r.by_header["x-az"].get("a"), Some(&40));
+
+    // `connection: close` and chunked bodies: the same, told by the server.
+    let close: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\n\r\n";
+    let (addr, requests, task) = closing_server(close, 1, Duration::from_secs(2)).await;
+    let c = Config {
+        connections: 2,
+        ..config(format!("http://{addr}/"), 20.0, 2.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    task.abort();
+    assert_eq!(
+        (r.sent, r.completed, r.errors),
+        (40, 40, 0),
+        "{:?}",
+        r.errors_by_kind
+    );
+    assert_eq!(requests.load(Ordering::Relaxed), 40);
+    assert_eq!(r.statuses.get("503"), Some(&40));
+    assert!(r.connects >= 40, "{} connects", r.connects);
+}
