@@ -91,6 +91,7 @@ mod config;
 mod engine;
 mod error;
 mod h1;
+mod pacer;
 mod record;
 mod report;
 mod resolve;
