@@ -119,16 +119,18 @@ impl Worker {
             Ok(Ok(c)) => c,
         };
         self.frame.borrow_mut().connects += 1;
+        let opened = Instant::now();
         Ok(Conn {
             h1,
             addr,
-            opened: Instant::now(),
+            opened,
             requests: 0,
             generation,
         })
     }
 
-    /// One request/response on `c`; returns the status.
+    /// One request/response on `c`; returns the status, or `Timeout` once the request timeout
+    /// passes.
     async fn exchange(&self, c: &mut Conn) -> Result<u16, ErrorKind> {
         c.requests += 1;
         let fut = c.h1.exchange(
@@ -170,7 +172,8 @@ impl Worker {
                     }
                 },
             };
-            let sent = Instant::now();
+            // The send starts now: at `started`, or when the connection just opened.
+            let sent = c.opened.max(started);
             match self.exchange(c).await {
                 Ok(status) => {
                     let end = Instant::now();

@@ -53,6 +53,7 @@ impl Slots {
             return Poll::Ready(None);
         }
         if let Some(t) = self.queue.borrow_mut().pop_front() {
+            self.leave_idle(conn);
             return Poll::Ready(Some(t));
         }
         if self.done.get() {
@@ -68,6 +69,21 @@ impl Slots {
             None => return Poll::Ready(None),
         }
         Poll::Pending
+    }
+
+    /// A connection polled while in the idle line (a wake-up that was not for a slot, such as
+    /// its request timer firing) that takes a slot leaves the line, so that the next slot wakes
+    /// a connection that is really idle.
+    fn leave_idle(&self, conn: usize) {
+        let was_idle = self
+            .wakers
+            .borrow_mut()
+            .get_mut(conn)
+            .and_then(Option::take)
+            .is_some();
+        if was_idle {
+            self.idle.borrow_mut().retain(|&c| c != conn);
+        }
     }
 
     pub(crate) async fn next(&self, conn: usize) -> Option<Instant> {
@@ -323,5 +339,30 @@ mod tests {
         assert_eq!(counts[0].0.load(Ordering::Relaxed), 1);
         assert!(matches!(slots.poll_next(1, &mut cx), Poll::Ready(Some(_))));
         assert_eq!(slots.poll_next(0, &mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_connection_woken_for_something_else_that_takes_a_slot_leaves_the_idle_line() {
+        let slots = Slots::new(2);
+        let counts: Vec<Arc<Count>> = (0..2)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
+        // Connection 1 goes idle first, then 0.
+        for conn in [1, 0] {
+            let mut cx = Context::from_waker(&wakers[conn]);
+            assert!(slots.poll_next(conn, &mut cx).is_pending());
+        }
+        // A slot is queued and connection 1, woken by its request timer, polls first and takes it.
+        let start = Instant::now();
+        slots.queue.borrow_mut().push_back(start);
+        let mut cx = Context::from_waker(&wakers[1]);
+        assert_eq!(slots.poll_next(1, &mut cx), Poll::Ready(Some(start)));
+        // The next slot wakes connection 0, the one still idle, not the busy connection 1.
+        slots.queue.borrow_mut().push_back(start);
+        assert!(slots.wake_one());
+        assert_eq!(counts[0].0.load(Ordering::Relaxed), 1);
+        assert_eq!(counts[1].0.load(Ordering::Relaxed), 0);
+        assert!(!slots.wake_one(), "nobody else is idle");
     }
 }
