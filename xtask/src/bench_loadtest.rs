@@ -24,6 +24,11 @@ pub(crate) struct BenchLoadtestArgs {
     /// Connections per generator.
     #[arg(long, default_value_t = 50)]
     pub(crate) connections: u32,
+    /// Rounds of the fixed-rate comparison (the tools take turns in a rotating order); the
+    /// table shows each column's median and the CPU's spread. One 10 s run on a shared VM
+    /// varies by +-20 %.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) rounds: u32,
     /// Skip the 1 s stall test.
     #[arg(long)]
     pub(crate) no_stall: bool,
@@ -373,6 +378,58 @@ fn wrk(bin: &Path, url: &str, secs: u64, connections: u32) -> anyhow::Result<Row
     Ok(row)
 }
 
+/// One row per tool (in first-seen order): the median of each column over that tool's runs, the
+/// peak RSS's maximum, and the CPU's spread in the note when there was more than one run.
+fn medians(runs: Vec<Row>) -> Vec<Row> {
+    let mut tools: Vec<String> = Vec::new();
+    for r in &runs {
+        if !tools.contains(&r.tool) {
+            tools.push(r.tool.clone());
+        }
+    }
+    tools
+        .into_iter()
+        .filter_map(|tool| {
+            let mine: Vec<&Row> = runs.iter().filter(|r| r.tool == tool).collect();
+            let median = |f: &dyn Fn(&Row) -> f64| -> f64 {
+                let mut v: Vec<f64> = mine.iter().map(|r| f(r)).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+            };
+            let first = mine.first()?;
+            let cpu: Vec<f64> = mine.iter().map(|r| r.cpu_per_10k()).collect();
+            let (lo, hi) = cpu
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &c| {
+                    (lo.min(c), hi.max(c))
+                });
+            let mut note = first.note.clone();
+            if mine.len() > 1 {
+                let spread = format!("median of {} runs, CPU-s/10k {lo:.3}-{hi:.3}", mine.len());
+                note = if note.is_empty() {
+                    spread
+                } else {
+                    format!("{spread}; first run: {note}")
+                };
+            }
+            Some(Row {
+                tool,
+                what: first.what.clone(),
+                achieved: median(&|r| r.achieved),
+                p50: median(&|r| r.p50),
+                p95: median(&|r| r.p95),
+                p99: median(&|r| r.p99),
+                p999: median(&|r| r.p999),
+                // Stated per 10k so that `cpu_per_10k` gives the median.
+                requests: 10_000.0,
+                cpu_s: median(&|r| r.cpu_per_10k()),
+                rss_kb: mine.iter().map(|r| r.rss_kb).max().unwrap_or(0),
+                note,
+            })
+        })
+        .collect()
+}
+
 fn print(rows: &[Row]) {
     println!(
         "\n| tool | run | achieved/s | p50 | p95 | p99 | p99.9 (ms, corrected) | CPU-s per 10k | peak RSS | note |\n|---|---|---|---|---|---|---|---|---|---|"
@@ -403,10 +460,11 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");
     println!(
-        "server: {} at {url}; generators on CPU 1; {} s per run, {} connections",
+        "server: {} at {url}; generators on CPU 1; {} s per run, {} connections, {} round(s) of the fixed-rate runs",
         server.name(),
         args.duration,
-        args.connections
+        args.connections,
+        args.rounds
     );
     let oha_bin = which("oha").or_else(|| {
         let p = PathBuf::from(std::env::var_os("HOME")?).join(".cargo/bin/oha");
@@ -425,35 +483,51 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
         "warm-up",
         "precise",
     );
+    // The fixed-rate runs, `rounds` times; in each round the tools take turns in a rotated
+    // order, so no tool always runs first (or right after another).
     for &rate in &args.rates {
         let what = format!("{rate}/s open loop");
-        for pacer in ["precise", "timer"] {
-            match ours(
-                &bin,
-                &url,
-                f64::from(rate),
-                secs as f64,
-                args.connections,
-                &what,
-                pacer,
-            ) {
-                Ok(r) => rows.push(r),
-                Err(e) => eprintln!("loadtest ({pacer} pacer) at {rate}/s failed: {e:#}"),
+        let mut runs: Vec<Row> = Vec::new();
+        for round in 0..args.rounds as usize {
+            for turn in 0..3 {
+                let r = match (round + turn) % 3 {
+                    0 => ours(
+                        &bin,
+                        &url,
+                        f64::from(rate),
+                        secs as f64,
+                        args.connections,
+                        &what,
+                        "precise",
+                    ),
+                    1 => ours(
+                        &bin,
+                        &url,
+                        f64::from(rate),
+                        secs as f64,
+                        args.connections,
+                        &what,
+                        "timer",
+                    ),
+                    _ => match &oha_bin {
+                        Some(o) => oha(
+                            o,
+                            &url,
+                            Some(f64::from(rate)),
+                            secs,
+                            args.connections,
+                            &what,
+                        ),
+                        None => continue,
+                    },
+                };
+                match r {
+                    Ok(r) => runs.push(r),
+                    Err(e) => eprintln!("a run at {rate}/s failed: {e:#}"),
+                }
             }
         }
-        if let Some(o) = &oha_bin {
-            match oha(
-                o,
-                &url,
-                Some(f64::from(rate)),
-                secs,
-                args.connections,
-                &what,
-            ) {
-                Ok(r) => rows.push(r),
-                Err(e) => eprintln!("oha at {rate}/s failed: {e:#}"),
-            }
-        }
+        rows.extend(medians(runs));
     }
     if wrk_bin.is_some() {
         println!(
@@ -547,4 +621,51 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
     drop(server);
     print(&rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tool: &str, cpu_s: f64, p50: f64, rss_kb: u64) -> Row {
+        Row {
+            tool: tool.into(),
+            what: "5000/s open loop".into(),
+            achieved: 5000.0,
+            p50,
+            requests: 50_000.0,
+            cpu_s,
+            rss_kb,
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn rounds_collapse_to_one_row_per_tool_with_medians_and_the_cpu_spread() {
+        let rows = medians(vec![
+            run("ours", 1.5, 0.05, 7000),
+            run("oha", 2.0, 0.10, 30000),
+            run("ours", 2.0, 0.04, 7100),
+            run("oha", 1.8, 0.12, 32000),
+            run("ours", 1.4, 0.06, 6900),
+            run("oha", 2.2, 0.11, 31000),
+        ]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].tool, "ours");
+        // CPU-s per 10k of the three runs: 0.30, 0.40, 0.28 -> median 0.30.
+        assert!((rows[0].cpu_per_10k() - 0.30).abs() < 1e-9);
+        assert!((rows[0].p50 - 0.05).abs() < 1e-9);
+        assert_eq!(rows[0].rss_kb, 7100);
+        assert!(
+            rows[0]
+                .note
+                .contains("median of 3 runs, CPU-s/10k 0.280-0.400")
+        );
+        assert!((rows[1].cpu_per_10k() - 0.40).abs() < 1e-9);
+        // A single run is passed through with its own note.
+        let one = medians(vec![run("wrk", 1.0, 0.2, 5000)]);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].note.is_empty());
+        assert!((one[0].cpu_per_10k() - 0.2).abs() < 1e-9);
+    }
 }
