@@ -32,8 +32,13 @@ const MAX_HEADERS: usize = 100;
 /// The largest response head accepted (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Bytes asked of each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// A connection's read buffer to begin with, and what it grows by when less than `MIN_READ`
+/// is free (a response head larger than this, up to `MAX_HEAD`, grows it; bodies do not, they
+/// are dropped as they are read). Kept small: a run may hold thousands of connections.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The least free space a read is given.
+const MIN_READ: usize = 1024;
 
 /// The request of a run as it goes on the wire: request line, headers (`Host` included by the
 /// caller), `Content-Length` when there is a body or the method expects one (unless a header
@@ -205,7 +210,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn read_some(&mut self) -> Result<usize, ErrorKind> {
-        self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            self.buf.reserve(READ_CHUNK);
+        }
         self.io
             .read_buf(&mut self.buf)
             .await
@@ -625,5 +632,35 @@ mod tests {
         // More bytes than the response: out of step.
         let extra: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nok";
         assert_eq!(one(extra, 100, false, false).await, Err(ErrorKind::Other));
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_dropped_as_they_arrive_and_the_buffer_stays_small() {
+        let (client, mut server) = duplex(64 * 1024);
+        const BODY: usize = 1 << 20;
+        let peer = tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let _ = server.read(&mut req).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n");
+            server.write_all(head.as_bytes()).await.unwrap();
+            let block = vec![b'x'; 10_000];
+            let mut left = BODY;
+            while left > 0 {
+                let n = left.min(block.len());
+                server.write_all(&block[..n]).await.unwrap();
+                left -= n;
+            }
+            server
+        });
+        let mut c = Conn::new(client, 0);
+        let status = c.exchange(b"GET / HTTP/1.1\r\n\r\n", false, &[]).await;
+        assert_eq!(status, Ok(200));
+        assert!(c.reusable());
+        assert!(
+            c.buf.capacity() <= 2 * READ_CHUNK,
+            "a 1 MiB body left a {} byte buffer",
+            c.buf.capacity()
+        );
+        drop(peer.await.unwrap());
     }
 }
