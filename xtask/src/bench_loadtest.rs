@@ -1,8 +1,11 @@
 //! `cargo xtask bench loadtest`: our load engine side by side with `wrk` and `oha` (when
 //! installed) against one local server (Debian nginx with one worker, else a built-in server):
 //! open loop at fixed rates, the 1 s stall (coordinated-omission) test and the highest open-loop
-//! rate one core sustains. Server on CPU 0, generators on CPU 1 (`taskset`), CPU time and peak
-//! RSS from `/usr/bin/time`. Prints a table; numbers, not assertions.
+//! rate one core sustains. Beside them at each fixed rate, the pacing floor (the `paced_floor`
+//! example of the loadtest crate: one blocking connection, sleep, write, read), the least CPU per
+//! request any client spends here when it sends each request at its own time. Server on CPU 0,
+//! generators on CPU 1 (`taskset`), CPU time and peak RSS from `/usr/bin/time`. Prints a table;
+//! numbers, not assertions.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -292,6 +295,37 @@ fn ours(
     })
 }
 
+/// The pacing floor (`crates/loadtest/examples/paced_floor.rs`): one blocking connection,
+/// sleep, write, read; nothing else.
+fn floor(bin: &Path, url: &str, rate: f64, secs: u64, what: &str) -> anyhow::Result<Row> {
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let args = vec![addr, rate.to_string(), secs.to_string()];
+    let (stdout, cpu_s, rss_kb) = timed(bin, &args)?;
+    let f: Vec<f64> = stdout
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [requests, p50, p99, p999] = f.as_slice() else {
+        bail!("paced_floor printed {stdout:?}");
+    };
+    Ok(Row {
+        tool: "floor: 1 blocking connection (sleep, write, read), the least CPU for requests sent one at a time".into(),
+        what: what.into(),
+        achieved: requests / secs as f64,
+        p50: *p50,
+        p95: f64::NAN,
+        p99: *p99,
+        p999: *p999,
+        requests: *requests,
+        cpu_s,
+        rss_kb,
+        note: String::new(),
+    })
+}
+
 fn oha(
     bin: &Path,
     url: &str,
@@ -457,6 +491,9 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => crate::build_release(&["-p", "loadtest", "--bin", "loadtest"])?.join("loadtest"),
     };
+    let floor_bin = crate::build_release(&["-p", "loadtest", "--example", "paced_floor"])?
+        .join("examples")
+        .join("paced_floor");
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");
     println!(
@@ -489,8 +526,8 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
         let what = format!("{rate}/s open loop");
         let mut runs: Vec<Row> = Vec::new();
         for round in 0..args.rounds as usize {
-            for turn in 0..3 {
-                let r = match (round + turn) % 3 {
+            for turn in 0..4 {
+                let r = match (round + turn) % 4 {
                     0 => ours(
                         &bin,
                         &url,
@@ -509,6 +546,7 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
                         &what,
                         "timer",
                     ),
+                    2 => floor(&floor_bin, &url, f64::from(rate), secs, &what),
                     _ => match &oha_bin {
                         Some(o) => oha(
                             o,
