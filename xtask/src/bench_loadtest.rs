@@ -528,23 +528,14 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds as usize {
             for turn in 0..4 {
                 let r = match (round + turn) % 4 {
-                    0 => ours(
+                    pacer @ (0 | 1) => ours(
                         &bin,
                         &url,
                         f64::from(rate),
                         secs as f64,
                         args.connections,
                         &what,
-                        "precise",
-                    ),
-                    1 => ours(
-                        &bin,
-                        &url,
-                        f64::from(rate),
-                        secs as f64,
-                        args.connections,
-                        &what,
-                        "timer",
+                        if pacer == 0 { "precise" } else { "timer" },
                     ),
                     2 => floor(&floor_bin, &url, f64::from(rate), secs, &what),
                     _ => match &oha_bin {

@@ -313,12 +313,16 @@ mod tests {
         }
     }
 
+    fn counters(n: usize) -> Vec<Arc<Count>> {
+        (0..n)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect()
+    }
+
     #[test]
     fn due_slots_wake_the_connections_idle_longest_one_each() {
         let slots = Slots::new(3);
-        let counts: Vec<Arc<Count>> = (0..3)
-            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
-            .collect();
+        let counts = counters(3);
         for (conn, c) in counts.iter().enumerate().rev() {
             let waker = Waker::from(Arc::clone(c));
             let mut cx = Context::from_waker(&waker);
@@ -344,9 +348,7 @@ mod tests {
     #[test]
     fn a_connection_woken_for_something_else_that_takes_a_slot_leaves_the_idle_line() {
         let slots = Slots::new(2);
-        let counts: Vec<Arc<Count>> = (0..2)
-            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
-            .collect();
+        let counts = counters(2);
         let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
         // Connection 1 goes idle first, then 0.
         for conn in [1, 0] {

@@ -497,44 +497,41 @@ async fn closing_server(
     (addr, requests, task)
 }
 
+/// 40 requests at 20/s over 2 connections to a `closing_server` answering `response`, closing
+/// each connection after one response (after `linger`): every request must complete without an
+/// error on a connection of its own.
+async fn one_response_per_connection(
+    response: &'static [u8],
+    linger: Duration,
+) -> loadtest::Report {
+    let (addr, requests, task) = closing_server(response, 1, linger).await;
+    let c = Config {
+        connections: 2,
+        ..config(format!("http://{addr}/"), 20.0, 2.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    task.abort();
+    assert_eq!(
+        (r.sent, r.completed, r.errors),
+        (40, 40, 0),
+        "{:?}",
+        r.errors_by_kind
+    );
+    assert_eq!(requests.load(Ordering::Relaxed), 40);
+    assert!(r.connects >= 40, "{} connects", r.connects);
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_server_closes_are_reopened_without_errors() {
-    // One response per connection, then the server closes it while it is idle (a keep-alive
-    // timeout): each next request must go on a new connection, not fail on the dead one.
+    // The server closes each connection while it is idle, without saying so (a keep-alive
+    // timeout): the next request must go on a new connection, not fail on the dead one.
     let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-az: a\r\n\r\nok";
-    let (addr, requests, task) = closing_server(ok, 1, Duration::from_millis(5)).await;
-    let c = Config {
-        connections: 2,
-        ..config(format!("http://{addr}/"), 20.0, 2.0)
-    };
-    let r = loadtest::run(c, None).await.unwrap();
-    task.abort();
-    assert_eq!(
-        (r.sent, r.completed, r.errors),
-        (40, 40, 0),
-        "{:?}",
-        r.errors_by_kind
-    );
-    assert_eq!(requests.load(Ordering::Relaxed), 40);
-    assert!(r.connects >= 40, "{} connects", r.connects);
+    let r = one_response_per_connection(ok, Duration::from_millis(5)).await;
     assert_eq!(r.by_header["x-az"].get("a"), Some(&40));
 
-    // `connection: close` and chunked bodies: the same, told by the server.
+    // `connection: close` (and a chunked body): the server says so and keeps the socket open.
     let close: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\n\r\n";
-    let (addr, requests, task) = closing_server(close, 1, Duration::from_secs(2)).await;
-    let c = Config {
-        connections: 2,
-        ..config(format!("http://{addr}/"), 20.0, 2.0)
-    };
-    let r = loadtest::run(c, None).await.unwrap();
-    task.abort();
-    assert_eq!(
-        (r.sent, r.completed, r.errors),
-        (40, 40, 0),
-        "{:?}",
-        r.errors_by_kind
-    );
-    assert_eq!(requests.load(Ordering::Relaxed), 40);
+    let r = one_response_per_connection(close, Duration::from_secs(2)).await;
     assert_eq!(r.statuses.get("503"), Some(&40));
-    assert!(r.connects >= 40, "{} connects", r.connects);
 }
