@@ -32,7 +32,7 @@ pub use calls::{CallCounter, CallCounts};
 pub use context::{Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;
 pub use plan::{Action, Change, Counts, Plan};
-pub use progress::{Event, NoProgress, Progress};
+pub use progress::{Event, NoProgress, Progress, reported};
 pub use retry::{Backoff, Step, WaitError, error_code};
 pub use time::UtcTime;
 pub use validate::{Problem, Problems};

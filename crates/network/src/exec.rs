@@ -194,18 +194,12 @@ pub(crate) async fn run(
 ) -> Result<Ids, Error> {
     for op in ops {
         let change = op.change();
-        if let Some(change) = &change {
-            cx.progress().on(&Event::Started(change));
-        }
-        let start = Instant::now();
-        let id = step(ec2, cx, op, &mut ids).await?;
-        if let Some(change) = &change {
-            cx.progress().on(&Event::Finished {
-                change,
-                id: id.as_deref(),
-                elapsed: start.elapsed(),
-            });
-        }
+        infra::reported(
+            cx.progress(),
+            change.as_slice(),
+            Box::pin(step(ec2, cx, op, &mut ids)),
+        )
+        .await?;
     }
     Ok(ids)
 }

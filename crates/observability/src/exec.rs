@@ -2,8 +2,7 @@
 
 use aws_sdk_cloudwatch::operation::put_metric_alarm::builders::PutMetricAlarmFluentBuilder;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, Context, Event};
-use tokio::time::Instant;
+use infra::{Backoff, Context};
 
 use crate::MODULE;
 use crate::TOPIC;
@@ -31,19 +30,12 @@ pub(crate) async fn run(
     mut topic: Option<String>,
 ) -> Result<Option<String>, Error> {
     for op in ops {
-        let changes = op.changes();
-        for change in &changes {
-            cx.progress().on(&Event::Started(change));
-        }
-        let start = Instant::now();
-        let id = step(clients, cx, op, &mut topic).await?;
-        for change in &changes {
-            cx.progress().on(&Event::Finished {
-                change,
-                id: id.as_deref().or(change.id.as_deref()),
-                elapsed: start.elapsed(),
-            });
-        }
+        infra::reported(
+            cx.progress(),
+            &op.changes(),
+            Box::pin(step(clients, cx, op, &mut topic)),
+        )
+        .await?;
     }
     Ok(topic)
 }

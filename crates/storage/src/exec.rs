@@ -14,8 +14,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionRule, Tagging,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, CallError, Context, Event, Step, aws, built, waited};
-use tokio::time::Instant;
+use infra::{Backoff, CallError, Context, Step, aws, built, waited};
 
 use crate::desired::{BucketFix, EXPIRY_RULE, Op, RepoFix};
 use crate::error::Error;
@@ -30,14 +29,8 @@ const IMAGE_BATCH: usize = 100;
 pub(crate) async fn run(s3: &S3, ecr: &Ecr, cx: &Context, ops: &[Op]) -> Result<(), Error> {
     for op in ops {
         let change = op.change();
-        cx.progress().on(&Event::Started(&change));
-        let start = Instant::now();
-        step(s3, ecr, cx, op).await?;
-        cx.progress().on(&Event::Finished {
-            change: &change,
-            id: change.id.as_deref(),
-            elapsed: start.elapsed(),
-        });
+        let made = Box::pin(async { step(s3, ecr, cx, op).await.map(|()| None) });
+        infra::reported(cx.progress(), std::slice::from_ref(&change), made).await?;
     }
     Ok(())
 }

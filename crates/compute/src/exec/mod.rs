@@ -16,8 +16,7 @@ use aws_sdk_ecs::types::{
     PortMapping, PropagateTags, RuntimePlatform, TransportProtocol,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, Context, Event, Step};
-use tokio::time::Instant;
+use infra::{Backoff, Context, Step};
 
 use crate::Clients;
 use crate::desired::{
@@ -152,18 +151,12 @@ pub(crate) async fn run(
 ) -> Result<Ids, Error> {
     for op in ops {
         let change = op.change(&desired.names);
-        if let Some(change) = &change {
-            cx.progress().on(&Event::Started(change));
-        }
-        let start = Instant::now();
-        let id = Box::pin(step(clients, cx, desired, op, &mut ids)).await?;
-        if let Some(change) = &change {
-            cx.progress().on(&Event::Finished {
-                change,
-                id: id.as_deref(),
-                elapsed: start.elapsed(),
-            });
-        }
+        infra::reported(
+            cx.progress(),
+            change.as_slice(),
+            Box::pin(step(clients, cx, desired, op, &mut ids)),
+        )
+        .await?;
     }
     Ok(ids)
 }

@@ -334,6 +334,8 @@ mod tests {
 
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use aws_sdk_applicationautoscaling::operation::put_scaling_policy::{
         PutScalingPolicyError, PutScalingPolicyOutput,
     };

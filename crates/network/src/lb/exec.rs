@@ -9,8 +9,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, Context, Event, Step};
-use tokio::time::Instant;
+use infra::{Backoff, Context, Step};
 
 use crate::error::Error;
 use crate::exec::delete;
@@ -119,14 +118,12 @@ pub(crate) async fn run(
 ) -> Result<Ids, Error> {
     for op in ops {
         let change = op.change();
-        cx.progress().on(&Event::Started(&change));
-        let start = Instant::now();
-        let id = step(elb, cx, op, &mut ids).await?;
-        cx.progress().on(&Event::Finished {
-            change: &change,
-            id: id.as_deref(),
-            elapsed: start.elapsed(),
-        });
+        infra::reported(
+            cx.progress(),
+            std::slice::from_ref(&change),
+            Box::pin(step(elb, cx, op, &mut ids)),
+        )
+        .await?;
     }
     Ok(ids)
 }
