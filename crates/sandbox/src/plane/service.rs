@@ -215,21 +215,8 @@ impl Reconciler {
         // Unhealthy old tasks go first: stopping them costs no capacity.
         old_sorted.sort();
         let mut to_stop: Vec<(String, String)> = Vec::new();
-        let mut to_start = 0usize;
-        if old_sorted.is_empty() {
-            if new.len() < desired {
-                to_start = desired - new.len();
-            } else if new.len() > desired {
-                for arn in self.scale_in_victims(svc, new.len() - desired) {
-                    to_stop.push((
-                        arn,
-                        format!(
-                            "Scaling activity initiated by (deployment {})",
-                            svc.deployment_id
-                        ),
-                    ));
-                }
-            }
+        let to_start = if old_sorted.is_empty() {
+            desired.saturating_sub(new.len())
         } else {
             let max_total =
                 desired * usize::try_from(svc.max_percent.max(100)).unwrap_or(200) / 100;
@@ -253,18 +240,18 @@ impl Reconciler {
                 ));
             }
             let room = max_total.saturating_sub(new.len() + remaining_old);
-            to_start = room.min(desired.saturating_sub(new.len()));
-            // Too many new tasks (desired fell during the deployment).
-            if new.len() > desired {
-                for arn in self.scale_in_victims(svc, new.len() - desired) {
-                    to_stop.push((
-                        arn,
-                        format!(
-                            "Scaling activity initiated by (deployment {})",
-                            svc.deployment_id
-                        ),
-                    ));
-                }
+            room.min(desired.saturating_sub(new.len()))
+        };
+        // Too many new tasks: desired fell (scale-in), also during a deployment.
+        if new.len() > desired {
+            for arn in self.scale_in_victims(svc, new.len() - desired) {
+                to_stop.push((
+                    arn,
+                    format!(
+                        "Scaling activity initiated by (deployment {})",
+                        svc.deployment_id
+                    ),
+                ));
             }
         }
         for (arn, reason) in to_stop {
