@@ -57,8 +57,13 @@ pub struct Config {
     pub max_connection_age: Option<f64>,
     /// Close and reopen a connection after this many requests. Default none (no limit).
     pub max_requests_per_connection: Option<u64>,
-    /// Re-resolve the host every this many seconds during the run; 0 resolves once. Default 5.
+    /// Re-resolve the host every this many seconds during the run, or sooner when the answer's
+    /// TTL (known with `dns-server`) is shorter; 0 resolves once. Default 5.
     pub dns_ttl: f64,
+    /// Ask this DNS server (`ip:port`, UDP) for the host's A records instead of the system
+    /// resolver, and honour their TTL (e.g. the sandbox's server, which answers for its load
+    /// balancers' names). Default none.
+    pub dns_server: Option<String>,
     /// Address overrides like curl `--resolve`: `"host:port:addr[,addr...]"`. Default none.
     pub resolve: Vec<String>,
     /// A PEM file of CA certificates (one or more) trusted for `https://` URLs on top of the
@@ -99,6 +104,7 @@ impl Default for Config {
             max_connection_age: None,
             max_requests_per_connection: None,
             dns_ttl: 5.0,
+            dns_server: None,
             resolve: Vec::new(),
             cacert: None,
             breakdown_headers: vec!["x-az".into()],
@@ -225,6 +231,7 @@ pub(crate) struct Spec {
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_requests: Option<u64>,
     pub(crate) dns_ttl: Option<Duration>,
+    pub(crate) dns_server: Option<SocketAddr>,
     pub(crate) overrides: Vec<(String, u16, Vec<IpAddr>)>,
     /// TLS settings for an `https://` URL; `None` for `http://`.
     pub(crate) tls: Option<TlsSpec>,
@@ -499,6 +506,20 @@ impl Config {
         if !(self.dns_ttl.is_finite() && self.dns_ttl >= 0.0) {
             p.push("dns-ttl", self.dns_ttl, "seconds, >= 0 (0 resolves once)");
         }
+        let dns_server = match &self.dns_server {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.push(
+                        "dns-server",
+                        text,
+                        "ip:port of a DNS server, e.g. 127.0.0.1:5353",
+                    );
+                    None
+                }
+            },
+        };
         if !(self.late_start_ms.is_finite() && self.late_start_ms >= 0.0) {
             p.push("late-start-ms", self.late_start_ms, "milliseconds, >= 0");
         }
@@ -575,6 +596,7 @@ impl Config {
             max_age: self.max_connection_age.map(Duration::from_secs_f64),
             max_requests: self.max_requests_per_connection,
             dns_ttl: (self.dns_ttl > 0.0).then(|| Duration::from_secs_f64(self.dns_ttl)),
+            dns_server,
             overrides,
             tls: server_name.map(|server_name| TlsSpec {
                 server_name,

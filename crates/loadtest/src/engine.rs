@@ -18,12 +18,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Pacer, Spec};
+use crate::dns::DnsResolver;
 use crate::error::Error;
 use crate::h1::{self, Stream};
 use crate::pacer::{Pacing, Slots, pace, precise_timer};
 use crate::record::{ErrorKind, Frame, new_histogram};
 use crate::report::{Collector, Report, Second, Snapshot};
-use crate::resolve::{Addrs, Resolve, SystemResolver};
+use crate::resolve::{Addrs, Resolve, Resolved, SystemResolver};
 use crate::schedule::Schedule;
 
 /// How long before the first intended send time the connections are opened.
@@ -88,14 +89,44 @@ impl Worker {
         false
     }
 
+    /// Opens connection `id` to its address (`id mod n` of the answer); when that address
+    /// refuses or does not answer within the connect timeout, the next addresses in turn (each
+    /// failed attempt is counted for its address).
     async fn connect(&self, id: usize) -> Result<Conn, (ErrorKind, Option<SocketAddr>)> {
         let generation = self.addrs.generation();
         let list = self.addrs.get();
         if list.is_empty() {
             return Err((ErrorKind::Dns, None));
         }
-        let addr = list[id % list.len()];
-        // The connect timeout covers the TCP connect and, for https, the TLS handshake.
+        let mut last = (ErrorKind::Other, None);
+        for k in 0..list.len() {
+            let addr = list[(id + k) % list.len()];
+            match self.open(addr).await {
+                Ok(h1) => {
+                    self.frame.borrow_mut().connects += 1;
+                    return Ok(Conn {
+                        h1,
+                        addr,
+                        opened: Instant::now(),
+                        requests: 0,
+                        generation,
+                    });
+                }
+                // A TLS failure is the server's answer, not an unreachable address.
+                Err(ErrorKind::Tls) => return Err((ErrorKind::Tls, Some(addr))),
+                Err(kind) => {
+                    if k + 1 < list.len() {
+                        self.frame.borrow_mut().connect_failure(addr);
+                    }
+                    last = (kind, Some(addr));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// A connection to `addr` within the connect timeout (TCP and, for https, TLS).
+    async fn open(&self, addr: SocketAddr) -> Result<h1::Conn<Stream>, ErrorKind> {
         let open = async {
             let stream = TcpStream::connect(addr)
                 .await
@@ -113,20 +144,10 @@ impl Worker {
             };
             Ok(h1::Conn::new(stream, self.spec.breakdown_headers.len()))
         };
-        let h1 = match tokio::time::timeout(self.spec.connect_timeout, open).await {
-            Err(_) => return Err((ErrorKind::Timeout, Some(addr))),
-            Ok(Err(kind)) => return Err((kind, Some(addr))),
-            Ok(Ok(c)) => c,
-        };
-        self.frame.borrow_mut().connects += 1;
-        let opened = Instant::now();
-        Ok(Conn {
-            h1,
-            addr,
-            opened,
-            requests: 0,
-            generation,
-        })
+        match tokio::time::timeout(self.spec.connect_timeout, open).await {
+            Err(_) => Err(ErrorKind::Timeout),
+            Ok(r) => r,
+        }
     }
 
     /// One request/response on `c`; returns the status, or `Timeout` once the request timeout
@@ -362,12 +383,16 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
         ),
         None => None,
     };
-    let resolver: Arc<dyn Resolve> = match &config.resolver {
-        Some(r) => Arc::clone(r),
-        None => Arc::new(SystemResolver::with_overrides(spec.overrides.clone())),
+    let resolver: Arc<dyn Resolve> = match (&config.resolver, spec.dns_server) {
+        (Some(r), _) => Arc::clone(r),
+        (None, Some(server)) => Arc::new(DnsResolver::new(server)),
+        (None, None) => Arc::new(SystemResolver::with_overrides(spec.overrides.clone())),
     };
-    let first = resolver
-        .resolve(&spec.host, spec.port)
+    let Resolved {
+        addrs: first,
+        ttl: first_ttl,
+    } = resolver
+        .resolve_ttl(&spec.host, spec.port)
         .await
         .map_err(|source| Error::Resolve {
             host: spec.host.clone(),
@@ -427,7 +452,7 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     if let Ok(mut d) = dns.lock() {
         d.addresses = addrs.get().iter().map(|a| a.ip().to_string()).collect();
     }
-    let dns_task = spec.dns_ttl.map(|ttl| {
+    let dns_task = spec.dns_ttl.map(|most| {
         let (resolver, addrs, spec, dns) = (
             Arc::clone(&resolver),
             Arc::clone(&addrs),
@@ -435,14 +460,18 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
             Arc::clone(&dns),
         );
         tokio::spawn(async move {
-            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + ttl, ttl);
+            let mut ttl = first_ttl;
             loop {
-                every.tick().await;
-                let r = resolver.resolve(&spec.host, spec.port).await;
+                tokio::time::sleep(keep_for(ttl, most)).await;
+                let r = resolver.resolve_ttl(&spec.host, spec.port).await;
                 let Ok(mut d) = dns.lock() else { continue };
                 d.resolutions += 1;
                 match r {
-                    Ok(list) if !list.is_empty() => {
+                    Ok(Resolved {
+                        addrs: list,
+                        ttl: t,
+                    }) if !list.is_empty() => {
+                        ttl = t;
                         for a in &list {
                             let ip = a.ip().to_string();
                             if !d.addresses.contains(&ip) {
@@ -479,6 +508,13 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
         stop,
         task,
     })
+}
+
+/// How long an answer is kept: its TTL when known, at most `most` (`dns-ttl`), at least
+/// 100 ms.
+fn keep_for(ttl: Option<Duration>, most: Duration) -> Duration {
+    ttl.map_or(most, |t| t.min(most))
+        .max(Duration::from_millis(100))
 }
 
 /// Receives frames until every worker is done.

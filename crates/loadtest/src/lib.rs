@@ -18,10 +18,16 @@
 //! counts per status / error kind / remote address / breakdown header value) that the collector
 //! merges, so memory stays flat however long the run.
 //!
-//! The host is re-resolved every [`Config::dns_ttl`] seconds and connection `i` goes to address
-//! `i mod n`, so connections spread over every address (an ALB answers with one per AZ) and move
-//! when the answer changes. [`Config::resolve`] maps a host to addresses like curl `--resolve`;
-//! [`Config::resolver`] injects any [`Resolve`].
+//! The host is re-resolved when its answer expires (the records' TTL when the resolver knows it,
+//! [`Config::dns_server`] asks a DNS server directly; at most every [`Config::dns_ttl`] seconds)
+//! and connection `i` goes to address `i mod n`, so connections spread over every address (an
+//! ALB answers with one per AZ) and move when the answer changes. A connection that cannot
+//! connect to its address (refused, or no answer within [`Config::connect_timeout`], as when a
+//! load balancer node's subnet is cut off) tries the next addresses of the answer in turn, as
+//! curl, Go's dialer and browsers do; each failed attempt is counted per address
+//! (`connect_failures`), and the request's latency includes the time it cost.
+//! [`Config::resolve`] maps a host to addresses like curl `--resolve`; [`Config::resolver`]
+//! injects any [`Resolve`].
 //!
 //! `https://` URLs use rustls (aws-lc-rs crypto, TLS 1.2 and 1.3, ALPN `http/1.1`) on the same raw
 //! HTTP/1.1 keep-alive connections; the maximum connection age and requests per connection
@@ -78,9 +84,10 @@
 //! | `errors_by_kind` | `{"refused"\|"timeout"\|"reset"\|"dns"\|"tls"\|"other": n}` | every kind, zeros included |
 //! | `latency_ms.corrected`, `latency_ms.raw`, `pacer_lateness_ms` | percentiles | `{count, min, mean, p50, p90, p95, p99, p99_9, max}` |
 //! | `by_addr` | `{"ip:port": n}` | responses and errors per remote address |
+//! | `connect_failures` | `{"ip:port": n}` | connection attempts that failed per address (a next address was tried) |
 //! | `by_header` | `{"x-az": {"value": n}}` | responses per breakdown header value (`"(none)"` when absent) |
 //! | `dns` | `{resolutions, failures, changes, addresses}` | DNS activity |
-//! | `series` | `[second]` | one per second: `{t, sent, completed, ok, errors, late_starts, p50_ms, p99_ms, max_ms, statuses, errors_by_kind, by_addr, by_header}` |
+//! | `series` | `[second]` | one per second: `{t, sent, completed, ok, errors, late_starts, p50_ms, p99_ms, max_ms, statuses, errors_by_kind, by_addr, connect_failures, by_header}` |
 //!
 //! Error rate = (errors + unsent + 5xx) / scheduled; success rate = ok / scheduled.
 //!
@@ -88,6 +95,7 @@
 //! [`Report::write_interval_log`] (HdrHistogram interval log of corrected latency, µs).
 
 mod config;
+mod dns;
 mod engine;
 mod error;
 mod h1;
@@ -99,11 +107,14 @@ mod schedule;
 mod tls;
 
 pub use config::{Config, MAX_RATE_PER_CONNECTION, Pacer, Problem, Problems, Slo, Stage};
+pub use dns::DnsResolver;
 pub use engine::{RunHandle, run, start};
 pub use error::Error;
 pub use record::{ErrorKind, Frame, HIST_MAX_US, new_histogram};
 pub use report::{
     Dns, Latency, Percentiles, Report, Second, Snapshot, Verdict, histogram, scheduled_requests,
 };
-pub use resolve::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
+pub use resolve::{
+    Resolve, ResolveFuture, Resolved, ResolvedFuture, StaticResolver, SystemResolver,
+};
 pub use schedule::Schedule;

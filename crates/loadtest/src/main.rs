@@ -59,9 +59,14 @@ struct Args {
     /// Reopen connections after this many requests.
     #[arg(long)]
     max_requests_per_connection: Option<u64>,
-    /// Re-resolve the host every this many seconds (0: once).
+    /// Re-resolve the host every this many seconds, or sooner when the answer's TTL is shorter
+    /// (0: once).
     #[arg(long)]
     dns_ttl: Option<f64>,
+    /// Ask this DNS server (ip:port, UDP) for the host and honour its TTL (e.g. the sandbox's,
+    /// which `cargo xtask sandbox status` prints).
+    #[arg(long, value_name = "ADDR")]
+    dns_server: Option<String>,
     /// `host:port:addr[,addr]` address override (repeatable); https still verifies the URL's host.
     #[arg(long)]
     resolve: Vec<String>,
@@ -149,6 +154,9 @@ fn config(a: &Args) -> anyhow::Result<Config> {
     }
     c.headers.extend(a.headers.iter().cloned());
     c.resolve.extend(a.resolve.iter().cloned());
+    if a.dns_server.is_some() {
+        c.dns_server = a.dns_server.clone();
+    }
     if a.cacert.is_some() {
         c.cacert = a.cacert.clone();
     }

@@ -130,6 +130,8 @@ pub struct Frame {
     pub error_kinds: [u64; 6],
     /// Responses and errors per remote address.
     pub by_addr: Vec<(SocketAddr, u64)>,
+    /// Connection attempts that failed per address (the next address was tried).
+    pub connect_failures: Vec<(SocketAddr, u64)>,
     /// Per breakdown header (same order as configured): responses per header value (`None` when
     /// the header was absent).
     pub by_header: Vec<Vec<(Option<Bytes>, u64)>>,
@@ -150,6 +152,7 @@ impl Frame {
             statuses: vec![0; 500],
             error_kinds: [0; 6],
             by_addr: Vec::new(),
+            connect_failures: Vec::new(),
             by_header: vec![Vec::new(); headers],
         }
     }
@@ -191,15 +194,23 @@ impl Frame {
         }
     }
 
+    /// Records a connection attempt to `addr` that failed.
+    pub fn connect_failure(&mut self, addr: SocketAddr) {
+        count(&mut self.connect_failures, addr, 1);
+    }
+
     #[inline]
     fn count_addr(&mut self, addr: SocketAddr) {
-        for (a, c) in self.by_addr.iter_mut() {
-            if *a == addr {
-                *c += 1;
-                return;
-            }
-        }
-        self.by_addr.push((addr, 1));
+        count(&mut self.by_addr, addr, 1);
+    }
+}
+
+/// Adds `n` to `addr`'s count in a short list.
+#[inline]
+pub(crate) fn count(list: &mut Vec<(SocketAddr, u64)>, addr: SocketAddr, n: u64) {
+    match list.iter_mut().find(|(a, _)| *a == addr) {
+        Some((_, c)) => *c += n,
+        None => list.push((addr, n)),
     }
 }
 

@@ -8,15 +8,37 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// A boxed resolution future.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>>;
 
+/// A boxed resolution future that also tells how long the answer may be kept.
+pub type ResolvedFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Resolved>> + Send + 'a>>;
+
+/// An answer: the addresses, and the records' TTL when the resolver knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Every address.
+    pub addrs: Vec<SocketAddr>,
+    /// How long the answer may be kept (`None`: not known; the engine re-resolves every
+    /// `dns-ttl`).
+    pub ttl: Option<Duration>,
+}
+
 /// Resolves a host and port to every address it has. The engine calls it before the run and
-/// then every `dns-ttl` seconds, and spreads connections over all the addresses returned.
+/// then whenever the answer expires (its TTL, at most `dns-ttl` seconds), and spreads
+/// connections over all the addresses returned.
 pub trait Resolve: Send + Sync + fmt::Debug {
     /// All addresses of `host:port`.
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> ResolveFuture<'a>;
+
+    /// All addresses of `host:port` with the answer's TTL; by default [`Resolve::resolve`]
+    /// with no TTL.
+    fn resolve_ttl<'a>(&'a self, host: &'a str, port: u16) -> ResolvedFuture<'a> {
+        let f = self.resolve(host, port);
+        Box::pin(async move { f.await.map(|addrs| Resolved { addrs, ttl: None }) })
+    }
 }
 
 /// The system resolver (`getaddrinfo` through tokio), with curl-style overrides.

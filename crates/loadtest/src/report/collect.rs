@@ -19,10 +19,10 @@ pub(crate) fn merge(into: &mut Frame, f: Frame) {
         *a += b;
     }
     for (addr, n) in f.by_addr {
-        match into.by_addr.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, c)) => *c += n,
-            None => into.by_addr.push((addr, n)),
-        }
+        count(&mut into.by_addr, addr, n);
+    }
+    for (addr, n) in f.connect_failures {
+        count(&mut into.connect_failures, addr, n);
     }
     if into.by_header.len() < f.by_header.len() {
         into.by_header.resize(f.by_header.len(), Vec::new());
@@ -49,6 +49,7 @@ struct Tables {
     ok: u64,
     errors_by_kind: BTreeMap<String, u64>,
     by_addr: BTreeMap<String, u64>,
+    connect_failures: BTreeMap<String, u64>,
     by_header: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -71,6 +72,11 @@ fn tables(f: &Frame, headers: &[String], every_kind: bool) -> Tables {
         .map(|(k, n)| (k.name().to_string(), n))
         .collect();
     let by_addr = f.by_addr.iter().map(|(a, n)| (addr_key(a), *n)).collect();
+    let connect_failures = f
+        .connect_failures
+        .iter()
+        .map(|(a, n)| (addr_key(a), *n))
+        .collect();
     let mut by_header = BTreeMap::new();
     for (name, vals) in headers.iter().zip(&f.by_header) {
         let m: &mut BTreeMap<String, u64> = by_header.entry(name.clone()).or_default();
@@ -86,6 +92,7 @@ fn tables(f: &Frame, headers: &[String], every_kind: bool) -> Tables {
         ok,
         errors_by_kind,
         by_addr,
+        connect_failures,
         by_header,
     }
 }
@@ -231,6 +238,7 @@ impl Collector {
             statuses: t.statuses,
             errors_by_kind: t.errors_by_kind,
             by_addr: t.by_addr,
+            connect_failures: t.connect_failures,
             by_header: t.by_header,
         };
         if f.completed + f.errors > 0 {
@@ -304,6 +312,7 @@ impl Collector {
             },
             pacer_lateness_ms: Percentiles::of(&lateness),
             by_addr: t.by_addr,
+            connect_failures: t.connect_failures,
             by_header: t.by_header,
             dns,
             series,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Config, Slo, Spec, Stage, addr_key};
-use crate::record::{ErrorKind, Frame, new_histogram};
+use crate::record::{ErrorKind, Frame, count, new_histogram};
 use crate::schedule::Schedule;
 
 mod collect;
@@ -97,6 +97,9 @@ pub struct Second {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Responses and errors per remote address `ip:port`.
     pub by_addr: BTreeMap<String, u64>,
+    /// Failed connection attempts per remote address `ip:port` (the next address was tried).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connect_failures: BTreeMap<String, u64>,
     /// Per breakdown header: responses per header value (`"(none)"` when absent).
     pub by_header: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -208,6 +211,9 @@ pub struct Report {
     pub pacer_lateness_ms: Percentiles,
     /// Responses and errors per remote address.
     pub by_addr: BTreeMap<String, u64>,
+    /// Failed connection attempts per remote address (the next address was tried).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connect_failures: BTreeMap<String, u64>,
     /// Per breakdown header: responses per value.
     pub by_header: BTreeMap<String, BTreeMap<String, u64>>,
     /// DNS activity.
@@ -506,6 +512,15 @@ impl Report {
             let _ = writeln!(o, "\nby address");
             for (k, v) in &self.by_addr {
                 let _ = writeln!(o, "  {k:<40} {v:>10}  {:>6.2}%", pct(*v, total));
+            }
+        }
+        if !self.connect_failures.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nfailed connects by address (the next address was tried)"
+            );
+            for (k, v) in &self.connect_failures {
+                let _ = writeln!(o, "  {k:<40} {v:>10}");
             }
         }
         for (h, vals) in &self.by_header {

@@ -535,3 +535,112 @@ async fn connections_the_server_closes_are_reopened_without_errors() {
     let r = one_response_per_connection(close, Duration::from_secs(2)).await;
     assert_eq!(r.statuses.get("503"), Some(&40));
 }
+
+/// A listener on `addr` that answers no connection attempt: its accept queue is full and
+/// never drained, so the kernel drops SYNs, as a network ACL that denies everything does.
+async fn blackhole(addr: SocketAddr) -> (tokio::net::TcpListener, Option<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One connection fills a queue of length zero.
+    let filler = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    (listener, filler)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_drops_connection_attempts_is_passed_over_for_the_next() {
+    let good = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let port = good.addr.port();
+    let dead: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
+    let (_hole, _filler) = blackhole(dead).await;
+    let resolver = StaticResolver::new(vec![dead.ip(), good.addr.ip()]);
+    let c = Config {
+        url: format!("http://service.test:{port}/"),
+        connect_timeout: 0.2,
+        resolver: Some(resolver),
+        ..config(String::new(), 50.0, 2.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    // Every request was answered, by the live address (the connections open before the
+    // schedule starts, so no request waited for the failed attempts).
+    assert_eq!((r.completed, r.errors), (100, 0), "{:?}", r.errors_by_kind);
+    assert_eq!(good.requests.load(Ordering::Relaxed), 100);
+    let failed = r
+        .connect_failures
+        .get(&dead.to_string())
+        .copied()
+        .unwrap_or(0);
+    // Half of the 20 connections start on the dead address.
+    assert!(failed >= 10, "{:?}", r.connect_failures);
+    assert!(
+        !r.by_addr.contains_key(&dead.to_string()),
+        "{:?}",
+        r.by_addr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_server_is_asked_again_when_its_answer_expires() {
+    let a = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let port = a.addr.port();
+    let b = Server::start(&format!("127.0.0.2:{port}"), Duration::ZERO).await;
+    // A DNS server: `127.0.0.1` with a TTL of 1 s for the first two queries, then `127.0.0.2`.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = udp.local_addr().unwrap();
+    let queries = Arc::new(AtomicU64::new(0));
+    let q = Arc::clone(&queries);
+    let dns = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
+            let ip = if q.fetch_add(1, Ordering::Relaxed) < 2 {
+                [127, 0, 0, 1]
+            } else {
+                [127, 0, 0, 2]
+            };
+            let mut m = buf[..n].to_vec();
+            m[2] = 0x81;
+            m[3] = 0x80;
+            m[6..8].copy_from_slice(&1u16.to_be_bytes());
+            m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4]);
+            m.extend_from_slice(&ip);
+            let _ = udp.send_to(&m, from).await;
+        }
+    });
+    let c = Config {
+        url: format!("http://alb.sandbox.test:{port}/"),
+        // A client that would keep answers for a minute: the TTL of 1 s wins.
+        dns_ttl: 60.0,
+        dns_server: Some(server.to_string()),
+        ..config(String::new(), 50.0, 4.0)
+    };
+    let r = loadtest::run(c, None).await.unwrap();
+    dns.abort();
+    assert_eq!((r.completed, r.errors), (200, 0), "{:?}", r.errors_by_kind);
+    assert!(r.dns.resolutions >= 3, "{:?}", r.dns);
+    assert!(r.dns.changes >= 1, "{:?}", r.dns);
+    assert!(
+        b.requests.load(Ordering::Relaxed) >= 50,
+        "the new answer was followed"
+    );
+    assert!(queries.load(Ordering::Relaxed) >= 3);
+    // A DNS server that is not an address is named before the run.
+    let bad = Config {
+        dns_server: Some("localhost".into()),
+        ..config(a.url(), 10.0, 1.0)
+    };
+    match loadtest::start(bad).await {
+        Err(Error::Invalid(p)) => assert!(p.to_string().contains("dns-server"), "{p}"),
+        other => panic!("{other:?}"),
+    }
+}
