@@ -443,7 +443,7 @@ impl Tracker {
         let mut why = Vec::new();
         for p in &enabled {
             let (_, low) = self.alarms(p);
-            let Some(d) = latest(p) else { return None };
+            let d = latest(p)?;
             if low != AlarmState::Alarm {
                 return None;
             }

@@ -562,10 +562,7 @@ async fn serve(
     stopped: tokio::sync::oneshot::Receiver<()>,
     stats_max_us: Arc<AtomicU64>,
 ) {
-    let settings = ProxySettings {
-        idle_timeout: Duration::from_secs(60),
-        name: "app/bench/0123456789abcdef".into(),
-    };
+    let settings = ProxySettings::new("app/bench/0123456789abcdef");
     let proxy = match Proxy::bind(SocketAddr::from(([127, 0, 0, 1], 0)), settings).await {
         Ok(p) => p,
         Err(e) => {

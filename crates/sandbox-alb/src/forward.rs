@@ -18,9 +18,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::node::NodeState;
 use crate::stats::Pending;
 use crate::target::{Member, Shared};
-use crate::{CONNECT_TIMEOUT, MAX_IDLE_PER_TARGET, lock};
+use crate::{MAX_IDLE_PER_TARGET, lock};
 
 /// The response body: a target's streamed body, or a load balancer page.
 pub(crate) type ProxyBody = Either<TargetBody, Full<Bytes>>;
@@ -158,7 +159,29 @@ pub(crate) enum Failure {
     Timeout,
 }
 
+/// A cut-off node never answers: the request waits until the client gives up (and closes the
+/// connection, which drops this future).
+async fn unanswered(node: &NodeState) {
+    if !node.is_reachable() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub(crate) async fn forward(
+    shared: Arc<Shared>,
+    node: Arc<NodeState>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    client_ip: HeaderValue,
+) -> Response<ProxyBody> {
+    unanswered(&node).await;
+    let response = route(shared, request, client, client_ip).await;
+    // Cut off while the target answered: the answer does not reach the client either.
+    unanswered(&node).await;
+    response
+}
+
+async fn route(
     shared: Arc<Shared>,
     mut request: Request<Incoming>,
     client: SocketAddr,
@@ -302,13 +325,13 @@ pub(crate) async fn send(
     for attempt in 0..2 {
         if !member.reachable.load(Ordering::Relaxed) {
             // Partitioned: SYNs (or data on an open connection) go unanswered.
-            tokio::time::sleep(CONNECT_TIMEOUT.min(idle)).await;
+            tokio::time::sleep(shared.connect_timeout.min(idle)).await;
             pending.error_reason = Some("TargetConnectionError");
             return Err(Failure::Timeout);
         }
         let mut conn = match pooled(member) {
             Some(conn) => conn,
-            None => match connect(member.addr).await {
+            None => match connect(member.addr, shared.connect_timeout).await {
                 Ok(conn) => conn,
                 Err(failure) => {
                     pending.error_reason = Some("TargetConnectionError");
@@ -373,8 +396,11 @@ pub(crate) fn pooled(member: &Member) -> Option<SendRequest<Incoming>> {
     None
 }
 
-pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Incoming>, Failure> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<SendRequest<Incoming>, Failure> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => return Err(Failure::Refused),
         Err(_) => return Err(Failure::Timeout),

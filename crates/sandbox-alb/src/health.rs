@@ -36,8 +36,23 @@ pub(crate) fn parse_matcher(matcher: &str) -> Vec<(u16, u16)> {
 /// Why one check failed, as an ELB reason code.
 type Outcome = Result<(), &'static str>;
 
-/// Checks `member` every interval until aborted or the proxy is gone.
+/// When a new target's first check comes after its registration: a point within one interval,
+/// fixed by the seed and the target's id (an ALB checks on its own schedule; with AWS's
+/// defaults a new target takes traffic 0-30 s after registration).
+pub fn first_check_delay(seed: u64, id: &str, interval: Duration) -> Duration {
+    interval.mul_f64(aws_model::Rng::keyed(seed, id))
+}
+
+/// Checks `member` every interval until aborted or the proxy is gone; the first check after
+/// [`first_check_delay`].
 pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
+    let first = shared.upgrade().and_then(|s| {
+        let interval = lock(&s.control).health_check.as_ref().map(|c| c.interval)?;
+        Some(first_check_delay(s.seed, &member.id, interval))
+    });
+    if let Some(delay) = first {
+        tokio::time::sleep(delay).await;
+    }
     loop {
         let Some((check, matcher)) = shared.upgrade().and_then(|s| {
             let control = lock(&s.control);
@@ -56,9 +71,13 @@ pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
                 Ok(()) => {
                     health.passes = health.passes.saturating_add(1);
                     health.failures = 0;
-                    if health.state != TargetState::Healthy
-                        && health.passes >= check.healthy_threshold.max(1)
-                    {
+                    // A new target needs one pass; the threshold is for a target recovering.
+                    let needed = if health.state == TargetState::Initial {
+                        aws_model::aws::elb::NEW_TARGET_PASSES
+                    } else {
+                        check.healthy_threshold
+                    };
+                    if health.state != TargetState::Healthy && health.passes >= needed.max(1) {
                         health.state = TargetState::Healthy;
                         health.reason = "";
                     }

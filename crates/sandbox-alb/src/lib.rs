@@ -5,19 +5,26 @@
 //! (`examples/bench.rs`, run by `cargo xtask bench sandbox`) builds it in release cheaply.
 //!
 //! What it does like an ALB:
+//! - **nodes**: one listener per zone ([`Proxy::bind_nodes`]), as an ALB has one node (one
+//!   address in its DNS answer) in each enabled zone. A node cut off by its subnet's network
+//!   ACL ([`Proxy::set_node_reachable`]) drops SYNs, so clients' connects time out, and its open
+//!   connections stop answering (see the `node` module).
 //! - **routing**: round robin over the *healthy* targets of every zone (cross-zone load
-//!   balancing is always on for ALBs). Targets start [`TargetState::Initial`] and receive traffic
-//!   once `healthy_threshold` consecutive checks passed. **Fail open**: when no registered target
-//!   is healthy, requests go to every registered, non-draining target whatever its state (ALB does
+//!   balancing is always on for ALBs), except the zones a zonal shift moved traffic away from
+//!   ([`Proxy::set_shifted_zones`]). Targets start [`TargetState::Initial`]; a new target's first
+//!   check comes at a point within one interval that its id and the seed fix, and one pass makes
+//!   it healthy (`aws_model::aws::elb::NEW_TARGET_PASSES`); `healthy_threshold` passes in a row
+//!   apply only to an unhealthy target recovering. **Fail open**: when no registered target is
+//!   healthy, requests go to every registered, non-draining target whatever its state (ALB does
 //!   the same when all targets are unhealthy). No registered target: `503`.
 //! - **health checks**: per target, every `interval`, `GET path` on a fresh connection with
-//!   `timeout`; the status must match `matcher` (`"200"`, `"200,202"`, `"200-299"`).
-//!   `healthy_threshold` consecutive passes make a target healthy, `unhealthy_threshold`
-//!   consecutive failures unhealthy. Reasons use the ELB codes (`Elb.InitialHealthChecking`,
-//!   `Target.Timeout`, `Target.ResponseCodeMismatch`, `Target.FailedHealthChecks`,
-//!   `Target.DeregistrationInProgress`).
+//!   `timeout`; the status must match `matcher` (`"200"`, `"200,202"`, `"200-299"`);
+//!   `unhealthy_threshold` consecutive failures make a target unhealthy. Reasons use the ELB codes
+//!   (`Elb.InitialHealthChecking`, `Target.Timeout`, `Target.ResponseCodeMismatch`,
+//!   `Target.FailedHealthChecks`, `Target.DeregistrationInProgress`).
 //! - **errors**: connection refused/reset or a malformed answer from the target: `502`; no
-//!   answer within the idle timeout, or no connection within [`CONNECT_TIMEOUT`]: `504`.
+//!   answer within the idle timeout, or no connection within the connect timeout (10 s on AWS,
+//!   [`CONNECT_TIMEOUT`]): `504`.
 //! - **partitions**: a target with `reachable: false` models a subnet whose network ACL denies
 //!   everything: the proxy never connects to it; a request routed to it waits for the connect
 //!   timeout (or, on an already open keep-alive connection, the idle timeout), whichever of the
@@ -49,7 +56,7 @@
 //! use sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup};
 //! let proxy = Proxy::bind(
 //!     "127.0.0.1:0".parse()?,
-//!     ProxySettings { idle_timeout: Duration::from_secs(60), name: "app/web/0123456789abcdef".into() },
+//!     ProxySettings::new("app/web/0123456789abcdef"),
 //! )
 //! .await?;
 //! proxy.set_target_group(TargetGroup {
@@ -70,6 +77,7 @@
 mod forward;
 mod health;
 mod log;
+mod node;
 mod proxy;
 mod stats;
 mod target;
@@ -79,10 +87,12 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use health::first_check_delay;
 pub use proxy::Proxy;
 
-/// How long the proxy tries to open a connection to a target (ALB: 10 s; not configurable).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ALB tries to open a connection to a target: [`ProxySettings::connect_timeout`]'s
+/// default (AWS's 10 s, `aws_model::aws::elb::CONNECT_TIMEOUT`).
+pub const CONNECT_TIMEOUT: Duration = aws_model::aws::elb::CONNECT_TIMEOUT;
 /// Idle keep-alive connections kept per target.
 pub const MAX_IDLE_PER_TARGET: usize = 256;
 /// Access log lines kept between two [`Proxy::take_stats`] calls; more are counted and dropped.
@@ -116,6 +126,32 @@ pub struct ProxySettings {
     /// The load balancer as written in access logs: its ARN suffix `app/{name}/{id}`; a bare
     /// name is written as `app/{name}/{16 hex digits derived from the name}`.
     pub name: String,
+    /// How long it tries to connect to a target before a `504`. Default [`CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// Fixes each new target's first health check within the interval (the same seed and
+    /// target id, the same point). Default 0.
+    pub seed: u64,
+}
+
+impl ProxySettings {
+    /// AWS's defaults (idle timeout 60 s, connect timeout 10 s) for the load balancer `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        ProxySettings {
+            idle_timeout: Duration::from_secs(60),
+            name: name.into(),
+            connect_timeout: CONNECT_TIMEOUT,
+            seed: 0,
+        }
+    }
+}
+
+/// One node of the load balancer: the zone it is in and the address it listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its zone.
+    pub zone: String,
+    /// Where it listens (port 0: any free port; every node of a proxy gets the same port).
+    pub addr: SocketAddr,
 }
 
 /// A target group: its health check, deregistration delay and registered targets.
@@ -268,13 +304,14 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     /// Architecture invariant: the proxy builds without the AWS SDK (a release build of the
-    /// SDK takes 20 minutes; this crate's takes one).
+    /// SDK takes 20 minutes; this crate's takes one). `aws-model` is AWS's numbers, no SDK.
     #[test]
     fn no_aws_crate_among_the_dependencies() {
         let manifest = include_str!("../Cargo.toml");
         let aws: Vec<&str> = manifest
             .lines()
-            .filter(|l| l.trim_start().starts_with("aws"))
+            .map(str::trim_start)
+            .filter(|l| l.starts_with("aws") && !l.starts_with("aws-model"))
             .collect();
         assert!(aws.is_empty(), "AWS crates in sandbox-alb: {aws:?}");
     }

@@ -16,10 +16,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::forward::forward;
+use crate::node::NodeState;
 use crate::stats::StatsAcc;
 use crate::target::{Control, Member, Routing, Shared};
 use crate::{
-    Error, ProxySettings, ProxyStats, SHUTDOWN_DRAIN, TargetGroup, TargetHealth, TargetState,
+    Error, Node, ProxySettings, ProxyStats, SHUTDOWN_DRAIN, TargetGroup, TargetHealth, TargetState,
     health, lock,
 };
 
@@ -29,21 +30,55 @@ pub struct Proxy {
     shared: Arc<Shared>,
     addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
-    accept: Option<JoinHandle<()>>,
+    accept: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
     /// Listens on `addr` (port 0: any free port) with no target registered (every request is
-    /// a `503` until [`Proxy::set_target_group`]). The listener, health checks and drains run
-    /// on the Tokio runtime this is called on; the other methods may be called from anywhere.
+    /// a `503` until [`Proxy::set_target_group`]): a load balancer of one node, in no zone. The
+    /// listener, health checks and drains run on the Tokio runtime this is called on; the
+    /// other methods may be called from anywhere.
     pub async fn bind(addr: SocketAddr, settings: ProxySettings) -> Result<Proxy, Error> {
-        let bind_error = |source| Error::Bind {
-            name: settings.name.clone(),
-            addr,
-            source,
+        Self::bind_nodes(
+            &[Node {
+                zone: String::new(),
+                addr,
+            }],
+            settings,
+        )
+        .await
+    }
+
+    /// Listens on every node's address, all on one port: the first node's (any free port when
+    /// it is 0), which the others then take too. A node's zone is what
+    /// [`Proxy::set_node_reachable`] names. At least one node.
+    pub async fn bind_nodes(nodes: &[Node], settings: ProxySettings) -> Result<Proxy, Error> {
+        let bind_error = |addr: SocketAddr| {
+            let name = settings.name.clone();
+            move |source| Error::Bind { name, addr, source }
         };
-        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-        let local = listener.local_addr().map_err(bind_error)?;
+        let mut states = Vec::with_capacity(nodes.len());
+        let mut port = None;
+        for node in nodes {
+            let mut addr = node.addr;
+            if let Some(p) = port {
+                addr.set_port(p);
+            }
+            let listener = listen(addr).map_err(bind_error(addr))?;
+            let local = listener.local_addr().map_err(bind_error(addr))?;
+            port.get_or_insert(local.port());
+            states.push(Arc::new(NodeState::new(&node.zone, listener, local)));
+        }
+        let Some(first) = states.first().map(|n| n.addr) else {
+            return Err(Error::Bind {
+                name: settings.name.clone(),
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "no node to listen on",
+                ),
+            });
+        };
         let elb = if settings.name.starts_with("app/") {
             settings.name.clone()
         } else {
@@ -58,25 +93,65 @@ impl Proxy {
             name: settings.name,
             elb,
             idle_timeout: settings.idle_timeout,
-            forwarded_port: HeaderValue::from(local.port()),
+            connect_timeout: settings.connect_timeout,
+            seed: settings.seed,
+            nodes: states,
+            forwarded_port: HeaderValue::from(first.port()),
             routing: ArcSwap::from_pointee(Routing::default()),
             next: AtomicUsize::new(0),
             control: Mutex::new(Control::default()),
             stats: Mutex::new(StatsAcc::default()),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
+        let accept = shared
+            .nodes
+            .iter()
+            .map(|node| {
+                tokio::spawn(accept_loop(
+                    Arc::clone(node),
+                    shared.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
         Ok(Proxy {
             shared,
-            addr: local,
+            addr: first,
             stop,
-            accept: Some(accept),
+            accept,
         })
     }
 
-    /// The address the listener is bound to.
+    /// The address of the first node.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every node: its zone, its address and whether clients reach it.
+    pub fn nodes(&self) -> Vec<(String, SocketAddr, bool)> {
+        self.shared
+            .nodes
+            .iter()
+            .map(|n| (n.zone.to_string(), n.addr, n.is_reachable()))
+            .collect()
+    }
+
+    /// Cuts the nodes of `zone` off (a network ACL that denies everything on their subnet: SYNs
+    /// are dropped, open connections stop answering) or makes them reachable again.
+    pub async fn set_node_reachable(&self, zone: &str, reachable: bool) {
+        for node in self.shared.nodes.iter().filter(|n| *n.zone == *zone) {
+            node.set_reachable(reachable).await;
+        }
+    }
+
+    /// The zones a zonal shift moved traffic away from: their targets get no requests while
+    /// targets elsewhere are healthy.
+    pub fn set_shifted_zones(&self, zones: Vec<String>) {
+        let mut control = lock(&self.shared.control);
+        if control.shifted != zones {
+            control.shifted = zones;
+            self.shared.reroute(&control);
+        }
     }
 
     /// Replaces the health check, deregistration delay and targets. Targets that stay (same
@@ -176,7 +251,7 @@ impl Proxy {
     /// the health checks and closes every connection.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        if let Some(accept) = self.accept.take() {
+        for accept in std::mem::take(&mut self.accept) {
             let _ = accept.await;
         }
         // Drop stops the health checks and drains.
@@ -186,7 +261,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(accept) = self.accept.take() {
+        for accept in self.accept.drain(..) {
             accept.abort();
         }
         let mut control = lock(&self.shared.control);
@@ -228,8 +303,21 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// A listening socket on `addr` with address reuse (a node cut off and restored, or a proxy
+/// rebound, takes its address again at once).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(crate::node::BACKLOG.unsigned_abs())
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    node: Arc<NodeState>,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -240,11 +328,20 @@ async fn accept_loop(
         .keep_alive(true);
     let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
+    let mut reachable = node.reachable.subscribe();
     loop {
         while connections.try_join_next().is_some() {}
+        if !*reachable.borrow_and_update() {
+            // Cut off: accept nothing, so the full queue keeps dropping SYNs.
+            tokio::select! {
+                () = stopped(&mut stop) => break,
+                _ = reachable.changed() => continue,
+            }
+        }
         let (stream, client) = tokio::select! {
             () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
+            _ = reachable.changed() => continue,
+            accepted = node.listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     eprintln!("sandbox ALB {}: accept failed: {err}", shared.name);
@@ -255,6 +352,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let node = node.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
         connections.spawn(async move {
@@ -262,9 +360,10 @@ async fn accept_loop(
                 .unwrap_or_else(|_| HeaderValue::from_static("-"));
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
+                let node = node.clone();
                 let client_ip = client_ip.clone();
                 async move {
-                    Ok::<_, Infallible>(forward(shared, request, client, client_ip).await)
+                    Ok::<_, Infallible>(forward(shared, node, request, client, client_ip).await)
                 }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -277,7 +376,6 @@ async fn accept_loop(
             let _ = conn.await;
         });
     }
-    drop(listener);
     if tokio::time::timeout(SHUTDOWN_DRAIN, async {
         while connections.join_next().await.is_some() {}
     })

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::task::JoinHandle;
 
+use crate::node::NodeState;
 use crate::stats::StatsAcc;
 use crate::{HealthCheck, Target, TargetHealth, TargetState, lock};
 
@@ -98,6 +99,8 @@ pub(crate) struct Control {
     pub(crate) draining: Vec<Arc<Member>>,
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) matcher: Vec<(u16, u16)>,
+    /// Zones a zonal shift moved traffic away from.
+    pub(crate) shifted: Vec<String>,
 }
 
 /// The targets requests may go to now.
@@ -114,6 +117,10 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) elb: String,
     pub(crate) idle_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    /// Fixes each new target's first health check within the interval.
+    pub(crate) seed: u64,
+    pub(crate) nodes: Vec<Arc<NodeState>>,
     pub(crate) forwarded_port: HeaderValue,
     pub(crate) routing: ArcSwap<Routing>,
     pub(crate) next: AtomicUsize,
@@ -122,8 +129,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Recomputes the routable snapshot: healthy registered targets, else (fail open) all
-    /// registered ones.
+    /// Recomputes the routable snapshot: healthy registered targets outside the shifted zones,
+    /// else the healthy ones anywhere, else (fail open) all registered ones.
     pub(crate) fn reroute(&self, control: &Control) {
         let healthy: Vec<_> = control
             .registered
@@ -131,10 +138,17 @@ impl Shared {
             .filter(|m| m.state() == TargetState::Healthy)
             .cloned()
             .collect();
-        let targets = if healthy.is_empty() {
-            control.registered.clone()
-        } else {
+        let unshifted: Vec<_> = healthy
+            .iter()
+            .filter(|m| !control.shifted.iter().any(|z| **z == *m.zone))
+            .cloned()
+            .collect();
+        let targets = if !unshifted.is_empty() {
+            unshifted
+        } else if !healthy.is_empty() {
             healthy
+        } else {
+            control.registered.clone()
         };
         self.routing.store(Arc::new(Routing { targets }));
     }

@@ -217,7 +217,7 @@ async fn proxy(idle_ms: u64) -> Proxy {
         "127.0.0.1:0".parse().unwrap(),
         ProxySettings {
             idle_timeout: Duration::from_millis(idle_ms),
-            name: "app/test-alb/0123456789abcdef".into(),
+            ..ProxySettings::new("app/test-alb/0123456789abcdef")
         },
     )
     .await
@@ -940,4 +940,138 @@ async fn a_partition_stalls_requests_in_flight_and_the_delay_end_cuts_draining_o
         start.elapsed()
     );
     assert!(proxy.health().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_target_needs_one_pass_and_a_recovering_one_the_healthy_threshold() {
+    let p = proxy(5_000).await;
+    let s = Server::start("t1", "eu-west-1a").await;
+    // Checks every 200 ms, three passes to recover: a new target is healthy after its first
+    // check (within one interval), long before three.
+    let mut g = group(vec![s.target()]);
+    g.health_check = HealthCheck {
+        healthy_threshold: 3,
+        ..check(200, 100)
+    };
+    p.set_target_group(g);
+    let took = eventually(Duration::from_secs(2), "new target healthy", || {
+        state_of(&p.health(), "t1").is_some_and(|(st, _)| st == TargetState::Healthy)
+    })
+    .await;
+    assert!(
+        s.checks.load(Ordering::SeqCst) <= 2,
+        "healthy after {took:?}"
+    );
+    // Fails: unhealthy after two failed checks.
+    s.health.store(503, Ordering::SeqCst);
+    eventually(Duration::from_secs(3), "unhealthy", || {
+        state_of(&p.health(), "t1").is_some_and(|(st, _)| st == TargetState::Unhealthy)
+    })
+    .await;
+    // Back: three passes in a row are needed now.
+    let before = s.checks.load(Ordering::SeqCst);
+    s.health.store(200, Ordering::SeqCst);
+    eventually(Duration::from_secs(3), "recovered", || {
+        state_of(&p.health(), "t1").is_some_and(|(st, _)| st == TargetState::Healthy)
+    })
+    .await;
+    let passes = s.checks.load(Ordering::SeqCst) - before;
+    assert!(passes >= 3, "recovered after {passes} checks");
+    p.shutdown().await;
+}
+
+#[test]
+fn the_first_check_comes_within_one_interval_fixed_by_seed_and_id() {
+    let i = Duration::from_secs(10);
+    let a = sandbox_alb::first_check_delay(7, "task-a", i);
+    assert_eq!(a, sandbox_alb::first_check_delay(7, "task-a", i));
+    assert!(a < i);
+    let spread: std::collections::BTreeSet<u64> = (0..50)
+        .map(|k| sandbox_alb::first_check_delay(7, &format!("task-{k}"), i).as_secs())
+        .collect();
+    assert!(spread.len() >= 8, "{spread:?}");
+}
+
+/// Two nodes, in zones a and b, of one proxy with one target.
+async fn two_nodes(base: u8) -> (Proxy, Server) {
+    let nodes = vec![
+        sandbox_alb::Node {
+            zone: "a".into(),
+            addr: SocketAddr::from(([127, 0, base, 2], 0)),
+        },
+        sandbox_alb::Node {
+            zone: "b".into(),
+            addr: SocketAddr::from(([127, 0, base + 1, 2], 0)),
+        },
+    ];
+    let p = Proxy::bind_nodes(&nodes, ProxySettings::new("app/nodes/0123456789abcdef"))
+        .await
+        .unwrap();
+    let s = Server::start("t1", "a").await;
+    p.set_target_group(group(vec![s.target()]));
+    all_healthy(&p, 1).await;
+    (p, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_drops_connection_attempts_and_stalls_open_connections() {
+    let (p, _s) = two_nodes(71).await;
+    let nodes = p.nodes();
+    assert_eq!(nodes.len(), 2);
+    let (a, b) = (nodes[0].1, nodes[1].1);
+    assert_eq!(a.port(), b.port(), "every node on one port");
+    assert_eq!(get(a, "/").await.task, "t1");
+    // A keep-alive connection to node a, open before the cut.
+    let stream = TcpStream::connect(a).await.unwrap();
+    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        http::Request::get("/")
+            .header("host", "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(open.send_request(req()).await.unwrap().status(), 200);
+
+    p.set_node_reachable("a", false).await;
+    assert!(!p.nodes()[0].2, "node a reports itself cut off");
+    // New connections to a: no answer at all (not refused).
+    for _ in 0..3 {
+        let attempt = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(a)).await;
+        assert!(attempt.is_err(), "connect to a cut-off node: {attempt:?}");
+    }
+    // The open connection gets no answer either.
+    let stalled = tokio::time::timeout(Duration::from_millis(500), open.send_request(req())).await;
+    assert!(stalled.is_err(), "answered on a cut-off node");
+    // Node b serves.
+    assert_eq!(get(b, "/").await.task, "t1");
+
+    p.set_node_reachable("a", true).await;
+    assert_eq!(get(a, "/").await.status, 200);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zonal_shift_moves_requests_off_the_zones_targets() {
+    let p = proxy(5_000).await;
+    let a = Server::start("in-a", "a").await;
+    let b = Server::start("in-b", "b").await;
+    p.set_target_group(group(vec![a.target(), b.target()]));
+    all_healthy(&p, 2).await;
+    p.set_shifted_zones(vec!["a".into()]);
+    for _ in 0..10 {
+        assert_eq!(get(p.local_addr(), "/").await.task, "in-b");
+    }
+    // With nothing healthy outside the shifted zone, its targets serve after all.
+    b.health.store(503, Ordering::SeqCst);
+    eventually(Duration::from_secs(3), "b unhealthy", || {
+        state_of(&p.health(), "in-b").is_some_and(|(st, _)| st == TargetState::Unhealthy)
+    })
+    .await;
+    assert_eq!(get(p.local_addr(), "/").await.task, "in-a");
+    b.health.store(200, Ordering::SeqCst);
+    p.set_shifted_zones(Vec::new());
+    p.shutdown().await;
 }
