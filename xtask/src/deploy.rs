@@ -41,7 +41,11 @@ async fn context_with(
     let sdk = match args.target {
         Target::Sandbox => {
             ensure_sample_app()?;
-            let running = crate::sandbox_cmd::ensure_in(0, stack.region())?;
+            let running = crate::sandbox_cmd::ensure_in(
+                0,
+                stack.region(),
+                &crate::sandbox_cmd::ModelArgs::default(),
+            )?;
             sandbox::sdk_config(&running.endpoint, stack.region())
         }
         Target::Aws => {
@@ -102,16 +106,31 @@ fn ensure_sample_app() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints where the sandbox serves the load balancer: its DNS name resolves nowhere, so the
-/// data plane listens on a loopback address instead (mapped like curl's --resolve).
+/// Prints where the sandbox serves the load balancer: one node per zone on loopback, and the
+/// sandbox's DNS server, which answers for its name with those nodes (the system's resolver
+/// does not know it).
 async fn print_sandbox_address(dns_name: &str) {
     let dir = crate::state_dir();
     for _ in 0..50 {
-        if let Some(addr) = sandbox::daemon::local_addr_for(&dir, dns_name, 80) {
-            println!("Load balancer: http://{dns_name}/");
-            println!(
-                "  served locally at http://{addr}/ (try: curl --connect-to {dns_name}:80:{addr} http://{dns_name}/)"
-            );
+        if let Some((e, dns, clock)) = sandbox::daemon::endpoint_for(&dir, dns_name, 80) {
+            let port = e.local_addr.port();
+            let url = if port == 80 {
+                format!("http://{dns_name}/")
+            } else {
+                format!("http://{dns_name}:{port}/")
+            };
+            println!("Load balancer: {url}");
+            for n in &e.nodes {
+                println!("  node in {}: {}", n.zone, n.addr);
+            }
+            if let Some(dns) = dns {
+                println!(
+                    "  the sandbox's DNS server {dns} answers for {dns_name} (TTL as AWS's, on the {clock}); try: dig @{} -p {} {dns_name}, or curl --connect-to {dns_name}:{port}:{} {url}",
+                    dns.ip(),
+                    dns.port(),
+                    e.local_addr
+                );
+            }
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -7,10 +7,41 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sandbox::daemon;
+use sandbox::{Clock, LaunchLatency, daemon};
 
 /// The region the sandbox's data plane runs unless told otherwise.
 pub(crate) const DEFAULT_REGION: &str = "eu-west-1";
+
+/// How the data plane's model of AWS runs.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ModelArgs {
+    /// The clock the sandbox imitates AWS on: `aws` (AWS's own timings: a scale-out takes
+    /// about six minutes, as on AWS), `fast` (the same model ten times faster), or a factor
+    /// from 1 to 50. Also `$STACKPROOF_CLOCK`.
+    #[arg(long, env = "STACKPROOF_CLOCK", default_value = "aws")]
+    pub(crate) clock: Clock,
+    /// How long a Fargate task takes from creation to RUNNING, drawn uniformly (model time):
+    /// `30s..60s` (AWS's typical range, the default) or a fixed `45s`.
+    #[arg(long, default_value = "30s..60s")]
+    pub(crate) launch: LaunchLatency,
+    /// Seed of the launch latencies and health-check phases: the same seed, the same run.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+}
+
+impl Default for ModelArgs {
+    fn default() -> Self {
+        let clock = std::env::var("STACKPROOF_CLOCK")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(Clock::AWS);
+        ModelArgs {
+            clock,
+            launch: LaunchLatency::default(),
+            seed: 1,
+        }
+    }
+}
 
 /// What to do with the sandbox.
 #[derive(Debug, clap::Subcommand)]
@@ -23,6 +54,8 @@ pub(crate) enum Action {
         /// The region whose services and load balancers the data plane runs.
         #[arg(long, default_value = DEFAULT_REGION)]
         region: String,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Stop it, every task process it runs, and remove its state.
     Stop,
@@ -43,6 +76,8 @@ pub(crate) enum Action {
         /// The sample-app binary. Default: `$STACKPROOF_SAMPLE_APP`, else beside this program.
         #[arg(long)]
         sample_app: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
 }
 
@@ -69,17 +104,22 @@ pub(crate) fn current() -> Option<Running> {
 }
 
 /// Starts the sandbox with its data plane for `region` unless one runs; returns it.
-pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
+pub(crate) fn ensure_in(port: u16, region: &str, model: &ModelArgs) -> anyhow::Result<Running> {
     let dir = crate::state_dir();
     if let Some(running) = current() {
-        if let Some(state) = daemon::read_state(&dir)
-            && !state.region.is_empty()
-            && state.region != region
-        {
-            eprintln!(
-                "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
-                state.region
-            );
+        if let Some(state) = daemon::read_state(&dir) {
+            if !state.region.is_empty() && state.region != region {
+                eprintln!(
+                    "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
+                    state.region
+                );
+            }
+            if state.clock != model.clock {
+                eprintln!(
+                    "sandbox: note: it runs on the {}, not the {} asked for; restart it with `cargo xtask sandbox stop` then `start --clock ...`",
+                    state.clock, model.clock
+                );
+            }
         }
         return Ok(running);
     }
@@ -108,15 +148,22 @@ pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
         python.display().to_string(),
         "--sample-app".into(),
         sample_app.display().to_string(),
+        "--clock".into(),
+        model.clock.scale().to_string(),
+        "--launch".into(),
+        model.launch.to_string(),
+        "--seed".into(),
+        model.seed.to_string(),
     ];
     let state = daemon::spawn(&exe, &args, &dir, Duration::from_secs(60))
         .context("starting the sandbox daemon")?;
     eprintln!(
-        "sandbox: started (pid {}): moto on {} (pid {}), data plane for {}, log {}",
+        "sandbox: started (pid {}): moto on {} (pid {}), data plane for {} on the {}, log {}",
         state.pid,
         state.endpoint,
         state.moto_pid,
         state.region,
+        state.clock,
         state.log.display()
     );
     Ok(Running {
@@ -126,11 +173,35 @@ pub(crate) fn ensure_in(port: u16, region: &str) -> anyhow::Result<Running> {
 }
 
 fn print_status(dir: &std::path::Path) {
-    for e in daemon::read_endpoints(dir) {
-        println!(
-            "  ALB {} http://{}:{} -> http://{}",
-            e.name, e.dns_name, e.port, e.local_addr
-        );
+    if let Some(file) = daemon::read_endpoints(dir) {
+        println!("  {}", file.clock);
+        if let Some(dns) = file.dns {
+            println!(
+                "  DNS server {dns} answers for the load balancers' names (try: dig @{} -p {} NAME)",
+                dns.ip(),
+                dns.port()
+            );
+        }
+        for e in &file.load_balancers {
+            println!("  ALB {} http://{}:{}", e.name, e.dns_name, e.port);
+            for n in &e.nodes {
+                println!(
+                    "    node {} ({}){}{}",
+                    n.addr,
+                    n.zone,
+                    if n.reachable {
+                        ""
+                    } else {
+                        ", cut off by its subnet's network ACL"
+                    },
+                    if n.in_dns {
+                        ""
+                    } else {
+                        ", out of the DNS answer"
+                    }
+                );
+            }
+        }
     }
     let status: Option<serde_json::Value> = std::fs::read_to_string(dir.join(daemon::STATUS_FILE))
         .ok()
@@ -152,8 +223,12 @@ fn print_status(dir: &std::path::Path) {
 pub(crate) fn run(action: Action) -> anyhow::Result<()> {
     let dir = crate::state_dir();
     match action {
-        Action::Start { port, region } => {
-            let running = ensure_in(port, &region)?;
+        Action::Start {
+            port,
+            region,
+            model,
+        } => {
+            let running = ensure_in(port, &region, &model)?;
             println!(
                 "sandbox running: {} (pid {})",
                 running.endpoint, running.pid
@@ -186,18 +261,22 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
             region,
             python,
             sample_app,
+            model,
         } => {
             let python = match python {
                 Some(p) => p,
                 None => sandbox::python_path()?,
             };
-            let options = daemon::DaemonOptions {
+            let mut options = daemon::DaemonOptions::new(
                 python,
-                port,
-                state_dir: dir,
-                region,
-                sample_app: sample_app.unwrap_or_else(daemon::sample_app_path),
-            };
+                dir,
+                sample_app.unwrap_or_else(daemon::sample_app_path),
+            );
+            options.port = port;
+            options.region = region;
+            options.clock = model.clock;
+            options.launch = model.launch;
+            options.seed = model.seed;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -70,31 +70,39 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
             ),
         })?;
     let dns = outputs.load_balancer.dns_name.clone();
-    let url = url.map_or_else(|| format!("http://{dns}/"), str::to_owned);
-    let mut connect_to = Vec::new();
+    let mut url = url.map_or_else(|| format!("http://{dns}/"), str::to_owned);
+    let mut dns_server = None;
+    let mut nodes = Vec::new();
     let kind = match args.target {
         Target::Sandbox => {
             let dir = crate::state_dir();
-            let mut addr = None;
+            let mut found = None;
             // The data plane starts serving a new listener within a reconciliation or two.
             for _ in 0..50 {
-                addr = sandbox::daemon::local_addr_for(&dir, &dns, 80);
-                if addr.is_some() {
+                found = sandbox::daemon::endpoint_for(&dir, &dns, 80);
+                if found.is_some() {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            let addr = addr.ok_or_else(|| Exit {
+            let (endpoint, server, _) = found.ok_or_else(|| Exit {
                 code: EXIT_NOT_DEPLOYED,
                 message: format!(
                     "the sandbox does not serve {dns}:80 (see `cargo xtask sandbox status`)"
                 ),
             })?;
-            connect_to.push(proof::ConnectTo {
-                host: dns.clone(),
-                port: 80,
-                addr,
-            });
+            // The nodes listen on the listener's port when they can (root), else on another
+            // one they share: the URL names it.
+            let port = endpoint.local_addr.port();
+            if port != 80 && url == format!("http://{dns}/") {
+                url = format!("http://{dns}:{port}/");
+            }
+            dns_server = server;
+            nodes = endpoint
+                .nodes
+                .iter()
+                .map(|n| (n.addr, n.zone.clone()))
+                .collect();
             "sandbox"
         }
         Target::Aws => "aws",
@@ -105,7 +113,9 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
         outputs,
         target: proof::Target {
             url,
-            connect_to,
+            connect_to: Vec::new(),
+            dns_server,
+            nodes,
             kind: kind.to_owned(),
         },
     })

@@ -206,6 +206,11 @@ impl MetricStream {
         }
     }
 
+    /// The metric it aggregates.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
     /// Adds what was measured; parts of it fall into the periods they overlap.
     pub fn observe(&mut self, o: &Observation) {
         let period = self.metric.period();

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use loadtest::{Resolve, ResolveFuture, SystemResolver};
+use loadtest::{DnsResolver, Resolve, ResolveFuture, SystemResolver};
 use serde::{Deserialize, Serialize};
 
 /// The address of a deployed stack's load balancer, as the load engine needs it.
@@ -11,10 +11,19 @@ use serde::{Deserialize, Serialize};
 pub struct Target {
     /// The URL requests go to, e.g. `http://stackproof-alb-1.eu-west-1.elb.amazonaws.com/`.
     pub url: String,
-    /// Connections to `host:port` go to `addr` instead, like curl `--connect-to`: the sandbox
-    /// serves the load balancer's DNS name on a loopback address and port. Empty against AWS
-    /// (real DNS, re-resolved during the run so the load follows the load balancer's nodes).
+    /// Connections to `host:port` go to `addr` instead, like curl `--connect-to` (a fixed
+    /// address, e.g. with `--url`). Empty otherwise.
     pub connect_to: Vec<ConnectTo>,
+    /// Resolve the URL's host with this DNS server (the sandbox's, which answers for its load
+    /// balancers with one node per zone, TTL as AWS's) instead of the system's resolver. `None`
+    /// against AWS (real DNS). Either way the answer is re-resolved when it expires, so the
+    /// load follows the load balancer's nodes.
+    #[serde(default)]
+    pub dns_server: Option<SocketAddr>,
+    /// The load balancer's nodes where known (the sandbox): address and zone, to show the load
+    /// per node.
+    #[serde(default)]
+    pub nodes: Vec<(SocketAddr, String)>,
     /// `sandbox` or `aws`, for reports.
     pub kind: String,
 }
@@ -35,12 +44,22 @@ impl Target {
     /// rest; `None` (the engine's default) when there are no mappings.
     pub fn resolver(&self) -> Option<Arc<dyn Resolve>> {
         if self.connect_to.is_empty() {
-            return None;
+            return self
+                .dns_server
+                .map(|s| Arc::new(DnsResolver::new(s)) as Arc<dyn Resolve>);
         }
         Some(Arc::new(ConnectToResolver {
             map: self.connect_to.clone(),
             system: SystemResolver::default(),
         }))
+    }
+
+    /// The zone of the node at `addr` (`ip:port`), if known.
+    pub fn node_zone(&self, addr: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|(a, _)| a.to_string() == addr)
+            .map(|(_, z)| z.as_str())
     }
 }
 
@@ -77,6 +96,8 @@ mod tests {
                 port: 80,
                 addr: "127.0.0.1:4567".parse().unwrap(),
             }],
+            dns_server: None,
+            nodes: Vec::new(),
             kind: "sandbox".into(),
         };
         let r = t.resolver().unwrap();
@@ -96,6 +117,8 @@ mod tests {
         let t = Target {
             url: "http://web.example/".into(),
             connect_to: Vec::new(),
+            dns_server: None,
+            nodes: Vec::new(),
             kind: "aws".into(),
         };
         assert!(t.resolver().is_none());

@@ -88,6 +88,8 @@ fn direct(addr: SocketAddr) -> Target {
     Target {
         url: format!("http://{addr}/"),
         connect_to: Vec::new(),
+        dns_server: None,
+        nodes: Vec::new(),
         kind: "sandbox".into(),
     }
 }
@@ -121,6 +123,8 @@ async fn a_healthy_service_passes_with_its_zones_counted() {
             port: 80,
             addr,
         }],
+        dns_server: None,
+        nodes: Vec::new(),
         kind: "sandbox".into(),
     };
     let r = check::run(&target, &short()).await.unwrap();

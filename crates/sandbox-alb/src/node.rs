@@ -21,8 +21,13 @@ use crate::lock;
 /// The accept queue of a reachable node.
 pub(crate) const BACKLOG: i32 = 1024;
 
-/// How long the connection that fills a cut-off node's accept queue may take.
-const FILL_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a connection that fills a cut-off node's accept queue may take; one that takes
+/// longer was dropped: the queue is full.
+const FILL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Most connections made to fill a queue (one is enough unless the accept loop takes some as
+/// it stops).
+const MAX_FILLERS: usize = 8;
 
 /// One node: its zone, its listener and whether it is cut off.
 #[derive(Debug)]
@@ -32,8 +37,8 @@ pub(crate) struct NodeState {
     pub(crate) listener: TcpListener,
     /// `true` while reachable; the accept loop waits on it.
     pub(crate) reachable: watch::Sender<bool>,
-    /// The connection that fills the accept queue while the node is cut off.
-    filler: Mutex<Option<TcpStream>>,
+    /// The connections that fill the accept queue while the node is cut off.
+    fillers: Mutex<Vec<TcpStream>>,
     /// Serialises cutting off and restoring.
     change: tokio::sync::Mutex<()>,
 }
@@ -45,7 +50,7 @@ impl NodeState {
             addr,
             listener,
             reachable: watch::channel(true).0,
-            filler: Mutex::new(None),
+            fillers: Mutex::new(Vec::new()),
             change: tokio::sync::Mutex::new(()),
         }
     }
@@ -63,17 +68,19 @@ impl NodeState {
         }
         if reachable {
             let _ = rustix::net::listen(&self.listener, BACKLOG);
-            lock(&self.filler).take();
+            lock(&self.fillers).clear();
             self.reachable.send_replace(true);
         } else {
-            // The accept loop stops first, so the filler stays in the queue.
+            // The accept loop stops first, so the fillers stay in the queue.
             self.reachable.send_replace(false);
             let _ = rustix::net::listen(&self.listener, 0);
-            // A queue of length zero holds one connection. If one arrived in the meantime the
-            // queue is already full and this attempt times out, which is as good.
-            let fill = tokio::time::timeout(FILL_TIMEOUT, TcpStream::connect(self.addr)).await;
-            if let Ok(Ok(stream)) = fill {
-                *lock(&self.filler) = Some(stream);
+            // A queue of length zero holds one connection: connect until an attempt goes
+            // unanswered (a connection the accept loop took while it stopped freed a place).
+            for _ in 0..MAX_FILLERS {
+                match tokio::time::timeout(FILL_TIMEOUT, TcpStream::connect(self.addr)).await {
+                    Ok(Ok(stream)) => lock(&self.fillers).push(stream),
+                    _ => break,
+                }
             }
         }
     }

@@ -339,6 +339,7 @@ async fn accept_loop(
             }
         }
         let (stream, client) = tokio::select! {
+            biased;
             () = stopped(&mut stop) => break,
             _ = reachable.changed() => continue,
             accepted = node.listener.accept() => match accepted {

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use aws_model::{Clock, LaunchLatency};
+
 use crate::plane::{AlbEndpoint, DataPlane, PlaneOptions};
 use crate::{Error, MotoServer};
 
@@ -37,10 +39,46 @@ pub struct DaemonOptions {
     pub region: String,
     /// The sample-app binary (see [`sample_app_path`]).
     pub sample_app: PathBuf,
+    /// The clock the data plane's model runs on (default AWS's).
+    pub clock: Clock,
+    /// Fargate launch latency (default AWS's typical 30-60 s).
+    pub launch: LaunchLatency,
+    /// Seed of the data plane's draws (default 1).
+    pub seed: u64,
+}
+
+impl DaemonOptions {
+    /// The defaults: moto on a free port, region `eu-west-1`, AWS's clock, AWS's launch
+    /// latency, seed 1.
+    pub fn new(python: PathBuf, state_dir: PathBuf, sample_app: PathBuf) -> Self {
+        DaemonOptions {
+            python,
+            port: 0,
+            state_dir,
+            region: "eu-west-1".to_owned(),
+            sample_app,
+            clock: Clock::AWS,
+            launch: LaunchLatency::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// What [`ENDPOINTS_FILE`] holds: the DNS server that answers for the load balancers' names,
+/// the clock the data plane runs on, and every load balancer listener with its nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointsFile {
+    /// The DNS server (UDP) that answers for the load balancers' names.
+    pub dns: Option<std::net::SocketAddr>,
+    /// The data plane's clock.
+    #[serde(default)]
+    pub clock: Clock,
+    /// The listeners.
+    pub load_balancers: Vec<AlbEndpoint>,
 }
 
 /// What a running daemon wrote about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonState {
     /// The daemon's process id (also its process group id).
     pub pid: u32,
@@ -58,6 +96,12 @@ pub struct DaemonState {
     /// Its log file.
     #[serde(default)]
     pub log: PathBuf,
+    /// The data plane's clock.
+    #[serde(default)]
+    pub clock: Clock,
+    /// The DNS server that answers for the load balancers' names.
+    #[serde(default)]
+    pub dns: Option<std::net::SocketAddr>,
 }
 
 /// The sample-app binary for the sandbox's tasks: `$STACKPROOF_SAMPLE_APP`, else `sample-app`
@@ -110,8 +154,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), Error> {
             output: e.to_string(),
         })??;
     let sdk = crate::sdk_config(moto.endpoint(), &options.region);
-    let mut plane_options = PlaneOptions::new(&options.sample_app);
+    let mut plane_options = PlaneOptions::new(&options.sample_app).clock(options.clock);
     plane_options.state_dir = Some(dir.clone());
+    plane_options.launch = options.launch;
+    plane_options.seed = options.seed;
     let plane = DataPlane::start(sdk, plane_options).await?;
     let state = DaemonState {
         pid: std::process::id(),
@@ -123,19 +169,26 @@ pub async fn run(options: DaemonOptions) -> Result<(), Error> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         log: dir.join("sandbox.log"),
+        clock: options.clock,
+        dns: plane.dns(),
     };
     let text = serde_json::to_string_pretty(&state).unwrap_or_default();
     write_atomic(&dir.join(STATE_FILE), &text)?;
     eprintln!(
-        "sandbox daemon: pid {}, moto {} (pid {}), region {}, sample-app {}",
+        "sandbox daemon: pid {}, moto {} (pid {}), region {}, {}, DNS {}, sample-app {}",
         state.pid,
         state.endpoint,
         state.moto_pid,
         state.region,
+        state.clock,
+        state
+            .dns
+            .map_or_else(|| "none".to_owned(), |d| d.to_string()),
         options.sample_app.display()
     );
     let mut status = plane.watch();
     let status_path = dir.join(STATUS_FILE);
+    let mut written = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -144,6 +197,12 @@ pub async fn run(options: DaemonOptions) -> Result<(), Error> {
                 if changed.is_err() {
                     break;
                 }
+                // The plane ticks many times a second on a fast clock: the file at most once a
+                // second.
+                if written.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                written = std::time::Instant::now();
                 let snapshot = status.borrow_and_update().clone();
                 let text = serde_json::to_string_pretty(&snapshot).unwrap_or_default();
                 if let Err(e) = write_atomic(&status_path, &text) {
@@ -168,21 +227,26 @@ pub fn read_state(state_dir: &Path) -> Option<DaemonState> {
     alive(state.pid).then_some(state)
 }
 
-/// Reads the local ALB listeners the daemon's data plane serves.
-pub fn read_endpoints(state_dir: &Path) -> Vec<AlbEndpoint> {
+/// Reads what the daemon's data plane wrote of its load balancers.
+pub fn read_endpoints(state_dir: &Path) -> Option<EndpointsFile> {
     std::fs::read_to_string(state_dir.join(ENDPOINTS_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
 }
 
-/// The local address serving `http://{host}:{port}` (an ALB DNS name and listener port), from
-/// the endpoints the daemon's data plane wrote.
-pub fn local_addr_for(state_dir: &Path, host: &str, port: u16) -> Option<std::net::SocketAddr> {
-    read_endpoints(state_dir)
+/// The listener serving `http://{host}:{port}` (an ALB DNS name and listener port), with the
+/// DNS server that answers for `host` and the clock the data plane runs on.
+pub fn endpoint_for(
+    state_dir: &Path,
+    host: &str,
+    port: u16,
+) -> Option<(AlbEndpoint, Option<std::net::SocketAddr>, Clock)> {
+    let file = read_endpoints(state_dir)?;
+    let e = file
+        .load_balancers
         .into_iter()
-        .find(|e| e.dns_name.eq_ignore_ascii_case(host) && e.port == port)
-        .map(|e| e.local_addr)
+        .find(|e| e.dns_name.eq_ignore_ascii_case(host) && e.port == port)?;
+    Some((e, file.dns, file.clock))
 }
 
 /// Whether `pid` runs (a zombie does not count).

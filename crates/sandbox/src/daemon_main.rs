@@ -3,19 +3,17 @@
 //! binary lets the sandbox's own tests start and stop a real daemon.
 //!
 //! Usage: `sandbox-daemon --state-dir DIR [--port N] [--region R] [--python PATH]
-//! [--sample-app PATH]`.
+//! [--sample-app PATH] [--clock aws|fast|FACTOR] [--launch 30s..60s] [--seed N]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut options = sandbox::daemon::DaemonOptions {
-        python: PathBuf::new(),
-        port: 0,
-        state_dir: PathBuf::from(".stackproof"),
-        region: "eu-west-1".to_owned(),
-        sample_app: sandbox::daemon::sample_app_path(),
-    };
+    let mut options = sandbox::daemon::DaemonOptions::new(
+        PathBuf::new(),
+        PathBuf::from(".stackproof"),
+        sandbox::daemon::sample_app_path(),
+    );
     let mut python = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -28,6 +26,27 @@ fn main() -> ExitCode {
             "--region" => options.region = value,
             "--python" => python = Some(PathBuf::from(value)),
             "--sample-app" => options.sample_app = PathBuf::from(value),
+            "--clock" => match value.parse() {
+                Ok(c) => options.clock = c,
+                Err(e) => {
+                    eprintln!("sandbox-daemon: --clock {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--launch" => match value.parse() {
+                Ok(l) => options.launch = l,
+                Err(e) => {
+                    eprintln!("sandbox-daemon: --launch {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--seed" => match value.parse() {
+                Ok(s) => options.seed = s,
+                Err(_) => {
+                    eprintln!("sandbox-daemon: --seed {value:?} is not a whole number");
+                    return ExitCode::from(2);
+                }
+            },
             "--port" => match value.parse() {
                 Ok(p) => options.port = p,
                 Err(_) => {

@@ -21,10 +21,12 @@ mod plane;
 /// The load balancer's data plane, the [`sandbox_alb`] crate (no AWS SDK in it).
 pub use sandbox_alb as alb;
 
+pub use aws_model::{Clock, LaunchLatency};
 pub use moto::{
     Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, TEST_WAITS, cache_dir, python_path,
     sdk_config, spawn_daemon,
 };
 pub use plane::{
-    AlbEndpoint, DataPlane, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth, TaskStatus,
+    AlbEndpoint, DataPlane, NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth,
+    TaskStatus,
 };

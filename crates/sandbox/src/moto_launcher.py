@@ -128,6 +128,192 @@ def _patch_service_grace():
 
 _patch_service_grace()
 
+
+def _patch_task_state_change():
+    """moto has no SubmitTaskStateChange, the ECS API the container agent reports a task's
+    state with. The sandbox data plane is the agent of its tasks: it reports PROVISIONING,
+    PENDING and RUNNING as its tasks launch, so DescribeTasks shows what ECS would (moto
+    itself creates every task RUNNING)."""
+    try:
+        from moto.ecs.responses import EC2ContainerServiceResponse
+    except ImportError:
+        return
+    if hasattr(EC2ContainerServiceResponse, "submit_task_state_change"):
+        return
+    allowed = {"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"}
+
+    def submit_task_state_change(self):
+        import json
+
+        cluster = self._get_param("cluster", "default")
+        task_id = self._get_param("task")
+        status = self._get_param("status")
+        if status not in allowed:
+            return 400, {}, json.dumps({
+                "__type": "InvalidParameterException",
+                "message": f"status {status!r}: one of {sorted(allowed)}",
+            })
+        tasks = self.ecs_backend.describe_tasks(cluster, [task_id])
+        if not tasks:
+            return 400, {}, json.dumps({
+                "__type": "InvalidParameterException",
+                "message": f"task {task_id!r} not found in cluster {cluster!r}",
+            })
+        task = tasks[0]
+        if task.desired_status == "STOPPED":
+            return 200, {}, json.dumps({"acknowledgment": "REJECT"})
+        task.last_status = status
+        return 200, {}, json.dumps({"acknowledgment": "ACCEPT"})
+
+    EC2ContainerServiceResponse.submit_task_state_change = submit_task_state_change
+
+
+_patch_task_state_change()
+
+
+def _patch_arc_zonal_shift():
+    """moto has no ARC zonal shift (`arc-zonal-shift`). This is its part the sandbox needs:
+    StartZonalShift, ListZonalShifts, CancelZonalShift and UpdateZonalShift on a load balancer
+    whose `zonal_shift.config.enabled` attribute is on, one active shift per resource, expiry
+    from `expiresIn` (1 minute to 3 days), per account (`x-moto-account-id`) and region. The
+    data plane reads the active shifts with ListZonalShifts, as it reads everything else."""
+    import json
+    import re
+    import threading as _threading
+    import time as _time
+    import uuid
+
+    try:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+        from moto.elbv2.models import elbv2_backends
+        from moto.ec2.models import ec2_backends
+    except ImportError:
+        return
+
+    lock = _threading.Lock()
+    shifts = {}  # (account, region) -> {id: shift}
+
+    def error(status, kind, message):
+        return status, json.dumps({"message": message}), {"x-amzn-errortype": kind}
+
+    def parse_expiry(text):
+        m = re.fullmatch(r"(\d+)([mh])", text or "")
+        if not m:
+            return None
+        n = int(m.group(1)) * (60 if m.group(2) == "m" else 3600)
+        return n if 60 <= n <= 3 * 24 * 3600 else None
+
+    def view(s):
+        now = _time.time()
+        status = s["status"]
+        if status == "ACTIVE" and s["expiryTime"] <= now:
+            status = "EXPIRED"
+        out = dict(s)
+        out["status"] = status
+        return out
+
+    def zone_ids(account, region):
+        try:
+            return {z.zone_id for z in ec2_backends[account][region].describe_availability_zones()}
+        except Exception:  # noqa: BLE001 - no zone list: accept any id
+            return None
+
+    def handle(method, path, query, body, account, region):
+        store = shifts.setdefault((account, region), {})
+        if path == "/zonalshifts" and method == "POST":
+            req = json.loads(body or b"{}")
+            resource = req.get("resourceIdentifier", "")
+            away = req.get("awayFrom", "")
+            expires = parse_expiry(req.get("expiresIn"))
+            if expires is None:
+                return error(400, "ValidationException",
+                             f"expiresIn {req.get('expiresIn')!r}: minutes (`30m`) or hours (`2h`), 1 minute to 3 days")
+            lb = elbv2_backends[account][region].load_balancers.get(resource)
+            if lb is None:
+                return error(404, "ResourceNotFoundException", f"resource {resource!r} not found")
+            if str(lb.attrs.get("zonal_shift.config.enabled", "false")).lower() != "true":
+                return error(400, "ValidationException",
+                             f"resource {resource!r} is not registered with zonal shift (zonal_shift.config.enabled is off)")
+            ids = zone_ids(account, region)
+            if ids is not None and away not in ids:
+                return error(400, "ValidationException",
+                             f"awayFrom {away!r}: one of the region's zone ids {sorted(ids)}")
+            for s in store.values():
+                if s["resourceIdentifier"] == resource and view(s)["status"] == "ACTIVE":
+                    return error(409, "ConflictException",
+                                 f"resource {resource!r} already has an active zonal shift {s['zonalShiftId']}")
+            now = _time.time()
+            s = {
+                "zonalShiftId": str(uuid.uuid4()),
+                "resourceIdentifier": resource,
+                "awayFrom": away,
+                "comment": req.get("comment", ""),
+                "startTime": now,
+                "expiryTime": now + expires,
+                "status": "ACTIVE",
+            }
+            store[s["zonalShiftId"]] = s
+            return 201, json.dumps(view(s)), {}
+        if path == "/zonalshifts" and method == "GET":
+            items = [view(s) for s in store.values()]
+            status = query.get("status", [None])[0]
+            resource = query.get("resourceIdentifier", [None])[0]
+            items = [s for s in items
+                     if (status is None or s["status"] == status)
+                     and (resource is None or s["resourceIdentifier"] == resource)]
+            items.sort(key=lambda s: s["startTime"])
+            return 200, json.dumps({"items": items}), {}
+        m = re.fullmatch(r"/zonalshifts/([^/]+)", path)
+        if m:
+            s = store.get(m.group(1))
+            if s is None:
+                return error(404, "ResourceNotFoundException", f"zonal shift {m.group(1)!r} not found")
+            if view(s)["status"] != "ACTIVE":
+                return error(409, "ConflictException", f"zonal shift {m.group(1)!r} is {view(s)['status']}")
+            if method == "DELETE":
+                s["status"] = "CANCELED"
+                return 200, json.dumps(view(s)), {}
+            if method == "PATCH":
+                req = json.loads(body or b"{}")
+                if "expiresIn" in req:
+                    expires = parse_expiry(req["expiresIn"])
+                    if expires is None:
+                        return error(400, "ValidationException", f"expiresIn {req['expiresIn']!r}")
+                    s["expiryTime"] = _time.time() + expires
+                if "comment" in req:
+                    s["comment"] = req["comment"]
+                return 200, json.dumps(view(s)), {}
+        return error(404, "ResourceNotFoundException", f"{method} {path}: not implemented by the sandbox")
+
+    original = DomainDispatcherApplication.__call__
+
+    def __call__(self, environ, start_response):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if "/arc-zonal-shift/aws4_request" not in auth:
+            return original(self, environ, start_response)
+        from urllib.parse import parse_qs, unquote
+        try:
+            scope = auth.split("Credential=")[1].split(",")[0].split("/")
+            region = scope[2]
+        except IndexError:
+            region = "us-east-1"
+        account = environ.get("HTTP_X_MOTO_ACCOUNT_ID", "123456789012")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        path = unquote(environ.get("PATH_INFO", ""))
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        with lock:
+            status, text, headers = handle(environ.get("REQUEST_METHOD", "GET"), path, query, body, account, region)
+        reasons = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}
+        out = [("Content-Type", "application/json")] + list(headers.items())
+        start_response(f"{status} {reasons.get(status, 'Error')}", out)
+        return [text.encode()]
+
+    DomainDispatcherApplication.__call__ = __call__
+
+
+_patch_arc_zonal_shift()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

@@ -1,6 +1,8 @@
 //! The sandbox data plane end to end against moto, with the real sample-app binary and real
-//! HTTP through the local ALB: tasks in both zones, StopTask replacement, zone isolation by
-//! network ACL and its repair, target-tracking scale-out, and no process left after stop.
+//! HTTP through the local ALB, on a clock 20 times AWS's: tasks in both zones launching through
+//! PROVISIONING and PENDING, StopTask replacement, zone isolation by network ACL and its repair,
+//! load balancer nodes in DNS, zonal shifts, target-tracking scale-out no sooner than its alarms
+//! allow, and no process left after stop.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
@@ -22,9 +24,31 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sandbox::daemon;
-use sandbox::{DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
+use sandbox::{Clock, DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
 
 const REGION: &str = "eu-west-1";
+
+/// The tests' clock: 20 times AWS's (a 60 s metric period takes 3 s; a health check timeout
+/// of 2 s, 100 ms).
+const SCALE: f64 = 20.0;
+
+fn clock() -> Clock {
+    Clock::scaled(SCALE).unwrap()
+}
+
+/// Model seconds in wall time on the tests' clock.
+fn wall(model_s: f64) -> Duration {
+    Duration::from_secs_f64(model_s / SCALE)
+}
+
+/// The plane's options for `st` on the tests' clock, reading moto every 300 ms.
+fn options(app: PathBuf, st: &Stack) -> PlaneOptions {
+    let mut o = PlaneOptions::new(app)
+        .interceptor(st.account.clone())
+        .clock(clock());
+    o.interval = Duration::from_millis(300);
+    o
+}
 
 fn sample_app() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("STACKPROOF_SAMPLE_APP") {
@@ -129,8 +153,8 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
         .vpc_id(&vpc)
         .target_type(TargetTypeEnum::Ip)
         .health_check_path("/health")
-        .health_check_interval_seconds(2)
-        .health_check_timeout_seconds(1)
+        .health_check_interval_seconds(5)
+        .health_check_timeout_seconds(2)
         .healthy_threshold_count(2)
         .unhealthy_threshold_count(2)
         .send()
@@ -370,10 +394,7 @@ async fn plane_serves_heals_isolates_and_scales() {
     };
     let st = stack().await;
     let state = std::env::temp_dir().join(format!("stackproof-plane-{}", st.account.0));
-    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
-    options.interval = Duration::from_millis(300);
-    options.scaling_window = Duration::from_secs(3);
-    options.metrics_period = Duration::from_secs(2);
+    let mut options = options(app, &st);
     options.state_dir = Some(state.clone());
     let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
 
@@ -404,8 +425,10 @@ async fn plane_serves_heals_isolates_and_scales() {
     }
     let ep = s.endpoints[0].clone();
     assert_eq!(ep.port, 80);
-    let written = std::fs::read_to_string(state.join("sandbox-endpoints.json")).unwrap();
-    assert!(written.contains(&ep.local_addr.to_string()), "{written}");
+    let written = daemon::read_endpoints(&state).unwrap();
+    assert_eq!(written.load_balancers, s.endpoints);
+    assert_eq!(written.dns, plane.dns());
+    assert_eq!(written.clock, clock());
 
     // Traffic reaches both zones.
     let (zones, _, ok) = spray(ep.local_addr, 20).await;
@@ -606,19 +629,40 @@ async fn plane_serves_heals_isolates_and_scales() {
     let t0 = std::time::Instant::now();
     let load = tokio::spawn(async move {
         let mut sent = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::time::Instant::now() < deadline && sent < 400 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        while tokio::time::Instant::now() < deadline && sent < 1000 {
             let _ = get(ep.local_addr, "/").await;
             sent += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+    let first = plane
+        .wait_for(Duration::from_secs(45), |s| {
+            s.services.first().is_some_and(|x| x.desired > 2)
+        })
+        .await
+        .unwrap_or_else(|| panic!("did not scale out: {:#?}", plane.status()));
+    let took = t0.elapsed();
+    eprintln!(
+        "measured: load -> desired {} in {took:?}",
+        first.services[0].desired
+    );
+    // Three breaching one-minute datapoints (the first may be the minute the load started in)
+    // and CloudWatch's lag: never sooner than 2 x 60 s + 153 s of model time.
+    assert!(
+        took >= wall(2.0 * 60.0 + 153.0),
+        "scaled out after {took:?}, sooner than the alarm allows"
+    );
+    assert!(
+        took <= wall(4.0 * 60.0 + 153.0) + Duration::from_secs(3),
+        "{took:?}"
+    );
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
             s.services.first().is_some_and(|x| x.desired == 4) && s.converged()
         })
         .await
-        .unwrap_or_else(|| panic!("did not scale out: {:#?}", plane.status()));
+        .unwrap_or_else(|| panic!("did not get 4 healthy tasks: {:#?}", plane.status()));
     eprintln!("measured: load -> 4 healthy tasks in {:?}", t0.elapsed());
     load.abort();
     assert_eq!(s.tasks.len(), 4);
@@ -668,6 +712,8 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
         python.to_str().unwrap(),
         "--region",
         REGION,
+        "--clock",
+        "x20",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -708,13 +754,15 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
             std::fs::read_to_string(dir.join("sandbox.log")).unwrap_or_default()
         )
     });
-    let endpoints = daemon::read_endpoints(&dir);
-    assert_eq!(endpoints.len(), 1);
-    assert_eq!(
-        daemon::local_addr_for(&dir, &endpoints[0].dns_name, 80),
-        Some(endpoints[0].local_addr)
-    );
-    let (zones, _, ok) = spray(endpoints[0].local_addr, 10).await;
+    let file = daemon::read_endpoints(&dir).unwrap();
+    assert_eq!(file.load_balancers.len(), 1);
+    assert_eq!(file.clock, clock());
+    assert!(file.dns.is_some() && file.dns == daemon::read_state(&dir).unwrap().dns);
+    let lb = &file.load_balancers[0];
+    let (found, dns, _) = daemon::endpoint_for(&dir, &lb.dns_name, 80).unwrap();
+    assert_eq!((&found, dns), (lb, file.dns));
+    assert_eq!(lb.nodes.len(), 2, "one node per zone: {lb:?}");
+    let (zones, _, ok) = spray(lb.local_addr, 10).await;
     assert_eq!(ok, 10);
     assert_eq!(zones.len(), 2);
 
@@ -842,11 +890,9 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         .await
         .unwrap();
 
-    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
-    options.interval = Duration::from_millis(300);
-    options.scaling_window = Duration::from_secs(2);
-    options.metrics_period = Duration::from_secs(1);
-    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let plane = DataPlane::start(st.sdk.clone(), options(app, &st))
+        .await
+        .unwrap();
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
             s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
@@ -1052,12 +1098,19 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         .await
         .unwrap_or_else(|| panic!("did not reach 4: {:#?}", plane.status()));
     put_request_policy(&st, 600.0, 2).await;
+    let t0 = std::time::Instant::now();
     let s = plane
-        .wait_for(Duration::from_secs(30), |s| {
+        .wait_for(Duration::from_secs(90), |s| {
             s.converged() && s.services.first().is_some_and(|x| x.desired == 2)
         })
         .await
         .unwrap_or_else(|| panic!("did not scale in: {:#?}", plane.status()));
+    // Fifteen low one-minute datapoints and CloudWatch's lag first.
+    assert!(
+        t0.elapsed() >= wall(14.0 * 60.0 + 153.0),
+        "scaled in after {:?}",
+        t0.elapsed()
+    );
     assert!(
         s.scaling_activities.iter().any(|a| a.contains("scale in")),
         "{s:#?}"
@@ -1185,10 +1238,9 @@ async fn plane_scales_out_on_task_cpu() {
         .send()
         .await
         .unwrap();
-    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
-    options.interval = Duration::from_millis(300);
-    options.scaling_window = Duration::from_secs(2);
-    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let plane = DataPlane::start(st.sdk.clone(), options(app, &st))
+        .await
+        .unwrap();
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
             s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
@@ -1202,23 +1254,25 @@ async fn plane_scales_out_on_task_cpu() {
     let ep = s.endpoints[0].local_addr;
     // 256 CPU units = a quarter vCPU: 40 ms of CPU per 100 ms per task is ~160 %.
     let load = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
         let mut sent = 0;
-        while tokio::time::Instant::now() < deadline && sent < 300 {
+        while tokio::time::Instant::now() < deadline && sent < 1500 {
             let _ = get(ep, "/work?cpu_ms=40").await;
             sent += 1;
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     });
     let s = plane
-        .wait_for(Duration::from_secs(20), |s| {
+        .wait_for(Duration::from_secs(45), |s| {
             s.services.first().is_some_and(|x| x.desired > 2)
         })
         .await
         .unwrap_or_else(|| panic!("no CPU scale-out: {:#?}", plane.status()));
     load.abort();
     assert!(
-        s.scaling_activities.iter().any(|a| a.contains("Cpu")),
+        s.scaling_activities
+            .iter()
+            .any(|a| a.contains("ECSServiceAverageCPUUtilization")),
         "{:?}",
         s.scaling_activities
     );
@@ -1234,9 +1288,9 @@ async fn plane_replaces_a_task_that_fails_its_elb_health_checks() {
         return;
     };
     let st = stack().await;
-    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
-    options.interval = Duration::from_millis(300);
-    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let plane = DataPlane::start(st.sdk.clone(), options(app, &st))
+        .await
+        .unwrap();
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
             s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
@@ -1248,7 +1302,29 @@ async fn plane_replaces_a_task_that_fails_its_elb_health_checks() {
     let other = s.tasks[1].clone();
 
     // The victim's /health starts failing (its / still answers): the ALB marks it unhealthy,
-    // the service stops it and starts a replacement.
+    // the service starts a replacement first and stops the victim once that one is healthy
+    // (ECS since 2023).
+    let mut rx = plane.watch();
+    let victim_arn = victim.arn.clone();
+    let watcher = tokio::spawn(async move {
+        // (most tasks running at once, a healthy replacement seen while the victim ran)
+        let (mut most, mut overlap) = (0, false);
+        while rx.changed().await.is_ok() {
+            let s = rx.borrow_and_update().clone();
+            most = most.max(s.tasks.len());
+            let victim_runs = s.tasks.iter().any(|t| t.arn == victim_arn);
+            overlap |= victim_runs
+                && s.tasks
+                    .iter()
+                    .filter(|t| t.health == TaskHealth::Healthy)
+                    .count()
+                    >= 2;
+            if !victim_runs && s.converged() {
+                break;
+            }
+        }
+        (most, overlap)
+    });
     assert_eq!(post(victim.addr, "/fail-health").await, Some(200));
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
@@ -1256,12 +1332,17 @@ async fn plane_replaces_a_task_that_fails_its_elb_health_checks() {
         })
         .await
         .unwrap_or_else(|| panic!("not replaced: {:#?}", plane.status()));
+    let (most, overlap) = watcher.await.unwrap();
+    assert_eq!(most, 3, "the replacement ran beside the victim");
+    assert!(
+        overlap,
+        "the victim was stopped only once its replacement was healthy"
+    );
     assert!(
         s.tasks.iter().any(|t| t.arn == other.arn),
         "the healthy task is left alone: {s:#?}"
     );
     let new = s.tasks.iter().find(|t| t.arn != other.arn).unwrap().clone();
-    assert_eq!(new.zone, victim.zone, "replaced in the same zone");
     assert_eq!(new.health, TaskHealth::Healthy);
 
     // ECS records the stop with the reason ECS gives.
@@ -1368,9 +1449,9 @@ async fn plane_moves_a_task_off_an_address_someone_else_listens_on() {
         .iter()
         .map(|ip| std::net::TcpListener::bind((*ip, st.port)).unwrap())
         .collect();
-    let mut options = PlaneOptions::new(app).interceptor(st.account.clone());
-    options.interval = Duration::from_millis(300);
-    let plane = DataPlane::start(st.sdk.clone(), options).await.unwrap();
+    let plane = DataPlane::start(st.sdk.clone(), options(app, &st))
+        .await
+        .unwrap();
     let s = plane
         .wait_for(Duration::from_secs(30), |s| {
             s.converged() && !s.services.is_empty() && !s.endpoints.is_empty()
@@ -1401,5 +1482,341 @@ async fn plane_moves_a_task_off_an_address_someone_else_listens_on() {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         assert_eq!(l.accept().unwrap().0.local_addr().unwrap(), addr);
     }
+    plane.stop().await;
+}
+
+/// The statuses each task of the cluster went through, in the order first seen, sampled until
+/// `done` holds or `limit` passes; with the time each was first seen.
+async fn watch_statuses(
+    st: &Stack,
+    limit: Duration,
+    plane: &DataPlane,
+) -> BTreeMap<String, Vec<(String, Duration)>> {
+    let t0 = std::time::Instant::now();
+    let mut seen: BTreeMap<String, Vec<(String, Duration)>> = BTreeMap::new();
+    while t0.elapsed() < limit && !plane.status().converged() {
+        let arns = st
+            .ecs
+            .list_tasks()
+            .cluster(&st.cluster)
+            .send()
+            .await
+            .unwrap()
+            .task_arns()
+            .to_vec();
+        if !arns.is_empty() {
+            let out = st
+                .ecs
+                .describe_tasks()
+                .cluster(&st.cluster)
+                .set_tasks(Some(arns))
+                .send()
+                .await
+                .unwrap();
+            for t in out.tasks() {
+                let list = seen.entry(t.task_arn().unwrap().to_owned()).or_default();
+                let status = t.last_status().unwrap_or_default().to_owned();
+                if list.last().is_none_or(|(s, _)| *s != status) {
+                    list.push((status, t0.elapsed()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    seen
+}
+
+/// The addresses the plane's DNS server answers for `name`, and the TTL.
+async fn resolve(plane: &DataPlane, name: &str) -> (BTreeSet<String>, Duration) {
+    use loadtest::Resolve as _;
+    let r = loadtest::DnsResolver::new(plane.dns().unwrap())
+        .resolve_ttl(name, 80)
+        .await
+        .unwrap();
+    (
+        r.addrs.iter().map(|a| a.ip().to_string()).collect(),
+        r.ttl.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_launch_on_the_clock_and_nodes_follow_dns_zonal_shifts_and_isolation() {
+    let Some(app) = sample_app() else {
+        eprintln!("SKIPPED: no sample-app binary beside the test executable");
+        return;
+    };
+    let st = stack().await;
+    let elb = client!(&st.sdk, st.account, aws_sdk_elasticloadbalancingv2);
+    let arc = client!(&st.sdk, st.account, aws_sdk_arczonalshift);
+    let lb = elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .clone();
+    let (lb_arn, name) = (
+        lb.load_balancer_arn().unwrap().to_owned(),
+        lb.dns_name().unwrap().to_owned(),
+    );
+    elb.modify_load_balancer_attributes()
+        .load_balancer_arn(&lb_arn)
+        .attributes(
+            aws_sdk_elasticloadbalancingv2::types::LoadBalancerAttribute::builder()
+                .key("zonal_shift.config.enabled")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut o = options(app, &st);
+    o.launch = "40s".parse().unwrap();
+    let plane = DataPlane::start(st.sdk.clone(), o).await.unwrap();
+
+    // Each task is PROVISIONING, then PENDING, then RUNNING in ECS, RUNNING no sooner than the
+    // scheduler's 23 s and the 40 s launch (model time) after the plane started.
+    let seen = watch_statuses(&st, Duration::from_secs(30), &plane).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (arn, statuses) in &seen {
+        let names: Vec<&str> = statuses.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            names,
+            ["PROVISIONING", "PENDING", "RUNNING"],
+            "{arn}: {statuses:?}"
+        );
+        let running = statuses[2].1;
+        assert!(
+            running >= wall(63.0) - Duration::from_millis(100),
+            "{running:?}"
+        );
+        // The pull (PENDING) is 76 % of the launch.
+        let pending = statuses[2].1 - statuses[1].1;
+        assert!(
+            pending >= wall(0.76 * 40.0) - Duration::from_millis(300),
+            "{pending:?}"
+        );
+    }
+    let s = plane
+        .wait_for(Duration::from_secs(20), PlaneStatus::converged)
+        .await
+        .unwrap_or_else(|| panic!("not converged: {:#?}", plane.status()));
+    let ep = s.endpoints[0].clone();
+    assert_eq!(ep.nodes.len(), 2, "{ep:?}");
+    let node = |zone: &str| ep.nodes.iter().find(|n| n.zone == zone).unwrap().addr;
+    let (a, b) = (node("eu-west-1a"), node("eu-west-1b"));
+    // A node's address tells its zone (127.0.{zone+1}.x), as a task's does.
+    let octets = |n: SocketAddr| match n.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets(),
+        std::net::IpAddr::V6(_) => panic!("{n}"),
+    };
+    assert_eq!(octets(a)[2], 1);
+    assert_eq!(octets(b)[2], 2);
+    let (ip_a, ip_b) = (a.ip().to_string(), b.ip().to_string());
+
+    // The DNS answer holds both nodes with the ALB's TTL (60 s) on this clock.
+    let (ips, ttl) = resolve(&plane, &name).await;
+    assert_eq!(ips, BTreeSet::from([ip_a.clone(), ip_b.clone()]));
+    assert_eq!(ttl, Duration::from_secs(3));
+
+    // A zonal shift away from eu-west-1a: its node leaves DNS and its task gets no traffic, also
+    // from clients still holding node a's address.
+    let zones = st.ec2.describe_availability_zones().send().await.unwrap();
+    let id_a = zones
+        .availability_zones()
+        .iter()
+        .find(|z| z.zone_name() == Some("eu-west-1a"))
+        .and_then(|z| z.zone_id())
+        .unwrap()
+        .to_owned();
+    let shift = arc
+        .start_zonal_shift()
+        .resource_identifier(&lb_arn)
+        .away_from(&id_a)
+        .expires_in("10m")
+        .comment("test")
+        .send()
+        .await
+        .unwrap();
+    // A second shift of the same resource is refused, as by ARC.
+    assert!(
+        arc.start_zonal_shift()
+            .resource_identifier(&lb_arn)
+            .away_from(&id_a)
+            .expires_in("10m")
+            .comment("again")
+            .send()
+            .await
+            .is_err()
+    );
+    let mut answer = BTreeSet::new();
+    for _ in 0..40 {
+        answer = resolve(&plane, &name).await.0;
+        if answer.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, BTreeSet::from([ip_b.clone()]));
+    let (zones_seen, _, ok) = spray(a, 10).await;
+    assert_eq!(ok, 10);
+    assert_eq!(zones_seen, BTreeSet::from(["eu-west-1b".to_owned()]));
+    arc.cancel_zonal_shift()
+        .zonal_shift_id(shift.zonal_shift_id())
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        answer = resolve(&plane, &name).await.0;
+        if answer.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.len(), 2, "back after the cancel");
+
+    // Zone b's subnet (where its node and task are) moves to a deny-all network ACL: node b
+    // drops connection attempts at once, but stays in DNS until Route 53's checks notice (two
+    // to three 30 s checks).
+    let deny = st
+        .ec2
+        .create_network_acl()
+        .vpc_id(&st.vpc)
+        .send()
+        .await
+        .unwrap()
+        .network_acl()
+        .unwrap()
+        .network_acl_id()
+        .unwrap()
+        .to_owned();
+    let subnet_b = st.subnets["eu-west-1b"].clone();
+    let acls = st.ec2.describe_network_acls().send().await.unwrap();
+    let (association, original) = acls
+        .network_acls()
+        .iter()
+        .flat_map(|a| a.associations())
+        .find(|x| x.subnet_id() == Some(subnet_b.as_str()))
+        .map(|x| {
+            (
+                x.network_acl_association_id().unwrap().to_owned(),
+                x.network_acl_id().unwrap().to_owned(),
+            )
+        })
+        .unwrap();
+    st.ec2
+        .replace_network_acl_association()
+        .association_id(&association)
+        .network_acl_id(&deny)
+        .send()
+        .await
+        .unwrap();
+    let cut = std::time::Instant::now();
+    plane
+        .wait_for(Duration::from_secs(5), |s| {
+            s.endpoints[0]
+                .nodes
+                .iter()
+                .any(|n| n.zone == "eu-west-1b" && !n.reachable)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node b not cut off: {:#?}", plane.status()));
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(b),
+    )
+    .await;
+    assert!(attempt.is_err(), "node b answered a connect: {attempt:?}");
+    assert_eq!(
+        resolve(&plane, &name).await.0.len(),
+        2,
+        "still in DNS right away"
+    );
+    let s = plane
+        .wait_for(Duration::from_secs(10), |s| {
+            s.endpoints[0]
+                .nodes
+                .iter()
+                .any(|n| n.zone == "eu-west-1b" && !n.in_dns)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node b never left DNS: {:#?}", plane.status()));
+    let left = cut.elapsed();
+    assert!(
+        left >= wall(60.0) - Duration::from_millis(300)
+            && left <= wall(90.0) + Duration::from_secs(2),
+        "node b left DNS after {left:?}"
+    );
+    assert!(
+        s.endpoints[0]
+            .nodes
+            .iter()
+            .any(|n| n.zone == "eu-west-1a" && n.in_dns)
+    );
+    assert_eq!(resolve(&plane, &name).await.0, BTreeSet::from([ip_a]));
+
+    // The service, blind to the impairment, replaced zone b's unhealthy task; a task it then
+    // places in zone b cannot pull its image there.
+    let s = plane
+        .wait_for(Duration::from_secs(20), |s| {
+            s.converged() && s.tasks.iter().all(|t| t.zone == "eu-west-1a")
+        })
+        .await
+        .unwrap_or_else(|| panic!("zone b's task not replaced: {:#?}", plane.status()));
+    st.ecs
+        .stop_task()
+        .cluster(&st.cluster)
+        .task(&s.tasks[0].arn)
+        .reason("test")
+        .send()
+        .await
+        .unwrap();
+    plane
+        .wait_for(Duration::from_secs(20), |s| {
+            s.services.first().is_some_and(|x| x.failed_starts >= 1)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no failed pull: {:#?}", plane.status()));
+    let stopped = st
+        .ecs
+        .list_tasks()
+        .cluster(&st.cluster)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    let described = st
+        .ecs
+        .describe_tasks()
+        .cluster(&st.cluster)
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described.tasks().iter().any(|t| t
+            .stopped_reason()
+            .is_some_and(|r| r.contains("CannotPullContainerError") && r.contains(&subnet_b))),
+        "no pull failure recorded in ECS"
+    );
+    st.ec2
+        .replace_network_acl_association()
+        .association_id(
+            st.ec2
+                .describe_network_acls()
+                .send()
+                .await
+                .unwrap()
+                .network_acls()
+                .iter()
+                .flat_map(|a| a.associations())
+                .find(|x| x.subnet_id() == Some(subnet_b.as_str()))
+                .and_then(|x| x.network_acl_association_id())
+                .unwrap(),
+        )
+        .network_acl_id(&original)
+        .send()
+        .await
+        .unwrap();
     plane.stop().await;
 }

@@ -1,5 +1,7 @@
-//! The load balancers: each target group's targets from the services' tasks, one proxy per
-//! HTTP listener, and the statistics taken from them (requests per target for autoscaling).
+//! The load balancers: each target group's targets from the services' running tasks, one proxy
+//! per HTTP listener with one node per zone of its load balancer (reachable as its subnet's
+//! network ACL allows; in the DNS answer as Route 53 and zonal shifts decide), and the
+//! statistics taken from them (requests per target group for autoscaling).
 
 use super::*;
 
@@ -10,7 +12,8 @@ impl Reconciler {
         for svc in &world.services {
             for (tg, _) in &svc.load_balancers {
                 let list = map.entry(tg.clone()).or_default();
-                for t in self.service_tasks(svc) {
+                // ECS registers a task once it is RUNNING.
+                for t in self.service_tasks(svc).filter(|t| t.running()) {
                     let reachable = world
                         .subnets
                         .get(&t.subnet)
@@ -161,7 +164,62 @@ impl Reconciler {
         }
     }
 
-    /// One proxy per HTTP listener, fed with its target group.
+    /// The node addresses of a load balancer in `zones` (indices of the region's zones): host
+    /// `127.0.{zone+1}.h` for the lowest `h` from 2 to 9 where `port` is free in every zone.
+    /// `None` when no host has it free (then the proxy takes any free port).
+    fn node_addrs(&self, zones: &[usize], port: u16) -> Option<Vec<SocketAddr>> {
+        (2u8..10).find_map(|h| {
+            let addrs: Option<Vec<SocketAddr>> = zones
+                .iter()
+                .map(|z| {
+                    let third = u8::try_from(z + 1).ok()?;
+                    Some(SocketAddr::from(([127, 0, third, h], port)))
+                })
+                .collect();
+            let addrs = addrs?;
+            addrs
+                .iter()
+                .all(|a| std::net::TcpListener::bind(a).is_ok())
+                .then_some(addrs)
+        })
+    }
+
+    /// A new proxy for listener `l`: one node per zone of its load balancer, on the listener's
+    /// port if it is free on every node's address (as root, or where unprivileged ports start
+    /// low enough), else on one free port shared by all nodes.
+    async fn bind_proxy(&self, l: &ListenerSpec) -> Result<alb::Proxy, alb::Error> {
+        let settings = alb::ProxySettings {
+            idle_timeout: self.opts.clock.wall(l.idle_timeout),
+            connect_timeout: self.opts.clock.wall(aws_model::aws::elb::CONNECT_TIMEOUT),
+            seed: self.opts.seed,
+            ..alb::ProxySettings::new(l.lb_arn_suffix.clone())
+        };
+        let zones: Vec<(String, usize)> = l
+            .zones
+            .iter()
+            .filter_map(|(z, _)| Some((z.clone(), self.zone_index(z)?)))
+            .collect();
+        if zones.is_empty() {
+            return alb::Proxy::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), settings).await;
+        }
+        let indices: Vec<usize> = zones.iter().map(|(_, i)| *i).collect();
+        let addrs = self
+            .node_addrs(&indices, l.port)
+            .or_else(|| self.node_addrs(&indices, 0))
+            .unwrap_or_default();
+        let nodes: Vec<alb::Node> = zones
+            .iter()
+            .zip(addrs)
+            .map(|((zone, _), addr)| alb::Node {
+                zone: zone.clone(),
+                addr,
+            })
+            .collect();
+        alb::Proxy::bind_nodes(&nodes, settings).await
+    }
+
+    /// One proxy per HTTP listener, fed with its target group; each node reachable as its
+    /// subnet's network ACL allows, the zonal shifts applied, and the DNS answers set.
     pub(super) async fn sync_proxies(&mut self, world: &World) {
         let wanted: BTreeSet<String> = world.listeners.iter().map(|l| l.arn.clone()).collect();
         let gone: Vec<String> = self
@@ -178,18 +236,23 @@ impl Reconciler {
         let targets = self.desired_targets(world);
         for l in &world.listeners {
             if !self.proxies.contains_key(&l.arn) {
-                let settings = alb::ProxySettings {
-                    idle_timeout: l.idle_timeout,
-                    name: l.lb_arn_suffix.clone(),
-                };
-                match alb::Proxy::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), settings).await {
+                match self.bind_proxy(l).await {
                     Ok(proxy) => {
                         log(format_args!(
                             "ALB {} ({}:{}) listens on {}",
                             l.lb_name,
                             l.dns_name,
                             l.port,
-                            proxy.local_addr()
+                            proxy
+                                .nodes()
+                                .iter()
+                                .map(|(z, a, _)| if z.is_empty() {
+                                    a.to_string()
+                                } else {
+                                    format!("{a} ({z})")
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                         self.proxies.insert(
                             l.arn.clone(),
@@ -206,10 +269,18 @@ impl Reconciler {
                     }
                 }
             }
+            self.sync_nodes(l, world).await;
             let Some(entry) = self.proxies.get_mut(&l.arn) else {
                 continue;
             };
             entry.spec = l.clone();
+            let shifted: Vec<String> = world
+                .zonal_shifts
+                .iter()
+                .filter(|(r, _)| *r == l.lb_arn)
+                .map(|(_, z)| z.clone())
+                .collect();
+            entry.proxy.set_shifted_zones(shifted);
             let Some(tg_arn) = &l.target_group else {
                 continue;
             };
@@ -224,19 +295,29 @@ impl Reconciler {
             let list = targets.get(tg_arn).cloned().unwrap_or_default();
             let key = (health.clone(), *deregistration_delay, list.clone());
             if entry.pushed.as_ref() != Some(&key) {
+                let clock = self.opts.clock;
+                let mut check = health.to_check();
+                check.interval = clock.wall(check.interval);
+                check.timeout = clock.wall(check.timeout);
                 entry.proxy.set_target_group(alb::TargetGroup {
-                    health_check: health.to_check(),
-                    deregistration_delay: *deregistration_delay,
+                    health_check: check,
+                    deregistration_delay: clock.wall(*deregistration_delay),
                     targets: list,
                 });
                 entry.pushed = Some(key);
             }
         }
+        self.sync_dns(world);
         let endpoints = self.endpoints();
         if self.written_endpoints.as_ref() != Some(&endpoints) {
             if let Some(dir) = &self.opts.state_dir {
                 let path = dir.join("sandbox-endpoints.json");
-                let text = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
+                let file = crate::daemon::EndpointsFile {
+                    dns: Some(self.dns.addr()),
+                    clock: self.opts.clock,
+                    load_balancers: endpoints.clone(),
+                };
+                let text = serde_json::to_string_pretty(&file).unwrap_or_default();
                 let tmp = dir.join("sandbox-endpoints.json.tmp");
                 let result = std::fs::create_dir_all(dir)
                     .and_then(|()| std::fs::write(&tmp, text))
@@ -249,6 +330,94 @@ impl Reconciler {
         }
     }
 
+    /// Cuts off or restores the nodes of `l` as their subnets' network ACLs say, and keeps
+    /// their standing with Route 53 (in the DNS answer or not).
+    async fn sync_nodes(&mut self, l: &ListenerSpec, world: &World) {
+        let now = Instant::now();
+        for (zone, subnet) in &l.zones {
+            let reachable = world
+                .subnets
+                .get(subnet)
+                .is_none_or(|s| s.reachable(l.port));
+            let key = (l.lb_arn.clone(), zone.clone());
+            let node = self.nodes.entry(key.clone()).or_insert(NodeDns {
+                reachable: true,
+                since: now,
+                in_dns: true,
+            });
+            if node.reachable != reachable {
+                node.reachable = reachable;
+                node.since = now;
+                log(format_args!(
+                    "ALB {} node in {zone} {}",
+                    l.lb_name,
+                    if reachable {
+                        "reachable again"
+                    } else {
+                        "cut off (its subnet's network ACL denies clients)"
+                    }
+                ));
+                if let Some(entry) = self.proxies.get(&l.arn) {
+                    entry.proxy.set_node_reachable(zone, reachable).await;
+                }
+            }
+            let delay = self.opts.clock.wall(dns::removal_delay(
+                self.opts.seed,
+                &format!("{}/{zone}", l.lb_arn),
+            ));
+            if node.in_dns != node.reachable && now.duration_since(node.since) >= delay {
+                node.in_dns = node.reachable;
+                log(format_args!(
+                    "ALB {} node in {zone} {} the DNS answer (Route 53's health checks)",
+                    l.lb_name,
+                    if node.in_dns { "back in" } else { "out of" }
+                ));
+            }
+        }
+    }
+
+    /// The DNS answer of every load balancer: its nodes in DNS outside shifted zones, or every
+    /// node when none would be left.
+    fn sync_dns(&self, world: &World) {
+        let ttl = dns::ttl(self.opts.clock);
+        let mut names = BTreeSet::new();
+        for entry in self.proxies.values() {
+            let l = &entry.spec;
+            let all: Vec<(String, Ipv4Addr)> = entry
+                .proxy
+                .nodes()
+                .into_iter()
+                .filter_map(|(zone, addr, _)| match addr.ip() {
+                    std::net::IpAddr::V4(ip) => Some((zone, ip)),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect();
+            let answered: Vec<Ipv4Addr> = all
+                .iter()
+                .filter(|(zone, _)| {
+                    let shifted = world
+                        .zonal_shifts
+                        .iter()
+                        .any(|(r, z)| *r == l.lb_arn && z == zone);
+                    let in_dns = self
+                        .nodes
+                        .get(&(l.lb_arn.clone(), zone.clone()))
+                        .is_none_or(|n| n.in_dns);
+                    !shifted && in_dns
+                })
+                .map(|(_, ip)| *ip)
+                .collect();
+            let ips = if answered.is_empty() {
+                all.iter().map(|(_, ip)| *ip).collect()
+            } else {
+                answered
+            };
+            names.insert(l.dns_name.to_ascii_lowercase());
+            self.dns.set(&l.dns_name, ips, ttl);
+        }
+        self.dns.retain(&names);
+    }
+
     pub(super) fn endpoints(&self) -> Vec<AlbEndpoint> {
         self.proxies
             .values()
@@ -257,58 +426,39 @@ impl Reconciler {
                 dns_name: p.spec.dns_name.clone(),
                 port: p.spec.port,
                 local_addr: p.proxy.local_addr(),
+                nodes: p
+                    .proxy
+                    .nodes()
+                    .into_iter()
+                    .map(|(zone, addr, reachable)| NodeEndpoint {
+                        in_dns: self
+                            .nodes
+                            .get(&(p.spec.lb_arn.clone(), zone.clone()))
+                            .is_none_or(|n| n.in_dns),
+                        zone,
+                        addr,
+                        reachable,
+                    })
+                    .collect(),
             })
             .collect()
     }
 
-    pub(super) fn collect_stats(&mut self, now: Instant) {
+    /// Takes the proxies' statistics into the report, samples the tasks' CPU, and returns the
+    /// requests per target group since the last call.
+    pub(super) fn collect_stats(&mut self, now: Instant) -> HashMap<String, u64> {
+        let mut requests: HashMap<String, u64> = HashMap::new();
         for p in self.proxies.values() {
             let stats = p.proxy.take_stats();
             if let Some(tg) = &p.spec.target_group {
                 let total: u64 = stats.zones.values().map(|z| z.requests).sum();
-                self.window.push_back((now, tg.clone(), total));
+                *requests.entry(tg.clone()).or_default() += total;
             }
             self.report.add(&p.spec, stats);
         }
-        while self
-            .window
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > self.opts.scaling_window)
-        {
-            self.window.pop_front();
-        }
         for t in self.tasks.values_mut() {
-            t.sample_cpu(now, self.opts.scaling_window);
+            t.sample_cpu(now, CPU_WINDOW);
         }
-    }
-
-    /// Requests per healthy target per minute over the window, for a target group.
-    pub(super) fn request_count_per_target(&self, tg: &str, now: Instant) -> Option<f64> {
-        let span = now
-            .duration_since(self.started)
-            .min(self.opts.scaling_window)
-            .as_secs_f64();
-        if span <= 0.0 {
-            return None;
-        }
-        let requests: u64 = self
-            .window
-            .iter()
-            .filter(|(_, t, _)| t == tg)
-            .map(|(_, _, n)| n)
-            .sum();
-        let healthy = self
-            .proxies
-            .values()
-            .filter(|p| p.spec.target_group.as_deref() == Some(tg))
-            .flat_map(|p| p.proxy.health())
-            .filter(|h| h.state == alb::TargetState::Healthy)
-            .map(|h| h.id)
-            .collect::<BTreeSet<_>>()
-            .len();
-        if healthy == 0 {
-            return None;
-        }
-        Some(requests as f64 / span * 60.0 / healthy as f64)
+        requests
     }
 }

@@ -1,21 +1,31 @@
 //! The sandbox data plane: a reconciler that reads the desired state from the control plane
-//! (moto) with the AWS SDK and makes it real on this machine.
+//! (moto) with the AWS SDK and makes it real on this machine, on AWS's clock or a faster one
+//! ([`PlaneOptions::clock`]): every timing it imitates comes from `aws_model`, scaled.
 //!
 //! Every [`PlaneOptions::interval`] it reads the ECS services, task definitions, subnets (with
-//! their zones and network ACLs), target groups, load balancers and listeners, and the
-//! Application Auto Scaling targets and policies, then:
-//! - keeps each service's `desiredCount` task processes running (the sample-app for images whose
-//!   repository ends in `sample-app`), balanced across the service's zones, recorded in ECS with
-//!   RunTask/StopTask, replaced when they exit or are stopped through the API, rolled on a new
-//!   task definition within the deployment's maximum/minimum percent;
-//! - registers the tasks in their target groups and drives one local ALB proxy per HTTP
-//!   listener, marking the tasks of subnets whose network ACL denies inbound TCP unreachable;
-//! - evaluates target-tracking policies and updates the desired count as AWS would;
+//! their zones and network ACLs), target groups, load balancers and listeners, Application
+//! Auto Scaling targets and policies, and the active zonal shifts; between reads it ticks at the
+//! model's pace (at most every model second). Then:
+//! - keeps each service's `desiredCount` tasks, balanced across the service's zones: each is
+//!   recorded with RunTask, launches (PROVISIONING, PENDING, RUNNING, reported with
+//!   SubmitTaskStateChange) and runs as a process (the sample-app for images whose repository
+//!   ends in `sample-app`); replaced when it exits or is stopped through the API, replaced
+//!   first when it fails its load balancer health checks, rolled on a new task definition
+//!   within the deployment's maximum/minimum percent;
+//! - registers the running tasks in their target groups and drives one local ALB per HTTP
+//!   listener with one node per zone of the load balancer (an address in the DNS answer the
+//!   plane's DNS server gives for its name); tasks of subnets whose network ACL denies
+//!   inbound TCP are unreachable, a node whose subnet denies it drops connection attempts and
+//!   leaves the DNS answer once Route 53 would notice, and a zonal shift takes the zone out of
+//!   DNS and routing at once;
+//! - feeds target tracking (CloudWatch datapoints, alarms, cooldowns) and updates the desired
+//!   count as Application Auto Scaling would;
 //! - publishes the ALB and ECS CloudWatch metrics and the access logs.
 //!
 //! Errors of an iteration are logged and the next iteration retries; nothing panics.
 
 mod balancer;
+mod dns;
 mod nacl;
 mod observe;
 mod report;
@@ -31,6 +41,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_model::aws::{cloudwatch, ecs};
+use aws_model::{Clock, LaunchLatency, Rng};
 use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
@@ -44,6 +56,15 @@ use crate::Error;
 use observe::{ListenerSpec, ServiceSpec, SubnetSpec, TargetGroupSpec, TaskDefSpec, World};
 use tasks::{Metadata, TaskProc};
 
+impl World {
+    /// The service a task belongs to.
+    fn service_of(&self, t: &TaskProc) -> Option<&ServiceSpec> {
+        self.services
+            .iter()
+            .find(|s| s.cluster == t.cluster && s.name == t.service)
+    }
+}
+
 /// How the data plane runs.
 #[derive(Debug, Clone)]
 pub struct PlaneOptions {
@@ -56,11 +77,16 @@ pub struct PlaneOptions {
     pub state_dir: Option<PathBuf>,
     /// Interceptors added to every SDK client (e.g. [`crate::MotoAccount`]). Default: none.
     pub interceptors: Vec<SharedInterceptor>,
-    /// Time between CloudWatch metric and access-log publications. Default 60 s.
-    pub metrics_period: Duration,
-    /// The sliding window over which scaling metrics (requests per target, CPU) are measured.
-    /// Default 60 s.
-    pub scaling_window: Duration,
+    /// The clock the model runs on: AWS's (the default), or a faster one for tests, which
+    /// divides every duration of the model (launches, health checks, metric periods, cooldowns,
+    /// DNS TTL) by its factor.
+    pub clock: Clock,
+    /// How long a Fargate task takes from creation to RUNNING (model time). Default AWS's
+    /// typical 30-60 s.
+    pub launch: LaunchLatency,
+    /// Seeds the launch latencies and the phases of health checks and Route 53's node checks:
+    /// the same seed, the same draws. Default 1.
+    pub seed: u64,
 }
 
 impl PlaneOptions {
@@ -71,9 +97,16 @@ impl PlaneOptions {
             interval: Duration::from_secs(1),
             state_dir: None,
             interceptors: Vec::new(),
-            metrics_period: Duration::from_secs(60),
-            scaling_window: Duration::from_secs(60),
+            clock: Clock::AWS,
+            launch: LaunchLatency::default(),
+            seed: 1,
         }
+    }
+
+    /// The same options on `clock`.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds an interceptor to every SDK client.
@@ -88,12 +121,28 @@ impl PlaneOptions {
 pub struct AlbEndpoint {
     /// The load balancer's name.
     pub name: String,
-    /// Its DNS name (as moto reports it; it resolves nowhere).
+    /// Its DNS name (as moto reports it); the plane's DNS server answers for it.
     pub dns_name: String,
     /// The listener port.
     pub port: u16,
-    /// The local address serving that listener.
+    /// The local address of the first node.
     pub local_addr: SocketAddr,
+    /// Every node: one per zone of the load balancer, all on one port.
+    #[serde(default)]
+    pub nodes: Vec<NodeEndpoint>,
+}
+
+/// One node of a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NodeEndpoint {
+    /// Its zone.
+    pub zone: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether clients reach it (its subnet's network ACL admits them).
+    pub reachable: bool,
+    /// Whether its address is in the DNS answer.
+    pub in_dns: bool,
 }
 
 /// A task's health in its target group.
@@ -149,18 +198,25 @@ pub struct ServiceStatus {
     pub running: usize,
     /// Of those, healthy (or running, without a target group) and on the current task definition.
     pub healthy: usize,
+    /// Tasks launching (PROVISIONING or PENDING).
+    #[serde(default)]
+    pub launching: usize,
     /// Tasks that failed to start (e.g. an image the sandbox cannot run).
     pub failed_starts: u32,
 }
 
 /// A snapshot of the data plane after an iteration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PlaneStatus {
-    /// Iterations done.
+    /// The clock the model runs on.
+    pub clock: Clock,
+    /// The DNS server that answers for the load balancers' names.
+    pub dns: Option<SocketAddr>,
+    /// Reads of the control plane done.
     pub iterations: u64,
     /// The services.
     pub services: Vec<ServiceStatus>,
-    /// The running tasks.
+    /// The running tasks (with a process).
     pub tasks: Vec<TaskStatus>,
     /// The local ALB listeners.
     pub endpoints: Vec<AlbEndpoint>,
@@ -194,8 +250,13 @@ impl DataPlane {
     /// Starts the data plane against the control plane `sdk` points at.
     pub async fn start(sdk: SdkConfig, options: PlaneOptions) -> Result<DataPlane, Error> {
         let metadata = Metadata::start().await?;
+        let dns = dns::DnsServer::start().await?;
         let clients = Clients::new(&sdk, &options.interceptors);
-        let (status_tx, status) = watch::channel(PlaneStatus::default());
+        let (status_tx, status) = watch::channel(PlaneStatus {
+            clock: options.clock,
+            dns: Some(dns.addr()),
+            ..PlaneStatus::default()
+        });
         let (stop, stopped) = watch::channel(false);
         let region = sdk
             .region()
@@ -203,25 +264,30 @@ impl DataPlane {
         let reconciler = Reconciler {
             c: clients,
             region,
+            rng: Rng::new(options.seed),
             opts: options,
             metadata,
+            dns,
             zones: Vec::new(),
+            zone_ids: HashMap::new(),
             task_defs: HashMap::new(),
             tasks: BTreeMap::new(),
             stopping: JoinSet::new(),
             registered: HashMap::new(),
             proxies: BTreeMap::new(),
+            nodes: HashMap::new(),
             failures: HashMap::new(),
-            scaling_memory: HashMap::new(),
-            window: VecDeque::new(),
-            started: Instant::now(),
+            scaling: HashMap::new(),
+            pending_desired: HashMap::new(),
             report: report::Report::default(),
             last_publish: Instant::now(),
+            last_tick: Instant::now(),
+            last_read: None,
             activities: Vec::new(),
             written_endpoints: None,
             status_tx,
             iterations: 0,
-            last_services: Vec::new(),
+            world: World::default(),
             unrecorded: 0,
         };
         let handle = tokio::spawn(reconciler.run(stopped));
@@ -275,6 +341,11 @@ impl DataPlane {
         self.wait_for(timeout, PlaneStatus::converged).await
     }
 
+    /// The DNS server that answers for the load balancers' names.
+    pub fn dns(&self) -> Option<SocketAddr> {
+        self.status.borrow().dns
+    }
+
     /// Stops the loop, every task process it started (by PID: SIGTERM, SIGKILL after 5 s;
     /// waited for) and the local listeners.
     pub async fn stop(self) {
@@ -292,6 +363,7 @@ struct Clients {
     aas: aws_sdk_applicationautoscaling::Client,
     cw: aws_sdk_cloudwatch::Client,
     s3: aws_sdk_s3::Client,
+    arc: aws_sdk_arczonalshift::Client,
 }
 
 macro_rules! client {
@@ -314,6 +386,7 @@ impl Clients {
             aas: client!(sdk, interceptors, aws_sdk_applicationautoscaling),
             cw: client!(sdk, interceptors, aws_sdk_cloudwatch),
             s3: client!(sdk, interceptors, aws_sdk_s3, force_path_style),
+            arc: client!(sdk, interceptors, aws_sdk_arczonalshift),
         }
     }
 }
@@ -325,39 +398,61 @@ struct ProxyEntry {
     pushed: Option<(observe::HealthKey, Duration, Vec<alb::Target>)>,
 }
 
+/// A load balancer node's standing with Route 53: reachable or not since when, and whether its
+/// address is in the DNS answer.
+#[derive(Debug, Clone, Copy)]
+struct NodeDns {
+    reachable: bool,
+    since: Instant,
+    in_dns: bool,
+}
+
 /// Most task starts per service per iteration.
 const MAX_STARTS: usize = 10;
 
 /// A task process that exits this soon after its start counts as a failed start: the service
-/// backs off (2 s doubling to 60 s) before starting the next one, so a crash loop stays cheap.
+/// backs off (ECS's throttle) before starting the next one, so a crash loop stays cheap.
 const EARLY_EXIT: Duration = Duration::from_secs(5);
+
+/// How far back a task's CPU use is measured (wall time).
+const CPU_WINDOW: Duration = Duration::from_secs(2);
 
 struct Reconciler {
     c: Clients,
     region: String,
     opts: PlaneOptions,
+    /// Draws the launch latencies.
+    rng: Rng,
     metadata: Metadata,
+    dns: dns::DnsServer,
     /// All zone names of the region, sorted: zone n uses 127.0.{n+1}.0/24.
     zones: Vec<String>,
+    /// Zone id -> zone name.
+    zone_ids: HashMap<String, String>,
     task_defs: HashMap<String, TaskDefSpec>,
     tasks: BTreeMap<String, TaskProc>,
     stopping: JoinSet<()>,
     /// Target group ARN -> task ARN -> registered address.
     registered: HashMap<String, HashMap<String, SocketAddr>>,
     proxies: BTreeMap<String, ProxyEntry>,
+    /// (load balancer ARN, zone) -> its node's standing with Route 53.
+    nodes: HashMap<(String, String), NodeDns>,
     /// Service key -> (failed starts, no new start before).
     failures: HashMap<String, (u32, Instant)>,
-    scaling_memory: HashMap<String, scaling::Memory>,
-    /// (when, target group ARN, requests)
-    window: VecDeque<(Instant, String, u64)>,
-    started: Instant,
+    /// Service key -> target tracking.
+    scaling: HashMap<String, scaling::ServiceScaling>,
+    /// Desired counts set by target tracking since the last read.
+    pending_desired: HashMap<String, i32>,
     report: report::Report,
     last_publish: Instant,
+    last_tick: Instant,
+    last_read: Option<Instant>,
     activities: Vec<String>,
     written_endpoints: Option<Vec<AlbEndpoint>>,
     status_tx: watch::Sender<PlaneStatus>,
     iterations: u64,
-    last_services: Vec<ServiceSpec>,
+    /// The last read of the control plane.
+    world: World,
     /// Tasks run without an ECS record so far.
     unrecorded: u64,
 }
@@ -367,17 +462,32 @@ fn log(msg: impl std::fmt::Display) {
 }
 
 impl Reconciler {
+    /// Time between ticks: one model second, at most the read interval, at least 50 ms.
+    fn tick(&self) -> Duration {
+        self.opts.clock.wall(Duration::from_secs(1)).clamp(
+            Duration::from_millis(50),
+            self.opts.interval.max(Duration::from_millis(50)),
+        )
+    }
+
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let tick = self.tick();
         loop {
-            let result = self.iterate().await;
-            self.iterations += 1;
+            let read = self
+                .last_read
+                .is_none_or(|t| t.elapsed() + tick / 2 >= self.opts.interval);
+            let result = self.iterate(read).await;
+            if read {
+                self.iterations += 1;
+                self.last_read = Some(Instant::now());
+            }
             let last_error = result.err().map(|e| {
                 log(format_args!("iteration failed (retrying): {e}"));
                 e.to_string()
             });
             self.publish_status(last_error);
             tokio::select! {
-                _ = tokio::time::sleep(self.opts.interval) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = stopped.changed() => break,
             }
             if *stopped.borrow() {
@@ -390,20 +500,22 @@ impl Reconciler {
     async fn shutdown(mut self) {
         let tasks = std::mem::take(&mut self.tasks);
         for (_, t) in tasks {
-            self.stopping.spawn(tasks::stop_child(t.child, t.pid));
+            if let Some(p) = t.process {
+                self.stopping.spawn(tasks::stop_child(p.child, p.pid));
+            }
         }
         while self.stopping.join_next().await.is_some() {}
         for (_, p) in std::mem::take(&mut self.proxies) {
             p.proxy.shutdown().await;
         }
         self.metadata.shutdown().await;
+        self.dns.shutdown().await;
     }
 
-    async fn iterate(&mut self) -> Result<(), Error> {
-        // Reap finished stops so the set stays small.
-        while self.stopping.try_join_next().is_some() {}
+    /// Reads the control plane.
+    async fn read(&mut self) -> Result<World, Error> {
         if self.zones.is_empty() {
-            self.zones = self.read_zones().await?;
+            (self.zones, self.zone_ids) = observe::zones(&self.c, &self.region).await?;
         }
         let mut world = World {
             services: observe::services(&self.c).await?,
@@ -415,14 +527,20 @@ impl Reconciler {
                 self.task_defs.insert(s.task_definition.clone(), td);
             }
         }
+        world.listeners = observe::listeners(&self.c).await?;
         let subnet_ids: BTreeSet<String> = world
             .services
             .iter()
             .flat_map(|s| s.subnets.iter().cloned())
+            .chain(
+                world
+                    .listeners
+                    .iter()
+                    .flat_map(|l| l.zones.iter().map(|(_, s)| s.clone())),
+            )
             .collect();
         world.subnets =
             observe::subnets(&self.c, &subnet_ids.into_iter().collect::<Vec<_>>()).await?;
-        world.listeners = observe::listeners(&self.c).await?;
         let tg_arns: BTreeSet<String> = world
             .services
             .iter()
@@ -443,23 +561,58 @@ impl Reconciler {
                 BTreeMap::new()
             }
         };
+        world.zonal_shifts = match observe::zonal_shifts(&self.c).await {
+            Ok(shifts) => shifts
+                .into_iter()
+                .filter_map(|(r, id)| Some((r, self.zone_ids.get(&id)?.clone())))
+                .collect(),
+            Err(e) => {
+                log(format_args!("zonal shifts not read this round: {e}"));
+                std::mem::take(&mut self.world.zonal_shifts)
+            }
+        };
+        Ok(world)
+    }
 
-        self.reap_exited(&world).await;
-        self.sync_stopped_from_api().await;
-        self.stop_orphans(&world).await;
-        self.replace_unhealthy(&world).await;
-        for svc in &world.services {
-            if let Err(e) = self.converge_service(svc, &world).await {
-                log(format_args!("service {}: {e}", svc.key()));
+    /// One step: with `read`, a fresh read of the control plane first (otherwise the last one
+    /// is used, as it is between reads).
+    async fn iterate(&mut self, read: bool) -> Result<(), Error> {
+        // Reap finished stops so the set stays small.
+        while self.stopping.try_join_next().is_some() {}
+        let mut world = if read {
+            self.read().await?
+        } else {
+            std::mem::take(&mut self.world)
+        };
+        for (key, desired) in self.pending_desired.drain() {
+            if let Some(s) = world.services.iter_mut().find(|s| s.key() == key) {
+                s.desired = desired;
             }
         }
-        self.last_services = world.services.clone();
+        self.advance_launches(&world).await;
+        self.reap_exited(&world).await;
+        if read {
+            self.sync_stopped_from_api().await;
+            self.stop_orphans(&world).await;
+        }
+        self.replace_unhealthy(&world).await;
+        if read {
+            for svc in &world.services {
+                if let Err(e) = self.converge_service(svc, &world).await {
+                    log(format_args!("service {}: {e}", svc.key()));
+                }
+            }
+        }
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
         let now = Instant::now();
-        self.collect_stats(now);
-        self.autoscale(&world, now).await;
-        if now.duration_since(self.last_publish) >= self.opts.metrics_period {
+        let dt = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        let requests = self.collect_stats(now);
+        self.autoscale(&world, &requests, dt).await;
+        if now.duration_since(self.last_publish)
+            >= self.opts.clock.wall(cloudwatch::STANDARD_PERIOD)
+        {
             self.last_publish = now;
             let healthy = self.health_by_zone();
             let cpu = self.service_usage(&world);
@@ -473,28 +626,8 @@ impl Reconciler {
             )
             .await;
         }
+        self.world = world;
         Ok(())
-    }
-
-    async fn read_zones(&self) -> Result<Vec<String>, Error> {
-        let out = self
-            .c
-            .ec2
-            .describe_availability_zones()
-            .send()
-            .await
-            .map_err(|e| Error::Aws {
-                operation: "DescribeAvailabilityZones",
-                resource: self.region.clone(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
-        let mut zones: Vec<String> = out
-            .availability_zones()
-            .iter()
-            .filter_map(|z| z.zone_name().map(str::to_owned))
-            .collect();
-        zones.sort();
-        Ok(zones)
     }
 
     fn zone_index(&self, zone: &str) -> Option<usize> {
@@ -542,7 +675,9 @@ impl Reconciler {
             }
             let mem: Vec<f64> = mine
                 .iter()
-                .filter_map(|t| report::memory_percent(t.pid, self.memory_of(&t.task_definition)))
+                .filter_map(|t| {
+                    report::memory_percent(t.pid()?, self.memory_of(&t.task_definition))
+                })
                 .collect();
             let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             map.insert(
@@ -566,68 +701,12 @@ impl Reconciler {
             .filter(move |t| t.cluster == svc.cluster && t.service == svc.name)
     }
 
-    async fn autoscale(&mut self, world: &World, now: Instant) {
-        for svc in &world.services {
-            let key = svc.key();
-            let Some(spec) = world.scaling.get(&key) else {
-                continue;
-            };
-            let cpu: Vec<f64> = self
-                .service_tasks(svc)
-                .filter_map(TaskProc::cpu_percent)
-                .collect();
-            let cpu = (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64);
-            let tg = svc.load_balancers.first().map(|(t, _)| t.clone());
-            let measured: Vec<(scaling::Policy, Option<f64>)> = spec
-                .policies
-                .iter()
-                .map(|p| {
-                    let v = match p.metric {
-                        scaling::Metric::RequestCountPerTarget => tg
-                            .as_deref()
-                            .and_then(|tg| self.request_count_per_target(tg, now)),
-                        scaling::Metric::Cpu => cpu,
-                        scaling::Metric::Memory => None,
-                    };
-                    (p.clone(), v)
-                })
-                .collect();
-            let memory = self.scaling_memory.entry(key.clone()).or_default();
-            let Some(activity) =
-                scaling::evaluate(svc.desired, spec.min, spec.max, &measured, memory, now)
-            else {
-                continue;
-            };
-            let result = self
-                .c
-                .ecs
-                .update_service()
-                .cluster(&svc.cluster)
-                .service(&svc.name)
-                .desired_count(activity.desired)
-                .send()
-                .await;
-            let line = match result {
-                Ok(_) => format!("{key}: {}", activity.cause),
-                Err(e) => format!(
-                    "{key}: {} FAILED: {}",
-                    activity.cause,
-                    DisplayErrorContext(&e)
-                ),
-            };
-            log(&line);
-            self.activities.push(line);
-            if self.activities.len() > 100 {
-                self.activities.remove(0);
-            }
-        }
-    }
-
     fn publish_status(&self, last_error: Option<String>) {
         let health = self.health();
         let mut services: BTreeMap<(String, String), ServiceStatus> = BTreeMap::new();
         let mut tasks = Vec::new();
         for t in self.tasks.values() {
+            let Some(pid) = t.pid() else { continue };
             let h = match health.get(&t.arn) {
                 None => TaskHealth::NoTargetGroup,
                 Some(alb::TargetState::Initial) => TaskHealth::Initial,
@@ -649,14 +728,19 @@ impl Reconciler {
                 task_definition: t.task_definition.clone(),
                 zone: t.zone.clone(),
                 addr: t.addr,
-                pid: t.pid,
+                pid,
                 health: h,
                 reachable,
             });
         }
         // Services come from the last observation; keep them in the snapshot via tasks and the
         // cached desired counts.
-        for s in &self.last_services {
+        for s in &self.world.services {
+            let launching = self
+                .tasks
+                .values()
+                .filter(|t| t.cluster == s.cluster && t.service == s.name && !t.running())
+                .count();
             let running: Vec<&TaskStatus> = tasks
                 .iter()
                 .filter(|t| t.cluster == s.cluster && t.service == s.name)
@@ -676,11 +760,14 @@ impl Reconciler {
                     desired: s.desired,
                     running: running.len(),
                     healthy,
+                    launching,
                     failed_starts: self.failures.get(&s.key()).map_or(0, |f| f.0),
                 },
             );
         }
         let status = PlaneStatus {
+            clock: self.opts.clock,
+            dns: Some(self.dns.addr()),
             iterations: self.iterations,
             services: services.into_values().collect(),
             tasks,

@@ -1,16 +1,29 @@
-//! Whether a subnet's network ACL lets a load balancer reach a task: inbound entries are
-//! evaluated in rule-number order for TCP on the task's port from anywhere (0.0.0.0/0); the
-//! first matching entry decides and no match denies, as in AWS. A deny-all ACL (what AWS FIS
-//! and `network::isolate_zone` use) therefore cuts the subnet off.
+//! Whether a subnet's network ACL lets traffic through: entries of one direction are evaluated
+//! in rule-number order for TCP on a port to or from anywhere (0.0.0.0/0); the first matching
+//! entry decides and no match denies, as in AWS. A deny-all ACL (what AWS FIS and
+//! `network::isolate_zone` use) therefore cuts the subnet off: a load balancer cannot reach its
+//! tasks, clients cannot reach its load balancer node, and a task launched there cannot pull its
+//! image.
 
 use aws_sdk_ec2::types::{NetworkAcl, NetworkAclEntry, RuleAction};
 
 /// Whether `acl` admits TCP to `port` from any source.
 pub(crate) fn admits_tcp(acl: &NetworkAcl, port: u16) -> bool {
+    admits(acl, false, port)
+}
+
+/// Whether a task behind `acl` can pull an image: HTTPS out to anywhere, and the answers back in
+/// (on an ephemeral port; 32768 stands for them).
+pub(crate) fn admits_pull(acl: &NetworkAcl) -> bool {
+    admits(acl, true, 443) && admits(acl, false, 32768)
+}
+
+/// Whether `acl` lets TCP on `port` through in one direction (`egress`: out to anywhere).
+fn admits(acl: &NetworkAcl, egress: bool, port: u16) -> bool {
     let mut entries: Vec<&NetworkAclEntry> = acl
         .entries()
         .iter()
-        .filter(|e| e.egress() == Some(false))
+        .filter(|e| e.egress() == Some(egress))
         .filter(|e| e.cidr_block().is_some())
         .collect();
     entries.sort_by_key(|e| e.rule_number().unwrap_or(i32::MAX));
@@ -78,6 +91,17 @@ mod tests {
             8080
         ));
         assert!(!admits_tcp(&acl(vec![]), 8080), "no entry: implicit deny");
+        let outbound = NetworkAclEntry::builder()
+            .rule_number(100)
+            .rule_action(RuleAction::Allow)
+            .protocol("-1")
+            .egress(true)
+            .cidr_block("0.0.0.0/0")
+            .build();
+        let both = acl(vec![entry(100, RuleAction::Allow, "-1", None), outbound]);
+        assert!(admits_pull(&both));
+        assert!(!admits_pull(&default), "no egress entry");
+        assert!(!admits_pull(&acl(vec![])));
     }
 
     #[test]

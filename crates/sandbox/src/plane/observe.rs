@@ -10,10 +10,12 @@ use aws_sdk_applicationautoscaling::types::ServiceNamespace;
 use aws_sdk_ec2::types::NetworkAcl;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
+use aws_model::aws::autoscaling::DEFAULT_COOLDOWN;
+use aws_model::tracking::{Metric, Policy};
+
 use super::Clients;
 use super::alb::HealthCheck;
 use super::nacl;
-use super::scaling::{Metric, Policy};
 use crate::Error;
 
 /// Most pages read from one listing per iteration.
@@ -48,6 +50,9 @@ pub(crate) struct ServiceSpec {
     /// `healthCheckGracePeriodSeconds`: how long after a task's start its load balancer
     /// health is ignored (zero when unset).
     pub(crate) health_check_grace: Duration,
+    /// A deployment is in progress (more than one deployment): target tracking does not scale
+    /// in meanwhile.
+    pub(crate) deploying: bool,
 }
 
 impl ServiceSpec {
@@ -89,11 +94,16 @@ pub(crate) struct SubnetSpec {
 }
 
 impl SubnetSpec {
-    /// Whether the load balancer reaches `port` in this subnet.
+    /// Whether traffic from anywhere reaches `port` in this subnet.
     pub(crate) fn reachable(&self, port: u16) -> bool {
         self.acl
             .as_ref()
             .is_none_or(|acl| nacl::admits_tcp(acl, port))
+    }
+
+    /// Whether a task in this subnet can pull its image (HTTPS out, answers back in).
+    pub(crate) fn can_pull(&self) -> bool {
+        self.acl.as_ref().is_none_or(nacl::admits_pull)
     }
 }
 
@@ -133,7 +143,10 @@ impl HealthKey {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ListenerSpec {
     pub(crate) arn: String,
+    pub(crate) lb_arn: String,
     pub(crate) lb_name: String,
+    /// The load balancer's zones with their subnet: one node in each.
+    pub(crate) zones: Vec<(String, String)>,
     pub(crate) lb_arn_suffix: String,
     pub(crate) dns_name: String,
     pub(crate) port: u16,
@@ -160,6 +173,8 @@ pub(crate) struct World {
     pub(crate) listeners: Vec<ListenerSpec>,
     /// By `cluster/service`.
     pub(crate) scaling: BTreeMap<String, ScalingSpec>,
+    /// Active zonal shifts: (resource ARN, zone name moved away from).
+    pub(crate) zonal_shifts: Vec<(String, String)>,
 }
 
 fn secs(v: Option<i32>, default: u64) -> Duration {
@@ -238,6 +253,7 @@ pub(crate) async fn services(c: &Clients) -> Result<Vec<ServiceSpec>, Error> {
                     .map(str::to_owned);
                 let name = s.service_name().unwrap_or_default().to_owned();
                 specs.push(ServiceSpec {
+                    deploying: s.deployments().len() > 1,
                     cluster: cluster.clone(),
                     deployment_id: primary.unwrap_or_else(|| format!("ecs-svc/{name}")),
                     health_check_grace: Duration::from_secs(
@@ -523,6 +539,12 @@ pub(crate) async fn listeners(c: &Clients) -> Result<Vec<ListenerSpec>, Error> {
             });
             specs.push(ListenerSpec {
                 arn: arn.to_owned(),
+                lb_arn: lb_arn.to_owned(),
+                zones: lb
+                    .availability_zones()
+                    .iter()
+                    .filter_map(|z| Some((z.zone_name()?.to_owned(), z.subnet_id()?.to_owned())))
+                    .collect(),
                 lb_name: lb.load_balancer_name().unwrap_or_default().to_owned(),
                 lb_arn_suffix: suffix.clone(),
                 dns_name: lb.dns_name().unwrap_or_default().to_owned(),
@@ -596,12 +618,13 @@ pub(crate) async fn scaling(c: &Clients) -> Result<BTreeMap<String, ScalingSpec>
             else {
                 continue;
             };
+            let cooldown = |v: Option<i32>| secs(v, DEFAULT_COOLDOWN.as_secs()).as_secs_f64();
             spec.policies.push(Policy {
                 name: p.policy_name().to_owned(),
                 metric,
                 target: tt.target_value(),
-                scale_out_cooldown: secs(tt.scale_out_cooldown(), 300),
-                scale_in_cooldown: secs(tt.scale_in_cooldown(), 300),
+                scale_out_cooldown: cooldown(tt.scale_out_cooldown()),
+                scale_in_cooldown: cooldown(tt.scale_in_cooldown()),
                 disable_scale_in: tt.disable_scale_in().unwrap_or(false),
             });
         }
@@ -611,4 +634,60 @@ pub(crate) async fn scaling(c: &Clients) -> Result<BTreeMap<String, ScalingSpec>
         }
     }
     Ok(map)
+}
+
+/// The region's zones: their names, sorted, and zone id -> name.
+pub(crate) async fn zones(
+    c: &Clients,
+    region: &str,
+) -> Result<(Vec<String>, HashMap<String, String>), Error> {
+    let out = c
+        .ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(|e| Error::Aws {
+            operation: "DescribeAvailabilityZones",
+            resource: region.to_owned(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let mut names = Vec::new();
+    let mut ids = HashMap::new();
+    for z in out.availability_zones() {
+        let Some(name) = z.zone_name() else { continue };
+        names.push(name.to_owned());
+        if let Some(id) = z.zone_id() {
+            ids.insert(id.to_owned(), name.to_owned());
+        }
+    }
+    names.sort();
+    Ok((names, ids))
+}
+
+/// The active zonal shifts: (resource ARN, zone id moved away from).
+pub(crate) async fn zonal_shifts(c: &Clients) -> Result<Vec<(String, String)>, Error> {
+    let mut shifts = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .arc
+            .list_zonal_shifts()
+            .status(aws_sdk_arczonalshift::types::ZonalShiftStatus::Active)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| Error::Aws {
+                operation: "ListZonalShifts",
+                resource: "*".to_owned(),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        for s in out.items() {
+            shifts.push((s.resource_identifier().to_owned(), s.away_from().to_owned()));
+        }
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(shifts)
 }

@@ -1,245 +1,136 @@
-//! Target tracking as Application Auto Scaling does it, for ECS services: each policy proposes
-//! `ceil(current * metric / target)`; the service scales out when any policy asks for more
-//! (after the scale-out cooldown), and in only when every policy with data agrees, its metric
-//! has stayed below its target for the whole scale-in cooldown, and no scaling happened within
-//! the cooldowns. The result is clamped to the scalable target's min and max.
+//! Target tracking in the data plane: what the load balancer and the task processes measured
+//! becomes CloudWatch datapoints and alarm evaluations of `aws_model::tracking` (the model the
+//! proof predicts with), on the plane's clock, and its decisions become UpdateService calls.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use tokio::time::Instant;
+use aws_model::tracking::{Decision, MetricStream, Observation, Policy, Tracker};
 
-/// The predefined metrics the sandbox measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Metric {
-    /// `ALBRequestCountPerTarget`: requests per healthy target per minute.
-    RequestCountPerTarget,
-    /// `ECSServiceAverageCPUUtilization`: percent of the tasks' CPU units.
-    Cpu,
-    /// `ECSServiceAverageMemoryUtilization` (not measured: never acts).
-    Memory,
-}
+use super::*;
 
-impl Metric {
-    /// The metric of a predefined metric type name.
-    pub(crate) fn from_predefined(name: &str) -> Option<Metric> {
-        match name {
-            "ALBRequestCountPerTarget" => Some(Metric::RequestCountPerTarget),
-            "ECSServiceAverageCPUUtilization" => Some(Metric::Cpu),
-            "ECSServiceAverageMemoryUtilization" => Some(Metric::Memory),
-            _ => None,
-        }
-    }
-}
-
-/// One target-tracking policy.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Policy {
-    /// Its name.
-    pub(crate) name: String,
-    /// What it tracks.
-    pub(crate) metric: Metric,
-    /// The value to hold.
-    pub(crate) target: f64,
-    /// Wait after a scale-out before another.
-    pub(crate) scale_out_cooldown: Duration,
-    /// Wait (and time below target) before a scale-in.
-    pub(crate) scale_in_cooldown: Duration,
-    /// Never scale in.
-    pub(crate) disable_scale_in: bool,
-}
-
-/// What the evaluator remembers per scalable target.
+/// The target-tracking state of one scalable service: its alarms and one metric stream per
+/// policy.
 #[derive(Debug, Default)]
-pub(crate) struct Memory {
-    last_out: Option<Instant>,
-    last_in: Option<Instant>,
-    below_since: HashMap<String, Instant>,
+pub(crate) struct ServiceScaling {
+    tracker: Tracker,
+    streams: BTreeMap<String, MetricStream>,
 }
 
-/// A decision to change the desired count.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Activity {
-    /// The new desired count.
-    pub(crate) desired: i32,
-    /// Why, in the words of an AWS scaling activity.
-    pub(crate) cause: String,
-}
-
-fn proposal(current: i32, value: f64, target: f64) -> i32 {
-    if target <= 0.0 || !value.is_finite() {
-        return current;
-    }
-    let p = (f64::from(current.max(1)) * value / target).ceil();
-    // Float to int: clamp into i32 first (values are small counts).
-    p.clamp(0.0, f64::from(i32::MAX)) as i32
-}
-
-/// Evaluates `policies` (each with its measured value, `None` when there is no data yet).
-pub(crate) fn evaluate(
-    current: i32,
-    min: i32,
-    max: i32,
-    policies: &[(Policy, Option<f64>)],
-    memory: &mut Memory,
-    now: Instant,
-) -> Option<Activity> {
-    if current < min || current > max {
-        let desired = current.clamp(min, max);
-        return Some(Activity {
-            desired,
-            cause: format!("desired count {current} outside [{min}, {max}]: set to {desired}"),
-        });
-    }
-    let mut out: Option<(i32, String)> = None;
-    let mut in_votes = Vec::new();
-    let mut with_data = 0;
-    for (policy, value) in policies {
-        let Some(value) = *value else {
-            memory.below_since.remove(&policy.name);
-            continue;
-        };
-        with_data += 1;
-        if value < policy.target {
-            memory.below_since.entry(policy.name.clone()).or_insert(now);
-        } else {
-            memory.below_since.remove(&policy.name);
-        }
-        let p = proposal(current, value, policy.target);
-        let why = format!(
-            "policy {} ({:?}) measured {value:.1} against target {:.1}",
-            policy.name, policy.metric, policy.target
-        );
-        if p > current {
-            if out.as_ref().is_none_or(|(d, _)| p > *d) {
-                out = Some((p, why));
+impl ServiceScaling {
+    /// Adds an observation, publishes the datapoints that became visible by `now` (model
+    /// seconds) and decides.
+    pub(crate) fn step(
+        &mut self,
+        spec: &observe::ScalingSpec,
+        o: &Observation,
+        now: f64,
+        desired: i32,
+        deploying: bool,
+    ) -> Option<Decision> {
+        for p in &spec.policies {
+            let stream = self
+                .streams
+                .entry(p.name.clone())
+                .or_insert_with(|| MetricStream::new(p.metric));
+            if stream.metric() != p.metric {
+                *stream = MetricStream::new(p.metric);
             }
-            continue;
+            stream.observe(o);
+            for d in stream.publish(now) {
+                self.tracker.record(&p.name, d);
+            }
         }
-        let below_long = memory
-            .below_since
-            .get(&policy.name)
-            .is_some_and(|since| now.duration_since(*since) >= policy.scale_in_cooldown);
-        let cooled = memory
-            .last_in
-            .is_none_or(|t| now.duration_since(t) >= policy.scale_in_cooldown)
-            && memory
-                .last_out
-                .is_none_or(|t| now.duration_since(t) >= policy.scale_in_cooldown);
-        if p < current && !policy.disable_scale_in && below_long && cooled {
-            in_votes.push((p, why));
-        }
+        let policies: &[Policy] = &spec.policies;
+        self.tracker
+            .decide(now, desired, (spec.min, spec.max), policies, deploying)
     }
-    if let Some((p, why)) = out {
-        let cooldown = policies
-            .iter()
-            .map(|(p, _)| p.scale_out_cooldown)
-            .min()
-            .unwrap_or_default();
-        let desired = p.clamp(min, max);
-        if desired > current
-            && memory
-                .last_out
-                .is_none_or(|t| now.duration_since(t) >= cooldown)
-        {
-            memory.last_out = Some(now);
-            return Some(Activity {
-                desired,
-                cause: format!("scale out from {current} to {desired}: {why}"),
-            });
-        }
-        return None;
-    }
-    if with_data > 0 && in_votes.len() == with_data {
-        let (p, why) = in_votes
-            .into_iter()
-            .max_by_key(|(p, _)| *p)
-            .unwrap_or((current, String::new()));
-        let desired = p.clamp(min, max);
-        if desired < current {
-            memory.last_in = Some(now);
-            memory.below_since.clear();
-            return Some(Activity {
-                desired,
-                cause: format!("scale in from {current} to {desired}: {why}"),
-            });
-        }
-    }
-    None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Reconciler {
+    /// Model seconds now: the Unix time on the plane's clock, so metric periods line up with
+    /// the minute as CloudWatch's do (on a faster clock, with its shorter minute).
+    pub(super) fn model_now(&self) -> f64 {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.opts.clock.model_s(unix)
+    }
 
-    fn policy(target: f64) -> Policy {
-        Policy {
-            name: "req".to_owned(),
-            metric: Metric::RequestCountPerTarget,
-            target,
-            scale_out_cooldown: Duration::from_secs(60),
-            scale_in_cooldown: Duration::from_secs(300),
-            disable_scale_in: false,
+    /// Feeds each scalable service's policies with what was measured since the last call
+    /// (`requests` per target group over `dt` wall time) and applies their decisions.
+    pub(super) async fn autoscale(
+        &mut self,
+        world: &World,
+        requests: &HashMap<String, u64>,
+        dt: Duration,
+    ) {
+        if dt.is_zero() {
+            return;
         }
-    }
-
-    #[test]
-    fn scales_out_to_ceil_clamped_and_respects_cooldown() {
-        let t0 = Instant::now();
-        let mut m = Memory::default();
-        let a = evaluate(2, 2, 8, &[(policy(100.0), Some(250.0))], &mut m, t0).unwrap();
-        assert_eq!(a.desired, 5);
-        assert!(
-            evaluate(
-                5,
-                2,
-                8,
-                &[(policy(100.0), Some(300.0))],
-                &mut m,
-                t0 + Duration::from_secs(30)
-            )
-            .is_none(),
-            "inside the scale-out cooldown"
-        );
-        let a = evaluate(
-            5,
-            2,
-            8,
-            &[(policy(100.0), Some(300.0))],
-            &mut m,
-            t0 + Duration::from_secs(61),
-        )
-        .unwrap();
-        assert_eq!(a.desired, 8, "clamped to max");
-    }
-
-    #[test]
-    fn scales_in_only_after_staying_below_for_the_cooldown() {
-        let t0 = Instant::now();
-        let mut m = Memory::default();
-        let p = [(policy(100.0), Some(10.0))];
-        assert!(evaluate(6, 2, 8, &p, &mut m, t0).is_none());
-        assert!(evaluate(6, 2, 8, &p, &mut m, t0 + Duration::from_secs(200)).is_none());
-        let a = evaluate(6, 2, 8, &p, &mut m, t0 + Duration::from_secs(301)).unwrap();
-        assert_eq!(a.desired, 2, "ceil(6*0.1)=1 clamped to min 2");
-    }
-
-    #[test]
-    fn one_policy_wanting_more_blocks_scale_in() {
-        let t0 = Instant::now();
-        let mut m = Memory::default();
-        let mut cpu = policy(60.0);
-        cpu.name = "cpu".to_owned();
-        cpu.metric = Metric::Cpu;
-        let p = [(policy(100.0), Some(10.0)), (cpu, Some(59.0))];
-        for s in [0, 400] {
-            assert!(evaluate(4, 2, 8, &p, &mut m, t0 + Duration::from_secs(s)).is_none());
+        let now = self.model_now();
+        let health = self.health();
+        for svc in &world.services {
+            let key = svc.key();
+            let Some(spec) = world.scaling.get(&key) else {
+                continue;
+            };
+            let running: Vec<&TaskProc> = self.service_tasks(svc).filter(|t| t.running()).collect();
+            let cpu: Vec<f64> = running.iter().filter_map(|t| t.cpu_percent()).collect();
+            let tg = svc.load_balancers.first().map(|(t, _)| t.as_str());
+            let healthy = tg.map_or(0, |tg| {
+                self.registered.get(tg).map_or(0, |reg| {
+                    reg.keys()
+                        .filter(|id| health.get(*id) == Some(&alb::TargetState::Healthy))
+                        .count()
+                })
+            });
+            let o = Observation {
+                at: now,
+                span: self.opts.clock.model_s(dt.as_secs_f64()),
+                requests_per_second: tg
+                    .and_then(|tg| requests.get(tg))
+                    .map_or(0.0, |n| *n as f64 / dt.as_secs_f64()),
+                healthy_targets: healthy as f64,
+                running_tasks: running.len() as f64,
+                cpu_percent: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
+                memory_percent: None,
+            };
+            let decision = self.scaling.entry(key.clone()).or_default().step(
+                spec,
+                &o,
+                now,
+                svc.desired,
+                svc.deploying,
+            );
+            let Some(decision) = decision else {
+                continue;
+            };
+            let result = self
+                .c
+                .ecs
+                .update_service()
+                .cluster(&svc.cluster)
+                .service(&svc.name)
+                .desired_count(decision.desired)
+                .send()
+                .await;
+            let line = match result {
+                Ok(_) => {
+                    // Act on the new count now rather than at the next read.
+                    self.pending_desired.insert(key.clone(), decision.desired);
+                    format!("{key}: {}", decision.cause)
+                }
+                Err(e) => format!(
+                    "{key}: {} FAILED: {}",
+                    decision.cause,
+                    DisplayErrorContext(&e)
+                ),
+            };
+            log(&line);
+            self.activities.push(line);
+            if self.activities.len() > 100 {
+                self.activities.remove(0);
+            }
         }
-    }
-
-    #[test]
-    fn no_data_no_action() {
-        let mut m = Memory::default();
-        assert!(evaluate(3, 2, 8, &[(policy(100.0), None)], &mut m, Instant::now()).is_none());
     }
 }

@@ -1,6 +1,12 @@
-//! Keeping each service's tasks running: starting them spread over the service's zones,
-//! rolling a new task definition within the deployment's percentages, scaling in, and
-//! replacing tasks that exit, are stopped through the API or fail their health checks.
+//! Keeping each service's tasks running, as the ECS service scheduler and Fargate do: tasks are
+//! placed spread over the service's zones (blind to a zone's impairment), launch through
+//! PROVISIONING and PENDING to RUNNING (the scheduler's delay and a launch latency drawn from
+//! the seeded distribution; a task whose subnet cannot reach its registry fails its image pull),
+//! a new task definition rolls within the deployment's percentages, desired-count changes scale
+//! in and out, and tasks that exit or are stopped through the API are replaced. A task its load
+//! balancer marks unhealthy gets a replacement first, and is stopped once that one is healthy
+//! (or at once when `maximumPercent` leaves no room), as ECS does since 2023. Tasks that keep
+//! failing to start put the service in back-off (ECS's throttle logic, at most 15 minutes).
 
 use super::*;
 
@@ -13,11 +19,12 @@ impl Reconciler {
         };
         self.metadata.remove(&t.id);
         log(format_args!(
-            "stopping task {} ({} in {}, pid {}){}",
+            "stopping task {} ({} in {}, {}){}",
             t.id,
             t.addr,
             t.zone,
-            t.pid,
+            t.pid()
+                .map_or_else(|| t.status().to_owned(), |p| format!("pid {p}")),
             api_reason.map(|r| format!(": {r}")).unwrap_or_default()
         ));
         if let (Some(reason), true) = (api_reason, t.recorded)
@@ -33,14 +40,19 @@ impl Reconciler {
         {
             log(format_args!("StopTask {arn}: {}", DisplayErrorContext(&e)));
         }
-        self.stopping.spawn(tasks::stop_child(t.child, t.pid));
+        if let Some(p) = t.process {
+            self.stopping.spawn(tasks::stop_child(p.child, p.pid));
+        }
     }
 
     /// Replaces processes that exited on their own.
     pub(super) async fn reap_exited(&mut self, world: &World) {
         let mut exited = Vec::new();
         for (arn, t) in &mut self.tasks {
-            if let Ok(Some(status)) = t.child.try_wait() {
+            let Some(p) = t.process.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = p.child.try_wait() {
                 let early = t.started.elapsed() < EARLY_EXIT;
                 exited.push((
                     arn.clone(),
@@ -65,14 +77,25 @@ impl Reconciler {
         }
     }
 
+    /// A task of the service failed to start: the scheduler waits before the next start,
+    /// doubling from [`ecs::THROTTLE_FIRST`] up to [`ecs::THROTTLE_MAX`] (model time).
     pub(super) fn note_failure(&mut self, key: &str) {
         let e = self
             .failures
             .entry(key.to_owned())
             .or_insert((0, Instant::now()));
         e.0 += 1;
-        let backoff = Duration::from_secs(1 << e.0.min(6)).min(Duration::from_secs(60));
-        e.1 = Instant::now() + backoff;
+        let backoff = ecs::THROTTLE_FIRST
+            .saturating_mul(1 << e.0.saturating_sub(1).min(16))
+            .min(ecs::THROTTLE_MAX);
+        e.1 = Instant::now() + self.opts.clock.wall(backoff);
+    }
+
+    /// Whether the service may start a task now (not in back-off).
+    fn may_start(&self, key: &str) -> bool {
+        self.failures
+            .get(key)
+            .is_none_or(|(_, not_before)| Instant::now() >= *not_before)
     }
 
     /// Stops processes whose task was stopped through the ECS API (by someone else).
@@ -143,11 +166,42 @@ impl Reconciler {
         }
     }
 
-    /// Stops the tasks their load balancer marked unhealthy, once the service's health check
-    /// grace period since their start has passed, with the reason ECS gives; `converge_service`
-    /// starts their replacements, and `sync_targets` deregisters them (they drain).
+    /// Replaces the tasks their load balancer marked unhealthy, once the service's health
+    /// check grace period since their start has passed: a replacement starts first (within
+    /// `maximumPercent`) and the unhealthy task is stopped, with the reason ECS gives, once the
+    /// replacement is healthy; with no room for a replacement, unhealthy tasks are stopped one
+    /// at a time. `sync_targets` deregisters what is stopped (it drains).
     pub(super) async fn replace_unhealthy(&mut self, world: &World) {
         let now = Instant::now();
+        let health = self.health();
+        // Replacements under way: once one is healthy the task it replaces stops (also if that
+        // task recovered meanwhile: ECS committed to the replacement); a replacement that is
+        // gone (it failed to start) is tried again below.
+        let mut done = Vec::new();
+        let mut gone = Vec::new();
+        for t in self.tasks.values() {
+            let Some(r) = &t.replaced_by else { continue };
+            if health.get(r) == Some(&alb::TargetState::Healthy) {
+                done.push(t.arn.clone());
+            } else if !self.tasks.contains_key(r) {
+                gone.push(t.arn.clone());
+            }
+        }
+        for arn in gone {
+            if let Some(t) = self.tasks.get_mut(&arn) {
+                t.replaced_by = None;
+            }
+        }
+        for arn in done {
+            let tg = self
+                .registered
+                .iter()
+                .find(|(_, m)| m.contains_key(&arn))
+                .map(|(tg, _)| tg.clone())
+                .unwrap_or_default();
+            let reason = format!("Task failed ELB health checks in (target-group {tg})");
+            self.stop_task(&arn, Some(&reason)).await;
+        }
         let mut victims: BTreeMap<String, String> = BTreeMap::new();
         for p in self.proxies.values() {
             let Some(tg) = &p.spec.target_group else {
@@ -160,22 +214,57 @@ impl Reconciler {
                 let Some(t) = self.tasks.get(&h.id) else {
                     continue;
                 };
-                let Some(svc) = world
-                    .services
-                    .iter()
-                    .find(|s| s.cluster == t.cluster && s.name == t.service)
-                else {
+                let Some(svc) = world.service_of(t) else {
                     continue;
                 };
                 let behind_it = svc.load_balancers.iter().any(|(arn, _)| arn == tg);
-                if behind_it && now.duration_since(t.started) >= svc.health_check_grace {
+                if behind_it
+                    && t.replaced_by.is_none()
+                    && now.duration_since(t.started) >= svc.health_check_grace
+                {
                     victims.insert(h.id, tg.clone());
                 }
             }
         }
+        let mut stopped_for_room: BTreeSet<String> = BTreeSet::new();
         for (arn, tg) in victims {
             let reason = format!("Task failed ELB health checks in (target-group {tg})");
-            self.stop_task(&arn, Some(&reason)).await;
+            let Some(t) = self.tasks.get(&arn) else {
+                continue;
+            };
+            let Some(svc) = world.service_of(t).cloned() else {
+                continue;
+            };
+            let total = self.service_tasks(&svc).count();
+            let max_total = usize::try_from(svc.desired).unwrap_or(0)
+                * usize::try_from(svc.max_percent.max(100)).unwrap_or(200)
+                / 100;
+            if total < max_total {
+                if !self.may_start(&svc.key()) {
+                    continue;
+                }
+                let Some(td) = self.task_defs.get(&svc.task_definition).cloned() else {
+                    continue;
+                };
+                match self.start_task(&svc, &td, world).await {
+                    Ok(new) => {
+                        log(format_args!(
+                            "task {} failed its health checks: replacement {} started first",
+                            arn.rsplit('/').next().unwrap_or(&arn),
+                            new.rsplit('/').next().unwrap_or(&new)
+                        ));
+                        if let Some(t) = self.tasks.get_mut(&arn) {
+                            t.replaced_by = Some(new);
+                        }
+                    }
+                    Err(e) => {
+                        self.note_failure(&svc.key());
+                        log(format_args!("service {}: {e}", svc.key()));
+                    }
+                }
+            } else if stopped_for_room.insert(svc.key()) {
+                self.stop_task(&arn, Some(&reason)).await;
+            }
         }
     }
 
@@ -201,8 +290,11 @@ impl Reconciler {
         };
         let desired = usize::try_from(svc.desired).unwrap_or(0);
         let health = self.health();
+        // A task being replaced (it failed its health checks) counts no more: its replacement
+        // does.
         let (new, old): (Vec<&TaskProc>, Vec<&TaskProc>) = self
             .service_tasks(svc)
+            .filter(|t| t.replaced_by.is_none())
             .partition(|t| t.task_definition == svc.task_definition);
         let healthy_new = new
             .iter()
@@ -258,10 +350,7 @@ impl Reconciler {
             self.stop_task(&arn, Some(&reason)).await;
         }
         let key = svc.key();
-        if to_start > 0
-            && let Some((_, not_before)) = self.failures.get(&key)
-            && Instant::now() < *not_before
-        {
+        if to_start > 0 && !self.may_start(&key) {
             return Ok(());
         }
         for _ in 0..to_start.min(MAX_STARTS) {
@@ -279,7 +368,7 @@ impl Reconciler {
         let mut by_zone: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in self
             .service_tasks(svc)
-            .filter(|t| t.task_definition == svc.task_definition)
+            .filter(|t| t.task_definition == svc.task_definition && t.replaced_by.is_none())
         {
             by_zone
                 .entry(t.zone.clone())
@@ -302,12 +391,15 @@ impl Reconciler {
         victims
     }
 
+    /// Creates a task of `svc`: placed in the zone with the fewest of the service's tasks (the
+    /// lowest free address of its range), recorded with RunTask and reported PROVISIONING; it
+    /// turns PENDING and RUNNING later ([`Reconciler::advance_launches`]). Returns its ARN.
     pub(super) async fn start_task(
         &mut self,
         svc: &ServiceSpec,
         td: &TaskDefSpec,
         world: &World,
-    ) -> Result<(), Error> {
+    ) -> Result<String, Error> {
         // The service's zones, and the subnet to use in each.
         let mut zones: BTreeMap<usize, (String, String)> = BTreeMap::new();
         for sid in &svc.subnets {
@@ -334,12 +426,16 @@ impl Reconciler {
                 *c += 1;
             }
         }
-        let Some((&zi, _)) = counts.iter().min_by_key(|(i, c)| (**c, **i)) else {
-            return Ok(());
+        let no_zone = || Error::Aws {
+            operation: "RunTask",
+            resource: svc.key(),
+            message: "no zone to place the task in".to_owned(),
         };
-        let Some((zone, subnet)) = zones.get(&zi).cloned() else {
-            return Ok(());
-        };
+        let (&zi, _) = counts
+            .iter()
+            .min_by_key(|(i, c)| (**c, **i))
+            .ok_or_else(no_zone)?;
+        let (zone, subnet) = zones.get(&zi).cloned().ok_or_else(no_zone)?;
         // Not the address of a running task, nor of one still registered (a stopped task is
         // deregistered later in the iteration: registering its replacement on the same
         // address and then deregistering the old one would leave neither in the group).
@@ -460,10 +556,145 @@ impl Reconciler {
                 message: reason,
             });
         }
+        // The scheduler's delay and the draw's provisioning share are PROVISIONING, the image
+        // pull is PENDING (model time, on the plane's clock).
+        let latency = self.opts.launch.sample(&mut self.rng);
+        let phases = LaunchLatency::phases(latency);
+        let now = Instant::now();
+        let clock = self.opts.clock;
+        let pending_at = now + clock.wall(ecs::SCHEDULER_DELAY + phases.provisioning);
+        let running_at = pending_at + clock.wall(phases.pending);
+        if recorded {
+            self.report_state(&svc.cluster, &arn, "PROVISIONING").await;
+        }
+        log(format_args!(
+            "task {id} of {} placed at {addr} in {zone}: RUNNING in {:.1} s (model {:.0} s: scheduler {:.0} s, launch {:.0} s)",
+            svc.key(),
+            running_at.duration_since(now).as_secs_f64(),
+            (ecs::SCHEDULER_DELAY + latency).as_secs_f64(),
+            ecs::SCHEDULER_DELAY.as_secs_f64(),
+            latency.as_secs_f64(),
+        ));
+        self.tasks.insert(
+            arn.clone(),
+            TaskProc {
+                arn: arn.clone(),
+                id,
+                cluster: svc.cluster.clone(),
+                service: svc.name.clone(),
+                task_definition: svc.task_definition.clone(),
+                zone,
+                subnet,
+                addr,
+                process: None,
+                launch: Some(tasks::Launching {
+                    pending_at,
+                    running_at,
+                    pending: false,
+                }),
+                cpu_units: td.cpu_units,
+                cpu: VecDeque::new(),
+                started: now,
+                recorded,
+                replaced_by: None,
+            },
+        );
+        Ok(arn)
+    }
+
+    /// Reports a task's state to ECS as its agent does (SubmitTaskStateChange).
+    async fn report_state(&self, cluster: &str, arn: &str, status: &str) {
+        if let Err(e) = self
+            .c
+            .ecs
+            .submit_task_state_change()
+            .cluster(cluster)
+            .task(arn)
+            .status(status)
+            .send()
+            .await
+        {
+            log(format_args!(
+                "SubmitTaskStateChange {arn} {status}: {}",
+                DisplayErrorContext(&e)
+            ));
+        }
+    }
+
+    /// Moves launching tasks on: PENDING when their provisioning is done; when their pull is
+    /// done, RUNNING (the process starts) or, if their subnet cannot reach the registry (a
+    /// network ACL that denies it), stopped with `CannotPullContainerError`, which counts as a
+    /// failed start of the service.
+    pub(super) async fn advance_launches(&mut self, world: &World) {
+        let now = Instant::now();
+        let due: Vec<(String, bool)> = self
+            .tasks
+            .values()
+            .filter_map(|t| {
+                let l = t.launch?;
+                if now >= l.running_at {
+                    Some((t.arn.clone(), true))
+                } else if now >= l.pending_at && !l.pending {
+                    Some((t.arn.clone(), false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (arn, run) in due {
+            if !run {
+                if let Some(t) = self.tasks.get_mut(&arn)
+                    && let Some(l) = t.launch.as_mut()
+                {
+                    l.pending = true;
+                }
+                if let Some(t) = self.tasks.get(&arn)
+                    && t.recorded
+                {
+                    self.report_state(&t.cluster, &arn, "PENDING").await;
+                }
+                continue;
+            }
+            let Some(t) = self.tasks.get(&arn) else {
+                continue;
+            };
+            let key = format!("{}/{}", t.cluster, t.service);
+            if world.subnets.get(&t.subnet).is_some_and(|s| !s.can_pull()) {
+                let reason = format!(
+                    "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref: dial tcp: i/o timeout (subnet {} cannot reach the registry)",
+                    t.subnet
+                );
+                self.stop_task(&arn, Some(&reason)).await;
+                self.note_failure(&key);
+                continue;
+            }
+            if let Err(e) = self.run_process(&arn).await {
+                log(format_args!("task {arn}: {e}"));
+                self.stop_task(&arn, Some(&format!("CannotStartContainerError: {e}")))
+                    .await;
+                self.note_failure(&key);
+            }
+        }
+    }
+
+    /// Starts the process of a task whose launch is done and reports it RUNNING.
+    async fn run_process(&mut self, arn: &str) -> Result<(), Error> {
+        let Some(t) = self.tasks.get(arn) else {
+            return Ok(());
+        };
+        let Some(td) = self.task_defs.get(&t.task_definition).cloned() else {
+            return Err(Error::Aws {
+                operation: "RunTask",
+                resource: arn.to_owned(),
+                message: format!("task definition {} unknown", t.task_definition),
+            });
+        };
+        let (id, zone, addr, cluster) = (t.id.clone(), t.zone.clone(), t.addr, t.cluster.clone());
+        let networks = serde_json::json!([{"NetworkMode": "awsvpc", "IPv4Addresses": [addr.ip().to_string()]}]);
         self.metadata.insert(
             &id,
             serde_json::json!({
-                "Cluster": svc.cluster,
+                "Cluster": cluster,
                 "TaskARN": arn,
                 "Family": td.family,
                 "Revision": td.revision.to_string(),
@@ -474,13 +705,13 @@ impl Reconciler {
                 "Containers": [{
                     "Name": td.container_name,
                     "Image": td.image,
-                    "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [ip.to_string()]}],
+                    "Networks": networks,
                 }],
             }),
             serde_json::json!({
                 "Name": td.container_name,
                 "Image": td.image,
-                "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [ip.to_string()]}],
+                "Networks": networks,
             }),
         );
         let log_path = self.opts.state_dir.as_ref().map(|d| {
@@ -493,48 +724,30 @@ impl Reconciler {
             addr,
             metadata_uri: self.metadata.uri(&id),
             zone: &zone,
-            arn: &arn,
+            arn,
             log: log_path.as_deref(),
         };
         let (child, pid) = match tasks::spawn(&launch) {
             Ok(x) => x,
             Err(e) => {
                 self.metadata.remove(&id);
-                let _ = self
-                    .c
-                    .ecs
-                    .stop_task()
-                    .cluster(&svc.cluster)
-                    .task(&arn)
-                    .reason(format!("CannotStartContainerError: {e}"))
-                    .send()
-                    .await;
                 return Err(e);
             }
         };
         log(format_args!(
-            "started task {id} of {} at {addr} in {zone} (pid {pid})",
-            svc.key()
+            "task {id} RUNNING at {addr} in {zone} (pid {pid})"
         ));
-        self.tasks.insert(
-            arn.clone(),
-            TaskProc {
-                arn,
-                id,
-                cluster: svc.cluster.clone(),
-                service: svc.name.clone(),
-                task_definition: svc.task_definition.clone(),
-                zone,
-                subnet,
-                addr,
-                pid,
-                child,
-                cpu_units: td.cpu_units,
-                cpu: VecDeque::new(),
-                started: Instant::now(),
-                recorded,
-            },
-        );
+        let recorded = if let Some(t) = self.tasks.get_mut(arn) {
+            t.process = Some(tasks::Process { child, pid });
+            t.launch = None;
+            t.started = Instant::now();
+            t.recorded
+        } else {
+            false
+        };
+        if recorded {
+            self.report_state(&cluster, arn, "RUNNING").await;
+        }
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
-//! Task processes: starting the sample-app for a task on its zone's loopback address, the ECS
-//! task metadata endpoint (v4) the tasks read their zone and ARN from, CPU accounting from
-//! `/proc`, and stopping processes by PID (SIGTERM, then SIGKILL after a grace period).
+//! Tasks: their launch (PROVISIONING, PENDING, then RUNNING, when the process starts), the
+//! sample-app process for a task on its zone's loopback address, the ECS task metadata endpoint
+//! (v4) the tasks read their zone and ARN from, CPU accounting from `/proc`, and stopping
+//! processes by PID (SIGTERM, then SIGKILL after a grace period).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -27,7 +28,23 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// One task process.
+/// A task's process, once it is RUNNING.
+#[derive(Debug)]
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
+}
+
+/// A task still launching: when it turns PENDING (its image pull starts) and RUNNING.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Launching {
+    pub(crate) pending_at: Instant,
+    pub(crate) running_at: Instant,
+    /// PENDING was reported.
+    pub(crate) pending: bool,
+}
+
+/// One task: launching, or running as a process.
 #[derive(Debug)]
 pub(crate) struct TaskProc {
     pub(crate) arn: String,
@@ -38,21 +55,46 @@ pub(crate) struct TaskProc {
     pub(crate) zone: String,
     pub(crate) subnet: String,
     pub(crate) addr: SocketAddr,
-    pub(crate) pid: u32,
-    pub(crate) child: Child,
+    /// The process, once RUNNING.
+    pub(crate) process: Option<Process>,
+    /// Until RUNNING.
+    pub(crate) launch: Option<Launching>,
     pub(crate) cpu_units: u32,
     /// (when, utime + stime ticks)
     pub(crate) cpu: VecDeque<(Instant, u64)>,
-    /// When the process started.
+    /// When it was created, then when its process started.
     pub(crate) started: Instant,
     /// Whether ECS has a record of it (RunTask succeeded).
     pub(crate) recorded: bool,
+    /// The task started to replace this one after it failed its load balancer health checks;
+    /// this one is stopped once that one is healthy (ECS since 2023).
+    pub(crate) replaced_by: Option<String>,
 }
 
 impl TaskProc {
+    /// Its process id, once RUNNING.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid)
+    }
+
+    /// Whether its process runs.
+    pub(crate) fn running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// The ECS status it is in.
+    pub(crate) fn status(&self) -> &'static str {
+        match (&self.process, &self.launch) {
+            (Some(_), _) => "RUNNING",
+            (None, Some(l)) if l.pending => "PENDING",
+            (None, _) => "PROVISIONING",
+        }
+    }
+
     /// Samples CPU time; keeps samples within `window`.
     pub(crate) fn sample_cpu(&mut self, now: Instant, window: Duration) {
-        if let Some(ticks) = cpu_ticks(self.pid) {
+        let Some(pid) = self.pid() else { return };
+        if let Some(ticks) = cpu_ticks(pid) {
             self.cpu.push_back((now, ticks));
         }
         while self
@@ -151,8 +193,6 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
-        // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
-        .env("FAULT_ROUTES", "1")
         // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
         .env("FAULT_ROUTES", "1")
         .stdin(Stdio::null())
