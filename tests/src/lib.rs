@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use infra::Context;
-use sandbox::{DataPlane, MotoServer, PlaneOptions};
+use sandbox::{Clock, DataPlane, MotoServer, PlaneOptions};
 use stack::StackConfig;
 
 /// A deployed stack and the data plane that serves it; the plane stops when dropped.
@@ -22,10 +22,9 @@ fn fail(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-/// Deploys the stack `toml` describes into a fresh moto account, starts the data plane with a
-/// `scaling_window` for target tracking, and waits until the service's tasks answer through
-/// the load balancer.
-pub async fn deploy(toml: &str, scaling_window: Duration) -> Result<Deployed, String> {
+/// Deploys the stack `toml` describes into a fresh moto account, starts the data plane on
+/// `clock`, and waits until the service's tasks answer through the load balancer.
+pub async fn deploy(toml: &str, clock: Clock) -> Result<Deployed, String> {
     let moto =
         MotoServer::shared().map_err(|e| fail("starting moto (run `cargo xtask setup`)", e))?;
     let config = StackConfig::from_toml(toml, "stack.toml").map_err(|e| fail("stack.toml", e))?;
@@ -38,19 +37,24 @@ pub async fn deploy(toml: &str, scaling_window: Duration) -> Result<Deployed, St
     let outputs = Box::pin(stack.apply(&cx))
         .await
         .map_err(|e| fail("deploy", e))?;
-    let mut options = PlaneOptions::new(sandbox::daemon::sample_app_path()).interceptor(account);
-    options.scaling_window = scaling_window;
+    let options = PlaneOptions::new(sandbox::daemon::sample_app_path())
+        .interceptor(account)
+        .clock(clock);
     let plane = DataPlane::start(sdk, options)
         .await
         .map_err(|e| fail("data plane", e))?;
     let dns = outputs.load_balancer.dns_name.clone();
+    // The tasks launch as on AWS (about a minute and a half), on the clock.
     let status = plane
-        .wait_for(Duration::from_secs(90), |s| {
-            s.endpoints.iter().any(|e| e.dns_name == dns)
-                && s.services.iter().any(|svc| {
-                    svc.desired > 0 && svc.healthy >= usize::try_from(svc.desired).unwrap_or(0)
-                })
-        })
+        .wait_for(
+            clock.wall(Duration::from_secs(180)) + Duration::from_secs(30),
+            |s| {
+                s.endpoints.iter().any(|e| e.dns_name == dns)
+                    && s.services.iter().any(|svc| {
+                        svc.desired > 0 && svc.healthy >= usize::try_from(svc.desired).unwrap_or(0)
+                    })
+            },
+        )
         .await
         .ok_or_else(|| format!("the service did not become healthy: {:?}", plane.status()))?;
     let endpoint = status
@@ -58,13 +62,21 @@ pub async fn deploy(toml: &str, scaling_window: Duration) -> Result<Deployed, St
         .iter()
         .find(|e| e.dns_name == dns && e.port == 80)
         .ok_or_else(|| format!("no listener on port 80 for {dns}"))?;
+    // The nodes listen on port 80 when they can, else on a port they share.
+    let port = endpoint.local_addr.port();
     let target = proof::Target {
-        url: format!("http://{dns}/"),
-        connect_to: vec![proof::ConnectTo {
-            host: dns.clone(),
-            port: 80,
-            addr: endpoint.local_addr,
-        }],
+        url: if port == 80 {
+            format!("http://{dns}/")
+        } else {
+            format!("http://{dns}:{port}/")
+        },
+        connect_to: Vec::new(),
+        dns_server: status.dns,
+        nodes: endpoint
+            .nodes
+            .iter()
+            .map(|n| (n.addr, n.zone.clone()))
+            .collect(),
         kind: "sandbox".to_owned(),
     };
     Ok(Deployed {

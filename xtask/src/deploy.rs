@@ -112,7 +112,13 @@ fn ensure_sample_app() -> anyhow::Result<()> {
 async fn print_sandbox_address(dns_name: &str) {
     let dir = crate::state_dir();
     for _ in 0..50 {
-        if let Some((e, dns, clock)) = sandbox::daemon::endpoint_for(&dir, dns_name, 80) {
+        if let Some(sandbox::daemon::SandboxEndpoint {
+            endpoint: e,
+            dns,
+            clock,
+            ..
+        }) = sandbox::daemon::endpoint_for(&dir, dns_name, 80)
+        {
             let port = e.local_addr.port();
             let url = if port == 80 {
                 format!("http://{dns_name}/")

@@ -31,7 +31,10 @@ enum FaultArg {
     StopTasks,
 }
 
-/// Options of `cargo xtask loadtest`. Durations are seconds.
+/// Options of `cargo xtask loadtest`. Durations are seconds: windows of load are wall seconds;
+/// the times that concern AWS's behaviour (timeouts, objectives, the error budget) are AWS
+/// seconds, divided by the sandbox clock's factor on a faster clock, and derived from the
+/// prediction unless given.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LoadtestArgs {
     /// Peak request rate: scaling ramps to it, failover holds it.
@@ -61,9 +64,10 @@ pub(crate) struct LoadtestArgs {
     /// Scaling: ramp from the baseline rate to --rps over this long.
     #[arg(long, default_value_t = 20.0)]
     ramp_s: f64,
-    /// Scaling: longest wait for the steady state once the load exceeds capacity.
-    #[arg(long, default_value_t = 240.0)]
-    scale_timeout_s: f64,
+    /// Scaling: longest wait for the steady state once the load exceeds capacity, AWS seconds
+    /// [default: the predicted longest time to the steady state x 1.5].
+    #[arg(long)]
+    scale_timeout_s: Option<f64>,
     /// SLOs must hold this long once settled (scaling) or once errors stop (failover).
     #[arg(long, default_value_t = 15.0)]
     settle_s: f64,
@@ -76,31 +80,39 @@ pub(crate) struct LoadtestArgs {
     /// Failover: steady load before the fault.
     #[arg(long, default_value_t = 10.0)]
     before_s: f64,
-    /// Failover: errors must stop within this long after the fault.
+    /// Failover objective: errors must stop within this long after the fault, AWS seconds (the
+    /// prediction says beforehand whether the stack's settings can meet it).
     #[arg(long, default_value_t = 60.0)]
     max_failover_s: f64,
-    /// Failover: the fault is undone at the latest after this long.
-    #[arg(long, default_value_t = 90.0)]
-    fault_max_s: f64,
-    /// Failover: failed requests allowed, in seconds of the whole rate (rps x this).
+    /// Failover: the fault is undone at the latest after this long, AWS seconds [default: the
+    /// longer of max-failover-s and the predicted failover x 1.5, at least that plus the
+    /// settle window].
+    #[arg(long)]
+    fault_max_s: Option<f64>,
+    /// Failover: failed requests allowed, in AWS seconds of the whole rate (rps x this).
     #[arg(long, default_value_t = 20.0)]
     error_budget_s: f64,
+    /// Failover: start an ARC zonal shift away from the failed zone as soon as the failure
+    /// shows (the load balancer's node leaves DNS, its targets get no traffic), and cancel it
+    /// when the zone is restored.
+    #[arg(long)]
+    zonal_shift: bool,
     /// Failover: load after the zone is restored, to measure recovery.
     #[arg(long, default_value_t = 30.0)]
     after_s: f64,
-    /// Connection cap [default: 12 s of requests at --rps, 256 to 8000].
+    /// Connection cap [default: one request timeout of requests at --rps, 256 to 8000].
     #[arg(long)]
     connections: Option<usize>,
-    /// Request timeout.
-    #[arg(long, default_value_t = 15.0)]
-    timeout_s: f64,
+    /// Request timeout, AWS seconds [default: the load balancer's 10 s connect timeout + 5 s].
+    #[arg(long)]
+    timeout_s: Option<f64>,
     /// Where to write report.json and report.html [default: .stackproof/loadtest].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
 
 impl LoadtestArgs {
-    fn config(&self) -> ProveConfig {
+    fn config(&self, clock: sandbox::Clock, launch: sandbox::LaunchLatency) -> ProveConfig {
         let mut scenarios: Vec<Scenario> = if self.scenarios.is_empty() {
             vec![Scenario::Baseline, Scenario::Scaling, Scenario::AzFailover]
         } else {
@@ -140,6 +152,9 @@ impl LoadtestArgs {
             after_s: self.after_s,
             connections: self.connections,
             timeout_s: self.timeout_s,
+            clock,
+            launch,
+            zonal_shift: self.zonal_shift,
         }
     }
 }
@@ -161,21 +176,23 @@ async fn interrupted() {
 }
 
 pub(crate) async fn run(stack: &StackArgs, args: &LoadtestArgs) -> anyhow::Result<()> {
-    let config = args.config();
     // Bad options are reported before anything is read or started.
-    config.validate().map_err(|problems| Exit {
-        code: EXIT_USAGE,
-        message: problems.to_string(),
-    })?;
+    args.config(sandbox::Clock::AWS, sandbox::LaunchLatency::default())
+        .validate()
+        .map_err(|problems| Exit {
+            code: EXIT_USAGE,
+            message: problems.to_string(),
+        })?;
     let deployed = crate::target::deployed(stack, args.url.as_deref()).await?;
+    let config = args.config(deployed.clock, deployed.launch);
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| crate::state_dir().join("loadtest"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     println!(
-        "Proving stack {} at {} ({})",
-        deployed.outputs.stack, deployed.target.url, deployed.target.kind
+        "Proving stack {} at {} ({}, {})",
+        deployed.outputs.stack, deployed.target.url, deployed.target.kind, deployed.clock
     );
     let progress: proof::ProgressFn = Arc::new(|line: &str| println!("  {line}"));
     let result = proof::prove(

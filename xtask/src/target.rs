@@ -46,6 +46,10 @@ pub(crate) struct Deployed {
     pub(crate) cx: Context,
     pub(crate) outputs: StackOutputs,
     pub(crate) target: proof::Target,
+    /// The clock the stack runs on: the sandbox's, or AWS's.
+    pub(crate) clock: sandbox::Clock,
+    /// The Fargate launch latency the sandbox draws from (AWS's typical range on AWS).
+    pub(crate) launch: sandbox::LaunchLatency,
 }
 
 /// Loads the stack of `args`, checks it is deployed and finds its load balancer's address:
@@ -73,6 +77,8 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
     let mut url = url.map_or_else(|| format!("http://{dns}/"), str::to_owned);
     let mut dns_server = None;
     let mut nodes = Vec::new();
+    let mut clock = sandbox::Clock::AWS;
+    let mut launch = sandbox::LaunchLatency::default();
     let kind = match args.target {
         Target::Sandbox => {
             let dir = crate::state_dir();
@@ -85,7 +91,12 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            let (endpoint, server, _) = found.ok_or_else(|| Exit {
+            let sandbox::daemon::SandboxEndpoint {
+                endpoint,
+                dns: server,
+                clock: c,
+                launch: l,
+            } = found.ok_or_else(|| Exit {
                 code: EXIT_NOT_DEPLOYED,
                 message: format!(
                     "the sandbox does not serve {dns}:80 (see `cargo xtask sandbox status`)"
@@ -103,6 +114,8 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
                 .iter()
                 .map(|n| (n.addr, n.zone.clone()))
                 .collect();
+            clock = c;
+            launch = l;
             "sandbox"
         }
         Target::Aws => "aws",
@@ -118,5 +131,7 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
             nodes,
             kind: kind.to_owned(),
         },
+        clock,
+        launch,
     })
 }

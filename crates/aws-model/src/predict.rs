@@ -62,6 +62,19 @@ pub fn service_start(m: &ServiceModel) -> Span {
         .then(m.health.first_pass())
 }
 
+/// From the moment a policy's metric starts to breach its target (and stays there) until the
+/// scale-out: three breaching datapoints, the first being the period the breach began in
+/// (when its average already breaches) or the next one, plus CloudWatch's lag.
+pub fn alarm_reaction(metric: Metric) -> Span {
+    let (p, lag) = (metric.period(), metric.lag());
+    let n = crate::aws::autoscaling::SCALE_OUT_DATAPOINTS as f64;
+    Span {
+        min: (n - 1.0) * p + lag,
+        expected: n * p + lag,
+        max: (n + 1.0) * p + lag,
+    }
+}
+
 /// Requests per second one task carries at the requests-per-target target value, if the
 /// service tracks it.
 pub fn per_task_rps(m: &ServiceModel) -> Option<f64> {
@@ -344,6 +357,18 @@ mod tests {
             min: 2,
             max: 8,
         }
+    }
+
+    #[test]
+    fn twenty_second_metrics_react_within_about_a_minute_and_a_half() {
+        let standard = alarm_reaction(Metric::Cpu {
+            high_resolution: false,
+        });
+        let fast = alarm_reaction(Metric::Cpu {
+            high_resolution: true,
+        });
+        assert_eq!((standard.min, standard.max), (273.0, 393.0));
+        assert_eq!((fast.min, fast.expected, fast.max), (56.0, 76.0, 96.0));
     }
 
     #[test]

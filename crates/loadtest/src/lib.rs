@@ -84,10 +84,11 @@
 //! | `errors_by_kind` | `{"refused"\|"timeout"\|"reset"\|"dns"\|"tls"\|"other": n}` | every kind, zeros included |
 //! | `latency_ms.corrected`, `latency_ms.raw`, `pacer_lateness_ms` | percentiles | `{count, min, mean, p50, p90, p95, p99, p99_9, max}` |
 //! | `by_addr` | `{"ip:port": n}` | responses and errors per remote address |
+//! | `errors_by_addr` | `{"ip:port": n}` | failed requests per remote address (also in `by_addr`) |
 //! | `connect_failures` | `{"ip:port": n}` | connection attempts that failed per address (a next address was tried) |
 //! | `by_header` | `{"x-az": {"value": n}}` | responses per breakdown header value (`"(none)"` when absent) |
 //! | `dns` | `{resolutions, failures, changes, addresses}` | DNS activity |
-//! | `series` | `[second]` | one per second: `{t, sent, completed, ok, errors, late_starts, p50_ms, p99_ms, max_ms, statuses, errors_by_kind, by_addr, connect_failures, by_header}` |
+//! | `series` | `[second]` | one per second: `{t, sent, completed, ok, errors, late_starts, p50_ms, p99_ms, max_ms, statuses, errors_by_kind, by_addr, errors_by_addr, connect_failures, by_header}` |
 //!
 //! Error rate = (errors + unsent + 5xx) / scheduled; success rate = ok / scheduled.
 //!

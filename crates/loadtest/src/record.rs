@@ -130,6 +130,8 @@ pub struct Frame {
     pub error_kinds: [u64; 6],
     /// Responses and errors per remote address.
     pub by_addr: Vec<(SocketAddr, u64)>,
+    /// Failed requests per remote address (also counted in `by_addr`).
+    pub errors_by_addr: Vec<(SocketAddr, u64)>,
     /// Connection attempts that failed per address (the next address was tried).
     pub connect_failures: Vec<(SocketAddr, u64)>,
     /// Per breakdown header (same order as configured): responses per header value (`None` when
@@ -152,6 +154,7 @@ impl Frame {
             statuses: vec![0; 500],
             error_kinds: [0; 6],
             by_addr: Vec::new(),
+            errors_by_addr: Vec::new(),
             connect_failures: Vec::new(),
             by_header: vec![Vec::new(); headers],
         }
@@ -191,6 +194,7 @@ impl Frame {
         self.error_kinds[kind.index()] += 1;
         if let Some(a) = addr {
             self.count_addr(a);
+            count(&mut self.errors_by_addr, a, 1);
         }
     }
 

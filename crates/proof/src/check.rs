@@ -634,6 +634,8 @@ mod tests {
         Target {
             url: "http://web.example/".into(),
             connect_to: Vec::new(),
+            dns_server: None,
+            nodes: Vec::new(),
             kind: "aws".into(),
         }
     }

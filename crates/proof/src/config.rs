@@ -1,5 +1,12 @@
 //! What a proof run is asked to do, with the defaults `cargo xtask loadtest --help` states.
+//!
+//! Two kinds of durations: the windows of load (`warmup_s`, `baseline_s`, `ramp_s`,
+//! `settle_s`, `before_s`, `after_s`) are wall seconds of load; the times that concern AWS's
+//! behaviour (`scale_timeout_s`, `max_failover_s`, `fault_max_s`, `timeout_s`,
+//! `error_budget_s`) are AWS (model) seconds, divided by the clock's factor on a faster clock,
+//! and unless given they are derived from the prediction (`crate::model`).
 
+use aws_model::{Clock, LaunchLatency};
 use infra::Problems;
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +65,10 @@ pub struct ProveConfig {
     pub warmup_s: f64,
     /// Scaling: time to ramp from the baseline rate to `rps`. Default 20.
     pub ramp_s: f64,
-    /// Scaling: the longest wait for the steady state after the load exceeds capacity.
-    /// Default 240.
-    pub scale_timeout_s: f64,
+    /// Scaling: the longest wait for the steady state after the load exceeds capacity, AWS
+    /// seconds. Default: the predicted longest time to the steady state, times
+    /// [`crate::model::MARGIN`].
+    pub scale_timeout_s: Option<f64>,
     /// How long the SLOs must hold once the service settled (scaling) or errors stopped
     /// (failover) before the scenario moves on. Default 15.
     pub settle_s: f64,
@@ -70,22 +78,33 @@ pub struct ProveConfig {
     pub zone: Option<String>,
     /// Failover: steady load before the fault. Default 10.
     pub before_s: f64,
-    /// Failover: errors must stop within this many seconds of the fault. Default 60.
+    /// Failover: errors must stop within this many AWS seconds of the fault (an objective:
+    /// the prediction says beforehand whether the stack's settings can meet it). Default 60.
     pub max_failover_s: f64,
-    /// Failover: the fault is undone at the latest this long after it began. Default 90.
-    pub fault_max_s: f64,
-    /// Failover: failed requests allowed, as seconds of the whole rate (`rps` x this).
-    /// Default 20.
+    /// Failover: the fault is undone at the latest this long (AWS seconds) after it began.
+    /// Default: the longer of `max_failover_s` and the predicted longest failover, times
+    /// [`crate::model::MARGIN`], and at least that plus the settle window.
+    pub fault_max_s: Option<f64>,
+    /// Failover: failed requests allowed, as AWS seconds of the whole rate (`rps` x this, on a
+    /// faster clock divided by its factor). Default 20.
     pub error_budget_s: f64,
     /// Failover: load after the zone is restored, to measure recovery. Default 30.
     pub after_s: f64,
-    /// Connection cap of the load engine. Default: enough for every request of 12 s at `rps`
-    /// to be in flight at once (a failed zone holds requests until the load balancer's
-    /// timeout), 256 at least, 8,000 at most.
+    /// Connection cap of the load engine. Default: enough for every request of one request
+    /// timeout at `rps` to be in flight at once (a failed zone holds requests until then), 256
+    /// at least, 8,000 at most.
     pub connections: Option<usize>,
-    /// Request timeout. Default 15 (longer than the load balancer's 10 s connect timeout, so
-    /// its 504 is what is counted).
-    pub timeout_s: f64,
+    /// Request timeout, AWS seconds. Default: the load balancer's connect timeout (10 s) plus
+    /// 5 s, so its 504 is what is counted.
+    pub timeout_s: Option<f64>,
+    /// The clock the stack runs on: AWS's, or the sandbox's faster one. Default AWS's.
+    pub clock: Clock,
+    /// What the prediction assumes of a Fargate task's launch. Default AWS's typical 30-60 s.
+    pub launch: LaunchLatency,
+    /// Failover: start an ARC zonal shift away from the failed zone as soon as the failure is
+    /// seen (an operator's or zonal autoshift's move; the load balancer needs zonal shift
+    /// enabled), and cancel it when the zone is restored. Default off: the stack's own reaction.
+    pub zonal_shift: bool,
 }
 
 impl Default for ProveConfig {
@@ -101,20 +120,31 @@ impl Default for ProveConfig {
             baseline_s: 20.0,
             warmup_s: 5.0,
             ramp_s: 20.0,
-            scale_timeout_s: 240.0,
+            scale_timeout_s: None,
             settle_s: 15.0,
             fault: Fault::NetworkAcl,
             zone: None,
             before_s: 10.0,
             max_failover_s: 60.0,
-            fault_max_s: 90.0,
+            fault_max_s: None,
             error_budget_s: 20.0,
             after_s: 30.0,
             connections: None,
-            timeout_s: 15.0,
+            timeout_s: None,
+            clock: Clock::AWS,
+            launch: LaunchLatency::default(),
+            zonal_shift: false,
         }
     }
 }
+
+/// How much longer than the load balancer's connect timeout the proof's client waits for an
+/// answer (AWS seconds), so the load balancer's 504 is what is counted.
+pub(crate) const CLIENT_TIMEOUT_MARGIN_S: f64 = 5.0;
+
+/// The proof's client gives up a connection attempt after this long (AWS seconds), then tries
+/// the load balancer's next address, as curl and Go's dialer do.
+pub(crate) const CLIENT_CONNECT_TIMEOUT_S: f64 = 2.0;
 
 fn check_range(p: &mut Problems, field: &str, value: f64, min: f64, max: f64, allowed: &str) {
     if !value.is_finite() || value < min || value > max {
@@ -168,18 +198,19 @@ impl ProveConfig {
             );
         }
         for (field, v, min) in [
-            ("baseline-s", self.baseline_s, 1.0),
-            ("warmup-s", self.warmup_s, 0.0),
-            ("ramp-s", self.ramp_s, 0.0),
+            ("baseline-s", Some(self.baseline_s), 1.0),
+            ("warmup-s", Some(self.warmup_s), 0.0),
+            ("ramp-s", Some(self.ramp_s), 0.0),
             ("scale-timeout-s", self.scale_timeout_s, 5.0),
-            ("settle-s", self.settle_s, 1.0),
-            ("before-s", self.before_s, 1.0),
-            ("max-failover-s", self.max_failover_s, 1.0),
+            ("settle-s", Some(self.settle_s), 1.0),
+            ("before-s", Some(self.before_s), 1.0),
+            ("max-failover-s", Some(self.max_failover_s), 1.0),
             ("fault-max-s", self.fault_max_s, 1.0),
-            ("error-budget-s", self.error_budget_s, 0.0),
-            ("after-s", self.after_s, 1.0),
+            ("error-budget-s", Some(self.error_budget_s), 0.0),
+            ("after-s", Some(self.after_s), 1.0),
             ("timeout-s", self.timeout_s, 0.1),
         ] {
+            let Some(v) = v else { continue };
             check_range(
                 &mut p,
                 field,
@@ -189,16 +220,17 @@ impl ProveConfig {
                 &format!("seconds, {min} to 3600"),
             );
         }
-        if self.fault_max_s.is_finite()
-            && self.max_failover_s.is_finite()
-            && self.fault_max_s < self.max_failover_s
+        let max = self.max_failover_s;
+        if let Some(fault) = self.fault_max_s
+            && fault.is_finite()
+            && max.is_finite()
+            && fault < max
         {
             p.add(
                 "fault-max-s",
-                self.fault_max_s,
+                fault,
                 format!(
-                    "at least max-failover-s ({}): the fault must last long enough to see errors stop",
-                    self.max_failover_s
+                    "at least max-failover-s ({max}): the fault must last long enough to see errors stop"
                 ),
             );
         }
@@ -210,10 +242,25 @@ impl ProveConfig {
         p.into_result(())
     }
 
-    /// The connection cap to use.
+    /// The request timeout, wall seconds: `timeout_s` (AWS seconds) or the load balancer's
+    /// connect timeout plus 5 s, on the clock.
+    pub(crate) fn request_timeout(&self) -> f64 {
+        let model = self.timeout_s.unwrap_or_else(|| {
+            aws_model::aws::elb::CONNECT_TIMEOUT.as_secs_f64() + CLIENT_TIMEOUT_MARGIN_S
+        });
+        self.clock.wall_s(model)
+    }
+
+    /// The connection cap to use: every request of one request timeout in flight at once.
     pub(crate) fn connections(&self) -> usize {
-        self.connections
-            .unwrap_or_else(|| ((self.rps * 12.0).ceil() as usize).clamp(256, 8000))
+        self.connections.unwrap_or_else(|| {
+            ((self.rps * self.request_timeout()).ceil() as usize).clamp(256, 8000)
+        })
+    }
+
+    /// The load engine's connect timeout, wall seconds: a client's 2 s, on the clock.
+    pub(crate) fn connect_timeout(&self) -> f64 {
+        self.clock.wall_s(CLIENT_CONNECT_TIMEOUT_S)
     }
 
     /// Whether `s` is to run.
@@ -240,7 +287,7 @@ mod tests {
                 p99_ms: -1.0,
                 max_error_rate: 2.0,
             },
-            fault_max_s: 10.0,
+            fault_max_s: Some(10.0),
             connections: Some(0),
             ..ProveConfig::default()
         };
@@ -260,9 +307,16 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_cap_covers_twelve_seconds_of_load() {
+    fn the_connection_cap_covers_a_request_timeout_of_load_on_the_clock() {
         let c = ProveConfig::default();
-        assert_eq!(c.connections(), 6000);
+        assert_eq!(c.request_timeout(), 15.0);
+        assert_eq!(c.connections(), 7500, "500 rps x 15 s");
+        let fast = ProveConfig {
+            clock: Clock::fast(),
+            ..ProveConfig::default()
+        };
+        assert_eq!(fast.request_timeout(), 1.5);
+        assert_eq!(fast.connections(), 750);
         let small = ProveConfig {
             rps: 10.0,
             ..ProveConfig::default()

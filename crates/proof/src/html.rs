@@ -24,6 +24,7 @@ pub fn render(report: &ProofReport) -> String {
     );
     header(&mut out, report);
     summary(&mut out, report);
+    prediction(&mut out, report);
     out.push_str("<section class=\"card\"><h2>Timeline</h2>");
     out.push_str(
         "<p class=\"muted\">One point per second of load. Shaded red: a fault was in place. \
@@ -67,6 +68,7 @@ fn header(out: &mut String, r: &ProofReport) {
          <dt>started</dt><dd>{started}</dd>\
          <dt>duration</dt><dd>{duration}</dd>\
          <dt>peak load</dt><dd>{rps} requests/s</dd>\
+         <dt>clock</dt><dd>{clock} (times of figures in AWS seconds, of charts in wall seconds)</dd>\
          <dt>SLO</dt><dd>p99 latency ≤ {p99} ms and errors ≤ {err} % in every scenario</dd>\
          </dl></div>\
          <div class=\"verdict {class}\">{word}<small>{passed} of {n} scenarios passed</small></div>\
@@ -78,10 +80,21 @@ fn header(out: &mut String, r: &ProofReport) {
         started = utc(r.started_unix_ms),
         duration = duration(r.elapsed_s),
         rps = num(r.rps, 0),
+        clock = esc(&r.clock.to_string()),
         p99 = num(r.slo.p99_ms, 0),
         err = num(r.slo.max_error_rate * 100.0, 2),
         n = r.scenarios.len(),
     );
+}
+
+/// What the model predicted before the run, and what tuning the stack would buy.
+fn prediction(out: &mut String, r: &ProofReport) {
+    let Some(p) = &r.prediction else { return };
+    out.push_str("<section class=\"card\"><h2>Prediction</h2><p class=\"muted\">Before the run, from the stack's settings and AWS's documented timings (<code>aws-model</code>); figures below show the measured value beside it.</p><ul>");
+    for line in p.lines().iter().skip(1) {
+        let _ = write!(out, "<li>{}</li>", esc(line.trim()));
+    }
+    out.push_str("</ul></section>\n");
 }
 
 /// The verdict table: one row per scenario with the reasons it failed.
@@ -173,7 +186,7 @@ fn scenario(out: &mut String, i: usize, s: &ScenarioResult) {
 fn figure(f: &Figure) -> String {
     match f.value {
         Some(v) if !v.is_finite() => "-".to_owned(),
-        _ => f.display(),
+        _ => f.display_with_prediction(),
     }
 }
 

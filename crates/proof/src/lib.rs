@@ -18,6 +18,7 @@ pub mod check;
 mod config;
 mod error;
 pub mod html;
+pub mod model;
 mod observe;
 mod prove;
 pub mod report;

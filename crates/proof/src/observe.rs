@@ -190,15 +190,16 @@ impl Sampler {
     }
 }
 
-/// The service's scaling limits and its requests-per-target value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The service's scaling limits, its requests-per-target value and its target-tracking
+/// policies.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Scaling {
     pub(crate) min: u32,
     pub(crate) max: u32,
     /// `ALBRequestCountPerTarget` target value (requests per target per minute), if tracked.
     pub(crate) requests_per_target: Option<f64>,
-    /// `ECSServiceAverageCPUUtilization` target value, if tracked.
-    pub(crate) cpu_percent: Option<f64>,
+    /// Every target-tracking policy with a predefined metric, as the model knows them.
+    pub(crate) policies: Vec<aws_model::tracking::Policy>,
 }
 
 impl Scaling {
@@ -239,8 +240,9 @@ pub(crate) async fn scaling(
         min: count(target.min_capacity()),
         max: count(target.max_capacity()),
         requests_per_target: None,
-        cpu_percent: None,
+        policies: Vec::new(),
     };
+    let default_cooldown = aws_model::aws::autoscaling::DEFAULT_COOLDOWN.as_secs_f64();
     for p in policies.scaling_policies() {
         let Some(c) = p.target_tracking_scaling_policy_configuration() else {
             continue;
@@ -248,15 +250,23 @@ pub(crate) async fn scaling(
         let Some(metric) = c.predefined_metric_specification() else {
             continue;
         };
-        match metric.predefined_metric_type() {
-            MetricType::AlbRequestCountPerTarget => {
-                scaling.requests_per_target = Some(c.target_value())
-            }
-            MetricType::EcsServiceAverageCpuUtilization => {
-                scaling.cpu_percent = Some(c.target_value())
-            }
-            _ => {}
+        if metric.predefined_metric_type() == &MetricType::AlbRequestCountPerTarget {
+            scaling.requests_per_target = Some(c.target_value());
         }
+        let Some(m) =
+            aws_model::tracking::Metric::from_predefined(metric.predefined_metric_type().as_str())
+        else {
+            continue;
+        };
+        let cooldown = |v: Option<i32>| v.map_or(default_cooldown, f64::from);
+        scaling.policies.push(aws_model::tracking::Policy {
+            name: p.policy_name().to_owned(),
+            metric: m,
+            target: c.target_value(),
+            scale_out_cooldown: cooldown(c.scale_out_cooldown()),
+            scale_in_cooldown: cooldown(c.scale_in_cooldown()),
+            disable_scale_in: c.disable_scale_in().unwrap_or(false),
+        });
     }
     Ok(Some(scaling))
 }

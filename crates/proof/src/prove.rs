@@ -17,7 +17,8 @@ use stack::{Stack, StackOutputs};
 use tokio::time::Instant;
 
 use crate::config::{ProveConfig, Scenario};
-use crate::error::Error;
+use crate::error::{Error, aws};
+use crate::model::{Plan, Prediction};
 use crate::observe::{Sample, Sampler, Scaling, ServiceRef};
 use crate::report::{Check, Figure, Mark, MarkKind, Point, ProofReport, SCHEMA, ScenarioResult};
 use crate::target::Target;
@@ -39,13 +40,16 @@ pub struct Deployment {
     pub target: Target,
 }
 
-/// A fault in place, to undo.
-#[derive(Debug, Clone, PartialEq)]
-enum Applied {
-    Isolated(String),
+/// What is in place, to undo.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Applied {
+    /// The zone isolated.
+    isolated: Option<String>,
+    /// The zonal shift started (its id).
+    shift: Option<String>,
 }
 
-type FaultState = Arc<Mutex<Option<Applied>>>;
+type FaultState = Arc<Mutex<Applied>>;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -113,23 +117,47 @@ pub async fn prove(
     }
 }
 
-/// Undoes the fault in place, if any; says what it did.
+/// Undoes the fault in place, if any (the zonal shift too); says what it did.
 async fn undo(
     d: &Deployment,
     fault: &FaultState,
     progress: &ProgressFn,
 ) -> Result<Option<String>, Error> {
-    let applied = fault.lock().ok().and_then(|f| f.clone());
-    let Some(Applied::Isolated(zone)) = applied else {
-        return Ok(None);
-    };
-    d.stack.restore_zone(&d.cx, &zone).await?;
-    if let Ok(mut f) = fault.lock() {
-        *f = None;
+    let applied = fault.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut done = Vec::new();
+    if let Some(id) = &applied.shift {
+        cancel_shift(d, id).await?;
+        done.push(format!("zonal shift {id} cancelled"));
     }
-    let line = format!("fault undone: {zone} restored");
+    if let Some(zone) = &applied.isolated {
+        d.stack.restore_zone(&d.cx, zone).await?;
+        done.push(format!("{zone} restored"));
+    }
+    if let Ok(mut f) = fault.lock() {
+        *f = Applied::default();
+    }
+    if done.is_empty() {
+        return Ok(None);
+    }
+    let line = format!("fault undone: {}", done.join(", "));
     progress(&line);
     Ok(Some(line))
+}
+
+/// Cancels zonal shift `id` (one that has ended already counts as cancelled).
+async fn cancel_shift(d: &Deployment, id: &str) -> Result<(), Error> {
+    let arc: aws_sdk_arczonalshift::Client = infra::client!(&d.cx, aws_sdk_arczonalshift);
+    match arc.cancel_zonal_shift().zonal_shift_id(id).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_conflict_exception() || s.is_resource_not_found_exception()
+            }) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(aws("CancelZonalShift", id)(e)),
+    }
 }
 
 /// Restores every zone an earlier run left isolated; returns a note per zone.
@@ -161,6 +189,8 @@ struct Run {
     sampler: Sampler,
     service: ServiceRef,
     scaling: Option<Scaling>,
+    /// What the model predicts, and the deadlines derived from it.
+    prediction: Prediction,
     /// Each load run's report, with the scenario it belongs to.
     reports: Vec<Report>,
     marks: Vec<Mark>,
@@ -191,15 +221,34 @@ async fn run_scenarios(
             .collect::<HashMap<_, _>>(),
     };
     let scaling = crate::observe::scaling(&aas, &service.cluster, &service.service).await?;
-    // One sample now: the service exists and answers.
+    let elb: aws_sdk_elasticloadbalancingv2::Client =
+        infra::client!(&d.cx, aws_sdk_elasticloadbalancingv2);
+    let health =
+        crate::model::health_timing(&elb, &d.outputs.load_balancer.target_group_arn).await?;
+    // One sample now: the service exists.
     let first = service.sample().await?;
+    let prediction = crate::model::predict(
+        &config,
+        health,
+        scaling.as_ref(),
+        Plan {
+            tasks: first.desired,
+            start_rps: config
+                .baseline_rps
+                .unwrap_or(config.rps / 5.0)
+                .min(config.rps),
+        },
+    );
+    for line in prediction.lines() {
+        progress(&line);
+    }
     progress(&format!(
         "service {}: desired {}, running {} ({}); {}",
         service.service,
         first.desired,
         first.running,
         by_zone(&first.running_by_zone),
-        match scaling {
+        match &scaling {
             Some(s) => format!(
                 "scales {}..{}{}",
                 s.min,
@@ -221,9 +270,11 @@ async fn run_scenarios(
         sampler,
         service,
         scaling,
+        prediction,
         reports: Vec::new(),
         marks: Vec::new(),
     };
+    run.wait_for_service().await?;
     let mut scenarios = Vec::new();
     if run.config.runs(Scenario::Baseline) {
         scenarios.push(run.baseline().await?);
@@ -256,6 +307,8 @@ async fn run_scenarios(
         region: run.d.outputs.region.clone(),
         url: run.d.target.url.clone(),
         target: run.d.target.kind.clone(),
+        clock: run.config.clock,
+        prediction: Some(run.prediction.clone()),
         started_unix_ms: origin_ms,
         elapsed_s: origin.elapsed().as_secs_f64(),
         rps: run.config.rps,
@@ -265,6 +318,19 @@ async fn run_scenarios(
         service: run.sampler.points(),
         marks: run.marks,
         passed,
+    })
+}
+
+/// The baseline's rate: `baseline_rps`, else a fifth of `rps`, at most half of what `tasks`
+/// carry at their target-tracking value.
+fn baseline_rate(c: &ProveConfig, scaling: Option<&Scaling>, tasks: u32) -> f64 {
+    c.baseline_rps.unwrap_or_else(|| {
+        let fifth = c.rps / 5.0;
+        match scaling.and_then(Scaling::per_task_rps) {
+            Some(r) => fifth.min(r * f64::from(tasks.max(1)) / 2.0),
+            None => fifth,
+        }
+        .max(1.0)
     })
 }
 
@@ -333,7 +399,11 @@ impl Run {
             stages,
             connections: c.connections(),
             threads: 1,
-            timeout: c.timeout_s,
+            timeout: c.request_timeout(),
+            connect_timeout: c.connect_timeout(),
+            // A client that keeps DNS answers as long as their TTL allows (the ALB's is 60 s);
+            // on AWS the system's resolver gives no TTL: at most the same 60 s.
+            dns_ttl: c.clock.wall_s(aws_model::aws::elb::DNS_TTL.as_secs_f64()),
             breakdown_headers: vec![ZONE_HEADER.to_owned(), TASK_HEADER.to_owned()],
             resolver: self.d.target.resolver(),
             ..loadtest::Config::default()
@@ -365,8 +435,54 @@ impl Run {
 
     fn capacity(&self, tasks: u32) -> Option<f64> {
         self.scaling
-            .and_then(|s| s.per_task_rps())
+            .as_ref()
+            .and_then(Scaling::per_task_rps)
             .map(|r| r * f64::from(tasks))
+    }
+
+    /// Wall seconds of `model_s` AWS seconds on the run's clock.
+    fn wall(&self, model_s: f64) -> f64 {
+        self.config.clock.wall_s(model_s)
+    }
+
+    /// Waits until the service runs its desired count and its new tasks had time for their
+    /// first health check, within the predicted start of a service times the margin: a stack
+    /// deployed a moment ago is still launching its tasks (about a minute and a half on AWS).
+    async fn wait_for_service(&mut self) -> Result<(), Error> {
+        let start = self.prediction.service_start;
+        let deadline = self.wall(start.max * crate::model::MARGIN);
+        let first_check = self.wall(self.prediction.service.health.first_pass().max);
+        let t0 = Instant::now();
+        let mut announced = false;
+        loop {
+            let s = self.sample();
+            if s.desired > 0 && s.running >= s.desired {
+                if announced {
+                    self.say(&format!(
+                        "service steady: {} tasks running after {:.0} s; waiting {:.1} s for their first health check",
+                        s.running,
+                        t0.elapsed().as_secs_f64(),
+                        first_check
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(first_check)).await;
+                }
+                return Ok(());
+            }
+            if !announced {
+                self.say(&format!(
+                    "waiting for the service: desired {}, running {} (a task starts {} after it is asked for; at most {:.0} s of wall time)",
+                    s.desired, s.running, start, deadline
+                ));
+                announced = true;
+            }
+            if t0.elapsed().as_secs_f64() > deadline {
+                return Err(Error::Internal(format!(
+                    "the service did not run its {} tasks within {deadline:.0} s (predicted {start}); see `cargo xtask sandbox status` or the ECS events",
+                    s.desired
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 
     fn sample(&self) -> Sample {

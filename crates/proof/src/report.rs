@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use aws_model::{Clock, Span};
 use serde::{Deserialize, Serialize};
+
+use crate::model::Prediction;
 
 /// The version of [`ProofReport`]'s JSON form; fields are only ever added within a version.
 pub const SCHEMA: u32 = 1;
@@ -24,6 +27,13 @@ pub struct ProofReport {
     pub url: String,
     /// Where it ran: `sandbox` or `aws`.
     pub target: String,
+    /// The clock the stack ran on (AWS's, or the sandbox's faster one). Times of figures are
+    /// AWS seconds; the timeline's `t` are wall seconds.
+    #[serde(default)]
+    pub clock: Clock,
+    /// What the model predicted before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
     /// Unix time of the start, milliseconds. Every `t` below counts seconds from it.
     pub started_unix_ms: u64,
     /// Wall time of the whole run, seconds.
@@ -94,6 +104,9 @@ pub struct Figure {
     pub value: Option<f64>,
     /// Its unit: `s`, `ms`, `%`, `rps`, `requests`, `tasks`.
     pub unit: String,
+    /// What the model predicted for it (times in AWS seconds), if it predicts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Span>,
 }
 
 /// One second of load.
@@ -163,6 +176,31 @@ impl Figure {
             label: label.to_owned(),
             value,
             unit: unit.to_owned(),
+            predicted: None,
+        }
+    }
+
+    /// The same figure with what the model predicted for it.
+    pub fn predicted(mut self, span: Option<Span>) -> Self {
+        self.predicted = span;
+        self
+    }
+
+    /// How far the value is from the prediction's expected value, as a fraction of it.
+    pub fn deviation(&self) -> Option<f64> {
+        Some(self.predicted?.deviation(self.value?))
+    }
+
+    /// The value with the prediction beside it, for people.
+    pub fn display_with_prediction(&self) -> String {
+        match (&self.predicted, self.deviation()) {
+            (Some(p), Some(d)) => format!(
+                "{}  (predicted {p}; {:+.0} %)",
+                self.display(),
+                (self.value.unwrap_or(0.0) - p.expected).signum() * d * 100.0
+            ),
+            (Some(p), None) => format!("{}  (predicted {p})", self.display()),
+            _ => self.display(),
         }
     }
 
@@ -218,10 +256,11 @@ impl ProofReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "stack {} ({}, {}) at {}: {} rps peak, SLO p99 <= {} ms, errors <= {:.2} %",
+            "stack {} ({}, {}, {}) at {}: {} rps peak, SLO p99 <= {} ms, errors <= {:.2} %; times in AWS seconds",
             self.stack,
             self.target,
             self.region,
+            self.clock,
             self.url,
             self.rps,
             self.slo.p99_ms,
@@ -257,7 +296,12 @@ impl ProofReport {
                 );
             }
             for f in &s.figures {
-                let _ = writeln!(out, "       {:<width$}  {}", f.label, f.display());
+                let _ = writeln!(
+                    out,
+                    "       {:<width$}  {}",
+                    f.label,
+                    f.display_with_prediction()
+                );
             }
             for n in &s.notes {
                 let _ = writeln!(out, "  note: {n}");

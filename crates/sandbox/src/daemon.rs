@@ -73,8 +73,24 @@ pub struct EndpointsFile {
     /// The data plane's clock.
     #[serde(default)]
     pub clock: Clock,
+    /// The data plane's Fargate launch latency (model time).
+    #[serde(default)]
+    pub launch: LaunchLatency,
     /// The listeners.
     pub load_balancers: Vec<AlbEndpoint>,
+}
+
+/// One listener the sandbox serves, with how the sandbox runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxEndpoint {
+    /// The listener and its nodes.
+    pub endpoint: AlbEndpoint,
+    /// The DNS server that answers for its name.
+    pub dns: Option<std::net::SocketAddr>,
+    /// The data plane's clock.
+    pub clock: Clock,
+    /// The data plane's Fargate launch latency.
+    pub launch: LaunchLatency,
 }
 
 /// What a running daemon wrote about itself.
@@ -235,18 +251,19 @@ pub fn read_endpoints(state_dir: &Path) -> Option<EndpointsFile> {
 }
 
 /// The listener serving `http://{host}:{port}` (an ALB DNS name and listener port), with the
-/// DNS server that answers for `host` and the clock the data plane runs on.
-pub fn endpoint_for(
-    state_dir: &Path,
-    host: &str,
-    port: u16,
-) -> Option<(AlbEndpoint, Option<std::net::SocketAddr>, Clock)> {
+/// DNS server that answers for `host` and how the data plane runs.
+pub fn endpoint_for(state_dir: &Path, host: &str, port: u16) -> Option<SandboxEndpoint> {
     let file = read_endpoints(state_dir)?;
-    let e = file
+    let endpoint = file
         .load_balancers
         .into_iter()
         .find(|e| e.dns_name.eq_ignore_ascii_case(host) && e.port == port)?;
-    Some((e, file.dns, file.clock))
+    Some(SandboxEndpoint {
+        endpoint,
+        dns: file.dns,
+        clock: file.clock,
+        launch: file.launch,
+    })
 }
 
 /// Whether `pid` runs (a zombie does not count).

@@ -759,8 +759,9 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
     assert_eq!(file.clock, clock());
     assert!(file.dns.is_some() && file.dns == daemon::read_state(&dir).unwrap().dns);
     let lb = &file.load_balancers[0];
-    let (found, dns, _) = daemon::endpoint_for(&dir, &lb.dns_name, 80).unwrap();
-    assert_eq!((&found, dns), (lb, file.dns));
+    let found = daemon::endpoint_for(&dir, &lb.dns_name, 80).unwrap();
+    assert_eq!((&found.endpoint, found.dns), (lb, file.dns));
+    assert_eq!(found.clock, clock());
     assert_eq!(lb.nodes.len(), 2, "one node per zone: {lb:?}");
     let (zones, _, ok) = spray(lb.local_addr, 10).await;
     assert_eq!(ok, 10);

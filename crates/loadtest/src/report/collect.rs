@@ -21,6 +21,9 @@ pub(crate) fn merge(into: &mut Frame, f: Frame) {
     for (addr, n) in f.by_addr {
         count(&mut into.by_addr, addr, n);
     }
+    for (addr, n) in f.errors_by_addr {
+        count(&mut into.errors_by_addr, addr, n);
+    }
     for (addr, n) in f.connect_failures {
         count(&mut into.connect_failures, addr, n);
     }
@@ -49,6 +52,7 @@ struct Tables {
     ok: u64,
     errors_by_kind: BTreeMap<String, u64>,
     by_addr: BTreeMap<String, u64>,
+    errors_by_addr: BTreeMap<String, u64>,
     connect_failures: BTreeMap<String, u64>,
     by_header: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -72,6 +76,11 @@ fn tables(f: &Frame, headers: &[String], every_kind: bool) -> Tables {
         .map(|(k, n)| (k.name().to_string(), n))
         .collect();
     let by_addr = f.by_addr.iter().map(|(a, n)| (addr_key(a), *n)).collect();
+    let errors_by_addr = f
+        .errors_by_addr
+        .iter()
+        .map(|(a, n)| (addr_key(a), *n))
+        .collect();
     let connect_failures = f
         .connect_failures
         .iter()
@@ -92,6 +101,7 @@ fn tables(f: &Frame, headers: &[String], every_kind: bool) -> Tables {
         ok,
         errors_by_kind,
         by_addr,
+        errors_by_addr,
         connect_failures,
         by_header,
     }
@@ -238,6 +248,7 @@ impl Collector {
             statuses: t.statuses,
             errors_by_kind: t.errors_by_kind,
             by_addr: t.by_addr,
+            errors_by_addr: t.errors_by_addr,
             connect_failures: t.connect_failures,
             by_header: t.by_header,
         };
@@ -312,6 +323,7 @@ impl Collector {
             },
             pacer_lateness_ms: Percentiles::of(&lateness),
             by_addr: t.by_addr,
+            errors_by_addr: t.errors_by_addr,
             connect_failures: t.connect_failures,
             by_header: t.by_header,
             dns,

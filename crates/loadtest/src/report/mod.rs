@@ -97,6 +97,9 @@ pub struct Second {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Responses and errors per remote address `ip:port`.
     pub by_addr: BTreeMap<String, u64>,
+    /// Failed requests per remote address `ip:port` (also in `by_addr`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_addr: BTreeMap<String, u64>,
     /// Failed connection attempts per remote address `ip:port` (the next address was tried).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connect_failures: BTreeMap<String, u64>,
@@ -211,6 +214,9 @@ pub struct Report {
     pub pacer_lateness_ms: Percentiles,
     /// Responses and errors per remote address.
     pub by_addr: BTreeMap<String, u64>,
+    /// Failed requests per remote address (also in `by_addr`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_addr: BTreeMap<String, u64>,
     /// Failed connection attempts per remote address (the next address was tried).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connect_failures: BTreeMap<String, u64>,

@@ -10,14 +10,7 @@ use crate::window::Window;
 impl Run {
     pub(super) async fn baseline(&mut self) -> Result<ScenarioResult, Error> {
         let before = self.sample();
-        let rate = self.config.baseline_rps.unwrap_or_else(|| {
-            let fifth = self.config.rps / 5.0;
-            match self.capacity(before.running.max(1)) {
-                Some(cap) => fifth.min(cap / 2.0),
-                None => fifth,
-            }
-            .max(1.0)
-        });
+        let rate = super::baseline_rate(&self.config, self.scaling.as_ref(), before.running);
         // Whole seconds: the report's series is per second.
         let warmup = self.config.warmup_s.ceil();
         self.say(&format!(

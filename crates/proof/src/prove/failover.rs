@@ -1,16 +1,336 @@
-//! AZ failover: at steady load one zone fails (deny-all network ACL, or its tasks stopped);
-//! measures detection, errors, the error budget, the zone shares and the capacity left, then
-//! restores the zone and measures recovery.
+//! AZ failover: at steady load one zone fails (deny-all network ACL on its subnets, load
+//! balancer node included, or its tasks stopped); measures detection, errors, the error budget,
+//! the zone shares, the capacity left and the load per load-balancer node, optionally moves
+//! traffic away with an ARC zonal shift, then restores the zone and measures recovery.
+//! Measuring (the async loop) and judging (pure, [`judge`]) are apart.
 
 use std::collections::BTreeMap;
 
 use loadtest::Second;
 
-use super::{Applied, Run, check, fig, finish, unix_ms};
-use crate::config::Fault;
+use super::{Run, check, fig, finish, unix_ms};
+use crate::config::{Fault, ProveConfig};
 use crate::error::{Error, aws};
-use crate::report::{Mark, MarkKind, ScenarioResult};
+use crate::model::Prediction;
+use crate::report::{Check, Figure, Mark, MarkKind, ScenarioResult};
 use crate::window::{self, Window, ZONE_HEADER};
+
+/// A second with failed requests or a p99 over the objective.
+fn failed_or_slow(s: &Second, p99_ms: f64) -> bool {
+    window::failed(s) > 0 || (s.completed > 0 && s.p99_ms > p99_ms)
+}
+
+/// The first and the end of the last bad second (failed or slow) from second `from` on.
+pub(crate) fn bad_span(series: &[Second], from: u32, p99_ms: f64) -> (Option<f64>, Option<f64>) {
+    let bad: Vec<f64> = series
+        .iter()
+        .filter(|s| s.t >= from && failed_or_slow(s, p99_ms))
+        .map(|s| f64::from(s.t))
+        .collect();
+    (
+        bad.iter().copied().reduce(f64::min),
+        bad.iter().copied().reduce(f64::max).map(|t| t + 1.0),
+    )
+}
+
+/// Responses per zone in `series[from..to]`.
+fn zones_of(series: &[Second], from: usize, to: usize) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in series.iter().take(to).skip(from) {
+        for (z, n) in window::values(s, ZONE_HEADER) {
+            *m.entry(z.clone()).or_default() += n;
+        }
+    }
+    m
+}
+
+/// One load balancer node (remote address) as the client saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Node {
+    pub(crate) addr: String,
+    /// Its zone, where known.
+    pub(crate) zone: Option<String>,
+    /// Requests per second it took before the fault.
+    pub(crate) before_rps: f64,
+    /// Requests it answered during the fault.
+    pub(crate) answered: u64,
+    /// Requests that failed on it during the fault (timeouts on open connections).
+    pub(crate) failed: u64,
+    /// Connection attempts to it that failed during the fault (the client then tried another).
+    pub(crate) connect_failures: u64,
+}
+
+/// The load per node over seconds `[from, to)` and before `from`.
+pub(crate) fn nodes(
+    series: &[Second],
+    from: u32,
+    to: u32,
+    zone_of: impl Fn(&str) -> Option<String>,
+) -> Vec<Node> {
+    let mut map: BTreeMap<String, Node> = BTreeMap::new();
+    let before = series.iter().filter(|s| s.t < from).count().max(1) as f64;
+    for s in series {
+        let during = s.t >= from && s.t < to;
+        for (addr, n) in &s.by_addr {
+            let node = map.entry(addr.clone()).or_default();
+            let failed = s.errors_by_addr.get(addr).copied().unwrap_or(0);
+            if s.t < from {
+                node.before_rps += *n as f64 / before;
+            } else if during {
+                node.answered += n.saturating_sub(failed);
+                node.failed += failed;
+            }
+        }
+        if during {
+            for (addr, n) in &s.connect_failures {
+                map.entry(addr.clone()).or_default().connect_failures += n;
+            }
+        }
+    }
+    map.into_iter()
+        .map(|(addr, mut n)| {
+            n.zone = zone_of(&addr);
+            n.addr = addr;
+            n
+        })
+        .collect()
+}
+
+/// What the failover scenario saw, for [`judge`]; times are wall seconds from the load's start.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    pub(crate) zone: String,
+    pub(crate) fault_at: f64,
+    pub(crate) restore_at: f64,
+    pub(crate) first_bad: Option<f64>,
+    pub(crate) last_bad: Option<f64>,
+    /// Requests stalled in flight during the fault.
+    pub(crate) stalled: bool,
+    /// When the zonal shift started, if one did.
+    pub(crate) shift_at: Option<f64>,
+    pub(crate) remaining_before: u32,
+    pub(crate) remaining_end: u32,
+    /// Tasks that carry the load at the target value.
+    pub(crate) needed: Option<f64>,
+    pub(crate) max: Option<u32>,
+    /// After the restore, until the zone answered again.
+    pub(crate) back: Option<f64>,
+    pub(crate) before: Window,
+    pub(crate) during: Window,
+    /// From the last bad second to the restore.
+    pub(crate) clean: Window,
+    pub(crate) after: Window,
+    pub(crate) nodes: Vec<Node>,
+}
+
+/// The checks, figures and notes of a failover run: pure, from what was seen, the options and
+/// the prediction. Times are AWS seconds.
+pub(crate) fn judge(
+    seen: &Seen,
+    c: &ProveConfig,
+    p: &Prediction,
+) -> (Vec<Check>, Vec<Figure>, Vec<String>) {
+    let clock = c.clock;
+    let slo = c.slo;
+    let zone = &seen.zone;
+    let failed = seen.during.failed;
+    let budget = (c.rps * clock.wall_s(c.error_budget_s)).ceil();
+    let budget_pct = if budget > 0.0 {
+        failed as f64 * 100.0 / budget
+    } else {
+        100.0
+    };
+    let after_fault = |t: Option<f64>| t.map(|t| clock.model_s((t - seen.fault_at).max(0.0)));
+    let detect = after_fault(seen.first_bad);
+    let stop = after_fault(seen.last_bad);
+    let recovered = match seen.last_bad {
+        None => true,
+        Some(l) => seen.restore_at - l >= c.settle_s,
+    };
+    let (after_ok, after_detail) = seen.after.slo(&slo);
+    let (clean_ok, clean_detail) = seen.clean.slo(&slo);
+    let checks = vec![
+        check(
+            "errors stop",
+            recovered && stop.is_none_or(|s| s <= p.max_failover_s),
+            match (stop, recovered) {
+                (None, _) => "no failed or slow request was seen".to_owned(),
+                (Some(s), true) => format!(
+                    "errors stopped {s:.0} s after the fault (objective {:.0} s, predicted {})",
+                    p.max_failover_s, p.failover.errors_stop
+                ),
+                (Some(s), false) => format!(
+                    "errors went on until the fault was undone {s:.0} s after it began (objective: stop within {:.0} s)",
+                    p.max_failover_s
+                ),
+            },
+        ),
+        check(
+            "error budget",
+            (failed as f64) <= budget,
+            format!(
+                "{failed} failed requests: {budget_pct:.0} % of the budget of {budget:.0} ({} AWS seconds at {} rps)",
+                c.error_budget_s, c.rps
+            ),
+        ),
+        check(
+            "remaining zones carry the load",
+            recovered && seen.clean.zone_share(zone) == 0.0 && clean_ok,
+            if recovered {
+                format!(
+                    "after errors stopped: {}; {clean_detail}",
+                    seen.clean.split()
+                )
+            } else {
+                format!("errors never stopped while {zone} was failed")
+            },
+        ),
+        check(
+            "capacity in the remaining zones",
+            seen.remaining_end >= seen.remaining_before && seen.remaining_end > 0,
+            format!(
+                "{} tasks running outside {zone} when the fault ended ({} before it){}",
+                seen.remaining_end,
+                seen.remaining_before,
+                seen.needed
+                    .map(|n| format!("; {n:.0} carry {} rps at the target value", c.rps))
+                    .unwrap_or_default()
+            ),
+        ),
+        check(
+            "recovers after the zone returns",
+            after_ok && (c.fault == Fault::StopTasks || seen.back.is_some()),
+            format!(
+                "{after_detail}; {zone} {}",
+                match seen.back {
+                    Some(b) => format!(
+                        "answered again {:.0} s after it was restored",
+                        clock.model_s(b)
+                    ),
+                    None => format!("did not answer in the {:.0} s after", c.after_s),
+                }
+            ),
+        ),
+    ];
+    let share = |w: &Window| Some(w.zone_share(zone));
+    let mut figures = vec![
+        fig("time_to_detect_s", "time to detect", detect, "s"),
+        fig("time_to_errors_stop_s", "time until errors stop", stop, "s")
+            .predicted(Some(p.failover.errors_stop)),
+        fig(
+            "failed_requests",
+            "failed requests",
+            Some(failed as f64),
+            "requests",
+        ),
+        fig(
+            "error_budget_pct",
+            "error budget spent",
+            Some(budget_pct),
+            "%",
+        ),
+        fig(
+            "share_before_pct",
+            &format!("share of {zone} before"),
+            share(&seen.before),
+            "%",
+        ),
+        fig(
+            "share_during_pct",
+            &format!("share of {zone} during"),
+            share(&seen.during),
+            "%",
+        ),
+        fig(
+            "share_after_pct",
+            &format!("share of {zone} after"),
+            share(&seen.after),
+            "%",
+        ),
+        fig(
+            "remaining_tasks_before",
+            "tasks in other zones before",
+            Some(f64::from(seen.remaining_before)),
+            "tasks",
+        ),
+        fig(
+            "remaining_tasks_end",
+            "tasks in other zones at the end",
+            Some(f64::from(seen.remaining_end)),
+            "tasks",
+        ),
+        fig(
+            "fault_s",
+            "fault length",
+            Some(clock.model_s(seen.restore_at - seen.fault_at)),
+            "s",
+        ),
+        fig(
+            "time_to_zone_back_s",
+            "time until the zone answers again",
+            seen.back.map(|b| clock.model_s(b)),
+            "s",
+        )
+        .predicted(Some(p.failover.recovered)),
+        fig(
+            "p99_after_ms",
+            "p99 after restore",
+            Some(seen.after.p99()),
+            "ms",
+        ),
+    ];
+    if let Some(s) = seen.shift_at {
+        figures.push(fig(
+            "zonal_shift_after_s",
+            "zonal shift started after",
+            Some(clock.model_s(s - seen.fault_at)),
+            "s",
+        ));
+    }
+    let mut notes = vec![format!("failed zone: {zone}")];
+    for n in &seen.nodes {
+        let zone_of = n.zone.as_deref().unwrap_or("zone unknown");
+        let key = n.zone.clone().unwrap_or_else(|| n.addr.clone());
+        figures.push(fig(
+            &format!("node_{key}_failed"),
+            &format!(
+                "node {} ({zone_of}): requests failed during the fault",
+                n.addr
+            ),
+            Some(n.failed as f64),
+            "requests",
+        ));
+        figures.push(fig(
+            &format!("node_{key}_connect_failures"),
+            &format!(
+                "node {} ({zone_of}): connects failed during the fault",
+                n.addr
+            ),
+            Some(n.connect_failures as f64),
+            "",
+        ));
+        notes.push(format!(
+            "load balancer node {} ({zone_of}): {:.0} requests/s before; during the fault {} answered, {} failed, {} connection attempts failed (the client then tried another node)",
+            n.addr, n.before_rps, n.answered, n.failed, n.connect_failures
+        ));
+    }
+    if let Some(n) = seen.needed
+        && f64::from(seen.remaining_end) < n
+    {
+        notes.push(format!(
+            "the other zones run {} tasks, fewer than the {n:.0} that carry {} rps at the target value{}",
+            seen.remaining_end,
+            c.rps,
+            seen.max
+                .map(|m| format!(" (max-count {m} is spread over every zone)"))
+                .unwrap_or_default()
+        ));
+    }
+    if seen.stalled {
+        notes.push("requests stalled in flight during the fault".to_owned());
+    }
+    (checks, figures, notes)
+}
 
 impl Run {
     async fn inject(&self, zone: &str, tasks: &[String]) -> Result<(), Error> {
@@ -18,7 +338,7 @@ impl Run {
             Fault::NetworkAcl => {
                 // Recorded first: even a call that fails half way gets undone.
                 if let Ok(mut f) = self.fault.lock() {
-                    *f = Some(Applied::Isolated(zone.to_owned()));
+                    f.isolated = Some(zone.to_owned());
                 }
                 self.d.stack.isolate_zone(&self.d.cx, zone).await?;
             }
@@ -39,17 +359,55 @@ impl Run {
         Ok(())
     }
 
+    /// Starts a zonal shift of the load balancer away from `zone` (recorded, so it is
+    /// cancelled however the run ends).
+    async fn shift_away(&self, zone: &str) -> Result<String, Error> {
+        let ec2: aws_sdk_ec2::Client = infra::client!(&self.d.cx, aws_sdk_ec2);
+        let zones = ec2
+            .describe_availability_zones()
+            .zone_names(zone)
+            .send()
+            .await
+            .map_err(aws("DescribeAvailabilityZones", zone))?;
+        let Some(id) = zones.availability_zones().first().and_then(|z| z.zone_id()) else {
+            return Err(Error::Internal(format!("no zone id for {zone}")));
+        };
+        let arc: aws_sdk_arczonalshift::Client = infra::client!(&self.d.cx, aws_sdk_arczonalshift);
+        let lb = &self.d.outputs.load_balancer.arn;
+        let out = arc
+            .start_zonal_shift()
+            .resource_identifier(lb)
+            .away_from(id)
+            .expires_in("1h")
+            .comment(format!("stackproof az-failover: {zone} fails"))
+            .send()
+            .await
+            .map_err(aws("StartZonalShift", lb.clone()))?;
+        let shift = out.zonal_shift_id().to_owned();
+        if let Ok(mut f) = self.fault.lock() {
+            f.shift = Some(shift.clone());
+        }
+        Ok(shift)
+    }
+
     pub(super) async fn failover(&mut self) -> Result<ScenarioResult, Error> {
         let c = self.config.clone();
         let slo = c.slo;
-        let total = c.before_s + c.fault_max_s + c.after_s + 10.0;
+        let fault_max = self.wall(self.prediction.fault_max_s);
+        let total = c.before_s + fault_max + c.after_s + 10.0;
         self.say(&format!(
-            "az-failover: {} rps; {:.0} s steady, then a zone fails ({})",
+            "az-failover: {} rps; {:.0} s steady, then a zone fails ({}){}",
             c.rps,
             c.before_s,
             match c.fault {
-                Fault::NetworkAcl => "deny-all network ACL",
+                Fault::NetworkAcl =>
+                    "deny-all network ACL on its subnets, its load balancer node's too",
                 Fault::StopTasks => "its tasks stopped",
+            },
+            if c.zonal_shift {
+                "; a zonal shift moves traffic away once the failure shows"
+            } else {
+                ""
             }
         ));
         let load = self.start_load(c.rps, Vec::new(), total).await?;
@@ -60,10 +418,10 @@ impl Run {
             }
         }
         let series = load.handle.series();
-        let before_w = zones_of(&series, 0, series.len());
+        let before_zones = zones_of(&series, 0, series.len());
         let zone = match &c.zone {
             Some(z) => z.clone(),
-            None => before_w
+            None => before_zones
                 .iter()
                 .max_by_key(|(_, n)| **n)
                 .map(|(z, _)| z.clone())
@@ -78,7 +436,7 @@ impl Run {
             .map(|(_, n)| n)
             .sum();
         let zone_tasks = before.tasks_by_zone.get(&zone).cloned().unwrap_or_default();
-        // Requests normally in flight: those slower than the objective mean a stall.
+        // Requests normally in flight: more than those slower than the objective mean a stall.
         let stall_limit = (c.rps * slo.p99_ms / 1000.0).ceil() as u64 + 5;
         let fault_ms = unix_ms();
         let fault_at = load.now_s();
@@ -87,30 +445,38 @@ impl Run {
             "az-failover: {zone} failed at {fault_at:.0}s ({} of its tasks)",
             zone_tasks.len()
         ));
+        // Whole seconds of the run.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let fault_second = fault_at.floor() as u32;
-        let mut first_bad: Option<f64> = None;
-        let mut last_bad: Option<f64> = None;
         let mut stalled_at: Option<f64> = None;
+        let mut shift_at: Option<f64> = None;
+        let (mut first_bad, mut last_bad);
         loop {
             if !load.tick(&mut rx).await {
+                (first_bad, last_bad) = bad_span(&load.handle.series(), fault_second, slo.p99_ms);
                 break;
             }
             let now = load.now_s();
-            let series = load.handle.series();
-            for s in series.iter().filter(|s| s.t >= fault_second) {
-                if failed_or_slow(s, slo.p99_ms) {
-                    let t = f64::from(s.t);
-                    first_bad = Some(first_bad.map_or(t, |f: f64| f.min(t)));
-                    last_bad = Some(last_bad.map_or(t + 1.0, |l: f64| l.max(t + 1.0)));
-                }
-            }
+            (first_bad, last_bad) = bad_span(&load.handle.series(), fault_second, slo.p99_ms);
             if load.outstanding(&rx) > stall_limit {
                 stalled_at.get_or_insert(now);
-                first_bad = Some(first_bad.map_or(now, |f: f64| f.min(now)));
-                last_bad = Some(last_bad.map_or(now, |l: f64| l.max(now)));
+            }
+            if let Some(s) = stalled_at {
+                first_bad = Some(first_bad.map_or(s, |f| f.min(s)));
+                if load.outstanding(&rx) > stall_limit {
+                    last_bad = Some(last_bad.map_or(now, |l| l.max(now)));
+                }
+            }
+            if c.zonal_shift && shift_at.is_none() && first_bad.is_some() {
+                let id = self.shift_away(&zone).await?;
+                shift_at = Some(load.now_s());
+                self.say(&format!(
+                    "az-failover: zonal shift {id} away from {zone} at {:.0}s",
+                    load.now_s()
+                ));
             }
             let elapsed = now - fault_at;
-            if elapsed >= c.fault_max_s {
+            if elapsed >= fault_max {
                 self.say("az-failover: the longest fault allowed has passed");
                 break;
             }
@@ -123,12 +489,7 @@ impl Run {
         let restore_ms = unix_ms();
         let restore_at = load.now_s();
         let at_end = self.sample();
-        if c.fault == Fault::NetworkAcl {
-            self.d.stack.restore_zone(&self.d.cx, &zone).await?;
-            if let Ok(mut f) = self.fault.lock() {
-                *f = None;
-            }
-        }
+        super::undo(&self.d, &self.fault, &self.progress).await?;
         self.say(&format!(
             "az-failover: {zone} restored at {restore_at:.0}s; watching recovery for {:.0} s",
             c.after_s
@@ -153,177 +514,48 @@ impl Run {
             end_s: restore_ms.saturating_sub(self.origin_ms) as f64 / 1000.0,
         });
         let n = u32::try_from(report.series.len()).unwrap_or(u32::MAX);
+        // Whole seconds of the run.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let (f0, f1) = (fault_at.floor() as u32, restore_at.ceil() as u32);
-        let before_w = Window::of(&report, 0, f0);
-        let during = Window::of(&report, f0, f1);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let clean_from = last_bad.map_or(f0, |l| l.ceil() as u32).max(f0);
-        let clean = Window::of(&report, clean_from, f1);
-        let after = Window::of(&report, f1, n);
-        // Requests the fault cost: everything that failed from the fault until the zone came
-        // back, plus what failed in flight when it did.
-        let failed = during.failed;
-        let budget = (c.rps * c.error_budget_s).ceil();
-        let detect = first_bad.map(|t| (t - fault_at).max(0.0));
-        let stop = last_bad.map(|t| (t - fault_at).max(0.0));
-        let recovered = match last_bad {
-            None => true,
-            Some(l) => restore_at - l >= c.settle_s,
+        let target = &self.d.target;
+        let seen = Seen {
+            zone: zone.clone(),
+            fault_at,
+            restore_at,
+            first_bad,
+            last_bad,
+            stalled: stalled_at.is_some(),
+            shift_at,
+            remaining_before,
+            remaining_end: at_end
+                .running_by_zone
+                .iter()
+                .filter(|(z, _)| **z != zone)
+                .map(|(_, n)| n)
+                .sum(),
+            needed: self
+                .scaling
+                .as_ref()
+                .and_then(crate::observe::Scaling::per_task_rps)
+                .map(|r| (c.rps / r).ceil()),
+            max: self.scaling.as_ref().map(|s| s.max),
+            back: report
+                .series
+                .iter()
+                .filter(|s| s.t >= f1)
+                .find(|s| window::values(s, ZONE_HEADER).any(|(z, _)| *z == zone))
+                .map(|s| f64::from(s.t) - restore_at),
+            before: Window::of(&report, 0, f0),
+            during: Window::of(&report, f0, f1),
+            clean: Window::of(&report, clean_from, f1),
+            after: Window::of(&report, f1, n),
+            nodes: nodes(&report.series, f0, f1, |a| {
+                target.node_zone(a).map(str::to_owned)
+            }),
         };
-        let remaining_end: u32 = at_end
-            .running_by_zone
-            .iter()
-            .filter(|(z, _)| **z != zone)
-            .map(|(_, n)| n)
-            .sum();
-        let needed = self
-            .scaling
-            .and_then(|s| s.per_task_rps())
-            .map(|r| (c.rps / r).ceil());
-        let back = report
-            .series
-            .iter()
-            .filter(|s| s.t >= f1)
-            .find(|s| window::values(s, ZONE_HEADER).any(|(z, _)| *z == zone))
-            .map(|s| f64::from(s.t) - restore_at);
-        let (after_ok, after_detail) = after.slo(&slo);
-        let (clean_ok, clean_detail) = clean.slo(&slo);
-        let checks = vec![
-            check(
-                "errors stop",
-                recovered && stop.is_none_or(|s| s <= c.max_failover_s),
-                match (stop, recovered) {
-                    (None, _) => "no failed or slow request was seen".to_owned(),
-                    (Some(s), true) => format!(
-                        "errors stopped {s:.0} s after the fault (objective {:.0} s)",
-                        c.max_failover_s
-                    ),
-                    (Some(s), false) => format!(
-                        "errors went on until the fault was undone {s:.0} s after it began (objective: stop within {:.0} s)",
-                        c.max_failover_s
-                    ),
-                },
-            ),
-            check(
-                "error budget",
-                (failed as f64) <= budget,
-                format!(
-                    "{failed} failed requests: {:.0} % of the budget of {budget:.0} ({} s at {} rps)",
-                    if budget > 0.0 {
-                        failed as f64 * 100.0 / budget
-                    } else {
-                        100.0
-                    },
-                    c.error_budget_s,
-                    c.rps
-                ),
-            ),
-            check(
-                "remaining zones carry the load",
-                recovered && clean.zone_share(&zone) == 0.0 && clean_ok,
-                if recovered {
-                    format!("after errors stopped: {}; {clean_detail}", clean.split())
-                } else {
-                    format!("errors never stopped while {zone} was failed")
-                },
-            ),
-            check(
-                "capacity in the remaining zones",
-                remaining_end >= remaining_before && remaining_end > 0,
-                format!(
-                    "{remaining_end} tasks running outside {zone} when the fault ended ({remaining_before} before it){}",
-                    needed
-                        .map(|n| format!("; {n:.0} carry {} rps at the target value", c.rps))
-                        .unwrap_or_default()
-                ),
-            ),
-            check(
-                "recovers after the zone returns",
-                after_ok && (c.fault == Fault::StopTasks || back.is_some()),
-                format!(
-                    "{after_detail}; {zone} {}",
-                    match back {
-                        Some(b) => format!("answered again {b:.0} s after it was restored"),
-                        None => format!("did not answer in the {:.0} s after", c.after_s),
-                    }
-                ),
-            ),
-        ];
-        let share = |w: &Window| Some(w.zone_share(&zone));
-        let figures = vec![
-            fig("time_to_detect_s", "time to detect", detect, "s"),
-            fig("time_to_errors_stop_s", "time until errors stop", stop, "s"),
-            fig(
-                "failed_requests",
-                "failed requests",
-                Some(failed as f64),
-                "requests",
-            ),
-            fig(
-                "error_budget_pct",
-                "error budget spent",
-                Some(if budget > 0.0 {
-                    failed as f64 * 100.0 / budget
-                } else {
-                    100.0
-                }),
-                "%",
-            ),
-            fig(
-                "share_before_pct",
-                &format!("share of {zone} before"),
-                share(&before_w),
-                "%",
-            ),
-            fig(
-                "share_during_pct",
-                &format!("share of {zone} during"),
-                share(&during),
-                "%",
-            ),
-            fig(
-                "share_after_pct",
-                &format!("share of {zone} after"),
-                share(&after),
-                "%",
-            ),
-            fig(
-                "remaining_tasks_before",
-                "tasks in other zones before",
-                Some(f64::from(remaining_before)),
-                "tasks",
-            ),
-            fig(
-                "remaining_tasks_end",
-                "tasks in other zones at the end",
-                Some(f64::from(remaining_end)),
-                "tasks",
-            ),
-            fig("fault_s", "fault length", Some(restore_at - fault_at), "s"),
-            fig(
-                "time_to_zone_back_s",
-                "time until the zone answers again",
-                back,
-                "s",
-            ),
-            fig("p99_after_ms", "p99 after restore", Some(after.p99()), "ms"),
-        ];
-        let mut notes = vec![format!("failed zone: {zone}")];
-        if let Some(n) = needed
-            && f64::from(remaining_end) < n
-        {
-            notes.push(format!(
-                "the other zones run {remaining_end} tasks, fewer than the {n:.0} that carry {} rps at the target value{}",
-                c.rps,
-                self.scaling
-                    .map(|s| format!(" (max-count {} is spread over every zone)", s.max))
-                    .unwrap_or_default()
-            ));
-        }
-        if stalled_at.is_some() {
-            notes.push(format!(
-                "requests stalled in flight (more than {stall_limit} outstanding) during the fault"
-            ));
-        }
+        let (checks, figures, notes) = judge(&seen, &c, &self.prediction);
         let (start_s, end_s) = self.mark_scenario("az-failover", &report);
         self.reports.push(report);
         Ok(finish(
@@ -337,18 +569,154 @@ impl Run {
     }
 }
 
-/// Responses per zone in `series[from..to]`.
-fn zones_of(series: &[Second], from: usize, to: usize) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for s in series.iter().take(to).skip(from) {
-        for (z, n) in window::values(s, ZONE_HEADER) {
-            *m.entry(z.clone()).or_default() += n;
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_model::{Clock, HealthTiming};
+
+    use super::*;
+    use crate::model::{Plan, predict};
+
+    fn prediction(c: &ProveConfig) -> Prediction {
+        predict(
+            c,
+            HealthTiming {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(5),
+                healthy_threshold: 2,
+                unhealthy_threshold: 2,
+            },
+            None,
+            Plan {
+                tasks: 6,
+                start_rps: 100.0,
+            },
+        )
+    }
+
+    /// A second of load: `sent` requests, `failed` of them errors on `dead`, the rest
+    /// answered by `live` in zone b; `connects` failed connection attempts to `dead`.
+    fn second(t: u32, sent: u64, failed: u64, connects: u64) -> Second {
+        let (dead, live) = ("127.0.1.2:80".to_owned(), "127.0.2.2:80".to_owned());
+        let mut s = Second {
+            t,
+            sent,
+            completed: sent - failed,
+            ok: sent - failed,
+            errors: failed,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            ..Second::default()
+        };
+        s.by_addr.insert(dead.clone(), failed);
+        s.by_addr.insert(live, sent - failed);
+        if failed > 0 {
+            s.errors_by_addr.insert(dead.clone(), failed);
+        }
+        if connects > 0 {
+            s.connect_failures.insert(dead, connects);
+        }
+        s
+    }
+
+    #[test]
+    fn bad_seconds_span_the_failures_and_nodes_show_them() {
+        let series: Vec<Second> = (0..40)
+            .map(|t| match t {
+                12..=20 => second(t, 500, 40, 3),
+                _ => second(t, 500, 0, 0),
+            })
+            .collect();
+        assert_eq!(bad_span(&series, 10, 250.0), (Some(12.0), Some(21.0)));
+        assert_eq!(bad_span(&series, 25, 250.0), (None, None));
+        let n = nodes(&series, 10, 30, |a| {
+            a.starts_with("127.0.1.").then(|| "eu-west-1a".to_owned())
+        });
+        let dead = n.iter().find(|n| n.addr == "127.0.1.2:80").unwrap();
+        assert_eq!(dead.zone.as_deref(), Some("eu-west-1a"));
+        assert_eq!(
+            (dead.failed, dead.connect_failures, dead.answered),
+            (360, 27, 0)
+        );
+        let live = n.iter().find(|n| n.addr == "127.0.2.2:80").unwrap();
+        assert_eq!(live.before_rps, 500.0);
+        assert_eq!(live.failed, 0);
+    }
+
+    fn window(sent: u64, failed: u64, zone_b: u64) -> Window {
+        let mut w = Window {
+            seconds: 10,
+            sent,
+            ok: sent - failed,
+            failed,
+            ..Window::default()
+        };
+        w.zones.insert("eu-west-1b".into(), zone_b);
+        w
+    }
+
+    fn seen(last_bad: f64, failed: u64) -> Seen {
+        Seen {
+            zone: "eu-west-1a".into(),
+            fault_at: 10.0,
+            restore_at: last_bad + 15.5,
+            first_bad: Some(10.0),
+            last_bad: Some(last_bad),
+            remaining_before: 3,
+            remaining_end: 3,
+            back: Some(1.0),
+            before: window(5000, 0, 2500),
+            during: window(3000, failed, 2000),
+            clean: window(1000, 0, 1000),
+            after: window(5000, 0, 2500),
+            ..Seen::default()
         }
     }
-    m
-}
 
-/// A second with failed requests or a p99 over the objective.
-fn failed_or_slow(s: &Second, p99_ms: f64) -> bool {
-    window::failed(s) > 0 || (s.completed > 0 && s.p99_ms > p99_ms)
+    #[test]
+    fn a_failover_within_the_prediction_passes_and_a_slow_or_costly_one_fails() {
+        let c = ProveConfig {
+            clock: Clock::fast(),
+            ..ProveConfig::default()
+        };
+        let p = prediction(&c);
+        // Errors stopped 2.8 wall seconds (28 AWS seconds) in, 1,000 failed of a budget of 1,000.
+        let (checks, figures, _) = judge(&seen(12.8, 1000), &c, &p);
+        assert!(checks.iter().all(|c| c.passed), "{checks:?}");
+        let stop = figures
+            .iter()
+            .find(|f| f.key == "time_to_errors_stop_s")
+            .unwrap();
+        assert!((stop.value.unwrap() - 28.0).abs() < 1e-9);
+        assert!(stop.predicted.is_some());
+        // Errors that went on past the objective: the check says so.
+        let late = 10.0 + p.max_failover_s / 10.0 + 0.5;
+        let mut s = seen(late, 1000);
+        s.restore_at = late + c.settle_s;
+        let (checks, _, _) = judge(&s, &c, &p);
+        let stop = checks.iter().find(|c| c.name == "errors stop").unwrap();
+        assert!(!stop.passed, "{stop:?}");
+        // Over budget (20 AWS seconds at 500 rps = 1,000 requests on this clock).
+        let (checks, _, _) = judge(&seen(12.8, 1001), &c, &p);
+        assert!(
+            !checks
+                .iter()
+                .find(|c| c.name == "error budget")
+                .unwrap()
+                .passed
+        );
+        // Never stopped while the zone was out.
+        let mut s = seen(15.9, 10);
+        s.restore_at = 16.0;
+        let (checks, _, _) = judge(&s, &c, &p);
+        assert!(
+            checks
+                .iter()
+                .find(|c| c.name == "errors stop")
+                .unwrap()
+                .detail
+                .contains("went on")
+        );
+    }
 }

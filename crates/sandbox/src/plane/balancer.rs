@@ -315,6 +315,7 @@ impl Reconciler {
                 let file = crate::daemon::EndpointsFile {
                     dns: Some(self.dns.addr()),
                     clock: self.opts.clock,
+                    launch: self.opts.launch,
                     load_balancers: endpoints.clone(),
                 };
                 let text = serde_json::to_string_pretty(&file).unwrap_or_default();
