@@ -38,6 +38,9 @@ pub struct LoadPlan {
     pub to_rps: f64,
     /// Length of the ramp, model seconds.
     pub ramp_s: f64,
+    /// How long the steady state must hold to count (the proof's settle window), model
+    /// seconds.
+    pub settle_s: f64,
 }
 
 /// The predicted course of a scale-out, from the moment the load passed what the tasks carry
@@ -91,6 +94,14 @@ enum Case {
     Greatest,
 }
 
+/// A measured rate wanders a little around the rate sent: a datapoint is as likely just above
+/// it as just below. Where the load is an exact multiple of what a task carries (500 rps at
+/// 100 per task), `ceil` adds a task for a datapoint above: the expected case sees every
+/// datapoint this much above (one scale-out, one task more), the greatest case the one that
+/// triggers at the rate sent and every later one above (a second scale-out a period later),
+/// the least case the rate sent.
+const MEASURED_ABOVE: f64 = 1.01;
+
 /// Simulates one case of the scale-out; `phase` is where the metric periods start relative to
 /// the ramp. Returns (seconds from the ramp to the load passing capacity, to the first
 /// scale-out, to the steady state, tasks at the end).
@@ -101,13 +112,14 @@ fn simulate(
     per_task: f64,
     phase: f64,
     case: Case,
+    above_from: Option<f64>,
 ) -> Option<(f64, f64, f64, i32)> {
     let start_up = match case {
         Case::Least => service_start(m).min,
         Case::Expected => service_start(m).expected,
         Case::Greatest => service_start(m).max,
     };
-    let rate = |t: f64| -> f64 {
+    let sent = |t: f64| -> f64 {
         if t < 0.0 {
             load.from_rps
         } else if t < load.ramp_s && load.ramp_s > 0.0 {
@@ -136,10 +148,13 @@ fn simulate(
     let mut over: Option<f64> = None;
     let mut first: Option<f64> = None;
     let needed = ((load.to_rps / per_task).ceil() as i32).clamp(m.min, m.max);
+    let mut steady_since: Option<f64> = None;
     let mut t = t0;
     while t < horizon {
         let next = t + 1.0;
-        let r = rate(next);
+        // The observation covers (next - 1, next]: above from the period after `from`.
+        let above = above_from.is_some_and(|from| next > from);
+        let r = sent(next) * if above { MEASURED_ABOVE } else { 1.0 };
         if over.is_none() && next >= 0.0 && r > capacity {
             over = Some(next);
         }
@@ -177,12 +192,18 @@ fn simulate(
             }
             desired = d.desired;
         }
-        if let (Some(o), Some(_)) = (over, first)
-            && serving as i32 >= needed
-            && desired >= needed
+        // Steady (as the proof sees it): every task asked for serves and they carry the
+        // load; it must hold for the settle window, and a later scale-out starts it over.
+        let is_steady = first.is_some() && serving as i32 >= desired && desired >= needed;
+        match (steady_since, is_steady) {
+            (None, true) => steady_since = Some(next),
+            (Some(_), false) => steady_since = None,
+            _ => {}
+        }
+        if let (Some(o), Some(f), Some(since)) = (over, first, steady_since)
+            && next - since >= load.settle_s
         {
-            let f = first.unwrap_or(o);
-            return Some((o, f - o, next - o, desired));
+            return Some((o, f - o, since - o, desired));
         }
         t = next;
     }
@@ -205,6 +226,7 @@ pub fn scale_out(m: &ServiceModel, load: &LoadPlan) -> Option<ScaleOut> {
         return None;
     }
     let period = policies.first()?.metric.period();
+    let lag = policies.first()?.metric.lag();
     let phases = 30;
     let mut least = (f64::INFINITY, f64::INFINITY);
     let mut greatest = (0.0f64, 0.0f64);
@@ -214,7 +236,18 @@ pub fn scale_out(m: &ServiceModel, load: &LoadPlan) -> Option<ScaleOut> {
     for i in 0..phases {
         let phase = period * f64::from(i) / f64::from(phases);
         for case in [Case::Least, Case::Expected, Case::Greatest] {
-            let (o, first, steady, n) = simulate(m, &policies, load, per_task, phase, case)?;
+            let above_from = match case {
+                Case::Least => None,
+                Case::Expected => Some(f64::NEG_INFINITY),
+                // From the period after the one whose datapoint first triggered.
+                Case::Greatest => {
+                    let (o, first, _, _) =
+                        simulate(m, &policies, load, per_task, phase, case, None)?;
+                    Some(o + first - lag)
+                }
+            };
+            let (o, first, steady, n) =
+                simulate(m, &policies, load, per_task, phase, case, above_from)?;
             over_after = o;
             match case {
                 Case::Least => least = (least.0.min(first), least.1.min(steady)),
@@ -387,6 +420,7 @@ mod tests {
                 from_rps: 50.0,
                 to_rps: 500.0,
                 ramp_s: 0.0,
+                settle_s: 15.0,
             },
         )
         .unwrap();
@@ -402,9 +436,10 @@ mod tests {
         // rose in) and the lag; never later than three full ones after that minute.
         assert!(p.first_scale_out.min >= 2.0 * 60.0 + 153.0, "{p:?}");
         assert!(p.first_scale_out.max <= 4.0 * 60.0 + 153.0 + 1.0, "{p:?}");
-        // 500 rps at 100 rps per task: five tasks, serving a scheduler delay, a launch and
-        // one check after the trigger.
-        assert_eq!(p.tasks, 5);
+        // 500 rps at 100 rps per task: five tasks, one more when a datapoint comes out just
+        // above (the expected case), serving a scheduler delay, a launch and one check after
+        // the trigger.
+        assert_eq!(p.tasks, 6);
         let after = p.steady.expected - p.first_scale_out.expected;
         assert!((after - (23.0 + 45.0 + 5.0)).abs() < 2.0, "{p:?}");
     }
@@ -418,6 +453,7 @@ mod tests {
                 from_rps: 100.0,
                 to_rps: 500.0,
                 ramp_s: 20.0,
+                settle_s: 15.0,
             },
         )
         .unwrap();
@@ -431,7 +467,8 @@ mod tests {
                     tasks: 6,
                     from_rps: 100.0,
                     to_rps: 500.0,
-                    ramp_s: 20.0
+                    ramp_s: 20.0,
+                    settle_s: 15.0,
                 }
             )
             .is_none()

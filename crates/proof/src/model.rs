@@ -125,6 +125,7 @@ pub(crate) fn predict(
             from_rps: plan.start_rps,
             to_rps: config.rps,
             ramp_s: clock.model_s(config.ramp_s),
+            settle_s: clock.model_s(config.settle_s),
         },
     );
     let failure = FailurePlan {
@@ -351,7 +352,10 @@ mod tests {
             },
         );
         let s = p.scale_out.unwrap();
-        assert_eq!(s.tasks, 5);
+        assert_eq!(
+            s.tasks, 6,
+            "500 rps is five tasks' worth: noise makes it six"
+        );
         assert!(s.first_scale_out.min >= 273.0, "{s:?}");
         assert_eq!(p.scale_timeout_s, (s.steady.max * MARGIN).ceil());
         assert!(p.scale_timeout_s > 600.0, "AWS's clock: minutes, not 240 s");

@@ -29,6 +29,8 @@ pub(crate) const TASKS_PRINCIPAL: &str = "ecs-tasks.amazonaws.com";
 pub(crate) const DIMENSION: &str = "ecs:service:DesiredCount";
 /// The predefined metric of the CPU policy.
 pub(crate) const CPU_METRIC: &str = "ECSServiceAverageCPUUtilization";
+/// The same at 20-second resolution (ECS's high-resolution metrics).
+pub(crate) const CPU_METRIC_HIGH_RESOLUTION: &str = "ECSServiceAverageCPUUtilizationHighResolution";
 /// The predefined metric of the requests policy.
 pub(crate) const REQUESTS_METRIC: &str = "ALBRequestCountPerTarget";
 
@@ -470,7 +472,15 @@ impl Desired {
         let policies = BTreeMap::from([
             (
                 names.cpu_policy.clone(),
-                policy(CPU_METRIC, None, f64::from(spec.cpu_target_percent)),
+                policy(
+                    if spec.high_resolution_metrics {
+                        CPU_METRIC_HIGH_RESOLUTION
+                    } else {
+                        CPU_METRIC
+                    },
+                    None,
+                    f64::from(spec.cpu_target_percent),
+                ),
             ),
             (
                 names.requests_policy.clone(),

@@ -939,3 +939,45 @@ async fn an_inline_policy_added_and_a_tag_removed_by_hand_show_in_one_iam_read()
         .unwrap();
     assert!(inline.policy_names().is_empty(), "{inline:?}");
 }
+
+#[tokio::test]
+async fn high_resolution_metrics_move_the_cpu_policy_to_the_twenty_second_metric() {
+    let cx = context("hires");
+    let inputs = inputs(&cx).await;
+    compute(&cx, "").apply(&cx, &inputs).await.unwrap();
+    let cpu_metric = || async {
+        aas(&cx)
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id("service/hires/hires")
+            .send()
+            .await
+            .unwrap()
+            .scaling_policies()
+            .iter()
+            .filter_map(|p| {
+                let m = p
+                    .target_tracking_scaling_policy_configuration()?
+                    .predefined_metric_specification()?
+                    .predefined_metric_type()
+                    .as_str()
+                    .to_owned();
+                m.starts_with("ECSServiceAverageCPU").then_some(m)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cpu_metric().await, ["ECSServiceAverageCPUUtilization"]);
+    let fast = compute(&cx, "high-resolution-metrics = true");
+    let plan = fast.plan(&cx, &inputs).await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("ECSServiceAverageCPUUtilizationHighResolution"),
+        "{plan}"
+    );
+    fast.apply(&cx, &inputs).await.unwrap();
+    assert_eq!(
+        cpu_metric().await,
+        ["ECSServiceAverageCPUUtilizationHighResolution"]
+    );
+    assert!(fast.plan(&cx, &inputs).await.unwrap().is_empty());
+}
