@@ -42,7 +42,9 @@ fn sandbox_deploy_plan_destroy_stop() {
     let dir = temp_dir("cli");
     let state = dir.0.as_path();
 
-    let out = xtask(state, &["sandbox", "start"]);
+    // The fast clock: the same model of AWS, every duration divided by 10 (tasks start in
+    // seconds, not a minute).
+    let out = xtask(state, &["sandbox", "start", "--clock", "fast"]);
     assert!(out.status.success(), "{}", text(&out));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
@@ -82,13 +84,18 @@ fn sandbox_deploy_plan_destroy_stop() {
         outputs["load_balancer"]["dns_name"].as_str().unwrap(),
         "stackproof-alb-1.eu-west-1.elb.amazonaws.com"
     );
-    // The sandbox serves the load balancer: real requests reach tasks in both zones.
-    let local = shown
-        .split("served locally at http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no local address in: {shown}"))
-        .to_owned();
+    // The sandbox serves the load balancer with a node in each zone: real requests reach
+    // tasks in both zones through either.
+    let node = |zone: &str| {
+        shown
+            .split(&format!("node in {zone}: "))
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap_or_else(|| panic!("no node in {zone} in: {shown}"))
+            .to_owned()
+    };
+    let local = node("eu-west-1a");
+    assert_ne!(local, node("eu-west-1b"), "one node per zone");
     let mut zones = std::collections::BTreeSet::new();
     for _ in 0..60 {
         if let Some(zone) = get_zone(&local) {
@@ -165,10 +172,15 @@ fn sandbox_deploy_plan_destroy_stop() {
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["changes"].as_array().unwrap().len(), 0);
 
-    let out = xtask(state, &["destroy", "--yes"]);
+    // The load balancer's access logs are in the log bucket by now (delivered every 5 minutes
+    // of the clock): destroy deletes a bucket with data only with `force-destroy`.
+    let forced = state.join("forced.toml");
+    std::fs::write(&forced, "[storage]\nforce-destroy = true\n").unwrap();
+    let forced = forced.to_str().unwrap();
+    let out = xtask(state, &["destroy", "--yes", "--config", forced]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Destroyed."), "{}", text(&out));
-    let out = xtask(state, &["destroy", "--yes"]);
+    let out = xtask(state, &["destroy", "--yes", "--config", forced]);
     assert!(
         text(&out).contains(
             "Nothing tagged with stack stackproof in the local sandbox (eu-west-1) exists."

@@ -113,6 +113,14 @@ pub mod elb {
     /// expired (10 seconds)"). H.
     pub const CONNECT_TIMEOUT: Duration = secs(10);
 
+    /// How long an ALB waits on a connection to a target that sent nothing back before it
+    /// answers 504: the idle timeout, default 60 s ("The load balancer established a connection
+    /// to the target but the target did not respond before the idle timeout period elapsed",
+    /// ALB UG "Troubleshoot", HTTP 504; default in ALB UG "Connection idle timeout"). A request
+    /// the ALB sends over a kept-alive connection to a target that was just cut off waits this
+    /// long, not the connect timeout. H.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = secs(60);
+
     /// TTL of the ALB's DNS records (ALB UG `target-group-health`: "until the TTL in the DNS
     /// record expires (60 seconds)"). H.
     pub const DNS_TTL: Duration = secs(60);

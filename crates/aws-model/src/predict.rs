@@ -192,9 +192,9 @@ fn simulate(
             }
             desired = d.desired;
         }
-        // Steady (as the proof sees it): every task asked for serves and they carry the
-        // load; it must hold for the settle window, and a later scale-out starts it over.
-        let is_steady = first.is_some() && serving as i32 >= desired && desired >= needed;
+        // Steady (as the proof sees it): the tasks the load needs serve; it must hold for the
+        // settle window. A later scale-out beyond them does not start it over.
+        let is_steady = first.is_some() && serving as i32 >= needed && desired >= needed;
         match (steady_since, is_steady) {
             (None, true) => steady_since = Some(next),
             (Some(_), false) => steady_since = None,
@@ -315,12 +315,17 @@ pub fn failover(health: &HealthTiming, plan: &FailurePlan) -> Failover {
     let unhealthy = health.to_unhealthy();
     let shift = plan.zonal_shift_after_s.map(Span::exactly);
     let targets_out = shift.map_or(unhealthy, |s| s.earlier(unhealthy));
-    // A request routed to a dead target waits out the connect timeout before its 504.
-    let connect = elb::CONNECT_TIMEOUT.as_secs_f64();
+    // A request routed to a dead target until it is out of routing fails when the client
+    // gives up or the load balancer answers 504: after the connect timeout on a new
+    // connection to the target, after the idle timeout on a kept-alive one (the usual case
+    // under load). Errors are seen when they happen, not when the request was sent.
+    let client = plan.client_timeout_s;
+    let connect = elb::CONNECT_TIMEOUT.as_secs_f64().min(client);
+    let idle = elb::DEFAULT_IDLE_TIMEOUT.as_secs_f64().min(client);
     let target_errors = targets_out.then(Span {
-        min: 0.0,
-        expected: connect,
-        max: connect,
+        min: connect,
+        expected: idle,
+        max: idle,
     });
     let node_checks = elb::NODE_CHECK_INTERVAL.as_secs_f64();
     let failures = f64::from(elb::NODE_CHECK_FAILURES);
@@ -488,7 +493,10 @@ mod tests {
             },
         );
         assert_eq!(tasks_only.targets_unhealthy.max, 25.0);
-        assert_eq!(tasks_only.errors_stop.max, 35.0);
+        // Unhealthy after 25 s at the latest; a request routed to it just before then waits
+        // out the client's 15 s on a kept-alive connection.
+        assert_eq!(tasks_only.errors_stop.max, 40.0);
+        assert_eq!(tasks_only.errors_stop.min, 25.0);
         assert!(tasks_only.node_leaves_dns.is_none());
         let shifted = failover(
             &health,

@@ -86,28 +86,37 @@ impl Track {
         if self.t_first_out.is_none() && s.desired > self.d0 {
             self.t_first_out = Some(now);
         }
-        let enough = f64::from(s.desired) * self.per_task.unwrap_or(f64::INFINITY)
-            >= self.rps * 0.999
-            || s.desired >= self.max;
+        // Steady: the tasks the load needs at the target value (or the maximum) run and
+        // answer. A later scale-out beyond them (a datapoint just above the target when the
+        // load is an exact multiple of a task's share) does not make it unsteady: the load is
+        // carried.
+        let needed = self.needed();
         let steady = self.t_over.is_some()
             && s.desired > self.d0
-            && s.running >= s.desired
-            && serving(series, 5).len() >= s.desired as usize
-            && enough;
+            && s.desired >= needed
+            && s.running >= needed
+            && serving(series, 5).len() >= needed as usize;
         match (self.t_steady, steady) {
             (None, true) => {
                 self.t_steady = Some(now);
                 said.push(format!(
-                    "scaling: steady at {now:.0}s: {} tasks running and serving",
+                    "scaling: steady at {now:.0}s: {} tasks running and serving ({needed} carry the load)",
                     s.running
                 ));
             }
-            (Some(_), false) if s.desired > self.d0 && s.desired != s.running => {
-                self.t_steady = None;
-            }
+            (Some(_), false) => self.t_steady = None,
             _ => {}
         }
         said
+    }
+
+    /// Tasks that carry the peak rate at the target value, at most the maximum (the maximum
+    /// when a task's share is unknown).
+    pub(crate) fn needed(&self) -> u32 {
+        match self.per_task {
+            Some(p) if p > 0.0 => ((self.rps * 0.999 / p).ceil() as u32).clamp(1, self.max.max(1)),
+            _ => self.max.max(1),
+        }
     }
 
     /// Why the scenario should stop at second `now` (`None`: go on): steady for `settle_s`,
