@@ -261,9 +261,15 @@ pub(crate) async fn plan(
     Ok(())
 }
 
-/// Takes the stack's lock (after `--force-unlock` removed a stale one), runs `work`, and
-/// releases the lock whether `work` succeeds, fails or is interrupted (Ctrl-C, SIGTERM).
-async fn locked<F>(cx: &Context, command: &str, force_unlock: bool, work: F) -> anyhow::Result<()>
+/// Takes the stack's lock (after `--force-unlock ID` removed a stale one), runs `work`, and
+/// releases the lock whether `work` succeeds, fails, panics or is interrupted (Ctrl-C, SIGTERM,
+/// SIGHUP).
+async fn locked<F>(
+    cx: &Context,
+    command: &str,
+    force_unlock: Option<&str>,
+    work: F,
+) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
@@ -273,29 +279,63 @@ where
         .await
         .context("reading the stack's lock")?;
     let stack = cx.stack();
-    if force_unlock {
-        match store.force_unlock().await.context("--force-unlock")? {
-            Some(info) => eprintln!(
+    match force_unlock {
+        // `--force-unlock` without the id: say which lock there is and change nothing.
+        Some("") => {
+            let there = store.read().await.context("reading the stack's lock")?;
+            return Err(Exit {
+                code: EXIT_USAGE,
+                message: match there {
+                    Some(info) => format!(
+                        "error: --force-unlock needs the id of the lock to remove, so that a lock another run took since is never removed: the lock of stack {stack} is {info} ({} ago); to remove it: --force-unlock {}",
+                        lock::human(info.age(std::time::SystemTime::now())),
+                        info.id
+                    ),
+                    None => format!(
+                        "error: --force-unlock needs the id of the lock to remove (printed when the lock was found); stack {stack} is not locked now"
+                    ),
+                },
+            }
+            .into());
+        }
+        Some(id) => match store.force_unlock(id).await {
+            Ok(Some(info)) => eprintln!(
                 "warning: --force-unlock removed the lock of stack {stack}: {info} ({} ago). If that run is still going, two writers may now interleave and leave duplicate resources; running deploy again afterwards converges (it finds resources by their tags).",
                 lock::human(info.age(std::time::SystemTime::now()))
             ),
-            None => eprintln!("--force-unlock: stack {stack} was not locked"),
-        }
+            Ok(None) => eprintln!("--force-unlock: stack {stack} was not locked"),
+            Err(e @ LockError::NotThatLock { .. }) => {
+                return Err(Exit {
+                    code: EXIT_LOCKED,
+                    message: format!("error: --force-unlock {id}: {e}"),
+                }
+                .into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("--force-unlock")),
+        },
+        None => {}
     }
     let held = match store.acquire(command).await {
         Ok(held) => held,
         Err(e @ LockError::Held { .. }) => {
-            let gone = match &e {
-                LockError::Held { info, .. } if info.holder_is_gone_from_this_host() => format!(
-                    " Process {} no longer runs on this host: that run was killed.",
-                    info.pid
+            let (gone, id) = match &e {
+                LockError::Held { info, .. } => (
+                    if info.holder_is_gone_from_this_host() {
+                        format!(
+                            " Process {} no longer runs on this host: that run was killed.",
+                            info.pid
+                        )
+                    } else {
+                        String::new()
+                    },
+                    info.id.clone(),
                 ),
-                _ => String::new(),
+                _ => (String::new(), String::new()),
             };
             return Err(Exit {
                 code: EXIT_LOCKED,
                 message: format!(
-                    "error: {e}. Another deploy or destroy of this stack holds it; nothing was changed.{gone} If that run is no longer running (killed, machine lost), run the command again with --force-unlock: if it is in fact still running, two writers may interleave and leave duplicate resources (running deploy again converges)."
+                    "error: {e}. Another deploy or destroy of this stack holds it; nothing was changed.{gone} If that run is no longer running (killed, machine lost), run the command again with --force-unlock {id}: if it is in fact still running, two writers may interleave and leave duplicate resources (running deploy again converges)."
                 ),
             }
             .into());
@@ -303,27 +343,62 @@ where
         Err(e) => return Err(anyhow::Error::new(e).context("taking the stack's lock")),
     };
     let result = tokio::select! {
-        result = work => result,
-        signal = interrupted() => Err(Exit {
+        result = CatchUnwind(Box::pin(work)) => result,
+        signal = interrupted() => Ok(Err(Exit {
             code: EXIT_INTERRUPTED,
             message: format!("{signal}: stopped part way; the lock is released; run the same command again to resume (it finds what exists by its tags)"),
         }
-        .into()),
+        .into())),
     };
     if let Err(e) = held.release().await {
         eprintln!(
             "warning: could not release the lock of stack {stack} ({e}); the next run will need --force-unlock"
         );
     }
-    result
+    match result {
+        Ok(result) => result,
+        // The lock is released: the panic goes on as it would have.
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
-/// Waits for Ctrl-C or SIGTERM; says which.
+/// A future's output, or the panic it raised while polled (so that a lock can be released
+/// before the panic goes on).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or SIGHUP (the terminal closed); says which.
 async fn interrupted() -> &'static str {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => "terminated (SIGTERM)",
+        () = recv(term.as_mut()) => "terminated (SIGTERM)",
+        () = recv(hup.as_mut()) => "hung up (SIGHUP)",
     }
 }
 
@@ -343,7 +418,11 @@ pub(crate) async fn plan_and_existing(stack: &Stack, cx: &Context) -> anyhow::Re
     tokio::try_join!(plan, existing)
 }
 
-pub(crate) async fn deploy(args: &StackArgs, yes: bool, force_unlock: bool) -> anyhow::Result<()> {
+pub(crate) async fn deploy(
+    args: &StackArgs,
+    yes: bool,
+    force_unlock: Option<&str>,
+) -> anyhow::Result<()> {
     let stack = load(args)?;
     let live = Arc::new(Live::stdout());
     let cx = context_with(args, &stack, live.clone()).await?;
@@ -394,7 +473,7 @@ pub(crate) async fn destroy(
     args: &StackArgs,
     yes: bool,
     override_protection: bool,
-    force_unlock: bool,
+    force_unlock: Option<&str>,
 ) -> anyhow::Result<()> {
     let stack = load(args)?;
     check_can_ask(yes)?;
@@ -458,5 +537,35 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_panic_under_the_lock_releases_it_and_goes_on() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let moto = sandbox::MotoServer::shared().expect("moto starts (run `cargo xtask setup`)");
+        // The lock's calls go through the context's SDK config only (its own context): moto's
+        // default account, as in the sandbox.
+        let cx = Context::builder(
+            sandbox::sdk_config(moto.endpoint(), "eu-west-1"),
+            infra::StackName::new("panics-under-lock").unwrap(),
+        )
+        .build();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(locked(&cx, "deploy", None, async {
+                tokio::task::yield_now().await;
+                panic!("a bug part way");
+            }))
+        }));
+        let payload = panicked.expect_err("the panic goes on after the release");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug part way"));
+        let store = runtime.block_on(LockStore::new(&cx)).unwrap();
+        assert_eq!(
+            runtime.block_on(store.read()).unwrap(),
+            None,
+            "the lock was released"
+        );
     }
 }

@@ -65,11 +65,12 @@ pub(crate) struct StackArgs {
 /// The stack's lock (deploy and destroy).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LockArgs {
-    /// Delete the stack's lock before taking it, whoever holds it: for a lock left by a run
-    /// that was killed. If its holder is in fact still running, two writers may interleave and
-    /// leave duplicate resources; running deploy again converges.
-    #[arg(long)]
-    pub(crate) force_unlock: bool,
+    /// Delete the stack's lock before taking it, if its id is LOCK_ID (the id printed when the
+    /// lock was found): for a lock left by a run that was killed. A lock another run took
+    /// since has another id and stays. If its holder is in fact still running, two writers may
+    /// interleave; running deploy again converges.
+    #[arg(long, value_name = "LOCK_ID", num_args = 0..=1, default_missing_value = "")]
+    pub(crate) force_unlock: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,7 +271,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Status { stack, json } => runtime.block_on(status::run(&stack, json)),
         Cmd::Init { config, force } => init::run(config.as_deref(), force),
         Cmd::Deploy { stack, yes, lock } => {
-            runtime.block_on(deploy::deploy(&stack, yes, lock.force_unlock))
+            runtime.block_on(deploy::deploy(&stack, yes, lock.force_unlock.as_deref()))
         }
         Cmd::Destroy {
             stack,
@@ -281,7 +282,7 @@ fn main() -> std::process::ExitCode {
             &stack,
             yes,
             override_deletion_protection,
-            lock.force_unlock,
+            lock.force_unlock.as_deref(),
         )),
         Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
         Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),

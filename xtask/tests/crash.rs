@@ -125,7 +125,8 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
         );
         assert!(shown.contains(" (5m "), "the lock's age: {shown}");
         assert!(shown.contains("nothing was changed"), "{shown}");
-        assert!(shown.contains("--force-unlock"), "{shown}");
+        assert!(shown.contains("lock id ana-1,"), "{shown}");
+        assert!(shown.contains("--force-unlock ana-1"), "{shown}");
         assert!(
             !shown.contains("+ create"),
             "no plan under another's lock: {shown}"
@@ -133,8 +134,26 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     }
     assert_eq!(lock_object(state).unwrap()["holder"], "ana@ci-runner-7");
 
-    // --force-unlock says whose lock it removed and what that risks, then deploys.
+    // --force-unlock without the id removes nothing and says the id; with another id (a
+    // lock someone took since) it removes nothing either.
     let out = xtask(state, &["deploy", "--yes", "--force-unlock"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("--force-unlock needs the id") && shown.contains("--force-unlock ana-1"),
+        "{shown}"
+    );
+    let out = xtask(state, &["deploy", "--yes", "--force-unlock", "bob-2"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains("is not bob-2") && shown.contains("nothing was removed"),
+        "{shown}"
+    );
+    assert_eq!(lock_object(state).unwrap()["id"], "ana-1");
+
+    // --force-unlock ID says whose lock it removed and what that risks, then deploys.
+    let out = xtask(state, &["deploy", "--yes", "--force-unlock", "ana-1"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(
@@ -195,47 +214,53 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     assert!(text(&out).contains("Nothing tagged with"), "{}", text(&out));
     assert_eq!(lock_object(state), None, "destroy released its lock");
 
-    // SIGTERM (as Ctrl-C) stops a deploy part way: exit 130, and the lock is released.
-    let mut deploy = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--yes"])
-        .env("STACKPROOF_STATE_DIR", state)
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = deploy.id().to_string();
-    let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
-    let mut done = 0;
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("  done ") {
-            done += 1;
-            if done == 3 {
-                break;
+    // SIGTERM (as Ctrl-C) and SIGHUP (the terminal closed) stop a deploy part way: exit 130,
+    // and the lock is released.
+    for (signal, said) in [
+        ("-TERM", "terminated (SIGTERM)"),
+        ("-HUP", "hung up (SIGHUP)"),
+    ] {
+        let mut deploy = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["deploy", "--yes"])
+            .env("STACKPROOF_STATE_DIR", state)
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = deploy.id().to_string();
+        let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
+        let mut done = 0;
+        for line in lines.by_ref() {
+            if line.unwrap().starts_with("  done ") {
+                done += 1;
+                if done == 3 {
+                    break;
+                }
             }
         }
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        lines.for_each(drop);
+        let out = deploy.wait_with_output().unwrap();
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(130), "{signal}: {shown}");
+        assert!(
+            shown.contains(&format!("{said}: stopped part way; the lock is released")),
+            "{shown}"
+        );
+        assert_eq!(
+            lock_object(state),
+            None,
+            "the deploy stopped by {said} released its lock"
+        );
     }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    lines.for_each(drop);
-    let out = deploy.wait_with_output().unwrap();
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(130), "{shown}");
-    assert!(
-        shown.contains("terminated (SIGTERM): stopped part way; the lock is released"),
-        "{shown}"
-    );
-    assert_eq!(
-        lock_object(state),
-        None,
-        "the interrupted deploy released its lock"
-    );
     let out = xtask(state, &["destroy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_stack_gone(state);
@@ -294,8 +319,14 @@ fn rerun_after_kill(state: &Path, args: &[&str], killed: u32, command: &str) -> 
         )),
         "{shown}"
     );
+    let id = lock_object(state).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(shown.contains(&format!("--force-unlock {id}")), "{shown}");
     let mut forced = args.to_vec();
     forced.push("--force-unlock");
+    forced.push(&id);
     let out = xtask(state, &forced);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(lock_object(state), None, "{args:?} released its lock");

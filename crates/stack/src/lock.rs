@@ -10,7 +10,13 @@
 //! object says who holds it (user@host, pid), for what command, and since when.
 //!
 //! A run killed with SIGKILL cannot release its lock: the next run fails with
-//! [`LockError::Held`] naming the dead holder and its age, and [`force_unlock`] removes it.
+//! [`LockError::Held`] naming the dead holder, its age and the lock's id, and
+//! [`LockStore::force_unlock`] given that id removes it (as Terraform's `force-unlock LOCK_ID`):
+//! a lock another run took since is never removed by an id that is not its own. Release and
+//! force-unlock delete with `If-Match` on the ETag they read, so a lock replaced between the
+//! read and the delete stays. Every call on the state bucket (but CreateBucket, which has no
+//! such parameter) passes `ExpectedBucketOwner`: the bucket's name is predictable, and a bucket
+//! of that name in another account is refused (403) instead of written to.
 
 use std::fmt;
 use std::path::Path;
@@ -140,8 +146,9 @@ pub fn human(age: Duration) -> String {
 pub enum LockError {
     /// Someone else holds the lock of the stack.
     #[error(
-        "stack {stack} is locked: {info} ({} ago; lock s3://{bucket}/{key})",
-        human(*age)
+        "stack {stack} is locked: {info} ({} ago; lock id {}, s3://{bucket}/{key})",
+        human(*age),
+        info.id
     )]
     Held {
         /// The stack.
@@ -154,6 +161,19 @@ pub enum LockError {
         info: Box<LockInfo>,
         /// How long it has been held.
         age: Duration,
+    },
+    /// `--force-unlock ID` named a lock that is not the one there now.
+    #[error(
+        "the lock of stack {stack} is not {asked}: it is now {info} (lock id {}); nothing was removed. If that run is gone too, force-unlock that id",
+        info.id
+    )]
+    NotThatLock {
+        /// The stack.
+        stack: String,
+        /// The id given.
+        asked: String,
+        /// The lock there now.
+        info: Box<LockInfo>,
     },
     /// An AWS call failed.
     #[error("{operation} for {resource} failed: {detail}")]
@@ -186,6 +206,7 @@ where
 #[derive(Debug, Clone)]
 pub struct LockStore {
     s3: S3,
+    account: String,
     bucket: String,
     key: String,
     stack: String,
@@ -229,6 +250,7 @@ impl LockStore {
     pub fn with_client(s3: S3, account: &str, region: &str, stack: &str) -> Self {
         Self {
             s3,
+            account: account.to_owned(),
             bucket: state_bucket_name(account, region),
             key: lock_key(stack),
             stack: stack.to_owned(),
@@ -244,6 +266,11 @@ impl LockStore {
     /// The lock's key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The account that must own the state bucket (`ExpectedBucketOwner` of every call).
+    pub fn account(&self) -> &str {
+        &self.account
     }
 
     fn location(&self) -> String {
@@ -266,6 +293,7 @@ impl LockStore {
                 .s3
                 .put_object()
                 .bucket(&self.bucket)
+                .expected_bucket_owner(&self.account)
                 .key(&self.key)
                 .if_none_match("*")
                 .content_type("application/json")
@@ -333,12 +361,18 @@ impl LockStore {
     }
 
     /// The lock as it stands: `None` when nobody holds it. A lock object that is not a
-    /// stackproof lock is reported with holder `unknown (...)`.
+    /// stackproof lock is reported with holder `unknown (...)` and its ETag as its id.
     pub async fn read(&self) -> Result<Option<LockInfo>, LockError> {
+        Ok(self.read_versioned().await?.map(|(info, _)| info))
+    }
+
+    /// The lock and the ETag of the object it was read from.
+    async fn read_versioned(&self) -> Result<Option<(LockInfo, String)>, LockError> {
         let got = match self
             .s3
             .get_object()
             .bucket(&self.bucket)
+            .expected_bucket_owner(&self.account)
             .key(&self.key)
             .send()
             .await
@@ -351,6 +385,7 @@ impl LockStore {
             .last_modified()
             .map(|t| u64::try_from(t.secs()).unwrap_or_default())
             .unwrap_or_default();
+        let etag = got.e_tag().unwrap_or_default().to_owned();
         let bytes = got
             .body
             .collect()
@@ -362,39 +397,69 @@ impl LockStore {
                 detail: e.to_string(),
             })?
             .into_bytes();
-        Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            LockInfo {
-                holder: format!("unknown (the lock object is not a stackproof lock: {e})"),
-                pid: 0,
-                command: "unknown".to_owned(),
-                started,
-                id: String::new(),
-            }
-        })))
+        let info = serde_json::from_slice(&bytes).unwrap_or_else(|e| LockInfo {
+            holder: format!("unknown (the lock object is not a stackproof lock: {e})"),
+            pid: 0,
+            command: "unknown".to_owned(),
+            started,
+            id: etag.trim_matches('"').to_owned(),
+        });
+        Ok(Some((info, etag)))
     }
 
-    /// Deletes the lock whoever holds it, and returns what it said (`None`: there was none).
-    /// What it risks: if its holder is still running, two writers may interleave and create
-    /// duplicates; running deploy again afterwards converges (it finds resources by tag).
-    pub async fn force_unlock(&self) -> Result<Option<LockInfo>, LockError> {
-        let info = self.read().await?;
-        if info.is_some() {
-            self.delete().await?;
+    /// Deletes the lock whose id is `id` (the id [`LockError::Held`] shows) and returns what it
+    /// said; `None` when there is no lock. A lock with another id (a run that took the lock
+    /// after the one the caller saw) is left alone: [`LockError::NotThatLock`]. What it risks:
+    /// if the holder is still running, two writers may interleave; running deploy again
+    /// afterwards converges (it finds resources by tag).
+    pub async fn force_unlock(&self, id: &str) -> Result<Option<LockInfo>, LockError> {
+        let Some((info, etag)) = self.read_versioned().await? else {
+            return Ok(None);
+        };
+        if info.id != id {
+            return Err(self.not_that_lock(id, info));
         }
-        Ok(info)
+        match self.delete_if(&etag).await? {
+            Deleted::Yes | Deleted::Gone => Ok(Some(info)),
+            // Replaced between the read and the delete: by another run's lock.
+            Deleted::Changed => match self.read().await? {
+                Some(now) => Err(self.not_that_lock(id, now)),
+                None => Ok(Some(info)),
+            },
+        }
     }
 
-    async fn delete(&self) -> Result<(), LockError> {
+    fn not_that_lock(&self, asked: &str, info: LockInfo) -> LockError {
+        LockError::NotThatLock {
+            stack: self.stack.clone(),
+            asked: asked.to_owned(),
+            info: Box::new(info),
+        }
+    }
+
+    /// Deletes the lock object if its ETag is still `etag` (S3 conditional delete,
+    /// `If-Match`).
+    async fn delete_if(&self, etag: &str) -> Result<Deleted, LockError> {
         match self
             .s3
             .delete_object()
             .bucket(&self.bucket)
+            .expected_bucket_owner(&self.account)
             .key(&self.key)
+            .if_match(etag)
             .send()
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) => Ok(()),
+            Ok(_) => Ok(Deleted::Yes),
+            Err(e) if matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) => Ok(Deleted::Gone),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Ok(Deleted::Changed)
+            }
             Err(e) => Err(aws("DeleteObject", &self.location())(e)),
         }
     }
@@ -419,6 +484,7 @@ impl LockStore {
         self.s3
             .put_public_access_block()
             .bucket(&self.bucket)
+            .expected_bucket_owner(&self.account)
             .public_access_block_configuration(
                 PublicAccessBlockConfiguration::builder()
                     .block_public_acls(true)
@@ -441,6 +507,7 @@ impl LockStore {
         self.s3
             .put_bucket_encryption()
             .bucket(&self.bucket)
+            .expected_bucket_owner(&self.account)
             .server_side_encryption_configuration(
                 ServerSideEncryptionConfiguration::builder()
                     .rules(rule)
@@ -467,6 +534,7 @@ impl LockStore {
         self.s3
             .put_bucket_tagging()
             .bucket(&self.bucket)
+            .expected_bucket_owner(&self.account)
             .tagging(
                 Tagging::builder()
                     .set_tag_set(Some(tags))
@@ -478,6 +546,16 @@ impl LockStore {
             .map_err(aws("PutBucketTagging", &resource))?;
         Ok(())
     }
+}
+
+/// What a conditional delete did.
+enum Deleted {
+    /// The object was deleted.
+    Yes,
+    /// There was no object.
+    Gone,
+    /// The object is not the one read (another ETag): left alone.
+    Changed,
 }
 
 fn build_error(operation: &'static str, resource: &str, e: &dyn std::error::Error) -> LockError {
@@ -495,11 +573,14 @@ impl HeldLock {
         &self.info
     }
 
-    /// Releases the lock: deletes it if it is still this one (a lock that was force-unlocked
-    /// and taken by another run is left alone).
+    /// Releases the lock: deletes it if it is still this one, conditionally on the ETag it
+    /// read (a lock that was force-unlocked and taken by another run is left alone, also when
+    /// that happens between the read and the delete).
     pub async fn release(self) -> Result<(), LockError> {
-        match self.store.read().await? {
-            Some(now) if now.id == self.info.id => self.store.delete().await,
+        match self.store.read_versioned().await? {
+            Some((now, etag)) if now.id == self.info.id => {
+                self.store.delete_if(&etag).await.map(|_| ())
+            }
             _ => Ok(()),
         }
     }
@@ -548,7 +629,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "stack web is locked: `deploy` by ana@build-7 (pid 4242) since 1970-01-01T00:00:00Z (3m 10s ago; lock s3://stackproof-state-1-eu-west-1/locks/web.json)"
+            "stack web is locked: `deploy` by ana@build-7 (pid 4242) since 1970-01-01T00:00:00Z (3m 10s ago; lock id x, s3://stackproof-state-1-eu-west-1/locks/web.json)"
         );
     }
 
@@ -612,11 +693,30 @@ mod tests {
         assert_eq!(store.read().await.unwrap(), None);
         let second = store.acquire("destroy").await.unwrap();
 
-        // Force-unlock returns what it removed; the old holder's release leaves the new lock.
-        let removed = store.force_unlock().await.unwrap().unwrap();
+        // Force-unlock needs the lock's id: another id removes nothing and names the lock
+        // there now.
+        match store.force_unlock("1-2").await {
+            Err(LockError::NotThatLock { info, asked, .. }) => {
+                assert_eq!(*info, *second.info());
+                assert_eq!(asked, "1-2");
+            }
+            other => panic!("expected NotThatLock, got {other:?}"),
+        }
+        assert_eq!(store.read().await.unwrap().as_ref(), Some(second.info()));
+        // With its id it returns what it removed; the old holder's release leaves the new lock.
+        let removed = store
+            .force_unlock(&second.info().id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(removed.command, "destroy");
-        assert_eq!(store.force_unlock().await.unwrap(), None);
+        assert_eq!(store.force_unlock(&second.info().id).await.unwrap(), None);
         let third = store.acquire("deploy").await.unwrap();
+        // The id of a lock that is gone does not remove the one taken since.
+        assert!(matches!(
+            store.force_unlock(&second.info().id).await,
+            Err(LockError::NotThatLock { .. })
+        ));
         second.release().await.unwrap();
         assert_eq!(store.read().await.unwrap().as_ref(), Some(third.info()));
         third.release().await.unwrap();
@@ -643,10 +743,96 @@ mod tests {
                 .contains("by unknown (the lock object is not a stackproof lock"),
             "{err}"
         );
-        // Release leaves a lock that is not its own; force-unlock removes it.
+        // Release leaves a lock that is not its own; force-unlock removes it by the id shown
+        // for it (its ETag).
         held.release().await.unwrap();
-        assert!(store.read().await.unwrap().is_some());
-        store.force_unlock().await.unwrap();
+        let junk = store.read().await.unwrap().unwrap();
+        assert!(!junk.id.is_empty() && !junk.id.contains('"'), "{junk:?}");
+        assert!(
+            err.to_string().contains(&format!("lock id {},", junk.id)),
+            "{err}"
+        );
+        store.force_unlock(&junk.id).await.unwrap();
         assert_eq!(store.read().await.unwrap(), None);
+    }
+
+    /// Records, for every S3 call, its operation and its `x-amz-expected-bucket-owner`.
+    #[derive(Debug, Clone, Default)]
+    struct Owners(std::sync::Arc<std::sync::Mutex<Vec<Seen>>>);
+
+    /// An operation and the `x-amz-expected-bucket-owner` it carried.
+    type Seen = (String, Option<String>);
+
+    impl aws_smithy_runtime_api::client::interceptors::Intercept for Owners {
+        fn name(&self) -> &'static str {
+            "expected-bucket-owner-recorder"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+            _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+            cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+            let operation = cfg
+                .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+                .map(|m| m.name().to_owned())
+                .unwrap_or_default();
+            let owner = context
+                .request()
+                .headers()
+                .get("x-amz-expected-bucket-owner")
+                .map(str::to_owned);
+            self.0.lock().unwrap().push((operation, owner));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_state_bucket_call_names_the_expected_owner() {
+        let moto = sandbox::MotoServer::shared().unwrap();
+        let account = moto.fresh_account();
+        let owners = Owners::default();
+        let cx = Context::builder(
+            sandbox::sdk_config(moto.endpoint(), "eu-west-1"),
+            infra::StackName::new("owned").unwrap(),
+        )
+        .interceptor(account.clone())
+        .interceptor(owners.clone())
+        .build();
+        let store = LockStore::new(&cx).await.unwrap();
+        let held = store.acquire("deploy").await.unwrap();
+        assert!(store.acquire("deploy").await.is_err());
+        held.release().await.unwrap();
+        let again = store.acquire("destroy").await.unwrap();
+        store.force_unlock(&again.info().id).await.unwrap();
+        let seen = owners.0.lock().unwrap().clone();
+        let s3: Vec<_> = seen
+            .iter()
+            .filter(|(op, _)| op != "GetCallerIdentity")
+            .collect();
+        for op in [
+            "CreateBucket",
+            "PutPublicAccessBlock",
+            "PutBucketEncryption",
+            "PutBucketTagging",
+            "PutObject",
+            "GetObject",
+            "DeleteObject",
+        ] {
+            assert!(s3.iter().any(|(o, _)| o == op), "{op} not called: {seen:?}");
+        }
+        for (op, owner) in &s3 {
+            if op == "CreateBucket" {
+                // CreateBucket has no ExpectedBucketOwner: the bucket is new or ours
+                // (BucketAlreadyOwnedByYou); another owner's bucket fails every later call.
+                continue;
+            }
+            assert_eq!(
+                owner.as_deref(),
+                Some(store.account()),
+                "{op} without the expected owner"
+            );
+        }
     }
 }
