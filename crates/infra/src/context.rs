@@ -88,6 +88,65 @@ impl Default for WaitPolicy {
     }
 }
 
+/// How every AWS call made through a [`Context`] is retried and timed out: set on the SDK
+/// configuration when the context is built, so every client built from it carries it.
+///
+/// The SDK's own default is the standard retry mode with 3 attempts and no operation or attempt
+/// timeout: a throttled deploy fails, and a call to an endpoint that accepts the connection and
+/// never answers hangs for as long as the connection lives (holding the stack's lock). These
+/// defaults retry throttling in adaptive mode (the client slows its own rate after throttling
+/// answers) for up to 10 attempts, and cut any attempt after 30 s and any operation, its
+/// retries included, after 5 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallPolicy {
+    /// Attempts of one operation, the first included (throttling, 5xx, timeouts). Default 10.
+    pub max_attempts: u32,
+    /// The first backoff between attempts; it grows exponentially (with jitter). Default 1 s.
+    pub initial_backoff: Duration,
+    /// The longest backoff. Default 20 s.
+    pub max_backoff: Duration,
+    /// Connect timeout. Default 3.1 s (the SDK's).
+    pub connect_timeout: Duration,
+    /// One attempt, from sending the request to the end of the response. Default 30 s.
+    pub attempt_timeout: Duration,
+    /// One operation, every attempt and backoff included. Default 5 minutes.
+    pub operation_timeout: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(20),
+            connect_timeout: Duration::from_millis(3100),
+            attempt_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl CallPolicy {
+    /// `sdk` with this policy's retry and timeout configuration.
+    pub fn apply(&self, sdk: &SdkConfig) -> SdkConfig {
+        sdk.to_builder()
+            .retry_config(
+                aws_config::retry::RetryConfig::adaptive()
+                    .with_max_attempts(self.max_attempts)
+                    .with_initial_backoff(self.initial_backoff)
+                    .with_max_backoff(self.max_backoff),
+            )
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .operation_attempt_timeout(self.attempt_timeout)
+                    .operation_timeout(self.operation_timeout)
+                    .build(),
+            )
+            .build()
+    }
+}
+
 /// Everything a module call needs besides its own configuration.
 #[derive(Clone)]
 pub struct Context {
@@ -97,6 +156,7 @@ pub struct Context {
     interceptors: Vec<SharedInterceptor>,
     calls: CallCounter,
     waits: WaitPolicy,
+    policy: CallPolicy,
     progress: Arc<dyn Progress>,
 }
 
@@ -107,6 +167,7 @@ impl fmt::Debug for Context {
             .field("region", &self.sdk.region())
             .field("user_tags", &self.user_tags)
             .field("waits", &self.waits)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -122,12 +183,14 @@ impl Context {
                 interceptors: Vec::new(),
                 calls: CallCounter::default(),
                 waits: WaitPolicy::default(),
+                policy: CallPolicy::default(),
                 progress: Arc::new(NoProgress),
             },
         }
     }
 
-    /// The SDK configuration (region, credentials, endpoint).
+    /// The SDK configuration (region, credentials, endpoint), with the [`CallPolicy`]'s retry
+    /// and timeout configuration.
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.sdk
     }
@@ -197,6 +260,12 @@ impl ContextBuilder {
         self
     }
 
+    /// How AWS calls are retried and timed out (default [`CallPolicy::default`]).
+    pub fn call_policy(mut self, policy: CallPolicy) -> Self {
+        self.cx.policy = policy;
+        self
+    }
+
     /// The progress sink.
     pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.cx.progress = progress;
@@ -205,6 +274,7 @@ impl ContextBuilder {
 
     /// Finishes the context.
     pub fn build(mut self) -> Context {
+        self.cx.sdk = self.cx.policy.apply(&self.cx.sdk);
         let counter = SharedInterceptor::new(self.cx.calls.clone());
         self.cx.interceptors.insert(0, counter);
         self.cx

@@ -29,7 +29,7 @@ mod validate;
 
 pub use call_error::{CallError, aws, built, waited};
 pub use calls::{CallCounter, CallCounts};
-pub use context::{Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
+pub use context::{CallPolicy, Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;
 pub use plan::{Action, Change, Counts, Plan};
 pub use progress::{Event, NoProgress, Progress, reported};

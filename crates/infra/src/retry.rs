@@ -103,10 +103,13 @@ impl Backoff {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let last = match attempt().await {
-                Step::Done(value) => return Ok(value),
-                Step::Fail(error) => return Err(WaitError::Failed(error)),
-                Step::Retry(why) => why,
+            // The deadline also cuts an attempt in flight (a call that hangs).
+            let left = self.deadline.saturating_sub(start.elapsed());
+            let last = match tokio::time::timeout(left, attempt()).await {
+                Ok(Step::Done(value)) => return Ok(value),
+                Ok(Step::Fail(error)) => return Err(WaitError::Failed(error)),
+                Ok(Step::Retry(why)) => why,
+                Err(_) => format!("the attempt in flight was cut at the deadline ({left:.1?} in)"),
             };
             let waited = start.elapsed();
             if waited >= self.deadline {
@@ -218,6 +221,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DependencyViolation"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_an_attempt_that_hangs() {
+        let start = Instant::now();
+        let mut n = 0;
+        let r: Result<(), WaitError<String>> = B
+            .run("describe nat-gateway nat-a", || {
+                n += 1;
+                let first = n == 1;
+                async move {
+                    if first {
+                        // The first attempt answers "not yet"; the second never answers.
+                        Step::Retry("pending".to_owned())
+                    } else {
+                        std::future::pending().await
+                    }
+                }
+            })
+            .await;
+        assert_eq!(start.elapsed(), B.deadline);
+        let text = r.unwrap_err().to_string();
+        assert!(text.contains("gave up after 2 attempts"), "{text}");
+        assert!(text.contains("cut at the deadline"), "{text}");
     }
 
     #[test]
