@@ -440,10 +440,12 @@ async fn scaling(
     Ok((target, policies))
 }
 
-/// Every ACTIVE revision of the family (exactly that family, not others sharing the prefix).
+/// Every revision of the family in `status` (exactly that family, not others sharing the
+/// prefix).
 pub(crate) async fn task_definition_arns(
     ecs: &aws_sdk_ecs::Client,
     family: &str,
+    status: aws_sdk_ecs::types::TaskDefinitionStatus,
 ) -> Result<Vec<String>, Error> {
     let mut arns = Vec::new();
     let mut token: Option<String> = None;
@@ -452,7 +454,7 @@ pub(crate) async fn task_definition_arns(
         let out = ecs
             .list_task_definitions()
             .family_prefix(family)
-            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .status(status.clone())
             .set_next_token(token.take())
             .send()
             .await
@@ -495,9 +497,22 @@ impl Observed {
             Box::pin(scaling(&clients.scaling, names)),
             Box::pin(async {
                 if with_revisions {
-                    task_definition_arns(&clients.ecs, &names.family).await
+                    use aws_sdk_ecs::types::TaskDefinitionStatus;
+                    let (active, inactive) = tokio::try_join!(
+                        task_definition_arns(
+                            &clients.ecs,
+                            &names.family,
+                            TaskDefinitionStatus::Active
+                        ),
+                        task_definition_arns(
+                            &clients.ecs,
+                            &names.family,
+                            TaskDefinitionStatus::Inactive
+                        ),
+                    )?;
+                    Ok((active, inactive))
                 } else {
-                    Ok(Vec::new())
+                    Ok((Vec::new(), Vec::new()))
                 }
             })
         )?;
@@ -516,7 +531,8 @@ impl Observed {
             service,
             target: scaling.0,
             policies: scaling.1,
-            task_definition_arns: arns,
+            task_definition_arns: arns.0,
+            inactive_task_definition_arns: arns.1,
         })
     }
 }

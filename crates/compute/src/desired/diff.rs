@@ -415,6 +415,20 @@ pub(crate) fn teardown(names: &Names, observed: &Observed) -> Vec<Op> {
     for arn in &observed.task_definition_arns {
         ops.push(Op::DeregisterTaskDefinition { arn: arn.clone() });
     }
+    // Deregistered revisions stay (INACTIVE) until deleted: the ones just deregistered and
+    // those earlier deploys left.
+    let revisions: Vec<String> = observed
+        .task_definition_arns
+        .iter()
+        .chain(&observed.inactive_task_definition_arns)
+        .cloned()
+        .collect();
+    if !revisions.is_empty() {
+        ops.push(Op::DeleteTaskDefinitions {
+            arns: revisions,
+            leftover: observed.inactive_task_definition_arns.len(),
+        });
+    }
     if let Some(c) = &observed.cluster
         && c.status != "INACTIVE"
         && owned(&c.tags, stack)
@@ -522,6 +536,7 @@ mod tests {
             target: Some((d.min, d.max)),
             policies: d.policies.clone(),
             task_definition_arns: Vec::new(),
+            inactive_task_definition_arns: Vec::new(),
         }
     }
 
@@ -699,6 +714,7 @@ mod tests {
         let d = desired("");
         let mut o = matching(&d);
         o.task_definition_arns = vec!["arn:td:1".into()];
+        o.inactive_task_definition_arns = vec!["arn:td:0".into()];
         let ops = teardown(&d.names, &o);
         let names: Vec<String> = ops
             .iter()
@@ -720,6 +736,7 @@ mod tests {
                 "DeleteService",
                 "WaitServiceInactive",
                 "DeregisterTaskDefinition",
+                "DeleteTaskDefinitions",
                 "DeleteCluster",
                 "DeleteLogGroup",
                 "DeleteRole",

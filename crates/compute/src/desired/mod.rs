@@ -326,6 +326,9 @@ pub(crate) struct Observed {
     pub(crate) policies: BTreeMap<String, PolicyShape>,
     /// Every ACTIVE revision of the family (read for destroy only).
     pub(crate) task_definition_arns: Vec<String>,
+    /// Every INACTIVE revision of the family (destroy only): AWS keeps them until
+    /// `DeleteTaskDefinitions`.
+    pub(crate) inactive_task_definition_arns: Vec<String>,
 }
 
 /// The whole compute slice the configuration asks for.

@@ -78,6 +78,12 @@ pub(crate) enum Op {
     DeregisterTaskDefinition {
         arn: String,
     },
+    /// Delete INACTIVE revisions (DeleteTaskDefinitions, ten per call).
+    DeleteTaskDefinitions {
+        arns: Vec<String>,
+        /// How many of them were INACTIVE before this run.
+        leftover: usize,
+    },
     DeleteCluster,
     DeleteLogGroup,
     DeleteRole {
@@ -168,7 +174,18 @@ impl Op {
                 .detail(format!("desired count {was} -> 0")),
             Op::DeleteService => c(Action::Delete, "ecs-service", &names.service),
             Op::DeregisterTaskDefinition { arn } => {
-                c(Action::Delete, "ecs-task-definition", &names.family).id(arn)
+                c(Action::Delete, "ecs-task-definition", &names.family)
+                    .id(arn)
+                    .detail("deregistered, then deleted (DeleteTaskDefinitions)")
+            }
+            // The revisions deregistered in this run show on their own lines; only those
+            // earlier runs left INACTIVE are resources of their own.
+            Op::DeleteTaskDefinitions { leftover, .. } if *leftover == 0 => return None,
+            Op::DeleteTaskDefinitions { leftover, .. } => {
+                c(Action::Delete, "ecs-task-definition-revisions", &names.family).detail(format!(
+                    "{leftover} deregistered revision{} left by earlier deploys (ECS keeps them until deleted)",
+                    if *leftover == 1 { "" } else { "s" }
+                ))
             }
             Op::DeleteCluster => c(Action::Delete, "ecs-cluster", &names.cluster),
             Op::DeleteLogGroup => c(Action::Delete, "log-group", &names.log_group),

@@ -461,6 +461,35 @@ async fn step(
             .await?;
             None
         }
+        Op::DeleteTaskDefinitions { arns, .. } => {
+            for chunk in arns.chunks(10) {
+                let out = ecs
+                    .delete_task_definitions()
+                    .set_task_definitions(Some(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(aws(
+                        "DeleteTaskDefinitions",
+                        format!("task definitions {}", n.family),
+                    ))?;
+                // A revision deleted meanwhile is gone, as asked; any other failure is not.
+                if let Some(f) = out
+                    .failures()
+                    .iter()
+                    .find(|f| !f.reason().is_some_and(|r| r.contains("does not exist")))
+                {
+                    return Err(Error::Unexpected {
+                        operation: "DeleteTaskDefinitions",
+                        resource: f.arn().unwrap_or(&n.family).to_owned(),
+                        detail: format!(
+                            "the revision was not deleted: {}",
+                            f.reason().unwrap_or("no reason given")
+                        ),
+                    });
+                }
+            }
+            None
+        }
         Op::DeleteCluster => {
             delete(
                 cx,

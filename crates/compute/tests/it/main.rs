@@ -618,9 +618,15 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
     assert_eq!(
         deleted
             .iter()
-            .filter(|d| d.starts_with("ecs-task-definition"))
+            .filter(|d| d.starts_with("ecs-task-definition "))
             .count(),
         2,
+        "{removed}"
+    );
+    assert!(
+        removed
+            .to_string()
+            .contains("deregistered, then deleted (DeleteTaskDefinitions)"),
         "{removed}"
     );
 
@@ -656,7 +662,9 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
         .send()
         .await
         .unwrap();
-    assert_eq!(inactive.task_definition_arns().len(), 2);
+    // Deregistered revisions are deleted too: ECS keeps INACTIVE ones until
+    // DeleteTaskDefinitions.
+    assert!(inactive.task_definition_arns().is_empty(), "{inactive:?}");
     let groups = logs(&cx)
         .describe_log_groups()
         .log_group_name_prefix("/ecs/destroy")
@@ -682,10 +690,16 @@ task-role-statements = [{ Effect = "Allow", Action = "s3:ListBucket", Resource =
     // Nothing left: destroy again is a no-op, and apply builds it all again.
     assert!(module.destroy(&cx).await.unwrap().is_empty());
     let again = module.apply(&cx, &inputs).await.unwrap();
-    assert!(
-        again.task_definition_arn.ends_with(":3"),
-        "{}",
-        again.task_definition_arn
+    // A new revision of the family (its number is ECS's: the deleted ones are gone).
+    let active = ecs
+        .list_task_definitions()
+        .family_prefix("destroy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        active.task_definition_arns(),
+        std::slice::from_ref(&again.task_definition_arn)
     );
     assert_eq!(service(&cx).await.status(), Some("ACTIVE"));
 }
