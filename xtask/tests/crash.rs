@@ -629,3 +629,108 @@ fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
         assert_stack_gone(state);
     }
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to `pid` with kill(1).
+fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// Two writers at once: deploy A is stopped (SIGSTOP) in the middle of building the network,
+/// holding its lock and its plan; deploy B takes the stack with `--force-unlock` and builds all
+/// of it; A goes on (SIGCONT) with what it planned before B ran: it makes a second of what it
+/// creates next, or fails on what B made first (which of the two depends on whether A's next
+/// create had gone out when it was stopped; the network crate's
+/// `two_interleaved_writers_leave_duplicates_that_the_next_apply_deletes` makes duplicates of
+/// everything deterministically). Either way one more deploy keeps one of each and deletes the
+/// rest: no duplicate is left, and destroy leaves nothing.
+#[test]
+fn two_writers_interleaved_by_force_unlock_converge_on_the_next_deploy() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox("writers");
+    let state = sandbox.0.0.as_path();
+    // A is stopped after one of these changes: the NAT gateways' Elastic IPs and NAT gateways
+    // come one after another, so A's stale plan makes the second ones again after B.
+    for after in ["elastic-ip \"nat-a\"", "nat-gateway \"nat-a\""] {
+        interleave(state, after);
+    }
+}
+
+fn interleave(state: &Path, after: &str) {
+    let mut a = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--yes"])
+        .env("STACKPROOF_STATE_DIR", state)
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = a.id();
+    let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let Some(line) = lines.next() else {
+            panic!("deploy A ended before {after}:\n{}", seen.join("\n"));
+        };
+        let line = line.unwrap();
+        let there = line.starts_with("  done ") && line.contains(after);
+        seen.push(line);
+        if there {
+            signal(pid, "STOP");
+            break;
+        }
+    }
+
+    let out = xtask(state, &["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let id = lock_object(state).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text(&out).contains(&format!("(pid {pid})")),
+        "{}",
+        text(&out)
+    );
+    let out = xtask(state, &["deploy", "--yes", "--force-unlock", &id]);
+    assert_eq!(out.status.code(), Some(0), "deploy B: {}", text(&out));
+
+    signal(pid, "CONT");
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let a_out = a.wait_with_output().unwrap();
+    let status = a_out.status;
+    let twice: std::collections::BTreeMap<_, _> = census(state).into_iter().collect();
+    let made_twice = twice["elastic-ip"] > 2 || twice["nat-gateway"] > 2;
+    eprintln!(
+        "A stopped after {after}, then B, then A ({status}): {twice:?}\n{}\n{}",
+        rest.join("\n"),
+        String::from_utf8_lossy(&a_out.stderr)
+    );
+
+    let out = xtask(state, &["deploy", "--yes"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    if made_twice {
+        assert!(
+            shown.contains("a duplicate; ") && shown.contains(" is kept ("),
+            "the plan deletes the duplicates, saying which one is kept:\n{shown}"
+        );
+    }
+    let out = xtask(state, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        census(state),
+        DEPLOYED,
+        "A stopped after {after}, B, A ({status}), and one more deploy"
+    );
+    let tagged = tagged_live(state);
+    assert_eq!(tagged.len(), TAGGED_LIVE, "{tagged:#?}");
+
+    let out = xtask(state, &["destroy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_stack_gone(state);
+}

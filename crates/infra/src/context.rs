@@ -158,6 +158,7 @@ pub struct Context {
     waits: WaitPolicy,
     policy: CallPolicy,
     progress: Arc<dyn Progress>,
+    run: String,
 }
 
 impl fmt::Debug for Context {
@@ -185,6 +186,7 @@ impl Context {
                 waits: WaitPolicy::default(),
                 policy: CallPolicy::default(),
                 progress: Arc::new(NoProgress),
+                run: run_id(),
             },
         }
     }
@@ -226,10 +228,44 @@ impl Context {
         self.progress.as_ref()
     }
 
+    /// The client token (idempotency token) for creating the resource `kind` named `name` in
+    /// this run: the same for every call of the run, so a create sent again (an attempt cut by
+    /// the operation timeout, a retry of ours after an error that may have hidden a success)
+    /// returns the resource the first one made instead of a second one. Another run (another
+    /// context) gets other tokens: a resource deleted since is created anew, not returned.
+    /// At most 64 ASCII characters, as EC2 and ECS allow.
+    pub fn client_token(&self, kind: &str, name: &str) -> String {
+        let token = format!("{}-{kind}-{name}", self.run);
+        if token.len() <= 64 && token.is_ascii() {
+            return token;
+        }
+        format!("{}-{:016x}", self.run, fnv1a(&format!("{kind}\0{name}")))
+    }
+
     /// The tags of one resource of `module` named `name` (see [`tags::for_resource`]).
     pub fn tags(&self, module: &str, name: &str) -> BTreeMap<String, String> {
         tags::for_resource(self.stack.as_str(), &self.user_tags, module, name)
     }
+}
+
+/// A run id: 16 hex digits from the process's randomly keyed hasher, the time and the pid.
+fn run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's is keyed per process).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Builds a [`Context`].
@@ -284,6 +320,36 @@ impl ContextBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cx() -> Context {
+        let sdk = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        Context::builder(sdk, StackName::new("demo").unwrap()).build()
+    }
+
+    #[test]
+    fn client_tokens_are_stable_in_a_run_distinct_across_runs_and_fit_64_ascii_characters() {
+        let (a, b) = (cx(), cx());
+        let t = a.client_token("route-table", "public");
+        assert_eq!(t, a.client_token("route-table", "public"));
+        assert_eq!(
+            t,
+            a.clone().client_token("route-table", "public"),
+            "clones share the run"
+        );
+        assert_ne!(t, a.client_token("route-table", "private-a"));
+        assert_ne!(
+            t,
+            b.client_token("route-table", "public"),
+            "another run, another token"
+        );
+        let long = "x".repeat(80);
+        let t = a.client_token("route-table", &long);
+        assert!(t.len() <= 64 && t.is_ascii(), "{t}");
+        assert_eq!(t, a.client_token("route-table", &long));
+        assert_ne!(t, a.client_token("route-table", &"y".repeat(80)));
+    }
 
     #[test]
     fn stack_names() {

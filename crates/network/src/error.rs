@@ -26,22 +26,6 @@ pub enum Error {
         /// What the configuration wants.
         want: String,
     },
-    /// More than one resource carries the same identity tags.
-    #[error(
-        "{count} {kind} resources are tagged as \"{name}\" of stack {stack} ({ids}); delete the extra ones by hand or run destroy"
-    )]
-    Duplicates {
-        /// The stack.
-        stack: String,
-        /// The kind of resource.
-        kind: &'static str,
-        /// The logical name.
-        name: String,
-        /// How many.
-        count: usize,
-        /// Their ids, comma-separated.
-        ids: String,
-    },
     /// The region lacks the zones the configuration asks for.
     #[error("{field}: the region {region} offers {available:?}, which does not satisfy {wanted}")]
     Zones {

@@ -41,7 +41,9 @@ fn by_name<T>(
 }
 
 impl Ids {
+    /// The ids of what exists, duplicates set aside (the ones an apply keeps).
     pub(crate) fn from_observed(o: &Observed) -> Ids {
+        let o = &crate::desired::dedup(o).kept;
         Ids {
             vpc: o.vpcs.first().and_then(|v| v.vpc_id()).map(str::to_owned),
             igw: o
@@ -369,6 +371,8 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
         }
         Op::CreateTable { name } => {
             let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+            // Sent again after an error that hid a success, the token returns the same table.
+            let token = cx.client_token("route-table", name);
             let out = settle(
                 cx,
                 "CreateRouteTable",
@@ -376,6 +380,7 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
                 || {
                     ec2.create_route_table()
                         .vpc_id(vpc)
+                        .client_token(&token)
                         .tag_specifications(tag_spec(cx, ResourceType::RouteTable, name))
                         .send()
                 },
@@ -495,9 +500,13 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
             name,
             id,
             related,
+            duplicate,
         } => {
             delete_resource(ec2, cx, *kind, name, id, related).await?;
-            forget(ids, *kind, name);
+            // An extra goes; the one kept under its name stays known.
+            if duplicate.is_none() {
+                forget(ids, *kind, name);
+            }
             Some(id.clone())
         }
     })

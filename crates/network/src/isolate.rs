@@ -124,7 +124,9 @@ impl Network {
         let acl_id = match view.isolation_acl(stack).and_then(|a| a.network_acl_id()) {
             Some(id) => id.to_owned(),
             None => {
-                // A new network ACL has only the default deny-all entries.
+                // A new network ACL has only the default deny-all entries. Sent again after an
+                // error that hid a success, the token returns the same ACL.
+                let token = cx.client_token("network-acl", ISOLATION_ACL);
                 let out = settle(
                     cx,
                     "CreateNetworkAcl",
@@ -133,6 +135,7 @@ impl Network {
                         self.ec2
                             .create_network_acl()
                             .vpc_id(&view.vpc)
+                            .client_token(&token)
                             .tag_specifications(tag_spec(
                                 cx,
                                 ResourceType::NetworkAcl,

@@ -43,7 +43,7 @@ pub(crate) fn stack_filter(stack: &str) -> Filter {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Observed {
     pub(crate) vpcs: Vec<Vpc>,
-    /// `(enable-dns-support, enable-dns-hostnames)` of the VPC, when there is exactly one.
+    /// `(enable-dns-support, enable-dns-hostnames)` of the VPC (the one kept, when there are two).
     pub(crate) dns: Option<(bool, bool)>,
     pub(crate) subnets: Vec<Subnet>,
     pub(crate) igws: Vec<InternetGateway>,
@@ -55,6 +55,9 @@ pub(crate) struct Observed {
     pub(crate) dead_nats: BTreeMap<String, usize>,
     pub(crate) security_groups: Vec<SecurityGroup>,
     pub(crate) network_acls: Vec<NetworkAcl>,
+    /// Network interfaces per VPC id, read only when the stack has more than one VPC: the one
+    /// in use is kept (see `desired::dedup`).
+    pub(crate) enis: BTreeMap<String, usize>,
 }
 
 impl Observed {
@@ -141,8 +144,33 @@ impl Observed {
                 }
             }
         }
-        if let [vpc] = observed.vpcs.as_slice() {
-            let id = vpc.vpc_id().unwrap_or_default();
+        if observed.vpcs.len() > 1 {
+            let ids: Vec<String> = observed
+                .vpcs
+                .iter()
+                .filter_map(|v| v.vpc_id().map(str::to_owned))
+                .collect();
+            let mut pages = ec2
+                .describe_network_interfaces()
+                .filters(
+                    Filter::builder()
+                        .name("vpc-id")
+                        .set_values(Some(ids))
+                        .build(),
+                )
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(eni) = pages.next().await {
+                let eni = eni.map_err(aws("DescribeNetworkInterfaces", &res))?;
+                if let Some(vpc) = eni.vpc_id() {
+                    *observed.enis.entry(vpc.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        if let Some(id) = crate::desired::keep_vpc(&observed).and_then(|v| v.vpc_id()) {
+            let id = id.to_owned();
+            let id = id.as_str();
             let attr =
                 |a: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(id).attribute(a).send();
             let (support, hostnames) = tokio::try_join!(

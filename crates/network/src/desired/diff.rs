@@ -3,6 +3,7 @@
 
 use aws_sdk_ec2::types::{IpPermission, RouteState, SecurityGroup};
 
+use super::dedup::{Deduped, dedup};
 use super::*;
 use crate::Error;
 use crate::observe::{Observed, name_tag, tag_map};
@@ -40,34 +41,13 @@ pub(crate) fn observed_rules(permissions: &[IpPermission]) -> BTreeSet<Rule> {
     rules
 }
 
-/// Finds the one resource named `name` among `items`, or fails on duplicates.
+/// The resource named `name` among `items`: after [`dedup`] there is at most one.
 fn one<'a, T>(
-    cx: &Context,
-    kind: &'static str,
     name: &str,
     items: &'a [T],
     tags: impl Fn(&T) -> &[aws_sdk_ec2::types::Tag],
-    id: impl Fn(&T) -> Option<&str>,
-) -> Result<Option<&'a T>, Error> {
-    let found: Vec<&T> = items
-        .iter()
-        .filter(|i| name_tag(tags(i)) == Some(name))
-        .collect();
-    match found.as_slice() {
-        [] => Ok(None),
-        [only] => Ok(Some(only)),
-        many => Err(Error::Duplicates {
-            stack: cx.stack().to_string(),
-            kind,
-            name: name.to_owned(),
-            count: many.len(),
-            ids: many
-                .iter()
-                .filter_map(|i| id(i))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+) -> Option<&'a T> {
+    items.iter().find(|i| name_tag(tags(i)) == Some(name))
 }
 
 fn retag(
@@ -95,13 +75,18 @@ fn retag(
     }
 }
 
-/// The steps that take `observed` to `desired`. Pure: no AWS call.
+/// The steps that take `observed` to `desired`. Pure: no AWS call. Duplicates are deleted
+/// first (see [`dedup`]): the ones kept are those in use, so nothing the stack uses goes away.
 pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
-    let mut ops = Vec::new();
+    let Deduped {
+        kept: observed,
+        deletes: mut ops,
+    } = dedup(observed);
+    let observed = &observed;
     let mut retags = Vec::new();
 
     // VPC.
-    let vpc = one(cx, "vpc", VPC, &observed.vpcs, |v| v.tags(), |v| v.vpc_id())?;
+    let vpc = one(VPC, &observed.vpcs, |v| v.tags());
     match vpc {
         None => ops.push(Op::CreateVpc {
             cidr: desired.vpc_cidr.clone(),
@@ -125,14 +110,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
 
     // Subnets.
     for s in &desired.subnets {
-        match one(
-            cx,
-            "subnet",
-            &s.name,
-            &observed.subnets,
-            |x| x.tags(),
-            |x| x.subnet_id(),
-        )? {
+        match one(&s.name, &observed.subnets, |x| x.tags()) {
             None => ops.push(Op::CreateSubnet(s.clone())),
             Some(have) => {
                 let id = have.subnet_id().unwrap_or_default();
@@ -162,14 +140,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
     }
 
     // Internet gateway.
-    match one(
-        cx,
-        "internet-gateway",
-        IGW,
-        &observed.igws,
-        |x| x.tags(),
-        |x| x.internet_gateway_id(),
-    )? {
+    match one(IGW, &observed.igws, |x| x.tags()) {
         None => ops.push(Op::CreateIgw),
         Some(igw) => {
             let attached =
@@ -190,14 +161,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
 
     // Elastic IPs and NAT gateways.
     for nat in &desired.nats {
-        match one(
-            cx,
-            "elastic-ip",
-            &nat.name,
-            &observed.addresses,
-            |x| x.tags(),
-            |x| x.allocation_id(),
-        )? {
+        match one(&nat.name, &observed.addresses, |x| x.tags()) {
             None => ops.push(Op::AllocateEip {
                 name: nat.name.clone(),
             }),
@@ -210,14 +174,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 &mut retags,
             ),
         }
-        match one(
-            cx,
-            "nat-gateway",
-            &nat.name,
-            &observed.nats,
-            |x| x.tags(),
-            |x| x.nat_gateway_id(),
-        )? {
+        match one(&nat.name, &observed.nats, |x| x.tags()) {
             None => ops.push(Op::CreateNat {
                 nat: nat.clone(),
                 generation: observed.dead_nats.get(&nat.name).copied().unwrap_or(0),
@@ -240,14 +197,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
         .filter_map(|g| Some((name_tag(g.tags())?, g.group_id()?)))
         .collect();
     for g in &desired.groups {
-        let have: Option<&SecurityGroup> = one(
-            cx,
-            "security-group",
-            &g.name,
-            &observed.security_groups,
-            |x| x.tags(),
-            |x| x.group_id(),
-        )?;
+        let have: Option<&SecurityGroup> = one(&g.name, &observed.security_groups, |x| x.tags());
         if have.is_none() {
             ops.push(Op::CreateGroup {
                 name: g.name.clone(),
@@ -306,14 +256,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
         .filter_map(|s| Some((name_tag(s.tags())?, s.subnet_id()?)))
         .collect();
     for t in &desired.tables {
-        let have = one(
-            cx,
-            "route-table",
-            &t.name,
-            &observed.route_tables,
-            |x| x.tags(),
-            |x| x.route_table_id(),
-        )?;
+        let have = one(&t.name, &observed.route_tables, |x| x.tags());
         if have.is_none() {
             ops.push(Op::CreateTable {
                 name: t.name.clone(),
@@ -352,15 +295,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
             .iter()
             .filter_map(|n| Some((name_tag(n.tags())?, n.nat_gateway_id()?)))
             .collect();
-        let igw_id = one(
-            cx,
-            "internet-gateway",
-            IGW,
-            &observed.igws,
-            |x| x.tags(),
-            |x| x.internet_gateway_id(),
-        )?
-        .and_then(|i| i.internet_gateway_id());
+        let igw_id = one(IGW, &observed.igws, |x| x.tags()).and_then(|i| i.internet_gateway_id());
         let op = match (&t.default_route, route) {
             (None, None) => None,
             (None, Some(_)) => Some(RouteOp::Delete),
@@ -433,6 +368,7 @@ fn extras(desired: &Desired, observed: &Observed) -> Vec<Op> {
                 name: name.to_owned(),
                 id: id.to_owned(),
                 related,
+                duplicate: None,
             });
         }
     };
@@ -486,6 +422,7 @@ pub(crate) fn teardown(observed: &Observed) -> Vec<Op> {
                 name,
                 id: id.to_owned(),
                 related,
+                duplicate: None,
             });
         }
     };

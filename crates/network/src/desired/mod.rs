@@ -7,9 +7,11 @@ use infra::Context;
 
 use crate::config::{NatMode, NetworkSpec};
 
+mod dedup;
 mod diff;
 mod op;
 
+pub(crate) use dedup::{dedup, keep_vpc};
 pub(crate) use diff::{diff, teardown};
 pub(crate) use op::{Kind, Op, RouteOp};
 

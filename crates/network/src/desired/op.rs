@@ -93,12 +93,14 @@ pub(crate) enum Op {
         tags: BTreeMap<String, String>,
     },
     /// `related`: the VPCs an internet gateway is attached to; a route table's or network ACL's
-    /// associations.
+    /// associations. `duplicate`: set when the resource is an extra with the name of one that is
+    /// kept, saying which and why.
     Delete {
         kind: Kind,
         name: String,
         id: String,
         related: Vec<String>,
+        duplicate: Option<String>,
     },
 }
 
@@ -177,7 +179,19 @@ impl Op {
                     .collect();
                 ch
             }
-            Op::Delete { kind, name, id, .. } => c(Action::Delete, kind.as_str(), name).id(id),
+            Op::Delete {
+                kind,
+                name,
+                id,
+                duplicate,
+                ..
+            } => {
+                let ch = c(Action::Delete, kind.as_str(), name).id(id);
+                match duplicate {
+                    Some(why) => ch.detail(why.clone()),
+                    None => ch,
+                }
+            }
         })
     }
 }

@@ -538,6 +538,113 @@ async fn an_interrupted_apply_converges_on_the_next_run_without_duplicates() {
     }
 }
 
+/// Holds every writer at its first `CreateVpc` until all `parties` have come (or 20 s passed):
+/// each has observed the stack by then, so each creates what it found missing.
+#[derive(Debug, Clone)]
+struct Rendezvous {
+    parties: usize,
+    arrived: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for Rendezvous {
+    fn name(&self) -> &'static str {
+        "rendezvous"
+    }
+
+    fn read_before_serialization(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let op = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        if op.is_some_and(|m| m.name() == "CreateVpc") {
+            let (count, all) = &*self.arrived;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            all.notify_all();
+            let _held = all
+                .wait_timeout_while(n, Duration::from_secs(20), |n| *n < self.parties)
+                .unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// Two writers of one stack at once (as after a `--force-unlock` on a run still going): both
+/// observe before either creates, so the stack ends up with two of everything. One more apply
+/// keeps one of each, the same one from either writer, and deletes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_interleaved_writers_leave_duplicates_that_the_next_apply_deletes() {
+    // Two contexts (two runs) in one moto account.
+    let moto = MotoServer::shared().unwrap();
+    let account = moto.fresh_account();
+    let meet = Rendezvous {
+        parties: 2,
+        arrived: Default::default(),
+    };
+    let writer = || {
+        let stack = StackName::new("writers").unwrap();
+        Context::builder(sandbox::sdk_config(moto.endpoint(), REGION), stack)
+            .interceptor(account.clone())
+            .interceptor(meet.clone())
+            .waits(sandbox::TEST_WAITS)
+            .build()
+    };
+    let (a, b) = (writer(), writer());
+    let (net_a, net_b) = (network(&a, ""), network(&b, ""));
+    // Each on its own task (and thread): the rendezvous blocks the thread that waits.
+    let run = |cx: &Context| {
+        let cx = cx.clone();
+        tokio::spawn(async move { network(&cx, "").apply(&cx, &()).await.map(|_| ()) })
+    };
+    let (ha, hb) = (run(&a), run(&b));
+    let (ra, rb) = (ha.await.unwrap(), hb.await.unwrap());
+    // Each built a whole network in its own VPC; what matters is what the next run makes of it.
+    let twice = census(&a).await;
+    assert_eq!(
+        twice.vpcs, 2,
+        "both writers created a VPC: {twice:?} ({:?} / {:?})",
+        ra, rb
+    );
+
+    // Both writers, looking now, plan to delete the same extras, each saying which one is kept.
+    let (plan_a, plan_b) = (
+        net_a.plan(&a, &()).await.unwrap(),
+        net_b.plan(&b, &()).await.unwrap(),
+    );
+    let deletes = |p: &Plan| -> Vec<String> {
+        p.changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .map(|c| format!("{} {} {}", c.kind, c.name, c.id.clone().unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(deletes(&plan_a), deletes(&plan_b));
+    assert!(!deletes(&plan_a).is_empty(), "{plan_a}");
+    for c in plan_a.changes.iter().filter(|c| c.action == Action::Delete) {
+        assert!(
+            c.details.iter().any(|d| d.contains(" is kept")),
+            "a delete of a duplicate says which one is kept: {c:?}"
+        );
+    }
+
+    let out = net_a.apply(&a, &()).await.unwrap();
+    assert_eq!(census(&a).await, TWO_ZONES);
+    let plan = net_b.plan(&b, &()).await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    assert_eq!(out.nat_gateway_ids.len(), 2);
+    // The outputs name what is left.
+    let ec2 = ec2(&a);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(stack_filter(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs()[0].vpc_id(), Some(out.vpc_id.as_str()));
+}
+
 #[tokio::test]
 async fn destroy_leaves_nothing_tagged_with_the_stack() {
     let cx = context("destroy");
