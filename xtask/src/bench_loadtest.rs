@@ -70,13 +70,13 @@ impl Row {
 }
 
 /// The server under load.
-enum Server {
+pub(crate) enum Server {
     Nginx { master: Child, dir: PathBuf },
     BuiltIn,
 }
 
 impl Server {
-    fn start() -> anyhow::Result<(Server, u16)> {
+    pub(crate) fn start() -> anyhow::Result<(Server, u16)> {
         let port = free_port()?;
         if let Some(nginx) = which("nginx") {
             let dir =
@@ -116,7 +116,7 @@ impl Server {
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Server::Nginx { .. } => "nginx (1 worker, CPU 0)",
             Server::BuiltIn => "built-in server (unpinned)",

@@ -8,6 +8,7 @@
 mod bench_deploy;
 mod bench_loadtest;
 mod bench_sandbox;
+mod bench_soak;
 mod check;
 mod deploy;
 mod init;
@@ -193,6 +194,9 @@ enum BenchCmd {
     Loadtest(bench_loadtest::BenchLoadtestArgs),
     /// The sandbox ALB proxy: latency it adds at 2,000 requests/s and the rate one core carries.
     Sandbox(bench_sandbox::BenchSandboxArgs),
+    /// The load engine held at one rate for minutes (default 10 min at 5,000 requests/s)
+    /// against a local server: RSS and CPU per request every 10 s, errors at the end.
+    Soak(bench_soak::BenchSoakArgs),
 }
 
 /// The project root (the workspace folder).
@@ -295,6 +299,9 @@ fn main() -> std::process::ExitCode {
         Cmd::Bench {
             what: BenchCmd::Sandbox(args),
         } => bench_sandbox::run(&args),
+        Cmd::Bench {
+            what: BenchCmd::Soak(args),
+        } => bench_soak::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
