@@ -42,8 +42,9 @@ struct Sample {
     cpu_s: f64,
 }
 
-/// Reads `VmRSS` (kB) and user + system CPU time (s) of `pid`; `None` once it has exited.
-fn sample(pid: u32, at: f64) -> Option<Sample> {
+/// Reads `VmRSS` (kB) and user + system CPU time (s) of `pid`, `hz` clock ticks a second;
+/// `None` once it has exited.
+fn sample(pid: u32, at: f64, hz: f64) -> Option<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb = status
         .lines()
@@ -58,7 +59,6 @@ fn sample(pid: u32, at: f64) -> Option<Sample> {
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    let hz = clock_ticks();
     let cpu_s = (ticks(11)? + ticks(12)?) / hz;
     Some(Sample { at, rss_kb, cpu_s })
 }
@@ -103,12 +103,13 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", bin.display()))?;
     // taskset execs the engine: the child's pid is the engine's.
     let pid = child.id();
+    let hz = clock_ticks();
     let started = Instant::now();
-    let stdout = child.stdout.take().context("the engine's stdout")?;
+    let mut stdout = child.stdout.take().context("the engine's stdout")?;
+    // Read while it runs, so a full pipe never stalls the engine.
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut text);
-        text
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
     });
     println!(
         "{:>6} {:>10} {:>9} {:>16}",
@@ -129,7 +130,7 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         }
         let now = Instant::now();
         if now >= next {
-            if let Some(s) = sample(pid, now.duration_since(started).as_secs_f64()) {
+            if let Some(s) = sample(pid, now.duration_since(started).as_secs_f64(), hz) {
                 let per_10k = samples.last().map(|p| {
                     let requests = f64::from(args.rps) * (s.at - p.at);
                     (s.cpu_s - p.cpu_s) * 10_000.0 / requests
@@ -152,10 +153,14 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let status = child.wait()?;
-    let report = reader.join().unwrap_or_default();
+    let report = match reader.join() {
+        Ok(read) => read.context("reading the engine's report")?,
+        Err(_) => bail!("the thread reading the engine's report panicked"),
+    };
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        std::io::Read::read_to_string(&mut e, &mut stderr)
+            .context("reading the engine's stderr")?;
     }
     let j: serde_json::Value = serde_json::from_str(&report).with_context(|| {
         format!("the engine ({status}) printed no JSON report; stderr:\n{stderr}")
@@ -178,7 +183,7 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         f(&c["max"])
     );
     if let (Some(first), Some(last)) = (samples.get(1).or(samples.first()), samples.last()) {
-        let total = samples.last().map_or(f64::NAN, |s| s.cpu_s);
+        let total = last.cpu_s;
         let requests = completed + errors;
         println!(
             "RSS at {:.0} s {:.1} MB, at {:.0} s {:.1} MB ({:+.1} MB); CPU {:.1} s in all, {:.3} CPU-s per 10k requests",

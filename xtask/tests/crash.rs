@@ -170,15 +170,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
 
     // Two writers: a deploy started while a destroy runs (paused with SIGSTOP after its first
     // change, so it surely still holds the lock) changes nothing and names the destroy.
-    let mut destroy = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["destroy", "--yes"])
-        .env("STACKPROOF_STATE_DIR", state)
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut destroy = spawn(state, &["destroy", "--yes"], Stdio::null());
     let pid = destroy.id().to_string();
     let mut lines = BufReader::new(destroy.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
@@ -186,16 +178,10 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
             break;
         }
     }
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(destroy.id(), "STOP");
     let out = xtask(state, &["deploy", "--yes"]);
     let shown = text(&out);
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    signal(destroy.id(), "CONT");
     assert_eq!(out.status.code(), Some(4), "{shown}");
     assert!(
         shown.contains("is locked: `destroy` by ") && shown.contains(&format!("(pid {pid})")),
@@ -220,15 +206,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
         ("-TERM", "terminated (SIGTERM)"),
         ("-HUP", "hung up (SIGHUP)"),
     ] {
-        let mut deploy = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["deploy", "--yes"])
-            .env("STACKPROOF_STATE_DIR", state)
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut deploy = spawn(state, &["deploy", "--yes"], Stdio::piped());
         let pid = deploy.id().to_string();
         let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
         let mut done = 0;
@@ -266,18 +244,23 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     assert_stack_gone(state);
 }
 
-/// Starts `args` and SIGKILLs it right after its `k`th progress line (`  done ...`). Returns
-/// its pid and the lines it printed. Fails when it ends before printing `k` of them.
-fn kill_after(state: &Path, args: &[&str], k: usize) -> (u32, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+/// Starts xtask `args` with `state` as its state folder, stdout piped.
+fn spawn(state: &Path, args: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("STACKPROOF_STATE_DIR", state)
         .env_remove("AWS_PROFILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts `args` and SIGKILLs it right after its `k`th progress line (`  done ...`). Returns
+/// its pid and the lines it printed. Fails when it ends before printing `k` of them.
+fn kill_after(state: &Path, args: &[&str], k: usize) -> (u32, Vec<String>) {
+    let mut child = spawn(state, args, Stdio::null());
     let pid = child.id();
     let mut lines = Vec::new();
     let mut done = 0;
@@ -660,15 +643,7 @@ fn two_writers_interleaved_by_force_unlock_converge_on_the_next_deploy() {
 }
 
 fn interleave(state: &Path, after: &str) {
-    let mut a = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--yes"])
-        .env("STACKPROOF_STATE_DIR", state)
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut a = spawn(state, &["deploy", "--yes"], Stdio::piped());
     let pid = a.id();
     let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();

@@ -168,9 +168,10 @@ impl Observed {
                 }
             }
         }
-        if let Some(id) = crate::desired::keep_vpc(&observed).and_then(|v| v.vpc_id()) {
-            let id = id.to_owned();
-            let id = id.as_str();
+        let kept = crate::desired::keep_vpc(&observed)
+            .and_then(|v| v.vpc_id())
+            .map(str::to_owned);
+        if let Some(id) = kept.as_deref() {
             let attr =
                 |a: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(id).attribute(a).send();
             let (support, hostnames) = tokio::try_join!(

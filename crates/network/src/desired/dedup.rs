@@ -50,7 +50,7 @@ pub(crate) fn keep_vpc(observed: &Observed) -> Option<&Vpc> {
 pub(crate) fn dedup(observed: &Observed) -> Deduped {
     let Some(vpc) = keep_vpc(observed) else {
         // No VPC: resources outside one (Elastic IPs, detached internet gateways) still pair up.
-        return within(observed.clone(), Observed::default(), &BTreeMap::new());
+        return within(observed.clone(), Observed::default(), BTreeMap::new());
     };
     let vpc_id = vpc.vpc_id().unwrap_or_default().to_owned();
     let here = |v: Option<&str>| v.is_none_or(|v| v == vpc_id);
@@ -136,7 +136,7 @@ pub(crate) fn dedup(observed: &Observed) -> Deduped {
             None => kept.addresses.push(a.clone()),
         }
     }
-    within(kept, other, &why)
+    within(kept, other, why)
 }
 
 /// Why `kept` won over `lost`, in words.
@@ -219,8 +219,7 @@ fn pick<T: Clone>(
 
 /// One of each name inside the kept VPC; `other` (what lies in other VPCs) and the duplicates
 /// become the deletes.
-fn within(mut kept: Observed, mut other: Observed, why: &BTreeMap<String, String>) -> Deduped {
-    let mut why = why.clone();
+fn within(mut kept: Observed, mut other: Observed, mut why: BTreeMap<String, String>) -> Deduped {
     let w = &mut why;
     kept.subnets = pick(
         std::mem::take(&mut kept.subnets),
