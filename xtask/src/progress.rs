@@ -79,6 +79,7 @@ impl Flight {
                 Action::Create => "creating",
                 Action::Update => "updating",
                 Action::Delete => "deleting",
+                Action::Keep => "keeping",
             }
         };
         if name == "*" {
@@ -123,7 +124,7 @@ impl ApplySummary {
         let existing: HashSet<Key> = existing
             .changes
             .iter()
-            .filter(|c| c.action == Action::Delete)
+            .filter(|c| matches!(c.action, Action::Delete | Action::Keep))
             .map(key)
             .collect();
         Self {
@@ -427,6 +428,8 @@ impl Progress for Live {
                         finished.deleted += 1;
                         finished.deletes.insert(k);
                     }
+                    // Nothing is done to a kept resource, so nothing reports one.
+                    Action::Keep => {}
                 }
                 let id = id.map(|i| format!(" -> {i}")).unwrap_or_default();
                 let _ = writeln!(

@@ -37,6 +37,45 @@ fn alive(pid: u64) -> bool {
     })
 }
 
+/// Writes one log event into `group` of the running sandbox's moto.
+fn write_task_log(state: &std::path::Path, group: &str) {
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
+            .unwrap();
+    let sdk = sandbox::sdk_config(saved["endpoint"].as_str().unwrap(), "eu-west-1");
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let stream = "app/app/0123456789abcdef";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            logs.create_log_stream()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .send()
+                .await
+                .unwrap();
+            logs.put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .log_events(
+                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                        .timestamp(now_ms)
+                        .message("listening on 0.0.0.0:8080")
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        });
+}
+
 #[test]
 fn sandbox_deploy_plan_destroy_stop() {
     let dir = temp_dir("cli");
@@ -172,14 +211,86 @@ fn sandbox_deploy_plan_destroy_stop() {
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["changes"].as_array().unwrap().len(), 0);
 
+    // A task's log line in the log group, as the awslogs driver writes on AWS (the sandbox's
+    // plane writes task output to files): logs are data, so destroy keeps the group.
+    write_task_log(state, "/ecs/stackproof");
+
     // The load balancer's access logs are in the log bucket by now (delivered every 5 minutes
     // of the clock): destroy deletes a bucket with data only with `force-destroy`.
+    // Without force-destroy, destroy stops at that bucket, says so once, and still deletes
+    // everything else (the NAT gateways cost money); only storage, and the kept log group,
+    // remain.
+    let out = xtask(state, &["destroy", "--yes"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    // The preflight warns; the error names the refusal once, not twice through its sources.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("is not empty").count(), 1, "{shown}");
+    assert!(
+        shown.contains("destroy will refuse: bucket \"stackproof-alb-logs-"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("set `force-destroy = true` in the [storage] table"),
+        "{shown}"
+    );
+    let out = xtask(state, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut left: Vec<&String> = status["modules"].as_object().unwrap().keys().collect();
+    left.sort();
+    assert_eq!(left, ["compute", "storage"], "{status}");
+    assert_eq!(status["modules"]["compute"]["count"], 1, "{status}");
+
     let forced = state.join("forced.toml");
     std::fs::write(&forced, "[storage]\nforce-destroy = true\n").unwrap();
     let forced = forced.to_str().unwrap();
     let out = xtask(state, &["destroy", "--yes", "--config", forced]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("Destroyed."), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("Destroyed."), "{shown}");
+    // Said in the preflight and again at the end.
+    assert!(
+        shown.contains("= keep compute log-group \"/ecs/stackproof\""),
+        "{shown}"
+    );
+    assert!(shown.contains(", 1 kept."), "{shown}");
+    assert!(
+        shown.contains("Kept log-group \"/ecs/stackproof\": it holds logs"),
+        "{shown}"
+    );
+    let out = xtask(state, &["destroy", "--yes", "--config", forced]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "Nothing to destroy in stack stackproof in the local sandbox (eu-west-1); destroy keeps:"
+        ),
+        "{}",
+        text(&out)
+    );
+    // Kept data is not a deployed stack.
+    let out = xtask(state, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "not-deployed", "{status}");
+    assert_eq!(status["modules"]["compute"]["count"], 1, "{status}");
+    // The next deploy would take the group over: everything else is created.
+    let out = xtask(state, &["plan", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 43);
+
+    // force-destroy in [service] deletes it, logs and all.
+    std::fs::write(
+        state.join("forced.toml"),
+        "[storage]\nforce-destroy = true\n[service]\nforce-destroy = true\n",
+    )
+    .unwrap();
+    let out = xtask(state, &["destroy", "--yes", "--config", forced]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("- delete compute log-group \"/ecs/stackproof\""),
+        "{}",
+        text(&out)
+    );
     let out = xtask(state, &["destroy", "--yes", "--config", forced]);
     assert!(
         text(&out).contains(

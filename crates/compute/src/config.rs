@@ -82,6 +82,11 @@ pub struct ComputeConfig {
     /// Default: all of them. 1 puts every task in one zone, which leaves the service nowhere
     /// to fail over to; it exists to show that (`cargo xtask loadtest` fails such a stack).
     pub zone_count: Option<u32>,
+    /// Let destroy delete the task log group when it holds logs. Logs are data: without this,
+    /// destroy keeps such a group (CloudWatch still expires its events after
+    /// `log-retention-days`) and the next deploy takes it over. An empty group is deleted
+    /// either way. Default false.
+    pub force_destroy: bool,
 }
 
 impl Default for ComputeConfig {
@@ -106,6 +111,7 @@ impl Default for ComputeConfig {
             task_role_statements: Vec::new(),
             container_health_check: true,
             zone_count: None,
+            force_destroy: false,
         }
     }
 }
@@ -151,6 +157,8 @@ pub struct ComputeSpec {
     pub container_health_check: bool,
     /// Run the tasks in the first this many of the given private subnets (`None`: all).
     pub zone_count: Option<u32>,
+    /// Destroy deletes a log group that holds logs.
+    pub force_destroy: bool,
 }
 
 /// The log retention values CloudWatch Logs accepts.
@@ -349,6 +357,7 @@ impl ComputeConfig {
             task_role_statements: self.task_role_statements.clone(),
             container_health_check: self.container_health_check,
             zone_count: self.zone_count,
+            force_destroy: self.force_destroy,
         })
     }
 }

@@ -49,7 +49,8 @@ pub use config::{
 pub use error::Error;
 
 use crate::desired::{
-    CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, teardown,
+    CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, kept_log_group,
+    teardown,
 };
 use crate::exec::{Ids, need};
 
@@ -241,15 +242,23 @@ impl Module for Compute {
     async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
         let names = Names::new(cx.stack().as_str());
         let observed = Observed::read(&self.clients, &names, true).await?;
-        Ok(to_plan(&names, &teardown(&names, &observed)))
+        let force = self.spec.force_destroy;
+        let mut plan = to_plan(&names, &teardown(&names, &observed, force));
+        plan.changes
+            .extend(kept_log_group(&names, &observed, force));
+        Ok(plan)
     }
 
     async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
         let names = Names::new(cx.stack().as_str());
         let observed = Observed::read(&self.clients, &names, true).await?;
-        let ops = teardown(&names, &observed);
+        let force = self.spec.force_destroy;
+        let ops = teardown(&names, &observed, force);
+        let kept = kept_log_group(&names, &observed, force);
         if ops.is_empty() {
-            return Ok(Plan::default());
+            return Ok(Plan {
+                changes: kept.into_iter().collect(),
+            });
         }
         // Destroy needs no inputs: the steps it runs only use names and what was observed.
         let desired = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
@@ -261,7 +270,9 @@ impl Module for Compute {
             Ids::from_observed(&observed),
         )
         .await?;
-        Ok(to_plan(&names, &ops))
+        let mut plan = to_plan(&names, &ops);
+        plan.changes.extend(kept);
+        Ok(plan)
     }
 }
 

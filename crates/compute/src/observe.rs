@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::Clients;
 use crate::desired::{
-    ClusterHave, ContainerShape, Deployment, FullSettings, HealthShape, LogGroupHave, Names,
-    Observed, PolicyShape, RoleHave, RoleKind, ServiceHave, ServiceShape, TaskDefHave, TaskShape,
-    normalize_policy,
+    ClusterHave, ContainerShape, Deployment, FullSettings, HealthShape, LogContents, LogGroupHave,
+    Names, Observed, PolicyShape, RoleHave, RoleKind, ServiceHave, ServiceShape, TaskDefHave,
+    TaskShape, normalize_policy,
 };
 use crate::error::Error;
 use infra::aws;
@@ -166,6 +166,7 @@ async fn cluster(ecs: &aws_sdk_ecs::Client, names: &Names) -> Result<Option<Clus
 async fn log_group(
     logs: &aws_sdk_cloudwatchlogs::Client,
     names: &Names,
+    with_contents: bool,
 ) -> Result<Option<LogGroupHave>, Error> {
     let what = format!("log group {}", names.log_group);
     let out = logs
@@ -192,6 +193,28 @@ async fn log_group(
         .send()
         .await
         .map_err(aws("ListTagsForResource", &what))?;
+    let stored_bytes = g.stored_bytes().unwrap_or(0);
+    let contents = if with_contents {
+        let streams = logs
+            .describe_log_streams()
+            .log_group_name(&names.log_group)
+            .order_by(aws_sdk_cloudwatchlogs::types::OrderBy::LastEventTime)
+            .descending(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(aws("DescribeLogStreams", &what))?;
+        Some(LogContents {
+            newest_stream: streams
+                .log_streams()
+                .first()
+                .and_then(|s| s.log_stream_name())
+                .map(str::to_owned),
+            stored_bytes,
+        })
+    } else {
+        None
+    };
     Ok(Some(LogGroupHave {
         arn,
         retention: g.retention_in_days(),
@@ -199,6 +222,7 @@ async fn log_group(
             .tags()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        contents,
     }))
 }
 
@@ -491,7 +515,7 @@ impl Observed {
         let (mut found_roles, cluster, log_group, task_definition, service, scaling, arns) = tokio::try_join!(
             Box::pin(roles(&clients.iam, &role_names)),
             Box::pin(cluster(&clients.ecs, names)),
-            Box::pin(log_group(&clients.logs, names)),
+            Box::pin(log_group(&clients.logs, names, with_revisions)),
             Box::pin(task_definition(&clients.ecs, names)),
             Box::pin(service(&clients.ecs, names)),
             Box::pin(scaling(&clients.scaling, names)),

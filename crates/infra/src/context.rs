@@ -19,12 +19,12 @@ pub struct StackName(String);
 
 /// A stack name that breaks the rule of [`StackName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "stack name {value:?} is not allowed: use 1 to 24 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
-)]
+#[error("stack name {value:?} is not allowed: use {allowed}")]
 pub struct StackNameError {
     /// The rejected value.
     pub value: String,
+    /// What is allowed, and why, for the rule it breaks.
+    pub allowed: &'static str,
 }
 
 impl StackName {
@@ -41,11 +41,18 @@ impl StackName {
             && value
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if ok {
-            Ok(Self(value))
+        let allowed = if !ok {
+            "1 to 24 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+        } else if value.contains("--") {
+            // The stack's ECR repository is named after it.
+            "a name without \"--\": ECR repository names allow no two separators in a row"
+        } else if value == "internal" || value.starts_with("internal-") {
+            // The stack's load balancer is `{stack}-alb`.
+            "a name that is not \"internal\" and does not start with \"internal-\": load balancer names (the stack's is {stack}-alb) may not begin with \"internal-\""
         } else {
-            Err(StackNameError { value })
-        }
+            return Ok(Self(value));
+        };
+        Err(StackNameError { value, allowed })
     }
 
     /// The name as a string.
@@ -364,9 +371,23 @@ mod tests {
             "de_mo",
             "abcdefghijklmnopqrstuvwxy",
             "dé",
+            "web--1",
+            "internal",
+            "internal-web",
         ] {
             let err = StackName::new(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
+        // Names AWS takes that only look close to the rules.
+        for ok in ["internalweb", "web-internal", "w-e-b"] {
+            assert!(StackName::new(ok).is_ok(), "{ok}");
+        }
+        let err = StackName::new("a--b").unwrap_err();
+        assert!(err.allowed.contains("ECR repository names"), "{err}");
+        let err = StackName::new("internal-web").unwrap_err();
+        assert!(
+            err.allowed.contains("may not begin with \"internal-\""),
+            "{err}"
+        );
     }
 }

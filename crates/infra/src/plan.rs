@@ -14,6 +14,9 @@ pub enum Action {
     Update,
     /// It is deleted.
     Delete,
+    /// It exists and is deliberately left as it is (a destroy that keeps data, such as a log
+    /// group that holds logs). Not a change: a plan of only these is empty.
+    Keep,
 }
 
 impl Action {
@@ -23,6 +26,7 @@ impl Action {
             Action::Create => '+',
             Action::Update => '~',
             Action::Delete => '-',
+            Action::Keep => '=',
         }
     }
     fn verb(self) -> &'static str {
@@ -30,6 +34,7 @@ impl Action {
             Action::Create => "create",
             Action::Update => "update",
             Action::Delete => "delete",
+            Action::Keep => "keep",
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct Counts {
     pub update: usize,
     /// Resources to delete.
     pub delete: usize,
+    /// Resources deliberately kept (not changes).
+    #[serde(default)]
+    pub keep: usize,
 }
 
 /// An ordered list of changes: the order is the order they are (or would be) made in.
@@ -129,9 +137,14 @@ impl Plan {
         self.changes.extend(other.changes);
     }
 
-    /// True when nothing would change.
+    /// True when nothing would change: no changes, or only resources it keeps.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.iter().all(|c| c.action == Action::Keep)
+    }
+
+    /// The resources it deliberately keeps.
+    pub fn kept(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action == Action::Keep)
     }
 
     /// The number of changes of each action.
@@ -142,6 +155,7 @@ impl Plan {
                 Action::Create => counts.create += 1,
                 Action::Update => counts.update += 1,
                 Action::Delete => counts.delete += 1,
+                Action::Keep => counts.keep += 1,
             }
         }
         counts
@@ -150,7 +164,7 @@ impl Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
+        if self.changes.is_empty() {
             return f.write_str("No changes: the stack matches its configuration.");
         }
         for change in &self.changes {
@@ -159,9 +173,13 @@ impl fmt::Display for Plan {
         let c = self.counts();
         write!(
             f,
-            "Plan: {} to create, {} to update, {} to delete.",
+            "Plan: {} to create, {} to update, {} to delete",
             c.create, c.update, c.delete
-        )
+        )?;
+        if c.keep > 0 {
+            write!(f, ", {} kept", c.keep)?;
+        }
+        f.write_str(".")
     }
 }
 
@@ -191,6 +209,25 @@ mod tests {
             Plan::default().to_string(),
             "No changes: the stack matches its configuration."
         );
+    }
+
+    #[test]
+    fn a_plan_that_only_keeps_is_empty_and_says_what_it_keeps() {
+        let mut plan = Plan::default();
+        plan.push(
+            Change::new(Action::Keep, "compute", "log-group", "/ecs/web").detail("it holds logs"),
+        );
+        assert!(plan.is_empty());
+        assert_eq!(plan.kept().count(), 1);
+        assert_eq!(
+            plan.to_string(),
+            "= keep compute log-group \"/ecs/web\"\n      it holds logs\n\
+             Plan: 0 to create, 0 to update, 0 to delete, 1 kept."
+        );
+        plan.push(Change::new(Action::Delete, "compute", "ecs-cluster", "web"));
+        assert!(!plan.is_empty());
+        assert_eq!(plan.counts().keep, 1);
+        assert_eq!(plan.counts().delete, 1);
     }
 
     #[test]

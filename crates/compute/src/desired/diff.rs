@@ -385,8 +385,47 @@ pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec
     Ok(ops)
 }
 
-/// The steps that remove everything of the stack's compute that exists and is the stack's.
-pub(crate) fn teardown(names: &Names, observed: &Observed) -> Vec<Op> {
+/// The log group destroy leaves in place: the stack's, holding logs (a stream), and
+/// `force_destroy` off. Logs are data, as the objects of the log bucket are. `None` when destroy
+/// deletes it, or when its contents were not read.
+pub(crate) fn kept_log_group(
+    names: &Names,
+    observed: &Observed,
+    force_destroy: bool,
+) -> Option<infra::Change> {
+    if force_destroy {
+        return None;
+    }
+    let group = observed
+        .log_group
+        .as_ref()
+        .filter(|g| owned(&g.tags, names.stack.as_str()))?;
+    let contents = group.contents.as_ref()?;
+    let stream = contents.newest_stream.as_ref()?;
+    let stored = if contents.stored_bytes > 0 {
+        format!(", {} bytes stored", contents.stored_bytes)
+    } else {
+        String::new()
+    };
+    let expiry = match group.retention {
+        Some(days) => format!("CloudWatch deletes its events {days} days after they were written"),
+        None => "its events never expire".to_owned(),
+    };
+    Some(
+        infra::Change::new(infra::Action::Keep, MODULE, "log-group", &names.log_group)
+            .id(group.arn.clone())
+            .detail(format!(
+                "it holds logs (newest stream {stream}{stored}); logs are data, so destroy keeps it"
+            ))
+            .detail(format!(
+                "{expiry}; the next deploy takes it over; `force-destroy = true` in [service] deletes it"
+            )),
+    )
+}
+
+/// The steps that remove everything of the stack's compute that exists and is the stack's,
+/// except a log group [`kept_log_group`] keeps.
+pub(crate) fn teardown(names: &Names, observed: &Observed, force_destroy: bool) -> Vec<Op> {
     let stack = names.stack.as_str();
     let mut ops = Vec::new();
     for name in observed.policies.keys() {
@@ -439,6 +478,7 @@ pub(crate) fn teardown(names: &Names, observed: &Observed) -> Vec<Op> {
         .log_group
         .as_ref()
         .is_some_and(|g| owned(&g.tags, stack))
+        && kept_log_group(names, observed, force_destroy).is_none()
     {
         ops.push(Op::DeleteLogGroup);
     }
@@ -519,6 +559,7 @@ mod tests {
                 arn: "arn:lg".into(),
                 retention: Some(d.retention),
                 tags: d.tags(LOG_GROUP),
+                contents: None,
             }),
             task_definition: Some(TaskDefHave {
                 arn: "arn:td:1".into(),
@@ -704,7 +745,7 @@ mod tests {
                 ..
             })
         ));
-        let ops = teardown(&d.names, &o);
+        let ops = teardown(&d.names, &o, false);
         assert!(!ops.contains(&Op::DeleteCluster), "{ops:?}");
         assert!(ops.contains(&Op::DeleteService), "{ops:?}");
     }
@@ -715,7 +756,7 @@ mod tests {
         let mut o = matching(&d);
         o.task_definition_arns = vec!["arn:td:1".into()];
         o.inactive_task_definition_arns = vec!["arn:td:0".into()];
-        let ops = teardown(&d.names, &o);
+        let ops = teardown(&d.names, &o, false);
         let names: Vec<String> = ops
             .iter()
             .map(|op| {
@@ -743,6 +784,46 @@ mod tests {
                 "DeleteRole"
             ]
         );
+    }
+
+    #[test]
+    fn a_log_group_that_holds_logs_is_kept_unless_force_destroy() {
+        let d = desired("");
+        let mut o = matching(&d);
+        let deletes =
+            |o: &Observed, force| teardown(&d.names, o, force).contains(&Op::DeleteLogGroup);
+        // Contents not read, or read and empty: deleted.
+        assert!(deletes(&o, false));
+        let group = o.log_group.as_mut().unwrap();
+        group.contents = Some(LogContents {
+            newest_stream: None,
+            stored_bytes: 0,
+        });
+        assert!(deletes(&o, false));
+        // A stream: kept, and said so; force-destroy deletes it.
+        o.log_group.as_mut().unwrap().contents = Some(LogContents {
+            newest_stream: Some("web/web/abc".into()),
+            stored_bytes: 2048,
+        });
+        assert!(!deletes(&o, false));
+        assert!(deletes(&o, true));
+        let kept = kept_log_group(&d.names, &o, false).unwrap();
+        assert_eq!(kept.action, infra::Action::Keep);
+        let text = kept.to_string();
+        assert!(text.starts_with("= keep compute log-group"), "{text}");
+        assert!(
+            text.contains("newest stream web/web/abc, 2048 bytes stored"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`force-destroy = true` in [service]"),
+            "{text}"
+        );
+        assert_eq!(kept_log_group(&d.names, &o, true), None);
+        // Not the stack's: neither deleted nor kept.
+        o.log_group.as_mut().unwrap().tags.clear();
+        assert!(!deletes(&o, true));
+        assert_eq!(kept_log_group(&d.names, &o, false), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::config::{ComputeSpec, policy_document};
 mod diff;
 mod op;
 
-pub(crate) use diff::{diff, diff_foundation, diff_service, teardown};
+pub(crate) use diff::{diff, diff_foundation, diff_service, kept_log_group, teardown};
 use op::show;
 pub(crate) use op::{EcsKind, Op};
 
@@ -199,6 +199,18 @@ pub(crate) struct LogGroupHave {
     pub(crate) arn: String,
     pub(crate) retention: Option<i32>,
     pub(crate) tags: BTreeMap<String, String>,
+    /// Read for destroy only (`None` otherwise): a log stream of the group and the bytes
+    /// CloudWatch counts (`storedBytes` lags writes, so a stream is what says it holds logs).
+    pub(crate) contents: Option<LogContents>,
+}
+
+/// What a log group holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogContents {
+    /// The most recently written stream, if there is any.
+    pub(crate) newest_stream: Option<String>,
+    /// `storedBytes` of DescribeLogGroups.
+    pub(crate) stored_bytes: i64,
 }
 
 /// A container health check.

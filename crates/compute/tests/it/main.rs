@@ -709,6 +709,106 @@ fn aws_smithy_types_code<E: aws_sdk_iam::error::ProvideErrorMetadata>(e: &E) -> 
 }
 
 #[tokio::test]
+async fn a_log_group_that_holds_logs_is_kept_unless_force_destroy() {
+    let cx = context("keeplogs");
+    let inputs = inputs(&cx).await;
+    let module = compute(&cx, "");
+    module.apply(&cx, &inputs).await.unwrap();
+    // What a task's awslogs driver writes: one stream, one event.
+    let logs = logs(&cx);
+    logs.create_log_stream()
+        .log_group_name("/ecs/keeplogs")
+        .log_stream_name("app/app/0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    logs.put_log_events()
+        .log_group_name("/ecs/keeplogs")
+        .log_stream_name("app/app/0123456789abcdef")
+        .log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now_ms)
+                .message("listening on 0.0.0.0:8080")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // The preflight says it keeps the group, why, and how to delete it.
+    let planned = module.plan_destroy(&cx).await.unwrap();
+    assert!(
+        !kinds(&planned, Action::Delete).contains(&"log-group /ecs/keeplogs".to_owned()),
+        "{planned}"
+    );
+    assert_eq!(
+        kinds(&planned, Action::Keep),
+        ["log-group /ecs/keeplogs"],
+        "{planned}"
+    );
+    let text = planned.to_string();
+    assert!(
+        text.contains("= keep compute log-group \"/ecs/keeplogs\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("newest stream app/app/0123456789abcdef"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CloudWatch deletes its events 30 days"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`force-destroy = true` in [service]"),
+        "{text}"
+    );
+    assert!(text.ends_with(", 1 kept."), "{text}");
+
+    let removed = module.destroy(&cx).await.unwrap();
+    assert_eq!(planned, removed);
+    let group = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/ecs/keeplogs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(group.log_groups().len(), 1, "{group:?}");
+    // Everything else is gone, so a second destroy has nothing to do but still keeps it.
+    let again = module.plan_destroy(&cx).await.unwrap();
+    assert!(again.is_empty(), "{again}");
+    assert_eq!(again.kept().count(), 1, "{again}");
+
+    // The next deploy takes the kept group over: nothing to create or change for it.
+    module.apply(&cx, &inputs).await.unwrap();
+    let plan = module.plan(&cx, &inputs).await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+
+    // force-destroy deletes it, logs and all.
+    let forced = compute(&cx, "force-destroy = true");
+    let planned = forced.plan_destroy(&cx).await.unwrap();
+    assert!(
+        kinds(&planned, Action::Delete).contains(&"log-group /ecs/keeplogs".to_owned()),
+        "{planned}"
+    );
+    assert_eq!(planned.kept().count(), 0, "{planned}");
+    forced.destroy(&cx).await.unwrap();
+    let group = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/ecs/keeplogs")
+        .send()
+        .await
+        .unwrap();
+    assert!(group.log_groups().is_empty(), "{group:?}");
+    assert!(forced.plan_destroy(&cx).await.unwrap().changes.is_empty());
+}
+
+#[tokio::test]
 async fn resources_of_our_name_that_are_not_ours_are_left_alone() {
     let cx = context("foreign");
     let inputs = inputs(&cx).await;
