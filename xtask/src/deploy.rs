@@ -13,17 +13,63 @@ use crate::progress::{ApplySummary, Live};
 use crate::target::{EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE, Exit};
 use crate::{StackArgs, Target};
 
-pub(crate) fn load(args: &StackArgs) -> anyhow::Result<Stack> {
+pub(crate) async fn load(args: &StackArgs) -> anyhow::Result<Stack> {
     let default = crate::project_root().join("stack.toml");
-    let mut config = match &args.config {
-        Some(path) => StackConfig::load(path)?,
-        None if default.exists() => StackConfig::load(&default)?,
-        None => StackConfig::default(),
+    let (mut config, file) = match &args.config {
+        Some(path) => (StackConfig::load(path)?, path.display().to_string()),
+        None if default.exists() => (StackConfig::load(&default)?, "stack.toml".to_owned()),
+        None => (StackConfig::default(), String::new()),
     };
-    if let Some(region) = &args.region {
-        config.region = region.clone();
+    let (region, from) = region(args, config.region.as_deref(), &file).await;
+    if args.target == Target::Aws {
+        // Before anything else on AWS: where this acts, and why there.
+        eprintln!("Region {region} (from {from})");
     }
+    config.region = Some(region);
     Ok(config.validate()?)
+}
+
+/// The region a command acts in, and where it came from: `--region`, else the configuration's
+/// `region`, else (on AWS) the SDK's environment and profile, else the built-in default. The
+/// instance metadata service is not asked: off EC2 its lookup is a wait, and on EC2
+/// `AWS_REGION` says the same.
+async fn region(args: &StackArgs, configured: Option<&str>, file: &str) -> (String, String) {
+    if let Some(r) = &args.region {
+        return (r.clone(), "--region".to_owned());
+    }
+    if let Some(r) = configured {
+        return (r.to_owned(), format!("`region` in {file}"));
+    }
+    if args.target == Target::Aws {
+        for var in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+            if let Ok(r) = std::env::var(var)
+                && !r.trim().is_empty()
+            {
+                return (r.trim().to_owned(), var.to_owned());
+            }
+        }
+        let profile = args
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()))
+            .unwrap_or_else(|| "default".to_owned());
+        use aws_config::meta::region::ProvideRegion as _;
+        let from_profile = aws_config::profile::ProfileFileRegionProvider::builder()
+            .profile_name(&profile)
+            .build()
+            .region()
+            .await;
+        if let Some(r) = from_profile {
+            return (
+                r.to_string(),
+                format!("profile {profile} of the AWS config file"),
+            );
+        }
+    }
+    (
+        stack::DEFAULT_REGION.to_owned(),
+        "the built-in default; set --region, `region` in stack.toml or AWS_REGION".to_owned(),
+    )
 }
 
 /// The context of a command that changes nothing: what it would print of progress goes to
@@ -241,7 +287,7 @@ pub(crate) async fn plan(
     json: bool,
     detailed_exitcode: bool,
 ) -> anyhow::Result<()> {
-    let stack = load(args)?;
+    let stack = load(args).await?;
     let cx = context(args, &stack).await?;
     let started = Instant::now();
     let plan = stack.plan(&cx).await.context("planning")?;
@@ -423,7 +469,7 @@ pub(crate) async fn deploy(
     yes: bool,
     force_unlock: Option<&str>,
 ) -> anyhow::Result<()> {
-    let stack = load(args)?;
+    let stack = load(args).await?;
     let live = Arc::new(Live::stdout());
     let cx = context_with(args, &stack, live.clone()).await?;
     locked(
@@ -456,6 +502,34 @@ async fn deploy_locked(
     let applied = stack.apply(cx).await;
     ticker.stop().await;
     let outputs = applied.context("deploy stopped part way; run the same command again to resume (it finds what exists by its tags)")?;
+    // On AWS the task definition names an image the repository must hold; the sandbox's data
+    // plane runs the sample-app binary itself.
+    if args.target == Target::Aws {
+        crate::image_cmd::ensure_pushed(stack, cx, &outputs.storage.repository_uri)
+            .await
+            .context("pushing the service's image (the stack is deployed; run deploy again, or `cargo xtask image --target aws`)")?;
+    }
+    // A zone a loadtest cut off and could not restore (killed) is drift deploy repairs.
+    for zone in stack
+        .zone_isolation(cx)
+        .await
+        .context("reading which zones are isolated")?
+    {
+        if zone.isolated_subnet_ids.is_empty() {
+            continue;
+        }
+        stack.restore_zone(cx, &zone.zone).await.with_context(|| {
+            format!(
+                "restoring zone {} (left isolated by a loadtest); run deploy again to retry",
+                zone.zone
+            )
+        })?;
+        println!(
+            "Restored zone {}: {} subnets were on the stack's deny-all network ACL, a loadtest's fault that was not undone",
+            zone.zone,
+            zone.isolated_subnet_ids.len()
+        );
+    }
     println!(
         "{}",
         ApplySummary::new(&live.tally(), &existing, started.elapsed())
@@ -475,7 +549,7 @@ pub(crate) async fn destroy(
     override_protection: bool,
     force_unlock: Option<&str>,
 ) -> anyhow::Result<()> {
-    let stack = load(args)?;
+    let stack = load(args).await?;
     check_can_ask(yes)?;
     let live = Arc::new(Live::stdout());
     let cx = context_with(args, &stack, live.clone()).await?;
@@ -501,8 +575,15 @@ async fn destroy_locked(
         .plan_destroy(cx)
         .await
         .context("reading what to destroy")?;
-    if plan.is_empty() {
+    if plan.changes.is_empty() {
         println!("Nothing tagged with {} exists.", where_(args, stack));
+        return Ok(());
+    }
+    if plan.is_empty() {
+        println!(
+            "Nothing to destroy in {}; destroy keeps:\n{plan}",
+            where_(args, stack)
+        );
         return Ok(());
     }
     println!("Destroying {}:\n{plan}", where_(args, stack));
@@ -518,6 +599,14 @@ async fn destroy_locked(
         "{}",
         crate::progress::destroy_summary(&live.tally(), started.elapsed())
     );
+    for kept in plan.kept() {
+        println!(
+            "Kept {} {:?}: {}",
+            kept.kind,
+            kept.name,
+            kept.details.join("; ")
+        );
+    }
     report_calls(args, cx, started);
     Ok(())
 }

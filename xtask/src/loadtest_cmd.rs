@@ -216,6 +216,10 @@ pub(crate) async fn run(stack: &StackArgs, args: &LoadtestArgs) -> anyhow::Resul
             }
             .into());
         }
+        // The fault is still in place: say so, never that it was undone.
+        Err(e @ proof::Error::NotUndone { .. }) => {
+            return Err(anyhow::Error::new(e).context("the proof run failed"));
+        }
         Err(e) => {
             return Err(e).context(
                 "the proof run failed; a zone it isolated is restored (the next run also restores any it finds)",

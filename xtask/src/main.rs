@@ -11,6 +11,7 @@ mod bench_sandbox;
 mod bench_soak;
 mod check;
 mod deploy;
+mod image_cmd;
 mod init;
 mod loadtest_cmd;
 mod progress;
@@ -76,7 +77,8 @@ pub(crate) struct LockArgs {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Install what the tests and the sandbox need (a Python virtualenv with moto).
+    /// Install what the tests and the sandbox need (a Python virtualenv with moto; the
+    /// docker-registry Debian package, with apt-get).
     Setup,
     /// Set up, then run the whole test suite (extra arguments go to `cargo test`).
     Test {
@@ -178,6 +180,18 @@ enum Cmd {
         #[command(flatten)]
         args: loadtest_cmd::LoadtestArgs,
     },
+    /// Build the service's image without Docker (the sample-app, statically linked, or
+    /// --binary) and push it: to the stack's ECR repository (--target aws, with ECR's token) or
+    /// to --registry. A push of an unchanged program uploads no blob.
+    ///
+    /// Exit codes: 0 pushed, 1 error, 2 bad usage (the message names the option), 3 the stack
+    /// is not deployed (no repository yet).
+    Image {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        args: image_cmd::ImageArgs,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -264,7 +278,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.cmd {
-        Cmd::Setup => setup::ensure_moto().map(|_| ()),
+        Cmd::Setup => setup::setup().map(|_| ()),
         Cmd::Test { args } => setup::test(&args),
         Cmd::Sandbox { action } => sandbox_cmd::run(action),
         Cmd::Plan {
@@ -290,6 +304,7 @@ fn main() -> std::process::ExitCode {
         )),
         Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
         Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),
+        Cmd::Image { stack, args } => runtime.block_on(image_cmd::run(&stack, &args)),
         Cmd::Bench {
             what: BenchCmd::Deploy(args),
         } => bench_deploy::run(&args),

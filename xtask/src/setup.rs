@@ -1,4 +1,5 @@
-//! `cargo xtask setup` and `cargo xtask test`: the Python virtualenv with moto, and the tests.
+//! `cargo xtask setup` and `cargo xtask test`: the Python virtualenv with moto, the Debian
+//! packages of the servers the tests start (docker-registry), and the tests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,9 +50,61 @@ pub(crate) fn ensure_moto() -> anyhow::Result<PathBuf> {
     sandbox::python_path().context("moto was installed but its Python is missing")
 }
 
+/// Servers the tests start on loopback, from Debian packages: (program, package).
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[("docker-registry", "docker-registry")];
+
+/// Everything `setup` installs: moto, and the Debian packages of [`SYSTEM_PACKAGES`] (with
+/// apt-get, when a program is missing).
+pub(crate) fn setup() -> anyhow::Result<PathBuf> {
+    let python = ensure_moto()?;
+    ensure_system_packages()?;
+    Ok(python)
+}
+
+fn ensure_system_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|(program, _)| match *program {
+            "docker-registry" => sandbox::registry_program().is_none(),
+            other => !on_path(other),
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let listed = missing.join(" ");
+    if !on_path("apt-get") {
+        bail!("the tests need {listed} (Debian packages); install them with your package manager");
+    }
+    eprintln!("setup: apt-get install {listed}");
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get update")?;
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !update.success() || !install.success() {
+        bail!(
+            "apt-get install {listed} failed (update {update}, install {install}); install them as root, then run setup again"
+        );
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// Sets up, then runs `cargo test --workspace` with the moto Python in the environment.
 pub(crate) fn test(args: &[String]) -> anyhow::Result<()> {
-    let python = ensure_moto()?;
+    let python = setup()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     // `cargo run` hands xtask the package variables of xtask (CARGO_PKG_NAME, ...). ring's build

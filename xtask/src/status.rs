@@ -53,17 +53,20 @@ struct Found {
     /// What deploy would change.
     pending: Plan,
     state: State,
+    /// Zones cut off from the network (a loadtest's fault left in place); deploy restores them.
+    isolated: Vec<network::ZoneIsolation>,
 }
 
 /// Groups the resources destroy would delete by module, in deploy order (destroy's reversed).
 fn by_module(existing: &Plan) -> Vec<(String, Vec<Change>)> {
     let mut modules: Vec<(String, Vec<Change>)> = Vec::new();
-    // Destroy also plans updates (turning deletion protection off); only deletes are resources.
+    // Destroy also plans updates (turning deletion protection off); only deletes are resources,
+    // and what destroy keeps (a log group that holds logs).
     for change in existing
         .changes
         .iter()
         .rev()
-        .filter(|c| c.action == Action::Delete)
+        .filter(|c| matches!(c.action, Action::Delete | Action::Keep))
     {
         match modules.iter_mut().find(|(m, _)| *m == change.module) {
             Some((_, list)) => list.push(change.clone()),
@@ -90,7 +93,11 @@ fn state(
     outputs: Option<&StackOutputs>,
     pending: &Plan,
 ) -> State {
-    if modules.is_empty() {
+    // What destroy keeps is data left on purpose, not a deployed stack.
+    if modules
+        .iter()
+        .all(|(_, list)| list.iter().all(|c| c.action == Action::Keep))
+    {
         State::NotDeployed
     } else if outputs.is_none() {
         State::Partial
@@ -102,7 +109,7 @@ fn state(
 }
 
 pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
-    let stack = crate::deploy::load(args)?;
+    let stack = crate::deploy::load(args).await?;
     let where_ = match args.target {
         Target::Sandbox => format!("the local sandbox ({})", stack.region()),
         Target::Aws => format!("AWS region {}", stack.region()),
@@ -138,12 +145,31 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         tokio::try_join!(stack.plan_destroy(&cx), stack.outputs(&cx), stack.plan(&cx),)
             .context("reading the stack")?;
     let modules = by_module(&existing);
-    let state = state(&modules, outputs.as_ref(), &pending);
+    // A zone a loadtest cut off and did not restore (killed): the service runs degraded.
+    let has_subnets = modules
+        .iter()
+        .any(|(_, list)| list.iter().any(|c| c.kind == "subnet"));
+    let isolated: Vec<network::ZoneIsolation> = if has_subnets {
+        stack
+            .zone_isolation(&cx)
+            .await
+            .context("reading which zones are isolated")?
+            .into_iter()
+            .filter(|z| !z.isolated_subnet_ids.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut state = state(&modules, outputs.as_ref(), &pending);
+    if state == State::Deployed && !isolated.is_empty() {
+        state = State::Drifted;
+    }
     let found = Found {
         modules,
         outputs,
         pending,
         state,
+        isolated,
     };
     let calls = cx.calls().snapshot();
     if json {
@@ -180,6 +206,10 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
                 "delete": c.delete,
                 "plan": found.pending.changes,
             },
+            "isolated_zones": found.isolated.iter().map(|z| json!({
+                "zone": z.zone,
+                "isolated_subnet_ids": z.isolated_subnet_ids,
+            })).collect::<Vec<_>>(),
             "calls": { "total": calls.total(), "writes": calls.writes() },
         });
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -212,9 +242,24 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
         State::Deployed => "deployed, no drift (deploy would change nothing)".to_owned(),
         State::Drifted => format!("deployed, DRIFTED: {pending}"),
         State::Partial => format!("PARTLY deployed: {pending}"),
-        State::NotDeployed => "not deployed (nothing is tagged with the stack)".to_owned(),
+        State::NotDeployed if found.modules.is_empty() => {
+            "not deployed (nothing is tagged with the stack)".to_owned()
+        }
+        State::NotDeployed => {
+            "not deployed (only what destroy keeps is left; the next deploy takes it over)"
+                .to_owned()
+        }
     };
     let _ = writeln!(out, "Stack {name} in {where_}: {headline}");
+    for z in &found.isolated {
+        let _ = writeln!(
+            out,
+            "Zone {} ISOLATED: {} of its {} subnets are on the stack's deny-all network ACL (a loadtest's fault that was not undone); `cargo xtask deploy` restores it",
+            z.zone,
+            z.isolated_subnet_ids.len(),
+            z.subnet_ids.len()
+        );
+    }
     let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();
     if total > 0 {
         let _ = writeln!(out, "Resources ({total}):");

@@ -56,7 +56,7 @@ pub(crate) struct Deployed {
 /// `url` if given, else `http://{dns}/`; in the sandbox the DNS name is mapped to the loopback
 /// address the data plane serves it on.
 pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Result<Deployed> {
-    let stack = crate::deploy::load(args)?;
+    let stack = crate::deploy::load(args).await?;
     let cx = crate::deploy::context(args, &stack).await?;
     let outputs = stack
         .outputs(&cx)

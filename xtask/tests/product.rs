@@ -71,6 +71,27 @@ fn delete_dashboard(state: &Path, name: &str) {
     });
 }
 
+/// Cuts `zone` of the default stack off as the proof's fault does, and leaves it so.
+fn isolate_zone(state: &Path, zone: &str) {
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("sandbox.json")).unwrap())
+            .unwrap();
+    let endpoint = saved["endpoint"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stack = stack::StackConfig::default().validate().unwrap();
+        let cx = infra::Context::builder(
+            sandbox::sdk_config(&endpoint, "eu-west-1"),
+            stack.name().clone(),
+        )
+        .build();
+        stack.isolate_zone(&cx, zone).await.unwrap();
+    });
+}
+
 #[test]
 fn init_writes_the_commented_defaults_and_never_overwrites_unasked() {
     let dir = temp_dir("init");
@@ -286,6 +307,49 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
         "{shown}"
     );
     assert!(shown.contains(" AWS calls (0 writes)"), "{shown}");
+
+    // A zone a loadtest cut off and never restored (killed before its undo): status shows it,
+    // deploy restores it.
+    isolate_zone(state, "eu-west-1a");
+    let out = xtask(state, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let status = json(&out);
+    assert_eq!(status["state"], "drifted", "{status}");
+    assert_eq!(
+        status["isolated_zones"][0]["zone"], "eu-west-1a",
+        "{status}"
+    );
+    assert_eq!(
+        status["isolated_zones"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+    let out = xtask(state, &["status"]);
+    assert!(
+        text(&out).contains(
+            "Zone eu-west-1a ISOLATED: 2 of its 2 subnets are on the stack's deny-all network ACL"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = xtask(state, &["deploy", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "Restored zone eu-west-1a: 2 subnets were on the stack's deny-all network ACL"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = xtask(state, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = json(&out);
+    assert_eq!(status["state"], "deployed", "{status}");
+    assert_eq!(
+        status["isolated_zones"].as_array().unwrap().len(),
+        0,
+        "{status}"
+    );
 
     // The dashboard deleted behind the tool's back: drift.
     delete_dashboard(state, "stackproof");

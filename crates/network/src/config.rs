@@ -152,6 +152,10 @@ pub fn known_zone_count(region: &str) -> Option<usize> {
 const MAX_ZONES: usize = 6;
 const SUBNET_BITS: u8 = 4;
 const PRIVATE_OFFSET: usize = 8;
+/// The longest prefix of a subnet an Application Load Balancer accepts: "/27 bitmask" with "at
+/// least 8 free IP addresses" (Elastic Load Balancing, Application Load Balancers, "Subnets for
+/// your load balancer").
+const ALB_SUBNET_MAX_PREFIX: u8 = 27;
 
 impl NetworkConfig {
     /// Checks the configuration for `region`; `prefix` is how fields are named in messages
@@ -203,6 +207,34 @@ impl NetworkConfig {
             &field,
             &mut problems,
         );
+        // The load balancer lives in the public subnets: AWS wants a /27 or larger one with 8
+        // free addresses in each zone it uses (CreateLoadBalancer fails otherwise, after the
+        // network exists).
+        if let Some(public) = &public {
+            for (i, net) in public.iter().enumerate() {
+                if net.prefix_len() <= ALB_SUBNET_MAX_PREFIX {
+                    continue;
+                }
+                if self.public_subnet_cidrs.is_some() {
+                    problems.add(
+                        format!("{}[{i}]", field("public-subnet-cidrs")),
+                        format!("\"{net}\""),
+                        format!("a /{ALB_SUBNET_MAX_PREFIX} or larger block: the load balancer needs a /{ALB_SUBNET_MAX_PREFIX} or larger subnet with 8 free addresses in each zone"),
+                    );
+                } else {
+                    problems.add(
+                        field("vpc-cidr"),
+                        format!("{:?}", self.vpc_cidr),
+                        format!(
+                            "a /{} or larger VPC: public subnets are derived with {SUBNET_BITS} more bits, and the load balancer needs /{ALB_SUBNET_MAX_PREFIX} or larger ones (this gives {net}); or give {} yourself",
+                            ALB_SUBNET_MAX_PREFIX - SUBNET_BITS,
+                            field("public-subnet-cidrs")
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
         let private = self.subnet_cidrs(
             "private-subnet-cidrs",
             self.private_subnet_cidrs.as_deref(),
@@ -572,11 +604,29 @@ mod tests {
                 "public-subnet-cidrs = [\"10.0.0.0/29\", \"x\"]",
                 "network.public-subnet-cidrs[0] = \"10.0.0.0/29\": a prefix from /16 to /28 (AWS's subnet limits)",
             ),
+            // A /28 is a subnet AWS makes, but no load balancer goes into it.
+            (
+                "public-subnet-cidrs = [\"10.0.0.0/28\", \"10.0.1.0/24\"]",
+                "network.public-subnet-cidrs[0] = \"10.0.0.0/28\": a /27 or larger block: the load balancer needs a /27 or larger subnet with 8 free addresses in each zone",
+            ),
+            (
+                "vpc-cidr = \"10.0.0.0/24\"",
+                "network.vpc-cidr = \"10.0.0.0/24\": a /23 or larger VPC: public subnets are derived with 4 more bits, and the load balancer needs /27 or larger ones (this gives 10.0.0.0/28); or give network.public-subnet-cidrs yourself",
+            ),
         ];
         for (input, expected) in cases {
             let found = problems(input, "eu-west-1");
             assert!(found.iter().any(|p| p == expected), "{input}: {found:#?}");
         }
+    }
+
+    #[test]
+    fn a_23_vpc_derives_public_subnets_a_load_balancer_takes() {
+        let spec = check("vpc-cidr = \"10.0.0.0/23\"", "eu-west-1").unwrap();
+        assert!(
+            spec.public_cidrs.iter().all(|n| n.prefix_len() == 27),
+            "{spec:?}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct ObservabilityConfig {
     /// and `evaluation-periods * period-seconds` at most one day (AWS's limit).
     pub evaluation_periods: u32,
     /// The length of one alarm period and the dashboard's default period, in seconds.
-    /// Default 60; 10, 30 or a multiple of 60.
+    /// Default 60; a multiple of 60 (the metrics alarmed on are one-minute metrics).
     pub period_seconds: u32,
     /// Whether to make the CloudWatch dashboard `{stack}`. Default true.
     pub dashboard: bool,
@@ -55,7 +55,7 @@ pub struct ObservabilitySpec {
     pub latency_p99_ms: u32,
     /// Consecutive breaching periods before an alarm fires (>= 1).
     pub evaluation_periods: u32,
-    /// The period, in seconds: 10, 30 or a multiple of 60.
+    /// The period, in seconds: a multiple of 60.
     pub period_seconds: u32,
     /// Whether the dashboard exists.
     pub dashboard: bool,
@@ -77,6 +77,9 @@ impl Default for ObservabilitySpec {
 
 /// The longest evaluation window AWS allows for an alarm: one day.
 const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+/// What `period-seconds` allows, and why.
+const PERIOD_ALLOWED: &str = "a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)";
 
 impl ObservabilityConfig {
     /// Checks the configuration. Reports every problem, each named `observability.<field>`.
@@ -108,14 +111,11 @@ impl ObservabilityConfig {
                 "a number of milliseconds more than 0",
             );
         }
-        let period_ok = matches!(self.period_seconds, 10 | 30)
-            || (self.period_seconds > 0 && self.period_seconds.is_multiple_of(60));
+        // CloudWatch takes 10 and 30 only for high-resolution metrics; the alarms watch ALB
+        // and ECS metrics, published once a minute, where a shorter period never has data.
+        let period_ok = self.period_seconds > 0 && self.period_seconds.is_multiple_of(60);
         if !period_ok {
-            problems.add(
-                field("period-seconds"),
-                self.period_seconds,
-                "10, 30 or a multiple of 60 (CloudWatch's periods)",
-            );
+            problems.add(field("period-seconds"), self.period_seconds, PERIOD_ALLOWED);
         }
         if self.evaluation_periods == 0 {
             problems.add(
@@ -227,9 +227,16 @@ mod tests {
         assert_eq!(spec.evaluation_periods, 5);
         assert_eq!(spec.period_seconds, 300);
         assert!(!spec.dashboard);
-        for period in [10, 30, 60, 120, 3600] {
+        for period in [60, 120, 3600] {
             assert!(
                 check(&format!("period-seconds = {period}")).is_ok(),
+                "{period}"
+            );
+        }
+        // High-resolution periods: the alarmed metrics have none.
+        for period in [10, 30] {
+            assert!(
+                check(&format!("period-seconds = {period}")).is_err(),
                 "{period}"
             );
         }
@@ -252,7 +259,7 @@ mod tests {
                 "observability.alarm-email = \"not an email\": an email address such as \"ops@example.com\" (or leave it out for no notifications)",
                 "observability.error-rate-percent = 0: a percentage more than 0 and at most 100",
                 "observability.latency-p99-ms = 0: a number of milliseconds more than 0",
-                "observability.period-seconds = 45: 10, 30 or a multiple of 60 (CloudWatch's periods)",
+                "observability.period-seconds = 45: a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)",
                 "observability.evaluation-periods = 0: at least 1",
             ]
         );
@@ -275,11 +282,15 @@ mod tests {
             ),
             (
                 "period-seconds = 0",
-                "observability.period-seconds = 0: 10, 30 or a multiple of 60 (CloudWatch's periods)",
+                "observability.period-seconds = 0: a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)",
+            ),
+            (
+                "period-seconds = 30",
+                "observability.period-seconds = 30: a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)",
             ),
             (
                 "period-seconds = 90",
-                "observability.period-seconds = 90: 10, 30 or a multiple of 60 (CloudWatch's periods)",
+                "observability.period-seconds = 90: a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)",
             ),
             (
                 "period-seconds = 3600\nevaluation-periods = 25",

@@ -22,6 +22,17 @@ pub enum Error {
     /// A stack operation (zone isolation or restoration) failed.
     #[error(transparent)]
     Stack(#[from] stack::Error),
+    /// Undoing the fault failed: it is still in place.
+    #[error(
+        "{fault} STILL: undoing it failed. `cargo xtask deploy` restores an isolated zone (so does the next loadtest); a zonal shift ends by itself when it expires"
+    )]
+    NotUndone {
+        /// The fault left in place (`zone eu-west-1a is isolated`).
+        fault: String,
+        /// Why undoing it failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// The run was interrupted (Ctrl-C); the fault, if one was in place, was undone.
     #[error("interrupted; {undone}")]
     Interrupted {

@@ -126,11 +126,20 @@ async fn undo(
     let applied = fault.lock().map(|f| f.clone()).unwrap_or_default();
     let mut done = Vec::new();
     if let Some(id) = &applied.shift {
-        cancel_shift(d, id).await?;
+        cancel_shift(d, id).await.map_err(|e| Error::NotUndone {
+            fault: format!("zonal shift {id} is active"),
+            source: Box::new(e),
+        })?;
         done.push(format!("zonal shift {id} cancelled"));
     }
     if let Some(zone) = &applied.isolated {
-        d.stack.restore_zone(&d.cx, zone).await?;
+        d.stack
+            .restore_zone(&d.cx, zone)
+            .await
+            .map_err(|e| Error::NotUndone {
+                fault: format!("zone {zone} is isolated"),
+                source: Box::new(e.into()),
+            })?;
         done.push(format!("{zone} restored"));
     }
     if let Ok(mut f) = fault.lock() {

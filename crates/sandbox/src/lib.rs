@@ -17,6 +17,7 @@
 pub mod daemon;
 mod moto;
 mod plane;
+mod registry;
 
 /// The load balancer's data plane, the [`sandbox_alb`] crate (no AWS SDK in it).
 pub use sandbox_alb as alb;
@@ -30,3 +31,4 @@ pub use plane::{
     AlbEndpoint, DataPlane, NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth,
     TaskStatus,
 };
+pub use registry::{RegistryServer, registry_program};

@@ -58,6 +58,9 @@ pub enum Error {
         /// The error, printed with its full context.
         message: String,
     },
+    /// The loopback container registry could not start (see [`crate::RegistryServer`]).
+    #[error("container registry: {0}")]
+    Registry(String),
     /// A local operation (a socket, a process, a file) failed.
     #[error("{operation} {resource}")]
     Io {

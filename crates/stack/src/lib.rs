@@ -59,16 +59,16 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] Problems),
     /// The storage module failed.
-    #[error("storage: {0}")]
+    #[error("storage")]
     Storage(#[from] storage::Error),
     /// The network or load balancer module failed.
-    #[error("network: {0}")]
+    #[error("network")]
     Network(#[from] network::Error),
     /// The compute module failed.
-    #[error("compute: {0}")]
+    #[error("compute")]
     Compute(#[from] compute::Error),
     /// The observability module failed.
-    #[error("observability: {0}")]
+    #[error("observability")]
     Observability(#[from] observability::Error),
     /// Destroy would turn off the load balancer's deletion protection and was not allowed to.
     #[error(
@@ -84,8 +84,10 @@ pub struct StackConfig {
     /// The stack's name: 1-24 of a-z, 0-9 and '-', starting with a letter. It tags every
     /// resource and prefixes resource names. Default `"stackproof"`.
     pub name: String,
-    /// The AWS region. Default `"eu-west-1"`.
-    pub region: String,
+    /// The AWS region. Default: none, so the caller's choice: the command line's `--region`,
+    /// else the SDK's chain (`AWS_REGION`, the profile's region), else [`DEFAULT_REGION`].
+    /// When set, it wins over the SDK's chain.
+    pub region: Option<String>,
     /// Tags for every resource, besides stackproof's own (`stackproof:*` keys are reserved).
     /// Default: none.
     pub tags: BTreeMap<String, String>,
@@ -105,7 +107,7 @@ impl Default for StackConfig {
     fn default() -> Self {
         Self {
             name: "stackproof".to_owned(),
-            region: "eu-west-1".to_owned(),
+            region: None,
             tags: BTreeMap::new(),
             storage: StorageConfig::default(),
             network: NetworkConfig::default(),
@@ -114,6 +116,18 @@ impl Default for StackConfig {
             observability: ObservabilityConfig::default(),
         }
     }
+}
+
+/// The region of a configuration that names none, when nothing else names one either.
+pub const DEFAULT_REGION: &str = "eu-west-1";
+
+/// Addresses AWS reserves in every subnet: the first four and the last (Amazon VPC, "Subnet
+/// CIDR blocks").
+const AWS_RESERVED_PER_SUBNET: u64 = 5;
+
+/// A character IAM and S3 accept in tag keys and values (`[\p{L}\p{Z}\p{N}_.:/=+\-@]*`).
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
 }
 
 /// AWS allows 50 tags a resource; stackproof uses 4 of them.
@@ -153,16 +167,11 @@ impl StackConfig {
     pub fn validate(&self) -> Result<Stack, Problems> {
         let mut problems = Problems::default();
         let name = StackName::new(&self.name)
-            .map_err(|e| {
-                problems.add(
-                    "name",
-                    format!("{:?}", e.value),
-                    "1 to 24 of a-z, 0-9 and '-', starting with a letter, not ending with '-'",
-                )
-            })
+            .map_err(|e| problems.add("name", format!("{:?}", e.value), e.allowed))
             .ok();
+        let region = self.region.as_deref().unwrap_or(DEFAULT_REGION);
         let region_ok = {
-            let parts: Vec<&str> = self.region.split('-').collect();
+            let parts: Vec<&str> = region.split('-').collect();
             parts.len() >= 3
                 && parts.iter().all(|p| {
                     !p.is_empty()
@@ -176,7 +185,7 @@ impl StackConfig {
         if !region_ok {
             problems.add(
                 "region",
-                format!("{:?}", self.region),
+                format!("{region:?}"),
                 "an AWS region name such as \"eu-west-1\"",
             );
         }
@@ -199,19 +208,21 @@ impl StackConfig {
                     format!("{v:?}"),
                     "a key of 1 to 128 characters and a value of at most 256",
                 );
+            } else if !k.chars().chain(v.chars()).all(tag_char) {
+                problems.add(
+                    format!("tags.{k}"),
+                    format!("{v:?}"),
+                    "a key and value of letters, digits, spaces and _ . : / = + - @ only (what IAM and S3 accept in tags; EC2 would take more, IAM and S3 refuse it after the rest exists)",
+                );
             }
         }
         // A bad name is reported once, above, not again as the bucket name derived from it.
         let name_for_storage = name.as_ref().map_or("stackproof", |n| n.as_str());
         let storage = section(
             &mut problems,
-            self.storage
-                .validate(name_for_storage, &self.region, "storage"),
+            self.storage.validate(name_for_storage, region, "storage"),
         );
-        let network = section(
-            &mut problems,
-            self.network.validate(&self.region, "network"),
-        );
+        let network = section(&mut problems, self.network.validate(region, "network"));
         if self.network.az_count < 2 && self.network.availability_zones.is_none() {
             problems.add(
                 "network.az-count",
@@ -221,7 +232,7 @@ impl StackConfig {
         }
         let load_balancer = section(
             &mut problems,
-            self.load_balancer.validate(&self.region, "load-balancer"),
+            self.load_balancer.validate(region, "load-balancer"),
         );
         let service = section(&mut problems, self.service.validate("service"));
         let zones = self
@@ -239,6 +250,38 @@ impl StackConfig {
             );
         }
         let observability = section(&mut problems, self.observability.validate());
+        // Rules across sections that AWS would only enforce once other resources exist.
+        let ports = &self.network.load_balancer_ingress.ports;
+        if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
+            problems.add(
+                "network.load-balancer-ingress.ports",
+                format!("{ports:?}"),
+                "a list with 443: with load-balancer.certificate-arn the load balancer serves HTTPS on 443 (HTTP redirects there), so its security group must let clients in on 443",
+            );
+        }
+        if let (Some(network), Some(service)) = (&network, &service) {
+            let zones = service
+                .zone_count
+                .map_or(network.private_cidrs.len(), |n| n as usize);
+            let free: u64 = network
+                .private_cidrs
+                .iter()
+                .take(zones)
+                .map(|net| {
+                    (1u64 << (32 - u32::from(net.prefix_len())))
+                        .saturating_sub(AWS_RESERVED_PER_SUBNET)
+                })
+                .sum();
+            if u64::from(service.max_count) > free {
+                problems.add(
+                    "service.max-count",
+                    service.max_count,
+                    format!(
+                        "at most {free}: each Fargate task takes one address of a private subnet, and the {zones} private subnets the tasks run in have {free} usable addresses (AWS reserves {AWS_RESERVED_PER_SUBNET} of each); or give larger private-subnet-cidrs"
+                    ),
+                );
+            }
+        }
         match (
             name,
             storage,
@@ -256,7 +299,7 @@ impl StackConfig {
                 Some(observability),
             ) if problems.0.is_empty() => Ok(Stack {
                 name,
-                region: self.region.clone(),
+                region: region.to_owned(),
                 tags: self.tags.clone(),
                 storage,
                 network,
@@ -301,6 +344,10 @@ pub struct StackOutputs {
     pub observability: ObservabilityOutputs,
 }
 
+/// The tag the task definition names in the stack's own repository when `[service] image` is
+/// left out.
+pub const DEFAULT_IMAGE_TAG: &str = "latest";
+
 /// What plan shows for an id that exists only after apply (Terraform's "known after apply").
 pub const AFTER_APPLY: &str = "(known after apply)";
 
@@ -332,6 +379,25 @@ impl Stack {
     /// The port the tasks listen on.
     pub fn task_port(&self) -> u16 {
         self.network.task_port
+    }
+
+    /// The CPU architecture of the tasks (`[service] cpu-architecture`).
+    pub fn cpu_architecture(&self) -> compute::CpuArchitecture {
+        self.service.cpu_architecture
+    }
+
+    /// The tag of the stack's own repository (`repository_uri`) that the task definition
+    /// names: [`DEFAULT_IMAGE_TAG`] unless `[service] image` says otherwise; `None` when the
+    /// image lives elsewhere (a public image, another repository), which deploy never pushes.
+    pub fn own_image_tag(&self, repository_uri: &str) -> Option<String> {
+        match &self.service.image {
+            None => Some(DEFAULT_IMAGE_TAG.to_owned()),
+            Some(image) => image
+                .strip_prefix(repository_uri)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .filter(|tag| !tag.is_empty())
+                .map(str::to_owned),
+        }
     }
 
     fn modules(&self, cx: &Context) -> Modules {
@@ -371,7 +437,7 @@ impl Stack {
             load_balancer_arn_suffix: lb.arn_suffix.clone(),
             target_group_arn_suffix: lb.target_group_arn_suffix.clone(),
             container_port: self.network.task_port,
-            default_image: format!("{}:latest", storage.repository_uri),
+            default_image: format!("{}:{DEFAULT_IMAGE_TAG}", storage.repository_uri),
         }
     }
 
@@ -548,15 +614,20 @@ impl Stack {
                 return Err(Error::DeletionProtected);
             }
         }
-        let (obs, compute) = tokio::try_join!(
+        // Side by side modules each run to their end: one that stops (storage refusing a bucket
+        // that holds logs) does not cut the other off half way (the network's NAT gateways,
+        // which cost money, go either way). The first error is returned after both.
+        let (obs, compute) = tokio::join!(
             async { m.observability.destroy(cx).await.map_err(Error::from) },
             async { m.compute.destroy(cx).await.map_err(Error::from) },
-        )?;
+        );
+        let (obs, compute) = (obs?, compute?);
         let lb = m.load_balancer.destroy(cx).await?;
-        let (network, storage) = tokio::try_join!(
+        let (network, storage) = tokio::join!(
             async { m.network.destroy(cx).await.map_err(Error::from) },
             async { m.storage.destroy(cx).await.map_err(Error::from) },
-        )?;
+        );
+        let (network, storage) = (network?, storage?);
         let mut plan = obs;
         for part in [compute, lb, network, storage] {
             plan.extend(part);
@@ -594,6 +665,37 @@ mod tests {
             .unwrap();
         assert_eq!(stack.name().as_str(), "stackproof");
         assert_eq!(stack.region(), "eu-west-1");
+    }
+
+    #[test]
+    fn deploy_pushes_only_tags_of_the_stack_s_own_repository() {
+        let repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web/sample-app";
+        let with_image = |image: &str| {
+            let text = format!("[service]\nimage = \"{image}\"\n");
+            StackConfig::from_toml(&text, "stack.toml")
+                .unwrap()
+                .validate()
+                .unwrap()
+        };
+        let default = StackConfig::from_toml("", "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(default.own_image_tag(repo).as_deref(), Some("latest"));
+        assert_eq!(
+            with_image(&format!("{repo}:v7"))
+                .own_image_tag(repo)
+                .as_deref(),
+            Some("v7")
+        );
+        // Another repository, a public image, a digest, a longer name with the same prefix.
+        for other in [
+            "public.ecr.aws/nginx/nginx:1.27".to_owned(),
+            format!("{repo}@sha256:{}", "0".repeat(64)),
+            format!("{repo}-other:latest"),
+        ] {
+            assert_eq!(with_image(&other).own_image_tag(repo), None, "{other}");
+        }
     }
 
     #[test]
@@ -676,6 +778,81 @@ mod zones {
             .validate()
             .unwrap();
         assert_eq!(stack.service.zone_count, Some(1));
+    }
+}
+
+/// Inputs that pass each section's own checks and that AWS would refuse only after other
+/// resources of the stack exist: each is caught before any call.
+#[cfg(test)]
+mod fails_late_on_aws {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match StackConfig::from_toml(text, "stack.toml")
+            .unwrap()
+            .validate()
+        {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn names_ecr_or_the_load_balancer_refuse() {
+        for name in ["web--1", "internal", "internal-web"] {
+            let found = problems(&format!("name = \"{name}\"\n"));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(
+                found[0].starts_with(&format!("name = \"{name}\": a name ")),
+                "{found:#?}"
+            );
+        }
+        assert!(problems("name = \"internalweb\"\n").is_empty());
+    }
+
+    #[test]
+    fn https_needs_443_in_the_ingress() {
+        let text = "[load-balancer]\ncertificate-arn = \"arn:aws:acm:eu-west-1:123456789012:certificate/abc\"\n[network.load-balancer-ingress]\nports = [80]\n";
+        assert_eq!(
+            problems(text),
+            [
+                "network.load-balancer-ingress.ports = [80]: a list with 443: with load-balancer.certificate-arn the load balancer serves HTTPS on 443 (HTTP redirects there), so its security group must let clients in on 443"
+            ]
+        );
+        assert!(problems(&text.replace("[80]", "[80, 443]")).is_empty());
+    }
+
+    #[test]
+    fn more_tasks_than_the_private_subnets_hold() {
+        // Two /28 private subnets: 16 - 5 = 11 usable addresses each.
+        let text = "[network]\nprivate-subnet-cidrs = [\"10.0.128.0/28\", \"10.0.144.0/28\"]\n[service]\nmax-count = 23\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("service.max-count = 23: at most 22: "),
+            "{found:#?}"
+        );
+        assert!(problems(&text.replace("23", "22")).is_empty());
+        // Tasks in one zone have one subnet's addresses.
+        let one_zone = text.replace("max-count = 23", "max-count = 12\nzone-count = 1");
+        assert!(
+            problems(&one_zone)[0].starts_with("service.max-count = 12: at most 11: "),
+            "{:#?}",
+            problems(&one_zone)
+        );
+    }
+
+    #[test]
+    fn tag_characters_iam_and_s3_refuse() {
+        let found = problems("[tags]\nowner = \"ana<admin>\"\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("tags.owner = \"ana<admin>\": a key and value of letters"),
+            "{found:#?}"
+        );
+        assert!(
+            problems("[tags]\n\"cost:centre\" = \"Équipe web / 42 + ops@x=y_z.\"\n").is_empty()
+        );
     }
 }
 
