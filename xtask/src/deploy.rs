@@ -10,7 +10,9 @@ use stack::lock::{self, LockError, LockStore};
 use stack::{Stack, StackConfig};
 
 use crate::progress::{ApplySummary, Live};
-use crate::target::{EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_USAGE, Exit};
+use crate::target::{
+    EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STEADY, EXIT_USAGE, Exit,
+};
 use crate::{StackArgs, Target};
 
 pub(crate) async fn load(args: &StackArgs) -> anyhow::Result<Stack> {
@@ -154,15 +156,15 @@ fn ensure_sample_app() -> anyhow::Result<()> {
 
 /// Prints where the sandbox serves the load balancer: one node per zone on loopback, and the
 /// sandbox's DNS server, which answers for its name with those nodes (the system's resolver
-/// does not know it).
-async fn print_sandbox_address(dns_name: &str) {
+/// does not know it). Returns the data plane's clock and launch latency when it serves it.
+async fn print_sandbox_address(dns_name: &str) -> Option<Timing> {
     let dir = crate::state_dir();
     for _ in 0..50 {
         if let Some(sandbox::daemon::SandboxEndpoint {
             endpoint: e,
             dns,
             clock,
-            ..
+            launch,
         }) = sandbox::daemon::endpoint_for(&dir, dns_name, 80)
         {
             let port = e.local_addr.port();
@@ -183,13 +185,28 @@ async fn print_sandbox_address(dns_name: &str) {
                     e.local_addr
                 );
             }
-            return;
+            // The data plane's address plan: a zone's nodes and tasks share `127.0.{z+1}.`.
+            let address_zones = e
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    let ip = n.addr.ip().to_string();
+                    let prefix = &ip[..=ip.rfind('.')?];
+                    Some((prefix.to_owned(), n.zone.clone()))
+                })
+                .collect();
+            return Some(Timing {
+                clock,
+                launch,
+                address_zones,
+            });
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     println!(
         "Load balancer: http://{dns_name}/ (the sandbox has not started serving it yet; `cargo xtask sandbox status` shows it)"
     );
+    None
 }
 
 fn where_(args: &StackArgs, stack: &Stack) -> String {
@@ -468,6 +485,7 @@ pub(crate) async fn deploy(
     args: &StackArgs,
     yes: bool,
     force_unlock: Option<&str>,
+    wait: Wait,
 ) -> anyhow::Result<()> {
     let stack = load(args).await?;
     let live = Arc::new(Live::stdout());
@@ -476,7 +494,7 @@ pub(crate) async fn deploy(
         &cx,
         "deploy",
         force_unlock,
-        deploy_locked(args, &stack, &cx, &live, yes),
+        deploy_locked(args, &stack, &cx, &live, yes, wait),
     )
     .await
 }
@@ -487,8 +505,10 @@ async fn deploy_locked(
     cx: &Context,
     live: &Arc<Live>,
     yes: bool,
+    wait: Wait,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let since = std::time::SystemTime::now();
     let (plan, existing) = plan_and_existing(stack, cx).await?;
     println!("Deploying {}:\n{plan}", where_(args, stack));
     if !plan.is_empty()
@@ -536,11 +556,60 @@ async fn deploy_locked(
     );
     println!("Outputs:\n{}", serde_json::to_string_pretty(&outputs)?);
     report_calls(args, cx, started);
-    match args.target {
+    let timing = match args.target {
         Target::Sandbox => print_sandbox_address(&outputs.load_balancer.dns_name).await,
-        Target::Aws => println!("Load balancer: http://{}/", outputs.load_balancer.dns_name),
+        Target::Aws => {
+            println!("Load balancer: http://{}/", outputs.load_balancer.dns_name);
+            Some(Timing {
+                clock: sandbox::Clock::AWS,
+                launch: sandbox::LaunchLatency::default(),
+                address_zones: Vec::new(),
+            })
+        }
+    };
+    match (wait, timing) {
+        (Wait::No, _) => Ok(()),
+        (Wait::Steady { timeout }, Some(t)) => {
+            crate::steady::wait(
+                cx,
+                &outputs,
+                t.clock,
+                t.launch,
+                timeout,
+                since,
+                &t.address_zones,
+            )
+            .await
+        }
+        // No data plane serves the stack: nothing would ever become steady.
+        (Wait::Steady { .. }, None) => Err(Exit {
+            code: EXIT_NOT_STEADY,
+            message: "error: the sandbox does not serve the load balancer, so the service cannot become steady; see `cargo xtask sandbox status`".to_owned(),
+        }
+        .into()),
     }
-    Ok(())
+}
+
+/// What the wait for a steady service needs to know of where the stack runs.
+struct Timing {
+    /// The sandbox's clock, or AWS's.
+    clock: sandbox::Clock,
+    /// The Fargate launch latency (the data plane's draw, AWS's typical range on AWS).
+    launch: sandbox::LaunchLatency,
+    /// Target address prefixes and their zones (the sandbox's loopback plan; none on AWS).
+    address_zones: Vec<(String, String)>,
+}
+
+/// Whether deploy waits for a steady service after the apply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Wait {
+    /// Return once the apply is complete (Terraform's default for ECS services).
+    No,
+    /// Wait, at most `timeout` (wall time), else the model's derived deadline.
+    Steady {
+        /// `--wait-timeout`.
+        timeout: Option<std::time::Duration>,
+    },
 }
 
 pub(crate) async fn destroy(

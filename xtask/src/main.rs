@@ -18,6 +18,7 @@ mod progress;
 mod sandbox_cmd;
 mod setup;
 mod status;
+mod steady;
 mod target;
 
 use std::path::PathBuf;
@@ -129,17 +130,27 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Create or repair the stack, then print its outputs.
+    /// Create or repair the stack, print its outputs, then wait until the service serves.
     ///
     /// Takes the stack's lock first (one deploy or destroy of a stack at a time). Exit codes:
-    /// 0 deployed, 1 error (running it again resumes), 4 another run holds the lock (the
-    /// message names it and its age), 130 interrupted (the lock is released).
+    /// 0 deployed and steady, 1 error (running it again resumes), 4 another run holds the lock
+    /// (the message names it and its age), 5 deployed but the service is not steady (the
+    /// message says why), 130 interrupted (the lock is released).
     Deploy {
         #[command(flatten)]
         stack: StackArgs,
         /// Do not ask before changing real AWS resources.
         #[arg(long)]
         yes: bool,
+        /// Return once the apply is complete, without waiting for the service's tasks to run
+        /// and its targets to be healthy in every zone.
+        #[arg(long)]
+        no_wait: bool,
+        /// Wait at most this many seconds for a steady service [default: the predicted
+        /// longest start of a new task (scheduler, Fargate launch, first health check) x 1.5,
+        /// on the stack's clock].
+        #[arg(long, value_name = "SECONDS", conflicts_with = "no_wait", value_parser = parse_wait_timeout)]
+        wait_timeout: Option<f64>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -211,6 +222,14 @@ enum BenchCmd {
     /// The load engine held at one rate for minutes (default 10 min at 5,000 requests/s)
     /// against a local server: RSS and CPU per request every 10 s, errors at the end.
     Soak(bench_soak::BenchSoakArgs),
+}
+
+/// `--wait-timeout`: seconds, more than 0 and at most a day.
+fn parse_wait_timeout(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 86_400.0)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds from 0 (excluded) to 86400"))
 }
 
 /// The project root (the workspace folder).
@@ -288,8 +307,26 @@ fn main() -> std::process::ExitCode {
         } => runtime.block_on(deploy::plan(&stack, json, detailed_exitcode)),
         Cmd::Status { stack, json } => runtime.block_on(status::run(&stack, json)),
         Cmd::Init { config, force } => init::run(config.as_deref(), force),
-        Cmd::Deploy { stack, yes, lock } => {
-            runtime.block_on(deploy::deploy(&stack, yes, lock.force_unlock.as_deref()))
+        Cmd::Deploy {
+            stack,
+            yes,
+            no_wait,
+            wait_timeout,
+            lock,
+        } => {
+            let wait = if no_wait {
+                deploy::Wait::No
+            } else {
+                deploy::Wait::Steady {
+                    timeout: wait_timeout.map(std::time::Duration::from_secs_f64),
+                }
+            };
+            runtime.block_on(deploy::deploy(
+                &stack,
+                yes,
+                lock.force_unlock.as_deref(),
+                wait,
+            ))
         }
         Cmd::Destroy {
             stack,

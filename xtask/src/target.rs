@@ -35,6 +35,9 @@ pub(crate) const EXIT_NOT_DEPLOYED: u8 = 3;
 pub(crate) const EXIT_CHANGES: u8 = 2;
 /// Exit code of `deploy` and `destroy` when another run holds the stack's lock.
 pub(crate) const EXIT_LOCKED: u8 = 4;
+/// Exit code of `deploy` when the stack is deployed but its service did not become steady
+/// (tasks running, targets healthy in every zone) in time, or cannot (tasks keep stopping).
+pub(crate) const EXIT_NOT_STEADY: u8 = 5;
 /// Exit code of `deploy` and `destroy` stopped by Ctrl-C or SIGTERM (the lock is released).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code of bad usage (clap's own).

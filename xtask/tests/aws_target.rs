@@ -239,7 +239,15 @@ fn deploy_pushes_the_image_the_repository_lacks_and_only_then() {
     let config = config.to_str().unwrap();
     let env = [("STACKPROOF_ECR_REGISTRY_URL", registry.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let deploy = ["deploy", "--target", "aws", "--yes", "--config", config];
+    let deploy = [
+        "deploy",
+        "--target",
+        "aws",
+        "--yes",
+        "--no-wait",
+        "--config",
+        config,
+    ];
 
     let out = xtask_aws_env(&dir.0, &endpoint, true, &deploy, &env);
     let shown = text(&out);

@@ -149,6 +149,13 @@ fn sandbox_deploy_plan_destroy_stop() {
         zones.into_iter().collect::<Vec<_>>(),
         ["eu-west-1a", "eu-west-1b"]
     );
+    // Deploy returned once the service served: both tasks running, a healthy target per zone.
+    assert!(
+        shown.contains(
+            "Service steady: 2/2 tasks running, 2/2 targets healthy (eu-west-1a 1, eu-west-1b 1), after "
+        ),
+        "{shown}"
+    );
 
     // The availability check passes against the deployed stack, writes its JSON and JUnit XML
     // and publishes its metrics.
@@ -210,6 +217,38 @@ fn sandbox_deploy_plan_destroy_stop() {
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["changes"].as_array().unwrap().len(), 0);
+
+    // A stack whose tasks cannot start: deploy applies it, then says why the service cannot
+    // serve and exits 5 (deployed, not steady) once as many tasks stopped as ECS's circuit
+    // breaker tolerates, not at its deadline. --no-wait returns after the apply.
+    let nopull = state.join("nopull.toml");
+    std::fs::write(
+        &nopull,
+        "name = \"nopull\"\n[service]\nimage = \"public.ecr.aws/nginx/nginx:1.27\"\n",
+    )
+    .unwrap();
+    let nopull = nopull.to_str().unwrap();
+    let out = xtask(state, &["deploy", "--yes", "--config", nopull]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{shown}");
+    assert!(shown.contains("Apply complete: "), "{shown}");
+    assert!(
+        shown.contains("error: the service cannot become steady: ")
+            && shown.contains(
+                " tasks stopped before serving (ECS's circuit breaker fails a deployment of 2 at 3): stopped task x"
+            )
+            && shown.contains(
+                "CannotPullContainerError: the sandbox runs only images whose repository ends in sample-app, not public.ecr.aws/nginx/nginx:1.27"
+            ),
+        "{shown}"
+    );
+    assert!(!shown.contains("Service steady"), "{shown}");
+    let out = xtask(state, &["deploy", "--yes", "--no-wait", "--config", nopull]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains("Waiting for a steady service"), "{shown}");
+    let out = xtask(state, &["destroy", "--yes", "--config", nopull]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // A task's log line in the log group, as the awslogs driver writes on AWS (the sandbox's
     // plane writes task output to files): logs are data, so destroy keeps the group.

@@ -113,7 +113,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
             .unwrap();
     });
 
-    for command in [&["deploy", "--yes"][..], &["destroy", "--yes"]] {
+    for command in [&["deploy", "--yes", "--no-wait"][..], &["destroy", "--yes"]] {
         let out = xtask(state, command);
         let shown = text(&out);
         assert_eq!(out.status.code(), Some(4), "{shown}");
@@ -136,14 +136,17 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
 
     // --force-unlock without the id removes nothing and says the id; with another id (a
     // lock someone took since) it removes nothing either.
-    let out = xtask(state, &["deploy", "--yes", "--force-unlock"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait", "--force-unlock"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(
         shown.contains("--force-unlock needs the id") && shown.contains("--force-unlock ana-1"),
         "{shown}"
     );
-    let out = xtask(state, &["deploy", "--yes", "--force-unlock", "bob-2"]);
+    let out = xtask(
+        state,
+        &["deploy", "--yes", "--no-wait", "--force-unlock", "bob-2"],
+    );
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(4), "{shown}");
     assert!(
@@ -153,7 +156,10 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     assert_eq!(lock_object(state).unwrap()["id"], "ana-1");
 
     // --force-unlock ID says whose lock it removed and what that risks, then deploys.
-    let out = xtask(state, &["deploy", "--yes", "--force-unlock", "ana-1"]);
+    let out = xtask(
+        state,
+        &["deploy", "--yes", "--no-wait", "--force-unlock", "ana-1"],
+    );
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(
@@ -179,7 +185,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
         }
     }
     signal(destroy.id(), "STOP");
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     let shown = text(&out);
     signal(destroy.id(), "CONT");
     assert_eq!(out.status.code(), Some(4), "{shown}");
@@ -206,7 +212,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
         ("-TERM", "terminated (SIGTERM)"),
         ("-HUP", "hung up (SIGHUP)"),
     ] {
-        let mut deploy = spawn(state, &["deploy", "--yes"], Stdio::piped());
+        let mut deploy = spawn(state, &["deploy", "--yes", "--no-wait"], Stdio::piped());
         let pid = deploy.id().to_string();
         let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
         let mut done = 0;
@@ -572,12 +578,12 @@ fn deploy_and_destroy_killed_at_any_point_converge_without_duplicates() {
     let deploy_kills = [1, 4, 9, 14, 19, 24, 29, 34, 39, 43];
     let destroy_kills = [1, 4, 8, 12, 16, 20, 24, 28, 31, 34];
     for (k, m) in deploy_kills.into_iter().zip(destroy_kills) {
-        let (pid, lines) = kill_after(state, &["deploy", "--yes"], k);
+        let (pid, lines) = kill_after(state, &["deploy", "--yes", "--no-wait"], k);
         assert!(
             lines.iter().any(|l| l.starts_with("Deploying ")),
             "{lines:?}"
         );
-        let out = rerun_after_kill(state, &["deploy", "--yes"], pid, "deploy");
+        let out = rerun_after_kill(state, &["deploy", "--yes", "--no-wait"], pid, "deploy");
         assert!(text(&out).contains("Outputs:"), "{}", text(&out));
         let out = xtask(state, &["plan", "--detailed-exitcode"]);
         assert_eq!(
@@ -643,7 +649,7 @@ fn two_writers_interleaved_by_force_unlock_converge_on_the_next_deploy() {
 }
 
 fn interleave(state: &Path, after: &str) {
-    let mut a = spawn(state, &["deploy", "--yes"], Stdio::piped());
+    let mut a = spawn(state, &["deploy", "--yes", "--no-wait"], Stdio::piped());
     let pid = a.id();
     let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
@@ -660,7 +666,7 @@ fn interleave(state: &Path, after: &str) {
         }
     }
 
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let id = lock_object(state).unwrap()["id"]
         .as_str()
@@ -671,7 +677,10 @@ fn interleave(state: &Path, after: &str) {
         "{}",
         text(&out)
     );
-    let out = xtask(state, &["deploy", "--yes", "--force-unlock", &id]);
+    let out = xtask(
+        state,
+        &["deploy", "--yes", "--no-wait", "--force-unlock", &id],
+    );
     assert_eq!(out.status.code(), Some(0), "deploy B: {}", text(&out));
 
     signal(pid, "CONT");
@@ -686,7 +695,7 @@ fn interleave(state: &Path, after: &str) {
         String::from_utf8_lossy(&a_out.stderr)
     );
 
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     if made_twice {

@@ -227,7 +227,7 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
     );
     assert_eq!(json(&out), plan);
 
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     // The summary: every change of the plan created, nothing existed before. Not on a
@@ -280,7 +280,7 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
     assert_eq!(total, 34, "{status}");
     // A second deploy creates nothing, writes nothing, and every resource status lists is
     // unchanged (routes, rules and associations are parts of them, counted only as changes).
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(
@@ -332,7 +332,7 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
         "{}",
         text(&out)
     );
-    let out = xtask(state, &["deploy", "--yes"]);
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(

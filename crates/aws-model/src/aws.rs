@@ -98,6 +98,29 @@ pub mod ecs {
     /// our choice. L.
     pub const THROTTLE_FIRST: Duration = secs(2);
 
+    /// The deployment circuit breaker's failed-task threshold: `0.5 * desired task count`,
+    /// at least [`CIRCUIT_BREAKER_MIN_FAILURES`] and at most [`CIRCUIT_BREAKER_MAX_FAILURES`]
+    /// (ECS API Reference, `ServiceDeploymentCircuitBreaker.threshold`). H.
+    pub const CIRCUIT_BREAKER_FAILURE_SHARE: f64 = 0.5;
+
+    /// See [`CIRCUIT_BREAKER_FAILURE_SHARE`]. H.
+    pub const CIRCUIT_BREAKER_MIN_FAILURES: u32 = 3;
+
+    /// See [`CIRCUIT_BREAKER_FAILURE_SHARE`]. H.
+    pub const CIRCUIT_BREAKER_MAX_FAILURES: u32 = 200;
+
+    /// Tasks that fail to start before ECS's circuit breaker fails a deployment of `desired`.
+    pub fn circuit_breaker_threshold(desired: u32) -> u32 {
+        let share = (f64::from(desired) * CIRCUIT_BREAKER_FAILURE_SHARE).ceil();
+        // `share` is a non-negative whole number well inside u32 for any u32 desired count.
+        let share = if share >= f64::from(CIRCUIT_BREAKER_MAX_FAILURES) {
+            CIRCUIT_BREAKER_MAX_FAILURES
+        } else {
+            share as u32
+        };
+        share.clamp(CIRCUIT_BREAKER_MIN_FAILURES, CIRCUIT_BREAKER_MAX_FAILURES)
+    }
+
     /// `healthCheckGracePeriodSeconds` when a service does not set it (ECS API CreateService).
     /// H.
     pub const DEFAULT_HEALTH_CHECK_GRACE: Duration = secs(0);

@@ -57,6 +57,12 @@ pub struct ScaleOut {
     pub tasks: i32,
 }
 
+/// Deadlines are the predicted longest time times this: room for what the model leaves out
+/// (the control plane's own latency, a loaded machine), never so much that a stack twice as
+/// slow as AWS allows passes. The proof's deadlines and deploy's wait for a steady service
+/// both use it.
+pub const MARGIN: f64 = 1.5;
+
 /// From a service's desired count rising (or its creation) until its new tasks serve: the
 /// scheduler's delay, the Fargate launch, and the first passing health check.
 pub fn service_start(m: &ServiceModel) -> Span {

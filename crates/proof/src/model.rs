@@ -15,10 +15,7 @@ use crate::config::{Fault, ProveConfig};
 use crate::error::{Error, aws};
 use crate::observe::Scaling;
 
-/// Deadlines are the predicted longest time times this: room for what the model leaves out
-/// (the control plane's own latency, a loaded machine), never so much that a stack twice as
-/// slow as AWS allows passes.
-pub const MARGIN: f64 = 1.5;
+pub use aws_model::predict::MARGIN;
 
 /// What tuning one setting of the stack would buy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

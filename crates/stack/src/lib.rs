@@ -32,6 +32,7 @@ use storage::{Storage, StorageConfig, StorageOutputs, StorageSpec};
 mod apply;
 mod example;
 pub mod lock;
+pub mod steady;
 pub use example::example_toml;
 
 /// Errors of the stack crate.
