@@ -656,13 +656,27 @@ async fn destroy_locked(
         return Ok(());
     }
     println!("Destroying {}:\n{plan}", where_(args, stack));
+    // Whatever would stop destroy part way stops it here, before the question and the first
+    // delete.
+    stack
+        .destroy_preflight(cx, override_protection)
+        .await
+        .map_err(|e| match e {
+            stack::Error::Preflight(_) => anyhow::Error::new(e),
+            other => anyhow::Error::new(other).context("reading what could stop destroy"),
+        })?;
     if !yes {
         confirm_name(stack.name().as_str()).await?;
     }
     let ticker = live.start_ticker();
     let destroyed = stack.destroy(cx, override_protection).await;
     ticker.stop().await;
-    destroyed.context("destroy stopped part way; run the same command again to finish (it finds what is left by its tags)")?;
+    destroyed.map_err(|e| match e {
+        stack::Error::Preflight(_) => anyhow::Error::new(e),
+        other => anyhow::Error::new(other).context(
+            "destroy stopped part way; run the same command again to finish (it finds what is left by its tags)",
+        ),
+    })?;
     println!("Destroyed.");
     println!(
         "{}",

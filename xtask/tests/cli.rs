@@ -256,15 +256,19 @@ fn sandbox_deploy_plan_destroy_stop() {
 
     // The load balancer's access logs are in the log bucket by now (delivered every 5 minutes
     // of the clock): destroy deletes a bucket with data only with `force-destroy`.
-    // Without force-destroy, destroy stops at that bucket, says so once, and still deletes
-    // everything else (the NAT gateways cost money); only storage, and the kept log group,
-    // remain.
+    // Without force-destroy, destroy's preflight finds that bucket before the first delete:
+    // it says so once and deletes nothing (all or nothing), so the stack is still whole.
     let out = xtask(state, &["destroy", "--yes"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
-    // The preflight warns; the error names the refusal once, not twice through its sources.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("is not empty").count(), 1, "{shown}");
+    assert!(
+        stderr.contains(
+            "nothing was deleted: destroy would stop part way: bucket \"stackproof-alb-logs-"
+        ),
+        "{shown}"
+    );
     assert!(
         shown.contains("destroy will refuse: bucket \"stackproof-alb-logs-"),
         "{shown}"
@@ -273,12 +277,11 @@ fn sandbox_deploy_plan_destroy_stop() {
         shown.contains("set `force-destroy = true` in the [storage] table"),
         "{shown}"
     );
-    let out = xtask(state, &["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut left: Vec<&String> = status["modules"].as_object().unwrap().keys().collect();
-    left.sort();
-    assert_eq!(left, ["compute", "storage"], "{status}");
-    assert_eq!(status["modules"]["compute"]["count"], 1, "{status}");
+    assert!(!shown.contains("done - "), "{shown}");
+    let out = xtask(state, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = xtask(state, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let forced = state.join("forced.toml");
     std::fs::write(&forced, "[storage]\nforce-destroy = true\n").unwrap();

@@ -71,11 +71,37 @@ pub enum Error {
     /// The observability module failed.
     #[error("observability")]
     Observability(#[from] observability::Error),
+    /// Destroy found, before deleting anything, what would stop it part way; nothing was
+    /// deleted.
+    #[error("{}", preflight_message(.0))]
+    Preflight(Vec<Blocker>),
+}
+
+/// What stops destroy; found by its preflight, before the first delete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Blocker {
     /// Destroy would turn off the load balancer's deletion protection and was not allowed to.
     #[error(
-        "the load balancer has deletion protection on (load-balancer.deletion-protection); nothing was deleted. Pass --override-deletion-protection to turn it off and destroy, or set deletion-protection = false and deploy first"
+        "the load balancer has deletion protection on (load-balancer.deletion-protection). Pass --override-deletion-protection to turn it off and destroy, or set deletion-protection = false and deploy first"
     )]
     DeletionProtected,
+    /// Storage would refuse (a non-empty bucket or repository without `force-destroy`).
+    #[error(transparent)]
+    Storage(storage::Error),
+}
+
+fn preflight_message(blockers: &[Blocker]) -> String {
+    let mut text = String::from("nothing was deleted: destroy would stop part way");
+    match blockers {
+        [one] => text.push_str(&format!(": {one}")),
+        many => {
+            for b in many {
+                text.push_str(&format!("\n  - {b}"));
+            }
+        }
+    }
+    text
 }
 
 /// The whole `stack.toml`.
@@ -607,14 +633,13 @@ impl Stack {
     /// Deletes everything tagged with the stack, in reverse dependency order: observability
     /// with compute, then the load balancer, then the network with storage. A load balancer
     /// with deletion protection is only destroyed when `override_protection` is true.
+    ///
+    /// Runs [`Stack::destroy_preflight`] first: what would stop it part way stops it before the
+    /// first delete. (Access logs the load balancer delivers between the preflight and its own
+    /// deletion can still make storage refuse at the end; then the rest is deleted anyway.)
     pub async fn destroy(&self, cx: &Context, override_protection: bool) -> Result<Plan, Error> {
+        self.destroy_preflight(cx, override_protection).await?;
         let m = self.modules(cx);
-        if !override_protection {
-            let lb_plan = m.load_balancer.plan_destroy(cx).await?;
-            if LoadBalancer::turns_off_protection(&lb_plan) {
-                return Err(Error::DeletionProtected);
-            }
-        }
         // Side by side modules each run to their end: one that stops (storage refusing a bucket
         // that holds logs) does not cut the other off half way (the network's NAT gateways,
         // which cost money, go either way). The first error is returned after both.
@@ -634,6 +659,33 @@ impl Stack {
             plan.extend(part);
         }
         Ok(plan)
+    }
+
+    /// Everything that would stop destroy part way, each once: the load balancer's deletion
+    /// protection (unless `override_protection`) and a non-empty bucket or repository without
+    /// `force-destroy`. Reads only; `Error::Preflight` lists them.
+    pub async fn destroy_preflight(
+        &self,
+        cx: &Context,
+        override_protection: bool,
+    ) -> Result<(), Error> {
+        let m = self.modules(cx);
+        let (lb_plan, storage) = tokio::try_join!(
+            async { m.load_balancer.plan_destroy(cx).await.map_err(Error::from) },
+            async { m.storage.destroy_refusal(cx).await.map_err(Error::from) },
+        )?;
+        let mut blockers = Vec::new();
+        if !override_protection && LoadBalancer::turns_off_protection(&lb_plan) {
+            blockers.push(Blocker::DeletionProtected);
+        }
+        if let Some(refusal) = storage {
+            blockers.push(Blocker::Storage(refusal));
+        }
+        if blockers.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Preflight(blockers))
+        }
     }
 
     /// The isolation state of every zone.

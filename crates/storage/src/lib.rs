@@ -163,6 +163,14 @@ impl Storage {
 
     /// What destroy finds: the bucket and repository (if they are the stack's) and what they
     /// hold. Read-only.
+    /// Why destroy would stop at this module, read before anything of the stack is deleted: a
+    /// non-empty bucket or repository without `force-destroy` (the refusal destroy would
+    /// return). `None` when destroy would go through. Reads only.
+    pub async fn destroy_refusal(&self, cx: &Context) -> Result<Option<Error>, Error> {
+        let (observed, contents) = self.destroy_steps(cx).await?;
+        Ok(teardown(&observed, contents, self.spec.force_destroy).err())
+    }
+
     async fn destroy_steps(&self, cx: &Context) -> Result<(Observed, Contents), Error> {
         let (desired, observed) = self.observe(cx).await?;
         desired::check_owners(cx, &desired, &observed)?;
