@@ -6,9 +6,15 @@
 //! `{stack}-task-execution` and `{stack}-task` for the roles), carries the stack's tags, and is
 //! only changed or deleted when those tags say it is the stack's.
 //!
-//! - The execution role has `AmazonECSTaskExecutionRolePolicy`; the task role has nothing
-//!   unless `task-role-statements` gives it an inline policy. Only `ecs-tasks.amazonaws.com` may
-//!   assume either.
+//! - Least privilege: the execution role has one inline policy, not AWS's managed
+//!   `AmazonECSTaskExecutionRolePolicy` (every repository, every log group): an ECR token,
+//!   pulling from the image's own repository when it is a private ECR image, and writing
+//!   streams of the task log group. The task role has nothing unless `task-role-statements`
+//!   gives it an inline policy. Only `ecs-tasks.amazonaws.com` may assume either, and only for
+//!   the stack's account (`aws:SourceAccount`, from `ComputeInputs::account_id`). The
+//!   foundation (roles, log group, cluster) runs before the inputs exist, so it creates a role
+//!   with a provisional trust policy; the apply converges both policies once the inputs are
+//!   known (one more IAM read).
 //! - The task definition gets a new revision only when the newest one differs (compared field
 //!   by field, not as text). Its container `app` has the health check
 //!   `["CMD", "/sample-app", "health"]`, which the sample app image provides: a custom image must
@@ -71,6 +77,9 @@ pub struct ComputeInputs {
     pub container_port: u16,
     /// The image when the configuration names none: `{repository_uri}:latest`.
     pub default_image: String,
+    /// The account the stack runs in: the roles trust ECS only on its behalf
+    /// (`aws:SourceAccount`), and the execution role's log permission names it.
+    pub account_id: String,
 }
 
 /// What compute gives the modules downstream and the user.
@@ -185,8 +194,13 @@ impl Compute {
             inputs
         );
         let desired = Desired::new(cx, &self.spec, &inputs);
-        let rest = diff_service(&desired, &observed)?;
-        let ids = exec::run(&self.clients, cx, &desired, &rest, ids?).await?;
+        let ids = ids?;
+        // The roles' trust (the account) and the execution policy (the image's repository)
+        // are final only now: read the roles again and converge them with the rest.
+        let now = Observed::read(&self.clients, &desired.names, false).await?;
+        let mut rest = diff_foundation(&desired, &now)?;
+        rest.extend(diff_service(&desired, &now)?);
+        let ids = exec::run(&self.clients, cx, &desired, &rest, ids).await?;
         outputs(&desired, &ids)
     }
 
@@ -202,10 +216,29 @@ impl Compute {
     }
 }
 
+/// The plan of `ops`. A policy put on or attached to a role this plan creates is created
+/// with it, and shows as a create.
 fn to_plan(names: &Names, ops: &[Op]) -> Plan {
-    Plan {
-        changes: ops.iter().filter_map(|op| op.change(names)).collect(),
-    }
+    let created: Vec<desired::RoleKind> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CreateRole(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    let changes = ops
+        .iter()
+        .filter_map(|op| {
+            let mut change = op.change(names)?;
+            if let Op::PutInline(k, _) = op
+                && created.contains(k)
+            {
+                change.action = infra::Action::Create;
+            }
+            Some(change)
+        })
+        .collect();
+    Plan { changes }
 }
 
 fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {
@@ -286,6 +319,7 @@ impl ComputeInputs {
             target_group_arn_suffix: String::new(),
             container_port: 0,
             default_image: String::new(),
+            account_id: String::new(),
         }
     }
 }

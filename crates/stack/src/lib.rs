@@ -465,6 +465,7 @@ impl Stack {
             target_group_arn_suffix: lb.target_group_arn_suffix.clone(),
             container_port: self.network.task_port,
             default_image: format!("{}:{DEFAULT_IMAGE_TAG}", storage.repository_uri),
+            account_id: storage.account_id.clone(),
         }
     }
 

@@ -189,6 +189,15 @@ pub(crate) fn diff_foundation(desired: &Desired, observed: &Observed) -> Result<
                 if !owned(&have.tags, stack) {
                     return Err(not_ours("IAM role", &want.name, stack));
                 }
+                // Before the inputs (the account, the image) are known, an existing role's
+                // policies are left for the apply that knows them.
+                if !desired.policies_known {
+                    let tags = missing_tags(&want.tags, &have.tags);
+                    if !tags.is_empty() {
+                        ops.push(Op::TagRole(k, tags));
+                    }
+                    continue;
+                }
                 if have.trust != want.trust {
                     ops.push(Op::UpdateTrust(k));
                 }
@@ -525,6 +534,7 @@ mod tests {
             target_group_arn_suffix: "targetgroup/demo/2".into(),
             container_port: 8080,
             default_image: "repo/sample-app:latest".into(),
+            account_id: "123456789012".into(),
         };
         Desired::new(&cx(), &config.validate("service").unwrap(), &inputs)
     }

@@ -117,16 +117,77 @@ pub(crate) fn partition(region: &str) -> &'static str {
     }
 }
 
-/// The trust policy of both roles: only ECS tasks may assume them.
-pub(crate) fn trust_policy() -> Value {
+/// The trust policy of both roles: only ECS tasks may assume them, and only on behalf of
+/// `account` (`aws:SourceAccount`, IAM UG "The confused deputy problem").
+pub(crate) fn trust_policy(account: &str) -> Value {
+    if account.is_empty() {
+        return json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": { "Service": TASKS_PRINCIPAL },
+                "Action": "sts:AssumeRole"
+            }]
+        });
+    }
     json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": { "Service": TASKS_PRINCIPAL },
-            "Action": "sts:AssumeRole"
+            "Action": "sts:AssumeRole",
+            "Condition": { "StringEquals": { "aws:SourceAccount": account } }
         }]
     })
+}
+
+/// The repository ARN of a private ECR image reference
+/// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME[:TAG|@DIGEST]`), or `None` for any other image.
+pub(crate) fn ecr_repository_arn(image: &str, partition: &str) -> Option<String> {
+    let (host, path) = image.split_once('/')?;
+    let mut parts = host.split('.');
+    let (account, dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if dkr != "dkr"
+        || ecr != "ecr"
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let name = path.split('@').next()?;
+    let name = match name.rsplit_once(':') {
+        Some((n, _tag)) => n,
+        None => name,
+    };
+    Some(format!(
+        "arn:{partition}:ecr:{region}:{account}:repository/{name}"
+    ))
+}
+
+/// The execution role's one policy, in place of AWS's managed
+/// `AmazonECSTaskExecutionRolePolicy` (which allows pulling every repository and writing
+/// every log group): an ECR token (an action without resources), pulling from the image's own
+/// repository when it is a private ECR image, and writing streams of the task log group only.
+pub(crate) fn execution_policy(image: &str, log_group: &str, region: &str, account: &str) -> Value {
+    let p = partition(region);
+    let mut statements = vec![json!({
+        "Effect": "Allow",
+        "Action": "ecr:GetAuthorizationToken",
+        "Resource": "*"
+    })];
+    if let Some(repo) = ecr_repository_arn(image, p) {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+            "Resource": repo
+        }));
+    }
+    statements.push(json!({
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": format!("arn:{p}:logs:{region}:{account}:log-group:{log_group}:log-stream:*")
+    }));
+    json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 /// A policy document in a form where equal policies compare equal: one-element lists become
@@ -347,6 +408,12 @@ pub(crate) struct Observed {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Desired {
     pub(crate) names: Names,
+    /// Whether the roles' policies are final: the inputs name the account (and the image).
+    /// Without them (the foundation that runs while the inputs are built) a new role gets a
+    /// provisional trust policy without the account condition and no execution policy, and
+    /// an existing role's policies are left alone; the apply that has the inputs converges
+    /// them.
+    pub(crate) policies_known: bool,
     pub(crate) roles: Vec<RoleWant>,
     pub(crate) insights: &'static str,
     pub(crate) retention: i32,
@@ -376,6 +443,14 @@ fn int(n: u32) -> i32 {
 }
 
 impl Desired {
+    /// The trust policy `kind`'s role should have.
+    pub(crate) fn trust(&self, kind: RoleKind) -> &Value {
+        self.roles
+            .iter()
+            .find(|r| r.kind == kind)
+            .map_or(&Value::Null, |r| &r.trust)
+    }
+
     pub(crate) fn new(cx: &Context, spec: &ComputeSpec, inputs: &ComputeInputs) -> Desired {
         let names = Names::new(cx.stack().as_str());
         let region = cx.region();
@@ -391,25 +466,33 @@ impl Desired {
         ] {
             tags.insert(logical, cx.tags(MODULE, logical));
         }
+        let image = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| inputs.default_image.clone());
         let roles = RoleKind::ALL
             .iter()
             .map(|&kind| RoleWant {
                 kind,
                 name: names.role(kind).to_owned(),
-                trust: normalize_policy(&trust_policy()),
-                managed: match kind {
-                    RoleKind::Execution => BTreeSet::from([format!(
-                        "arn:{}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy",
-                        partition(region)
-                    )]),
-                    RoleKind::Task => BTreeSet::new(),
-                },
+                trust: normalize_policy(&trust_policy(&inputs.account_id)),
+                managed: BTreeSet::new(),
                 inline: match kind {
+                    RoleKind::Execution if inputs.account_id.is_empty() => BTreeMap::new(),
+                    RoleKind::Execution => BTreeMap::from([(
+                        names.execution_role.clone(),
+                        normalize_policy(&execution_policy(
+                            &image,
+                            &names.log_group,
+                            region,
+                            &inputs.account_id,
+                        )),
+                    )]),
                     RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
                         names.inline_policy.clone(),
                         normalize_policy(&policy_document(&spec.task_role_statements)),
                     )]),
-                    _ => BTreeMap::new(),
+                    RoleKind::Task => BTreeMap::new(),
                 },
                 tags: tags[kind.logical()].clone(),
             })
@@ -420,10 +503,7 @@ impl Desired {
         let (interval, timeout, retries, start_period) = HEALTH_TIMING;
         let container = ContainerShape {
             name: CONTAINER.to_owned(),
-            image: spec
-                .image
-                .clone()
-                .unwrap_or_else(|| inputs.default_image.clone()),
+            image,
             essential: true,
             ports: BTreeSet::from([(port, "tcp".to_owned())]),
             environment,
@@ -511,6 +591,7 @@ impl Desired {
         ]);
         Desired {
             names,
+            policies_known: !inputs.account_id.is_empty(),
             roles,
             insights: "enabled",
             retention: int(spec.log_retention_days),
@@ -527,5 +608,60 @@ impl Desired {
 
     pub(crate) fn tags(&self, logical: &str) -> BTreeMap<String, String> {
         self.tags.get(logical).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod least_privilege {
+    use super::*;
+
+    #[test]
+    fn the_execution_role_may_pull_only_the_image_s_own_repository() {
+        let arn = |image: &str| ecr_repository_arn(image, "aws");
+        let repo = "arn:aws:ecr:eu-west-1:123456789012:repository/web/sample-app";
+        for image in [
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web/sample-app:latest",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web/sample-app",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web/sample-app@sha256:00",
+        ] {
+            assert_eq!(arn(image).as_deref(), Some(repo), "{image}");
+        }
+        for other in [
+            "public.ecr.aws/nginx/nginx:1.27",
+            "nginx:1.27",
+            "ghcr.io/org/app:1",
+            "12345.dkr.ecr.eu-west-1.amazonaws.com/x:1",
+        ] {
+            assert_eq!(arn(other), None, "{other}");
+        }
+        let public = execution_policy(
+            "public.ecr.aws/nginx/nginx:1.27",
+            "/ecs/web",
+            "eu-west-1",
+            "123456789012",
+        );
+        let text = public.to_string();
+        assert!(!text.contains("BatchGetImage"), "{text}");
+        assert!(
+            text.contains("arn:aws:logs:eu-west-1:123456789012:log-group:/ecs/web:log-stream:*"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\"Resource\":\"*\",\"Action\":\"logs"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn roles_trust_ecs_for_the_stack_s_account_only() {
+        let trust = trust_policy("123456789012");
+        assert_eq!(
+            trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "123456789012"
+        );
+        assert_eq!(
+            trust["Statement"][0]["Principal"]["Service"],
+            TASKS_PRINCIPAL
+        );
     }
 }

@@ -21,7 +21,7 @@ use infra::{Backoff, Context, Step};
 use crate::Clients;
 use crate::desired::{
     CLUSTER, DEPLOYMENT, DIMENSION, Desired, LOG_GROUP, Observed, Op, RoleKind, SCALING, SERVICE,
-    TASK_DEFINITION, trust_policy,
+    TASK_DEFINITION,
 };
 use crate::error::Error;
 use crate::observe::arn_name;
@@ -193,7 +193,7 @@ async fn step(
             let out = iam
                 .create_role()
                 .role_name(name)
-                .assume_role_policy_document(trust_policy().to_string())
+                .assume_role_policy_document(d.trust(*kind).to_string())
                 .description(match kind {
                     RoleKind::Execution => "stackproof: lets ECS pull the image and write logs",
                     RoleKind::Task => "stackproof: the application's role",
@@ -213,7 +213,7 @@ async fn step(
             let name = n.role(*kind);
             iam.update_assume_role_policy()
                 .role_name(name)
-                .policy_document(trust_policy().to_string())
+                .policy_document(d.trust(*kind).to_string())
                 .send()
                 .await
                 .map_err(aws("UpdateAssumeRolePolicy", format!("IAM role {name}")))?;

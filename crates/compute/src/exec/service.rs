@@ -381,6 +381,7 @@ mod tests {
             target_group_arn_suffix: "targetgroup/mock/1".into(),
             container_port: 8080,
             default_image: "1.dkr.ecr.eu-west-1.amazonaws.com/mock/sample-app:latest".into(),
+            account_id: "123456789012".into(),
         }
     }
 

@@ -48,6 +48,9 @@ async fn inputs(cx: &Context) -> ComputeInputs {
         .await
         .unwrap();
     let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
+    // The context's account (each test has a moto account of its own), as the stack passes
+    // storage's.
+    let account_id = vpc.vpc().unwrap().owner_id().unwrap().to_owned();
     let mut subnets = Vec::new();
     for (zone, cidr) in [
         ("eu-west-1a", "10.0.128.0/20"),
@@ -84,6 +87,7 @@ async fn inputs(cx: &Context) -> ComputeInputs {
         default_image: format!(
             "123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack}/sample-app:latest"
         ),
+        account_id,
     }
 }
 
@@ -141,7 +145,7 @@ async fn plan_on_an_empty_account_lists_every_create_and_writes_nothing() {
         creates,
         [
             "iam-role plan-empty-task-execution",
-            "iam-role-policy-attachment plan-empty-task-execution",
+            "iam-role-policy plan-empty-task-execution",
             "iam-role plan-empty-task",
             "log-group /ecs/plan-empty",
             "ecs-cluster plan-empty",
@@ -221,10 +225,46 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         .iter()
         .filter_map(|p| p.policy_arn())
         .collect();
-    assert_eq!(
-        arns,
-        ["arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"]
-    );
+    // Least privilege: no managed policy (AmazonECSTaskExecutionRolePolicy pulls from every
+    // repository and writes every log group), one inline policy scoped to the image's
+    // repository and the task log group; both roles trusted by ECS for this account only.
+    assert!(arns.is_empty(), "{arns:?}");
+    let exec_policy = iam
+        .get_role_policy()
+        .role_name("apply-all-task-execution")
+        .policy_name("apply-all-task-execution")
+        .send()
+        .await
+        .unwrap();
+    let doc = exec_policy
+        .policy_document()
+        .replace("%3A", ":")
+        .replace("%2F", "/")
+        .replace("%2A", "*");
+    let account = inputs.account_id.clone();
+    for wanted in [
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "arn:aws:ecr:eu-west-1:123456789012:repository/apply-all/sample-app",
+        "logs:PutLogEvents",
+        &*format!("arn:aws:logs:eu-west-1:{account}:log-group:/ecs/apply-all:log-stream:*"),
+    ] {
+        assert!(doc.contains(wanted), "{wanted} in {doc}");
+    }
+    for role in ["apply-all-task", "apply-all-task-execution"] {
+        let got = iam.get_role().role_name(role).send().await.unwrap();
+        let trust = got
+            .role()
+            .unwrap()
+            .assume_role_policy_document()
+            .unwrap()
+            .replace("%3A", ":")
+            .replace("%22", "\"");
+        assert!(
+            trust.contains("\"aws:SourceAccount\"") && trust.contains(&account),
+            "{role}: {trust}"
+        );
+    }
     let task_attached = iam
         .list_attached_role_policies()
         .role_name("apply-all-task")
@@ -868,11 +908,10 @@ async fn drift_in_roles_logs_cluster_and_scaling_is_repaired() {
     let inputs = inputs(&cx).await;
     let module = compute(&cx, "");
     module.apply(&cx, &inputs).await.unwrap();
-    let managed = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
     let iam = iam(&cx);
-    iam.detach_role_policy()
+    iam.delete_role_policy()
         .role_name("drift-all-task-execution")
-        .policy_arn(managed)
+        .policy_name("drift-all-task-execution")
         .send()
         .await
         .unwrap();
@@ -921,7 +960,7 @@ async fn drift_in_roles_logs_cluster_and_scaling_is_repaired() {
     assert_eq!(
         lines,
         [
-            "Create iam-role-policy-attachment drift-all-task-execution",
+            "Update iam-role-policy drift-all-task-execution",
             "Update iam-role drift-all-task",
             "Update log-group /ecs/drift-all",
             "Update ecs-cluster drift-all",

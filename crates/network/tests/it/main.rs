@@ -979,8 +979,19 @@ async fn a_staged_apply_hands_over_its_outputs_before_the_nat_wait_and_the_route
 /// the other whole.
 #[tokio::test]
 async fn a_stack_never_takes_another_stack_s_nat_gateways_for_its_own() {
-    let cx_a = context("nat-owner-a");
-    let cx_b = context("nat-owner-b");
+    let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
+    let account = moto.fresh_account();
+    let in_account = |stack: &str| {
+        Context::builder(
+            sandbox::sdk_config(moto.endpoint(), REGION),
+            StackName::new(stack).unwrap(),
+        )
+        .interceptor(account.clone())
+        .waits(sandbox::TEST_WAITS)
+        .build()
+    };
+    let cx_a = in_account("nat-owner-a");
+    let cx_b = in_account("nat-owner-b");
     let (net_a, net_b) = (network(&cx_a, ""), network(&cx_b, ""));
     net_a.apply(&cx_a, &()).await.unwrap();
     // B's plan creates its own gateways, not "updates" A's.
