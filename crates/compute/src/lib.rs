@@ -12,9 +12,8 @@
 //!   streams of the task log group. The task role has nothing unless `task-role-statements`
 //!   gives it an inline policy. Only `ecs-tasks.amazonaws.com` may assume either, and only for
 //!   the stack's account (`aws:SourceAccount`, from `ComputeInputs::account_id`). The
-//!   foundation (roles, log group, cluster) runs before the inputs exist, so it creates a role
-//!   with a provisional trust policy; the apply converges both policies once the inputs are
-//!   known (one more IAM read).
+//!   foundation (roles, log group, cluster) waits for `FoundationInputs` (the account and the
+//!   image), not for the network.
 //! - The task definition gets a new revision only when the newest one differs (compared field
 //!   by field, not as text). Its container `app` has the health check
 //!   `["CMD", "/sample-app", "health"]`, which the sample app image provides: a custom image must
@@ -80,6 +79,16 @@ pub struct ComputeInputs {
     /// The account the stack runs in: the roles trust ECS only on its behalf
     /// (`aws:SourceAccount`), and the execution role's log permission names it.
     pub account_id: String,
+}
+
+/// The part of [`ComputeInputs`] the foundation (the roles' policies) needs, known before
+/// the network and the load balancer are: see [`Compute::apply_staged`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundationInputs {
+    /// [`ComputeInputs::account_id`].
+    pub account_id: String,
+    /// [`ComputeInputs::default_image`].
+    pub default_image: String,
 }
 
 /// What compute gives the modules downstream and the user.
@@ -169,19 +178,36 @@ impl Compute {
         outputs(&desired, &ids).map(Some)
     }
 
-    /// [`Module::apply`] for a caller still building the inputs: what needs none of them (the
-    /// IAM roles, the log group, the cluster) converges at once while `inputs` resolves, and
-    /// the task definition, the service and its scaling follow. The result is that of
+    /// [`Module::apply`] for a caller still building the inputs: the foundation (the IAM
+    /// roles, the log group, the cluster) converges as soon as `foundation` resolves (the
+    /// account and the image, which the roles' policies name), while `inputs` resolves; the
+    /// task definition, the service and its scaling follow. The result is that of
     /// `apply(cx, &inputs.await)`, sooner: on AWS the roles and the cluster are made while the
     /// network waits for its NAT gateways and the load balancer is created.
-    pub async fn apply_staged<F>(&self, cx: &Context, inputs: F) -> Result<ComputeOutputs, Error>
+    pub async fn apply_staged<E, F>(
+        &self,
+        cx: &Context,
+        foundation: E,
+        inputs: F,
+    ) -> Result<ComputeOutputs, Error>
     where
+        E: Future<Output = FoundationInputs> + Send,
         F: Future<Output = ComputeInputs> + Send,
     {
         let names = Names::new(cx.stack().as_str());
-        let observed = Observed::read(&self.clients, &names, false).await?;
+        let (observed, known) =
+            tokio::join!(Observed::read(&self.clients, &names, false), foundation);
+        let observed = observed?;
         // Placeholders shape only the parts of `Desired` the foundation does not read.
-        let early = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
+        let early = Desired::new(
+            cx,
+            &self.spec,
+            &ComputeInputs {
+                account_id: known.account_id,
+                default_image: known.default_image,
+                ..ComputeInputs::placeholder()
+            },
+        );
         let foundation = diff_foundation(&early, &observed)?;
         let (ids, inputs) = tokio::join!(
             exec::run(
@@ -194,13 +220,8 @@ impl Compute {
             inputs
         );
         let desired = Desired::new(cx, &self.spec, &inputs);
-        let ids = ids?;
-        // The roles' trust (the account) and the execution policy (the image's repository)
-        // are final only now: read the roles again and converge them with the rest.
-        let now = Observed::read(&self.clients, &desired.names, false).await?;
-        let mut rest = diff_foundation(&desired, &now)?;
-        rest.extend(diff_service(&desired, &now)?);
-        let ids = exec::run(&self.clients, cx, &desired, &rest, ids).await?;
+        let rest = diff_service(&desired, &observed)?;
+        let ids = exec::run(&self.clients, cx, &desired, &rest, ids?).await?;
         outputs(&desired, &ids)
     }
 
@@ -268,8 +289,16 @@ impl Module for Compute {
     }
 
     async fn apply(&self, cx: &Context, inputs: &ComputeInputs) -> Result<ComputeOutputs, Error> {
-        self.apply_staged(cx, std::future::ready(inputs.clone()))
-            .await
+        let foundation = FoundationInputs {
+            account_id: inputs.account_id.clone(),
+            default_image: inputs.default_image.clone(),
+        };
+        self.apply_staged(
+            cx,
+            std::future::ready(foundation),
+            std::future::ready(inputs.clone()),
+        )
+        .await
     }
 
     async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {

@@ -34,7 +34,9 @@ impl Stack {
     /// Converges every module and returns the outputs. Each module starts as soon as what it
     /// needs exists, rather than when the module before it ends:
     ///
-    /// - storage, the network, and compute's IAM roles, log group and cluster start at once;
+    /// - storage and the network start at once; compute's IAM roles, log group and cluster as
+    ///   soon as storage has the repository (the roles' policies name the account and the
+    ///   image's repository);
     /// - the load balancer starts once the network's subnets and security groups exist and the
     ///   log bucket is ready, while the network waits for its NAT gateways;
     /// - compute's task definition, service and scaling start once the whole network (private
@@ -84,7 +86,18 @@ impl Stack {
                 );
                 self.compute_inputs(&net, &storage, &lb)
             };
-            Ok::<_, Error>(m.compute.apply_staged(cx, inputs).await?)
+            let foundation = async {
+                let storage = storage_rx.clone().get().await;
+                compute::FoundationInputs {
+                    account_id: storage.account_id.clone(),
+                    default_image: format!(
+                        "{}:{}",
+                        storage.repository_uri,
+                        crate::DEFAULT_IMAGE_TAG
+                    ),
+                }
+            };
+            Ok::<_, Error>(m.compute.apply_staged(cx, foundation, inputs).await?)
         };
         let observability = async {
             let (net, lb) = tokio::join!(early_rx.clone().get(), lb_rx.clone().get());
