@@ -237,29 +237,10 @@ impl Compute {
     }
 }
 
-/// The plan of `ops`. A policy put on or attached to a role this plan creates is created
-/// with it, and shows as a create.
 fn to_plan(names: &Names, ops: &[Op]) -> Plan {
-    let created: Vec<desired::RoleKind> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::CreateRole(k) => Some(*k),
-            _ => None,
-        })
-        .collect();
-    let changes = ops
-        .iter()
-        .filter_map(|op| {
-            let mut change = op.change(names)?;
-            if let Op::PutInline(k, _) = op
-                && created.contains(k)
-            {
-                change.action = infra::Action::Create;
-            }
-            Some(change)
-        })
-        .collect();
-    Plan { changes }
+    Plan {
+        changes: desired::changes(names, ops).into_iter().flatten().collect(),
+    }
 }
 
 fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {

@@ -14,7 +14,7 @@ mod op;
 
 pub(crate) use diff::{diff, diff_foundation, diff_service, kept_log_group, teardown};
 use op::show;
-pub(crate) use op::{EcsKind, Op};
+pub(crate) use op::{EcsKind, Op, changes};
 
 pub(crate) const MODULE: &str = "compute";
 /// The one container of the task.

@@ -93,6 +93,30 @@ pub(crate) enum Op {
     },
 }
 
+/// The plan change of each of `ops`, in order (`None` for steps that are no change of their
+/// own). A policy put on a role the same steps create is created with it: a create, as plan
+/// and apply's summary both count it.
+pub(crate) fn changes(names: &Names, ops: &[Op]) -> Vec<Option<Change>> {
+    let created: Vec<RoleKind> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CreateRole(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    ops.iter()
+        .map(|op| {
+            let mut change = op.change(names)?;
+            if let Op::PutInline(k, _) = op
+                && created.contains(k)
+            {
+                change.action = Action::Create;
+            }
+            Some(change)
+        })
+        .collect()
+}
+
 impl Op {
     /// How the step shows in a plan; `None` for waits.
     pub(crate) fn change(&self, names: &Names) -> Option<Change> {

@@ -149,8 +149,8 @@ pub(crate) async fn run(
     ops: &[Op],
     mut ids: Ids,
 ) -> Result<Ids, Error> {
-    for op in ops {
-        let change = op.change(&desired.names);
+    let changes = crate::desired::changes(&desired.names, ops);
+    for (op, change) in ops.iter().zip(changes) {
         infra::reported(
             cx.progress(),
             change.as_slice(),
