@@ -29,9 +29,12 @@ pub(crate) async fn wait(
     since: SystemTime,
     address_zones: &[(String, String)],
 ) -> anyhow::Result<()> {
-    let health = steady::health_timing(cx, &outputs.load_balancer.target_group_arn)
+    let elb: aws_sdk_elasticloadbalancingv2::Client =
+        infra::client!(cx, aws_sdk_elasticloadbalancingv2);
+    let health = steady::health_timing(&elb, &outputs.load_balancer.target_group_arn)
         .await
-        .context("reading the target group's health check")?;
+        .context("reading the target group's health check")?
+        .unwrap_or_default();
     let start = steady::expected_start(health, launch);
     let derived = clock.wall(Duration::from_secs_f64(start.max * proof::model::MARGIN));
     let deadline = timeout.unwrap_or(derived);

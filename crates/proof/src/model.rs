@@ -12,7 +12,7 @@ use aws_model::{Clock, HealthTiming, Span};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Fault, ProveConfig};
-use crate::error::{Error, aws};
+use crate::error::Error;
 use crate::observe::Scaling;
 
 pub use aws_model::predict::MARGIN;
@@ -57,37 +57,23 @@ pub struct Prediction {
     pub fault_max_s: f64,
 }
 
-/// Reads the target group's health check timing.
+/// Reads the target group's health check timing (`stack::steady::health_timing`).
 pub(crate) async fn health_timing(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     tg_arn: &str,
 ) -> Result<HealthTiming, Error> {
-    let out = elb
-        .describe_target_groups()
-        .target_group_arns(tg_arn)
-        .send()
+    stack::steady::health_timing(elb, tg_arn)
         .await
-        .map_err(aws("DescribeTargetGroups", tg_arn))?;
-    let Some(tg) = out.target_groups().first() else {
-        return Err(Error::Aws {
+        .map_err(|e| Error::Aws {
+            operation: "DescribeTargetGroups",
+            resource: tg_arn.to_owned(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| Error::Aws {
             operation: "DescribeTargetGroups",
             resource: tg_arn.to_owned(),
             message: "the target group does not exist".to_owned(),
-        });
-    };
-    let d = HealthTiming::default();
-    let secs = |v: Option<i32>, default: Duration| {
-        v.and_then(|v| u64::try_from(v).ok())
-            .map_or(default, Duration::from_secs)
-    };
-    let count =
-        |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(default);
-    Ok(HealthTiming {
-        interval: secs(tg.health_check_interval_seconds(), d.interval),
-        timeout: secs(tg.health_check_timeout_seconds(), d.timeout),
-        healthy_threshold: count(tg.healthy_threshold_count(), d.healthy_threshold),
-        unhealthy_threshold: count(tg.unhealthy_threshold_count(), d.unhealthy_threshold),
-    })
+        })
 }
 
 /// What the run plans, for the prediction.

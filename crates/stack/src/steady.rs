@@ -366,35 +366,34 @@ pub async fn read(
     Ok(health)
 }
 
-/// Reads the target group's health check timing (AWS's defaults for what it leaves out).
+/// Reads the target group's health check timing (AWS's defaults for what it leaves out);
+/// `None` when the target group does not exist. The proof reads it here too.
 pub async fn health_timing(
-    cx: &Context,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
     target_group_arn: &str,
-) -> Result<HealthTiming, CallError> {
-    let elb: aws_sdk_elasticloadbalancingv2::Client =
-        infra::client!(cx, aws_sdk_elasticloadbalancingv2);
+) -> Result<Option<HealthTiming>, CallError> {
     let out = elb
         .describe_target_groups()
         .target_group_arns(target_group_arn)
         .send()
         .await
         .map_err(aws("DescribeTargetGroups", target_group_arn))?;
-    let d = HealthTiming::default();
     let Some(tg) = out.target_groups().first() else {
-        return Ok(d);
+        return Ok(None);
     };
+    let d = HealthTiming::default();
     let secs = |v: Option<i32>, default: std::time::Duration| {
         v.and_then(|v| u64::try_from(v).ok())
             .map_or(default, std::time::Duration::from_secs)
     };
     let count =
         |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(default);
-    Ok(HealthTiming {
+    Ok(Some(HealthTiming {
         interval: secs(tg.health_check_interval_seconds(), d.interval),
         timeout: secs(tg.health_check_timeout_seconds(), d.timeout),
         healthy_threshold: count(tg.healthy_threshold_count(), d.healthy_threshold),
         unhealthy_threshold: count(tg.unhealthy_threshold_count(), d.unhealthy_threshold),
-    })
+    }))
 }
 
 #[cfg(test)]

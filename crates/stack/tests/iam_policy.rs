@@ -125,8 +125,11 @@ async fn every_call() {
     stack::steady::read(&cx, &outputs, SystemTime::now(), &[])
         .await
         .unwrap();
-    stack::steady::health_timing(&cx, &outputs.load_balancer.target_group_arn)
+    let elb: aws_sdk_elasticloadbalancingv2::Client =
+        infra::client!(&cx, aws_sdk_elasticloadbalancingv2);
+    stack::steady::health_timing(&elb, &outputs.load_balancer.target_group_arn)
         .await
+        .unwrap()
         .unwrap();
     let zone = outputs.network.zones[0].clone();
     stack.isolate_zone(&cx, &zone).await.unwrap();
