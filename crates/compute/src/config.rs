@@ -65,6 +65,14 @@ pub struct ComputeConfig {
     /// Extra environment variables of the container. `PORT` is set to the container port and
     /// may not be given. Default: none.
     pub environment: BTreeMap<String, String>,
+    /// Secrets of the container, as environment variables ECS sets from Secrets Manager or
+    /// SSM Parameter Store when the task starts: `NAME = "arn:aws:secretsmanager:...:secret:..."`
+    /// (the secret's full ARN, optionally followed by `:json-key:version-stage:version-id` as
+    /// ECS allows), `NAME = "arn:aws:ssm:...:parameter/..."` or `NAME = "/a/parameter"` (a
+    /// parameter of the stack's region by name). Only these references are in the task
+    /// definition and the plan, never a value; the execution role may read exactly these and
+    /// nothing else (`secretsmanager:GetSecretValue`, `ssm:GetParameters`). Default: none.
+    pub secrets: BTreeMap<String, String>,
     /// Mount the container's root filesystem read-only. Default false.
     pub read_only_root_filesystem: bool,
     /// `x86_64` (default) or `arm64`.
@@ -105,6 +113,7 @@ impl Default for ComputeConfig {
             scale_in_cooldown_seconds: 300,
             log_retention_days: 30,
             environment: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             read_only_root_filesystem: false,
             cpu_architecture: CpuArchitecture::X86_64,
             health_check_grace_seconds: 60,
@@ -145,6 +154,8 @@ pub struct ComputeSpec {
     pub log_retention_days: u32,
     /// Extra environment variables.
     pub environment: BTreeMap<String, String>,
+    /// Secrets by environment variable name.
+    pub secrets: BTreeMap<String, Secret>,
     /// Read-only root filesystem.
     pub read_only_root_filesystem: bool,
     /// CPU architecture.
@@ -159,6 +170,122 @@ pub struct ComputeSpec {
     pub zone_count: Option<u32>,
     /// Destroy deletes a log group that holds logs.
     pub force_destroy: bool,
+}
+
+/// Where a secret of the container comes from: what ECS's `valueFrom` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A Secrets Manager secret by full ARN (ECS takes no name for these).
+    SecretsManager {
+        /// As written: the ARN, possibly with `:json-key:version-stage:version-id`.
+        value_from: String,
+        /// The secret's ARN alone (the first seven `:` fields): what IAM names.
+        arn: String,
+    },
+    /// An SSM parameter by full ARN.
+    ParameterArn(String),
+    /// An SSM parameter of the stack's region by name (`/a/b` or `a_b`).
+    ParameterName(String),
+}
+
+/// The partitions an ARN may name.
+const PARTITIONS: &[&str] = &["aws", "aws-cn", "aws-us-gov"];
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Secret {
+    const ALLOWED: &'static str = "a Secrets Manager secret's full ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-abcdef, optionally followed by :json-key:version-stage:version-id), an SSM parameter's ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME) or an SSM parameter's name in the stack's region (/a/b: letters, digits and _ . - /, at most 2048 characters, not starting with aws or ssm)";
+
+    /// Reads a reference as `[service.secrets]` holds it; `Err` says what is allowed.
+    pub fn parse(reference: &str) -> Result<Secret, String> {
+        let bad = |why: &str| Err(format!("{}; {why}", Self::ALLOWED));
+        if let Some(rest) = reference.strip_prefix("arn:") {
+            let parts: Vec<&str> = rest.split(':').collect();
+            let head_ok = parts.len() >= 5
+                && PARTITIONS.contains(&parts[0])
+                && is_region(parts[2])
+                && is_account(parts[3]);
+            return match parts.get(1).copied() {
+                Some("secretsmanager") if head_ok => {
+                    let name_ok = parts.len() >= 6 && parts[4] == "secret" && !parts[5].is_empty();
+                    if !name_ok || !(parts.len() == 6 || parts.len() == 9) {
+                        return bad(
+                            "this ARN is not a secret's ARN with nothing or all three of :json-key:version-stage:version-id after it",
+                        );
+                    }
+                    Ok(Secret::SecretsManager {
+                        value_from: reference.to_owned(),
+                        arn: format!("arn:{}", parts[..6].join(":")),
+                    })
+                }
+                Some("ssm") if head_ok => {
+                    let name = parts[4..].join(":");
+                    match name.strip_prefix("parameter/") {
+                        Some(n) if parts.len() == 5 && is_parameter_name(n) => {
+                            Ok(Secret::ParameterArn(reference.to_owned()))
+                        }
+                        _ => bad("this ARN is not a parameter's ARN"),
+                    }
+                }
+                Some("secretsmanager" | "ssm") => bad(
+                    "the ARN needs a partition (aws, aws-cn, aws-us-gov), a region and a 12-digit account",
+                ),
+                _ => bad("the ARN names another service"),
+            };
+        }
+        if is_parameter_name(reference) {
+            Ok(Secret::ParameterName(reference.to_owned()))
+        } else {
+            bad("a Secrets Manager secret needs its full ARN, which ECS requires")
+        }
+    }
+
+    /// The `valueFrom` of the container definition.
+    pub fn value_from(&self) -> &str {
+        match self {
+            Secret::SecretsManager { value_from, .. } => value_from,
+            Secret::ParameterArn(s) | Secret::ParameterName(s) => s,
+        }
+    }
+
+    /// The IAM action the execution role needs and the resource it needs it on, for a task
+    /// in `region` of `account` in `partition`.
+    pub fn grant(&self, partition: &str, region: &str, account: &str) -> (&'static str, String) {
+        match self {
+            Secret::SecretsManager { arn, .. } => ("secretsmanager:GetSecretValue", arn.clone()),
+            Secret::ParameterArn(arn) => ("ssm:GetParameters", arn.clone()),
+            Secret::ParameterName(name) => (
+                "ssm:GetParameters",
+                format!(
+                    "arn:{partition}:ssm:{region}:{account}:parameter/{}",
+                    name.trim_start_matches('/')
+                ),
+            ),
+        }
+    }
+}
+
+/// An SSM parameter name: `[a-zA-Z0-9_.-/]`, 1 to 2048 characters, not beginning with `aws`
+/// or `ssm` (any case, with or without a leading `/`), at most 15 levels.
+fn is_parameter_name(name: &str) -> bool {
+    let bare = name.trim_start_matches('/').to_ascii_lowercase();
+    !name.is_empty()
+        && name.len() <= 2048
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+        && !bare.is_empty()
+        && !bare.starts_with("aws")
+        && !bare.starts_with("ssm")
+        && name.split('/').filter(|p| !p.is_empty()).count() <= 15
 }
 
 /// The log retention values CloudWatch Logs accepts.
@@ -302,19 +429,48 @@ impl ComputeConfig {
                 format!("one of the values CloudWatch Logs allows: {LOG_RETENTION_DAYS:?}"),
             );
         }
-        for name in self.environment.keys() {
-            if name == "PORT" {
+        for (table, names) in [
+            ("environment", self.environment.keys().collect::<Vec<_>>()),
+            ("secrets", self.secrets.keys().collect()),
+        ] {
+            for name in names {
+                if name == "PORT" {
+                    problems.add(
+                        field(table),
+                        "PORT",
+                        "any name but PORT, which is set to the container port",
+                    );
+                } else if !is_env_name(name) || name.starts_with("ECS_") || name.starts_with("AWS_")
+                {
+                    problems.add(
+                        field(table),
+                        format!("{name:?}"),
+                        "names of letters, digits and '_', not starting with a digit, ECS_ or AWS_",
+                    );
+                }
+            }
+        }
+        let mut secrets = BTreeMap::new();
+        for (name, reference) in &self.secrets {
+            if self.environment.contains_key(name) {
                 problems.add(
-                    field("environment"),
-                    "PORT",
-                    "any name but PORT, which is set to the container port",
-                );
-            } else if !is_env_name(name) || name.starts_with("ECS_") || name.starts_with("AWS_") {
-                problems.add(
-                    field("environment"),
+                    field("secrets"),
                     format!("{name:?}"),
-                    "names of letters, digits and '_', not starting with a digit, ECS_ or AWS_",
+                    format!(
+                        "a name that is not in {} too: the container gets one value per name",
+                        field("environment")
+                    ),
                 );
+            }
+            match Secret::parse(reference) {
+                Ok(secret) => {
+                    secrets.insert(name.clone(), secret);
+                }
+                Err(allowed) => problems.add(
+                    format!("{}.{name}", field("secrets")),
+                    format!("{reference:?}"),
+                    allowed,
+                ),
             }
         }
         if self.health_check_grace_seconds > i32::MAX as u32 {
@@ -351,6 +507,7 @@ impl ComputeConfig {
             scale_in_cooldown_seconds: self.scale_in_cooldown_seconds,
             log_retention_days: self.log_retention_days,
             environment: self.environment.clone(),
+            secrets,
             read_only_root_filesystem: self.read_only_root_filesystem,
             cpu_architecture: self.cpu_architecture,
             health_check_grace_seconds: self.health_check_grace_seconds,
@@ -590,6 +747,79 @@ mod tests {
         assert_eq!(
             fields(r#"task-role-statements = ["s3:*"]"#),
             ["service.task-role-statements[0]"]
+        );
+    }
+
+    #[test]
+    fn secrets_take_what_ecs_takes_and_name_what_is_wrong() {
+        let spec = check(
+            r#"
+            environment = { MODE = "prod" }
+            [secrets]
+            DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf:password::"
+            TOKEN = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:token-x1Y2z3"
+            KEY = "/prod/api-key"
+            FLAT = "api_key.v2"
+            SHARED = "arn:aws:ssm:us-east-1:123456789012:parameter/shared/key"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.secrets.len(), 5);
+        assert_eq!(
+            spec.secrets["DB"],
+            Secret::SecretsManager {
+                value_from:
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf:password::"
+                        .into(),
+                arn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf".into(),
+            }
+        );
+        assert_eq!(
+            spec.secrets["KEY"],
+            Secret::ParameterName("/prod/api-key".into())
+        );
+        assert_eq!(spec.secrets["KEY"].value_from(), "/prod/api-key");
+
+        for (reference, why) in [
+            // ECS takes no Secrets Manager name; a name with a space is no parameter either.
+            ("prod db", "needs its full ARN"),
+            (
+                "arn:aws:secretsmanager:eu-west-1:1234:secret:db-AbCdEf",
+                "12-digit account",
+            ),
+            (
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf:key",
+                "all three",
+            ),
+            (
+                "arn:aws:secretsmanager:eu-west-1:123456789012:db-AbCdEf",
+                "all three",
+            ),
+            (
+                "arn:aws:ssm:eu-west-1:123456789012:document/x",
+                "not a parameter's ARN",
+            ),
+            ("arn:aws:s3:::bucket/key", "another service"),
+            ("/aws/reserved", "needs its full ARN"),
+            ("", "needs its full ARN"),
+        ] {
+            let text = format!("[secrets]\nX = {reference:?}");
+            let p = check(&text).unwrap_err();
+            assert_eq!(fields(&text), ["service.secrets.X"], "{reference}");
+            let message = p.to_string();
+            assert!(message.contains(&format!("{reference:?}")), "{message}");
+            assert!(message.contains(why), "{reference}: {message}");
+            assert!(
+                message.contains("arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"),
+                "{message}"
+            );
+        }
+        // Names follow the environment's rules, and one name is one value.
+        assert_eq!(
+            fields(
+                "environment = { DB = \"x\" }\n[secrets]\nDB = \"/db\"\nPORT = \"/p\"\n\"1X\" = \"/q\""
+            ),
+            ["service.secrets", "service.secrets", "service.secrets"]
         );
     }
 

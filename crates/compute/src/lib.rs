@@ -49,7 +49,8 @@ use infra::{Context, Module, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ComputeConfig, ComputeSpec, CpuArchitecture, LOG_RETENTION_DAYS, MAX_TASKS, fargate_memory,
+    ComputeConfig, ComputeSpec, CpuArchitecture, LOG_RETENTION_DAYS, MAX_TASKS, Secret,
+    fargate_memory,
 };
 pub use error::Error;
 

@@ -282,6 +282,11 @@ async fn task_definition(
                     ))
                 })
                 .collect(),
+            secrets: c
+                .secrets()
+                .iter()
+                .map(|s| (s.name().to_owned(), s.value_from().to_owned()))
+                .collect(),
             health: c.health_check().map(|h| HealthShape {
                 command: h.command().to_vec(),
                 interval: h.interval().unwrap_or(30),

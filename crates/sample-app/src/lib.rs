@@ -3,13 +3,16 @@
 //! Routes (every response carries the headers `x-az` and `x-task`):
 //! - `GET /` -> 200, `{"az":"eu-west-1a","task":"arn:aws:ecs:...:task/cluster/0123"}`;
 //! - `GET /health` -> 200, `ok`;
-//! - `GET /work?cpu_ms=N&sleep_ms=M` -> burns N ms of CPU (at most [`MAX_CPU_MS`]) on a
-//!   blocking thread, then sleeps M ms (at most [`MAX_SLEEP_MS`]), then 200 with a small JSON;
-//!   a value that is not a number is a 400;
-//! - `POST /fail-health` (only when `$FAULT_ROUTES` is `1` or `true`; the sandbox sets it for
-//!   its tasks, the Dockerfile does not) -> 200, and from then on `GET /health` answers 503
-//!   `failing`, so a load balancer marks this one task unhealthy while `/` keeps answering;
-//!   without the variable it is a 404 like any other unknown route;
+//! - `GET /work?cpu_ms=N&sleep_ms=M` (only when `$WORK_ROUTES` is `1` or `true`) -> burns N ms
+//!   of CPU (at most [`MAX_CPU_MS`]) on a blocking thread, then sleeps M ms (at most
+//!   [`MAX_SLEEP_MS`]), then 200 with a small JSON; a value that is not a number is a 400;
+//! - `POST /fail-health` (only when `$FAULT_ROUTES` is `1` or `true`) -> 200, and from then on
+//!   `GET /health` answers 503 `failing`, so a load balancer marks this one task unhealthy
+//!   while `/` keeps answering;
+//!
+//!   Both are off unless the task's environment turns them on (`[service.environment]` of the
+//!   stack): on a public load balancer `/work` lets anyone burn the service's CPU and
+//!   `/fail-health` lets anyone take a task out. Off, they are 404s like any unknown route;
 //! - anything else -> 404.
 //!
 //! The AZ and task come from the ECS task metadata endpoint v4 ([`Identity::discover`]), as on
@@ -185,16 +188,34 @@ pub fn port() -> Result<u16, Error> {
     }
 }
 
-/// Whether the fault routes (`POST /fail-health`) are on: `$FAULT_ROUTES` is `1` or `true`
-/// (unset, `0` or `false`: off).
-pub fn fault_routes() -> Result<bool, Error> {
-    match std::env::var("FAULT_ROUTES") {
+/// The routes that are off unless the task's environment turns them on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// `GET /work` (`$WORK_ROUTES`).
+    pub work: bool,
+    /// `POST /fail-health` (`$FAULT_ROUTES`).
+    pub fault: bool,
+}
+
+impl Routes {
+    /// Reads `$WORK_ROUTES` and `$FAULT_ROUTES`: `1` or `true` is on; unset, empty, `0` or
+    /// `false` is off; anything else is an error naming the variable.
+    pub fn from_env() -> Result<Routes, Error> {
+        Ok(Routes {
+            work: flag("WORK_ROUTES")?,
+            fault: flag("FAULT_ROUTES")?,
+        })
+    }
+}
+
+fn flag(name: &'static str) -> Result<bool, Error> {
+    match std::env::var(name) {
         Err(_) => Ok(false),
         Ok(value) => match value.as_str() {
             "1" | "true" => Ok(true),
             "" | "0" | "false" => Ok(false),
             _ => Err(Error::Env {
-                name: "FAULT_ROUTES",
+                name,
                 value,
                 expected: "1, true, 0 or false",
             }),
@@ -221,14 +242,14 @@ struct App {
     root_body: Bytes,
     az: HeaderValue,
     task: HeaderValue,
-    /// Whether `POST /fail-health` is served.
-    fault_routes: bool,
+    /// Which optional routes are served.
+    routes: Routes,
     /// Set by `POST /fail-health`: `/health` answers 503.
     failing_health: AtomicBool,
 }
 
 impl App {
-    fn new(identity: &Identity, fault_routes: bool) -> App {
+    fn new(identity: &Identity, routes: Routes) -> App {
         let header = |value: &str| {
             HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         };
@@ -237,7 +258,7 @@ impl App {
             root_body: Bytes::from(body.to_string()),
             az: header(&identity.az),
             task: header(&identity.task),
-            fault_routes,
+            routes,
             failing_health: AtomicBool::new(false),
         }
     }
@@ -260,7 +281,7 @@ impl App {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         const JSON: &str = "application/json";
         const TEXT: &str = "text/plain; charset=utf-8";
-        if self.fault_routes
+        if self.routes.fault
             && request.method() == Method::POST
             && request.uri().path() == "/fail-health"
         {
@@ -287,7 +308,7 @@ impl App {
                 Bytes::from_static(b"failing"),
             ),
             "/health" => self.respond(StatusCode::OK, TEXT, Bytes::from_static(b"ok")),
-            "/work" => match parse_work(request.uri().query().unwrap_or("")) {
+            "/work" if self.routes.work => match parse_work(request.uri().query().unwrap_or("")) {
                 Err(message) => self.respond(StatusCode::BAD_REQUEST, TEXT, Bytes::from(message)),
                 Ok((cpu_ms, sleep_ms)) => {
                     if cpu_ms > 0 {
@@ -347,18 +368,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    serve_with(listener, identity, false, shutdown, drain).await;
+    serve_with(listener, identity, Routes::default(), shutdown, drain).await;
 }
 
-/// [`serve`], with the fault routes (`POST /fail-health`) on when `fault_routes` is true.
+/// [`serve`], with the optional routes `routes` turns on.
 pub async fn serve_with(
     listener: TcpListener,
     identity: Identity,
-    fault_routes: bool,
+    routes: Routes,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let app = Arc::new(App::new(&identity, fault_routes));
+    let app = Arc::new(App::new(&identity, routes));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();

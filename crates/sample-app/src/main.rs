@@ -30,8 +30,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let faults = match sample_app::fault_routes() {
-        Ok(faults) => faults,
+    let routes = match sample_app::Routes::from_env() {
+        Ok(routes) => routes,
         Err(err) => {
             eprintln!("sample-app: {err}");
             return ExitCode::from(2);
@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
         "sample-app: listening on {addr} (az {}, task {})",
         identity.az, identity.task
     );
-    sample_app::serve_with(listener, identity, faults, shutdown, DRAIN).await;
+    sample_app::serve_with(listener, identity, routes, shutdown, DRAIN).await;
     eprintln!("sample-app: stopped");
     ExitCode::SUCCESS
 }

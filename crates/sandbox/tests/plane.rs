@@ -201,6 +201,27 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
         .await
         .unwrap();
 
+    // The container's secrets: a JSON key of a Secrets Manager secret and an SSM parameter.
+    let sm = client!(&sdk, account, aws_sdk_secretsmanager);
+    let secret_arn = sm
+        .create_secret()
+        .name("web/db")
+        .secret_string(r#"{"password":"pw-from-asm","user":"web"}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    client!(&sdk, account, aws_sdk_ssm)
+        .put_parameter()
+        .name("/web/token")
+        .value("tok-from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+
     let cluster = "web".to_owned();
     ecs.create_cluster()
         .cluster_name(&cluster)
@@ -224,6 +245,12 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
                         .container_port(i32::from(port))
                         .build(),
                 )
+                // The routes these tests drive are off unless the task's environment asks.
+                .environment(env("WORK_ROUTES", "1"))
+                .environment(env("FAULT_ROUTES", "1"))
+                .environment(env("MODE", "sandbox"))
+                .secrets(secret("DB_PASSWORD", &format!("{secret_arn}:password::")))
+                .secrets(secret("TOKEN", "/web/token"))
                 .build(),
         )
         .send()
@@ -285,6 +312,34 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
         sg,
         tg,
     }
+}
+
+fn env(name: &str, value: &str) -> aws_sdk_ecs::types::KeyValuePair {
+    aws_sdk_ecs::types::KeyValuePair::builder()
+        .name(name)
+        .value(value)
+        .build()
+}
+
+fn secret(name: &str, value_from: &str) -> aws_sdk_ecs::types::Secret {
+    aws_sdk_ecs::types::Secret::builder()
+        .name(name)
+        .value_from(value_from)
+        .build()
+        .unwrap()
+}
+
+/// The environment of a running process (`/proc/PID/environ`).
+fn environ(pid: u32) -> BTreeMap<String, String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 /// One GET through `addr`; returns (status, x-az, x-task).
@@ -409,6 +464,14 @@ async fn plane_serves_heals_isolates_and_scales() {
     assert_eq!(healthy_in(&s, "eu-west-1a"), 1, "{s:#?}");
     assert_eq!(healthy_in(&s, "eu-west-1b"), 1, "{s:#?}");
     for t in &s.tasks {
+        // The task definition's environment and its secrets, read when the task started.
+        let env = environ(t.pid);
+        assert_eq!(env.get("MODE").map(String::as_str), Some("sandbox"));
+        assert_eq!(
+            env.get("DB_PASSWORD").map(String::as_str),
+            Some("pw-from-asm")
+        );
+        assert_eq!(env.get("TOKEN").map(String::as_str), Some("tok-from-ssm"));
         assert_eq!(t.addr.port(), st.port);
         let expected = if t.zone == "eu-west-1a" {
             [127, 0, 1]
@@ -1127,81 +1190,106 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         "balanced after scale-in: {s:#?}"
     );
 
-    // An image the sandbox cannot run: the task fails to start, visibly in ECS.
-    let other_td = st
-        .ecs
-        .register_task_definition()
-        .family("other")
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
+    // Tasks that cannot start fail visibly in ECS, with the reason ECS gives: an image the
+    // sandbox cannot run, and a secret that does not exist (the agent reads secrets before
+    // the container starts).
+    let missing = format!(
+        "arn:aws:secretsmanager:{REGION}:{}:secret:web/gone-AbCdEf",
+        st.account.0
+    );
+    for (name, container, reason) in [
+        (
+            "other",
             ContainerDefinition::builder()
                 .name("nginx")
                 .image("public.ecr.aws/nginx/nginx:latest")
                 .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap()
-        .to_owned();
-    st.ecs
-        .create_service()
-        .cluster(&st.cluster)
-        .service_name("other")
-        .task_definition(&other_td)
-        .desired_count(1)
-        .launch_type(LaunchType::Fargate)
-        .network_configuration(
-            NetworkConfiguration::builder()
-                .awsvpc_configuration(
-                    AwsVpcConfiguration::builder()
-                        .set_subnets(Some(st.subnets.values().cloned().collect()))
-                        .security_groups(&st.sg)
-                        .build()
-                        .unwrap(),
-                )
+            "CannotPullContainerError",
+        ),
+        (
+            "secretless",
+            ContainerDefinition::builder()
+                .name("app")
+                .image("x/sample-app:latest")
+                .secrets(secret("DB_PASSWORD", &missing))
                 .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let s = plane
-        .wait_for(Duration::from_secs(20), |s| {
-            s.services
-                .iter()
-                .any(|x| x.name == "other" && x.failed_starts >= 1)
-        })
-        .await
-        .unwrap_or_else(|| panic!("no failed start: {:#?}", plane.status()));
-    assert!(s.tasks.iter().all(|t| t.service != "other"));
-    let stopped = st
-        .ecs
-        .list_tasks()
-        .cluster(&st.cluster)
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-        .send()
-        .await
-        .unwrap();
-    let described = st
-        .ecs
-        .describe_tasks()
-        .cluster(&st.cluster)
-        .set_tasks(Some(stopped.task_arns().to_vec()))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        described.tasks().iter().any(|t| t
-            .stopped_reason()
-            .is_some_and(|r| r.contains("CannotPullContainerError"))),
-        "no task stopped with the reason"
-    );
+            "ResourceInitializationError: unable to pull secrets or registry auth",
+        ),
+    ] {
+        let td = st
+            .ecs
+            .register_task_definition()
+            .family(name)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .container_definitions(container)
+            .send()
+            .await
+            .unwrap()
+            .task_definition()
+            .unwrap()
+            .task_definition_arn()
+            .unwrap()
+            .to_owned();
+        st.ecs
+            .create_service()
+            .cluster(&st.cluster)
+            .service_name(name)
+            .task_definition(&td)
+            .desired_count(1)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .set_subnets(Some(st.subnets.values().cloned().collect()))
+                            .security_groups(&st.sg)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let s = plane
+            .wait_for(Duration::from_secs(20), |s| {
+                s.services
+                    .iter()
+                    .any(|x| x.name == name && x.failed_starts >= 1)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no failed start of {name}: {:#?}", plane.status()));
+        assert!(s.tasks.iter().all(|t| t.service != name));
+        let stopped = st
+            .ecs
+            .list_tasks()
+            .cluster(&st.cluster)
+            .service_name(name)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+            .send()
+            .await
+            .unwrap();
+        let described = st
+            .ecs
+            .describe_tasks()
+            .cluster(&st.cluster)
+            .set_tasks(Some(stopped.task_arns().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let reasons: Vec<&str> = described
+            .tasks()
+            .iter()
+            .filter_map(|t| t.stopped_reason())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains(reason)),
+            "{name}: no task stopped with {reason:?}: {reasons:?}"
+        );
+    }
 
     let pids: Vec<u32> = plane.status().tasks.iter().map(|t| t.pid).collect();
     plane.stop().await;

@@ -85,11 +85,6 @@ pub(crate) fn task_differences(want: &TaskShape, have: &TaskShape) -> Vec<String
         );
         cmp("ports", format!("{:?}", w.ports), format!("{:?}", h.ports));
         cmp(
-            "environment",
-            format!("{:?}", w.environment),
-            format!("{:?}", h.environment),
-        );
-        cmp(
             "health check",
             format!("{:?}", w.health),
             format!("{:?}", h.health),
@@ -104,8 +99,38 @@ pub(crate) fn task_differences(want: &TaskShape, have: &TaskShape) -> Vec<String
             w.read_only.to_string(),
             h.read_only.to_string(),
         );
+        // Names only: a plan is printed and kept in CI logs, and a value may be a secret
+        // someone put in the environment.
+        for (what, w, h) in [
+            ("environment", &w.environment, &h.environment),
+            ("secrets", &w.secrets, &h.secrets),
+        ] {
+            let change = changed_names(w, h);
+            if !change.is_empty() {
+                why.push(format!("container {n} {what} {change}"));
+            }
+        }
     }
     why
+}
+
+/// The names that differ between two maps, without their values: `+NEW ~CHANGED -GONE`, or
+/// empty when the maps are equal.
+fn changed_names(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in want {
+        match have.get(name) {
+            None => parts.push(format!("+{name}")),
+            Some(old) if old != value => parts.push(format!("~{name}")),
+            Some(_) => {}
+        }
+    }
+    parts.extend(
+        have.keys()
+            .filter(|name| !want.contains_key(*name))
+            .map(|name| format!("-{name}")),
+    );
+    parts.join(" ")
 }
 
 /// What differs between the wanted and existing service settings, one line each. Settings the
@@ -653,6 +678,36 @@ mod tests {
         );
         assert!(matches!(&ops[1], Op::UpdateService { .. }), "{ops:?}");
         assert_eq!(ops.len(), 2);
+    }
+
+    #[test]
+    fn a_plan_names_changed_variables_and_secrets_but_never_their_values() {
+        let d = desired("");
+        let mut o = matching(&d);
+        let c = &mut o.task_definition.as_mut().unwrap().shape.containers[0];
+        c.environment.insert("GONE".into(), "hunter2".into());
+        c.environment.insert("PORT".into(), "s3cr3t-port".into());
+        c.secrets.insert(
+            "DB".into(),
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:old-AbCdEf".into(),
+        );
+        let ops = diff(&d, &o).unwrap();
+        let Op::RegisterTaskDefinition { why } = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert!(
+            why.contains(&"container app environment ~PORT -GONE".to_owned()),
+            "{why:?}"
+        );
+        assert!(
+            why.contains(&"container app secrets -DB".to_owned()),
+            "{why:?}"
+        );
+        let all = why.join("\n");
+        assert!(
+            !all.contains("hunter2") && !all.contains("s3cr3t") && !all.contains("old-AbCdEf"),
+            "{all}"
+        );
     }
 
     #[test]

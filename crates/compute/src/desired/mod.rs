@@ -7,7 +7,7 @@ use infra::Context;
 use serde_json::{Value, json};
 
 use crate::ComputeInputs;
-use crate::config::{ComputeSpec, policy_document};
+use crate::config::{ComputeSpec, Secret, policy_document};
 
 mod diff;
 mod op;
@@ -168,7 +168,13 @@ pub(crate) fn ecr_repository_arn(image: &str, partition: &str) -> Option<String>
 /// `AmazonECSTaskExecutionRolePolicy` (which allows pulling every repository and writing
 /// every log group): an ECR token (an action without resources), pulling from the image's own
 /// repository when it is a private ECR image, and writing streams of the task log group only.
-pub(crate) fn execution_policy(image: &str, log_group: &str, region: &str, account: &str) -> Value {
+pub(crate) fn execution_policy(
+    image: &str,
+    log_group: &str,
+    region: &str,
+    account: &str,
+    secrets: &BTreeMap<String, Secret>,
+) -> Value {
     let p = partition(region);
     let mut statements = vec![json!({
         "Effect": "Allow",
@@ -187,6 +193,19 @@ pub(crate) fn execution_policy(image: &str, log_group: &str, region: &str, accou
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
         "Resource": format!("arn:{p}:logs:{region}:{account}:log-group:{log_group}:log-stream:*")
     }));
+    // Read access to exactly the container's secrets, one statement per action.
+    let mut grants: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for secret in secrets.values() {
+        let (action, resource) = secret.grant(p, region, account);
+        grants.entry(action).or_default().insert(resource);
+    }
+    for (action, resources) in grants {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": action,
+            "Resource": resources.into_iter().collect::<Vec<_>>()
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -293,6 +312,8 @@ pub(crate) struct ContainerShape {
     /// `(container port, protocol)`.
     pub(crate) ports: BTreeSet<(i32, String)>,
     pub(crate) environment: BTreeMap<String, String>,
+    /// Secrets: name to `valueFrom` (references, never values).
+    pub(crate) secrets: BTreeMap<String, String>,
     pub(crate) health: Option<HealthShape>,
     pub(crate) log_driver: Option<String>,
     pub(crate) log_options: BTreeMap<String, String>,
@@ -486,6 +507,7 @@ impl Desired {
                             &names.log_group,
                             region,
                             &inputs.account_id,
+                            &spec.secrets,
                         )),
                     )]),
                     RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
@@ -507,6 +529,11 @@ impl Desired {
             essential: true,
             ports: BTreeSet::from([(port, "tcp".to_owned())]),
             environment,
+            secrets: spec
+                .secrets
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.value_from().to_owned()))
+                .collect(),
             health: spec.container_health_check.then(|| HealthShape {
                 command: HEALTH_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
                 interval,
@@ -639,8 +666,13 @@ mod least_privilege {
             "/ecs/web",
             "eu-west-1",
             "123456789012",
+            &BTreeMap::new(),
         );
         let text = public.to_string();
+        assert!(
+            !text.contains("secretsmanager") && !text.contains("ssm:"),
+            "{text}"
+        );
         assert!(!text.contains("BatchGetImage"), "{text}");
         assert!(
             text.contains("arn:aws:logs:eu-west-1:123456789012:log-group:/ecs/web:log-stream:*"),
@@ -650,6 +682,64 @@ mod least_privilege {
             !text.contains("\"Resource\":\"*\",\"Action\":\"logs"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_execution_role_reads_exactly_the_container_s_secrets() {
+        let secrets: BTreeMap<String, Secret> = [
+            (
+                "DB",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf:password::",
+            ),
+            (
+                "TOKEN",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-x1Y2z3",
+            ),
+            ("KEY", "/prod/api-key"),
+            (
+                "OTHER",
+                "arn:aws:ssm:us-east-1:123456789012:parameter/shared/key",
+            ),
+        ]
+        .into_iter()
+        .map(|(n, r)| (n.to_owned(), Secret::parse(r).unwrap()))
+        .collect();
+        let doc = normalize_policy(&execution_policy(
+            "nginx:1",
+            "/ecs/web",
+            "eu-west-1",
+            "123456789012",
+            &secrets,
+        ));
+        let statements = doc["Statement"].as_array().unwrap();
+        let on = |action: &str| -> Value {
+            statements
+                .iter()
+                .find(|s| s["Action"] == action)
+                .map(|s| s["Resource"].clone())
+                .unwrap_or(Value::Null)
+        };
+        // The JSON key is not part of what IAM names; two secrets, one statement.
+        assert_eq!(
+            on("secretsmanager:GetSecretValue"),
+            json!([
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-x1Y2z3"
+            ])
+        );
+        // A name becomes the parameter's ARN in the stack's region and account.
+        assert_eq!(
+            on("ssm:GetParameters"),
+            json!([
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/api-key",
+                "arn:aws:ssm:us-east-1:123456789012:parameter/shared/key"
+            ])
+        );
+        assert!(
+            !doc.to_string()
+                .contains("\"*\",\"Action\":\"secretsmanager")
+        );
+        assert_eq!(statements.len(), 4, "{doc}");
     }
 
     #[test]

@@ -83,6 +83,22 @@ pub(crate) async fn register_task_definition(
                         .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
                         .collect(),
                 ))
+                .set_secrets(if c.secrets.is_empty() {
+                    None
+                } else {
+                    Some(
+                        c.secrets
+                            .iter()
+                            .map(|(name, from)| {
+                                aws_sdk_ecs::types::Secret::builder()
+                                    .name(name)
+                                    .value_from(from)
+                                    .build()
+                                    .map_err(built("RegisterTaskDefinition", &what))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
+                })
                 .set_health_check(health)
                 .log_configuration(log)
                 .readonly_root_filesystem(c.read_only)

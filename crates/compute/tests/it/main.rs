@@ -182,6 +182,7 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         read-only-root-filesystem = true
         cpu-architecture = "arm64"
         task-role-statements = [{ Effect = "Allow", Action = ["s3:GetObject"], Resource = ["arn:aws:s3:::b/*"] }]
+        secrets = { DB_PASSWORD = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:apply-all/db-AbCdEf:password::", TOKEN = "/apply-all/token" }
         "#,
     );
     cx.calls().reset();
@@ -240,7 +241,8 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         .policy_document()
         .replace("%3A", ":")
         .replace("%2F", "/")
-        .replace("%2A", "*");
+        .replace("%2A", "*")
+        .replace("%22", "\"");
     let account = inputs.account_id.clone();
     for wanted in [
         "ecr:GetAuthorizationToken",
@@ -248,9 +250,19 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
         "arn:aws:ecr:eu-west-1:123456789012:repository/apply-all/sample-app",
         "logs:PutLogEvents",
         &*format!("arn:aws:logs:eu-west-1:{account}:log-group:/ecs/apply-all:log-stream:*"),
+        // Exactly the container's secrets: the secret (without its JSON key) and the
+        // parameter by ARN in the stack's region and account.
+        "secretsmanager:GetSecretValue",
+        "\"arn:aws:secretsmanager:eu-west-1:123456789012:secret:apply-all/db-AbCdEf\"",
+        "ssm:GetParameters",
+        &*format!("\"arn:aws:ssm:eu-west-1:{account}:parameter/apply-all/token\""),
     ] {
         assert!(doc.contains(wanted), "{wanted} in {doc}");
     }
+    assert!(
+        !doc.contains("secret:*") && !doc.contains("parameter/*"),
+        "{doc}"
+    );
     for role in ["apply-all-task", "apply-all-task-execution"] {
         let got = iam.get_role().role_name(role).send().await.unwrap();
         let trust = got
@@ -358,6 +370,21 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
     assert!(
         env.contains(&("PORT", "8080")) && env.contains(&("GREETING", "hi")),
         "{env:?}"
+    );
+    let secrets: Vec<(&str, &str)> = app
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            (
+                "DB_PASSWORD",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:apply-all/db-AbCdEf:password::"
+            ),
+            ("TOKEN", "/apply-all/token")
+        ]
     );
     assert_eq!(
         app.health_check().unwrap().command(),
@@ -472,6 +499,9 @@ async fn apply_creates_everything_with_every_setting_moto_keeps() {
             ),
         ]
     );
+    // Everything read back as written, secrets included: nothing left to do.
+    let again = module.plan(&cx, &inputs).await.unwrap();
+    assert!(again.is_empty(), "{again}");
 }
 
 #[tokio::test]

@@ -212,8 +212,11 @@ async fn falls_back_to_env_when_metadata_is_missing_or_broken() {
 }
 
 #[tokio::test]
-async fn work_burns_cpu_and_sleeps_and_rejects_garbage() {
+async fn work_burns_cpu_and_sleeps_and_rejects_garbage_when_work_routes_are_on() {
+    // Off by default: on a public load balancer it would let anyone burn the service's CPU.
     let app = App::start(&[("AZ", "a".into())]).await;
+    assert_eq!(get(app.port, "/work?cpu_ms=50").await.unwrap().0, 404);
+    let app = App::start(&[("AZ", "a".into()), ("WORK_ROUTES", "1".into())]).await;
     let start = Instant::now();
     let (status, _, body) = get(app.port, "/work?cpu_ms=50&sleep_ms=50").await.unwrap();
     assert_eq!(status, 200);
@@ -230,7 +233,7 @@ async fn work_burns_cpu_and_sleeps_and_rejects_garbage() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
-    let mut app = App::start(&[("AZ", "a".into())]).await;
+    let mut app = App::start(&[("AZ", "a".into()), ("WORK_ROUTES", "true".into())]).await;
     let port = app.port;
     let slow = tokio::spawn(async move { get(port, "/work?sleep_ms=700").await });
     // Let the slow request reach the server before the signal.
@@ -294,5 +297,24 @@ async fn fail_health_turns_only_health_into_503_when_fault_routes_are_on() {
     assert!(
         !app.health_command().success(),
         "the container health check fails too"
+    );
+}
+
+#[test]
+fn a_route_flag_that_is_not_a_boolean_stops_the_app_with_its_name() {
+    let out = Command::new(BIN)
+        .env("PORT", free_port().to_string())
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("WORK_ROUTES", "yes")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WORK_ROUTES")
+            && stderr.contains("\"yes\"")
+            && stderr.contains("1, true, 0 or false"),
+        "{stderr}"
     );
 }

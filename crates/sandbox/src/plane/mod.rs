@@ -30,6 +30,7 @@ mod nacl;
 mod observe;
 mod report;
 mod scaling;
+mod secrets;
 mod service;
 mod tasks;
 
@@ -364,6 +365,8 @@ struct Clients {
     cw: aws_sdk_cloudwatch::Client,
     s3: aws_sdk_s3::Client,
     arc: aws_sdk_arczonalshift::Client,
+    sm: aws_sdk_secretsmanager::Client,
+    ssm: aws_sdk_ssm::Client,
 }
 
 macro_rules! client {
@@ -387,6 +390,8 @@ impl Clients {
             cw: client!(sdk, interceptors, aws_sdk_cloudwatch),
             s3: client!(sdk, interceptors, aws_sdk_s3, force_path_style),
             arc: client!(sdk, interceptors, aws_sdk_arczonalshift),
+            sm: client!(sdk, interceptors, aws_sdk_secretsmanager),
+            ssm: client!(sdk, interceptors, aws_sdk_ssm),
         }
     }
 }

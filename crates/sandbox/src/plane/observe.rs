@@ -74,6 +74,10 @@ pub(crate) struct TaskDefSpec {
     pub(crate) cpu_units: u32,
     /// Memory of the task in MiB.
     pub(crate) memory_mib: u32,
+    /// The container's environment, as the task definition gives it.
+    pub(crate) environment: Vec<(String, String)>,
+    /// The container's secrets: variable name and `valueFrom`.
+    pub(crate) secrets: Vec<(String, String)>,
 }
 
 impl TaskDefSpec {
@@ -328,6 +332,27 @@ pub(crate) async fn task_definition(c: &Clients, arn: &str) -> Result<TaskDefSpe
             .memory()
             .and_then(|m| m.trim().parse::<u32>().ok())
             .unwrap_or(512),
+        environment: container
+            .map(|c| {
+                c.environment()
+                    .iter()
+                    .filter_map(|kv| {
+                        Some((
+                            kv.name()?.to_owned(),
+                            kv.value().unwrap_or_default().to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        secrets: container
+            .map(|c| {
+                c.secrets()
+                    .iter()
+                    .map(|s| (s.name().to_owned(), s.value_from().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

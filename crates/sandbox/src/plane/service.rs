@@ -668,7 +668,15 @@ impl Reconciler {
                 self.note_failure(&key);
                 continue;
             }
-            if let Err(e) = self.run_process(&arn).await {
+            let env = match self.task_environment(&arn).await {
+                Ok(env) => env,
+                Err(reason) => {
+                    self.stop_task(&arn, Some(&reason)).await;
+                    self.note_failure(&key);
+                    continue;
+                }
+            };
+            if let Err(e) = self.run_process(&arn, env).await {
                 log(format_args!("task {arn}: {e}"));
                 self.stop_task(&arn, Some(&format!("CannotStartContainerError: {e}")))
                     .await;
@@ -677,8 +685,24 @@ impl Reconciler {
         }
     }
 
-    /// Starts the process of a task whose launch is done and reports it RUNNING.
-    async fn run_process(&mut self, arn: &str) -> Result<(), Error> {
+    /// The environment of a task's container: its task definition's variables, then its
+    /// secrets, read now (`Err`: the reason the task stops, as ECS words it).
+    async fn task_environment(&self, arn: &str) -> Result<Vec<(String, String)>, String> {
+        let Some(td) = self
+            .tasks
+            .get(arn)
+            .and_then(|t| self.task_defs.get(&t.task_definition))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut env = td.environment.clone();
+        env.extend(secrets::resolve(&self.c, &td.secrets).await?);
+        Ok(env)
+    }
+
+    /// Starts the process of a task whose launch is done, with `env` as its container's
+    /// environment, and reports it RUNNING.
+    async fn run_process(&mut self, arn: &str, env: Vec<(String, String)>) -> Result<(), Error> {
         let Some(t) = self.tasks.get(arn) else {
             return Ok(());
         };
@@ -726,6 +750,7 @@ impl Reconciler {
             zone: &zone,
             arn,
             log: log_path.as_deref(),
+            env,
         };
         let (child, pid) = match tasks::spawn(&launch) {
             Ok(x) => x,

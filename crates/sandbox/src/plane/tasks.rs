@@ -173,6 +173,9 @@ pub(crate) struct Launch<'a> {
     pub(crate) zone: &'a str,
     pub(crate) arn: &'a str,
     pub(crate) log: Option<&'a Path>,
+    /// The container's environment from its task definition (secrets resolved); the
+    /// sandbox's own variables (address, port, metadata endpoint) win over it.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Starts a task process.
@@ -188,13 +191,12 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .map_or_else(Stdio::null, Stdio::from)
     };
     let mut cmd = Command::new(launch.program);
-    cmd.env("BIND_ADDR", launch.addr.ip().to_string())
+    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .env("BIND_ADDR", launch.addr.ip().to_string())
         .env("PORT", launch.addr.port().to_string())
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
-        // The sample-app's `POST /fail-health`, so a test can fail one task's health checks.
-        .env("FAULT_ROUTES", "1")
         .stdin(Stdio::null())
         .stdout(out(launch.log))
         .stderr(out(launch.log))
