@@ -164,7 +164,9 @@ async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
         "{table}"
     );
     // On the model's schedule: the first scale-out no sooner than target tracking's alarms
-    // allow, within the prediction (AWS seconds; one wall second of measurement is 10 of them).
+    // allow, within the prediction (AWS seconds; one wall second of measurement is 10 of them,
+    // and three of scheduling delay on a loaded 2-core machine are 30: the slack, as for the
+    // steady state below; a run once measured 360 s against a 20 s slack).
     let first = scaling
         .figures
         .iter()
@@ -172,7 +174,7 @@ async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
         .unwrap();
     let (value, predicted) = (first.value.unwrap(), first.predicted.unwrap());
     assert!(value >= 2.0 * 60.0 + 153.0 - 10.0, "{table}");
-    assert!(predicted.contains(value, 20.0), "{table}");
+    assert!(predicted.contains(value, 30.0), "{table}");
     let steady = scaling
         .figures
         .iter()

@@ -231,7 +231,7 @@ fn where_(args: &StackArgs, stack: &Stack) -> String {
 /// Reads one line from stdin on a thread of its own, so that Ctrl-C at a prompt still ends
 /// the run (and releases the stack's lock) while the read waits; the thread dies with the
 /// process.
-async fn read_answer() -> anyhow::Result<String> {
+pub(crate) async fn read_answer() -> anyhow::Result<String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut answer = String::new();
@@ -324,18 +324,13 @@ pub(crate) async fn plan(
     Ok(())
 }
 
-/// Takes the stack's lock (after `--force-unlock ID` removed a stale one), runs `work`, and
-/// releases the lock whether `work` succeeds, fails, panics or is interrupted (Ctrl-C, SIGTERM,
-/// SIGHUP).
-async fn locked<F>(
+/// Takes the stack's lock for `command` (after `--force-unlock ID` removed a stale one).
+/// Another run's lock is exit 4 with what to do.
+pub(crate) async fn acquire(
     cx: &Context,
     command: &str,
     force_unlock: Option<&str>,
-    work: F,
-) -> anyhow::Result<()>
-where
-    F: std::future::Future<Output = anyhow::Result<()>>,
-{
+) -> anyhow::Result<lock::HeldLock> {
     // The lock's calls go through a context of their own: the stack's counts stay its own.
     let lock_cx = Context::builder(cx.sdk_config().clone(), cx.stack().clone()).build();
     let store = LockStore::new(&lock_cx)
@@ -378,8 +373,8 @@ where
         },
         None => {}
     }
-    let held = match store.acquire(command).await {
-        Ok(held) => held,
+    match store.acquire(command).await {
+        Ok(held) => Ok(held),
         Err(e @ LockError::Held { .. }) => {
             let (gone, id) = match &e {
                 LockError::Held { info, .. } => (
@@ -395,16 +390,30 @@ where
                 ),
                 _ => (String::new(), String::new()),
             };
-            return Err(Exit {
+            Err(Exit {
                 code: EXIT_LOCKED,
                 message: format!(
-                    "error: {e}. Another deploy or destroy of this stack holds it; nothing was changed.{gone} If that run is no longer running (killed, machine lost), run the command again with --force-unlock {id}: if it is in fact still running, two writers may interleave and leave duplicate resources (running deploy again converges)."
+                    "error: {e}. Another run (deploy, destroy or loadtest) of this stack holds it; nothing was changed.{gone} If that run is no longer running (killed, machine lost), run the command again with --force-unlock {id}: if it is in fact still running, two writers may interleave and leave duplicate resources (running deploy again converges)."
                 ),
             }
-            .into());
+            .into())
         }
-        Err(e) => return Err(anyhow::Error::new(e).context("taking the stack's lock")),
-    };
+        Err(e) => Err(anyhow::Error::new(e).context("taking the stack's lock")),
+    }
+}
+
+/// Takes the stack's lock (see [`acquire`]), runs `work`, and releases the lock whether `work`
+/// succeeds, fails, panics or is interrupted (Ctrl-C, SIGTERM, SIGHUP).
+async fn locked<F>(
+    cx: &Context,
+    command: &str,
+    force_unlock: Option<&str>,
+    work: F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let held = acquire(cx, command, force_unlock).await?;
     let result = tokio::select! {
         result = CatchUnwind(Box::pin(work)) => result,
         signal = interrupted() => Ok(Err(Exit {
@@ -413,9 +422,26 @@ where
         }
         .into())),
     };
+    release(held, cx, result).await
+}
+
+/// Runs `work` with the lock `held` and releases it whether `work` succeeds, fails or
+/// panics. Signals are `work`'s to handle (the proof undoes its fault first).
+pub(crate) async fn with_lock<T>(
+    held: lock::HeldLock,
+    cx: &Context,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let result = CatchUnwind(Box::pin(work)).await;
+    release(held, cx, result).await
+}
+
+/// Releases `held`, then returns `result` or goes on with its panic.
+async fn release<T>(held: lock::HeldLock, cx: &Context, result: std::thread::Result<T>) -> T {
     if let Err(e) = held.release().await {
         eprintln!(
-            "warning: could not release the lock of stack {stack} ({e}); the next run will need --force-unlock"
+            "warning: could not release the lock of stack {} ({e}); the next run will need --force-unlock",
+            cx.stack()
         );
     }
     match result {
@@ -445,9 +471,12 @@ impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
     }
 }
 
-/// Waits for Ctrl-C, SIGTERM or SIGHUP (the terminal closed); says which.
-async fn interrupted() -> &'static str {
+/// Waits for Ctrl-C, SIGTERM or SIGHUP (the terminal closed); says which. The handlers are
+/// installed when this is called, not when the future is first polled: a signal that comes
+/// in between is caught, never the process's death with a lock held or a fault in place.
+pub(crate) fn interrupted() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
     let mut term = signal(SignalKind::terminate()).ok();
     let mut hup = signal(SignalKind::hangup()).ok();
     async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
@@ -458,10 +487,12 @@ async fn interrupted() -> &'static str {
             None => std::future::pending().await,
         }
     }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
-        () = recv(term.as_mut()) => "terminated (SIGTERM)",
-        () = recv(hup.as_mut()) => "hung up (SIGHUP)",
+    async move {
+        tokio::select! {
+            () = recv(int.as_mut()) => "interrupted (Ctrl-C)",
+            () = recv(term.as_mut()) => "terminated (SIGTERM)",
+            () = recv(hup.as_mut()) => "hung up (SIGHUP)",
+        }
     }
 }
 

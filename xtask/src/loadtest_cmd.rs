@@ -1,6 +1,7 @@
 //! `cargo xtask loadtest`: proves the deployed stack (baseline, scaling, az-failover) and
 //! writes the report.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,8 +9,8 @@ use anyhow::Context as _;
 use clap::ValueEnum;
 use proof::{Fault, ProveConfig, Scenario, SloSpec};
 
-use crate::StackArgs;
 use crate::target::{EXIT_FAILED, Exit};
+use crate::{StackArgs, Target};
 
 /// Exit code of bad options (as clap's).
 const EXIT_USAGE: u8 = 2;
@@ -109,6 +110,10 @@ pub(crate) struct LoadtestArgs {
     /// Where to write report.json and report.html [default: .stackproof/loadtest].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// With --target aws: fail a zone of the account without asking (needed when stdin is not
+    /// a terminal). Without it, az-failover on AWS asks for the stack name to be typed.
+    #[arg(long)]
+    yes: bool,
 }
 
 impl LoadtestArgs {
@@ -159,32 +164,93 @@ impl LoadtestArgs {
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
+/// Whether the run fails a zone of a real AWS account, and so must be confirmed.
+fn faults_aws(stack: &StackArgs, config: &ProveConfig) -> bool {
+    stack.target == Target::Aws && config.scenarios.contains(&Scenario::AzFailover)
 }
 
-pub(crate) async fn run(stack: &StackArgs, args: &LoadtestArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    stack: &StackArgs,
+    args: &LoadtestArgs,
+    force_unlock: Option<&str>,
+) -> anyhow::Result<()> {
+    // From here on Ctrl-C, SIGTERM and SIGHUP end the run through the proof, which undoes
+    // its fault, and the lock is released.
+    let mut cancel = Box::pin(crate::deploy::interrupted());
     // Bad options are reported before anything is read or started.
-    args.config(sandbox::Clock::AWS, sandbox::LaunchLatency::default())
-        .validate()
-        .map_err(|problems| Exit {
+    let checked = args.config(sandbox::Clock::AWS, sandbox::LaunchLatency::default());
+    checked.validate().map_err(|problems| Exit {
+        code: EXIT_USAGE,
+        message: problems.to_string(),
+    })?;
+    let ask = faults_aws(stack, &checked) && !args.yes;
+    if ask && !std::io::stdin().is_terminal() {
+        return Err(Exit {
             code: EXIT_USAGE,
-            message: problems.to_string(),
-        })?;
+            message: "error: loadtest --target aws fails an availability zone of the account (az-failover) and asks you to type the stack name first, but stdin is not a terminal; pass --yes to proceed without asking, or --scenario baseline --scenario scaling to run without a fault. Nothing was read or changed.".to_owned(),
+        }
+        .into());
+    }
     let deployed = crate::target::deployed(stack, args.url.as_deref()).await?;
     let config = args.config(deployed.clock, deployed.launch);
+    if ask {
+        let fault = match config.fault {
+            Fault::NetworkAcl => "its subnets get a deny-all network ACL",
+            Fault::StopTasks => "its tasks are stopped",
+        };
+        print!(
+            "This fails availability zone {} of stack {} in AWS account {}, region {} ({fault}) while it sends up to {} requests/s to {}; the fault is undone after the scenario, at the latest after {} s. Type the stack name ({}) to proceed: ",
+            config
+                .zone
+                .as_deref()
+                .unwrap_or("(the busiest, chosen at run time)"),
+            deployed.outputs.stack,
+            deployed.outputs.storage.account_id,
+            deployed.stack.region(),
+            config.rps,
+            deployed.target.url,
+            config
+                .fault_max_s
+                .map_or_else(|| "the derived limit".to_owned(), |s| format!("{s:.0}")),
+            deployed.outputs.stack,
+        );
+        std::io::stdout().flush()?;
+        let answer = tokio::select! {
+            answer = crate::deploy::read_answer() => answer.context("reading the confirmation")?,
+            signal = &mut cancel => {
+                return Err(Exit {
+                    code: EXIT_INTERRUPTED,
+                    message: format!("{signal}: cancelled; nothing was changed"),
+                }
+                .into());
+            }
+        };
+        if answer.trim() != deployed.outputs.stack {
+            return Err(Exit {
+                code: EXIT_FAILED,
+                message: format!(
+                    "cancelled: {:?} is not the stack name {:?}; nothing was changed",
+                    answer.trim(),
+                    deployed.outputs.stack
+                ),
+            }
+            .into());
+        }
+    }
+    // The stack's lock for the whole run: a deploy meanwhile would repair the isolated zone
+    // (deploy restores one a killed run left) and spoil the measurement, and two proof runs
+    // would fail zones under each other.
+    let held = crate::deploy::acquire(&deployed.cx, "loadtest", force_unlock).await?;
+    let cx = deployed.cx.clone();
+    crate::deploy::with_lock(held, &cx, prove_and_report(args, deployed, config, cancel)).await
+}
+
+async fn prove_and_report(
+    args: &LoadtestArgs,
+    deployed: crate::target::Deployed,
+    config: ProveConfig,
+    cancel: impl std::future::Future<Output = &'static str>,
+) -> anyhow::Result<()> {
     let out = args
         .out
         .clone()
@@ -204,7 +270,9 @@ pub(crate) async fn run(stack: &StackArgs, args: &LoadtestArgs) -> anyhow::Resul
         },
         config,
         progress,
-        interrupted(),
+        async {
+            cancel.await;
+        },
     )
     .await;
     let report = match result {

@@ -65,7 +65,7 @@ pub(crate) struct StackArgs {
     pub(crate) verbose: bool,
 }
 
-/// The stack's lock (deploy and destroy).
+/// The stack's lock (deploy, destroy and loadtest).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LockArgs {
     /// Delete the stack's lock before taking it, if its id is LOCK_ID (the id printed when the
@@ -182,14 +182,17 @@ enum Cmd {
         args: check::CheckArgs,
     },
     /// Prove the deployed stack under load: baseline, scale-out and availability-zone
-    /// failover, each with a verdict; writes report.json and report.html. Exit codes: 0 every
-    /// scenario passed, 1 one failed, 2 bad usage, 3 no deployed stack, 130 interrupted (the
-    /// fault is undone).
+    /// failover, each with a verdict; writes report.json and report.html. Holds the stack's
+    /// lock for the run (a deploy meanwhile would undo the fault). Exit codes: 0 every
+    /// scenario passed, 1 one failed, 2 bad usage, 3 no deployed stack, 4 another run holds the
+    /// lock, 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; the fault is undone).
     Loadtest {
         #[command(flatten)]
         stack: StackArgs,
         #[command(flatten)]
         args: loadtest_cmd::LoadtestArgs,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Build the service's image without Docker (the sample-app, statically linked, or
     /// --binary) and push it: to the stack's ECR repository (--target aws, with ECR's token) or
@@ -340,7 +343,11 @@ fn main() -> std::process::ExitCode {
             lock.force_unlock.as_deref(),
         )),
         Cmd::Check { stack, args } => runtime.block_on(check::run(&stack, &args)),
-        Cmd::Loadtest { stack, args } => runtime.block_on(loadtest_cmd::run(&stack, &args)),
+        Cmd::Loadtest { stack, args, lock } => runtime.block_on(loadtest_cmd::run(
+            &stack,
+            &args,
+            lock.force_unlock.as_deref(),
+        )),
         Cmd::Image { stack, args } => runtime.block_on(image_cmd::run(&stack, &args)),
         Cmd::Bench {
             what: BenchCmd::Deploy(args),

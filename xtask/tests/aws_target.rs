@@ -310,3 +310,53 @@ fn deploy_pushes_the_image_the_repository_lacks_and_only_then() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// On AWS, az-failover fails a zone of a real account: without --yes and without a terminal
+/// to type the stack name on, loadtest stops before anything is read (no credentials needed
+/// to see it); runs without a fault do not ask.
+#[test]
+fn loadtest_on_aws_asks_before_it_fails_a_zone() {
+    let dir = temp_dir("aws-loadtest");
+    let endpoint = "http://127.0.0.1:9"; // never reached
+    let out = xtask_aws(&dir.0, endpoint, false, &["loadtest", "--target", "aws"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("fails an availability zone of the account (az-failover)")
+            && shown.contains("pass --yes")
+            && shown.contains("Nothing was read or changed"),
+        "{shown}"
+    );
+    assert!(!shown.contains("cannot tell which AWS account"), "{shown}");
+
+    // Without the fault nothing to confirm: it goes on (and stops at the missing credentials).
+    let out = xtask_aws(
+        &dir.0,
+        endpoint,
+        false,
+        &[
+            "loadtest",
+            "--target",
+            "aws",
+            "--scenario",
+            "baseline",
+            "--scenario",
+            "scaling",
+        ],
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("cannot tell which AWS account"), "{shown}");
+    // --yes is the answer for scripts: also past the question.
+    let out = xtask_aws(
+        &dir.0,
+        endpoint,
+        false,
+        &["loadtest", "--target", "aws", "--yes"],
+    );
+    assert!(
+        text(&out).contains("cannot tell which AWS account"),
+        "{}",
+        text(&out)
+    );
+}

@@ -76,21 +76,13 @@ fn lock_object(state: &Path) -> Option<serde_json::Value> {
     })
 }
 
-#[test]
-fn a_held_lock_stops_deploy_until_force_unlock() {
-    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
-    let sandbox = sandbox("lock");
-    let state = sandbox.0.0.as_path();
-
-    // Another run (on another machine) holds the lock: five minutes ago.
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 300;
+/// Puts the lock of another run (ana's, on another machine, taken at `started`), creating the
+/// state bucket if needed.
+fn put_lock(state: &Path, started: u64) {
     runtime().block_on(async {
         let s3 = s3(state);
-        s3.create_bucket()
+        let _ = s3
+            .create_bucket()
             .bucket(stack::lock::state_bucket_name(ACCOUNT, REGION))
             .create_bucket_configuration(
                 aws_sdk_s3::types::CreateBucketConfiguration::builder()
@@ -98,8 +90,7 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
                     .build(),
             )
             .send()
-            .await
-            .unwrap();
+            .await;
         let lock = serde_json::json!({
             "holder": "ana@ci-runner-7", "pid": 4242, "command": "deploy",
             "started": started, "id": "ana-1",
@@ -112,6 +103,21 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn a_held_lock_stops_deploy_until_force_unlock() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox("lock");
+    let state = sandbox.0.0.as_path();
+
+    // Another run (on another machine) holds the lock: five minutes ago.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 300;
+    put_lock(state, started);
 
     for command in [&["deploy", "--yes", "--no-wait"][..], &["destroy", "--yes"]] {
         let out = xtask(state, command);
@@ -173,6 +179,48 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
     assert_eq!(lock_object(state), None, "deploy released its lock");
     let out = xtask(state, &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // loadtest holds the lock too (a deploy meanwhile would undo its fault): under another's
+    // lock it proves nothing; its own is in place while it runs, and SIGHUP (the terminal
+    // closed) stops it with 130 and releases it.
+    put_lock(state, started);
+    let short = [
+        "loadtest",
+        "--scenario",
+        "baseline",
+        "--warmup-s",
+        "1",
+        "--baseline-s",
+        "30",
+    ];
+    let out = xtask(state, &short);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains("is locked: `deploy` by ana@ci-runner-7"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Proving stack"), "{shown}");
+    let out = xtask(
+        state,
+        &["deploy", "--yes", "--no-wait", "--force-unlock", "ana-1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut loadtest = spawn(state, &short, Stdio::piped());
+    let mut lines = BufReader::new(loadtest.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("Proving stack") {
+            break;
+        }
+    }
+    assert_eq!(lock_object(state).unwrap()["command"], "loadtest");
+    signal(loadtest.id(), "HUP");
+    lines.for_each(drop);
+    let out = loadtest.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{shown}");
+    assert!(shown.contains("interrupted"), "{shown}");
+    assert_eq!(lock_object(state), None, "loadtest released its lock");
 
     // Two writers: a deploy started while a destroy runs (paused with SIGSTOP after its first
     // change, so it surely still holds the lock) changes nothing and names the destroy.

@@ -602,6 +602,36 @@ mod tests {
     }
 
     #[test]
+    fn a_last_task_still_launching_beyond_what_the_load_needs_is_no_failure_to_follow() {
+        let c = ProveConfig {
+            clock: Clock::fast(),
+            ..ProveConfig::default()
+        };
+        let p = prediction(&c);
+        let follows = |desired: u32, running: u32| {
+            let mut s = seen(run(35, 42, 60), 0);
+            s.end = sample(desired, running);
+            let (checks, _, _) = judge(&s, &c, &p);
+            let check = checks
+                .iter()
+                .find(|c| c.name == "running count follows")
+                .unwrap()
+                .clone();
+            (check.passed, check.detail)
+        };
+        // Seen on the AWS clock: desired 6 while the 5 that 500 rps needs carried it.
+        let (passed, detail) = follows(6, 5);
+        assert!(passed, "{detail}");
+        assert_eq!(detail, "running 2 -> 5 (desired 6; 5 carry the load)");
+        // Fewer than the load needs is a failure, as is nothing more than before.
+        assert!(!follows(6, 4).0);
+        assert!(!follows(2, 2).0);
+        // Desired below what the load needs: running must reach desired.
+        assert!(follows(4, 4).0);
+        assert!(!follows(4, 3).0);
+    }
+
+    #[test]
     fn the_run_stops_when_settled_timed_out_or_never_over_capacity() {
         let t = Track {
             t_over: Some(10.0),
