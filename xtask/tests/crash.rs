@@ -1,7 +1,8 @@
 //! One writer per stack, and crash safety, from the command line against a sandbox of its own:
 //! the stack's lock (held by another run, `--force-unlock`, released after deploy and
 //! destroy), and deploy / destroy killed with SIGKILL at several points: each time the next run
-//! converges with no duplicate resource, and destroy leaves nothing tagged with the stack.
+//! converges with no duplicate resource, and destroy leaves nothing tagged with the stack. A
+//! loadtest killed while its zone is failed: status reports it, deploy repairs it.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
@@ -34,8 +35,13 @@ impl Drop for Sandbox {
     }
 }
 fn sandbox(name: &str) -> Sandbox {
+    sandbox_with(name, &[])
+}
+
+/// [`sandbox`] started with `args` added (`--clock fast`).
+fn sandbox_with(name: &str, args: &[&str]) -> Sandbox {
     let sandbox = Sandbox(temp_dir(name));
-    let out = xtask(&sandbox.0.0, &["sandbox", "start"]);
+    let out = xtask(&sandbox.0.0, &[&["sandbox", "start"], args].concat());
     assert!(out.status.success(), "{}", text(&out));
     sandbox
 }
@@ -763,6 +769,101 @@ fn interleave(state: &Path, after: &str) {
     assert_eq!(tagged.len(), TAGGED_LIVE, "{tagged:#?}");
 
     let out = xtask(state, &["destroy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_stack_gone(state);
+}
+
+/// A loadtest killed with SIGKILL while its zone is failed cannot undo anything: the zone
+/// stays on the deny-all network ACL and the lock stays. `status` says so (exit 2, the zone
+/// ISOLATED), deploy names the dead holder and, with `--force-unlock ID`, restores the zone;
+/// then the stack is as deployed.
+#[test]
+fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    // The fast clock: the service is steady in seconds, the fault comes seconds after.
+    let sandbox = sandbox_with("killed-failover", &["--clock", "fast"]);
+    let state = sandbox.0.0.as_path();
+    let out = xtask(state, &["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let report = state.join("report");
+    let mut loadtest = spawn(
+        state,
+        &[
+            "loadtest",
+            "--scenario",
+            "az-failover",
+            "--rps",
+            "20",
+            "--before-s",
+            "2",
+            "--out",
+            report.to_str().unwrap(),
+        ],
+        Stdio::null(),
+    );
+    let mut lines = BufReader::new(loadtest.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let failed = line.contains("az-failover: ") && line.contains(" failed at ");
+        seen.push(line);
+        if failed {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains(" failed at ")),
+        "the fault never started: {seen:#?}"
+    );
+    signal(loadtest.id(), "KILL");
+    loadtest.wait().unwrap();
+    drop(lines);
+
+    let out = xtask(state, &["status"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains(" ISOLATED: "), "{shown}");
+    assert!(
+        shown.contains("`cargo xtask deploy` restores it"),
+        "{shown}"
+    );
+    let lock = lock_object(state).expect("the killed run's lock stays");
+    assert_eq!(lock["command"], "loadtest");
+
+    let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(
+        shown.contains("no longer runs on this host: that run was killed"),
+        "{shown}"
+    );
+    let id = lock["id"].as_str().unwrap();
+    assert!(shown.contains(&format!("--force-unlock {id}")), "{shown}");
+    let out = xtask(state, &["deploy", "--yes", "--force-unlock", id]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("Restored zone "), "{shown}");
+    let out = xtask(state, &["status"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains("ISOLATED"), "{shown}");
+
+    // Destroy after a loadtest: the load balancer's access logs are in the bucket, so without
+    // force-destroy it stops before the first delete, and with it removes everything.
+    let out = xtask(state, &["destroy", "--yes"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("nothing was deleted: destroy would stop part way")
+            && shown.contains("is not empty"),
+        "{shown}"
+    );
+    assert_eq!(xtask(state, &["status"]).status.code(), Some(0));
+    let config = state.join("stack.toml");
+    std::fs::write(&config, "[storage]\nforce-destroy = true\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = xtask(state, &["destroy", "--yes", "--config", config]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_stack_gone(state);
 }
