@@ -43,7 +43,7 @@ pub fn first_check_delay(seed: u64, id: &str, interval: Duration) -> Duration {
     interval.mul_f64(aws_model::Rng::keyed(seed, id))
 }
 
-/// Checks `member` every interval until aborted or the proxy is gone; the first check after
+/// Checks `member` every interval (start to start) until aborted or the proxy is gone; the first check after
 /// [`first_check_delay`].
 pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
     let first = shared.upgrade().and_then(|s| {
@@ -63,6 +63,10 @@ pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
         }) else {
             return;
         };
+        // Checks start on a fixed cadence, one interval apart whatever each took (ELB requires
+        // the timeout to be shorter than the interval): a check that times out does not push
+        // the next one back by its timeout.
+        let started = tokio::time::Instant::now();
         let outcome = check_once(&member, &check, &matcher).await;
         let changed = {
             let mut health = lock(&member.health);
@@ -101,7 +105,7 @@ pub(crate) async fn check_loop(shared: Weak<Shared>, member: Arc<Member>) {
                 None => return,
             }
         }
-        tokio::time::sleep(check.interval.max(Duration::from_millis(1))).await;
+        tokio::time::sleep_until(started + check.interval.max(Duration::from_millis(1))).await;
     }
 }
 

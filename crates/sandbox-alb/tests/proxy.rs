@@ -1075,3 +1075,37 @@ async fn a_zonal_shift_moves_requests_off_the_zones_targets() {
     p.set_shifted_zones(Vec::new());
     p.shutdown().await;
 }
+
+/// Checks start one interval apart, start to start, whatever each took (ELB's health check
+/// interval; its timeout must be shorter): a partitioned target, whose every check waits out
+/// its timeout, is unhealthy `threshold - 1` intervals and one timeout after its first check,
+/// not `threshold` x (interval + timeout). On tokio's paused clock, so the times are exact.
+#[tokio::test(start_paused = true)]
+async fn checks_start_one_interval_apart_even_when_each_times_out() {
+    let proxy = proxy(60_000).await;
+    let target = Target {
+        id: "cut".into(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+        zone: "zone-a".into(),
+        reachable: false,
+    };
+    let interval = Duration::from_secs(10);
+    let mut tg = group(vec![target]);
+    tg.health_check = check(10_000, 5_000);
+    let first = sandbox_alb::first_check_delay(0, "cut", interval);
+    let start = tokio::time::Instant::now();
+    proxy.set_target_group(tg);
+    while state_of(&proxy.health(), "cut").map(|s| s.0) != Some(TargetState::Unhealthy) {
+        assert!(start.elapsed() < Duration::from_secs(60), "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // First check at `first`, fails at +5 s; the second starts at `first` + 10 s and fails 5 s
+    // later (a loop that waited an interval after each timeout would take 5 s more).
+    let took = start.elapsed();
+    let expected = first + interval + Duration::from_secs(5);
+    assert!(
+        took >= expected && took <= expected + Duration::from_millis(20),
+        "unhealthy after {took:?}, expected {expected:?}"
+    );
+    proxy.shutdown().await;
+}
