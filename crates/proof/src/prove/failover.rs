@@ -33,6 +33,16 @@ pub(crate) fn bad_span(series: &[Second], from: u32, p99_ms: f64) -> (Option<f64
     )
 }
 
+/// The end of the last second with failed requests from second `from` on (slow ones not
+/// counted).
+pub(crate) fn last_failed(series: &[Second], from: u32) -> Option<f64> {
+    series
+        .iter()
+        .filter(|s| s.t >= from && window::failed(s) > 0)
+        .map(|s| f64::from(s.t) + 1.0)
+        .reduce(f64::max)
+}
+
 /// Responses per zone in `series[from..to]`.
 fn zones_of(series: &[Second], from: usize, to: usize) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
@@ -103,7 +113,10 @@ pub(crate) struct Seen {
     pub(crate) fault_at: f64,
     pub(crate) restore_at: f64,
     pub(crate) first_bad: Option<f64>,
+    /// The end of the last second with a failed or slow request.
     pub(crate) last_bad: Option<f64>,
+    /// The end of the last second with a failed request.
+    pub(crate) last_failed: Option<f64>,
     /// Requests stalled in flight during the fault.
     pub(crate) stalled: bool,
     /// When the zonal shift started, if one did.
@@ -142,7 +155,18 @@ pub(crate) fn judge(
     };
     let after_fault = |t: Option<f64>| t.map(|t| clock.model_s((t - seen.fault_at).max(0.0)));
     let detect = after_fault(seen.first_bad);
-    let stop = after_fault(seen.last_bad);
+    // Errors are failed requests; slow ones (over the p99 objective) can go on longer: new
+    // connections try the failed zone's load balancer node first, until it leaves DNS, and
+    // answer only after the client's connect timeout.
+    let stop = after_fault(seen.last_failed);
+    let slo_back = after_fault(seen.last_bad);
+    let slow_tail = match (stop, slo_back) {
+        (Some(e), Some(b)) if b > e => format!(
+            "; slow requests went on until {b:.0} s (new connections tried {zone}'s load balancer node first)"
+        ),
+        (None, Some(b)) => format!("; no request failed, slow ones went on until {b:.0} s"),
+        _ => String::new(),
+    };
     let recovered = match seen.last_bad {
         None => true,
         Some(l) => seen.restore_at - l >= c.settle_s,
@@ -154,13 +178,21 @@ pub(crate) fn judge(
             "errors stop",
             recovered && stop.is_none_or(|s| s <= p.max_failover_s),
             match (stop, recovered) {
-                (None, _) => "no failed or slow request was seen".to_owned(),
+                (None, true) if slo_back.is_none() => {
+                    "no failed or slow request was seen".to_owned()
+                }
+                (None, true) => format!("no request failed{slow_tail}"),
                 (Some(s), true) => format!(
-                    "errors stopped {s:.0} s after the fault (objective {:.0} s, predicted {})",
+                    "errors stopped {s:.0} s after the fault (objective {:.0} s, predicted {}){slow_tail}",
                     p.max_failover_s, p.failover.errors_stop
                 ),
-                (Some(s), false) => format!(
-                    "errors went on until the fault was undone {s:.0} s after it began (objective: stop within {:.0} s)",
+                (None, false) => format!(
+                    "slow requests went on until the fault was undone (objective: the SLO holds within {:.0} s)",
+                    p.max_failover_s
+                ),
+                (Some(_), false) => format!(
+                    "errors went on until the fault was undone {:.0} s after it began (objective: stop within {:.0} s)",
+                    clock.model_s((seen.restore_at - seen.fault_at).max(0.0)),
                     p.max_failover_s
                 ),
             },
@@ -217,6 +249,12 @@ pub(crate) fn judge(
         fig("time_to_detect_s", "time to detect", detect, "s"),
         fig("time_to_errors_stop_s", "time until errors stop", stop, "s")
             .predicted(Some(p.failover.errors_stop)),
+        fig(
+            "time_to_slo_s",
+            "time until the SLO holds again",
+            slo_back,
+            "s",
+        ),
         fig(
             "failed_requests",
             "failed requests",
@@ -526,6 +564,7 @@ impl Run {
             restore_at,
             first_bad,
             last_bad,
+            last_failed: last_failed(&report.series, fault_second),
             stalled: stalled_at.is_some(),
             shift_at,
             remaining_before,
@@ -663,6 +702,7 @@ mod tests {
             restore_at: last_bad + 15.5,
             first_bad: Some(10.0),
             last_bad: Some(last_bad),
+            last_failed: Some(last_bad),
             remaining_before: 3,
             remaining_end: 3,
             back: Some(1.0),
@@ -717,6 +757,43 @@ mod tests {
                 .unwrap()
                 .detail
                 .contains("went on")
+        );
+    }
+
+    #[test]
+    fn errors_stop_at_the_last_failure_and_slow_seconds_after_it_are_reported_apart() {
+        let c = ProveConfig {
+            clock: Clock::fast(),
+            ..ProveConfig::default()
+        };
+        let p = prediction(&c);
+        // Failures until 3.5 wall seconds in (35 AWS seconds), slow requests until 5.1 (51):
+        // as seen on the AWS clock, new connections trying the failed node first.
+        let mut s = seen(15.1, 1000);
+        s.last_failed = Some(13.5);
+        let (checks, figures, _) = judge(&s, &c, &p);
+        let value = |key: &str| figures.iter().find(|f| f.key == key).unwrap().value;
+        assert_eq!(value("time_to_errors_stop_s").map(f64::round), Some(35.0));
+        assert_eq!(value("time_to_slo_s").map(f64::round), Some(51.0));
+        let stop = checks.iter().find(|c| c.name == "errors stop").unwrap();
+        assert!(stop.passed, "{stop:?}");
+        assert!(
+            stop.detail
+                .starts_with("errors stopped 35 s after the fault")
+                && stop.detail.contains("slow requests went on until 51 s"),
+            "{stop:?}"
+        );
+        // Failures past the objective still fail the check, whatever the slow ones did.
+        s.last_failed = Some(10.0 + p.max_failover_s / 10.0 + 0.5);
+        s.last_bad = s.last_failed;
+        s.restore_at = s.last_failed.unwrap() + c.settle_s;
+        let (checks, _, _) = judge(&s, &c, &p);
+        assert!(
+            !checks
+                .iter()
+                .find(|c| c.name == "errors stop")
+                .unwrap()
+                .passed
         );
     }
 }
