@@ -385,3 +385,186 @@ async fn the_fault_is_undone_on_interrupt_and_a_leftover_is_restored_by_the_next
             .any(|l| l.contains("restored it before starting"))
     );
 }
+
+/// Stop conditions, as AWS FIS has them: the stack's 5xx alarm going to ALARM while the zone is
+/// failed stops the run with the fault undone; the per-zone alarms are no stop condition (a
+/// failed zone sets them off by design); an alarm already in ALARM keeps the next run from
+/// starting, and an empty list of stop conditions lets it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_condition_alarm_stops_the_run_and_undoes_the_fault() {
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &stack_toml("proof-stop", "", ""),
+        clock(),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let cw: aws_sdk_cloudwatch::Client = infra::client!(&d.cx, aws_sdk_cloudwatch);
+    let set = move |alarm: &'static str, state: aws_sdk_cloudwatch::types::StateValue| {
+        let cw = cw.clone();
+        async move {
+            cw.set_alarm_state()
+                .alarm_name(alarm)
+                .state_value(state)
+                .state_reason("set by the test")
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    // A per-zone alarm in ALARM does not stop the run.
+    set(
+        "proof-stop-unhealthy-hosts-eu-west-1a",
+        aws_sdk_cloudwatch::types::StateValue::Alarm,
+    )
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
+        eprintln!("  {line}");
+        s.lock().unwrap().push(line.to_owned());
+        if line.contains(" failed at ")
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let setter = tokio::spawn({
+        let set = set.clone();
+        async move {
+            if rx.await.is_ok() {
+                set(
+                    "proof-stop-5xx-rate",
+                    aws_sdk_cloudwatch::types::StateValue::Alarm,
+                )
+                .await;
+            }
+        }
+    });
+    let err = Box::pin(proof::prove(
+        d.clone(),
+        short(vec![Scenario::AzFailover]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap_err();
+    setter.await.unwrap();
+    let proof::Error::Stopped { alarm, undone, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(alarm, "proof-stop-5xx-rate");
+    assert!(undone.contains("restored"), "{err}");
+    assert!(isolated_zones(&d).await.is_empty());
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|l| l.starts_with("stop conditions: ")
+            && l.contains("proof-stop-5xx-rate")
+            && l.contains("proof-stop-latency-p99")
+            && !l.contains("unhealthy-hosts")),
+        "{seen:#?}"
+    );
+
+    // Still in ALARM: the next run does not start; without stop conditions it runs.
+    let (progress, _) = lines();
+    let err = Box::pin(proof::prove(
+        d.clone(),
+        short(vec![Scenario::Baseline]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, proof::Error::Stopped { undone, .. } if undone == "the run did not start"),
+        "{err}"
+    );
+    let (progress, _) = lines();
+    let report = Box::pin(proof::prove(
+        d.clone(),
+        ProveConfig {
+            stop_alarms: Some(Vec::new()),
+            ..short(vec![Scenario::Baseline])
+        },
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(report.scenarios.len(), 1);
+}
+
+/// Without NAT gateways the tasks start only through VPC endpoints, as on AWS: every test here
+/// deploys `nat = "none"` (so the endpoints a task needs are made by default, and the tasks
+/// pull through them); with `vpc-endpoints = []` the pull times out and the service cannot
+/// start, with ECS's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nat_gateways_or_vpc_endpoints_no_task_can_pull_its_image() {
+    let toml = stack_toml("proof-closed", "", "")
+        .replace("nat = \"none\"\n", "nat = \"none\"\nvpc-endpoints = []\n");
+    let config = stack::StackConfig::from_toml(&toml, "stack.toml").unwrap();
+    let stack = config.validate().unwrap();
+    let moto = sandbox::MotoServer::shared().unwrap();
+    let account = moto.fresh_account();
+    let sdk = sandbox::sdk_config(moto.endpoint(), stack.region());
+    let cx = infra::Context::builder(sdk.clone(), stack.name().clone())
+        .interceptor(account.clone())
+        .build();
+    let outputs = Box::pin(stack.apply(&cx)).await.unwrap();
+    let plane = sandbox::DataPlane::start(
+        sdk,
+        sandbox::PlaneOptions::new(sandbox::daemon::sample_app_path())
+            .interceptor(account)
+            .clock(clock()),
+    )
+    .await
+    .unwrap();
+    // Scheduler delay and the launch on the fast clock: a few seconds per attempt.
+    let s = plane
+        .wait_for(Duration::from_secs(60), |s| {
+            s.services.iter().any(|x| x.failed_starts >= 2)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no failed start: {:#?}", plane.status()));
+    assert!(s.tasks.is_empty(), "no task runs: {s:#?}");
+    let ecs: aws_sdk_ecs::Client = infra::client!(&cx, aws_sdk_ecs);
+    let stopped = ecs
+        .list_tasks()
+        .cluster(&outputs.compute.cluster_name)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    let described = ecs
+        .describe_tasks()
+        .cluster(&outputs.compute.cluster_name)
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = described
+        .tasks()
+        .iter()
+        .filter_map(|t| t.stopped_reason())
+        .collect();
+    assert!(
+        !reasons.is_empty()
+            && reasons
+                .iter()
+                .all(|r| r.starts_with("CannotPullContainerError")
+                    && r.contains("cannot reach the registry")),
+        "{reasons:?}"
+    );
+    assert!(
+        plane
+            .status()
+            .tasks
+            .iter()
+            .all(|t| t.health != sandbox::TaskHealth::Healthy),
+        "{:#?}",
+        plane.status()
+    );
+    plane.stop().await;
+}

@@ -98,6 +98,15 @@ pub(crate) struct LoadtestArgs {
     /// when the zone is restored.
     #[arg(long)]
     zonal_shift: bool,
+    /// Stop condition (repeat the flag), as AWS FIS has them: the run stops, its fault undone,
+    /// when this CloudWatch alarm is in ALARM; one already in ALARM keeps it from starting
+    /// [default: the stack's alarms but the per-zone unhealthy-hosts ones, which a failed zone
+    /// sets off by design].
+    #[arg(long = "stop-on-alarm", value_name = "ALARM")]
+    stop_on_alarm: Vec<String>,
+    /// No stop conditions at all.
+    #[arg(long, conflicts_with = "stop_on_alarm")]
+    no_stop_conditions: bool,
     /// Failover: load after the zone is restored, to measure recovery.
     #[arg(long, default_value_t = 30.0)]
     after_s: f64,
@@ -160,6 +169,13 @@ impl LoadtestArgs {
             clock,
             launch,
             zonal_shift: self.zonal_shift,
+            stop_alarms: if self.no_stop_conditions {
+                Some(Vec::new())
+            } else if self.stop_on_alarm.is_empty() {
+                None
+            } else {
+                Some(self.stop_on_alarm.clone())
+            },
         }
     }
 }
@@ -281,6 +297,13 @@ async fn prove_and_report(
             return Err(Exit {
                 code: EXIT_INTERRUPTED,
                 message: format!("interrupted; {undone}"),
+            }
+            .into());
+        }
+        Err(e @ proof::Error::Stopped { .. }) => {
+            return Err(Exit {
+                code: EXIT_FAILED,
+                message: format!("Verdict: FAIL ({e})"),
             }
             .into());
         }

@@ -61,7 +61,30 @@ pub struct NetworkConfig {
     /// The port the tasks listen on; only the load balancer's security group may reach it.
     /// Default 8080.
     pub task_port: u16,
+    /// VPC endpoints, by service (`s3` a gateway endpoint on the private route tables, the
+    /// others interface endpoints in the private subnets with private DNS, reachable on 443
+    /// from the VPC): what the tasks reach AWS through without a NAT gateway. One of
+    /// [`ENDPOINT_SERVICES`]. Default: with `nat = "none"` what a Fargate task needs to start
+    /// (`ecr.api`, `ecr.dkr`, `s3` for the image layers, `logs`); otherwise none.
+    pub vpc_endpoints: Option<Vec<String>>,
 }
+
+/// The services `vpc-endpoints` may name.
+pub const ENDPOINT_SERVICES: &[&str] = &[
+    "ecr.api",
+    "ecr.dkr",
+    "s3",
+    "logs",
+    "secretsmanager",
+    "ssm",
+    "kms",
+    "sts",
+    "monitoring",
+];
+
+/// What a Fargate task pulling from ECR and logging to CloudWatch needs without a NAT gateway
+/// (ECS Developer Guide, "Amazon ECS interface VPC endpoints"; ECR's layers are in S3).
+pub const NO_NAT_ENDPOINTS: &[&str] = &["ecr.api", "ecr.dkr", "s3", "logs"];
 
 impl Default for NetworkConfig {
     fn default() -> Self {
@@ -74,6 +97,7 @@ impl Default for NetworkConfig {
             nat: NatMode::PerAz,
             load_balancer_ingress: IngressConfig::default(),
             task_port: 8080,
+            vpc_endpoints: None,
         }
     }
 }
@@ -118,6 +142,8 @@ pub struct NetworkSpec {
     pub lb_ipv6: Vec<Ipv6Net>,
     /// The tasks' port.
     pub task_port: u16,
+    /// VPC endpoints by service, sorted (see [`NetworkConfig::vpc_endpoints`]).
+    pub endpoints: Vec<String>,
 }
 
 /// Zones per region, for checking `az-count` before any call. Regions not listed are checked
@@ -296,6 +322,29 @@ impl NetworkConfig {
         if self.task_port == 0 {
             problems.add(field("task-port"), 0, "a TCP port from 1 to 65535");
         }
+        let endpoints = match &self.vpc_endpoints {
+            Some(list) => list.clone(),
+            None if self.nat == NatMode::None => {
+                NO_NAT_ENDPOINTS.iter().map(|s| (*s).to_owned()).collect()
+            }
+            None => Vec::new(),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &endpoints {
+            if !ENDPOINT_SERVICES.contains(&e.as_str()) {
+                problems.add(
+                    field("vpc-endpoints"),
+                    format!("{e:?}"),
+                    format!("services of {ENDPOINT_SERVICES:?}"),
+                );
+            } else if !seen.insert(e.clone()) {
+                problems.add(
+                    field("vpc-endpoints"),
+                    format!("{e:?}"),
+                    "each service once",
+                );
+            }
+        }
 
         match (vpc_cidr, zones, public, private) {
             (Some(vpc_cidr), Some(zones), Some(public_cidrs), Some(private_cidrs))
@@ -314,6 +363,7 @@ impl NetworkConfig {
                     lb_ipv4,
                     lb_ipv6,
                     task_port: self.task_port,
+                    endpoints: seen.into_iter().collect(),
                 })
             }
             _ => Err(problems),
@@ -656,6 +706,26 @@ mod tests {
             problems("az-count = 7", "xx-test-9"),
             ["network.az-count = 7: 1 to 6"]
         );
+    }
+
+    #[test]
+    fn vpc_endpoints_default_to_what_a_task_needs_without_nat_and_are_checked() {
+        let spec = |toml: &str| check(toml, "eu-west-1").unwrap().endpoints;
+        assert!(spec("").is_empty());
+        assert!(spec("nat = \"single\"").is_empty());
+        assert_eq!(spec("nat = \"none\""), ["ecr.api", "ecr.dkr", "logs", "s3"]);
+        assert_eq!(spec("vpc-endpoints = [\"ssm\", \"s3\"]"), ["s3", "ssm"]);
+        assert!(spec("nat = \"none\"\nvpc-endpoints = []").is_empty());
+        let p = problems(
+            "vpc-endpoints = [\"s3\", \"dynamodb\", \"s3\"]",
+            "eu-west-1",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("network.vpc-endpoints = \"dynamodb\": services of ["),
+            "{p:?}"
+        );
+        assert_eq!(p[1], "network.vpc-endpoints = \"s3\": each service once");
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub enum Error {
         /// What AWS said.
         reason: String,
     },
+    /// A VPC endpoint ended failed or rejected instead of available.
+    #[error(
+        "{what} is {state}, not available (AWS gives the reason in its state message; a rejected one needs the service's acceptance)"
+    )]
+    EndpointFailed {
+        /// The endpoint, by kind, name and id.
+        what: String,
+        /// Its state.
+        state: String,
+    },
     /// A load balancer or target group has the name the stack derives but is not the stack's
     /// (its `stackproof:stack` tag says otherwise, or it has none).
     #[error(

@@ -7,13 +7,15 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, Filter, IpPermission, IpRange, Ipv6Range, NatGatewayState,
-    ResourceType, Tag, TagSpecification, UserIdGroupPair,
+    ResourceType, Tag, TagSpecification, UserIdGroupPair, VpcEndpointType,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::{Backoff, CallError, Context, Event, Step, aws, waited};
 use tokio::time::Instant;
 
-use crate::desired::{DEFAULT_ROUTE, IGW, Kind, MODULE, Op, RouteOp, Rule, Source, Target, VPC};
+use crate::desired::{
+    DEFAULT_ROUTE, ENDPOINT_GROUP, IGW, Kind, MODULE, Op, RouteOp, Rule, Source, Target, VPC,
+};
 use crate::error::Error;
 use crate::observe::{Observed, name_tag};
 
@@ -471,6 +473,78 @@ async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Opti
             }
             Some(table_id.to_owned())
         }
+        Op::CreateEndpoint(e) => {
+            let vpc = need_one(&ids.vpc, "vpc", VPC)?;
+            let map = if e.gateway { &ids.tables } else { &ids.subnets };
+            let kind = if e.gateway { "route-table" } else { "subnet" };
+            let attach = e
+                .attach
+                .iter()
+                .map(|n| need(map, kind, n).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            let group = if e.gateway {
+                None
+            } else {
+                Some(need(&ids.groups, "security-group", ENDPOINT_GROUP)?.to_owned())
+            };
+            let what = format!("vpc-endpoint {:?}", e.name);
+            let out = settle(cx, "CreateVpcEndpoint", &what, || {
+                let call = ec2
+                    .create_vpc_endpoint()
+                    .vpc_id(vpc)
+                    .service_name(&e.service)
+                    .tag_specifications(tag_spec(cx, ResourceType::VpcEndpoint, &e.name));
+                if e.gateway {
+                    call.vpc_endpoint_type(VpcEndpointType::Gateway)
+                        .set_route_table_ids(Some(attach.clone()))
+                        .send()
+                } else {
+                    call.vpc_endpoint_type(VpcEndpointType::Interface)
+                        .set_subnet_ids(Some(attach.clone()))
+                        .set_security_group_ids(group.clone().map(|g| vec![g]))
+                        .private_dns_enabled(true)
+                        .send()
+                }
+            })
+            .await?;
+            let id = out
+                .vpc_endpoint()
+                .and_then(|v| v.vpc_endpoint_id())
+                .unwrap_or_default()
+                .to_owned();
+            wait_endpoint(ec2, cx, &id, &what, false).await?;
+            Some(id)
+        }
+        Op::ModifyEndpoint {
+            name,
+            id,
+            gateway,
+            add,
+            remove,
+        } => {
+            let map = if *gateway { &ids.tables } else { &ids.subnets };
+            let kind = if *gateway { "route-table" } else { "subnet" };
+            let add = add
+                .iter()
+                .map(|n| need(map, kind, n).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            let what = format!("vpc-endpoint {name:?} ({id})");
+            settle(cx, "ModifyVpcEndpoint", &what, || {
+                let call = ec2.modify_vpc_endpoint().vpc_endpoint_id(id);
+                let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+                if *gateway {
+                    call.set_add_route_table_ids(some(&add))
+                        .set_remove_route_table_ids(some(remove))
+                        .send()
+                } else {
+                    call.set_add_subnet_ids(some(&add))
+                        .set_remove_subnet_ids(some(remove))
+                        .send()
+                }
+            })
+            .await?;
+            Some(id.clone())
+        }
         Op::Retag {
             kind,
             name,
@@ -521,7 +595,7 @@ fn forget(ids: &mut Ids, kind: Kind, name: &str) {
         Kind::ElasticIp => drop(ids.eips.remove(name)),
         Kind::NatGateway => drop(ids.nats.remove(name)),
         Kind::SecurityGroup => drop(ids.groups.remove(name)),
-        Kind::NetworkAcl => {}
+        Kind::NetworkAcl | Kind::VpcEndpoint => {}
     }
 }
 
@@ -625,6 +699,52 @@ async fn wait_nats(ec2: &Client, cx: &Context, ids: &Ids) -> Result<(), Error> {
                     waited: start.elapsed(),
                 });
                 Step::Retry(format!("still pending: {}", pending.join(", ")))
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            infra::WaitError::Failed(e) => e,
+            timeout => CallError::Timeout(timeout.to_string()).into(),
+        })
+}
+
+/// Waits until endpoint `id` is available (`gone`: deleted or unknown), as its network
+/// interfaces (interface endpoints) come up or are released.
+async fn wait_endpoint(
+    ec2: &Client,
+    cx: &Context,
+    id: &str,
+    what: &str,
+    gone: bool,
+) -> Result<(), Error> {
+    let doing = if gone { "deleted" } else { "available" };
+    Backoff::resource_state(cx.waits())
+        .run(format!("wait for {what} to be {doing}"), || async {
+            match ec2
+                .describe_vpc_endpoints()
+                .vpc_endpoint_ids(id)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let state = out
+                        .vpc_endpoints()
+                        .first()
+                        .map(crate::observe::endpoint_state);
+                    match (gone, state.as_deref()) {
+                        (true, None | Some("deleted")) => Step::Done(()),
+                        (false, Some("available")) => Step::Done(()),
+                        (false, Some(state @ ("failed" | "rejected"))) => {
+                            Step::Fail(Error::EndpointFailed {
+                                what: what.to_owned(),
+                                state: state.to_owned(),
+                            })
+                        }
+                        (_, state) => Step::Retry(format!("state {}", state.unwrap_or("unknown"))),
+                    }
+                }
+                Err(e) if gone && is_not_found(e.code()) => Step::Done(()),
+                Err(e) => Step::Fail(aws("DescribeVpcEndpoints", what)(e).into()),
             }
         })
         .await
@@ -761,6 +881,13 @@ async fn delete_resource(
                 ec2.delete_network_acl().network_acl_id(id).send()
             })
             .await?
+        }
+        Kind::VpcEndpoint => {
+            delete(cx, "DeleteVpcEndpoints", &what, &[], || {
+                ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send()
+            })
+            .await?;
+            wait_endpoint(ec2, cx, id, &what, true).await?;
         }
         Kind::Vpc => {
             delete(cx, "DeleteVpc", &what, &[], || {

@@ -42,7 +42,10 @@ use aws_sdk_ec2::types::{AvailabilityZoneState, Filter};
 use infra::{Context, Module, Plan};
 use serde::{Deserialize, Serialize};
 
-pub use config::{IngressConfig, NatMode, NetworkConfig, NetworkSpec, Zones, known_zone_count};
+pub use config::{
+    ENDPOINT_SERVICES, IngressConfig, NO_NAT_ENDPOINTS, NatMode, NetworkConfig, NetworkSpec, Zones,
+    known_zone_count,
+};
 pub use error::Error;
 pub use isolate::{RESTORE_ACL_TAG, ZoneIsolation};
 pub use lb::{

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
     Address, Filter, InternetGateway, NatGateway, NatGatewayState, NetworkAcl, RouteTable,
-    SecurityGroup, Subnet, Tag, Vpc, VpcAttributeName,
+    SecurityGroup, Subnet, Tag, Vpc, VpcAttributeName, VpcEndpoint,
 };
 use infra::tags;
 
@@ -22,6 +22,14 @@ pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
             ))
         })
         .collect()
+}
+
+/// A VPC endpoint's state in lower case: EC2 answers `available` where the SDK's `State`
+/// enum spells `Available`, so the enum's variants do not match what AWS (or moto) sends.
+pub(crate) fn endpoint_state(e: &VpcEndpoint) -> String {
+    e.state()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// The logical name of a resource: its `stackproof:name` tag.
@@ -55,6 +63,8 @@ pub(crate) struct Observed {
     pub(crate) dead_nats: BTreeMap<String, usize>,
     pub(crate) security_groups: Vec<SecurityGroup>,
     pub(crate) network_acls: Vec<NetworkAcl>,
+    /// VPC endpoints that exist or are being made (deleted, failed and rejected ones are not).
+    pub(crate) endpoints: Vec<VpcEndpoint>,
     /// Network interfaces per VPC id, read only when the stack has more than one VPC: the one
     /// in use is kept (see `desired::dedup`).
     pub(crate) enis: BTreeMap<String, usize>,
@@ -65,7 +75,7 @@ impl Observed {
     pub(crate) async fn read(ec2: &Client, stack: &str) -> Result<Observed, Error> {
         let f = || stack_filter(stack);
         let res = format!("stack {stack}");
-        let (vpcs, subnets, igws, route_tables, addresses, nats, sgs, nacls) = tokio::try_join!(
+        let (vpcs, subnets, igws, route_tables, addresses, nats, sgs, nacls, endpoints) = tokio::try_join!(
             async {
                 ec2.describe_vpcs()
                     .filters(f())
@@ -122,6 +132,13 @@ impl Observed {
                     .await
                     .map_err(aws("DescribeNetworkAcls", &res))
             },
+            async {
+                ec2.describe_vpc_endpoints()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(aws("DescribeVpcEndpoints", &res))
+            },
         )?;
         let mut observed = Observed {
             vpcs: vpcs.vpcs().to_vec(),
@@ -131,6 +148,21 @@ impl Observed {
             addresses: addresses.addresses().to_vec(),
             security_groups: sgs.security_groups().to_vec(),
             network_acls: nacls.network_acls().to_vec(),
+            // Checked again here as for NAT gateways: the tag filter is the truth.
+            endpoints: endpoints
+                .vpc_endpoints()
+                .iter()
+                .filter(|e| {
+                    e.tags()
+                        .iter()
+                        .any(|t| t.key() == Some(tags::STACK) && t.value() == Some(stack))
+                        && !matches!(
+                            endpoint_state(e).as_str(),
+                            "deleted" | "deleting" | "failed" | "rejected" | "expired"
+                        )
+                })
+                .cloned()
+                .collect(),
             ..Observed::default()
         };
         for nat in nats.nat_gateways() {
@@ -220,5 +252,6 @@ impl Observed {
             && self.nats.is_empty()
             && self.security_groups.is_empty()
             && self.network_acls.is_empty()
+            && self.endpoints.is_empty()
     }
 }

@@ -72,6 +72,12 @@ pub fn check_namespace(stack: &str) -> String {
     format!("stackproof/{stack}")
 }
 
+/// Whether `alarm` is one of `stack`'s per-zone alarms (`{stack}-unhealthy-hosts-{zone}`):
+/// those go off by design when a zone fails, so a fault experiment does not stop on them.
+pub fn is_zone_alarm(stack: &str, alarm: &str) -> bool {
+    alarm.starts_with(&alarms::alarm_name(stack, alarms::UNHEALTHY_PREFIX))
+}
+
 /// What observability needs from the modules upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservabilityInputs {

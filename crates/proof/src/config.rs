@@ -105,6 +105,11 @@ pub struct ProveConfig {
     /// seen (an operator's or zonal autoshift's move; the load balancer needs zonal shift
     /// enabled), and cancel it when the zone is restored. Default off: the stack's own reaction.
     pub zonal_shift: bool,
+    /// Stop conditions, as AWS FIS has them: CloudWatch alarms whose ALARM state stops the run
+    /// (the fault undone, the run an error naming the alarm); one already in ALARM keeps the run
+    /// from starting. Default (`None`): the stack's alarms except the per-zone unhealthy-hosts
+    /// ones, which a failed zone sets off by design. `Some(vec![])`: none.
+    pub stop_alarms: Option<Vec<String>>,
 }
 
 impl Default for ProveConfig {
@@ -134,6 +139,7 @@ impl Default for ProveConfig {
             clock: Clock::AWS,
             launch: LaunchLatency::default(),
             zonal_shift: false,
+            stop_alarms: None,
         }
     }
 }

@@ -39,6 +39,17 @@ pub enum Error {
         /// What was undone.
         undone: String,
     },
+    /// A stop condition held: a CloudWatch alarm of [`crate::ProveConfig::stop_alarms`] was in
+    /// ALARM (before the run, or during it); the fault, if one was in place, was undone.
+    #[error("stopped: stop condition alarm {alarm} is in ALARM ({reason}); {undone}")]
+    Stopped {
+        /// The alarm.
+        alarm: String,
+        /// Its state reason.
+        reason: String,
+        /// What was undone.
+        undone: String,
+    },
     /// The run stopped unexpectedly (a bug); the fault, if one was in place, was undone.
     #[error("{0}")]
     Internal(String),

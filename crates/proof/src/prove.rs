@@ -84,6 +84,23 @@ pub async fn prove(
         return Err(Error::Invalid(p));
     }
     let leftovers = restore_leftovers(&d, &progress).await?;
+    // Stop conditions: one in ALARM already keeps the run from starting.
+    let cw: aws_sdk_cloudwatch::Client = infra::client!(&d.cx, aws_sdk_cloudwatch);
+    let stop_alarms = stop_alarms(&config, &d.outputs);
+    if let Some((alarm, reason)) = in_alarm(&cw, &stop_alarms).await? {
+        return Err(Error::Stopped {
+            alarm,
+            reason,
+            undone: "the run did not start".to_owned(),
+        });
+    }
+    if !stop_alarms.is_empty() {
+        progress(&format!(
+            "stop conditions: the run stops, its fault undone, when any of {} is in ALARM",
+            stop_alarms.join(", ")
+        ));
+    }
+    let every = config.clock.wall(STOP_CHECK_EVERY);
     let fault: FaultState = Arc::default();
     let task = tokio::spawn(run_scenarios(
         d.clone(),
@@ -95,24 +112,99 @@ pub async fn prove(
     let abort = task.abort_handle();
     tokio::pin!(cancel);
     let outcome = tokio::select! {
-        joined = task => Some(joined),
+        joined = task => Ok(joined),
         () = &mut cancel => {
             abort.abort();
-            None
+            Err(None)
+        }
+        stop = watch_alarms(&cw, &stop_alarms, every) => {
+            abort.abort();
+            progress(&format!("stop condition: alarm {} is in ALARM ({})", stop.0, stop.1));
+            Err(Some(stop))
         }
     };
     let undone = undo(&d, &fault, &progress).await;
     match outcome {
-        None => Err(Error::Interrupted {
-            undone: undone?.unwrap_or_else(|| "no fault was in place".to_owned()),
-        }),
-        Some(Err(join)) => {
+        Err(stopped) => {
+            let undone = undone?.unwrap_or_else(|| "no fault was in place".to_owned());
+            Err(match stopped {
+                None => Error::Interrupted { undone },
+                Some((alarm, reason)) => Error::Stopped {
+                    alarm,
+                    reason,
+                    undone,
+                },
+            })
+        }
+        Ok(Err(join)) => {
             undone?;
             Err(Error::Internal(format!("the proof run stopped: {join}")))
         }
-        Some(Ok(result)) => {
+        Ok(Ok(result)) => {
             undone?;
             result
+        }
+    }
+}
+
+/// How often the stop conditions are read, AWS seconds (on the run's clock).
+const STOP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The run's stop conditions: [`ProveConfig::stop_alarms`], or by default the stack's alarms
+/// but the per-zone ones (a failed zone sets those off by design).
+fn stop_alarms(config: &ProveConfig, outputs: &StackOutputs) -> Vec<String> {
+    match &config.stop_alarms {
+        Some(names) => names.clone(),
+        None => outputs
+            .observability
+            .alarm_names
+            .iter()
+            .filter(|a| !observability::is_zone_alarm(&outputs.stack, a))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The first of `names` in ALARM, with its state reason.
+async fn in_alarm(
+    cw: &aws_sdk_cloudwatch::Client,
+    names: &[String],
+) -> Result<Option<(String, String)>, Error> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let out = cw
+        .describe_alarms()
+        .set_alarm_names(Some(names.to_vec()))
+        .send()
+        .await
+        .map_err(aws("DescribeAlarms", names.join(", ")))?;
+    Ok(out
+        .metric_alarms()
+        .iter()
+        .find(|a| a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm))
+        .map(|a| {
+            (
+                a.alarm_name().unwrap_or_default().to_owned(),
+                a.state_reason().unwrap_or_default().to_owned(),
+            )
+        }))
+}
+
+/// Completes with the first of `names` found in ALARM, reading them every `every`; never
+/// when there are none. A failed read is not a stop (the next one decides).
+async fn watch_alarms(
+    cw: &aws_sdk_cloudwatch::Client,
+    names: &[String],
+    every: std::time::Duration,
+) -> (String, String) {
+    if names.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        if let Ok(Some(found)) = in_alarm(cw, names).await {
+            return found;
         }
     }
 }

@@ -134,6 +134,48 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
             s.subnet().unwrap().subnet_id().unwrap().to_owned(),
         );
     }
+    // A way out to the registry, as a NAT gateway gives private subnets: without one the
+    // tasks cannot pull their image (an internet gateway on the main route table here).
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_owned();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let main_table = ec2
+        .describe_route_tables()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+        .iter()
+        .find(|t| t.associations().iter().any(|a| a.main() == Some(true)))
+        .and_then(|t| t.route_table_id())
+        .unwrap()
+        .to_owned();
+    ec2.create_route()
+        .route_table_id(&main_table)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .unwrap();
     let sg = ec2
         .create_security_group()
         .group_name("tasks")
@@ -1197,13 +1239,50 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
         "arn:aws:secretsmanager:{REGION}:{}:secret:web/gone-AbCdEf",
         st.account.0
     );
-    for (name, container, reason) in [
+    // A subnet whose route table has no way out and no ECR endpoints (`nat = "none"` without
+    // VPC endpoints): the pull times out.
+    let closed = st
+        .ec2
+        .create_subnet()
+        .vpc_id(&st.vpc)
+        .cidr_block("10.0.9.0/24")
+        .availability_zone("eu-west-1a")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let closed_table = st
+        .ec2
+        .create_route_table()
+        .vpc_id(&st.vpc)
+        .send()
+        .await
+        .unwrap()
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_owned();
+    st.ec2
+        .associate_route_table()
+        .route_table_id(&closed_table)
+        .subnet_id(&closed)
+        .send()
+        .await
+        .unwrap();
+    let open: Vec<String> = st.subnets.values().cloned().collect();
+    for (name, container, subnets, reason) in [
         (
             "other",
             ContainerDefinition::builder()
                 .name("nginx")
                 .image("public.ecr.aws/nginx/nginx:latest")
                 .build(),
+            open.clone(),
             "CannotPullContainerError",
         ),
         (
@@ -1213,7 +1292,17 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
                 .image("x/sample-app:latest")
                 .secrets(secret("DB_PASSWORD", &missing))
                 .build(),
+            open.clone(),
             "ResourceInitializationError: unable to pull secrets or registry auth",
+        ),
+        (
+            "no-way-out",
+            ContainerDefinition::builder()
+                .name("app")
+                .image("x/sample-app:latest")
+                .build(),
+            vec![closed.clone()],
+            "cannot reach the registry",
         ),
     ] {
         let td = st
@@ -1244,7 +1333,7 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(
                         AwsVpcConfiguration::builder()
-                            .set_subnets(Some(st.subnets.values().cloned().collect()))
+                            .set_subnets(Some(subnets))
                             .security_groups(&st.sg)
                             .build()
                             .unwrap(),

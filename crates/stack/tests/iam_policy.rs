@@ -108,7 +108,8 @@ async fn every_call() {
     };
     let cx = in_account();
     let stack = StackConfig::from_toml(
-        "name = \"iam\"\n[storage]\nforce-destroy = true\n[service]\nforce-destroy = true\n",
+        // VPC endpoints too: their calls are the deploying identity's.
+        "name = \"iam\"\n[storage]\nforce-destroy = true\n[service]\nforce-destroy = true\n[network]\nvpc-endpoints = [\"s3\", \"ecr.api\"]\n",
         "stack.toml",
     )
     .unwrap()

@@ -104,6 +104,7 @@ pub(crate) fn dedup(observed: &Observed) -> Deduped {
     split!(nats, nat_gateway_id);
     split!(security_groups, group_id);
     split!(network_acls, network_acl_id);
+    split!(endpoints, vpc_endpoint_id);
     for igw in &observed.igws {
         let attached: Vec<&str> = igw
             .attachments()
@@ -321,6 +322,15 @@ fn within(mut kept: Observed, mut other: Observed, mut why: BTreeMap<String, Str
         |x| (0, -(x.associations().len() as i64)),
         ["", "more subnets associated"],
         &mut other.network_acls,
+        w,
+    );
+    kept.endpoints = pick(
+        std::mem::take(&mut kept.endpoints),
+        |x| x.tags(),
+        |x| x.vpc_endpoint_id(),
+        |x| (0, x.creation_timestamp().map_or(i64::MAX, |t| t.secs())),
+        ["", "older"],
+        &mut other.endpoints,
         w,
     );
     let mut deletes = super::teardown(&other);

@@ -343,17 +343,109 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
         ops.push(Op::WaitNats);
     }
     ops.extend(route_ops);
+    ops.extend(endpoint_ops(
+        cx,
+        desired,
+        observed,
+        &subnet_ids,
+        &mut retags,
+    ));
     ops.extend(retags);
     ops.extend(extras(desired, observed));
     Ok(ops)
 }
 
+/// The VPC endpoints: created, replaced when their service or type changed, moved to the
+/// route tables or subnets they should be in (a second one of a name went in `dedup`).
+fn endpoint_ops(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    subnet_ids: &BTreeMap<&str, &str>,
+    retags: &mut Vec<Op>,
+) -> Vec<Op> {
+    let table_ids: BTreeMap<&str, &str> = observed
+        .route_tables
+        .iter()
+        .filter_map(|t| Some((name_tag(t.tags())?, t.route_table_id()?)))
+        .collect();
+    let mut ops = Vec::new();
+    for e in &desired.endpoints {
+        let Some(have) = one(&e.name, &observed.endpoints, |x| x.tags()) else {
+            ops.push(Op::CreateEndpoint(e.clone()));
+            continue;
+        };
+        let id = have.vpc_endpoint_id().unwrap_or_default();
+        let gateway = have
+            .vpc_endpoint_type()
+            .is_some_and(|t| t.as_str().eq_ignore_ascii_case("gateway"));
+        if have.service_name() != Some(e.service.as_str()) || gateway != e.gateway {
+            ops.push(Op::Delete {
+                kind: Kind::VpcEndpoint,
+                name: e.name.clone(),
+                id: id.to_owned(),
+                related: Vec::new(),
+                duplicate: None,
+            });
+            ops.push(Op::CreateEndpoint(e.clone()));
+            continue;
+        }
+        let (have_ids, ids): (BTreeSet<&str>, &BTreeMap<&str, &str>) = if e.gateway {
+            (
+                have.route_table_ids().iter().map(String::as_str).collect(),
+                &table_ids,
+            )
+        } else {
+            (
+                have.subnet_ids().iter().map(String::as_str).collect(),
+                subnet_ids,
+            )
+        };
+        let add: Vec<String> = e
+            .attach
+            .iter()
+            .filter(|n| ids.get(n.as_str()).is_none_or(|id| !have_ids.contains(id)))
+            .cloned()
+            .collect();
+        let want_ids: BTreeSet<&str> = e
+            .attach
+            .iter()
+            .filter_map(|n| ids.get(n.as_str()).copied())
+            .collect();
+        let remove: Vec<String> = have_ids
+            .difference(&want_ids)
+            .map(|s| (*s).to_owned())
+            .collect();
+        if !add.is_empty() || !remove.is_empty() {
+            ops.push(Op::ModifyEndpoint {
+                name: e.name.clone(),
+                id: id.to_owned(),
+                gateway: e.gateway,
+                add,
+                remove,
+            });
+        }
+        retag(
+            cx,
+            Kind::VpcEndpoint,
+            &e.name,
+            have.vpc_endpoint_id(),
+            have.tags(),
+            retags,
+        );
+    }
+    ops
+}
+
 /// Resources of the stack that the configuration no longer asks for (fewer zones, another NAT
-/// mode), in the order they can be deleted.
+/// mode, no endpoints), in the order they can be deleted.
 fn extras(desired: &Desired, observed: &Observed) -> Vec<Op> {
     let wanted_nats: BTreeSet<&str> = desired.nats.iter().map(|n| n.name.as_str()).collect();
     let wanted_subnets: BTreeSet<&str> = desired.subnets.iter().map(|s| s.name.as_str()).collect();
     let wanted_tables: BTreeSet<&str> = desired.tables.iter().map(|t| t.name.as_str()).collect();
+    let wanted_endpoints: BTreeSet<&str> =
+        desired.endpoints.iter().map(|e| e.name.as_str()).collect();
+    let wanted_groups: BTreeSet<&str> = desired.groups.iter().map(|g| g.name.as_str()).collect();
     let mut ops = Vec::new();
     let mut push = |kind,
                     name: Option<&str>,
@@ -372,6 +464,15 @@ fn extras(desired: &Desired, observed: &Observed) -> Vec<Op> {
             });
         }
     };
+    for e in &observed.endpoints {
+        push(
+            Kind::VpcEndpoint,
+            name_tag(e.tags()),
+            e.vpc_endpoint_id(),
+            Vec::new(),
+            &wanted_endpoints,
+        );
+    }
     for n in &observed.nats {
         push(
             Kind::NatGateway,
@@ -408,6 +509,18 @@ fn extras(desired: &Desired, observed: &Observed) -> Vec<Op> {
             &wanted_tables,
         );
     }
+    // Only the endpoints' group comes and goes with the configuration.
+    for g in &observed.security_groups {
+        if name_tag(g.tags()) == Some(ENDPOINT_GROUP) {
+            push(
+                Kind::SecurityGroup,
+                name_tag(g.tags()),
+                g.group_id(),
+                Vec::new(),
+                &wanted_groups,
+            );
+        }
+    }
     ops
 }
 
@@ -426,6 +539,15 @@ pub(crate) fn teardown(observed: &Observed) -> Vec<Op> {
             });
         }
     };
+    // Endpoints hold network interfaces in the subnets and use a security group: first.
+    for e in &observed.endpoints {
+        push(
+            Kind::VpcEndpoint,
+            name(e.tags()),
+            e.vpc_endpoint_id(),
+            Vec::new(),
+        );
+    }
     for n in &observed.nats {
         push(
             Kind::NatGateway,

@@ -22,6 +22,7 @@ pub(crate) const PUBLIC_TABLE: &str = "public";
 pub(crate) const LB_GROUP: &str = "load-balancer";
 pub(crate) const TASK_GROUP: &str = "tasks";
 pub(crate) const ISOLATION_ACL: &str = "isolation";
+pub(crate) const ENDPOINT_GROUP: &str = "endpoints";
 pub(crate) const DEFAULT_ROUTE: &str = "0.0.0.0/0";
 
 /// One subnet.
@@ -109,6 +110,20 @@ pub(crate) struct GroupWant {
     pub(crate) rules: BTreeSet<Rule>,
 }
 
+/// One VPC endpoint: a gateway endpoint (S3) on the private route tables, or an interface
+/// endpoint in the private subnets behind the endpoints' security group, with private DNS so
+/// the service's usual name resolves to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EndpointWant {
+    /// `endpoint-{service}` (`endpoint-ecr.api`).
+    pub(crate) name: String,
+    /// `com.amazonaws.{region}.{service}`.
+    pub(crate) service: String,
+    pub(crate) gateway: bool,
+    /// The route tables (gateway) or subnets (interface) it is in, by logical name.
+    pub(crate) attach: Vec<String>,
+}
+
 /// The whole network the configuration asks for, with zones resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Desired {
@@ -118,6 +133,7 @@ pub(crate) struct Desired {
     pub(crate) tables: Vec<TableWant>,
     pub(crate) nats: Vec<NatWant>,
     pub(crate) groups: Vec<GroupWant>,
+    pub(crate) endpoints: Vec<EndpointWant>,
 }
 
 /// The short name of a zone inside its region (`a` for `eu-west-1a`).
@@ -207,24 +223,59 @@ impl Desired {
             to: port,
             source: Source::Group(LB_GROUP.to_owned()),
         }]);
+        let private = |table: bool| -> Vec<String> {
+            subnets
+                .iter()
+                .filter(|s| !s.public)
+                .map(|s| s.name.clone())
+                .filter(|n| !table || tables.iter().any(|t| t.name == *n))
+                .collect()
+        };
+        let endpoints: Vec<EndpointWant> = spec
+            .endpoints
+            .iter()
+            .map(|service| {
+                let gateway = service == "s3";
+                EndpointWant {
+                    name: format!("endpoint-{service}"),
+                    service: format!("com.amazonaws.{region}.{service}"),
+                    gateway,
+                    attach: private(gateway),
+                }
+            })
+            .collect();
+        let mut groups = vec![
+            GroupWant {
+                name: LB_GROUP.to_owned(),
+                description: "stackproof load balancer".to_owned(),
+                rules: lb_rules,
+            },
+            GroupWant {
+                name: TASK_GROUP.to_owned(),
+                description: "stackproof tasks: only from the load balancer".to_owned(),
+                rules: task_rules,
+            },
+        ];
+        if endpoints.iter().any(|e| !e.gateway) {
+            groups.push(GroupWant {
+                name: ENDPOINT_GROUP.to_owned(),
+                description: "stackproof VPC endpoints: HTTPS from the VPC".to_owned(),
+                rules: BTreeSet::from([Rule {
+                    protocol: "tcp".to_owned(),
+                    from: 443,
+                    to: 443,
+                    source: Source::Ipv4(spec.vpc_cidr.to_string()),
+                }]),
+            });
+        }
         Desired {
             zones,
             vpc_cidr: spec.vpc_cidr.to_string(),
             subnets,
             tables,
             nats,
-            groups: vec![
-                GroupWant {
-                    name: LB_GROUP.to_owned(),
-                    description: "stackproof load balancer".to_owned(),
-                    rules: lb_rules,
-                },
-                GroupWant {
-                    name: TASK_GROUP.to_owned(),
-                    description: "stackproof tasks: only from the load balancer".to_owned(),
-                    rules: task_rules,
-                },
-            ],
+            groups,
+            endpoints,
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) enum Kind {
     NatGateway,
     SecurityGroup,
     NetworkAcl,
+    VpcEndpoint,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Kind::NatGateway => "nat-gateway",
             Kind::SecurityGroup => "security-group",
             Kind::NetworkAcl => "network-acl",
+            Kind::VpcEndpoint => "vpc-endpoint",
         }
     }
 }
@@ -85,6 +87,16 @@ pub(crate) enum Op {
         table: String,
         op: RouteOp,
         target: Option<Target>,
+    },
+    CreateEndpoint(EndpointWant),
+    /// Route tables (gateway) or subnets (interface) to add, by logical name, and to remove,
+    /// by id.
+    ModifyEndpoint {
+        name: String,
+        id: String,
+        gateway: bool,
+        add: Vec<String>,
+        remove: Vec<String>,
     },
     Retag {
         kind: Kind,
@@ -165,6 +177,33 @@ impl Op {
                     RouteOp::Replace => c(Action::Update, "route", &name).detail(via),
                     RouteOp::Delete => c(Action::Delete, "route", &name),
                 }
+            }
+            Op::CreateEndpoint(e) => {
+                c(Action::Create, "vpc-endpoint", &e.name).detail(if e.gateway {
+                    format!("gateway {} on route tables {}", e.service, e.attach.join(", "))
+                } else {
+                    format!(
+                        "interface {} with private DNS in subnets {}, security group {ENDPOINT_GROUP:?}",
+                        e.service,
+                        e.attach.join(", ")
+                    )
+                })
+            }
+            Op::ModifyEndpoint {
+                name,
+                id,
+                gateway,
+                add,
+                remove,
+            } => {
+                let what = if *gateway { "route tables" } else { "subnets" };
+                let mut ch = c(Action::Update, "vpc-endpoint", name).id(id);
+                ch.details = add
+                    .iter()
+                    .map(|n| format!("{what} + {n}"))
+                    .chain(remove.iter().map(|i| format!("{what} - {i}")))
+                    .collect();
+                ch
             }
             Op::Retag {
                 kind,

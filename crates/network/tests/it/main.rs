@@ -1010,3 +1010,138 @@ async fn a_stack_never_takes_another_stack_s_nat_gateways_for_its_own() {
     assert_eq!(census(&cx_a).await, TWO_ZONES);
     net_a.destroy(&cx_a).await.unwrap();
 }
+
+/// The endpoints of the stack that are not deleted, by their name tag: (type, service,
+/// route tables, subnets, groups, private DNS).
+async fn endpoints(
+    cx: &Context,
+) -> std::collections::BTreeMap<String, (String, String, usize, usize, usize, bool)> {
+    let out = ec2(cx)
+        .describe_vpc_endpoints()
+        .filters(stack_filter(cx))
+        .send()
+        .await
+        .unwrap();
+    out.vpc_endpoints()
+        .iter()
+        .filter(|e| e.state().is_some_and(|s| s.as_str() != "deleted"))
+        .map(|e| {
+            (
+                tag(e.tags(), "stackproof:name").unwrap().to_owned(),
+                (
+                    e.vpc_endpoint_type().unwrap().as_str().to_owned(),
+                    e.service_name().unwrap().to_owned(),
+                    e.route_table_ids().len(),
+                    e.subnet_ids().len(),
+                    e.groups().len(),
+                    e.private_dns_enabled().unwrap_or(false),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Without NAT gateways the tasks reach ECR, S3 and CloudWatch Logs through VPC endpoints: an
+/// S3 gateway endpoint on the private route tables, interface endpoints with private DNS in
+/// the private subnets behind a group open on 443 to the VPC only. A second apply changes
+/// nothing; a NAT mode with no endpoints deletes them and their group; destroy leaves none.
+#[tokio::test]
+async fn without_nat_gateways_the_private_subnets_reach_aws_through_vpc_endpoints() {
+    let cx = context("endpoints");
+    let net = network(&cx, "nat = \"none\"");
+    let plan = Box::pin(net.plan(&cx, &())).await.unwrap();
+    let created = kinds(&plan, Action::Create);
+    for e in ["ecr.api", "ecr.dkr", "s3", "logs"] {
+        assert!(
+            created.contains(&format!("vpc-endpoint endpoint-{e}")),
+            "{plan}"
+        );
+    }
+    assert!(
+        created.contains(&"security-group endpoints".to_owned()),
+        "{plan}"
+    );
+    assert!(
+        plan.to_string()
+            .contains("gateway com.amazonaws.eu-west-1.s3 on route tables private-a, private-b"),
+        "{plan}"
+    );
+    Box::pin(net.apply(&cx, &())).await.unwrap();
+    let made = endpoints(&cx).await;
+    assert_eq!(made.len(), 4, "{made:?}");
+    // (Private DNS is an interface endpoint's setting; moto reports it on for a gateway one.)
+    let s3 = &made["endpoint-s3"];
+    assert_eq!(
+        (&*s3.0, &*s3.1, s3.2, s3.3, s3.4),
+        ("Gateway", "com.amazonaws.eu-west-1.s3", 2, 0, 0)
+    );
+    for e in ["ecr.api", "ecr.dkr", "logs"] {
+        assert_eq!(
+            made[&format!("endpoint-{e}")],
+            (
+                "Interface".into(),
+                format!("com.amazonaws.eu-west-1.{e}"),
+                0,
+                2,
+                1,
+                true
+            ),
+            "{e}"
+        );
+    }
+    // The endpoints' group: HTTPS from the VPC, nothing else.
+    let groups = ec2(&cx)
+        .describe_security_groups()
+        .filters(stack_filter(&cx))
+        .send()
+        .await
+        .unwrap();
+    let group = groups
+        .security_groups()
+        .iter()
+        .find(|g| tag(g.tags(), "stackproof:name") == Some("endpoints"))
+        .unwrap();
+    let rules: Vec<(Option<i32>, Vec<&str>)> = group
+        .ip_permissions()
+        .iter()
+        .map(|p| {
+            (
+                p.from_port(),
+                p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(rules, [(Some(443), vec!["10.0.0.0/16"])]);
+    let again = Box::pin(net.plan(&cx, &())).await.unwrap();
+    assert!(again.is_empty(), "{again}");
+
+    // NAT gateways instead: the endpoints and their group go.
+    let with_nat = network(&cx, "nat = \"single\"");
+    let plan = Box::pin(with_nat.plan(&cx, &())).await.unwrap();
+    let deleted = kinds(&plan, Action::Delete);
+    assert!(
+        deleted.contains(&"vpc-endpoint endpoint-logs".to_owned()),
+        "{plan}"
+    );
+    assert!(
+        deleted.contains(&"security-group endpoints".to_owned()),
+        "{plan}"
+    );
+    Box::pin(with_nat.apply(&cx, &())).await.unwrap();
+    assert!(endpoints(&cx).await.is_empty());
+    assert!(Box::pin(with_nat.plan(&cx, &())).await.unwrap().is_empty());
+
+    // Chosen by hand, with a NAT: only what is named; destroy takes them first.
+    let chosen = network(
+        &cx,
+        "nat = \"single\"\nvpc-endpoints = [\"secretsmanager\", \"s3\"]",
+    );
+    Box::pin(chosen.apply(&cx, &())).await.unwrap();
+    assert_eq!(
+        endpoints(&cx).await.keys().cloned().collect::<Vec<_>>(),
+        ["endpoint-s3", "endpoint-secretsmanager"]
+    );
+    Box::pin(chosen.destroy(&cx)).await.unwrap();
+    assert!(endpoints(&cx).await.is_empty());
+    assert!(Box::pin(chosen.plan_destroy(&cx)).await.unwrap().is_empty());
+}

@@ -90,11 +90,16 @@ impl TaskDefSpec {
     }
 }
 
-/// A subnet: its zone and whether its network ACL admits TCP on a port.
+/// A subnet: its zone, whether its network ACL admits TCP on a port, and whether it has a way
+/// to the registry.
 #[derive(Debug, Clone)]
 pub(crate) struct SubnetSpec {
     pub(crate) zone: String,
     pub(crate) acl: Option<NetworkAcl>,
+    /// A default route to a NAT or internet gateway, or ECR's endpoints in the VPC (`ecr.api`
+    /// and `ecr.dkr` interface endpoints, an `s3` gateway endpoint on the subnet's route
+    /// table, where the layers are): what a Fargate task needs to pull from ECR.
+    pub(crate) registry_path: bool,
 }
 
 impl SubnetSpec {
@@ -105,9 +110,10 @@ impl SubnetSpec {
             .is_none_or(|acl| nacl::admits_tcp(acl, port))
     }
 
-    /// Whether a task in this subnet can pull its image (HTTPS out, answers back in).
+    /// Whether a task in this subnet can pull its image: a path to the registry, HTTPS out and
+    /// answers back in.
     pub(crate) fn can_pull(&self) -> bool {
-        self.acl.as_ref().is_none_or(nacl::admits_pull)
+        self.registry_path && self.acl.as_ref().is_none_or(nacl::admits_pull)
     }
 }
 
@@ -410,6 +416,7 @@ pub(crate) async fn subnets(
             break;
         }
     }
+    let paths = RegistryPaths::read(c, &vpcs).await?;
     for s in out.subnets() {
         let Some(id) = s.subnet_id() else { continue };
         let acl = acls
@@ -421,10 +428,98 @@ pub(crate) async fn subnets(
             SubnetSpec {
                 zone: s.availability_zone().unwrap_or_default().to_owned(),
                 acl,
+                registry_path: paths.reach(id, s.vpc_id().unwrap_or_default()),
             },
         );
     }
     Ok(map)
+}
+
+/// The route tables and VPC endpoints of some VPCs: which subnets reach ECR.
+struct RegistryPaths {
+    tables: Vec<aws_sdk_ec2::types::RouteTable>,
+    endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
+}
+
+impl RegistryPaths {
+    async fn read(c: &Clients, vpcs: &BTreeSet<String>) -> Result<RegistryPaths, Error> {
+        let in_vpcs = || {
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .set_values(Some(vpcs.iter().cloned().collect()))
+                .build()
+        };
+        let aws = |operation: &'static str| {
+            move |e: &dyn std::error::Error| Error::Aws {
+                operation,
+                resource: "the tasks' VPCs".to_owned(),
+                message: DisplayErrorContext(e).to_string(),
+            }
+        };
+        let tables = c
+            .ec2
+            .describe_route_tables()
+            .filters(in_vpcs())
+            .send()
+            .await
+            .map_err(|e| aws("DescribeRouteTables")(&e))?;
+        let endpoints = c
+            .ec2
+            .describe_vpc_endpoints()
+            .filters(in_vpcs())
+            .send()
+            .await
+            .map_err(|e| aws("DescribeVpcEndpoints")(&e))?;
+        Ok(RegistryPaths {
+            tables: tables.route_tables().to_vec(),
+            endpoints: endpoints
+                .vpc_endpoints()
+                .iter()
+                .filter(|e| {
+                    e.vpc_id().is_some_and(|v| vpcs.contains(v))
+                        // EC2 says `available`; the SDK's enum spells `Available`.
+                        && e.state()
+                            .is_some_and(|s| s.as_str().eq_ignore_ascii_case("available"))
+                })
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// Whether subnet `id` of `vpc` reaches ECR (see [`SubnetSpec::registry_path`]).
+    fn reach(&self, id: &str, vpc: &str) -> bool {
+        let in_vpc = |t: &&aws_sdk_ec2::types::RouteTable| t.vpc_id() == Some(vpc);
+        // Its explicit route table, else the VPC's main one.
+        let table = self
+            .tables
+            .iter()
+            .filter(in_vpc)
+            .find(|t| t.associations().iter().any(|a| a.subnet_id() == Some(id)))
+            .or_else(|| {
+                self.tables
+                    .iter()
+                    .filter(in_vpc)
+                    .find(|t| t.associations().iter().any(|a| a.main() == Some(true)))
+            });
+        let Some(table) = table else { return false };
+        let out = table.routes().iter().any(|r| {
+            r.destination_cidr_block() == Some("0.0.0.0/0")
+                && r.state() != Some(&aws_sdk_ec2::types::RouteState::Blackhole)
+                && (r.nat_gateway_id().is_some()
+                    || r.gateway_id().is_some_and(|g| g.starts_with("igw-")))
+        });
+        let has = |service: &str, gateway: bool| {
+            self.endpoints.iter().any(|e| {
+                e.vpc_id() == Some(vpc)
+                    && e.service_name().is_some_and(|s| s.ends_with(service))
+                    && (!gateway
+                        || e.route_table_ids()
+                            .iter()
+                            .any(|t| Some(t.as_str()) == table.route_table_id()))
+            })
+        };
+        out || (has(".ecr.api", false) && has(".ecr.dkr", false) && has(".s3", true))
+    }
 }
 
 /// Reads target groups' health checks and deregistration delays.
