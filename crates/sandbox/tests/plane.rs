@@ -356,6 +356,32 @@ async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> 
     }
 }
 
+/// The stopped reasons ECS recorded for the cluster's stopped tasks (of `service`, if given).
+async fn stopped_reasons(st: &Stack, service: Option<&str>) -> Vec<String> {
+    let stopped = st
+        .ecs
+        .list_tasks()
+        .cluster(&st.cluster)
+        .set_service_name(service.map(str::to_owned))
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    let described = st
+        .ecs
+        .describe_tasks()
+        .cluster(&st.cluster)
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    described
+        .tasks()
+        .iter()
+        .filter_map(|t| t.stopped_reason().map(str::to_owned))
+        .collect()
+}
+
 fn env(name: &str, value: &str) -> aws_sdk_ecs::types::KeyValuePair {
     aws_sdk_ecs::types::KeyValuePair::builder()
         .name(name)
@@ -1352,28 +1378,7 @@ async fn plane_rolls_deployments_reports_and_scales_in() {
             .await
             .unwrap_or_else(|| panic!("no failed start of {name}: {:#?}", plane.status()));
         assert!(s.tasks.iter().all(|t| t.service != name));
-        let stopped = st
-            .ecs
-            .list_tasks()
-            .cluster(&st.cluster)
-            .service_name(name)
-            .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-            .send()
-            .await
-            .unwrap();
-        let described = st
-            .ecs
-            .describe_tasks()
-            .cluster(&st.cluster)
-            .set_tasks(Some(stopped.task_arns().to_vec()))
-            .send()
-            .await
-            .unwrap();
-        let reasons: Vec<&str> = described
-            .tasks()
-            .iter()
-            .filter_map(|t| t.stopped_reason())
-            .collect();
+        let reasons = stopped_reasons(&st, Some(name)).await;
         assert!(
             reasons.iter().any(|r| r.contains(reason)),
             "{name}: no task stopped with {reason:?}: {reasons:?}"
@@ -1955,26 +1960,11 @@ async fn tasks_launch_on_the_clock_and_nodes_follow_dns_zonal_shifts_and_isolati
         })
         .await
         .unwrap_or_else(|| panic!("no failed pull: {:#?}", plane.status()));
-    let stopped = st
-        .ecs
-        .list_tasks()
-        .cluster(&st.cluster)
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-        .send()
-        .await
-        .unwrap();
-    let described = st
-        .ecs
-        .describe_tasks()
-        .cluster(&st.cluster)
-        .set_tasks(Some(stopped.task_arns().to_vec()))
-        .send()
-        .await
-        .unwrap();
     assert!(
-        described.tasks().iter().any(|t| t
-            .stopped_reason()
-            .is_some_and(|r| r.contains("CannotPullContainerError") && r.contains(&subnet_b))),
+        stopped_reasons(&st, None)
+            .await
+            .iter()
+            .any(|r| r.contains("CannotPullContainerError") && r.contains(&subnet_b)),
         "no pull failure recorded in ECS"
     );
     st.ec2

@@ -3,6 +3,8 @@
 //! each once, and deletes nothing; with both allowed it deletes everything.
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
+mod common;
+
 use infra::{Action, Context, StackName};
 use stack::{Blocker, Error, StackConfig};
 
@@ -28,21 +30,9 @@ fn deletes(plan: &infra::Plan) -> usize {
         .count()
 }
 
-/// The whole stack's futures are larger than a test thread's stack in debug builds.
 #[test]
 fn destroy_deletes_nothing_when_something_would_stop_it_then_everything() {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(all_or_nothing());
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    common::on_a_big_stack(all_or_nothing);
 }
 
 async fn all_or_nothing() {

@@ -5,6 +5,8 @@
 //! the actions seen.
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
@@ -77,21 +79,9 @@ fn allowed(published: &BTreeSet<String>, action: &str) -> bool {
         })
 }
 
-/// The whole stack's futures are larger than a test thread's stack in debug builds.
 #[test]
 fn the_published_policy_allows_every_call_the_stack_makes() {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(every_call());
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    common::on_a_big_stack(every_call);
 }
 
 async fn every_call() {
