@@ -849,6 +849,45 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(!shown.contains("ISOLATED"), "{shown}");
 
+    // A stop condition in ALARM keeps a loadtest from starting (exit 1, the alarm named);
+    // without stop conditions it runs.
+    runtime().block_on(async {
+        aws_sdk_cloudwatch::Client::new(&sdk(state))
+            .set_alarm_state()
+            .alarm_name("stackproof-5xx-rate")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .state_reason("set by the test")
+            .send()
+            .await
+            .unwrap();
+    });
+    let short = [
+        "loadtest",
+        "--scenario",
+        "baseline",
+        "--rps",
+        "20",
+        "--warmup-s",
+        "1",
+        "--baseline-s",
+        "2",
+    ];
+    let out = xtask(state, &short);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("Verdict: FAIL (stopped: stop condition alarm stackproof-5xx-rate is in ALARM (set by the test); the run did not start)"),
+        "{shown}"
+    );
+    // Without stop conditions it runs to a verdict (which one is not this test's business).
+    let out = xtask(state, &[&short[..], &["--no-stop-conditions"]].concat());
+    let shown = text(&out);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{shown}");
+    assert!(
+        shown.contains("Verdict: ") && !shown.contains("stopped: stop condition"),
+        "{shown}"
+    );
+
     // Destroy after a loadtest: the load balancer's access logs are in the bucket, so without
     // force-destroy it stops before the first delete, and with it removes everything.
     let out = xtask(state, &["destroy", "--yes"]);
