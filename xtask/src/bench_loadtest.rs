@@ -257,16 +257,16 @@ fn ours(
         "--pacer".into(),
         pacer.to_string(),
         url.to_string(),
-        "--rate".into(),
+        "--rps".into(),
         rate.to_string(),
         "--duration".into(),
-        secs.to_string(),
+        format!("{secs}s"),
         "--connections".into(),
         connections.to_string(),
         "--json-stdout".into(),
         "--quiet".into(),
         "--timeout".into(),
-        "5".into(),
+        "5s".into(),
     ]
     .into();
     let (stdout, cpu_s, rss_kb) = timed(bin, &args)?;

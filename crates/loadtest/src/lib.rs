@@ -97,6 +97,7 @@
 
 mod config;
 mod dns;
+mod duration;
 mod engine;
 mod error;
 mod h1;
@@ -109,6 +110,7 @@ mod tls;
 
 pub use config::{Config, MAX_RATE_PER_CONNECTION, Pacer, Problem, Problems, Slo, Stage};
 pub use dns::DnsResolver;
+pub use duration::parse_duration;
 pub use engine::{RunHandle, run, start};
 pub use error::Error;
 pub use record::{ErrorKind, Frame, HIST_MAX_US, new_histogram};

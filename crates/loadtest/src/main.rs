@@ -6,10 +6,11 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use loadtest::{Config, Slo, Stage};
+use loadtest::{Config, Slo, Stage, parse_duration};
 
 /// Open-loop HTTP load generator (coordinated-omission corrected).
 #[derive(Parser, Debug)]
@@ -24,13 +25,14 @@ struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Requests per second (constant run, or starting rate with --stage).
-    #[arg(short, long)]
-    rate: Option<f64>,
-    /// Run length in seconds.
-    #[arg(short, long)]
-    duration: Option<f64>,
-    /// A ramp stage `TARGET_RATE:SECONDS` (repeatable), k6 style.
-    #[arg(long = "stage")]
+    #[arg(short = 'r', long = "rps", alias = "rate")]
+    rps: Option<f64>,
+    /// Run length, with a unit: `30s`, `5m`, `1m30s`.
+    #[arg(short, long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// A ramp stage `DURATION:TARGET` as k6 writes it (repeatable): `30s:500` ramps to 500
+    /// requests/s over 30 s.
+    #[arg(long = "stage", value_name = "DURATION:TARGET")]
     stages: Vec<String>,
     /// Connection cap.
     #[arg(short, long)]
@@ -47,22 +49,22 @@ struct Args {
     /// Request body.
     #[arg(long)]
     body: Option<String>,
-    /// Connect timeout, seconds.
-    #[arg(long)]
-    connect_timeout: Option<f64>,
-    /// Request timeout, seconds.
-    #[arg(long)]
-    timeout: Option<f64>,
-    /// Reopen connections after this many seconds.
-    #[arg(long)]
-    max_connection_age: Option<f64>,
+    /// Connect timeout (`2s`).
+    #[arg(long, value_parser = parse_duration)]
+    connect_timeout: Option<Duration>,
+    /// Request timeout (`5s`).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Reopen connections after this long (`30s`).
+    #[arg(long, value_parser = parse_duration)]
+    max_connection_age: Option<Duration>,
     /// Reopen connections after this many requests.
     #[arg(long)]
     max_requests_per_connection: Option<u64>,
-    /// Re-resolve the host every this many seconds, or sooner when the answer's TTL is shorter
-    /// (0: once).
-    #[arg(long)]
-    dns_ttl: Option<f64>,
+    /// Re-resolve the host this often (`5s`), or sooner when the answer's TTL is shorter
+    /// (`0`: once).
+    #[arg(long, value_parser = parse_duration)]
+    dns_ttl: Option<Duration>,
     /// Ask this DNS server (ip:port, UDP) for the host and honour its TTL (e.g. the sandbox's,
     /// which `cargo xtask sandbox status` prints).
     #[arg(long, value_name = "ADDR")]
@@ -130,19 +132,16 @@ fn config(a: &Args) -> anyhow::Result<Config> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone(); } )* };
     }
-    set!(
-        rate,
-        duration,
-        connections,
-        threads,
-        method,
-        body,
-        connect_timeout,
-        timeout,
-        dns_ttl
-    );
-    if a.max_connection_age.is_some() {
-        c.max_connection_age = a.max_connection_age;
+    set!(connections, threads, method, body);
+    macro_rules! secs {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v.as_secs_f64(); } )* };
+    }
+    secs!(duration, connect_timeout, timeout, dns_ttl);
+    if let Some(rps) = a.rps {
+        c.rate = rps;
+    }
+    if let Some(age) = a.max_connection_age {
+        c.max_connection_age = Some(age.as_secs_f64());
     }
     if a.max_requests_per_connection.is_some() {
         c.max_requests_per_connection = a.max_requests_per_connection;
@@ -163,17 +162,8 @@ fn config(a: &Args) -> anyhow::Result<Config> {
     if !a.breakdown_headers.is_empty() {
         c.breakdown_headers = a.breakdown_headers.clone();
     }
-    for (i, s) in a.stages.iter().enumerate() {
-        let parsed = s.split_once(':').and_then(|(r, d)| {
-            Some(Stage {
-                target: r.parse().ok()?,
-                duration: d.parse().ok()?,
-            })
-        });
-        let Some(stage) = parsed else {
-            anyhow::bail!("--stage[{i}]: {s:?} is not allowed: TARGET_RATE:SECONDS such as 500:30");
-        };
-        c.stages.push(stage);
+    for s in &a.stages {
+        c.stages.push(stage(s).map_err(anyhow::Error::msg)?);
     }
     let slo = Slo {
         p50_ms: a.slo_p50_ms,
@@ -189,6 +179,29 @@ fn config(a: &Args) -> anyhow::Result<Config> {
         c.slo = slo;
     }
     Ok(c)
+}
+
+/// One `--stage DURATION:TARGET`, k6's form. The form this tool had before (`TARGET:SECONDS`,
+/// two bare numbers) is refused with the stage rewritten in the new one.
+fn stage(s: &str) -> Result<Stage, String> {
+    let allowed = "DURATION:TARGET as k6 writes it, such as 30s:500";
+    let Some((d, t)) = s.split_once(':') else {
+        return Err(format!("--stage {s:?}: {allowed}"));
+    };
+    if let (Ok(rate), Ok(secs)) = (d.trim().parse::<f64>(), t.trim().parse::<f64>()) {
+        return Err(format!(
+            "--stage {s:?} is the old TARGET:SECONDS form; stages are {allowed}: here --stage {secs}s:{rate}"
+        ));
+    }
+    let duration = parse_duration(d).map_err(|e| format!("--stage {s:?}: {e}"))?;
+    let target = t
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("--stage {s:?}: the target {t:?} is not a rate ({allowed})"))?;
+    Ok(Stage {
+        target,
+        duration: duration.as_secs_f64(),
+    })
 }
 
 fn write(path: &PathBuf, what: &str, bytes: &[u8]) -> anyhow::Result<()> {
@@ -248,5 +261,70 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> Result<Config, String> {
+        let a = Args::try_parse_from(["loadtest", "http://127.0.0.1:1/"].iter().chain(line))
+            .map_err(|e| e.to_string())?;
+        config(&a).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_take_units_and_stages_are_k6_s() {
+        let c = args(&[
+            "--rps",
+            "200",
+            "--duration",
+            "1m30s",
+            "--timeout",
+            "5s",
+            "--connect-timeout",
+            "250ms",
+            "--dns-ttl",
+            "0",
+            "--max-connection-age",
+            "2m",
+            "--stage",
+            "30s:500",
+            "--stage",
+            "1m:0",
+        ])
+        .unwrap();
+        assert_eq!((c.rate, c.duration), (200.0, 90.0));
+        assert_eq!((c.timeout, c.connect_timeout, c.dns_ttl), (5.0, 0.25, 0.0));
+        assert_eq!(c.max_connection_age, Some(120.0));
+        assert_eq!(
+            c.stages
+                .iter()
+                .map(|s| (s.duration, s.target))
+                .collect::<Vec<_>>(),
+            [(30.0, 500.0), (60.0, 0.0)]
+        );
+        // The rate's old name still reads, as an alias of --rps.
+        assert_eq!(args(&["--rate", "7"]).unwrap().rate, 7.0);
+    }
+
+    #[test]
+    fn old_forms_are_refused_with_the_new_one_spelled_out() {
+        let e = args(&["--stage", "500:30"]).unwrap_err();
+        assert!(
+            e.contains("--stage \"500:30\" is the old TARGET:SECONDS form")
+                && e.contains("here --stage 30s:500"),
+            "{e}"
+        );
+        let e = args(&["--duration", "30"]).unwrap_err();
+        assert!(
+            e.contains("\"30\" has no unit: write 30s for seconds"),
+            "{e}"
+        );
+        let e = args(&["--stage", "30s:lots"]).unwrap_err();
+        assert!(e.contains("the target \"lots\" is not a rate"), "{e}");
+        let e = args(&["--stage", "soon:5"]).unwrap_err();
+        assert!(e.contains("\"soon\""), "{e}");
     }
 }
