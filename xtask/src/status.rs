@@ -55,6 +55,8 @@ struct Found {
     state: State,
     /// Zones cut off from the network (a loadtest's fault left in place); deploy restores them.
     isolated: Vec<network::ZoneIsolation>,
+    /// The stack's lock, when a run holds it (or a killed run left it).
+    lock: Option<stack::lock::LockInfo>,
 }
 
 /// Groups the resources destroy would delete by module, in deploy order (destroy's reversed).
@@ -160,6 +162,12 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let lock = stack::lock::LockStore::new(&cx)
+        .await
+        .context("reading the stack's lock")?
+        .read()
+        .await
+        .context("reading the stack's lock")?;
     let mut state = state(&modules, outputs.as_ref(), &pending);
     if state == State::Deployed && !isolated.is_empty() {
         state = State::Drifted;
@@ -170,6 +178,7 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         pending,
         state,
         isolated,
+        lock,
     };
     let calls = cx.calls().snapshot();
     if json {
@@ -210,6 +219,14 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
                 "zone": z.zone,
                 "isolated_subnet_ids": z.isolated_subnet_ids,
             })).collect::<Vec<_>>(),
+            "lock": found.lock.as_ref().map(|l| json!({
+                "command": l.command,
+                "holder": l.holder,
+                "pid": l.pid,
+                "started": l.started,
+                "id": l.id,
+                "holder_gone_from_this_host": l.holder_is_gone_from_this_host(),
+            })),
             "calls": { "total": calls.total(), "writes": calls.writes() },
         });
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -251,6 +268,22 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
         }
     };
     let _ = writeln!(out, "Stack {name} in {where_}: {headline}");
+    if let Some(l) = &found.lock {
+        let age = stack::lock::human(l.age(std::time::SystemTime::now()));
+        let _ = if l.holder_is_gone_from_this_host() {
+            writeln!(
+                out,
+                "Locked: {l} ({age} ago); process {} no longer runs on this host: that run was killed. The next deploy, destroy or loadtest needs --force-unlock {}",
+                l.pid, l.id
+            )
+        } else {
+            writeln!(
+                out,
+                "Locked: {l} ({age} ago), lock id {}: a run is in progress, or was killed on another machine (then --force-unlock {} lets the next one go on)",
+                l.id, l.id
+            )
+        };
+    }
     for z in &found.isolated {
         let _ = writeln!(
             out,

@@ -830,6 +830,13 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
     );
     let lock = lock_object(state).expect("the killed run's lock stays");
     assert_eq!(lock["command"], "loadtest");
+    let id = lock["id"].as_str().unwrap();
+    assert!(
+        shown.contains("Locked: `loadtest` by ")
+            && shown.contains("that run was killed")
+            && shown.contains(&format!("needs --force-unlock {id}")),
+        "{shown}"
+    );
 
     let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
     let shown = text(&out);
@@ -838,7 +845,6 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
         shown.contains("no longer runs on this host: that run was killed"),
         "{shown}"
     );
-    let id = lock["id"].as_str().unwrap();
     assert!(shown.contains(&format!("--force-unlock {id}")), "{shown}");
     let out = xtask(state, &["deploy", "--yes", "--force-unlock", id]);
     let shown = text(&out);
@@ -847,7 +853,10 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
     let out = xtask(state, &["status"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
-    assert!(!shown.contains("ISOLATED"), "{shown}");
+    assert!(
+        !shown.contains("ISOLATED") && !shown.contains("Locked"),
+        "{shown}"
+    );
 
     // A stop condition in ALARM keeps a loadtest from starting (exit 1, the alarm named);
     // without stop conditions it runs.
