@@ -591,3 +591,92 @@ async fn without_nat_gateways_or_vpc_endpoints_no_task_can_pull_its_image() {
     );
     plane.stop().await;
 }
+
+/// Fails every EC2 `ReplaceNetworkAclAssociation` once armed: a restore that cannot be made.
+#[derive(Debug, Clone, Default)]
+struct FailRestore(Arc<std::sync::atomic::AtomicBool>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FailRestore {
+    fn name(&self) -> &'static str {
+        "fail-restore"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let body = context.request().body().bytes().unwrap_or_default();
+        if self.0.load(std::sync::atomic::Ordering::SeqCst)
+            && String::from_utf8_lossy(body).contains("Action=ReplaceNetworkAclAssociation")
+        {
+            return Err("injected: the restore's call fails".into());
+        }
+        Ok(())
+    }
+}
+
+/// A restore that fails is reported as failed: the error says the fault is STILL in place and
+/// what repairs it, never that it was undone; the zone is still isolated, and the next run
+/// restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_fails_says_the_fault_is_still_in_place() {
+    let _machine = shared().await;
+    let deployed = Box::pin(stackproof_tests::deploy(
+        &stack_toml("proof-stuck", "", ""),
+        clock(),
+    ))
+    .await
+    .unwrap();
+    let d = deployed.deployment.clone();
+    let fail = FailRestore::default();
+    let mut builder = infra::Context::builder(d.cx.sdk_config().clone(), d.cx.stack().clone());
+    for i in d.cx.interceptors() {
+        builder = builder.interceptor(i.clone());
+    }
+    let failing = proof::Deployment {
+        cx: builder.interceptor(fail.clone()).build(),
+        ..d.clone()
+    };
+    let armed = Arc::clone(&fail.0);
+    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
+        eprintln!("  {line}");
+        if line.contains(" failed at ") {
+            armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let err = Box::pin(proof::prove(
+        failing,
+        short(vec![Scenario::AzFailover]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, proof::Error::NotUndone { .. }), "{text}");
+    assert!(
+        text.contains("is isolated STILL: undoing it failed")
+            && text.contains("`cargo xtask deploy` restores an isolated zone"),
+        "{text}"
+    );
+    assert_eq!(isolated_zones(&d).await.len(), 1);
+    // The next run (calls that work again) restores it before it starts.
+    let (progress, seen) = lines();
+    Box::pin(proof::prove(
+        d.clone(),
+        short(vec![Scenario::Baseline]),
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    assert!(isolated_zones(&d).await.is_empty());
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("restored it before starting"))
+    );
+}
