@@ -96,10 +96,8 @@ impl TaskDefSpec {
 pub(crate) struct SubnetSpec {
     pub(crate) zone: String,
     pub(crate) acl: Option<NetworkAcl>,
-    /// A default route to a NAT or internet gateway, or ECR's endpoints in the VPC (`ecr.api`
-    /// and `ecr.dkr` interface endpoints, an `s3` gateway endpoint on the subnet's route
-    /// table, where the layers are): what a Fargate task needs to pull from ECR.
-    pub(crate) registry_path: bool,
+    /// Its VPC: where [`reaches_registry`] looks for its way out.
+    pub(crate) vpc: String,
 }
 
 impl SubnetSpec {
@@ -110,10 +108,9 @@ impl SubnetSpec {
             .is_none_or(|acl| nacl::admits_tcp(acl, port))
     }
 
-    /// Whether a task in this subnet can pull its image: a path to the registry, HTTPS out and
-    /// answers back in.
-    pub(crate) fn can_pull(&self) -> bool {
-        self.registry_path && self.acl.as_ref().is_none_or(nacl::admits_pull)
+    /// Whether its network ACL lets a task pull its image: HTTPS out and answers back in.
+    pub(crate) fn acl_admits_pull(&self) -> bool {
+        self.acl.as_ref().is_none_or(nacl::admits_pull)
     }
 }
 
@@ -416,7 +413,6 @@ pub(crate) async fn subnets(
             break;
         }
     }
-    let paths = RegistryPaths::read(c, &vpcs).await?;
     for s in out.subnets() {
         let Some(id) = s.subnet_id() else { continue };
         let acl = acls
@@ -428,11 +424,20 @@ pub(crate) async fn subnets(
             SubnetSpec {
                 zone: s.availability_zone().unwrap_or_default().to_owned(),
                 acl,
-                registry_path: paths.reach(id, s.vpc_id().unwrap_or_default()),
+                vpc: s.vpc_id().unwrap_or_default().to_owned(),
             },
         );
     }
     Ok(map)
+}
+
+/// Whether a task in `subnet` of `vpc` has a way to ECR: a default route to a NAT or internet
+/// gateway, or ECR's endpoints in the VPC (`ecr.api` and `ecr.dkr` interface endpoints, an
+/// `s3` gateway endpoint on the subnet's route table, where the layers are). Read when a task's
+/// pull is due, not on every read of the world: tasks start seldom, reads come every second.
+pub(crate) async fn reaches_registry(c: &Clients, subnet: &str, vpc: &str) -> Result<bool, Error> {
+    let paths = RegistryPaths::read(c, &BTreeSet::from([vpc.to_owned()])).await?;
+    Ok(paths.reach(subnet, vpc))
 }
 
 /// The route tables and VPC endpoints of some VPCs: which subnets reach ECR.
@@ -486,7 +491,7 @@ impl RegistryPaths {
         })
     }
 
-    /// Whether subnet `id` of `vpc` reaches ECR (see [`SubnetSpec::registry_path`]).
+    /// Whether subnet `id` of `vpc` reaches ECR (see [`reaches_registry`]).
     fn reach(&self, id: &str, vpc: &str) -> bool {
         let in_vpc = |t: &&aws_sdk_ec2::types::RouteTable| t.vpc_id() == Some(vpc);
         // Its explicit route table, else the VPC's main one.

@@ -659,7 +659,22 @@ impl Reconciler {
                 continue;
             };
             let key = format!("{}/{}", t.cluster, t.service);
-            if world.subnets.get(&t.subnet).is_some_and(|s| !s.can_pull()) {
+            let subnet = world.subnets.get(&t.subnet);
+            let acl_ok = subnet.is_none_or(observe::SubnetSpec::acl_admits_pull);
+            let way_out = match subnet {
+                // An unreadable route table is no failed pull: the next iteration decides.
+                Some(s) => match observe::reaches_registry(&self.c, &t.subnet, &s.vpc).await {
+                    Ok(reach) => reach,
+                    Err(e) => {
+                        log(format_args!(
+                            "task {arn}: reading its way to the registry: {e}"
+                        ));
+                        continue;
+                    }
+                },
+                None => true,
+            };
+            if !(acl_ok && way_out) {
                 let reason = format!(
                     "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref: dial tcp: i/o timeout (subnet {} cannot reach the registry)",
                     t.subnet
