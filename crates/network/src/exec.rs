@@ -702,10 +702,15 @@ async fn wait_nats(ec2: &Client, cx: &Context, ids: &Ids) -> Result<(), Error> {
             }
         })
         .await
-        .map_err(|e| match e {
-            infra::WaitError::Failed(e) => e,
-            timeout => CallError::Timeout(timeout.to_string()).into(),
-        })
+        .map_err(wait_failed)
+}
+
+/// A wait's error: the step's own, or the deadline as a timeout.
+fn wait_failed(e: infra::WaitError<Error>) -> Error {
+    match e {
+        infra::WaitError::Failed(e) => e,
+        timeout => CallError::Timeout(timeout.to_string()).into(),
+    }
 }
 
 /// Waits until endpoint `id` is available (`gone`: deleted or unknown), as its network
@@ -748,10 +753,7 @@ async fn wait_endpoint(
             }
         })
         .await
-        .map_err(|e| match e {
-            infra::WaitError::Failed(e) => e,
-            timeout => CallError::Timeout(timeout.to_string()).into(),
-        })
+        .map_err(wait_failed)
 }
 
 /// Deletes one resource with the waits and retries its kind needs.
