@@ -117,7 +117,7 @@ pub async fn prove(
             abort.abort();
             Err(None)
         }
-        stop = watch_alarms(&cw, &stop_alarms, every) => {
+        stop = watch_alarms(&cw, &stop_alarms, every, &progress) => {
             abort.abort();
             progress(&format!("stop condition: alarm {} is in ALARM ({})", stop.0, stop.1));
             Err(Some(stop))
@@ -192,19 +192,31 @@ async fn in_alarm(
 }
 
 /// Completes with the first of `names` found in ALARM, reading them every `every`; never
-/// when there are none. A failed read is not a stop (the next one decides).
+/// when there are none. A failed read is not a stop (the next one decides) but is said, once
+/// until a read works again: the read before the run already failed it for good errors
+/// (a missing permission).
 async fn watch_alarms(
     cw: &aws_sdk_cloudwatch::Client,
     names: &[String],
     every: std::time::Duration,
+    progress: &ProgressFn,
 ) -> (String, String) {
     if names.is_empty() {
         return std::future::pending().await;
     }
+    let mut failing = false;
     loop {
         tokio::time::sleep(every).await;
-        if let Ok(Some(found)) = in_alarm(cw, names).await {
-            return found;
+        match in_alarm(cw, names).await {
+            Ok(Some(found)) => return found,
+            Ok(None) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                progress(&format!(
+                    "stop conditions: could not read the alarms ({e}); reading again"
+                ));
+            }
+            Err(_) => {}
         }
     }
 }
