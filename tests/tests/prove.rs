@@ -85,13 +85,40 @@ fn short(scenarios: Vec<Scenario>) -> ProveConfig {
 }
 
 fn lines() -> (proof::ProgressFn, Arc<Mutex<Vec<String>>>) {
+    lines_and(|_| {})
+}
+
+/// Progress printed and kept, with `on` called on every line (to act when the zone fails).
+fn lines_and(
+    on: impl Fn(&str) + Send + Sync + 'static,
+) -> (proof::ProgressFn, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s = Arc::clone(&seen);
     let f: proof::ProgressFn = Arc::new(move |line: &str| {
         eprintln!("  {line}");
         s.lock().unwrap().push(line.to_owned());
+        on(line);
     });
     (f, seen)
+}
+
+/// Progress that tells the receiver once, when the zone has failed (`az-failover: ... failed
+/// at`).
+fn lines_signalling_the_fault() -> (
+    proof::ProgressFn,
+    Arc<Mutex<Vec<String>>>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let (f, seen) = lines_and(move |line| {
+        if line.contains(" failed at ")
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    (f, seen, rx)
 }
 
 async fn isolated_zones(d: &proof::Deployment) -> Vec<String> {
@@ -355,16 +382,7 @@ async fn the_fault_is_undone_on_interrupt_and_a_leftover_is_restored_by_the_next
     .unwrap();
     let d = deployed.deployment.clone();
     // Interrupt (as Ctrl-C does) as soon as the zone is cut off.
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let tx = Mutex::new(Some(tx));
-    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
-        eprintln!("  {line}");
-        if line.contains(" failed at ")
-            && let Some(tx) = tx.lock().unwrap().take()
-        {
-            let _ = tx.send(());
-        }
-    });
+    let (progress, _, rx) = lines_signalling_the_fault();
     let config = ProveConfig {
         fault: Fault::NetworkAcl,
         ..short(vec![Scenario::AzFailover])
@@ -440,19 +458,7 @@ async fn a_stop_condition_alarm_stops_the_run_and_undoes_the_fault() {
         aws_sdk_cloudwatch::types::StateValue::Alarm,
     )
     .await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let tx = Mutex::new(Some(tx));
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s = Arc::clone(&seen);
-    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
-        eprintln!("  {line}");
-        s.lock().unwrap().push(line.to_owned());
-        if line.contains(" failed at ")
-            && let Some(tx) = tx.lock().unwrap().take()
-        {
-            let _ = tx.send(());
-        }
-    });
+    let (progress, seen, rx) = lines_signalling_the_fault();
     let setter = tokio::spawn({
         let set = set.clone();
         async move {
@@ -640,8 +646,7 @@ async fn a_restore_that_fails_says_the_fault_is_still_in_place() {
         ..d.clone()
     };
     let armed = Arc::clone(&fail.0);
-    let progress: proof::ProgressFn = Arc::new(move |line: &str| {
-        eprintln!("  {line}");
+    let (progress, _) = lines_and(move |line| {
         if line.contains(" failed at ") {
             armed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
