@@ -44,15 +44,16 @@ mod desired;
 mod error;
 mod exec;
 mod observe;
+mod secret;
 
 use infra::{Context, Module, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ComputeConfig, ComputeSpec, CpuArchitecture, LOG_RETENTION_DAYS, MAX_TASKS, Secret,
-    fargate_memory,
+    ComputeConfig, ComputeSpec, CpuArchitecture, LOG_RETENTION_DAYS, MAX_TASKS, fargate_memory,
 };
 pub use error::Error;
+pub use secret::Secret;
 
 use crate::desired::{
     CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, kept_log_group,

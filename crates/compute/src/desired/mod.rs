@@ -7,7 +7,8 @@ use infra::Context;
 use serde_json::{Value, json};
 
 use crate::ComputeInputs;
-use crate::config::{ComputeSpec, Secret, policy_document};
+use crate::Secret;
+use crate::config::{ComputeSpec, policy_document};
 
 mod diff;
 mod op;
