@@ -127,7 +127,7 @@ async fn isolated_zones(d: &proof::Deployment) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|z| !z.isolated_subnet_ids.is_empty())
+        .filter(|z| z.is_isolated())
         .map(|z| z.zone)
         .collect()
 }
@@ -598,7 +598,8 @@ async fn without_nat_gateways_or_vpc_endpoints_no_task_can_pull_its_image() {
     plane.stop().await;
 }
 
-/// Fails every EC2 `ReplaceNetworkAclAssociation` once armed: a restore that cannot be made.
+/// Fails every FIS `StopExperiment` (`DELETE /experiments/{id}`) once armed: a restore that
+/// cannot be made.
 #[derive(Debug, Clone, Default)]
 struct FailRestore(Arc<std::sync::atomic::AtomicBool>);
 
@@ -613,9 +614,10 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FailRestore {
         _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let body = context.request().body().bytes().unwrap_or_default();
+        let request = context.request();
         if self.0.load(std::sync::atomic::Ordering::SeqCst)
-            && String::from_utf8_lossy(body).contains("Action=ReplaceNetworkAclAssociation")
+            && request.method() == "DELETE"
+            && request.uri().contains("/experiments/")
         {
             return Err("injected: the restore's call fails".into());
         }
@@ -653,7 +655,12 @@ async fn a_restore_that_fails_says_the_fault_is_still_in_place() {
     });
     let err = Box::pin(proof::prove(
         failing,
-        short(vec![Scenario::AzFailover]),
+        ProveConfig {
+            // FIS's own end (the fault limit and a minute, 66 s on this clock) comes after
+            // the checks below.
+            fault_max_s: Some(600.0),
+            ..short(vec![Scenario::AzFailover])
+        },
         progress,
         std::future::pending(),
     ))

@@ -1,5 +1,6 @@
 //! `cargo xtask plan | deploy | destroy`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Instant;
@@ -560,26 +561,49 @@ async fn deploy_locked(
             .await
             .context("pushing the service's image (the stack is deployed; run deploy again, or `cargo xtask image --target aws`)")?;
     }
-    // A zone a loadtest cut off and could not restore (killed) is drift deploy repairs.
-    for zone in stack
+    // A zone a loadtest cut off and could not restore (killed) is drift deploy repairs: its
+    // own deny-all ACL, or an AWS FIS experiment still running.
+    let mut zones: BTreeMap<String, (usize, usize)> = stack
         .zone_isolation(cx)
         .await
         .context("reading which zones are isolated")?
+        .into_iter()
+        .filter(network::ZoneIsolation::is_isolated)
+        .map(|z| {
+            (
+                z.zone,
+                (z.isolated_subnet_ids.len(), z.fis_subnet_ids.len()),
+            )
+        })
+        .collect();
+    for e in stack
+        .fault_experiments(cx)
+        .await
+        .context("reading the stack's AWS FIS experiments")?
     {
-        if zone.isolated_subnet_ids.is_empty() {
-            continue;
-        }
-        stack.restore_zone(cx, &zone.zone).await.with_context(|| {
+        zones.entry(e.zone).or_default();
+    }
+    for (zone, (own, fis)) in zones {
+        let stopped = stack.restore_zone(cx, &zone).await.with_context(|| {
             format!(
-                "restoring zone {} (left isolated by a loadtest); run deploy again to retry",
-                zone.zone
+                "restoring zone {zone} (left isolated by a loadtest); run deploy again to retry"
             )
         })?;
-        println!(
-            "Restored zone {}: {} subnets were on the stack's deny-all network ACL, a loadtest's fault that was not undone",
-            zone.zone,
-            zone.isolated_subnet_ids.len()
-        );
+        if own > 0 {
+            println!(
+                "Restored zone {zone}: {own} subnets were on the stack's deny-all network ACL, a loadtest's fault that was not undone"
+            );
+        }
+        if !stopped.is_empty() || fis > 0 {
+            println!(
+                "Restored zone {zone}: stopped AWS FIS experiment {} ({fis} subnets were on FIS's deny-all network ACLs), a loadtest's fault that was not undone",
+                if stopped.is_empty() {
+                    "(none running)".to_owned()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+        }
     }
     println!(
         "{}",

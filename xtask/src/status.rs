@@ -55,6 +55,9 @@ struct Found {
     state: State,
     /// Zones cut off from the network (a loadtest's fault left in place); deploy restores them.
     isolated: Vec<network::ZoneIsolation>,
+    /// The stack's AWS FIS experiments that have not ended (a loadtest's fault FIS undoes
+    /// when its duration is up; deploy stops it at once).
+    experiments: Vec<stack::fault::FaultExperiment>,
     /// The stack's lock, when a run holds it (or a killed run left it).
     lock: Option<stack::lock::LockInfo>,
 }
@@ -157,8 +160,16 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
             .await
             .context("reading which zones are isolated")?
             .into_iter()
-            .filter(|z| !z.isolated_subnet_ids.is_empty())
+            .filter(network::ZoneIsolation::is_isolated)
             .collect()
+    } else {
+        Vec::new()
+    };
+    let experiments = if has_subnets {
+        stack
+            .fault_experiments(&cx)
+            .await
+            .context("reading the stack's AWS FIS experiments")?
     } else {
         Vec::new()
     };
@@ -169,7 +180,7 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         .await
         .context("reading the stack's lock")?;
     let mut state = state(&modules, outputs.as_ref(), &pending);
-    if state == State::Deployed && !isolated.is_empty() {
+    if state == State::Deployed && !(isolated.is_empty() && experiments.is_empty()) {
         state = State::Drifted;
     }
     let found = Found {
@@ -178,6 +189,7 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         pending,
         state,
         isolated,
+        experiments,
         lock,
     };
     let calls = cx.calls().snapshot();
@@ -218,7 +230,9 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
             "isolated_zones": found.isolated.iter().map(|z| json!({
                 "zone": z.zone,
                 "isolated_subnet_ids": z.isolated_subnet_ids,
+                "fis_subnet_ids": z.fis_subnet_ids,
             })).collect::<Vec<_>>(),
+            "fault_experiments": found.experiments,
             "lock": found.lock.as_ref().map(|l| json!({
                 "command": l.command,
                 "holder": l.holder,
@@ -285,12 +299,42 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
         };
     }
     for z in &found.isolated {
+        if !z.isolated_subnet_ids.is_empty() {
+            let _ = writeln!(
+                out,
+                "Zone {} ISOLATED: {} of its {} subnets are on the stack's deny-all network ACL (a loadtest's fault that was not undone); `cargo xtask deploy` restores it",
+                z.zone,
+                z.isolated_subnet_ids.len(),
+                z.subnet_ids.len()
+            );
+        }
+        if !z.fis_subnet_ids.is_empty() {
+            let _ = writeln!(
+                out,
+                "Zone {} ISOLATED: {} of its {} subnets are on AWS FIS's deny-all network ACLs (an experiment's fault); FIS restores them when the experiment ends, `cargo xtask deploy` stops it now",
+                z.zone,
+                z.fis_subnet_ids.len(),
+                z.subnet_ids.len()
+            );
+        }
+    }
+    for e in &found.experiments {
+        let since = e
+            .started_unix_s
+            .map(|s| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                format!(", started {} s ago", (now - s).max(0))
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "Zone {} ISOLATED: {} of its {} subnets are on the stack's deny-all network ACL (a loadtest's fault that was not undone); `cargo xtask deploy` restores it",
-            z.zone,
-            z.isolated_subnet_ids.len(),
-            z.subnet_ids.len()
+            "Fault experiment {} ({}) {} on zone {}{since}: a loadtest's fault; FIS ends it when its duration is up, `cargo xtask deploy` stops it now",
+            e.id,
+            stack::fault::DISRUPT_CONNECTIVITY,
+            e.status.to_uppercase(),
+            e.zone
         );
     }
     let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();

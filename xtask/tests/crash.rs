@@ -773,10 +773,11 @@ fn interleave(state: &Path, after: &str) {
     assert_stack_gone(state);
 }
 
-/// A loadtest killed with SIGKILL while its zone is failed cannot undo anything: the zone
-/// stays on the deny-all network ACL and the lock stays. `status` says so (exit 2, the zone
-/// ISOLATED), deploy names the dead holder and, with `--force-unlock ID`, restores the zone;
-/// then the stack is as deployed.
+/// A loadtest killed with SIGKILL while its zone is failed cannot undo anything: the AWS FIS
+/// experiment that cuts the zone off runs on (FIS would end it when its duration is up) and
+/// the lock stays. `status` says so (exit 2, the experiment RUNNING, the zone ISOLATED on
+/// FIS's ACLs), deploy names the dead holder and, with `--force-unlock ID`, stops the
+/// experiment and restores the zone; then the stack is as deployed.
 #[test]
 fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy() {
     let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
@@ -797,6 +798,9 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
             "20",
             "--before-s",
             "2",
+            // FIS's own end (the limit and a minute: 66 s on this clock) after deploy's.
+            "--fault-max-s",
+            "600",
             "--out",
             report.to_str().unwrap(),
         ],
@@ -823,9 +827,14 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
     let out = xtask(state, &["status"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
-    assert!(shown.contains(" ISOLATED: "), "{shown}");
     assert!(
-        shown.contains("`cargo xtask deploy` restores it"),
+        shown.contains(" ISOLATED: 2 of its 2 subnets are on AWS FIS's deny-all network ACLs"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Fault experiment ")
+            && shown.contains("(aws:network:disrupt-connectivity) RUNNING on zone ")
+            && shown.contains("`cargo xtask deploy` stops it now"),
         "{shown}"
     );
     let lock = lock_object(state).expect("the killed run's lock stays");
@@ -849,12 +858,19 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
     let out = xtask(state, &["deploy", "--yes", "--force-unlock", id]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("Restored zone "), "{shown}");
+    assert!(
+        shown.contains("Restored zone ")
+            && shown.contains(": stopped AWS FIS experiment ")
+            && shown.contains("(2 subnets were on FIS's deny-all network ACLs)"),
+        "{shown}"
+    );
     let out = xtask(state, &["status"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(
-        !shown.contains("ISOLATED") && !shown.contains("Locked"),
+        !shown.contains("ISOLATED")
+            && !shown.contains("Fault experiment")
+            && !shown.contains("Locked"),
         "{shown}"
     );
 

@@ -114,6 +114,10 @@ pub struct ComputeOutputs {
     pub execution_role_arn: String,
     /// The task role.
     pub task_role_arn: String,
+    /// The role AWS FIS assumes for the stack's fault experiments (trusts
+    /// `fis.amazonaws.com` on behalf of the stack's account; AWS's managed
+    /// `AWSFaultInjectionSimulatorNetworkAccess` policy).
+    pub fault_role_arn: String,
 }
 
 /// The four service clients compute calls.
@@ -257,6 +261,7 @@ fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {
         log_group_name: n.log_group.clone(),
         execution_role_arn: need(&ids.execution_role, "IAM role", &n.execution_role)?.to_owned(),
         task_role_arn: need(&ids.task_role, "IAM role", &n.task_role)?.to_owned(),
+        fault_role_arn: need(&ids.fault_role, "IAM role", &n.fault_role)?.to_owned(),
     })
 }
 

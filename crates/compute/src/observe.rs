@@ -514,9 +514,7 @@ impl Observed {
         names: &Names,
         with_revisions: bool,
     ) -> Result<Observed, Error> {
-        let exec_name = names.role(RoleKind::Execution);
-        let task_name = names.role(RoleKind::Task);
-        let role_names = [exec_name, task_name];
+        let role_names = RoleKind::ALL.map(|k| names.role(k));
         let (mut found_roles, cluster, log_group, task_definition, service, scaling, arns) = tokio::try_join!(
             Box::pin(roles(&clients.iam, &role_names)),
             Box::pin(cluster(&clients.ecs, names)),
@@ -545,13 +543,10 @@ impl Observed {
                 }
             })
         )?;
-        let mut roles = BTreeMap::new();
-        if let Some(r) = found_roles.remove(exec_name) {
-            roles.insert(RoleKind::Execution, r);
-        }
-        if let Some(r) = found_roles.remove(task_name) {
-            roles.insert(RoleKind::Task, r);
-        }
+        let roles = RoleKind::ALL
+            .into_iter()
+            .filter_map(|k| Some((k, found_roles.remove(names.role(k))?)))
+            .collect();
         Ok(Observed {
             roles,
             cluster,
@@ -577,7 +572,10 @@ mod tests {
         assert_eq!(parse_policy(plain), parse_policy(encoded));
         assert_eq!(
             parse_policy(plain),
-            normalize_policy(&crate::desired::trust_policy("123456789012"))
+            normalize_policy(&crate::desired::trust_policy(
+                crate::desired::TASKS_PRINCIPAL,
+                "123456789012"
+            ))
         );
         assert_eq!(parse_policy("%zz"), Value::Null);
     }

@@ -26,9 +26,22 @@ pub struct ZoneIsolation {
     pub zone: String,
     /// The subnets of the stack in that zone.
     pub subnet_ids: Vec<String>,
-    /// Those of them that are isolated now.
+    /// Those of them on the stack's deny-all network ACL ([`Network::isolate_zone`]).
     pub isolated_subnet_ids: Vec<String>,
+    /// Those of them on a network ACL of AWS FIS (tagged `managedByFIS=true`): an experiment
+    /// of `aws:network:disrupt-connectivity` cuts them off, and FIS restores them.
+    pub fis_subnet_ids: Vec<String>,
 }
+
+impl ZoneIsolation {
+    /// Whether any of the zone's subnets is cut off, by either.
+    pub fn is_isolated(&self) -> bool {
+        !self.isolated_subnet_ids.is_empty() || !self.fis_subnet_ids.is_empty()
+    }
+}
+
+/// The tag AWS FIS puts on the network ACLs it creates.
+pub const MANAGED_BY_FIS_TAG: &str = "managedByFIS";
 
 struct View {
     vpc: String,
@@ -293,8 +306,18 @@ impl Network {
                     zone: zone.to_owned(),
                     subnet_ids: Vec::new(),
                     isolated_subnet_ids: Vec::new(),
+                    fis_subnet_ids: Vec::new(),
                 });
             entry.subnet_ids.push(sid.to_owned());
+            let on_fis_acl = view.acls.iter().any(|a| {
+                a.associations().iter().any(|x| x.subnet_id() == Some(sid))
+                    && a.tags()
+                        .iter()
+                        .any(|t| t.key() == Some(MANAGED_BY_FIS_TAG) && t.value() == Some("true"))
+            });
+            if on_fis_acl {
+                entry.fis_subnet_ids.push(sid.to_owned());
+            }
             if isolation
                 .is_some_and(|a| a.associations().iter().any(|x| x.subnet_id() == Some(sid)))
             {

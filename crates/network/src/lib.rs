@@ -47,7 +47,7 @@ pub use config::{
     known_zone_count,
 };
 pub use error::Error;
-pub use isolate::{RESTORE_ACL_TAG, ZoneIsolation};
+pub use isolate::{MANAGED_BY_FIS_TAG, RESTORE_ACL_TAG, ZoneIsolation};
 pub use lb::{
     AccessLogs, HealthCheckConfig, HealthCheckSpec, LoadBalancer, LoadBalancerConfig,
     LoadBalancerInputs, LoadBalancerOutputs, LoadBalancerSpec, lb_name, tg_name,

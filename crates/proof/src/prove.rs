@@ -237,14 +237,22 @@ async fn undo(
         done.push(format!("zonal shift {id} cancelled"));
     }
     if let Some(zone) = &applied.isolated {
-        d.stack
+        let stopped = d
+            .stack
             .restore_zone(&d.cx, zone)
             .await
             .map_err(|e| Error::NotUndone {
                 fault: format!("zone {zone} is isolated"),
                 source: Box::new(e.into()),
             })?;
-        done.push(format!("{zone} restored"));
+        done.push(if stopped.is_empty() {
+            format!("{zone} restored")
+        } else {
+            format!(
+                "{zone} restored (AWS FIS experiment {} stopped)",
+                stopped.join(", ")
+            )
+        });
     }
     if let Ok(mut f) = fault.lock() {
         *f = Applied::default();
@@ -276,15 +284,26 @@ async fn cancel_shift(d: &Deployment, id: &str) -> Result<(), Error> {
 /// Restores every zone an earlier run left isolated; returns a note per zone.
 async fn restore_leftovers(d: &Deployment, progress: &ProgressFn) -> Result<Vec<String>, Error> {
     let mut notes = Vec::new();
-    for z in d.stack.zone_isolation(&d.cx).await? {
-        if z.isolated_subnet_ids.is_empty() {
-            continue;
-        }
-        d.stack.restore_zone(&d.cx, &z.zone).await?;
+    let mut zones: std::collections::BTreeMap<String, usize> = d
+        .stack
+        .zone_isolation(&d.cx)
+        .await?
+        .into_iter()
+        .filter(|z| z.is_isolated())
+        .map(|z| (z.zone, z.isolated_subnet_ids.len() + z.fis_subnet_ids.len()))
+        .collect();
+    for e in d.stack.fault_experiments(&d.cx).await? {
+        zones.entry(e.zone).or_default();
+    }
+    for (zone, subnets) in zones {
+        let stopped = d.stack.restore_zone(&d.cx, &zone).await?;
         let line = format!(
-            "{} was still isolated ({} subnets), left by an earlier run that did not finish: restored it before starting",
-            z.zone,
-            z.isolated_subnet_ids.len()
+            "{zone} was still isolated ({subnets} subnets{}), left by an earlier run that did not finish: restored it before starting",
+            if stopped.is_empty() {
+                String::new()
+            } else {
+                format!("; AWS FIS experiment {} stopped", stopped.join(", "))
+            }
         );
         progress(&line);
         notes.push(line);

@@ -314,6 +314,55 @@ def _patch_arc_zonal_shift():
 
 _patch_arc_zonal_shift()
 
+def _patch_fis():
+    """moto keeps FIS experiments but runs none: it moves an experiment's state one step each
+    time it is described. The sandbox data plane is the executor (it applies and reverts the
+    experiment's action), so here an experiment's state changes only through the executor's
+    reports: a `stackproof:sandbox-state` tag (`running`, `completed`, `stopped` or `failed`,
+    then `: reason`) sent with TagResource becomes the experiment's state and reason and is not
+    kept as a tag. StopExperiment still moves it to `stopping`, which the executor ends."""
+    try:
+        from moto.fis.models import Experiment, FISBackend
+        from moto.moto_api import state_manager
+    except ImportError:
+        return
+    state_manager.set_transition(
+        model_name="fis::experiment", transition={"progression": "manual", "times": 10**9}
+    )
+    key = "stackproof:sandbox-state"
+    original_tag = FISBackend.tag_resource
+
+    def tag_resource(self, resource_arn, tags):
+        tags = dict(tags or {})
+        state = tags.pop(key, None)
+        if state is not None:
+            for e in self.experiments.values():
+                if e.arn == resource_arn:
+                    status, _, reason = state.partition(": ")
+                    e.status = status
+                    e.stackproof_reason = reason or None
+                    break
+        if tags:
+            original_tag(self, resource_arn, tags)
+
+    FISBackend.tag_resource = tag_resource
+
+    def with_reason(original):
+        def wrapped(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            reason = getattr(self, "stackproof_reason", None)
+            if reason and isinstance(out.get("state"), dict):
+                out["state"]["reason"] = reason
+            return out
+
+        return wrapped
+
+    Experiment.to_dict = with_reason(Experiment.to_dict)
+    Experiment.to_summary_dict = with_reason(Experiment.to_summary_dict)
+
+
+_patch_fis()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

@@ -28,6 +28,7 @@ use storage::{Storage, StorageOutputs, StorageSpec};
 mod apply;
 mod config;
 mod example;
+pub mod fault;
 pub mod lock;
 pub mod steady;
 pub use config::{DEFAULT_REGION, StackConfig};
@@ -69,6 +70,35 @@ pub enum Error {
     /// The observability module failed.
     #[error("observability")]
     Observability(#[from] observability::Error),
+    /// An AWS call of the stack's own (the fault experiments) failed.
+    #[error(transparent)]
+    Call(#[from] infra::CallError),
+    /// A zone that is not the stack's.
+    #[error("zone {zone:?} is not one of the stack's zones ({})", .zones.join(", "))]
+    UnknownZone {
+        /// The zone asked for.
+        zone: String,
+        /// The stack's zones.
+        zones: Vec<String>,
+    },
+    /// A fault experiment did not run, or did not end, as it should.
+    #[error("AWS FIS experiment {id} is {status}: {reason}")]
+    Experiment {
+        /// The experiment's id.
+        id: String,
+        /// Its state.
+        status: String,
+        /// FIS's reason, or what was waited for.
+        reason: String,
+    },
+    /// After its restore, a zone's subnets are still on a deny-all network ACL.
+    #[error("zone {zone} is still cut off after its restore: subnets {} are on a deny-all network ACL", .subnets.join(", "))]
+    StillIsolated {
+        /// The zone.
+        zone: String,
+        /// Its subnets still cut off.
+        subnets: Vec<String>,
+    },
     /// Destroy found, before deleting anything, what would stop it part way; nothing was
     /// deleted.
     #[error("{}", preflight_message(.0))]
@@ -457,15 +487,34 @@ impl Stack {
         Ok(self.modules(cx).network.zone_isolation(cx).await?)
     }
 
-    /// Cuts one zone off (its subnets move to a deny-all network ACL), as AWS FIS does.
+    /// Cuts one zone off from the client (its subnets move to the stack's deny-all network
+    /// ACL), the way AWS FIS does but with no service to undo it: a client that dies leaves
+    /// it. The proof uses [`Stack::start_zone_fault`]; this remains for a network without FIS.
     pub async fn isolate_zone(&self, cx: &Context, zone: &str) -> Result<(), Error> {
         self.modules(cx).network.isolate_zone(cx, zone).await?;
         Ok(())
     }
 
-    /// Heals a zone cut off by [`Stack::isolate_zone`].
-    pub async fn restore_zone(&self, cx: &Context, zone: &str) -> Result<(), Error> {
+    /// Heals a zone cut off by [`Stack::start_zone_fault`] or [`Stack::isolate_zone`]: stops
+    /// the stack's FIS experiments there and waits until FIS has reverted them, moves subnets
+    /// off the stack's own deny-all ACL, then checks that none of the zone's subnets is still
+    /// cut off ([`Error::StillIsolated`] otherwise). Returns the experiments it stopped.
+    pub async fn restore_zone(&self, cx: &Context, zone: &str) -> Result<Vec<String>, Error> {
+        let stopped = self.stop_zone_faults(cx, zone).await?;
         self.modules(cx).network.restore_zone(cx, zone).await?;
-        Ok(())
+        let left: Vec<String> = self
+            .zone_isolation(cx)
+            .await?
+            .into_iter()
+            .filter(|z| z.zone == zone)
+            .flat_map(|z| z.isolated_subnet_ids.into_iter().chain(z.fis_subnet_ids))
+            .collect();
+        if !left.is_empty() {
+            return Err(Error::StillIsolated {
+                zone: zone.to_owned(),
+                subnets: left,
+            });
+        }
+        Ok(stopped)
     }
 }

@@ -27,6 +27,7 @@ fn action(service: &str, operation: &str) -> String {
         "Application Auto Scaling" => "application-autoscaling",
         "STS" => "sts",
         "SNS" => "sns",
+        "fis" | "FIS" => "fis",
         other => panic!("no IAM prefix known for the SDK service {other:?}"),
     };
     // S3 operations whose IAM action has another name (S3 UG, "Actions, resources, and
@@ -126,6 +127,30 @@ async fn every_call() {
     stack.isolate_zone(&cx, &zone).await.unwrap();
     stack.zone_isolation(&cx).await.unwrap();
     stack.restore_zone(&cx, &zone).await.unwrap();
+    // The proof's fault through AWS FIS, which the data plane runs here (no task of the
+    // service starts without the sample-app: only FIS is of interest).
+    let mut options = sandbox::PlaneOptions::new("/nonexistent/sample-app")
+        .interceptor(account.clone())
+        .clock(sandbox::Clock::fast());
+    options.interval = std::time::Duration::from_millis(200);
+    let plane =
+        sandbox::DataPlane::start(sandbox::sdk_config(moto.endpoint(), "eu-west-1"), options)
+            .await
+            .unwrap();
+    let alarms = vec![outputs.observability.alarm_names[0].clone()];
+    stack
+        .start_zone_fault(
+            &cx,
+            &outputs.compute.fault_role_arn,
+            &zone,
+            std::time::Duration::from_secs(600),
+            &alarms,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stack.fault_experiments(&cx).await.unwrap().len(), 1);
+    assert_eq!(stack.restore_zone(&cx, &zone).await.unwrap().len(), 1);
+    plane.stop().await;
     // An access log to empty (written by a context of its own: not the tool's call).
     let s3: aws_sdk_s3::Client = infra::client!(&in_account(), aws_sdk_s3);
     s3.put_object()

@@ -846,6 +846,7 @@ mod tests {
                 "DeleteCluster",
                 "DeleteLogGroup",
                 "DeleteRole",
+                "DeleteRole",
                 "DeleteRole"
             ]
         );

@@ -42,23 +42,51 @@ pub(crate) const TASK_DEFINITION: &str = "task-definition";
 pub(crate) const LOG_GROUP: &str = "log-group";
 pub(crate) const SCALING: &str = "scalable-target";
 
-/// The two IAM roles.
+/// The three IAM roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum RoleKind {
     /// Used by ECS to pull the image and write logs.
     Execution,
     /// Assumed by the application.
     Task,
+    /// Assumed by AWS FIS to run the stack's fault experiments (a zone's network cut off,
+    /// `aws:network:disrupt-connectivity`), so that FIS, not the client, undoes the fault.
+    Fault,
 }
 
+/// The AWS managed policy FIS documents for its network actions (`aws:network:*`): it may
+/// create, associate and delete only network ACLs tagged `managedByFIS=true`.
+pub(crate) const FIS_NETWORK_POLICY: &str = "service-role/AWSFaultInjectionSimulatorNetworkAccess";
+
+/// The service that assumes the fault role.
+pub(crate) const FIS_PRINCIPAL: &str = "fis.amazonaws.com";
+
 impl RoleKind {
-    pub(crate) const ALL: [RoleKind; 2] = [RoleKind::Execution, RoleKind::Task];
+    pub(crate) const ALL: [RoleKind; 3] = [RoleKind::Execution, RoleKind::Task, RoleKind::Fault];
 
     /// The logical name (tag) of the role.
     pub(crate) fn logical(self) -> &'static str {
         match self {
             RoleKind::Execution => "execution-role",
             RoleKind::Task => "task-role",
+            RoleKind::Fault => "fault-role",
+        }
+    }
+
+    /// The one service that may assume the role.
+    pub(crate) fn principal(self) -> &'static str {
+        match self {
+            RoleKind::Execution | RoleKind::Task => TASKS_PRINCIPAL,
+            RoleKind::Fault => FIS_PRINCIPAL,
+        }
+    }
+
+    /// The role's description in IAM.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            RoleKind::Execution => "stackproof: lets ECS pull the image and write logs",
+            RoleKind::Task => "stackproof: the application's role",
+            RoleKind::Fault => "stackproof: lets AWS FIS cut a zone's network off and restore it",
         }
     }
 }
@@ -73,6 +101,7 @@ pub(crate) struct Names {
     pub(crate) log_group: String,
     pub(crate) execution_role: String,
     pub(crate) task_role: String,
+    pub(crate) fault_role: String,
     pub(crate) inline_policy: String,
     pub(crate) cpu_policy: String,
     pub(crate) requests_policy: String,
@@ -88,6 +117,7 @@ impl Names {
             log_group: format!("/ecs/{stack}"),
             execution_role: format!("{stack}-task-execution"),
             task_role: format!("{stack}-task"),
+            fault_role: format!("{stack}-fis"),
             inline_policy: format!("{stack}-task"),
             cpu_policy: format!("{stack}-cpu"),
             requests_policy: format!("{stack}-requests"),
@@ -98,6 +128,7 @@ impl Names {
         match kind {
             RoleKind::Execution => &self.execution_role,
             RoleKind::Task => &self.task_role,
+            RoleKind::Fault => &self.fault_role,
         }
     }
 
@@ -118,15 +149,15 @@ pub(crate) fn partition(region: &str) -> &'static str {
     }
 }
 
-/// The trust policy of both roles: only ECS tasks may assume them, and only on behalf of
-/// `account` (`aws:SourceAccount`, IAM UG "The confused deputy problem").
-pub(crate) fn trust_policy(account: &str) -> Value {
+/// The trust policy of a role: only `principal` (ECS tasks, FIS) may assume it, and only on
+/// behalf of `account` (`aws:SourceAccount`, IAM UG "The confused deputy problem").
+pub(crate) fn trust_policy(principal: &str, account: &str) -> Value {
     if account.is_empty() {
         return json!({
             "Version": "2012-10-17",
             "Statement": [{
                 "Effect": "Allow",
-                "Principal": { "Service": TASKS_PRINCIPAL },
+                "Principal": { "Service": principal },
                 "Action": "sts:AssumeRole"
             }]
         });
@@ -135,7 +166,7 @@ pub(crate) fn trust_policy(account: &str) -> Value {
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
-            "Principal": { "Service": TASKS_PRINCIPAL },
+            "Principal": { "Service": principal },
             "Action": "sts:AssumeRole",
             "Condition": { "StringEquals": { "aws:SourceAccount": account } }
         }]
@@ -480,6 +511,7 @@ impl Desired {
         for logical in [
             RoleKind::Execution.logical(),
             RoleKind::Task.logical(),
+            RoleKind::Fault.logical(),
             CLUSTER,
             SERVICE,
             TASK_DEFINITION,
@@ -497,8 +529,14 @@ impl Desired {
             .map(|&kind| RoleWant {
                 kind,
                 name: names.role(kind).to_owned(),
-                trust: normalize_policy(&trust_policy(&inputs.account_id)),
-                managed: BTreeSet::new(),
+                trust: normalize_policy(&trust_policy(kind.principal(), &inputs.account_id)),
+                managed: match kind {
+                    RoleKind::Fault => BTreeSet::from([format!(
+                        "arn:{}:iam::aws:policy/{FIS_NETWORK_POLICY}",
+                        partition(region)
+                    )]),
+                    RoleKind::Execution | RoleKind::Task => BTreeSet::new(),
+                },
                 inline: match kind {
                     RoleKind::Execution if inputs.account_id.is_empty() => BTreeMap::new(),
                     RoleKind::Execution => BTreeMap::from([(
@@ -515,7 +553,7 @@ impl Desired {
                         names.inline_policy.clone(),
                         normalize_policy(&policy_document(&spec.task_role_statements)),
                     )]),
-                    RoleKind::Task => BTreeMap::new(),
+                    RoleKind::Task | RoleKind::Fault => BTreeMap::new(),
                 },
                 tags: tags[kind.logical()].clone(),
             })
@@ -745,7 +783,7 @@ mod least_privilege {
 
     #[test]
     fn roles_trust_ecs_for_the_stack_s_account_only() {
-        let trust = trust_policy("123456789012");
+        let trust = trust_policy(TASKS_PRINCIPAL, "123456789012");
         assert_eq!(
             trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"],
             "123456789012"

@@ -124,9 +124,9 @@ impl Op {
         let role = |k: RoleKind| names.role(k).to_owned();
         Some(match self {
             Op::CreateRole(k) => c(Action::Create, "iam-role", &role(*k))
-                .detail(format!("assumable by {TASKS_PRINCIPAL} only")),
+                .detail(format!("assumable by {} only", k.principal())),
             Op::UpdateTrust(k) => c(Action::Update, "iam-role", &role(*k))
-                .detail(format!("trust policy -> only {TASKS_PRINCIPAL}")),
+                .detail(format!("trust policy -> only {}", k.principal())),
             Op::AttachPolicy(k, arn) => {
                 c(Action::Create, "iam-role-policy-attachment", &role(*k)).detail(arn.clone())
             }

@@ -39,6 +39,7 @@ use service::{
 pub(crate) struct Ids {
     pub(crate) execution_role: Option<String>,
     pub(crate) task_role: Option<String>,
+    pub(crate) fault_role: Option<String>,
     pub(crate) cluster: Option<String>,
     pub(crate) task_definition: Option<String>,
     pub(crate) service: Option<String>,
@@ -49,6 +50,7 @@ impl Ids {
         Ids {
             execution_role: o.roles.get(&RoleKind::Execution).map(|r| r.arn.clone()),
             task_role: o.roles.get(&RoleKind::Task).map(|r| r.arn.clone()),
+            fault_role: o.roles.get(&RoleKind::Fault).map(|r| r.arn.clone()),
             cluster: o
                 .cluster
                 .as_ref()
@@ -63,10 +65,19 @@ impl Ids {
         }
     }
 
+    fn role_mut(&mut self, kind: RoleKind) -> &mut Option<String> {
+        match kind {
+            RoleKind::Execution => &mut self.execution_role,
+            RoleKind::Task => &mut self.task_role,
+            RoleKind::Fault => &mut self.fault_role,
+        }
+    }
+
     fn role(&self, kind: RoleKind) -> &Option<String> {
         match kind {
             RoleKind::Execution => &self.execution_role,
             RoleKind::Task => &self.task_role,
+            RoleKind::Fault => &self.fault_role,
         }
     }
 }
@@ -194,19 +205,13 @@ async fn step(
                 .create_role()
                 .role_name(name)
                 .assume_role_policy_document(d.trust(*kind).to_string())
-                .description(match kind {
-                    RoleKind::Execution => "stackproof: lets ECS pull the image and write logs",
-                    RoleKind::Task => "stackproof: the application's role",
-                })
+                .description(kind.description())
                 .set_tags(Some(tags))
                 .send()
                 .await
                 .map_err(aws("CreateRole", &what))?;
             let arn = out.role().map(|r| r.arn().to_owned()).unwrap_or_default();
-            match kind {
-                RoleKind::Execution => ids.execution_role = Some(arn.clone()),
-                RoleKind::Task => ids.task_role = Some(arn.clone()),
-            }
+            *ids.role_mut(*kind) = Some(arn.clone());
             Some(arn)
         }
         Op::UpdateTrust(kind) => {

@@ -410,6 +410,7 @@ mod tests {
         Ids {
             execution_role: Some("arn:aws:iam::1:role/mock-task-execution".into()),
             task_role: Some("arn:aws:iam::1:role/mock-task".into()),
+            fault_role: Some("arn:aws:iam::1:role/mock-fis".into()),
             cluster: Some("arn:aws:ecs:eu-west-1:1:cluster/mock".into()),
             task_definition: Some("arn:aws:ecs:eu-west-1:1:task-definition/mock:4".into()),
             service: None,

@@ -147,6 +147,8 @@ async fn plan_on_an_empty_account_lists_every_create_and_writes_nothing() {
             "iam-role plan-empty-task-execution",
             "iam-role-policy plan-empty-task-execution",
             "iam-role plan-empty-task",
+            "iam-role plan-empty-fis",
+            "iam-role-policy-attachment plan-empty-fis",
             "log-group /ecs/plan-empty",
             "ecs-cluster plan-empty",
             "ecs-task-definition plan-empty",

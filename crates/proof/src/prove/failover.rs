@@ -370,6 +370,10 @@ pub(crate) fn judge(
     (checks, figures, notes)
 }
 
+/// How long after the longest fault allowed FIS ends the experiment by itself, AWS seconds:
+/// the client's own undo comes first; FIS's is for a client that died.
+const FIS_GRACE_S: f64 = 60.0;
+
 impl Run {
     async fn inject(&self, zone: &str, tasks: &[String]) -> Result<(), Error> {
         match self.config.fault {
@@ -378,7 +382,29 @@ impl Run {
                 if let Ok(mut f) = self.fault.lock() {
                     f.isolated = Some(zone.to_owned());
                 }
-                self.d.stack.isolate_zone(&self.d.cx, zone).await?;
+                // Through AWS FIS, which undoes it by itself when the longest fault allowed
+                // (and a minute's grace) is up, or a stop condition fires, should this client
+                // die before its own undo.
+                let limit = std::time::Duration::from_secs_f64(
+                    self.prediction.fault_max_s.max(0.0) + FIS_GRACE_S,
+                );
+                let alarms = super::stop_alarms(&self.config, &self.d.outputs);
+                let id = self
+                    .d
+                    .stack
+                    .start_zone_fault(
+                        &self.d.cx,
+                        &self.d.outputs.compute.fault_role_arn,
+                        zone,
+                        limit,
+                        &alarms,
+                    )
+                    .await?;
+                self.say(&format!(
+                    "az-failover: AWS FIS experiment {id} ({}) runs; FIS ends it by itself after {}",
+                    stack::fault::DISRUPT_CONNECTIVITY,
+                    stack::fault::fis_duration(limit)
+                ));
             }
             Fault::StopTasks => {
                 for arn in tasks {
@@ -476,9 +502,10 @@ impl Run {
         let zone_tasks = before.tasks_by_zone.get(&zone).cloned().unwrap_or_default();
         // Requests normally in flight: more than those slower than the objective mean a stall.
         let stall_limit = (c.rps * slo.p99_ms / 1000.0).ceil() as u64 + 5;
+        self.inject(&zone, &zone_tasks).await?;
+        // From when the fault is in place: FIS takes a while to start an experiment.
         let fault_ms = unix_ms();
         let fault_at = load.now_s();
-        self.inject(&zone, &zone_tasks).await?;
         self.say(&format!(
             "az-failover: {zone} failed at {fault_at:.0}s ({} of its tasks)",
             zone_tasks.len()

@@ -26,6 +26,7 @@
 
 mod balancer;
 mod dns;
+mod fis;
 mod nacl;
 mod observe;
 mod report;
@@ -290,6 +291,7 @@ impl DataPlane {
             iterations: 0,
             world: World::default(),
             unrecorded: 0,
+            fis: fis::Executor::default(),
         };
         let handle = tokio::spawn(reconciler.run(stopped));
         Ok(DataPlane {
@@ -367,6 +369,7 @@ struct Clients {
     arc: aws_sdk_arczonalshift::Client,
     sm: aws_sdk_secretsmanager::Client,
     ssm: aws_sdk_ssm::Client,
+    fis: aws_sdk_fis::Client,
 }
 
 macro_rules! client {
@@ -392,6 +395,7 @@ impl Clients {
             arc: client!(sdk, interceptors, aws_sdk_arczonalshift),
             sm: client!(sdk, interceptors, aws_sdk_secretsmanager),
             ssm: client!(sdk, interceptors, aws_sdk_ssm),
+            fis: client!(sdk, interceptors, aws_sdk_fis),
         }
     }
 }
@@ -460,6 +464,8 @@ struct Reconciler {
     world: World,
     /// Tasks run without an ECS record so far.
     unrecorded: u64,
+    /// Runs the region's FIS experiments.
+    fis: fis::Executor,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -521,6 +527,10 @@ impl Reconciler {
     async fn read(&mut self) -> Result<World, Error> {
         if self.zones.is_empty() {
             (self.zones, self.zone_ids) = observe::zones(&self.c, &self.region).await?;
+        }
+        // FIS first: a fault it applies (or reverts) shows in this read's network ACLs.
+        if let Err(e) = self.fis.run(&self.c, self.opts.clock).await {
+            log(format_args!("FIS experiments not run this round: {e}"));
         }
         let mut world = World {
             services: observe::services(&self.c).await?,
