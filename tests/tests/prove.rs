@@ -271,6 +271,16 @@ async fn the_default_shape_of_stack_scales_out_and_survives_losing_a_zone() {
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["schema"], proof::SCHEMA);
     assert_eq!(json["scenarios"].as_array().unwrap().len(), 3);
+    // The fault went through AWS FIS (the sandbox's executor), and no experiment is left.
+    assert!(
+        failover.notes.iter().any(
+            |n| n.starts_with("the zone was cut off by AWS FIS experiment ")
+                && n.contains("aws:network:disrupt-connectivity")
+        ),
+        "{:?}",
+        failover.notes
+    );
+    assert!(d.stack.fault_experiments(&d.cx).await.unwrap().is_empty());
     // The zone is back.
     assert!(isolated_zones(d).await.is_empty());
 }

@@ -375,7 +375,8 @@ pub(crate) fn judge(
 const FIS_GRACE_S: f64 = 60.0;
 
 impl Run {
-    async fn inject(&self, zone: &str, tasks: &[String]) -> Result<(), Error> {
+    /// Fails `zone`; returns a note on how, for the report.
+    async fn inject(&self, zone: &str, tasks: &[String]) -> Result<Option<String>, Error> {
         match self.config.fault {
             Fault::NetworkAcl => {
                 // Recorded first: even a call that fails half way gets undone.
@@ -400,11 +401,13 @@ impl Run {
                         &alarms,
                     )
                     .await?;
-                self.say(&format!(
-                    "az-failover: AWS FIS experiment {id} ({}) runs; FIS ends it by itself after {}",
+                let note = format!(
+                    "the zone was cut off by AWS FIS experiment {id} ({}, scope all, duration {}: FIS would have ended it by itself)",
                     stack::fault::DISRUPT_CONNECTIVITY,
                     stack::fault::fis_duration(limit)
-                ));
+                );
+                self.say(&format!("az-failover: {note}"));
+                Ok(Some(note))
             }
             Fault::StopTasks => {
                 for arn in tasks {
@@ -418,9 +421,9 @@ impl Run {
                         .await
                         .map_err(aws("StopTask", arn.clone()))?;
                 }
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     /// Starts a zonal shift of the load balancer away from `zone` (recorded, so it is
@@ -502,7 +505,7 @@ impl Run {
         let zone_tasks = before.tasks_by_zone.get(&zone).cloned().unwrap_or_default();
         // Requests normally in flight: more than those slower than the objective mean a stall.
         let stall_limit = (c.rps * slo.p99_ms / 1000.0).ceil() as u64 + 5;
-        self.inject(&zone, &zone_tasks).await?;
+        let fault_note = self.inject(&zone, &zone_tasks).await?;
         // From when the fault is in place: FIS takes a while to start an experiment.
         let fault_ms = unix_ms();
         let fault_at = load.now_s();
@@ -621,7 +624,8 @@ impl Run {
                 target.node_zone(a).map(str::to_owned)
             }),
         };
-        let (checks, figures, notes) = judge(&seen, &c, &self.prediction);
+        let (checks, figures, mut notes) = judge(&seen, &c, &self.prediction);
+        notes.extend(fault_note);
         let (start_s, end_s) = self.mark_scenario("az-failover", &report);
         self.reports.push(report);
         Ok(finish(
