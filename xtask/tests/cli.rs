@@ -101,7 +101,7 @@ fn sandbox_deploy_plan_destroy_stop() {
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(
-        shown.contains("Plan: 44 to create, 0 to update, 0 to delete."),
+        shown.contains("Plan: 46 to create, 0 to update, 0 to delete."),
         "{shown}"
     );
     assert!(
@@ -318,7 +318,7 @@ fn sandbox_deploy_plan_destroy_stop() {
     // The next deploy would take the group over: everything else is created.
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["changes"].as_array().unwrap().len(), 43);
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 45);
 
     // force-destroy in [service] deletes it, logs and all.
     std::fs::write(
@@ -344,7 +344,7 @@ fn sandbox_deploy_plan_destroy_stop() {
     let out = xtask(state, &["plan", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Every module finds nothing tagged with the stack any more: all of it would be created.
-    assert_eq!(plan["changes"].as_array().unwrap().len(), 44);
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 46);
 
     let out = xtask(state, &["sandbox", "stop"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -206,14 +206,14 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
     let out = xtask(state, &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("Plan: 44 to create, 0 to update, 0 to delete."),
+        text(&out).contains("Plan: 46 to create, 0 to update, 0 to delete."),
         "{}",
         text(&out)
     );
     let out = xtask(state, &["plan", "--detailed-exitcode", "--json"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let plan = json(&out);
-    assert_eq!(plan["changes"].as_array().unwrap().len(), 44);
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 46);
     let out = xtask(state, &["plan"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
@@ -276,8 +276,8 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
         .values()
         .map(|m| m["count"].as_u64().unwrap())
         .sum();
-    // Every resource of the default stack (plan counts 44 changes: routes and rules are parts).
-    assert_eq!(total, 34, "{status}");
+    // Every resource of the default stack (plan counts 46 changes: routes and rules are parts).
+    assert_eq!(total, 35, "{status}");
     // A second deploy creates nothing, writes nothing, and every resource status lists is
     // unchanged (routes, rules and associations are parts of them, counted only as changes).
     let out = xtask(state, &["deploy", "--yes", "--no-wait"]);
@@ -422,7 +422,7 @@ fn detailed_exitcode_status_and_typed_destroy_against_the_sandbox() {
     // Every resource but the dashboard deleted; on a terminal, the block of what was in flight
     // was redrawn (cursor up, clear line).
     assert!(
-        shown.contains("Destroy complete: 33 deleted in "),
+        shown.contains("Destroy complete: 34 deleted in "),
         "{shown}"
     );
     assert!(shown.contains("\x1b[1A\x1b[2K"), "{shown}");
