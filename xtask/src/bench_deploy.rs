@@ -130,7 +130,7 @@ pub(crate) fn run(args: &BenchDeployArgs) -> anyhow::Result<()> {
 /// Deploy, no-change plan, second deploy, destroy; the calls of each phase alone.
 async fn one_run(stack: &Stack, cx: &Context) -> anyhow::Result<Vec<Sample>> {
     let deploy = measure(cx, async {
-        crate::deploy::plan_and_existing(stack, cx)
+        cli::plan_and_existing(stack, cx)
             .await
             .context("planning the deploy")?;
         Box::pin(stack.apply(cx)).await.context("deploying")?;
@@ -146,7 +146,7 @@ async fn one_run(stack: &Stack, cx: &Context) -> anyhow::Result<Vec<Sample>> {
     })
     .await?;
     let second = measure(cx, async {
-        crate::deploy::plan_and_existing(stack, cx)
+        cli::plan_and_existing(stack, cx)
             .await
             .context("planning the second deploy")?;
         Box::pin(stack.apply(cx))

@@ -494,6 +494,62 @@ pub async fn probe_health() -> bool {
     }
 }
 
+/// How long in-flight requests may take to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The program's whole life, given its arguments (without the program name): `serve` (the
+/// default) listens until SIGTERM and drains; `health` probes the local server (exit 0 when
+/// healthy). The `sample-app` binary and `stackproof-sample-app` (installed beside the
+/// `stackproof` CLI) both run this.
+pub async fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let mut args = args.into_iter();
+    match args.next().as_deref() {
+        None | Some("serve") => {}
+        Some("health") => {
+            return if probe_health().await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Some(other) => {
+            eprintln!("sample-app: unknown command {other:?}; usage: sample-app [serve|health]");
+            return ExitCode::from(2);
+        }
+    }
+    let addr = match bind_addr() {
+        Ok(addr) => addr,
+        Err(err) => {
+            eprintln!("sample-app: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let routes = match Routes::from_env() {
+        Ok(routes) => routes,
+        Err(err) => {
+            eprintln!("sample-app: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = shutdown_signal();
+    let identity = Identity::discover().await;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("sample-app: cannot listen on {addr}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "sample-app: listening on {addr} (az {}, task {})",
+        identity.az, identity.task
+    );
+    serve_with(listener, identity, routes, shutdown, DRAIN).await;
+    eprintln!("sample-app: stopped");
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

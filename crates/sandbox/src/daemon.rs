@@ -121,7 +121,9 @@ pub struct DaemonState {
 }
 
 /// The sample-app binary for the sandbox's tasks: `$STACKPROOF_SAMPLE_APP`, else `sample-app`
-/// beside the current executable, else one folder above it (`target/debug/deps/..`).
+/// beside the current executable (a build in the workspace), else `stackproof-sample-app`
+/// beside it (installed with the `stackproof` CLI), else `sample-app` one folder above it
+/// (`target/debug/deps/..`, a test's executable). When none exists, the first of these paths.
 pub fn sample_app_path() -> PathBuf {
     if let Some(p) = std::env::var_os("STACKPROOF_SAMPLE_APP") {
         return PathBuf::from(p);
@@ -129,13 +131,16 @@ pub fn sample_app_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let beside = dir.join("sample-app");
-    if beside.exists() {
-        return beside;
-    }
-    dir.parent()
-        .map(|p| p.join("sample-app"))
-        .filter(|p| p.exists())
-        .unwrap_or(beside)
+    [
+        beside.clone(),
+        dir.join("stackproof-sample-app"),
+        dir.parent()
+            .map(|p| p.join("sample-app"))
+            .unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or(beside)
 }
 
 fn io(operation: &'static str, resource: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {

@@ -17,10 +17,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+/// Read at run time (cargo sets it for the test): a test binary reused from a clone at another
+/// path still finds this clone's files.
 fn cert_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/it/certs")
-        .join(name)
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("tests/it/certs")
+    .join(name)
 }
 
 /// An HTTPS server presenting the certificate of `name` (signed by the test CA); counts

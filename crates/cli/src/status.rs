@@ -1,4 +1,4 @@
-//! `cargo xtask status`: what exists of the stack, its outputs, and whether it drifted. Reads
+//! `status`: what exists of the stack, its outputs, and whether it drifted. Reads
 //! only: what exists is what destroy would delete (found by the stack's tags), drift is what
 //! deploy would change.
 
@@ -122,8 +122,9 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
     // A sandbox that is not running holds nothing; status does not start one.
     if args.target == Target::Sandbox && crate::sandbox_cmd::current().is_none() {
         let message = format!(
-            "stack {}: not deployed (the local sandbox is not running; `cargo xtask deploy` starts it)",
-            stack.name()
+            "stack {}: not deployed (the local sandbox is not running; `{} deploy` starts it)",
+            stack.name(),
+            crate::program()
         );
         if json {
             let status = json!({
@@ -263,11 +264,12 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
     let mut out = String::new();
     let c = found.pending.counts();
     let pending = format!(
-        "{} changes pending ({} to create, {} to update, {} to delete; `cargo xtask plan` shows them, `cargo xtask deploy` makes them)",
+        "{} changes pending ({} to create, {} to update, {} to delete; `{program} plan` shows them, `{program} deploy` makes them)",
         found.pending.changes.len(),
         c.create,
         c.update,
-        c.delete
+        c.delete,
+        program = crate::program()
     );
     let headline = match found.state {
         State::Deployed => "deployed, no drift (deploy would change nothing)".to_owned(),
@@ -302,19 +304,21 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
         if !z.isolated_subnet_ids.is_empty() {
             let _ = writeln!(
                 out,
-                "Zone {} ISOLATED: {} of its {} subnets are on the stack's deny-all network ACL (a loadtest's fault that was not undone); `cargo xtask deploy` restores it",
+                "Zone {} ISOLATED: {} of its {} subnets are on the stack's deny-all network ACL (a loadtest's fault that was not undone); `{} deploy` restores it",
                 z.zone,
                 z.isolated_subnet_ids.len(),
-                z.subnet_ids.len()
+                z.subnet_ids.len(),
+                crate::program()
             );
         }
         if !z.fis_subnet_ids.is_empty() {
             let _ = writeln!(
                 out,
-                "Zone {} ISOLATED: {} of its {} subnets are on AWS FIS's deny-all network ACLs (an experiment's fault); FIS restores them when the experiment ends, `cargo xtask deploy` stops it now",
+                "Zone {} ISOLATED: {} of its {} subnets are on AWS FIS's deny-all network ACLs (an experiment's fault); FIS restores them when the experiment ends, `{} deploy` stops it now",
                 z.zone,
                 z.fis_subnet_ids.len(),
-                z.subnet_ids.len()
+                z.subnet_ids.len(),
+                crate::program()
             );
         }
     }
@@ -330,11 +334,12 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "Fault experiment {} ({}) {} on zone {}{since}: a loadtest's fault; FIS ends it when its duration is up, `cargo xtask deploy` stops it now",
+            "Fault experiment {} ({}) {} on zone {}{since}: a loadtest's fault; FIS ends it when its duration is up, `{} deploy` stops it now",
             e.id,
             stack::fault::DISRUPT_CONNECTIVITY,
             e.status.to_uppercase(),
-            e.zone
+            e.zone,
+            crate::program()
         );
     }
     let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();

@@ -1,4 +1,4 @@
-//! `cargo xtask init`: writes the commented example `stack.toml` (`stack::example_toml`).
+//! `init`: writes the commented example `stack.toml` (`stack::example_toml`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 /// Writes the example to `config` (default `stack.toml` in the project root); an existing file
 /// is only replaced with `force`.
 pub(crate) fn run(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
-    let path = config.map_or_else(|| crate::project_root().join("stack.toml"), PathBuf::from);
+    let path = config.map_or_else(|| crate::config_root().join("stack.toml"), PathBuf::from);
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if force {
@@ -28,8 +28,9 @@ pub(crate) fn run(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
     file.write_all(stack::example_toml().as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "Wrote {}: every key with its default value and what it allows. Edit it, then run `cargo xtask plan`.",
-        path.display()
+        "Wrote {}: every key with its default value and what it allows. Edit it, then run `{} plan`.",
+        path.display(),
+        crate::program()
     );
     Ok(())
 }

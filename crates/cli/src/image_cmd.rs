@@ -1,4 +1,4 @@
-//! `cargo xtask image`: the service's image without Docker. Builds the sample-app as a static
+//! `image`: the service's image without Docker. Builds the sample-app as a static
 //! binary (or takes `--binary`), assembles the OCI image in memory (`crates/image`) and pushes
 //! it to the stack's ECR repository with ECR's authorization token, or to `--registry`.
 
@@ -14,9 +14,9 @@ use crate::{StackArgs, Target};
 /// `/sample-app health`.
 const PROGRAM_PATH: &str = "/sample-app";
 
-/// `cargo xtask image` options.
+/// `image` options.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct ImageArgs {
+pub struct ImageArgs {
     /// A statically linked program to put in the image instead of the sample-app (it must
     /// answer `PROGRAM health` as the container health check does, or turn that off).
     #[arg(long, value_name = "PATH")]
@@ -64,8 +64,9 @@ pub(crate) async fn run(stack_args: &StackArgs, args: &ImageArgs) -> anyhow::Res
                 .ok_or_else(|| Exit {
                     code: crate::target::EXIT_NOT_DEPLOYED,
                     message: format!(
-                        "stack {} is not deployed: run `cargo xtask deploy --target aws` first (it creates the repository and pushes the image)",
-                        stack.name()
+                        "stack {} is not deployed: run `{} deploy --target aws` first (it creates the repository and pushes the image)",
+                        stack.name(),
+                        crate::program()
                     ),
                 })?;
             ecr_registry(&cx, &outputs.storage.repository_uri).await?
@@ -189,7 +190,12 @@ fn build_static_sample_app(architecture: Architecture) -> anyhow::Result<PathBuf
             wanted.as_oci()
         ),
     };
-    let root = crate::project_root();
+    let Some(root) = crate::home().checkout.clone() else {
+        bail!(
+            "building the sample-app's image needs the stackproof source checkout, and this {} has none; build your program statically linked and pass --binary",
+            crate::program()
+        );
+    };
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))

@@ -1,4 +1,4 @@
-//! `cargo xtask check`: the scheduled availability probe of the deployed stack (see
+//! `check`: the scheduled availability probe of the deployed stack (see
 //! `proof::check`). Exit codes: 0 pass, 1 fail, 2 bad usage, 3 not deployed.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ const EXIT_USAGE: u8 = 2;
 
 /// The flags of `check`.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct CheckArgs {
+pub struct CheckArgs {
     /// Requests per second (at most 1000: a probe, not a load test).
     #[arg(long, default_value_t = CheckConfig::default().rps)]
     rps: f64,

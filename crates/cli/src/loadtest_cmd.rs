@@ -1,4 +1,4 @@
-//! `cargo xtask loadtest`: proves the deployed stack (baseline, scaling, az-failover) and
+//! `loadtest`: proves the deployed stack (baseline, scaling, az-failover) and
 //! writes the report.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -32,12 +32,12 @@ enum FaultArg {
     StopTasks,
 }
 
-/// Options of `cargo xtask loadtest`. Durations are seconds: windows of load are wall seconds;
+/// Options of `loadtest`. Durations are seconds: windows of load are wall seconds;
 /// the times that concern AWS's behaviour (timeouts, objectives, the error budget) are AWS
 /// seconds, divided by the sandbox clock's factor on a faster clock, and derived from the
 /// prediction unless given.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct LoadtestArgs {
+pub struct LoadtestArgs {
     /// Peak request rate: scaling ramps to it, failover holds it.
     #[arg(long, default_value_t = 500.0)]
     rps: f64,

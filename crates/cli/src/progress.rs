@@ -24,9 +24,34 @@ const MAX_TICKS: u32 = 24 * 60 * 60;
 /// A wait reported without a change in flight (the network's wait for every NAT gateway) that
 /// is not reported again within this long is over (waits are polled at least every 10 s).
 const WAIT_STALE: Duration = Duration::from_secs(15);
-/// Width the in-flight lines are cut to when `$COLUMNS` does not say: a longer line would wrap
-/// and the redraw would then move up too few lines.
+/// Width the in-flight lines are cut to when neither the terminal nor `$COLUMNS` says: a longer
+/// line would wrap and the redraw would then move up too few lines.
 const DEFAULT_WIDTH: usize = 80;
+
+/// The width to cut redrawn lines to: the terminal's own (asked with `TIOCGWINSZ`), else
+/// `$COLUMNS`, else [`DEFAULT_WIDTH`]; at least 20.
+fn terminal_width() -> usize {
+    let asked = rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|size| usize::from(size.ws_col));
+    let columns = || {
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse::<usize>().ok())
+    };
+    asked
+        .filter(|w| *w >= 20)
+        .or_else(|| columns().filter(|w| *w >= 20))
+        .unwrap_or(DEFAULT_WIDTH)
+}
+
+/// Whether to redraw the in-flight block with escape codes: stdout is a terminal that is not
+/// `TERM=dumb`, and `NO_COLOR` is not set (whoever asks for no colour asks for plain lines).
+pub(crate) fn redraws() -> bool {
+    std::io::stdout().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// Where the time comes from (injected by the tests).
 pub(crate) trait Clock: fmt::Debug + Send + Sync {
@@ -203,15 +228,10 @@ pub(crate) struct Live {
 impl Live {
     /// A sink printing to stdout, redrawing only when stdout is a terminal.
     pub(crate) fn stdout() -> Self {
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.trim().parse::<usize>().ok())
-            .filter(|w| *w >= 20)
-            .unwrap_or(DEFAULT_WIDTH);
         Self::new(
             Box::new(std::io::stdout()),
-            std::io::stdout().is_terminal(),
-            width,
+            redraws(),
+            terminal_width(),
             Arc::new(SystemClock),
         )
     }

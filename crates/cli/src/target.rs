@@ -68,12 +68,13 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
         .ok_or_else(|| Exit {
             code: EXIT_NOT_DEPLOYED,
             message: format!(
-                "stack {} is not deployed ({}): run `cargo xtask deploy` first",
+                "stack {} is not deployed ({}): run `{} deploy` first",
                 stack.name(),
                 match args.target {
                     Target::Sandbox => "local sandbox",
                     Target::Aws => "AWS",
-                }
+                },
+                crate::program()
             ),
         })?;
     let dns = outputs.load_balancer.dns_name.clone();
@@ -102,7 +103,8 @@ pub(crate) async fn deployed(args: &StackArgs, url: Option<&str>) -> anyhow::Res
             } = found.ok_or_else(|| Exit {
                 code: EXIT_NOT_DEPLOYED,
                 message: format!(
-                    "the sandbox does not serve {dns}:80 (see `cargo xtask sandbox status`)"
+                    "the sandbox does not serve {dns}:80 (see `{program} sandbox status`)",
+                    program = crate::program()
                 ),
             })?;
             // The nodes listen on the listener's port when they can (root), else on another

@@ -1,4 +1,4 @@
-//! `cargo xtask sandbox start|stop|status`: the sandbox daemon (moto and the data plane that
+//! `sandbox start|stop|status`: the sandbox daemon (moto and the data plane that
 //! runs the declared tasks and serves the ALB) in the background on 127.0.0.1, its state in
 //! `.stackproof/` (`sandbox.json`, `sandbox-endpoints.json`, `sandbox-status.json`,
 //! `sandbox.log`, `tasks/*.log`), reused by later commands.
@@ -14,7 +14,7 @@ pub(crate) const DEFAULT_REGION: &str = "eu-west-1";
 
 /// How the data plane's model of AWS runs.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct ModelArgs {
+pub struct ModelArgs {
     /// The clock the sandbox imitates AWS on: `aws` (AWS's own timings: a scale-out takes
     /// about six minutes, as on AWS), `fast` (the same model ten times faster), or a factor
     /// from 1 to 50. Also `$STACKPROOF_CLOCK`.
@@ -45,7 +45,8 @@ impl Default for ModelArgs {
 
 /// What to do with the sandbox.
 #[derive(Debug, clap::Subcommand)]
-pub(crate) enum Action {
+#[allow(missing_docs)] // `model`: a flattened group, documented on `ModelArgs`.
+pub enum SandboxAction {
     /// Start it (nothing happens if it runs already).
     Start {
         /// The port for moto; 0 picks a free one.
@@ -70,7 +71,7 @@ pub(crate) enum Action {
         /// The region whose services and load balancers the data plane runs.
         #[arg(long, default_value = DEFAULT_REGION)]
         region: String,
-        /// The Python with moto. Default: the one `cargo xtask setup` installed.
+        /// The Python with moto. Default: the one in the cache folder (created on first use).
         #[arg(long)]
         python: Option<PathBuf>,
         /// The sample-app binary. Default: `$STACKPROOF_SAMPLE_APP`, else beside this program.
@@ -110,14 +111,17 @@ pub(crate) fn ensure_in(port: u16, region: &str, model: &ModelArgs) -> anyhow::R
         if let Some(state) = daemon::read_state(&dir) {
             if !state.region.is_empty() && state.region != region {
                 eprintln!(
-                    "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `cargo xtask sandbox stop` then `start --region {region}`",
-                    state.region
+                    "sandbox: warning: it runs the data plane for {}, not {region}; restart it with `{program} sandbox stop` then `start --region {region}`",
+                    state.region,
+                    program = crate::program()
                 );
             }
             if state.clock != model.clock {
                 eprintln!(
-                    "sandbox: note: it runs on the {}, not the {} asked for; restart it with `cargo xtask sandbox stop` then `start --clock ...`",
-                    state.clock, model.clock
+                    "sandbox: note: it runs on the {}, not the {} asked for; restart it with `{program} sandbox stop` then `start --clock ...`",
+                    state.clock,
+                    model.clock,
+                    program = crate::program()
                 );
             }
         }
@@ -128,7 +132,7 @@ pub(crate) fn ensure_in(port: u16, region: &str, model: &ModelArgs) -> anyhow::R
         daemon::stop(&stale, Duration::from_secs(10))
             .with_context(|| format!("stopping the unresponsive sandbox (pid {})", stale.pid))?;
     }
-    let python = crate::setup::ensure_moto()?;
+    let python = crate::moto_env::ensure_moto()?;
     let sample_app = daemon::sample_app_path();
     if !sample_app.exists() {
         eprintln!(
@@ -220,10 +224,10 @@ fn print_status(dir: &std::path::Path) {
     }
 }
 
-pub(crate) fn run(action: Action) -> anyhow::Result<()> {
+pub(crate) fn run(action: SandboxAction) -> anyhow::Result<()> {
     let dir = crate::state_dir();
     match action {
-        Action::Start {
+        SandboxAction::Start {
             port,
             region,
             model,
@@ -234,7 +238,7 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
                 running.endpoint, running.pid
             );
         }
-        Action::Stop => {
+        SandboxAction::Stop => {
             let Some(state) = daemon::read_state(&dir) else {
                 let _ = std::fs::remove_file(dir.join(daemon::STATE_FILE));
                 println!("sandbox is not running");
@@ -246,7 +250,7 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(dir.join(daemon::ENDPOINTS_FILE));
             println!("sandbox stopped (pid {} and its task processes)", state.pid);
         }
-        Action::Status => match current() {
+        SandboxAction::Status => match current() {
             Some(r) => {
                 println!("sandbox running: {} (pid {})", r.endpoint, r.pid);
                 print_status(&dir);
@@ -256,7 +260,7 @@ pub(crate) fn run(action: Action) -> anyhow::Result<()> {
                 std::process::exit(3);
             }
         },
-        Action::Daemon {
+        SandboxAction::Daemon {
             port,
             region,
             python,

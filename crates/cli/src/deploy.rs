@@ -1,4 +1,4 @@
-//! `cargo xtask plan | deploy | destroy`.
+//! `plan | deploy | destroy`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,7 +17,7 @@ use crate::target::{
 use crate::{StackArgs, Target};
 
 pub(crate) async fn load(args: &StackArgs) -> anyhow::Result<Stack> {
-    let default = crate::project_root().join("stack.toml");
+    let default = crate::config_root().join("stack.toml");
     let (mut config, file) = match &args.config {
         Some(path) => (StackConfig::load(path)?, path.display().to_string()),
         None if default.exists() => (StackConfig::load(&default)?, "stack.toml".to_owned()),
@@ -142,10 +142,16 @@ fn ensure_sample_app() -> anyhow::Result<()> {
     if path.exists() || std::env::var_os("STACKPROOF_SAMPLE_APP").is_some() {
         return Ok(());
     }
+    let Some(checkout) = &crate::home().checkout else {
+        bail!(
+            "the sandbox runs the sample-app as the service's program, and there is none at {}: `cargo install --path crates/cli` installs it beside stackproof (as stackproof-sample-app); or set STACKPROOF_SAMPLE_APP to a sample-app binary",
+            path.display()
+        );
+    };
     eprintln!("sandbox: building the sample-app (the default image's program)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
-        .current_dir(crate::project_root())
+        .current_dir(checkout)
         .args(["build", "--package", "sample-app", "--bin", "sample-app"])
         .status()
         .context("running cargo build for the sample-app")?;
@@ -205,7 +211,8 @@ async fn print_sandbox_address(dns_name: &str) -> Option<Timing> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     println!(
-        "Load balancer: http://{dns_name}/ (the sandbox has not started serving it yet; `cargo xtask sandbox status` shows it)"
+        "Load balancer: http://{dns_name}/ (the sandbox has not started serving it yet; `{program} sandbox status` shows it)",
+        program = crate::program()
     );
     None
 }
@@ -500,7 +507,7 @@ pub(crate) fn interrupted() -> impl std::future::Future<Output = &'static str> {
 /// What deploy would change, and, read at the same time, every resource of the stack that
 /// exists (what destroy would delete): the summary's "unchanged" are those the apply did not
 /// touch. Both only read.
-pub(crate) async fn plan_and_existing(stack: &Stack, cx: &Context) -> anyhow::Result<(Plan, Plan)> {
+pub async fn plan_and_existing(stack: &Stack, cx: &Context) -> anyhow::Result<(Plan, Plan)> {
     // Boxed: both plans' futures side by side are too large for the main thread's stack in
     // debug builds (`bench deploy` overflowed it).
     let plan = Box::pin(async { stack.plan(cx).await.context("planning") });
@@ -559,7 +566,7 @@ async fn deploy_locked(
     if args.target == Target::Aws {
         crate::image_cmd::ensure_pushed(stack, cx, &outputs.storage.repository_uri)
             .await
-            .context("pushing the service's image (the stack is deployed; run deploy again, or `cargo xtask image --target aws`)")?;
+            .with_context(|| format!("pushing the service's image (the stack is deployed; run deploy again, or `{} image --target aws`)", crate::program()))?;
     }
     // A zone a loadtest cut off and could not restore (killed) is drift deploy repairs: its
     // own deny-all ACL, or an AWS FIS experiment still running.
@@ -639,7 +646,7 @@ async fn deploy_locked(
         // No data plane serves the stack: nothing would ever become steady.
         (Wait::Steady { .. }, None) => Err(Exit {
             code: EXIT_NOT_STEADY,
-            message: "error: the sandbox does not serve the load balancer, so the service cannot become steady; see `cargo xtask sandbox status`".to_owned(),
+            message: format!("error: the sandbox does not serve the load balancer, so the service cannot become steady; see `{} sandbox status`", crate::program()),
         }
         .into()),
     }

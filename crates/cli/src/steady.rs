@@ -103,7 +103,8 @@ fn not_steady(message: String) -> anyhow::Error {
     Exit {
         code: EXIT_NOT_STEADY,
         message: format!(
-            "error: {message}\nThe stack is deployed (exit 5); fix the cause, then run deploy again, or `cargo xtask status`"
+            "error: {message}\nThe stack is deployed (exit 5); fix the cause, then run deploy again, or `{} status`",
+            crate::program()
         ),
     }
     .into()

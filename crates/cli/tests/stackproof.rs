@@ -1,0 +1,185 @@
+//! The `stackproof` binary as a user runs it after `cargo install --path crates/cli`: from an
+//! empty folder of their own (no checkout, no `STACKPROOF_STATE_DIR`), with the sample-app
+//! installed beside it as `stackproof-sample-app`.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// An empty working folder; at the end a sandbox a failed assertion left running is stopped by
+/// its recorded pid, and the folder is removed.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(name: &str) -> WorkDir {
+        let dir =
+            std::env::temp_dir().join(format!("stackproof-bin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        WorkDir(dir)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Ok(state) = std::fs::read_to_string(self.0.join("work/.stackproof/sandbox.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&state)
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The installed layout in `bin/` of `dir`: `stackproof` and `stackproof-sample-app` side by
+/// side, as `cargo install` leaves them (linked, else copied, from the build). In the build's
+/// own folder a `sample-app` of the workspace would be found first.
+fn install(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let built = Path::new(env!("CARGO_BIN_EXE_stackproof"));
+    for name in ["stackproof", "stackproof-sample-app"] {
+        let from = built.with_file_name(name);
+        assert!(from.is_file(), "{} is built", from.display());
+        let to = bin.join(name);
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    bin.join("stackproof")
+}
+
+/// Runs `program ARGS` in `dir`, as a user would: no state folder or sample-app named by the
+/// environment, no cargo variables, stdin closed.
+fn run(program: &Path, dir: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("STACKPROOF_STATE_DIR")
+        .env_remove("STACKPROOF_SAMPLE_APP")
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("AWS_PROFILE")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Runs the built `stackproof ARGS` in `dir`.
+fn stackproof(dir: &Path, args: &[&str]) -> Output {
+    run(Path::new(env!("CARGO_BIN_EXE_stackproof")), dir, args)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn version_and_completions() {
+    let dir = WorkDir::new("version");
+    let out = stackproof(&dir.0, &["--version"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("stackproof {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = stackproof(&dir.0, &["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("complete -F _stackproof"), "{script}");
+    for command in [
+        "deploy", "plan", "status", "destroy", "loadtest", "check", "sandbox", "init", "image",
+    ] {
+        assert!(script.contains(command), "{command} missing from {script}");
+    }
+    // The project's own tasks are cargo xtask's, not the tool's.
+    assert!(!script.contains("bench"), "{script}");
+
+    let out = stackproof(&dir.0, &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("invalid value 'tcsh'"),
+        "{}",
+        text(&out)
+    );
+    // Nothing was written in the working folder by any of these.
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+}
+
+#[test]
+fn deploys_checks_and_destroys_from_an_empty_folder() {
+    let dir = WorkDir::new("empty");
+    let stackproof_bin = install(&dir.0);
+    let here = &dir.0.join("work");
+    std::fs::create_dir_all(here).unwrap();
+    let stackproof = |dir: &Path, args: &[&str]| run(&stackproof_bin, dir, args);
+
+    // `init` writes the configuration into the working folder, and hints name the binary.
+    let out = stackproof(here, &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(here.join("stack.toml").is_file());
+    assert!(
+        text(&out).contains("then run `stackproof plan`"),
+        "{}",
+        text(&out)
+    );
+    // The configuration found is the working folder's: a stack name set there shows in plan.
+    let toml = std::fs::read_to_string(here.join("stack.toml")).unwrap();
+    assert!(toml.contains("\nname = \"stackproof\"\n"), "{toml}");
+    std::fs::write(
+        here.join("stack.toml"),
+        toml.replace("\nname = \"stackproof\"\n", "\nname = \"fromhere\"\n"),
+    )
+    .unwrap();
+
+    let out = stackproof(here, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("`stackproof deploy` starts it"),
+        "{}",
+        text(&out)
+    );
+
+    let out = stackproof(here, &["sandbox", "start", "--clock", "fast"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The sandbox's state is in the working folder.
+    assert!(here.join(".stackproof/sandbox.json").is_file());
+
+    let out = stackproof(here, &["deploy", "--yes"]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("done + network vpc \"vpc\" -> vpc-"),
+        "{shown}"
+    );
+    assert!(shown.contains("fromhere-alb"), "{shown}");
+    // The tasks run the installed stackproof-sample-app and serve in both zones.
+    assert!(
+        shown.contains("Service steady: 2/2 tasks running"),
+        "{shown}"
+    );
+    let logs: Vec<String> = std::fs::read_dir(here.join(".stackproof/tasks"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("sample-app: listening on")),
+        "{logs:?}"
+    );
+
+    let out = stackproof(here, &["check", "--rps", "5", "--duration", "4"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = stackproof(here, &["destroy", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Destroy complete: "), "{}", text(&out));
+    let out = stackproof(here, &["sandbox", "stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!here.join(".stackproof/sandbox.json").exists());
+}
