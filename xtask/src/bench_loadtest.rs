@@ -19,10 +19,10 @@ use anyhow::{Context as _, bail};
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchLoadtestArgs {
     /// Fixed rates to compare, requests per second.
-    #[arg(long, value_delimiter = ',', default_values_t = [500u32, 5000])]
+    #[arg(long = "rps", value_delimiter = ',', default_values_t = [500u32, 5000])]
     pub(crate) rates: Vec<u32>,
-    /// Length of each fixed-rate run, seconds.
-    #[arg(long, default_value_t = 10)]
+    /// Length of each fixed-rate run (`10s`), whole seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::whole_seconds)]
     pub(crate) duration: u64,
     /// Connections per generator.
     #[arg(long, default_value_t = 50)]

@@ -16,10 +16,10 @@ use anyhow::{Context as _, bail};
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchSandboxArgs {
     /// Rate of the comparison runs (direct and through the proxy), requests per second.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long = "rps", default_value_t = 2000)]
     pub(crate) rate: u32,
-    /// Length of each comparison run, seconds (split over the rounds).
-    #[arg(long, default_value_t = 10)]
+    /// Length of each comparison run (`10s`, whole seconds, split over the rounds).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::whole_seconds)]
     pub(crate) duration: u64,
     /// The comparison alternates direct and proxied runs this many times, so that both see the
     /// same background load.
@@ -28,8 +28,8 @@ pub(crate) struct BenchSandboxArgs {
     /// Rates tried, in order, in the search for the highest rate one proxy core sustains.
     #[arg(long, value_delimiter = ',', default_values_t = [5000u32, 7500, 10000, 12500, 15000, 17500, 20000, 25000])]
     pub(crate) steps: Vec<u32>,
-    /// Length of each step of that search, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Length of each step of that search (`5s`, whole seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::whole_seconds)]
     pub(crate) step_duration: u64,
     /// Skip that search.
     #[arg(long)]

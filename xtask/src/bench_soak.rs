@@ -14,12 +14,21 @@ use anyhow::{Context as _, bail};
 
 use crate::bench_loadtest::Server;
 
+/// `--duration` of the soak: whole seconds, from a minute to two hours.
+fn soak_length(text: &str) -> Result<u64, String> {
+    let secs = crate::whole_seconds(text)?;
+    if !(60..=7200).contains(&secs) {
+        return Err(format!("{text:?} is not from 1m to 2h"));
+    }
+    Ok(secs)
+}
+
 /// Options of `cargo xtask bench soak`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchSoakArgs {
-    /// How long to hold the rate, minutes.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
-    pub(crate) minutes: u64,
+    /// How long to hold the rate (`10m`), whole seconds from 1m to 2h.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = soak_length)]
+    pub(crate) duration: u64,
     /// The open-loop rate, requests per second.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
     pub(crate) rps: u32,
@@ -80,11 +89,11 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
     };
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");
-    let secs = args.minutes * 60;
+    let secs = args.duration;
     println!(
-        "soak: {} requests/s open loop for {} min, {} connections, against {} at {url}; engine on CPU 1",
+        "soak: {} requests/s open loop for {} s, {} connections, against {} at {url}; engine on CPU 1",
         args.rps,
-        args.minutes,
+        args.duration,
         args.connections,
         server.name()
     );

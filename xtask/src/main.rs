@@ -73,6 +73,17 @@ pub(crate) fn project_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// A benchmark's duration option (`10s`, `5m`): whole seconds, at least one.
+pub(crate) fn whole_seconds(text: &str) -> Result<u64, String> {
+    let d = loadtest::parse_duration(text)?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(format!(
+            "{text:?} is not a whole number of seconds, at least 1s"
+        ));
+    }
+    Ok(d.as_secs())
+}
+
 /// Runs `cargo build --release ARGS` in the project (a benchmark's programs) and returns the
 /// release output folder.
 pub(crate) fn build_release(args: &[&str]) -> anyhow::Result<PathBuf> {

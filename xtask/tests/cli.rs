@@ -166,7 +166,7 @@ fn sandbox_deploy_plan_destroy_stop() {
         &[
             "check",
             "--duration",
-            "3",
+            "3s",
             "--rps",
             "10",
             "--json",

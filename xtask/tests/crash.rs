@@ -194,10 +194,10 @@ fn a_held_lock_stops_deploy_until_force_unlock() {
         "loadtest",
         "--scenario",
         "baseline",
-        "--warmup-s",
-        "1",
-        "--baseline-s",
-        "30",
+        "--warmup",
+        "1s",
+        "--baseline",
+        "30s",
     ];
     let out = xtask(state, &short);
     let shown = text(&out);
@@ -797,11 +797,11 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
             "az-failover",
             "--rps",
             "20",
-            "--before-s",
-            "2",
+            "--before",
+            "2s",
             // FIS's own end (the limit and a minute: 66 s on this clock) after deploy's.
-            "--fault-max-s",
-            "600",
+            "--fault-max",
+            "600s",
             "--out",
             report.to_str().unwrap(),
         ],
@@ -893,10 +893,10 @@ fn an_az_failover_killed_mid_fault_is_reported_by_status_and_repaired_by_deploy(
         "baseline",
         "--rps",
         "20",
-        "--warmup-s",
-        "1",
-        "--baseline-s",
-        "2",
+        "--warmup",
+        "1s",
+        "--baseline",
+        "2s",
     ];
     let out = xtask(state, &short);
     let shown = text(&out);

@@ -2,8 +2,10 @@
 //! `proof::check`). Exit codes: 0 pass, 1 fail, 2 bad usage, 3 not deployed.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use loadtest::parse_duration;
 use proof::check::{self, CheckConfig};
 
 use crate::StackArgs;
@@ -18,19 +20,19 @@ pub struct CheckArgs {
     /// Requests per second (at most 1000: a probe, not a load test).
     #[arg(long, default_value_t = CheckConfig::default().rps)]
     rps: f64,
-    /// How long to probe, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = CheckConfig::default().duration_s)]
-    duration: f64,
-    /// The p99 latency objective, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = CheckConfig::default().p99_ms)]
-    p99_ms: f64,
+    /// How long to probe (`30s`, `2m`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The p99 latency objective (`250ms`).
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    p99: Duration,
     /// The error rate objective, a fraction (0.01 is 1%); the success rate must be at least one
     /// minus this.
     #[arg(long, value_name = "FRACTION", default_value_t = CheckConfig::default().max_error_rate)]
     max_error_rate: f64,
-    /// The timeout of one request, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = CheckConfig::default().timeout_s)]
-    timeout: f64,
+    /// The timeout of one request (`5s`).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
     /// Probe this URL instead of `http://{load balancer DNS name}/` (e.g. another path).
     #[arg(long)]
     url: Option<String>,
@@ -50,13 +52,17 @@ pub struct CheckArgs {
 pub(crate) async fn run(stack: &StackArgs, args: &CheckArgs) -> anyhow::Result<()> {
     let config = CheckConfig {
         rps: args.rps,
-        duration_s: args.duration,
-        p99_ms: args.p99_ms,
+        duration_s: args.duration.as_secs_f64(),
+        p99_ms: args.p99.as_secs_f64() * 1000.0,
         max_error_rate: args.max_error_rate,
-        timeout_s: args.timeout,
+        timeout_s: args.timeout.as_secs_f64(),
     };
     if let Err(problems) = config.validate() {
-        let lines: Vec<String> = problems.0.iter().map(|p| format!("  --{p}")).collect();
+        let lines: Vec<String> = crate::as_options(problems)
+            .0
+            .iter()
+            .map(|p| format!("  {p}"))
+            .collect();
         return Err(Exit {
             code: EXIT_USAGE,
             message: format!("error: invalid check options:\n{}", lines.join("\n")),

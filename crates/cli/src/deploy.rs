@@ -144,7 +144,7 @@ fn ensure_sample_app() -> anyhow::Result<()> {
     }
     let Some(checkout) = &crate::home().checkout else {
         bail!(
-            "the sandbox runs the sample-app as the service's program, and there is none at {}: `cargo install --path crates/cli` installs it beside stackproof (as stackproof-sample-app); or set STACKPROOF_SAMPLE_APP to a sample-app binary",
+            "the sandbox runs the sample-app as the service's program, and there is none at {}: `cargo install --locked --path crates/cli` installs it beside stackproof (as stackproof-sample-app); or set STACKPROOF_SAMPLE_APP to a sample-app binary",
             path.display()
         );
     };

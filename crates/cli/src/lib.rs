@@ -189,11 +189,11 @@ pub enum Command {
         /// and its targets to be healthy in every zone.
         #[arg(long)]
         no_wait: bool,
-        /// Wait at most this many seconds for a steady service [default: the predicted
-        /// longest start of a new task (scheduler, Fargate launch, first health check) x 1.5,
-        /// on the stack's clock].
-        #[arg(long, value_name = "SECONDS", conflicts_with = "no_wait", value_parser = parse_wait_timeout)]
-        wait_timeout: Option<f64>,
+        /// Wait at most this long for a steady service (`3m`) [default: the predicted longest
+        /// start of a new task (scheduler, Fargate launch, first health check) x 1.5, on the
+        /// stack's clock].
+        #[arg(long, value_name = "DURATION", conflicts_with = "no_wait", value_parser = parse_wait_timeout)]
+        wait_timeout: Option<std::time::Duration>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -251,12 +251,13 @@ pub enum Command {
     },
 }
 
-/// `--wait-timeout`: seconds, more than 0 and at most a day.
-fn parse_wait_timeout(s: &str) -> Result<f64, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 86_400.0)
-        .ok_or_else(|| format!("{s:?} is not a number of seconds from 0 (excluded) to 86400"))
+/// `--wait-timeout`: a duration with its unit, more than 0 and at most a day.
+fn parse_wait_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = loadtest::parse_duration(s)?;
+    if d.is_zero() || d.as_secs_f64() > 86_400.0 {
+        return Err(format!("{s:?} is not from 0 (excluded) to 24h"));
+    }
+    Ok(d)
 }
 
 /// Logs to stderr as `RUST_LOG` asks (`RUST_LOG=debug`, `RUST_LOG=aws_smithy_runtime=trace`):
@@ -274,6 +275,61 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .try_init();
+}
+
+/// Options renamed when durations took units: (old, new, unit of the old one's number).
+const RENAMED: &[(&str, &str, &str)] = &[
+    ("--p99-ms", "--p99", "ms"),
+    ("--baseline-s", "--baseline", "s"),
+    ("--warmup-s", "--warmup", "s"),
+    ("--ramp-s", "--ramp", "s"),
+    ("--scale-timeout-s", "--scale-timeout", "s"),
+    ("--settle-s", "--settle", "s"),
+    ("--before-s", "--before", "s"),
+    ("--max-failover-s", "--max-failover", "s"),
+    ("--fault-max-s", "--fault-max", "s"),
+    ("--error-budget-s", "--error-budget", "s"),
+    ("--after-s", "--after", "s"),
+    ("--timeout-s", "--timeout", "s"),
+];
+
+/// The error for an option of `args` that was renamed, naming the new form with the value
+/// given (`--baseline-s 20` -> `--baseline 20s`).
+pub fn renamed_option(args: &[String]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let (old, new, unit) = RENAMED.iter().find(|(old, _, _)| *old == name)?;
+        let value = inline
+            .or_else(|| args.get(i + 1).cloned())
+            .unwrap_or_else(|| "N".to_owned());
+        Some(format!(
+            "error: {old} is now {new}, a duration with its unit (as k6 writes them: 250ms, 20s, 5m, 1m30s): {new} {value}{unit}"
+        ))
+    })
+}
+
+/// `problems` of a proof's configuration with each field named as the command-line option
+/// that sets it (`baseline-s` is `--baseline`, its value shown in seconds).
+pub(crate) fn as_options(mut problems: infra::Problems) -> infra::Problems {
+    for p in &mut problems.0 {
+        let (name, unit) = if let Some(n) = p.field.strip_suffix("-ms") {
+            (n.to_owned(), "ms")
+        } else if let Some(n) = p.field.strip_suffix("-s") {
+            (n.to_owned(), "s")
+        } else if p.field == "scenarios" {
+            ("scenario".to_owned(), "")
+        } else {
+            (p.field.clone(), "")
+        };
+        p.field = format!("--{name}");
+        if !unit.is_empty() && p.value.parse::<f64>().is_ok() {
+            p.value = format!("{}{unit}", p.value);
+        }
+    }
+    problems
 }
 
 /// Runs one command to its end and returns the exit code scripts rely on (printing the error,
@@ -309,7 +365,7 @@ pub fn run(command: Command) -> ExitCode {
                 deploy::Wait::No
             } else {
                 deploy::Wait::Steady {
-                    timeout: wait_timeout.map(std::time::Duration::from_secs_f64),
+                    timeout: wait_timeout,
                 }
             };
             runtime.block_on(deploy::deploy(
@@ -360,8 +416,19 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Parses the command line with `parse` and turns a usage error into its exit code: 2, or 1
-/// with `--detailed-exitcode` (where 2 means "changes pending").
+/// with `--detailed-exitcode` (where 2 means "changes pending"). An option renamed when
+/// durations took units is refused first, with its new form ([`renamed_option`]).
 pub fn parse_or_exit<T>(parse: impl FnOnce() -> Result<T, clap::Error>) -> Result<T, ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(message) = renamed_option(&args) {
+        eprintln!("{message}");
+        let detailed = args.iter().any(|a| a == "--detailed-exitcode");
+        return Err(if detailed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::from(2)
+        });
+    }
     match parse() {
         Ok(parsed) => Ok(parsed),
         Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--detailed-exitcode") => {
@@ -369,5 +436,44 @@ pub fn parse_or_exit<T>(parse: impl FnOnce() -> Result<T, clap::Error>) -> Resul
             Err(ExitCode::FAILURE)
         }
         Err(e) => e.exit(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_renamed_option_names_its_new_form_with_the_value_given() {
+        let said = renamed_option(&args("loadtest --rps 50 --fault-max-s 600")).unwrap();
+        assert!(said.contains("--fault-max-s is now --fault-max"), "{said}");
+        assert!(said.ends_with(": --fault-max 600s"), "{said}");
+        let said = renamed_option(&args("loadtest --p99-ms=250")).unwrap();
+        assert!(said.ends_with(": --p99 250ms"), "{said}");
+        assert_eq!(renamed_option(&args("loadtest --baseline 20s")), None);
+        // A value that happens to look like an old option is not one.
+        assert_eq!(renamed_option(&args("loadtest --zone --after")), None);
+    }
+
+    #[test]
+    fn problems_are_named_as_the_options_that_set_them() {
+        let mut problems = infra::Problems::default();
+        problems.add("baseline-s", 0, "seconds, 1 to 3600");
+        problems.add("p99-ms", 0, "milliseconds, > 0");
+        problems.add("scenarios", "(none)", "at least one");
+        problems.add("rps", 0, "1 to 100000");
+        let shown = as_options(problems).to_string();
+        for line in [
+            "--baseline = 0s: seconds",
+            "--p99 = 0ms: milliseconds",
+            "--scenario = (none)",
+            "--rps = 0: 1 to",
+        ] {
+            assert!(shown.contains(line), "{line} in {shown}");
+        }
     }
 }

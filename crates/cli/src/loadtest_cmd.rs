@@ -4,9 +4,11 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
+use loadtest::parse_duration;
 use proof::{Fault, ProveConfig, Scenario, SloSpec};
 
 use crate::target::{EXIT_FAILED, Exit};
@@ -32,10 +34,10 @@ enum FaultArg {
     StopTasks,
 }
 
-/// Options of `loadtest`. Durations are seconds: windows of load are wall seconds;
-/// the times that concern AWS's behaviour (timeouts, objectives, the error budget) are AWS
-/// seconds, divided by the sandbox clock's factor on a faster clock, and derived from the
-/// prediction unless given.
+/// Options of `loadtest`. Durations take a unit as k6 writes them (`250ms`, `20s`, `5m`,
+/// `1m30s`): windows of load are wall time; the times that concern AWS's behaviour (timeouts,
+/// objectives, the error budget) are AWS time, divided by the sandbox clock's factor on a
+/// faster clock, and derived from the prediction unless given.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
     /// Peak request rate: scaling ramps to it, failover holds it.
@@ -47,9 +49,9 @@ pub struct LoadtestArgs {
     /// Scenarios to run (repeat the flag); default all three, always in this order.
     #[arg(long = "scenario", value_enum)]
     scenarios: Vec<ScenarioArg>,
-    /// SLO: p99 latency, ms, from the intended send time.
-    #[arg(long, default_value_t = 250.0)]
-    p99_ms: f64,
+    /// SLO: p99 latency, from the intended send time.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    p99: Duration,
     /// SLO: failed requests allowed (errors and 5xx), a fraction.
     #[arg(long, default_value_t = 0.005)]
     max_error_rate: f64,
@@ -57,21 +59,21 @@ pub struct LoadtestArgs {
     #[arg(long)]
     baseline_rps: Option<f64>,
     /// Baseline length (measured after the warm-up).
-    #[arg(long, default_value_t = 20.0)]
-    baseline_s: f64,
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    baseline: Duration,
     /// Baseline load before the measured window, while the engine's connections open.
-    #[arg(long, default_value_t = 5.0)]
-    warmup_s: f64,
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    warmup: Duration,
     /// Scaling: ramp from the baseline rate to --rps over this long.
-    #[arg(long, default_value_t = 20.0)]
-    ramp_s: f64,
-    /// Scaling: longest wait for the steady state once the load exceeds capacity, AWS seconds
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    ramp: Duration,
+    /// Scaling: longest wait for the steady state once the load exceeds capacity, AWS time
     /// [default: the predicted longest time to the steady state x 1.5].
-    #[arg(long)]
-    scale_timeout_s: Option<f64>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    scale_timeout: Option<Duration>,
     /// SLOs must hold this long once settled (scaling) or once errors stop (failover).
-    #[arg(long, default_value_t = 15.0)]
-    settle_s: f64,
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    settle: Duration,
     /// Failover: how the zone fails.
     #[arg(long, value_enum, default_value_t = FaultArg::NetworkAcl)]
     fault: FaultArg,
@@ -79,20 +81,20 @@ pub struct LoadtestArgs {
     #[arg(long)]
     zone: Option<String>,
     /// Failover: steady load before the fault.
-    #[arg(long, default_value_t = 10.0)]
-    before_s: f64,
-    /// Failover objective: errors must stop within this long after the fault, AWS seconds (the
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    before: Duration,
+    /// Failover objective: errors must stop within this long after the fault, AWS time (the
     /// prediction says beforehand whether the stack's settings can meet it).
-    #[arg(long, default_value_t = 60.0)]
-    max_failover_s: f64,
-    /// Failover: the fault is undone at the latest after this long, AWS seconds [default: the
-    /// longer of max-failover-s and the predicted failover x 1.5, at least that plus the
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    max_failover: Duration,
+    /// Failover: the fault is undone at the latest after this long, AWS time [default: the
+    /// longer of --max-failover and the predicted failover x 1.5, at least that plus the
     /// settle window].
-    #[arg(long)]
-    fault_max_s: Option<f64>,
-    /// Failover: failed requests allowed, in AWS seconds of the whole rate (rps x this).
-    #[arg(long, default_value_t = 20.0)]
-    error_budget_s: f64,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    fault_max: Option<Duration>,
+    /// Failover: failed requests allowed, as AWS time of the whole rate (--rps x this).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    error_budget: Duration,
     /// Failover: start an ARC zonal shift away from the failed zone as soon as the failure
     /// shows (the load balancer's node leaves DNS, its targets get no traffic), and cancel it
     /// when the zone is restored.
@@ -108,14 +110,14 @@ pub struct LoadtestArgs {
     #[arg(long, conflicts_with = "stop_on_alarm")]
     no_stop_conditions: bool,
     /// Failover: load after the zone is restored, to measure recovery.
-    #[arg(long, default_value_t = 30.0)]
-    after_s: f64,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    after: Duration,
     /// Connection cap [default: one request timeout of requests at --rps, 256 to 8000].
     #[arg(long)]
     connections: Option<usize>,
-    /// Request timeout, AWS seconds [default: the load balancer's 10 s connect timeout + 5 s].
-    #[arg(long)]
-    timeout_s: Option<f64>,
+    /// Request timeout, AWS time [default: the load balancer's 10 s connect timeout + 5 s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Where to write report.json and report.html [default: .stackproof/loadtest].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -145,27 +147,27 @@ impl LoadtestArgs {
             rps: self.rps,
             scenarios,
             slo: SloSpec {
-                p99_ms: self.p99_ms,
+                p99_ms: self.p99.as_secs_f64() * 1000.0,
                 max_error_rate: self.max_error_rate,
             },
             baseline_rps: self.baseline_rps,
-            baseline_s: self.baseline_s,
-            warmup_s: self.warmup_s,
-            ramp_s: self.ramp_s,
-            scale_timeout_s: self.scale_timeout_s,
-            settle_s: self.settle_s,
+            baseline_s: self.baseline.as_secs_f64(),
+            warmup_s: self.warmup.as_secs_f64(),
+            ramp_s: self.ramp.as_secs_f64(),
+            scale_timeout_s: self.scale_timeout.map(|d| d.as_secs_f64()),
+            settle_s: self.settle.as_secs_f64(),
             fault: match self.fault {
                 FaultArg::NetworkAcl => Fault::NetworkAcl,
                 FaultArg::StopTasks => Fault::StopTasks,
             },
             zone: self.zone.clone(),
-            before_s: self.before_s,
-            max_failover_s: self.max_failover_s,
-            fault_max_s: self.fault_max_s,
-            error_budget_s: self.error_budget_s,
-            after_s: self.after_s,
+            before_s: self.before.as_secs_f64(),
+            max_failover_s: self.max_failover.as_secs_f64(),
+            fault_max_s: self.fault_max.map(|d| d.as_secs_f64()),
+            error_budget_s: self.error_budget.as_secs_f64(),
+            after_s: self.after.as_secs_f64(),
             connections: self.connections,
-            timeout_s: self.timeout_s,
+            timeout_s: self.timeout.map(|d| d.as_secs_f64()),
             clock,
             launch,
             zonal_shift: self.zonal_shift,
@@ -197,7 +199,7 @@ pub(crate) async fn run(
     let checked = args.config(sandbox::Clock::AWS, sandbox::LaunchLatency::default());
     checked.validate().map_err(|problems| Exit {
         code: EXIT_USAGE,
-        message: problems.to_string(),
+        message: crate::as_options(problems).to_string(),
     })?;
     let ask = faults_aws(stack, &checked) && !args.yes;
     if ask && !std::io::stdin().is_terminal() {

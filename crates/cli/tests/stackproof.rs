@@ -80,7 +80,7 @@ fn text(out: &Output) -> String {
 }
 
 #[test]
-fn version_and_completions() {
+fn version_completions_and_usage_errors() {
     let dir = WorkDir::new("version");
     let out = stackproof(&dir.0, &["--version"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -108,6 +108,40 @@ fn version_and_completions() {
         "{}",
         text(&out)
     );
+    // Durations take units, as k6 writes them; an option renamed for it says its new form.
+    let out = stackproof(&dir.0, &["loadtest", "--baseline-s", "20"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--baseline-s is now --baseline, a duration with its unit")
+            && text(&out).contains(": --baseline 20s"),
+        "{}",
+        text(&out)
+    );
+    let out = stackproof(&dir.0, &["check", "--duration", "30"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("has no unit: write 30s for seconds"),
+        "{}",
+        text(&out)
+    );
+    // Out of range: every problem at once, named as the option, before anything is read (no
+    // sandbox runs here).
+    let out = stackproof(
+        &dir.0,
+        &[
+            "loadtest",
+            "--baseline",
+            "0s",
+            "--p99",
+            "0ms",
+            "--fault-max",
+            "5s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for problem in ["--baseline = 0s", "--p99 = 0ms", "--fault-max = 5s"] {
+        assert!(text(&out).contains(problem), "{problem}: {}", text(&out));
+    }
     // Nothing was written in the working folder by any of these.
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
 }
@@ -129,14 +163,15 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
         "{}",
         text(&out)
     );
-    // The configuration found is the working folder's: a stack name set there shows in plan.
     let toml = std::fs::read_to_string(here.join("stack.toml")).unwrap();
+    // The configuration found is the working folder's: a stack name set there shows in plan;
+    // force-destroy, because the load balancer's access logs of the check land in the bucket.
     assert!(toml.contains("\nname = \"stackproof\"\n"), "{toml}");
-    std::fs::write(
-        here.join("stack.toml"),
-        toml.replace("\nname = \"stackproof\"\n", "\nname = \"fromhere\"\n"),
-    )
-    .unwrap();
+    let edited = toml
+        .replace("\nname = \"stackproof\"\n", "\nname = \"fromhere\"\n")
+        .replacen("\nforce-destroy = false\n", "\nforce-destroy = true\n", 1);
+    assert!(edited.contains("\nforce-destroy = true\n"), "{edited}");
+    std::fs::write(here.join("stack.toml"), edited).unwrap();
 
     let out = stackproof(here, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -173,7 +208,7 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
         "{logs:?}"
     );
 
-    let out = stackproof(here, &["check", "--rps", "5", "--duration", "4"]);
+    let out = stackproof(here, &["check", "--rps", "5", "--duration", "4s"]);
     assert!(out.status.success(), "{}", text(&out));
 
     let out = stackproof(here, &["destroy", "--yes"]);
