@@ -129,6 +129,7 @@ pub struct LockArgs {
 /// their own fields.
 #[derive(Debug, Subcommand)]
 #[allow(missing_docs)] // Fields of flattened groups: documented on the groups themselves.
+#[allow(clippy::large_enum_variant)] // One value, parsed once per run.
 pub enum Command {
     /// Start, stop or inspect the local sandbox.
     Sandbox {
