@@ -3,36 +3,21 @@
 
 use std::future::Future;
 
-use aws_sdk_applicationautoscaling::types::{
-    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
-    TargetTrackingScalingPolicyConfiguration,
-};
 use aws_sdk_ecs::error::SdkError;
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AvailabilityZoneRebalancing, AwsVpcConfiguration, ClusterSetting,
-    ClusterSettingName, Compatibility, ContainerDefinition, CpuArchitecture,
-    DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType,
-    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
-    PortMapping, PropagateTags, RuntimePlatform, TransportProtocol,
-};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::{Backoff, Context, Step};
+use infra::{Backoff, Context};
 
 use crate::Clients;
-use crate::desired::{
-    CLUSTER, DEPLOYMENT, DIMENSION, Desired, LOG_GROUP, Observed, Op, RoleKind, SCALING, SERVICE,
-    TASK_DEFINITION,
-};
+use crate::desired::{Desired, Observed, Op, RoleKind};
 use crate::error::Error;
-use crate::observe::arn_name;
-use infra::{aws, built, waited};
+use infra::waited;
 
+mod cluster;
+mod log_group;
+mod role;
+mod scaling;
 mod service;
-
-use service::{
-    create_service, insights, put_policy, put_retention, register_task_definition, update_service,
-    wait_service_inactive,
-};
+mod task_definition;
 
 /// The ARNs of the stack's compute resources: those that existed, then those created.
 #[derive(Debug, Default, Clone)]
@@ -185,393 +170,54 @@ async fn step(
     op: &Op,
     ids: &mut Ids,
 ) -> Result<Option<String>, Error> {
-    let n = &d.names;
     let (iam, ecs, logs) = (&clients.iam, &clients.ecs, &clients.logs);
-    Ok(match op {
-        Op::CreateRole(kind) => {
-            let name = n.role(*kind);
-            let what = format!("IAM role {name}");
-            let mut tags = Vec::new();
-            for (k, v) in d.tags(kind.logical()) {
-                tags.push(
-                    aws_sdk_iam::types::Tag::builder()
-                        .key(k)
-                        .value(v)
-                        .build()
-                        .map_err(built("CreateRole", &what))?,
-                );
-            }
-            let out = iam
-                .create_role()
-                .role_name(name)
-                .assume_role_policy_document(d.trust(*kind).to_string())
-                .description(kind.description())
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .map_err(aws("CreateRole", &what))?;
-            let arn = out.role().map(|r| r.arn().to_owned()).unwrap_or_default();
-            *ids.role_mut(*kind) = Some(arn.clone());
-            Some(arn)
-        }
-        Op::UpdateTrust(kind) => {
-            let name = n.role(*kind);
-            iam.update_assume_role_policy()
-                .role_name(name)
-                .policy_document(d.trust(*kind).to_string())
-                .send()
-                .await
-                .map_err(aws("UpdateAssumeRolePolicy", format!("IAM role {name}")))?;
-            None
-        }
-        Op::AttachPolicy(kind, arn) => {
-            let name = n.role(*kind);
-            iam.attach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(aws("AttachRolePolicy", format!("IAM role {name}")))?;
-            None
-        }
-        Op::DetachPolicy(kind, arn) => {
-            let name = n.role(*kind);
-            iam.detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(aws("DetachRolePolicy", format!("IAM role {name}")))?;
-            None
-        }
-        Op::PutInline(kind, policy) => {
-            let name = n.role(*kind);
-            let doc = d
-                .roles
-                .iter()
-                .find(|r| r.kind == *kind)
-                .and_then(|r| r.inline.get(policy))
-                .ok_or_else(|| Error::Missing {
-                    kind: "inline policy",
-                    name: policy.clone(),
-                })?;
-            iam.put_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .policy_document(doc.to_string())
-                .send()
-                .await
-                .map_err(aws("PutRolePolicy", format!("IAM role {name}")))?;
-            None
-        }
-        Op::DeleteInline(kind, policy) => {
-            let name = n.role(*kind);
-            iam.delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map_err(aws("DeleteRolePolicy", format!("IAM role {name}")))?;
-            None
-        }
-        Op::TagRole(kind, tags) => {
-            let name = n.role(*kind);
-            let what = format!("IAM role {name}");
-            let mut list = Vec::new();
-            for (k, v) in tags {
-                list.push(
-                    aws_sdk_iam::types::Tag::builder()
-                        .key(k)
-                        .value(v)
-                        .build()
-                        .map_err(built("TagRole", &what))?,
-                );
-            }
-            iam.tag_role()
-                .role_name(name)
-                .set_tags(Some(list))
-                .send()
-                .await
-                .map_err(aws("TagRole", &what))?;
-            None
-        }
-        Op::CreateLogGroup => {
-            let what = format!("log group {}", n.log_group);
-            logs.create_log_group()
-                .log_group_name(&n.log_group)
-                .set_tags(Some(d.tags(LOG_GROUP).into_iter().collect()))
-                .send()
-                .await
-                .map_err(aws("CreateLogGroup", &what))?;
-            put_retention(clients, d).await?;
-            Some(n.log_group.clone())
-        }
-        Op::PutRetention { .. } => {
-            put_retention(clients, d).await?;
-            None
-        }
-        Op::TagLogGroup { arn, tags } => {
-            logs.tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(aws("TagResource", format!("log group {}", n.log_group)))?;
-            None
-        }
-        Op::CreateCluster => {
-            let out = ecs
-                .create_cluster()
-                .cluster_name(&n.cluster)
-                .settings(insights(d))
-                .set_tags(Some(ecs_tags(&d.tags(CLUSTER))))
-                .send()
-                .await
-                .map_err(aws("CreateCluster", format!("ECS cluster {}", n.cluster)))?;
-            let arn = out
-                .cluster()
-                .and_then(|c| c.cluster_arn())
-                .unwrap_or_default()
-                .to_owned();
-            ids.cluster = Some(arn.clone());
-            Some(arn)
-        }
-        Op::UpdateInsights { .. } => {
-            ecs.update_cluster()
-                .cluster(&n.cluster)
-                .settings(insights(d))
-                .send()
-                .await
-                .map_err(aws("UpdateCluster", format!("ECS cluster {}", n.cluster)))?;
-            None
-        }
-        Op::TagEcs { kind, arn, tags } => {
-            ecs.tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(ecs_tags(tags)))
-                .send()
-                .await
-                .map_err(aws("TagResource", format!("ECS {} {arn}", kind.logical())))?;
-            None
-        }
-        Op::RegisterTaskDefinition { .. } => {
-            let arn = register_task_definition(ecs, d, ids).await?;
-            ids.task_definition = Some(arn.clone());
-            Some(arn)
-        }
-        Op::WaitServiceInactive => {
-            wait_service_inactive(ecs, cx, d).await?;
-            None
-        }
-        Op::CreateService => {
-            let arn = create_service(ecs, cx, d, ids).await?;
-            ids.service = Some(arn.clone());
-            Some(arn)
-        }
-        Op::UpdateService { .. } => {
-            update_service(ecs, d, ids).await?;
-            None
-        }
-        Op::RegisterTarget { was } => {
-            let id = n.resource_id();
-            let aas = &clients.scaling;
-            let tags = (was.is_none()).then(|| d.tags(SCALING).into_iter().collect());
-            serialized(cx, "RegisterScalableTarget", &id, &[], || {
-                aas.register_scalable_target()
-                    .service_namespace(ServiceNamespace::Ecs)
-                    .resource_id(&id)
-                    .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-                    .min_capacity(d.min)
-                    .max_capacity(d.max)
-                    .set_tags(tags.clone())
-                    .send()
-            })
-            .await?;
-            Some(id)
-        }
-        Op::PutPolicy { name, .. } => {
-            put_policy(clients, cx, d, name).await?;
-            Some(name.clone())
-        }
-        Op::DeletePolicy { name } => {
-            let id = n.resource_id();
-            let aas = &clients.scaling;
-            serialized(
-                cx,
-                "DeleteScalingPolicy",
-                name,
-                &["ObjectNotFoundException"],
-                || {
-                    aas.delete_scaling_policy()
-                        .policy_name(name)
-                        .service_namespace(ServiceNamespace::Ecs)
-                        .resource_id(&id)
-                        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-                        .send()
-                },
-            )
-            .await?;
-            None
-        }
-        Op::DeregisterTarget => {
-            let id = n.resource_id();
-            let aas = &clients.scaling;
-            serialized(
-                cx,
-                "DeregisterScalableTarget",
-                &id,
-                &["ObjectNotFoundException"],
-                || {
-                    aas.deregister_scalable_target()
-                        .service_namespace(ServiceNamespace::Ecs)
-                        .resource_id(&id)
-                        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-                        .send()
-                },
-            )
-            .await?;
-            None
-        }
-        Op::ScaleToZero { .. } => {
-            ecs.update_service()
-                .cluster(&n.cluster)
-                .service(&n.service)
-                .desired_count(0)
-                .send()
-                .await
-                .map_err(aws("UpdateService", format!("ECS service {}", n.service)))?;
-            None
-        }
-        Op::DeleteService => {
-            delete(
-                cx,
-                "DeleteService",
-                &format!("ECS service {}", n.service),
-                &["ServiceNotFoundException", "ServiceNotActiveException"],
-                &[],
-                || {
-                    ecs.delete_service()
-                        .cluster(&n.cluster)
-                        .service(&n.service)
-                        .send()
-                },
-            )
-            .await?;
-            None
-        }
-        Op::DeregisterTaskDefinition { arn } => {
-            delete(cx, "DeregisterTaskDefinition", arn, &[], &[], || {
-                ecs.deregister_task_definition().task_definition(arn).send()
-            })
-            .await?;
-            None
-        }
-        Op::DeleteTaskDefinitions { arns, .. } => {
-            for chunk in arns.chunks(10) {
-                let out = ecs
-                    .delete_task_definitions()
-                    .set_task_definitions(Some(chunk.to_vec()))
-                    .send()
-                    .await
-                    .map_err(aws(
-                        "DeleteTaskDefinitions",
-                        format!("task definitions {}", n.family),
-                    ))?;
-                // A revision deleted meanwhile is gone, as asked; any other failure is not.
-                if let Some(f) = out
-                    .failures()
-                    .iter()
-                    .find(|f| !f.reason().is_some_and(|r| r.contains("does not exist")))
-                {
-                    return Err(Error::Unexpected {
-                        operation: "DeleteTaskDefinitions",
-                        resource: f.arn().unwrap_or(&n.family).to_owned(),
-                        detail: format!(
-                            "the revision was not deleted: {}",
-                            f.reason().unwrap_or("no reason given")
-                        ),
-                    });
-                }
-            }
-            None
-        }
-        Op::DeleteCluster => {
-            delete(
-                cx,
-                "DeleteCluster",
-                &format!("ECS cluster {}", n.cluster),
-                &["ClusterNotFoundException"],
-                &[
-                    "ClusterContainsServicesException",
-                    "ClusterContainsTasksException",
-                    "UpdateInProgressException",
-                ],
-                || ecs.delete_cluster().cluster(&n.cluster).send(),
-            )
-            .await?;
-            None
-        }
-        Op::DeleteLogGroup => {
-            delete(
-                cx,
-                "DeleteLogGroup",
-                &format!("log group {}", n.log_group),
-                &["ResourceNotFoundException"],
-                &[],
-                || logs.delete_log_group().log_group_name(&n.log_group).send(),
-            )
-            .await?;
-            None
-        }
+    match op {
+        Op::CreateRole(kind) => role::create(iam, d, *kind, ids).await,
+        Op::UpdateTrust(kind) => role::update_trust(iam, d, *kind).await,
+        Op::AttachPolicy(kind, arn) => role::attach(iam, d, *kind, arn).await,
+        Op::DetachPolicy(kind, arn) => role::detach(iam, d, *kind, arn).await,
+        Op::PutInline(kind, policy) => role::put_inline(iam, d, *kind, policy).await,
+        Op::DeleteInline(kind, policy) => role::delete_inline(iam, d, *kind, policy).await,
+        Op::TagRole(kind, tags) => role::tag(iam, d, *kind, tags).await,
         Op::DeleteRole {
             kind,
             managed,
             inline,
-        } => {
-            let name = n.role(*kind);
-            let what = format!("IAM role {name}");
-            for arn in managed {
-                delete(
-                    cx,
-                    "DetachRolePolicy",
-                    &what,
-                    &["NoSuchEntity"],
-                    &[],
-                    || {
-                        iam.detach_role_policy()
-                            .role_name(name)
-                            .policy_arn(arn)
-                            .send()
-                    },
-                )
-                .await?;
-            }
-            for policy in inline {
-                delete(
-                    cx,
-                    "DeleteRolePolicy",
-                    &what,
-                    &["NoSuchEntity"],
-                    &[],
-                    || {
-                        iam.delete_role_policy()
-                            .role_name(name)
-                            .policy_name(policy)
-                            .send()
-                    },
-                )
-                .await?;
-            }
-            delete(
-                cx,
-                "DeleteRole",
-                &what,
-                &["NoSuchEntity"],
-                &["DeleteConflict"],
-                || iam.delete_role().role_name(name).send(),
-            )
-            .await?;
-            None
+        } => role::delete_role(iam, cx, d, *kind, managed, inline).await,
+        Op::CreateLogGroup => log_group::create(clients, d).await,
+        Op::PutRetention { .. } => service::put_retention(clients, d).await.map(|()| None),
+        Op::TagLogGroup { arn, tags } => log_group::tag(logs, d, arn, tags).await,
+        Op::DeleteLogGroup => log_group::delete_log_group(logs, cx, d).await,
+        Op::CreateCluster => cluster::create(ecs, d, ids).await,
+        Op::UpdateInsights { .. } => cluster::update_insights(ecs, d).await,
+        Op::TagEcs { kind, arn, tags } => cluster::tag(ecs, *kind, arn, tags).await,
+        Op::DeleteCluster => cluster::delete_cluster(ecs, cx, d).await,
+        Op::RegisterTaskDefinition { .. } => {
+            let arn = service::register_task_definition(ecs, d, ids).await?;
+            ids.task_definition = Some(arn.clone());
+            Ok(Some(arn))
         }
-    })
+        Op::DeregisterTaskDefinition { arn } => task_definition::deregister(ecs, cx, arn).await,
+        Op::DeleteTaskDefinitions { arns, .. } => {
+            task_definition::delete_revisions(ecs, d, arns).await
+        }
+        Op::WaitServiceInactive => service::wait_service_inactive(ecs, cx, d)
+            .await
+            .map(|()| None),
+        Op::CreateService => {
+            let arn = service::create_service(ecs, cx, d, ids).await?;
+            ids.service = Some(arn.clone());
+            Ok(Some(arn))
+        }
+        Op::UpdateService { .. } => service::update_service(ecs, d, ids).await.map(|()| None),
+        Op::ScaleToZero { .. } => service::scale_to_zero(ecs, d).await.map(|()| None),
+        Op::DeleteService => service::delete_service(ecs, cx, d).await.map(|()| None),
+        Op::RegisterTarget { was } => scaling::register_target(clients, cx, d, *was).await,
+        Op::PutPolicy { name, .. } => {
+            service::put_policy(clients, cx, d, name).await?;
+            Ok(Some(name.clone()))
+        }
+        Op::DeletePolicy { name } => scaling::delete_policy(clients, cx, d, name).await,
+        Op::DeregisterTarget => scaling::deregister_target(clients, cx, d).await,
+    }
 }

@@ -2,7 +2,26 @@
 //! definition, the service (created, updated, waited out while draining) and the scaling
 //! policies.
 
-use super::*;
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
+    TargetTrackingScalingPolicyConfiguration,
+};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AvailabilityZoneRebalancing, AwsVpcConfiguration, ClusterSetting,
+    ClusterSettingName, Compatibility, ContainerDefinition, CpuArchitecture,
+    DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType,
+    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
+    PortMapping, PropagateTags, RuntimePlatform, TransportProtocol,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use infra::{Backoff, Context, Step, aws, built, waited};
+
+use super::{Ids, delete, ecs_tags, is_role_propagation, need, serialized};
+use crate::Clients;
+use crate::desired::{DEPLOYMENT, DIMENSION, Desired, RoleKind, SERVICE, TASK_DEFINITION};
+use crate::error::Error;
+use crate::observe::arn_name;
+
 pub(super) fn insights(d: &Desired) -> ClusterSetting {
     ClusterSetting::builder()
         .name(ClusterSettingName::ContainerInsights)
@@ -300,6 +319,43 @@ pub(crate) async fn wait_service_inactive(
         })
         .await
         .map_err(|e| waited("DescribeServices", &what)(e).into())
+}
+
+/// Scales the service to zero tasks before it is deleted, so that deletion does not wait for
+/// a full drain of a running fleet.
+pub(super) async fn scale_to_zero(ecs: &aws_sdk_ecs::Client, d: &Desired) -> Result<(), Error> {
+    let n = &d.names;
+    ecs.update_service()
+        .cluster(&n.cluster)
+        .service(&n.service)
+        .desired_count(0)
+        .send()
+        .await
+        .map_err(aws("UpdateService", format!("ECS service {}", n.service)))?;
+    Ok(())
+}
+
+/// Deletes the service; one already gone or inactive counts as deleted.
+pub(super) async fn delete_service(
+    ecs: &aws_sdk_ecs::Client,
+    cx: &Context,
+    d: &Desired,
+) -> Result<(), Error> {
+    let n = &d.names;
+    delete(
+        cx,
+        "DeleteService",
+        &format!("ECS service {}", n.service),
+        &["ServiceNotFoundException", "ServiceNotActiveException"],
+        &[],
+        || {
+            ecs.delete_service()
+                .cluster(&n.cluster)
+                .service(&n.service)
+                .send()
+        },
+    )
+    .await
 }
 
 pub(super) async fn put_policy(
