@@ -38,7 +38,7 @@ pub(crate) struct BenchLoadtestArgs {
     /// Skip the search for the highest open-loop rate one core sustains.
     #[arg(long)]
     pub(crate) no_max_rate: bool,
-    /// Use this loadtest binary instead of building `cargo build --release -p loadtest`.
+    /// Use this loadtest binary instead of building `cargo build --release -p stackproof-loadtest`.
     #[arg(long)]
     pub(crate) loadtest_bin: Option<PathBuf>,
 }
@@ -489,11 +489,13 @@ fn print(rows: &[Row]) {
 pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
     let bin = match &args.loadtest_bin {
         Some(b) => b.clone(),
-        None => crate::build_release(&["-p", "loadtest", "--bin", "loadtest"])?.join("loadtest"),
+        None => crate::build_release(&["-p", "stackproof-loadtest", "--bin", "loadtest"])?
+            .join("loadtest"),
     };
-    let floor_bin = crate::build_release(&["-p", "loadtest", "--example", "paced_floor"])?
-        .join("examples")
-        .join("paced_floor");
+    let floor_bin =
+        crate::build_release(&["-p", "stackproof-loadtest", "--example", "paced_floor"])?
+            .join("examples")
+            .join("paced_floor");
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");
     println!(

@@ -43,14 +43,14 @@ pub(crate) struct BenchSandboxArgs {
     /// its one CPU).
     #[arg(long)]
     pub(crate) no_pin: bool,
-    /// The sample-app binary. Default: the release build (`cargo build --release -p sample-app`).
+    /// The sample-app binary. Default: the release build (`cargo build --release -p stackproof-sample-app`).
     #[arg(long)]
     pub(crate) sample_app: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: &BenchSandboxArgs) -> anyhow::Result<()> {
-    crate::build_release(&["-p", "sample-app", "--bin", "sample-app"])?;
-    let release = crate::build_release(&["-p", "sandbox-alb", "--example", "bench"])?;
+    crate::build_release(&["-p", "stackproof-sample-app", "--bin", "sample-app"])?;
+    let release = crate::build_release(&["-p", "stackproof-sandbox-alb", "--example", "bench"])?;
     let mut cmd = Command::new(release.join("examples").join("bench"));
     cmd.arg("--rate")
         .arg(args.rate.to_string())

@@ -35,7 +35,7 @@ pub(crate) struct BenchSoakArgs {
     /// Connections of the engine.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) connections: u32,
-    /// Use this loadtest binary instead of building `cargo build --release -p loadtest`.
+    /// Use this loadtest binary instead of building `cargo build --release -p stackproof-loadtest`.
     #[arg(long)]
     pub(crate) loadtest_bin: Option<PathBuf>,
 }
@@ -85,7 +85,8 @@ fn clock_ticks() -> f64 {
 pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
     let bin = match &args.loadtest_bin {
         Some(b) => b.clone(),
-        None => crate::build_release(&["-p", "loadtest", "--bin", "loadtest"])?.join("loadtest"),
+        None => crate::build_release(&["-p", "stackproof-loadtest", "--bin", "loadtest"])?
+            .join("loadtest"),
     };
     let (server, port) = Server::start()?;
     let url = format!("http://127.0.0.1:{port}/");

@@ -1,5 +1,5 @@
 //! `cargo xtask`: the project's own tasks (setup, test, bench) and, with the checkout as home,
-//! every command of the `stackproof` binary (crate `stackproof-cli`, the same code).
+//! every command of the `stackproof` binary (package `stackproof` in `crates/cli`, the same code).
 //!
 //! Exit codes: those of `stackproof` (see the crate `cli`); setup, test and bench exit 0 or 1.
 

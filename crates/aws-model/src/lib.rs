@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use aws_model::{Clock, aws};
+//! use stackproof_aws_model::{Clock, aws};
 //! let fast: Clock = "fast".parse()?;
 //! // The load balancer's DNS TTL on the fast clock, in wall time.
 //! assert_eq!(fast.wall(aws::elb::DNS_TTL), Duration::from_secs(6));

@@ -87,7 +87,7 @@ async fn context_with(
     stack: &Stack,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<Context> {
-    let sdk = match args.target {
+    let (sdk, account) = match args.target {
         Target::Sandbox => {
             ensure_sample_app()?;
             let running = crate::sandbox_cmd::ensure_in(
@@ -95,7 +95,16 @@ async fn context_with(
                 stack.region(),
                 &crate::sandbox_cmd::ModelArgs::default(),
             )?;
-            sandbox::sdk_config(&running.endpoint, stack.region())
+            let sdk = sandbox::sdk_config(&running.endpoint, stack.region());
+            // Read once here for every module and the lock; if moto does not answer, the
+            // first call that needs it says so.
+            let account = aws_sdk_sts::Client::new(&sdk)
+                .get_caller_identity()
+                .send()
+                .await
+                .ok()
+                .and_then(|me| me.account().map(str::to_owned));
+            (sdk, account)
         }
         Target::Aws => {
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -104,20 +113,24 @@ async fn context_with(
                 loader = loader.profile_name(profile);
             }
             let sdk = loader.load().await;
-            announce_identity(&sdk, stack.region()).await?;
-            sdk
+            let account = announce_identity(&sdk, stack.region()).await?;
+            (sdk, Some(account))
         }
     };
-    Ok(Context::builder(sdk, stack.name().clone())
+    let mut builder = Context::builder(sdk, stack.name().clone())
         .user_tags(stack.tags().clone())
-        .progress(progress)
-        .build())
+        .progress(progress);
+    if let Some(account) = account {
+        builder = builder.account(account);
+    }
+    Ok(builder.build())
 }
 
 /// On AWS, says on stderr (stdout may be JSON) which account, identity and region the run
 /// acts in, before anything is read or changed; without usable credentials it stops here with
-/// what to do. Prints no credential: the account id and the identity's ARN only.
-async fn announce_identity(sdk: &aws_config::SdkConfig, region: &str) -> anyhow::Result<()> {
+/// what to do. Prints no credential: the account id and the identity's ARN only. Returns the
+/// account, which every module and the lock then use without asking again.
+async fn announce_identity(sdk: &aws_config::SdkConfig, region: &str) -> anyhow::Result<String> {
     let me = aws_sdk_sts::Client::new(sdk)
         .get_caller_identity()
         .send()
@@ -133,7 +146,11 @@ async fn announce_identity(sdk: &aws_config::SdkConfig, region: &str) -> anyhow:
         me.account().unwrap_or("(unknown)"),
         me.arn().unwrap_or("(unknown identity)")
     );
-    Ok(())
+    me.account().map(str::to_owned).ok_or_else(|| {
+        anyhow::anyhow!(
+            "STS GetCallerIdentity answered without an account id; nothing was read or changed"
+        )
+    })
 }
 
 /// Builds the sample-app binary the sandbox runs as the default image, unless it exists.
@@ -152,7 +169,13 @@ fn ensure_sample_app() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
         .current_dir(checkout)
-        .args(["build", "--package", "sample-app", "--bin", "sample-app"])
+        .args([
+            "build",
+            "--package",
+            "stackproof-sample-app",
+            "--bin",
+            "sample-app",
+        ])
         .status()
         .context("running cargo build for the sample-app")?;
     if !status.success() {
@@ -340,7 +363,11 @@ pub(crate) async fn acquire(
     force_unlock: Option<&str>,
 ) -> anyhow::Result<lock::HeldLock> {
     // The lock's calls go through a context of their own: the stack's counts stay its own.
-    let lock_cx = Context::builder(cx.sdk_config().clone(), cx.stack().clone()).build();
+    let mut lock_cx = Context::builder(cx.sdk_config().clone(), cx.stack().clone());
+    if let Some(account) = cx.account() {
+        lock_cx = lock_cx.account(account);
+    }
+    let lock_cx = lock_cx.build();
     let store = LockStore::new(&lock_cx)
         .await
         .context("reading the stack's lock")?;

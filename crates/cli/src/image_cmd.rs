@@ -208,7 +208,7 @@ fn build_static_sample_app(architecture: Architecture) -> anyhow::Result<PathBuf
             "build",
             "--release",
             "--package",
-            "sample-app",
+            "stackproof-sample-app",
             "--bin",
             "sample-app",
             "--target",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use infra::Problems;
+use infra::{Problems, Scope};
 
 use crate::Secret;
 use serde::{Deserialize, Serialize};
@@ -127,51 +127,74 @@ impl Default for ComputeConfig {
     }
 }
 
-/// A checked compute configuration.
+/// A checked compute configuration: built only by [`infra::Config::validate`] of a
+/// [`ComputeConfig`], so every value in it passed the checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComputeSpec {
     /// The image, or `None` for the stack's default image.
-    pub image: Option<String>,
+    pub(crate) image: Option<String>,
     /// Task CPU units.
-    pub cpu: u32,
+    pub(crate) cpu: u32,
     /// Task memory, MiB.
-    pub memory: u32,
+    pub(crate) memory: u32,
     /// Tasks at creation.
-    pub desired_count: u32,
+    pub(crate) desired_count: u32,
     /// Autoscaling minimum.
-    pub min_count: u32,
+    pub(crate) min_count: u32,
     /// Autoscaling maximum.
-    pub max_count: u32,
+    pub(crate) max_count: u32,
     /// CPU target, percent.
-    pub cpu_target_percent: u32,
+    pub(crate) cpu_target_percent: u32,
     /// CPU tracked with the 20-second metric.
-    pub high_resolution_metrics: bool,
+    pub(crate) high_resolution_metrics: bool,
     /// Requests per target per minute.
-    pub requests_per_target: u32,
+    pub(crate) requests_per_target: u32,
     /// Scale-out cooldown, seconds.
-    pub scale_out_cooldown_seconds: u32,
+    pub(crate) scale_out_cooldown_seconds: u32,
     /// Scale-in cooldown, seconds.
-    pub scale_in_cooldown_seconds: u32,
+    pub(crate) scale_in_cooldown_seconds: u32,
     /// Log retention, days.
-    pub log_retention_days: u32,
+    pub(crate) log_retention_days: u32,
     /// Extra environment variables.
-    pub environment: BTreeMap<String, String>,
+    pub(crate) environment: BTreeMap<String, String>,
     /// Secrets by environment variable name.
-    pub secrets: BTreeMap<String, Secret>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
     /// Read-only root filesystem.
-    pub read_only_root_filesystem: bool,
+    pub(crate) read_only_root_filesystem: bool,
     /// CPU architecture.
-    pub cpu_architecture: CpuArchitecture,
+    pub(crate) cpu_architecture: CpuArchitecture,
     /// Health check grace period, seconds.
-    pub health_check_grace_seconds: u32,
+    pub(crate) health_check_grace_seconds: u32,
     /// The task role's inline policy statements (empty: no inline policy).
-    pub task_role_statements: Vec<serde_json::Value>,
+    pub(crate) task_role_statements: Vec<serde_json::Value>,
     /// Whether the container has the sample app's health check.
-    pub container_health_check: bool,
+    pub(crate) container_health_check: bool,
     /// Run the tasks in the first this many of the given private subnets (`None`: all).
-    pub zone_count: Option<u32>,
+    pub(crate) zone_count: Option<u32>,
     /// Destroy deletes a log group that holds logs.
-    pub force_destroy: bool,
+    pub(crate) force_destroy: bool,
+}
+
+impl ComputeSpec {
+    /// The image, when one is configured; none for the stack's own repository.
+    pub fn image(&self) -> Option<&str> {
+        self.image.as_deref()
+    }
+
+    /// The most tasks autoscaling may run.
+    pub fn max_count(&self) -> u32 {
+        self.max_count
+    }
+
+    /// The tasks' CPU architecture.
+    pub fn cpu_architecture(&self) -> CpuArchitecture {
+        self.cpu_architecture
+    }
+
+    /// The number of zones the tasks run in, when not every zone.
+    pub fn zone_count(&self) -> Option<u32> {
+        self.zone_count
+    }
 }
 
 /// The log retention values CloudWatch Logs accepts.
@@ -227,11 +250,11 @@ fn is_env_name(name: &str) -> bool {
 }
 
 impl ComputeConfig {
-    /// Checks the configuration; `prefix` is how fields are named in messages (`service`).
-    /// Reports every problem, not the first.
-    pub fn validate(&self, prefix: &str) -> Result<ComputeSpec, Problems> {
+    /// Checks the configuration, every problem naming its field as `[service]` does
+    /// (`cpu`).
+    fn check(&self) -> Result<ComputeSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| format!("{prefix}.{name}");
+        let field = |name: &str| name.to_owned();
 
         if let Some(image) = &self.image
             && (image.is_empty()
@@ -405,6 +428,16 @@ impl ComputeConfig {
     }
 }
 
+impl infra::Config for ComputeConfig {
+    type Spec = ComputeSpec;
+
+    /// Checks the configuration (Fargate's cpu and memory table, names, secrets). Reports
+    /// every problem, not the first.
+    fn validate(&self, _scope: &Scope<'_>) -> Result<ComputeSpec, Problems> {
+        self.check()
+    }
+}
+
 /// A string or a non-empty list of non-empty strings (IAM `Action` and `Resource`).
 fn is_strings(value: &serde_json::Value) -> bool {
     match value {
@@ -500,8 +533,11 @@ mod tests {
     use super::*;
 
     fn check(toml_text: &str) -> Result<ComputeSpec, Problems> {
+        use infra::Config as _;
         let config: ComputeConfig = toml::from_str(toml_text).expect("parses");
-        config.validate("service")
+        config
+            .validate(&infra::Scope::new("web", "eu-west-1"))
+            .map_err(|p| p.within("service"))
     }
 
     fn fields(toml_text: &str) -> Vec<String> {

@@ -29,10 +29,10 @@
 //!   Application Auto Scaling, and deletes blocked by dependents.
 //!
 //! ```no_run
-//! # async fn demo(cx: &infra::Context, inputs: compute::ComputeInputs) -> Result<(), Box<dyn std::error::Error>> {
-//! use infra::Module;
-//! let spec = compute::ComputeConfig::default().validate("service")?;
-//! let compute = compute::Compute::new(cx, spec);
+//! # async fn demo(cx: &infra::Context, inputs: stackproof_compute::ComputeInputs) -> Result<(), Box<dyn std::error::Error>> {
+//! use infra::{Config, Module};
+//! let spec = stackproof_compute::ComputeConfig::default().validate(&cx.scope())?;
+//! let compute = stackproof_compute::Compute::new(cx, spec);
 //! println!("{}", compute.plan(cx, &inputs).await?);
 //! let outputs = compute.apply(cx, &inputs).await?;
 //! println!("service {}", outputs.service_arn);

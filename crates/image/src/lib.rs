@@ -4,8 +4,8 @@
 //! the Distribution HTTP API that ECR and Docker's `registry` speak.
 //!
 //! ```no_run
-//! # async fn demo(program: Vec<u8>) -> Result<(), image::Error> {
-//! use image::{Architecture, Auth, Image, ImageSpec, Reference, Registry};
+//! # async fn demo(program: Vec<u8>) -> Result<(), stackproof_image::Error> {
+//! use stackproof_image::{Architecture, Auth, Image, ImageSpec, Reference, Registry};
 //!
 //! let image = Image::build(&ImageSpec::new(program, "/sample-app", Architecture::Amd64))?;
 //! let registry = Registry::new(

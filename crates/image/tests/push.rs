@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
-use image::{Architecture, Auth, Image, ImageSpec, Reference, Registry, placeholder_program};
 use sandbox::RegistryServer;
+use stackproof_image::{
+    Architecture, Auth, Image, ImageSpec, Reference, Registry, placeholder_program,
+};
 
 fn registry(server: &RegistryServer, repository: &str) -> Registry {
     Registry::new(

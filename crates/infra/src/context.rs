@@ -166,6 +166,7 @@ pub struct Context {
     policy: CallPolicy,
     progress: Arc<dyn Progress>,
     run: String,
+    account: Option<String>,
 }
 
 impl fmt::Debug for Context {
@@ -194,6 +195,7 @@ impl Context {
                 policy: CallPolicy::default(),
                 progress: Arc::new(NoProgress),
                 run: run_id(),
+                account: None,
             },
         }
     }
@@ -207,6 +209,17 @@ impl Context {
     /// The region name, or an empty string when none is configured.
     pub fn region(&self) -> &str {
         self.sdk.region().map(|r| r.as_ref()).unwrap_or_default()
+    }
+
+    /// The account the SDK configuration acts in, when the caller has read it already (STS
+    /// GetCallerIdentity, once per run): modules that need it use it instead of asking again.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// The stack and region a module's configuration is checked for ([`crate::Config`]).
+    pub fn scope(&self) -> crate::Scope<'_> {
+        crate::Scope::new(self.stack.as_str(), self.region())
     }
 
     /// The stack name.
@@ -306,6 +319,13 @@ impl ContextBuilder {
     /// How AWS calls are retried and timed out (default [`CallPolicy::default`]).
     pub fn call_policy(mut self, policy: CallPolicy) -> Self {
         self.cx.policy = policy;
+        self
+    }
+
+    /// The account the SDK configuration acts in, as STS GetCallerIdentity answered it; see
+    /// [`Context::account`].
+    pub fn account(mut self, account: impl Into<String>) -> Self {
+        self.cx.account = Some(account.into());
         self
     }
 

@@ -7,7 +7,7 @@
 //! one retry helper, [`Backoff`], for the AWS behaviours the SDK does not retry itself.
 //!
 //! ```
-//! use infra::{Action, Change, Plan};
+//! use stackproof_infra::{Action, Change, Plan};
 //!
 //! let mut plan = Plan::default();
 //! plan.push(Change::new(Action::Create, "network", "vpc", "vpc").detail("cidr 10.0.0.0/16"));
@@ -31,17 +31,17 @@ pub use call_error::{CallError, aws, built, waited};
 pub use calls::{CallCounter, CallCounts};
 pub use context::{CallPolicy, Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;
-pub use plan::{Action, Change, Counts, Plan};
+pub use plan::{Action, Change, Counts, FieldChange, Plan};
 pub use progress::{Event, NoProgress, Progress, reported};
 pub use retry::{Backoff, Step, WaitError, error_code};
 pub use time::UtcTime;
-pub use validate::{Problem, Problems};
+pub use validate::{Config, Problem, Problems, Scope};
 
 /// Builds a service client from a [`Context`]: the context's SDK configuration plus its
 /// interceptors (the call counter and any the caller added, such as a test account header).
 ///
 /// ```ignore
-/// let ec2: aws_sdk_ec2::Client = infra::client!(cx, aws_sdk_ec2);
+/// let ec2: aws_sdk_ec2::Client = stackproof_infra::client!(cx, aws_sdk_ec2);
 /// ```
 #[macro_export]
 macro_rules! client {

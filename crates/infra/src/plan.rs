@@ -56,6 +56,22 @@ pub struct Change {
     /// What exactly changes, one line each (`cidr 10.0.0.0/16`, `enable-dns-hostnames false -> true`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub details: Vec<String>,
+    /// The settings the change moves, as data: what callers decide on (each is also one line
+    /// of `details`, which is for people).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub fields: Vec<FieldChange>,
+}
+
+/// One setting of a resource moved from one value to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// The setting, as AWS names it (`deletion_protection.enabled`, `health-check-path`).
+    pub field: String,
+    /// Its value now; none when it is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The value the change gives it.
+    pub to: String,
 }
 
 impl Change {
@@ -68,7 +84,36 @@ impl Change {
             name: name.to_owned(),
             id: None,
             details: Vec::new(),
+            fields: Vec::new(),
         }
+    }
+
+    /// Records that `field` moves from `from` (none: unset) to `to`, and shows it as a detail
+    /// line (`field from -> to`).
+    pub fn field(
+        mut self,
+        field: impl Into<String>,
+        from: Option<impl Into<String>>,
+        to: impl Into<String>,
+    ) -> Self {
+        let change = FieldChange {
+            field: field.into(),
+            from: from.map(Into::into),
+            to: to.into(),
+        };
+        self.details.push(format!(
+            "{} {} -> {}",
+            change.field,
+            change.from.as_deref().unwrap_or("(unset)"),
+            change.to
+        ));
+        self.fields.push(change);
+        self
+    }
+
+    /// True when the change sets `field` to `to`.
+    pub fn sets(&self, field: &str, to: &str) -> bool {
+        self.fields.iter().any(|f| f.field == field && f.to == to)
     }
 
     /// Sets the AWS id.

@@ -53,10 +53,59 @@ impl Problems {
         }
     }
 
+    /// The same problems with every field named inside `table` (`vpc-cidr` becomes
+    /// `network.vpc-cidr`): a module names its fields as its own configuration does, and the
+    /// program that reads them from a file says where they are in it.
+    pub fn within(mut self, table: &str) -> Problems {
+        for p in &mut self.0 {
+            p.field = format!("{table}.{}", p.field);
+        }
+        self
+    }
+
     /// True when a problem names `field`.
     pub fn mentions(&self, field: &str) -> bool {
         self.0.iter().any(|p| p.field == field)
     }
+}
+
+/// What checking a module's configuration needs beyond the configuration itself: the stack it
+/// belongs to (names are derived from it) and the region it will be built in (zones, service
+/// principals and limits differ by region).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    stack: &'a str,
+    region: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of stack `stack` in `region`.
+    pub fn new(stack: &'a str, region: &'a str) -> Scope<'a> {
+        Scope { stack, region }
+    }
+
+    /// The stack's name.
+    pub fn stack(&self) -> &'a str {
+        self.stack
+    }
+
+    /// The region.
+    pub fn region(&self) -> &'a str {
+        self.region
+    }
+}
+
+/// The one shape of a module's configuration: the settings as read (serde, with defaults),
+/// checked as a whole into the module's spec, which only this check builds (its fields are
+/// private, so nothing reaches AWS unchecked). Every problem is reported, not the first, each
+/// naming its field as the configuration does (`vpc-cidr`); a caller that reads the
+/// configuration from a file adds where with [`Problems::within`].
+pub trait Config {
+    /// The checked configuration the module is built from.
+    type Spec;
+
+    /// Checks the whole configuration for `scope`.
+    fn validate(&self, scope: &Scope<'_>) -> Result<Self::Spec, Problems>;
 }
 
 impl fmt::Display for Problems {
@@ -89,6 +138,13 @@ mod tests {
         );
         p.add("network.az-count", 9, "1 to 3 in eu-west-1");
         assert!(p.mentions("network.az-count"));
+        let inside = Problems(vec![Problem {
+            field: "vpc-cidr".into(),
+            value: "x".into(),
+            allowed: "y".into(),
+        }])
+        .within("network");
+        assert!(inside.mentions("network.vpc-cidr"), "{inside}");
         assert_eq!(
             p.to_string(),
             "2 configuration problems:\n  - network.vpc-cidr = \"10.0.0.0/33\": an IPv4 CIDR with a prefix from /16 to /28\n  - network.az-count = 9: 1 to 3 in eu-west-1"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use infra::{CallPolicy, Context, StackName};
+use stackproof_infra::{CallPolicy, Context, StackName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -123,7 +123,7 @@ fn quick() -> CallPolicy {
 }
 
 async fn identity(cx: &Context) -> Result<String, String> {
-    let sts: aws_sdk_sts::Client = infra::client!(cx, aws_sdk_sts);
+    let sts: aws_sdk_sts::Client = stackproof_infra::client!(cx, aws_sdk_sts);
     sts.get_caller_identity()
         .send()
         .await

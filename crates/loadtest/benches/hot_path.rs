@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loadtest::{Frame, Schedule, Stage};
+use stackproof_loadtest::{Frame, Schedule, Stage};
 
 fn schedule(c: &mut Criterion) {
     c.bench_function("schedule/constant next_offset", |b| {

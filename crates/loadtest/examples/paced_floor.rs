@@ -7,7 +7,7 @@
 //! sends each request at its own time.
 //!
 //! `cargo xtask bench loadtest` runs it beside the generators. By hand:
-//! `cargo run --release -p loadtest --example paced_floor -- 127.0.0.1:8080 5000 10`
+//! `cargo run --release -p stackproof-loadtest --example paced_floor -- 127.0.0.1:8080 5000 10`
 //! prints `requests p50_ms p99_ms p99_9_ms` (latency from the intended send time).
 
 use std::error::Error;

@@ -42,14 +42,14 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = loadtest::Config {
+//! let config = stackproof_loadtest::Config {
 //!     url: "http://127.0.0.1:8080/".into(),
 //!     rate: 500.0,
 //!     duration: 10.0,
-//!     slo: loadtest::Slo { p99_ms: Some(50.0), max_error_rate: Some(0.001), ..Default::default() },
+//!     slo: stackproof_loadtest::Slo { p99_ms: Some(50.0), max_error_rate: Some(0.001), ..Default::default() },
 //!     ..Default::default()
 //! };
-//! let report = loadtest::run(config.clone(), Some(&|s: &loadtest::Snapshot| eprintln!("{}", s.line()))).await?;
+//! let report = stackproof_loadtest::run(config.clone(), Some(&|s: &stackproof_loadtest::Snapshot| eprintln!("{}", s.line()))).await?;
 //! println!("{}", report.summary());
 //! let verdict = report.verdict(&config.slo);
 //! println!("{verdict}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use loadtest::{Config, Slo, Stage, parse_duration};
+use stackproof_loadtest::{Config, Slo, Stage, parse_duration};
 
 /// Open-loop HTTP load generator (coordinated-omission corrected).
 #[derive(Parser, Debug)]
@@ -147,8 +147,8 @@ fn config(a: &Args) -> anyhow::Result<Config> {
         c.max_requests_per_connection = a.max_requests_per_connection;
     }
     match a.pacer.as_deref() {
-        Some("timer") => c.pacer = loadtest::Pacer::Timer,
-        Some(_) => c.pacer = loadtest::Pacer::Precise,
+        Some("timer") => c.pacer = stackproof_loadtest::Pacer::Timer,
+        Some(_) => c.pacer = stackproof_loadtest::Pacer::Precise,
         None => {}
     }
     c.headers.extend(a.headers.iter().cloned());
@@ -212,8 +212,8 @@ async fn main_inner(a: Args) -> anyhow::Result<bool> {
     let c = config(&a)?;
     let slo = c.slo.clone();
     let tty = !a.quiet && std::io::stderr().is_terminal();
-    let show = |s: &loadtest::Snapshot| eprint!("\r{}\x1b[K", s.line());
-    let report = loadtest::run(c, if tty { Some(&show) } else { None }).await?;
+    let show = |s: &stackproof_loadtest::Snapshot| eprint!("\r{}\x1b[K", s.line());
+    let report = stackproof_loadtest::run(c, if tty { Some(&show) } else { None }).await?;
     if tty {
         eprintln!();
     }

@@ -1,6 +1,6 @@
 //! The network's configuration: what users write, and the checked [`NetworkSpec`] it becomes.
 
-use infra::Problems;
+use infra::{Problems, Scope};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
@@ -121,29 +121,52 @@ impl Zones {
     }
 }
 
-/// A checked network configuration.
+/// A checked network configuration: built only by [`infra::Config::validate`] of a
+/// [`NetworkConfig`], so every value in it passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
     /// The VPC CIDR.
-    pub vpc_cidr: Ipv4Net,
+    pub(crate) vpc_cidr: Ipv4Net,
     /// The zones.
-    pub zones: Zones,
+    pub(crate) zones: Zones,
     /// Public subnet CIDRs, one per zone, in zone order.
-    pub public_cidrs: Vec<Ipv4Net>,
+    pub(crate) public_cidrs: Vec<Ipv4Net>,
     /// Private subnet CIDRs, one per zone, in zone order.
-    pub private_cidrs: Vec<Ipv4Net>,
+    pub(crate) private_cidrs: Vec<Ipv4Net>,
     /// NAT mode.
-    pub nat: NatMode,
+    pub(crate) nat: NatMode,
     /// Load balancer ports.
-    pub lb_ports: Vec<u16>,
+    pub(crate) lb_ports: Vec<u16>,
     /// Load balancer IPv4 sources.
     pub lb_ipv4: Vec<Ipv4Net>,
     /// Load balancer IPv6 sources.
     pub lb_ipv6: Vec<Ipv6Net>,
     /// The tasks' port.
-    pub task_port: u16,
+    pub(crate) task_port: u16,
     /// VPC endpoints by service, sorted (see [`NetworkConfig::vpc_endpoints`]).
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
+}
+
+impl NetworkSpec {
+    /// The VPC's CIDR block.
+    pub fn vpc_cidr(&self) -> Ipv4Net {
+        self.vpc_cidr
+    }
+
+    /// The zones: the first N of the region, or those named.
+    pub fn zones(&self) -> &Zones {
+        &self.zones
+    }
+
+    /// The private subnets' CIDR blocks, one per zone, in zone order.
+    pub fn private_cidrs(&self) -> &[Ipv4Net] {
+        &self.private_cidrs
+    }
+
+    /// The port the tasks listen on (the tasks' security group opens it to the load balancer).
+    pub fn task_port(&self) -> u16 {
+        self.task_port
+    }
 }
 
 /// Zones per region, for checking `az-count` before any call. Regions not listed are checked
@@ -184,11 +207,11 @@ const PRIVATE_OFFSET: usize = 8;
 const ALB_SUBNET_MAX_PREFIX: u8 = 27;
 
 impl NetworkConfig {
-    /// Checks the configuration for `region`; `prefix` is how fields are named in messages
-    /// (`network`). Reports every problem, not the first.
-    pub fn validate(&self, region: &str, prefix: &str) -> Result<NetworkSpec, Problems> {
+    /// Checks the configuration for `region`, every problem naming its field as `[network]`
+    /// does (`vpc-cidr`).
+    fn check(&self, region: &str) -> Result<NetworkSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| format!("{prefix}.{name}");
+        let field = |name: &str| name.to_owned();
 
         let vpc_cidr = match self.vpc_cidr.parse::<Ipv4Net>() {
             Ok(net) if net != net.trunc() => {
@@ -545,13 +568,26 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+impl infra::Config for NetworkConfig {
+    type Spec = NetworkSpec;
+
+    /// Checks the configuration for the scope's region (its zones). Reports every problem, not
+    /// the first.
+    fn validate(&self, scope: &Scope<'_>) -> Result<NetworkSpec, Problems> {
+        self.check(scope.region())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use infra::Config as _;
 
     fn check(toml_text: &str, region: &str) -> Result<NetworkSpec, Problems> {
         let config: NetworkConfig = toml::from_str(toml_text).expect("parses");
-        config.validate(region, "network")
+        config
+            .validate(&Scope::new("web", region))
+            .map_err(|p| p.within("network"))
     }
 
     fn problems(toml_text: &str, region: &str) -> Vec<String> {
@@ -632,7 +668,7 @@ mod tests {
             ),
             (
                 "vpc-cidr = \"10.0.0.0/26\"",
-                "network.vpc-cidr = \"10.0.0.0/26\": a prefix of /24 or shorter to derive subnets (each gets 4 more bits and AWS subnets stop at /28), or give network.public-subnet-cidrs and network.private-subnet-cidrs yourself",
+                "network.vpc-cidr = \"10.0.0.0/26\": a prefix of /24 or shorter to derive subnets (each gets 4 more bits and AWS subnets stop at /28), or give public-subnet-cidrs and private-subnet-cidrs yourself",
             ),
             (
                 "public-subnet-cidrs = [\"10.0.0.0/24\"]",
@@ -644,11 +680,11 @@ mod tests {
             ),
             (
                 "public-subnet-cidrs = [\"10.0.0.0/24\", \"10.0.0.128/25\"]",
-                "network.public-subnet-cidrs[1] = \"10.0.0.128/25\": a block that does not overlap network.public-subnet-cidrs[0] (10.0.0.0/24)",
+                "network.public-subnet-cidrs[1] = \"10.0.0.128/25\": a block that does not overlap public-subnet-cidrs[0] (10.0.0.0/24)",
             ),
             (
                 "private-subnet-cidrs = [\"10.0.0.0/20\", \"10.0.144.0/20\"]",
-                "network.private-subnet-cidrs[0] = \"10.0.0.0/20\": a block that does not overlap network.public-subnet-cidrs[0] (10.0.0.0/20)",
+                "network.private-subnet-cidrs[0] = \"10.0.0.0/20\": a block that does not overlap public-subnet-cidrs[0] (10.0.0.0/20)",
             ),
             (
                 "public-subnet-cidrs = [\"10.0.0.0/29\", \"x\"]",
@@ -661,7 +697,7 @@ mod tests {
             ),
             (
                 "vpc-cidr = \"10.0.0.0/24\"",
-                "network.vpc-cidr = \"10.0.0.0/24\": a /23 or larger VPC: public subnets are derived with 4 more bits, and the load balancer needs /27 or larger ones (this gives 10.0.0.0/28); or give network.public-subnet-cidrs yourself",
+                "network.vpc-cidr = \"10.0.0.0/24\": a /23 or larger VPC: public subnets are derived with 4 more bits, and the load balancer needs /27 or larger ones (this gives 10.0.0.0/28); or give public-subnet-cidrs yourself",
             ),
         ];
         for (input, expected) in cases {

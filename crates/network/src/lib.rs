@@ -20,9 +20,9 @@
 //!
 //! ```no_run
 //! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
-//! use infra::Module;
-//! let spec = network::NetworkConfig::default().validate("eu-west-1", "network")?;
-//! let net = network::Network::new(cx, spec);
+//! use infra::{Config, Module};
+//! let spec = stackproof_network::NetworkConfig::default().validate(&cx.scope())?;
+//! let net = stackproof_network::Network::new(cx, spec);
 //! println!("{}", net.plan(cx, &()).await?);
 //! let outputs = net.apply(cx, &()).await?;
 //! println!("VPC {}", outputs.vpc_id);

@@ -1,7 +1,7 @@
 //! The observability configuration: what users write (`[observability]`), and the checked
 //! [`ObservabilitySpec`] it becomes.
 
-use infra::Problems;
+use infra::{Problems, Scope};
 use serde::{Deserialize, Serialize};
 
 /// The table name, and the prefix of every field named in a [`Problems`] report.
@@ -48,17 +48,17 @@ impl Default for ObservabilityConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservabilitySpec {
     /// The address alarm notifications are mailed to, when any.
-    pub alarm_email: Option<String>,
+    pub(crate) alarm_email: Option<String>,
     /// The 5xx error-rate threshold, in percent (0, 100].
-    pub error_rate_percent: f64,
+    pub(crate) error_rate_percent: f64,
     /// The p99 latency threshold, in milliseconds (> 0).
     pub latency_p99_ms: u32,
     /// Consecutive breaching periods before an alarm fires (>= 1).
-    pub evaluation_periods: u32,
+    pub(crate) evaluation_periods: u32,
     /// The period, in seconds: a multiple of 60.
-    pub period_seconds: u32,
+    pub(crate) period_seconds: u32,
     /// Whether the dashboard exists.
-    pub dashboard: bool,
+    pub(crate) dashboard: bool,
 }
 
 impl Default for ObservabilitySpec {
@@ -82,10 +82,11 @@ const MAX_WINDOW_SECONDS: u64 = 86_400;
 const PERIOD_ALLOWED: &str = "a multiple of 60: the alarms watch load balancer and ECS metrics, which CloudWatch has once a minute (10 and 30 are for high-resolution metrics only)";
 
 impl ObservabilityConfig {
-    /// Checks the configuration. Reports every problem, each named `observability.<field>`.
-    pub fn validate(&self) -> Result<ObservabilitySpec, Problems> {
+    /// Checks the configuration, every problem naming its field as `[observability]` does
+    /// (`alarm-email`).
+    fn check(&self) -> Result<ObservabilitySpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| format!("{TABLE}.{name}");
+        let field = |name: &str| name.to_owned();
 
         if let Some(email) = &self.alarm_email
             && !is_email(email)
@@ -148,6 +149,16 @@ impl ObservabilityConfig {
     }
 }
 
+impl infra::Config for ObservabilityConfig {
+    type Spec = ObservabilitySpec;
+
+    /// Checks the configuration (it needs neither the stack nor the region). Reports every
+    /// problem, not the first.
+    fn validate(&self, _scope: &Scope<'_>) -> Result<ObservabilitySpec, Problems> {
+        self.check()
+    }
+}
+
 /// A plain check of an email address, the shape SNS accepts: `local@domain.tld`, no spaces,
 /// at most 254 characters, a domain of dot-separated labels of letters, digits and hyphens.
 fn is_email(text: &str) -> bool {
@@ -183,8 +194,11 @@ mod tests {
     use super::*;
 
     fn check(toml_text: &str) -> Result<ObservabilitySpec, Problems> {
+        use infra::Config as _;
         let config: ObservabilityConfig = toml::from_str(toml_text).expect("parses");
-        config.validate()
+        config
+            .validate(&infra::Scope::new("web", "eu-west-1"))
+            .map_err(|p| p.within(TABLE))
     }
 
     fn problems(toml_text: &str) -> Vec<String> {

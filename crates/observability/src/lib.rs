@@ -19,9 +19,9 @@
 //!
 //! ```no_run
 //! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
-//! use infra::Module;
-//! use observability::{Observability, ObservabilityConfig, ObservabilityInputs};
-//! let spec = ObservabilityConfig::default().validate()?;
+//! use infra::{Config, Module};
+//! use stackproof_observability::{Observability, ObservabilityConfig, ObservabilityInputs};
+//! let spec = ObservabilityConfig::default().validate(&cx.scope())?;
 //! let inputs = ObservabilityInputs {
 //!     zones: vec!["eu-west-1a".into(), "eu-west-1b".into()],
 //!     load_balancer_arn_suffix: "app/demo/0123456789abcdef".into(),
@@ -148,6 +148,40 @@ impl Observability {
     /// The dashboard this module makes for `inputs`, without calling AWS.
     pub fn dashboard(&self, cx: &Context, inputs: &ObservabilityInputs) -> dashboard::Dashboard {
         dashboard::build(cx.stack().as_str(), cx.region(), &self.spec, inputs)
+    }
+
+    /// The outputs of what is deployed for `inputs`, read from CloudWatch and SNS (what
+    /// `apply` returned, changing nothing): the dashboard when it exists, the stack's alarms that
+    /// exist, its topic. `None` when nothing of the module exists.
+    pub async fn outputs(
+        &self,
+        cx: &Context,
+        inputs: &ObservabilityInputs,
+    ) -> Result<Option<ObservabilityOutputs>, Error> {
+        let (desired, observed, _) = self.steps(cx, inputs).await?;
+        let stack = cx.stack().as_str();
+        if observed.is_empty(stack) {
+            return Ok(None);
+        }
+        Ok(Some(ObservabilityOutputs {
+            dashboard_name: observed
+                .dashboard
+                .as_ref()
+                .map(|_| desired.dashboard_name.clone())
+                .unwrap_or_default(),
+            alarm_names: desired
+                .alarms
+                .iter()
+                .filter(|a| observed.alarms.contains_key(&a.name))
+                .map(|a| a.name.clone())
+                .collect(),
+            topic_arn: observed
+                .topic
+                .as_ref()
+                .filter(|t| t.is_ours(stack))
+                .map(|t| t.arn.clone()),
+            check_namespace: check_namespace(stack),
+        }))
     }
 
     async fn observe(

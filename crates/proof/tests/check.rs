@@ -12,9 +12,9 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::operation::get_metric_statistics::GetMetricStatisticsOutput;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Datapoint, StandardUnit, Statistic};
-use proof::check::{self, CheckConfig, CheckResult};
-use proof::{ConnectTo, Target};
 use sandbox::MotoServer;
+use stackproof_proof::check::{self, CheckConfig, CheckResult};
+use stackproof_proof::{ConnectTo, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -282,7 +282,7 @@ async fn a_bad_configuration_is_refused_before_any_request() {
         ..CheckConfig::default()
     };
     let e = check::run(&direct(closed), &config).await.unwrap_err();
-    let proof::Error::Invalid(problems) = &e else {
+    let stackproof_proof::Error::Invalid(problems) = &e else {
         panic!("not a configuration error: {e}")
     };
     let shown: Vec<String> = problems.0.iter().map(ToString::to_string).collect();

@@ -21,9 +21,9 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let identity = sample_app::Identity::discover().await;
-//! let listener = tokio::net::TcpListener::bind(sample_app::bind_addr()?).await?;
-//! sample_app::serve(listener, identity, std::future::pending::<()>(), std::time::Duration::from_secs(10)).await;
+//! let identity = stackproof_sample_app::Identity::discover().await;
+//! let listener = tokio::net::TcpListener::bind(stackproof_sample_app::bind_addr()?).await?;
+//! stackproof_sample_app::serve(listener, identity, std::future::pending::<()>(), std::time::Duration::from_secs(10)).await;
 //! # Ok(()) }
 //! ```
 

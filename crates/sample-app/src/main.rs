@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    sample_app::main_with_args(std::env::args().skip(1)).await
+    stackproof_sample_app::main_with_args(std::env::args().skip(1)).await
 }

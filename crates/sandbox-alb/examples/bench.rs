@@ -3,7 +3,7 @@
 //! of it carries.
 //!
 //! ```text
-//! cargo build --release -p sample-app -p sandbox-alb --example bench
+//! cargo build --release -p stackproof-sample-app -p sandbox-alb --example bench
 //! $CARGO_TARGET_DIR/release/examples/bench --sample-app $CARGO_TARGET_DIR/release/sample-app
 //! ```
 //!
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetState};
+use stackproof_sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetState};
 
 /// Options (those of `cargo xtask bench sandbox`).
 #[derive(clap::Parser, Debug)]
@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     no_pin: bool,
     /// The sample-app binary. Default: `sample-app` in the folder above this example's
-    /// (`cargo build --release -p sample-app`).
+    /// (`cargo build --release -p stackproof-sample-app`).
     #[arg(long)]
     sample_app: Option<PathBuf>,
 }
@@ -93,7 +93,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("sample-app"));
     if !app.is_file() {
         bail!(
-            "no sample-app binary at {}: build it with `cargo build --release -p sample-app` or pass --sample-app",
+            "no sample-app binary at {}: build it with `cargo build --release -p stackproof-sample-app` or pass --sample-app",
             app.display()
         );
     }

@@ -53,7 +53,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup};
+//! use stackproof_sandbox_alb::{HealthCheck, Proxy, ProxySettings, Target, TargetGroup};
 //! let proxy = Proxy::bind(
 //!     "127.0.0.1:0".parse()?,
 //!     ProxySettings::new("app/web/0123456789abcdef"),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use sandbox_alb::{
+use stackproof_sandbox_alb::{
     HealthCheck, Proxy, ProxySettings, Target, TargetGroup, TargetHealth, TargetState,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -983,11 +983,11 @@ async fn a_new_target_needs_one_pass_and_a_recovering_one_the_healthy_threshold(
 #[test]
 fn the_first_check_comes_within_one_interval_fixed_by_seed_and_id() {
     let i = Duration::from_secs(10);
-    let a = sandbox_alb::first_check_delay(7, "task-a", i);
-    assert_eq!(a, sandbox_alb::first_check_delay(7, "task-a", i));
+    let a = stackproof_sandbox_alb::first_check_delay(7, "task-a", i);
+    assert_eq!(a, stackproof_sandbox_alb::first_check_delay(7, "task-a", i));
     assert!(a < i);
     let spread: std::collections::BTreeSet<u64> = (0..50)
-        .map(|k| sandbox_alb::first_check_delay(7, &format!("task-{k}"), i).as_secs())
+        .map(|k| stackproof_sandbox_alb::first_check_delay(7, &format!("task-{k}"), i).as_secs())
         .collect();
     assert!(spread.len() >= 8, "{spread:?}");
 }
@@ -995,11 +995,11 @@ fn the_first_check_comes_within_one_interval_fixed_by_seed_and_id() {
 /// Two nodes, in zones a and b, of one proxy with one target.
 async fn two_nodes(base: u8) -> (Proxy, Server) {
     let nodes = vec![
-        sandbox_alb::Node {
+        stackproof_sandbox_alb::Node {
             zone: "a".into(),
             addr: SocketAddr::from(([127, 0, base, 2], 0)),
         },
-        sandbox_alb::Node {
+        stackproof_sandbox_alb::Node {
             zone: "b".into(),
             addr: SocketAddr::from(([127, 0, base + 1, 2], 0)),
         },
@@ -1092,7 +1092,7 @@ async fn checks_start_one_interval_apart_even_when_each_times_out() {
     let interval = Duration::from_secs(10);
     let mut tg = group(vec![target]);
     tg.health_check = check(10_000, 5_000);
-    let first = sandbox_alb::first_check_delay(0, "cut", interval);
+    let first = stackproof_sandbox_alb::first_check_delay(0, "cut", interval);
     let start = tokio::time::Instant::now();
     proxy.set_target_group(tg);
     while state_of(&proxy.health(), "cut").map(|s| s.0) != Some(TargetState::Unhealthy) {

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut options = sandbox::daemon::DaemonOptions::new(
+    let mut options = stackproof_sandbox::daemon::DaemonOptions::new(
         PathBuf::new(),
         PathBuf::from(".stackproof"),
-        sandbox::daemon::sample_app_path(),
+        stackproof_sandbox::daemon::sample_app_path(),
     );
     let mut python = None;
     let mut args = std::env::args().skip(1);
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    options.python = match python.map_or_else(sandbox::python_path, Ok) {
+    options.python = match python.map_or_else(stackproof_sandbox::python_path, Ok) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sandbox-daemon: {e}");
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sandbox::daemon::run(options)) {
+    match runtime.block_on(stackproof_sandbox::daemon::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sandbox-daemon: {e}");

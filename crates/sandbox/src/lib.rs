@@ -8,8 +8,8 @@
 //! [`daemon`] runs both in one background process (`cargo xtask sandbox start`).
 //!
 //! ```no_run
-//! let moto = sandbox::MotoServer::start(&sandbox::python_path()?)?;
-//! let sdk = sandbox::sdk_config(moto.endpoint(), "eu-west-1");
+//! let moto = stackproof_sandbox::MotoServer::start(&stackproof_sandbox::python_path()?)?;
+//! let sdk = stackproof_sandbox::sdk_config(moto.endpoint(), "eu-west-1");
 //! # let _ = sdk;
 //! Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -15,7 +15,7 @@ use aws_sdk_fis::types::{
     CreateExperimentTemplateActionInput, CreateExperimentTemplateStopConditionInput,
     CreateExperimentTemplateTargetInput, ExperimentStatus,
 };
-use sandbox::{Clock, DataPlane, MotoServer, PlaneOptions};
+use stackproof_sandbox::{Clock, DataPlane, MotoServer, PlaneOptions};
 
 const REGION: &str = "eu-west-1";
 /// 30 times AWS's clock: PT1M takes 2 s.
@@ -44,7 +44,7 @@ struct World {
 
 async fn world() -> World {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
+    let sdk = stackproof_sandbox::sdk_config(moto.endpoint(), REGION);
     let account = moto.fresh_account();
     let ec2 = client!(&sdk, account, aws_sdk_ec2);
     let fis = client!(&sdk, account, aws_sdk_fis);

@@ -23,8 +23,8 @@ use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use sandbox::daemon;
-use sandbox::{Clock, DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
+use stackproof_sandbox::daemon;
+use stackproof_sandbox::{Clock, DataPlane, MotoServer, PlaneOptions, PlaneStatus, TaskHealth};
 
 const REGION: &str = "eu-west-1";
 
@@ -62,7 +62,7 @@ fn sample_app() -> Option<PathBuf> {
 
 struct Stack {
     sdk: aws_config::SdkConfig,
-    account: sandbox::MotoAccount,
+    account: stackproof_sandbox::MotoAccount,
     ec2: aws_sdk_ec2::Client,
     ecs: aws_sdk_ecs::Client,
     aas: aws_sdk_applicationautoscaling::Client,
@@ -97,11 +97,11 @@ fn free_port() -> u16 {
 
 async fn stack() -> Stack {
     let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
-    let sdk = sandbox::sdk_config(moto.endpoint(), REGION);
+    let sdk = stackproof_sandbox::sdk_config(moto.endpoint(), REGION);
     stack_in(sdk, moto.fresh_account()).await
 }
 
-async fn stack_in(sdk: aws_config::SdkConfig, account: sandbox::MotoAccount) -> Stack {
+async fn stack_in(sdk: aws_config::SdkConfig, account: stackproof_sandbox::MotoAccount) -> Stack {
     let ec2 = client!(&sdk, account, aws_sdk_ec2);
     let elb = client!(&sdk, account, aws_sdk_elasticloadbalancingv2);
     let ecs = client!(&sdk, account, aws_sdk_ecs);
@@ -831,7 +831,7 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
         eprintln!("SKIPPED: no sample-app binary beside the test executable");
         return;
     };
-    let python = sandbox::python_path().expect("moto is installed (cargo xtask setup)");
+    let python = stackproof_sandbox::python_path().expect("moto is installed (cargo xtask setup)");
     let dir = std::env::temp_dir().join(format!("stackproof-daemon-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let args: Vec<String> = [
@@ -860,8 +860,12 @@ async fn daemon_runs_moto_and_the_plane_and_stop_leaves_no_process() {
     assert!(daemon::alive(state.pid) && daemon::alive(state.moto_pid));
 
     // The daemon's data plane runs what is declared in its moto (default account).
-    let sdk = sandbox::sdk_config(&state.endpoint, REGION);
-    let _st = stack_in(sdk, sandbox::MotoAccount("123456789012".to_owned())).await;
+    let sdk = stackproof_sandbox::sdk_config(&state.endpoint, REGION);
+    let _st = stack_in(
+        sdk,
+        stackproof_sandbox::MotoAccount("123456789012".to_owned()),
+    )
+    .await;
     let status_file = dir.join(daemon::STATUS_FILE);
     let mut status: Option<serde_json::Value> = None;
     for _ in 0..150 {

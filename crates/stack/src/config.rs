@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use compute::ComputeConfig;
-use infra::{Problems, StackName};
+use infra::{Config, Problems, Scope, StackName};
 use network::{LoadBalancerConfig, NetworkConfig};
 use observability::ObservabilityConfig;
 use serde::{Deserialize, Serialize};
@@ -71,11 +71,17 @@ fn tag_char(c: char) -> bool {
 const MAX_USER_TAGS: usize = 46;
 
 /// Keeps the checked value of one section, or records its problems.
-fn section<T>(problems: &mut Problems, result: Result<T, Problems>) -> Option<T> {
-    match result {
+/// Checks the module configuration of `[table]`, adding its problems named inside the table.
+fn section<C: Config>(
+    problems: &mut Problems,
+    table: &str,
+    config: &C,
+    scope: &Scope<'_>,
+) -> Option<C::Spec> {
+    match config.validate(scope) {
         Ok(spec) => Some(spec),
         Err(p) => {
-            problems.merge(p);
+            problems.merge(p.within(table));
             None
         }
     }
@@ -155,11 +161,9 @@ impl StackConfig {
         }
         // A bad name is reported once, above, not again as the bucket name derived from it.
         let name_for_storage = name.as_ref().map_or("stackproof", |n| n.as_str());
-        let storage = section(
-            &mut problems,
-            self.storage.validate(name_for_storage, region, "storage"),
-        );
-        let network = section(&mut problems, self.network.validate(region, "network"));
+        let scope = Scope::new(name_for_storage, region);
+        let storage = section(&mut problems, "storage", &self.storage, &scope);
+        let network = section(&mut problems, "network", &self.network, &scope);
         if self.network.az_count < 2 && self.network.availability_zones.is_none() {
             problems.add(
                 "network.az-count",
@@ -167,11 +171,8 @@ impl StackConfig {
                 "at least 2: an application load balancer needs subnets in two or more zones",
             );
         }
-        let load_balancer = section(
-            &mut problems,
-            self.load_balancer.validate(region, "load-balancer"),
-        );
-        let service = section(&mut problems, self.service.validate("service"));
+        let load_balancer = section(&mut problems, "load-balancer", &self.load_balancer, &scope);
+        let service = section(&mut problems, "service", &self.service, &scope);
         let zones = self
             .network
             .availability_zones
@@ -186,7 +187,7 @@ impl StackConfig {
                 format!("1 to the network's zone count ({zones}); leave it out for all zones"),
             );
         }
-        let observability = section(&mut problems, self.observability.validate());
+        let observability = section(&mut problems, "observability", &self.observability, &scope);
         // Rules across sections that AWS would only enforce once other resources exist.
         let ports = &self.network.load_balancer_ingress.ports;
         if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
@@ -198,10 +199,10 @@ impl StackConfig {
         }
         if let (Some(network), Some(service)) = (&network, &service) {
             let zones = service
-                .zone_count
-                .map_or(network.private_cidrs.len(), |n| n as usize);
+                .zone_count()
+                .map_or(network.private_cidrs().len(), |n| n as usize);
             let free: u64 = network
-                .private_cidrs
+                .private_cidrs()
                 .iter()
                 .take(zones)
                 .map(|net| {
@@ -209,10 +210,10 @@ impl StackConfig {
                         .saturating_sub(AWS_RESERVED_PER_SUBNET)
                 })
                 .sum();
-            if u64::from(service.max_count) > free {
+            if u64::from(service.max_count()) > free {
                 problems.add(
                     "service.max-count",
-                    service.max_count,
+                    service.max_count(),
                     format!(
                         "at most {free}: each Fargate task takes one address of a private subnet, and the {zones} private subnets the tasks run in have {free} usable addresses (AWS reserves {AWS_RESERVED_PER_SUBNET} of each); or give larger private-subnet-cidrs"
                     ),
@@ -373,7 +374,7 @@ mod zones {
             .unwrap()
             .validate()
             .unwrap();
-        assert_eq!(stack.service.zone_count, Some(1));
+        assert_eq!(stack.service.zone_count(), Some(1));
     }
 }
 

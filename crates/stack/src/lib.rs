@@ -7,7 +7,7 @@
 //! observability at once; destroy walks the same graph backwards.
 //!
 //! ```
-//! let config = stack::StackConfig::from_toml("name = \"web\"\n[network]\naz-count = 3\n", "stack.toml")?;
+//! let config = stackproof_stack::StackConfig::from_toml("name = \"web\"\n[network]\naz-count = 3\n", "stack.toml")?;
 //! let stack = config.validate()?;
 //! assert_eq!(stack.name().as_str(), "web");
 //! Ok::<(), Box<dyn std::error::Error>>(())
@@ -198,19 +198,19 @@ impl Stack {
 
     /// The port the tasks listen on.
     pub fn task_port(&self) -> u16 {
-        self.network.task_port
+        self.network.task_port()
     }
 
     /// The CPU architecture of the tasks (`[service] cpu-architecture`).
     pub fn cpu_architecture(&self) -> compute::CpuArchitecture {
-        self.service.cpu_architecture
+        self.service.cpu_architecture()
     }
 
     /// The tag of the stack's own repository (`repository_uri`) that the task definition
     /// names: [`DEFAULT_IMAGE_TAG`] unless `[service] image` says otherwise; `None` when the
     /// image lives elsewhere (a public image, another repository), which deploy never pushes.
     pub fn own_image_tag(&self, repository_uri: &str) -> Option<String> {
-        match &self.service.image {
+        match self.service.image() {
             None => Some(DEFAULT_IMAGE_TAG.to_owned()),
             Some(image) => image
                 .strip_prefix(repository_uri)
@@ -236,7 +236,7 @@ impl Stack {
             zones: net.zones.clone(),
             public_subnet_ids: net.public_subnet_ids.clone(),
             security_group_id: net.load_balancer_security_group_id.clone(),
-            target_port: self.network.task_port,
+            target_port: self.network.task_port(),
             access_logs: Some(AccessLogs {
                 bucket: storage.log_bucket.clone(),
                 prefix: storage.log_prefix.clone(),
@@ -256,7 +256,7 @@ impl Stack {
             target_group_arn: lb.target_group_arn.clone(),
             load_balancer_arn_suffix: lb.arn_suffix.clone(),
             target_group_arn_suffix: lb.target_group_arn_suffix.clone(),
-            container_port: self.network.task_port,
+            container_port: self.network.task_port(),
             default_image: format!("{}:{DEFAULT_IMAGE_TAG}", storage.repository_uri),
             account_id: storage.account_id.clone(),
         }
@@ -280,7 +280,7 @@ impl Stack {
     /// Stand-ins for upstream outputs that do not exist yet, so that plan can show what
     /// downstream modules would create.
     fn placeholder_network(&self) -> NetworkOutputs {
-        let zones: Vec<String> = match &self.network.zones {
+        let zones: Vec<String> = match self.network.zones() {
             network::Zones::Named(names) => names.clone(),
             network::Zones::First(n) => (0..*n)
                 .map(|i| format!("{AFTER_APPLY} zone {}", i + 1))
@@ -293,7 +293,7 @@ impl Stack {
         };
         NetworkOutputs {
             vpc_id: AFTER_APPLY.to_owned(),
-            vpc_cidr: self.network.vpc_cidr.to_string(),
+            vpc_cidr: self.network.vpc_cidr().to_string(),
             public_subnet_ids: ids("public subnet"),
             private_subnet_ids: ids("private subnet"),
             zones,
@@ -381,16 +381,11 @@ impl Stack {
         else {
             return Ok(None);
         };
-        // Observability's outputs are names derived from the stack; apply reports them exactly.
         let obs_inputs = self.observability_inputs(&network, &load_balancer);
+        let Some(observability) = m.observability.outputs(cx, &obs_inputs).await? else {
+            return Ok(None);
+        };
         let stack = self.name.as_str();
-        let mut alarm_names = vec![format!("{stack}-5xx-rate"), format!("{stack}-latency-p99")];
-        alarm_names.extend(
-            obs_inputs
-                .zones
-                .iter()
-                .map(|z| format!("{stack}-unhealthy-hosts-{z}")),
-        );
         Ok(Some(StackOutputs {
             stack: stack.to_owned(),
             region: self.region.clone(),
@@ -398,12 +393,7 @@ impl Stack {
             network,
             load_balancer,
             compute,
-            observability: ObservabilityOutputs {
-                dashboard_name: stack.to_owned(),
-                alarm_names,
-                topic_arn: None,
-                check_namespace: observability::check_namespace(stack),
-            },
+            observability,
         }))
     }
 

@@ -222,22 +222,38 @@ pub struct HeldLock {
     info: LockInfo,
 }
 
-impl LockStore {
-    /// The lock store of `cx`'s stack: the account id comes from STS. The clients carry `cx`'s
-    /// interceptors (so its call counter counts the lock's calls).
-    pub async fn new(cx: &Context) -> Result<Self, LockError> {
-        let sts: aws_sdk_sts::Client = infra::client!(cx, aws_sdk_sts);
-        let identity = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(aws("GetCallerIdentity", "the caller's account"))?;
-        let account = identity.account().ok_or_else(|| LockError::Aws {
+/// The account `cx`'s credentials act in, from STS GetCallerIdentity.
+pub async fn caller_account(cx: &Context) -> Result<String, LockError> {
+    let sts: aws_sdk_sts::Client = infra::client!(cx, aws_sdk_sts);
+    let identity = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(aws("GetCallerIdentity", "the caller's account"))?;
+    identity
+        .account()
+        .map(str::to_owned)
+        .ok_or_else(|| LockError::Aws {
             operation: "GetCallerIdentity",
             resource: "the caller's account".to_owned(),
             code: None,
             detail: "the answer carries no account id, which names the state bucket".to_owned(),
-        })?;
+        })
+}
+
+impl LockStore {
+    /// The lock store of `cx`'s stack: the account id is the context's when the caller read it
+    /// ([`Context::account`]), else STS's. The clients carry `cx`'s interceptors (so its call
+    /// counter counts the lock's calls).
+    pub async fn new(cx: &Context) -> Result<Self, LockError> {
+        let read;
+        let account = match cx.account() {
+            Some(account) => account,
+            None => {
+                read = caller_account(cx).await?;
+                read.as_str()
+            }
+        };
         Ok(Self::with_client(
             storage::s3_client(cx),
             account,

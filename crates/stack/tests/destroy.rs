@@ -6,7 +6,7 @@
 mod common;
 
 use infra::{Action, Context, StackName};
-use stack::{Blocker, Error, StackConfig};
+use stackproof_stack::{Blocker, Error, StackConfig};
 
 fn context() -> Context {
     let moto = sandbox::MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
@@ -16,7 +16,7 @@ fn context() -> Context {
         .build()
 }
 
-fn stack(extra: &str) -> stack::Stack {
+fn stack(extra: &str) -> stackproof_stack::Stack {
     StackConfig::from_toml(&format!("name = \"allornothing\"\n{extra}"), "stack.toml")
         .unwrap()
         .validate()

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infra::{Context, Event, Progress, StackName, WaitPolicy};
-use stack::StackConfig;
+use stackproof_stack::StackConfig;
 
 /// One progress event: started or finished, module, kind, name.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use infra::{Context, StackName};
-use stack::StackConfig;
+use stackproof_stack::StackConfig;
 
 /// The IAM action of an SDK operation (service as the SDK names it, operation).
 fn action(service: &str, operation: &str) -> String {
@@ -111,19 +111,19 @@ async fn every_call() {
     .validate()
     .unwrap();
 
-    let lock = stack::lock::LockStore::new(&cx).await.unwrap();
+    let lock = stackproof_stack::lock::LockStore::new(&cx).await.unwrap();
     let held = lock.acquire("deploy").await.unwrap();
     stack.plan(&cx).await.unwrap();
     stack.plan_destroy(&cx).await.unwrap();
     let outputs = stack.apply(&cx).await.unwrap();
     stack.plan(&cx).await.unwrap();
     stack.outputs(&cx).await.unwrap().unwrap();
-    stack::steady::read(&cx, &outputs, SystemTime::now(), &[])
+    stackproof_stack::steady::read(&cx, &outputs, SystemTime::now(), &[])
         .await
         .unwrap();
     let elb: aws_sdk_elasticloadbalancingv2::Client =
         infra::client!(&cx, aws_sdk_elasticloadbalancingv2);
-    stack::steady::health_timing(&elb, &outputs.load_balancer.target_group_arn)
+    stackproof_stack::steady::health_timing(&elb, &outputs.load_balancer.target_group_arn)
         .await
         .unwrap()
         .unwrap();

@@ -1,7 +1,7 @@
 //! The storage configuration: the `[storage]` table users write, and the checked
 //! [`StorageSpec`] it becomes.
 
-use infra::Problems;
+use infra::{Problems, Scope};
 use serde::{Deserialize, Serialize};
 
 /// The `[storage]` table of `stack.toml`.
@@ -58,19 +58,19 @@ pub enum LogBucket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageSpec {
     /// The access-log bucket.
-    pub log_bucket: LogBucket,
+    pub(crate) log_bucket: LogBucket,
     /// The log key prefix (may be empty).
-    pub log_prefix: String,
+    pub(crate) log_prefix: String,
     /// Days before logs expire.
-    pub log_expire_days: i32,
+    pub(crate) log_expire_days: i32,
     /// Scan images on push.
-    pub scan_on_push: bool,
+    pub(crate) scan_on_push: bool,
     /// Immutable image tags.
-    pub immutable_tags: bool,
+    pub(crate) immutable_tags: bool,
     /// Images kept.
-    pub keep_images: u32,
+    pub(crate) keep_images: u32,
     /// Empty non-empty bucket and repository on destroy.
-    pub force_destroy: bool,
+    pub(crate) force_destroy: bool,
 }
 
 /// The access-log bucket's default name: `{stack}-alb-logs-{account}-{region}`.
@@ -126,16 +126,11 @@ pub fn bucket_name_problem(name: &str) -> Option<&'static str> {
 const ACCOUNT_PLACEHOLDER: &str = "000000000000";
 
 impl StorageConfig {
-    /// Checks the configuration for `stack` in `region`; `prefix` is how fields are named in
-    /// messages (`storage`). Reports every problem, not the first.
-    pub fn validate(
-        &self,
-        stack: &str,
-        region: &str,
-        prefix: &str,
-    ) -> Result<StorageSpec, Problems> {
+    /// Checks the configuration for `stack` in `region`, every problem naming its field as
+    /// `[storage]` does (`log-bucket`).
+    fn check(&self, stack: &str, region: &str) -> Result<StorageSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| format!("{prefix}.{name}");
+        let field = |name: &str| name.to_owned();
 
         let log_bucket = match &self.log_bucket {
             Some(name) => {
@@ -214,13 +209,26 @@ impl StorageConfig {
     }
 }
 
+impl infra::Config for StorageConfig {
+    type Spec = StorageSpec;
+
+    /// Checks the configuration for the scope's stack and region (the derived bucket name).
+    /// Reports every problem, not the first.
+    fn validate(&self, scope: &Scope<'_>) -> Result<StorageSpec, Problems> {
+        self.check(scope.stack(), scope.region())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use infra::Config as _;
 
     fn check(toml_text: &str) -> Result<StorageSpec, Problems> {
         let config: StorageConfig = toml::from_str(toml_text).expect("parses");
-        config.validate("demo", "eu-west-1", "storage")
+        config
+            .validate(&Scope::new("demo", "eu-west-1"))
+            .map_err(|p| p.within("storage"))
     }
 
     fn problems(toml_text: &str) -> Vec<String> {
@@ -332,17 +340,17 @@ mod tests {
         let config = StorageConfig::default();
         // 24-character stack (the longest allowed) and a long region: 24+10+12+1+17 = 64.
         let err = config
-            .validate("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz", "storage")
+            .validate(&Scope::new("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz"))
             .unwrap_err();
         let text = err.to_string();
-        assert!(err.mentions("storage.log-bucket"), "{text}");
+        assert!(err.mentions("log-bucket"), "{text}");
         assert!(text.contains("3 to 63 characters"), "{text}");
         assert!(text.contains("stack name"), "{text}");
-        assert!(text.contains("set storage.log-bucket"), "{text}");
+        assert!(text.contains("set log-bucket"), "{text}");
         // The longest real combination fits: a 24-character stack in ap-southeast-3.
         assert!(
             config
-                .validate("abcdefghijklmnopqrstuvwx", "ap-southeast-3", "storage")
+                .validate(&Scope::new("abcdefghijklmnopqrstuvwx", "ap-southeast-3"))
                 .is_ok()
         );
         // An explicit name is used instead of the derived one.
@@ -352,7 +360,7 @@ mod tests {
         };
         assert!(
             named
-                .validate("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz", "storage")
+                .validate(&Scope::new("abcdefghijklmnopqrstuvwx", "ap-southeast-9xyz"))
                 .is_ok()
         );
     }

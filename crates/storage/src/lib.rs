@@ -16,9 +16,9 @@
 //!
 //! ```no_run
 //! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
-//! use infra::Module;
-//! let spec = storage::StorageConfig::default().validate(cx.stack().as_str(), cx.region(), "storage")?;
-//! let storage = storage::Storage::new(cx, spec);
+//! use infra::{Config, Module};
+//! let spec = stackproof_storage::StorageConfig::default().validate(&cx.scope())?;
+//! let storage = stackproof_storage::Storage::new(cx, spec);
 //! println!("{}", storage.plan(cx, &()).await?);
 //! let outputs = storage.apply(cx, &()).await?;
 //! println!("logs go to s3://{}/{}", outputs.log_bucket, outputs.log_prefix);
@@ -115,12 +115,15 @@ impl Storage {
         &self.spec
     }
 
-    /// The repository's name does not depend on the account, the derived bucket name does:
-    /// the repository is read first and its ARN names the account, so only a stack without a
-    /// repository asks STS.
+    /// The repository's name does not depend on the account, the derived bucket name does: the
+    /// account is the context's when the caller read it, else the repository's ARN names it;
+    /// only a stack without a repository, under a caller that did not read it, asks STS.
     async fn observe(&self, cx: &Context) -> Result<(Desired, Observed), Error> {
         let repo = observe::repository(&self.ecr, &repository_name(cx.stack().as_str())).await?;
-        let account = match repo.as_ref().and_then(|r| arn_account(&r.arn)) {
+        let known = cx
+            .account()
+            .or_else(|| repo.as_ref().and_then(|r| arn_account(&r.arn)));
+        let account = match known {
             Some(account) => account.to_owned(),
             None => observe::account_id(&self.sts).await?,
         };

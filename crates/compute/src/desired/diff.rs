@@ -561,7 +561,11 @@ mod tests {
             default_image: "repo/sample-app:latest".into(),
             account_id: "123456789012".into(),
         };
-        Desired::new(&cx(), &config.validate("service").unwrap(), &inputs)
+        Desired::new(
+            &cx(),
+            &infra::Config::validate(&config, &cx().scope()).unwrap(),
+            &inputs,
+        )
     }
 
     /// What AWS would report after a perfect apply of `d`.

@@ -459,7 +459,11 @@ mod tests {
 
     fn desired(cx: &Context, toml_text: &str) -> Desired {
         let config: ComputeConfig = toml::from_str(toml_text).unwrap();
-        Desired::new(cx, &config.validate("service").unwrap(), &inputs())
+        Desired::new(
+            cx,
+            &infra::Config::validate(&config, &cx.scope()).unwrap(),
+            &inputs(),
+        )
     }
 
     fn ids() -> Ids {

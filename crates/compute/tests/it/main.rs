@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_ecs::types::{ClusterField, ServiceField};
-use compute::{Compute, ComputeConfig, ComputeInputs, ComputeOutputs};
-use infra::{Action, Context, Module, Plan, StackName};
+use infra::{Action, Config, Context, Module, Plan, StackName};
 use sandbox::MotoServer;
+use stackproof_compute::{Compute, ComputeConfig, ComputeInputs, ComputeOutputs};
 
 const REGION: &str = "eu-west-1";
 
@@ -22,7 +22,7 @@ fn context(stack: &str) -> Context {
 
 fn compute(cx: &Context, toml_text: &str) -> Compute {
     let config: ComputeConfig = toml::from_str(toml_text).unwrap();
-    Compute::new(cx, config.validate("service").unwrap())
+    Compute::new(cx, config.validate(&cx.scope()).unwrap())
 }
 
 fn ecs(cx: &Context) -> aws_sdk_ecs::Client {
@@ -920,7 +920,10 @@ fn validation_reports_every_problem_before_any_call() {
         "#,
     )
     .unwrap();
-    let problems = config.validate("service").unwrap_err();
+    let problems = config
+        .validate(&infra::Scope::new("web", "eu-west-1"))
+        .map_err(|p| p.within("service"))
+        .unwrap_err();
     let fields: Vec<&str> = problems.0.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(
         fields,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use loadtest::{Config, Error, Slo, StaticResolver};
+use stackproof_loadtest::{Config, Error, Slo, StaticResolver};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -109,8 +109,8 @@ async fn a_fixed_rate_sends_exactly_the_scheduled_requests() {
         threads: 2,
         ..config(server.url(), 200.0, 2.0)
     };
-    assert_eq!(loadtest::scheduled_requests(&c), 400);
-    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!(stackproof_loadtest::scheduled_requests(&c), 400);
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!(
         (r.scheduled, r.sent, r.completed, r.ok, r.errors, r.unsent),
         (400, 400, 400, 400, 0, 0)
@@ -137,7 +137,7 @@ async fn a_stalled_server_shows_in_corrected_latency_not_in_raw() {
         connections: 10,
         ..config(server.url(), 500.0, 4.0)
     };
-    let handle = loadtest::start(c).await.unwrap();
+    let handle = stackproof_loadtest::start(c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     // The live series is readable while the run goes on.
     assert!(!handle.series().is_empty());
@@ -179,7 +179,7 @@ async fn refused_connections_are_counted_by_kind() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let r = loadtest::run(
+    let r = stackproof_loadtest::run(
         config(format!("http://127.0.0.1:{port}/"), 100.0, 1.0),
         None,
     )
@@ -198,7 +198,7 @@ async fn timeouts_are_counted_by_kind() {
         connections: 50,
         ..config(server.url(), 50.0, 1.0)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!((r.sent, r.completed, r.errors), (50, 0, 50));
     assert_eq!(r.errors_by_kind["timeout"], 50);
 }
@@ -221,7 +221,7 @@ async fn resets_are_counted_by_kind() {
             });
         }
     });
-    let r = loadtest::run(config(format!("http://{addr}/"), 100.0, 1.0), None)
+    let r = stackproof_loadtest::run(config(format!("http://{addr}/"), 100.0, 1.0), None)
         .await
         .unwrap();
     task.abort();
@@ -242,7 +242,7 @@ async fn dns_re_resolution_follows_a_changed_answer_and_spreads_connections() {
         resolver: Some(resolver.clone()),
         ..config(String::new(), 100.0, 3.0)
     };
-    let handle = loadtest::start(c).await.unwrap();
+    let handle = stackproof_loadtest::start(c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     resolver.set(vec![
         "127.0.0.2".parse::<IpAddr>().unwrap(),
@@ -275,7 +275,7 @@ async fn per_header_breakdowns_add_up_to_the_total() {
         breakdown_headers: vec!["x-az".into(), "x-task".into(), "x-absent".into()],
         ..config(server.url(), 300.0, 2.0)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!(r.completed, 600);
     for h in ["x-az", "x-task", "x-absent"] {
         assert_eq!(
@@ -307,7 +307,7 @@ async fn per_header_breakdowns_add_up_to_the_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slo_verdicts_fail_exactly_when_a_threshold_is_broken() {
     let server = Server::start("127.0.0.1:0", Duration::from_millis(5)).await;
-    let r = loadtest::run(config(server.url(), 100.0, 1.0), None)
+    let r = stackproof_loadtest::run(config(server.url(), 100.0, 1.0), None)
         .await
         .unwrap();
     let c = r.latency_ms.corrected.clone();
@@ -323,7 +323,7 @@ async fn slo_verdicts_fail_exactly_when_a_threshold_is_broken() {
     };
     assert_eq!(
         r.verdict(&at),
-        loadtest::Verdict {
+        stackproof_loadtest::Verdict {
             passed: true,
             failures: vec![]
         }
@@ -348,9 +348,10 @@ async fn slo_verdicts_fail_exactly_when_a_threshold_is_broken() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let bad = loadtest::run(config(format!("http://127.0.0.1:{port}/"), 50.0, 1.0), None)
-        .await
-        .unwrap();
+    let bad =
+        stackproof_loadtest::run(config(format!("http://127.0.0.1:{port}/"), 50.0, 1.0), None)
+            .await
+            .unwrap();
     let v = bad.verdict(&Slo {
         max_error_rate: Some(0.01),
         min_success_rate: Some(0.99),
@@ -380,7 +381,7 @@ async fn invalid_input_is_reported_field_by_field_before_any_run() {
         },
         ..Default::default()
     };
-    let Err(Error::Invalid(p)) = loadtest::run(c, None).await else {
+    let Err(Error::Invalid(p)) = stackproof_loadtest::run(c, None).await else {
         panic!("expected Invalid")
     };
     let fields: Vec<&str> = p.0.iter().map(|p| p.field.as_str()).collect();
@@ -416,7 +417,7 @@ async fn invalid_input_is_reported_field_by_field_before_any_run() {
 async fn the_interval_log_has_one_histogram_per_second_and_json_parses() {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
-    let r = loadtest::run(config(server.url(), 100.0, 2.0), None)
+    let r = stackproof_loadtest::run(config(server.url(), 100.0, 2.0), None)
         .await
         .unwrap();
     let mut log = Vec::new();
@@ -440,20 +441,20 @@ async fn ramps_and_the_timer_pacer_send_exactly_the_scheduled_requests() {
     let c = Config {
         rate: 0.0,
         stages: vec![
-            loadtest::Stage {
+            stackproof_loadtest::Stage {
                 target: 200.0,
                 duration: 1.0,
             },
-            loadtest::Stage {
+            stackproof_loadtest::Stage {
                 target: 200.0,
                 duration: 1.0,
             },
         ],
-        pacer: loadtest::Pacer::Timer,
+        pacer: stackproof_loadtest::Pacer::Timer,
         ..config(server.url(), 0.0, 0.0)
     };
-    assert_eq!(loadtest::scheduled_requests(&c), 300);
-    let r = loadtest::run(c, None).await.unwrap();
+    assert_eq!(stackproof_loadtest::scheduled_requests(&c), 300);
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!((r.sent, r.completed, r.unsent), (300, 300, 0));
     assert!((90..=110).contains(&r.series[0].sent), "{:?}", r.series[0]);
     assert!((190..=210).contains(&r.series[1].sent), "{:?}", r.series[1]);
@@ -503,13 +504,13 @@ async fn closing_server(
 async fn one_response_per_connection(
     response: &'static [u8],
     linger: Duration,
-) -> loadtest::Report {
+) -> stackproof_loadtest::Report {
     let (addr, requests, task) = closing_server(response, 1, linger).await;
     let c = Config {
         connections: 2,
         ..config(format!("http://{addr}/"), 20.0, 2.0)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     task.abort();
     assert_eq!(
         (r.sent, r.completed, r.errors),
@@ -568,7 +569,7 @@ async fn an_address_that_drops_connection_attempts_is_passed_over_for_the_next()
         resolver: Some(resolver),
         ..config(String::new(), 50.0, 2.0)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     // Every request was answered, by the live address (the connections open before the
     // schedule starts, so no request waited for the failed attempts).
     assert_eq!((r.completed, r.errors), (100, 0), "{:?}", r.errors_by_kind);
@@ -624,7 +625,7 @@ async fn a_dns_server_is_asked_again_when_its_answer_expires() {
         dns_server: Some(server.to_string()),
         ..config(String::new(), 50.0, 4.0)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     dns.abort();
     assert_eq!((r.completed, r.errors), (200, 0), "{:?}", r.errors_by_kind);
     assert!(r.dns.resolutions >= 3, "{:?}", r.dns);
@@ -639,7 +640,7 @@ async fn a_dns_server_is_asked_again_when_its_answer_expires() {
         dns_server: Some("localhost".into()),
         ..config(a.url(), 10.0, 1.0)
     };
-    match loadtest::start(bad).await {
+    match stackproof_loadtest::start(bad).await {
         Err(Error::Invalid(p)) => assert!(p.to_string().contains("dns-server"), "{p}"),
         other => panic!("{other:?}"),
     }

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use loadtest::{Config, Error};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use stackproof_loadtest::{Config, Error};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -148,7 +148,7 @@ async fn https_with_the_custom_ca_sends_exactly_the_scheduled_requests_on_kept_a
         threads: 2,
         ..server.config(200.0, 2.0, true)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!(
         (r.scheduled, r.sent, r.completed, r.ok, r.errors, r.unsent),
         (400, 400, 400, 400, 0, 0),
@@ -182,7 +182,7 @@ async fn https_connections_are_reopened_after_the_maximum_requests_per_connectio
         max_requests_per_connection: Some(10),
         ..server.config(100.0, 1.0, true)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     assert_eq!((r.sent, r.ok, r.errors), (100, 100, 0));
     assert!(r.connects >= 10, "connects {}", r.connects);
     assert_eq!(r.connects, server.handshakes.load(Ordering::Relaxed));
@@ -191,7 +191,7 @@ async fn https_connections_are_reopened_after_the_maximum_requests_per_connectio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_custom_ca_every_request_fails_with_tls_and_the_run_ends() {
     let server = TlsServer::start("app.test").await;
-    let r = loadtest::run(server.config(50.0, 1.0, false), None)
+    let r = stackproof_loadtest::run(server.config(50.0, 1.0, false), None)
         .await
         .unwrap();
     assert_eq!((r.sent, r.completed, r.errors), (50, 0, 50));
@@ -204,7 +204,7 @@ async fn without_the_custom_ca_every_request_fails_with_tls_and_the_run_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_for_another_name_fails_with_tls() {
     let server = TlsServer::start("other.test").await;
-    let r = loadtest::run(server.config(50.0, 1.0, true), None)
+    let r = stackproof_loadtest::run(server.config(50.0, 1.0, true), None)
         .await
         .unwrap();
     assert_eq!((r.sent, r.completed, r.errors), (50, 0, 50));
@@ -220,7 +220,7 @@ async fn a_bad_cacert_is_reported_before_the_run_with_option_path_and_cause() {
         cacert: Some(missing.clone()),
         ..Default::default()
     };
-    let Err(Error::Invalid(p)) = loadtest::run(c, None).await else {
+    let Err(Error::Invalid(p)) = stackproof_loadtest::run(c, None).await else {
         panic!("expected Invalid")
     };
     assert_eq!(p.0.len(), 1, "{p}");
@@ -289,7 +289,7 @@ async fn the_connect_timeout_covers_a_tls_handshake_that_never_completes() {
         connect_timeout: 0.2,
         ..https_config(port)
     };
-    let r = loadtest::run(c, None).await.unwrap();
+    let r = stackproof_loadtest::run(c, None).await.unwrap();
     task.abort();
     assert_eq!((r.sent, r.completed, r.errors), (20, 0, 20));
     assert_eq!(r.errors_by_kind["timeout"], 20, "{:?}", r.errors_by_kind);
@@ -308,7 +308,9 @@ async fn a_server_that_does_not_speak_tls_fails_with_tls() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     })
     .await;
-    let r = loadtest::run(https_config(port), None).await.unwrap();
+    let r = stackproof_loadtest::run(https_config(port), None)
+        .await
+        .unwrap();
     task.abort();
     assert_eq!((r.sent, r.completed, r.errors), (20, 0, 20));
     assert_eq!(r.errors_by_kind["tls"], 20, "{:?}", r.errors_by_kind);

@@ -1,7 +1,7 @@
 //! The load balancer's configuration: the `[load-balancer]` table users write, and the checked
 //! [`LoadBalancerSpec`] it becomes.
 
-use infra::Problems;
+use infra::{Problems, Scope};
 use serde::{Deserialize, Serialize};
 
 /// The target group's health check: the `[load-balancer.health-check]` table.
@@ -76,42 +76,42 @@ impl Default for LoadBalancerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckSpec {
     /// The path.
-    pub path: String,
+    pub(crate) path: String,
     /// Seconds between probes.
-    pub interval_seconds: i32,
+    pub(crate) interval_seconds: i32,
     /// Seconds before a probe fails.
-    pub timeout_seconds: i32,
+    pub(crate) timeout_seconds: i32,
     /// Successes to become healthy.
-    pub healthy_threshold: i32,
+    pub(crate) healthy_threshold: i32,
     /// Failures to become unhealthy.
-    pub unhealthy_threshold: i32,
+    pub(crate) unhealthy_threshold: i32,
     /// Healthy HTTP codes, as AWS writes them (`200`, `200,202`, `200-299`).
-    pub matcher: String,
+    pub(crate) matcher: String,
 }
 
 /// A checked load balancer configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalancerSpec {
     /// Deletion protection.
-    pub deletion_protection: bool,
+    pub(crate) deletion_protection: bool,
     /// Idle timeout in seconds.
-    pub idle_timeout_seconds: u32,
+    pub(crate) idle_timeout_seconds: u32,
     /// The certificate for HTTPS, when there is one.
-    pub certificate_arn: Option<String>,
+    pub(crate) certificate_arn: Option<String>,
     /// The health check.
-    pub health_check: HealthCheckSpec,
+    pub(crate) health_check: HealthCheckSpec,
     /// Deregistration delay in seconds.
-    pub deregistration_delay_seconds: u32,
+    pub(crate) deregistration_delay_seconds: u32,
     /// Whether to write access logs when the stack has a log bucket.
-    pub access_logs: bool,
+    pub(crate) access_logs: bool,
 }
 
 impl LoadBalancerConfig {
-    /// Checks the configuration for `region`; `prefix` is how fields are named in messages
-    /// (`load-balancer`). Reports every problem, not the first.
-    pub fn validate(&self, region: &str, prefix: &str) -> Result<LoadBalancerSpec, Problems> {
+    /// Checks the configuration for `region`, every problem naming its field as
+    /// `[load-balancer]` does (`idle-timeout-seconds`).
+    fn check(&self, region: &str) -> Result<LoadBalancerSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| format!("{prefix}.{name}");
+        let field = |name: &str| name.to_owned();
         let mut range = |name: &str, value: u32, lo: u32, hi: u32, what: &str| {
             if !(lo..=hi).contains(&value) {
                 problems.add(field(name), value, format!("{lo} to {hi} {what}"));
@@ -217,6 +217,16 @@ impl LoadBalancerConfig {
     }
 }
 
+impl infra::Config for LoadBalancerConfig {
+    type Spec = LoadBalancerSpec;
+
+    /// Checks the configuration for the scope's region (the certificate's region). Reports
+    /// every problem, not the first.
+    fn validate(&self, scope: &Scope<'_>) -> Result<LoadBalancerSpec, Problems> {
+        self.check(scope.region())
+    }
+}
+
 /// `200`, `200,202`, `200-299`: codes from 200 to 499, ranges low to high.
 fn matcher_ok(text: &str) -> bool {
     let code = |s: &str| {
@@ -256,8 +266,11 @@ mod tests {
         "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789";
 
     fn check(toml_text: &str) -> Result<LoadBalancerSpec, Problems> {
+        use infra::Config as _;
         let config: LoadBalancerConfig = toml::from_str(toml_text).expect("parses");
-        config.validate("eu-west-1", "load-balancer")
+        config
+            .validate(&infra::Scope::new("web", "eu-west-1"))
+            .map_err(|p| p.within("load-balancer"))
     }
 
     fn problems(toml_text: &str) -> Vec<String> {

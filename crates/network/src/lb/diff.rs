@@ -217,15 +217,11 @@ pub(crate) struct Setting {
     pub(crate) want: String,
 }
 
-impl Setting {
-    fn line(&self) -> String {
-        format!(
-            "{} {} -> {}",
-            self.key,
-            self.have.as_deref().unwrap_or("(unset)"),
-            self.want
-        )
-    }
+/// The change `ch` with every setting of `settings` recorded as a field change.
+fn with_settings(ch: Change, settings: &[Setting]) -> Change {
+    settings
+        .iter()
+        .fold(ch, |ch, s| ch.field(&s.key, s.have.as_deref(), &s.want))
 }
 
 /// One step of an apply or destroy, in order. Resources created earlier in the same run are
@@ -337,10 +333,9 @@ impl Op {
                     have.join(", "),
                     want.join(", ")
                 )),
-            Op::SetLbAttributes { arn, changes } => lines(
-                c(Action::Update, Kind::LoadBalancer, LB).id(arn),
-                changes.iter().map(Setting::line).collect(),
-            ),
+            Op::SetLbAttributes { arn, changes } => {
+                with_settings(c(Action::Update, Kind::LoadBalancer, LB).id(arn), changes)
+            }
             Op::CreateTargetGroup {
                 name,
                 vpc_id,
@@ -364,10 +359,7 @@ impl Op {
                 lines(c(Action::Create, Kind::TargetGroup, TG), details)
             }
             Op::SetHealthCheck { arn, changes, .. } | Op::SetTgAttributes { arn, changes } => {
-                lines(
-                    c(Action::Update, Kind::TargetGroup, TG).id(arn),
-                    changes.iter().map(Setting::line).collect(),
-                )
+                with_settings(c(Action::Update, Kind::TargetGroup, TG).id(arn), changes)
             }
             Op::CreateListener(want) => lines(
                 c(Action::Create, Kind::Listener, want.name),
@@ -391,7 +383,8 @@ impl Op {
             Op::DeleteListener { name, arn } => c(Action::Delete, Kind::Listener, name).id(arn),
             Op::Unprotect { arn } => c(Action::Update, Kind::LoadBalancer, LB)
                 .id(arn)
-                .detail(format!("{PROTECTION} true -> false (to allow the delete)")),
+                .field(PROTECTION, Some("true"), "false")
+                .detail("(to allow the delete)"),
             Op::DeleteTargetGroup { arn } => c(Action::Delete, Kind::TargetGroup, TG).id(arn),
             Op::DeleteLoadBalancer { arn } => c(Action::Delete, Kind::LoadBalancer, LB).id(arn),
         }

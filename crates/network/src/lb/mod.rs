@@ -117,7 +117,7 @@ impl LoadBalancer {
             c.module == diff::MODULE
                 && c.kind == diff::Kind::LoadBalancer.as_str()
                 && c.action == infra::Action::Update
-                && c.details.iter().any(|d| d.starts_with(diff::PROTECTION))
+                && c.sets(diff::PROTECTION, "false")
         })
     }
 

@@ -29,7 +29,7 @@ fn cx() -> Context {
 
 fn spec(toml_text: &str) -> LoadBalancerSpec {
     let config: LoadBalancerConfig = toml::from_str(toml_text).unwrap();
-    config.validate("eu-west-1", "load-balancer").unwrap()
+    infra::Config::validate(&config, &infra::Scope::new("web", "eu-west-1")).unwrap()
 }
 
 fn inputs() -> LoadBalancerInputs {

@@ -9,12 +9,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
     ActionTypeEnum, Listener, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
     ProtocolEnum, TargetGroup,
 };
-use infra::{Action, Context, Module, Plan, StackName};
-use network::{
+use infra::{Action, Config, Context, Module, Plan, StackName};
+use sandbox::MotoServer;
+use stackproof_network::{
     AccessLogs, Error, LoadBalancer, LoadBalancerConfig, LoadBalancerInputs, Network,
     NetworkConfig, NetworkOutputs,
 };
-use sandbox::MotoServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{REGION, kinds};
@@ -44,14 +44,14 @@ fn elb(cx: &Context) -> Client {
 
 async fn network(cx: &Context, toml_text: &str) -> (Network, NetworkOutputs) {
     let config: NetworkConfig = toml::from_str(toml_text).unwrap();
-    let net = Network::new(cx, config.validate(REGION, "network").unwrap());
+    let net = Network::new(cx, config.validate(&cx.scope()).unwrap());
     let out = net.apply(cx, &()).await.unwrap();
     (net, out)
 }
 
 fn load_balancer(cx: &Context, toml_text: &str) -> LoadBalancer {
     let config: LoadBalancerConfig = toml::from_str(toml_text).unwrap();
-    LoadBalancer::new(cx, config.validate(REGION, "load-balancer").unwrap())
+    LoadBalancer::new(cx, config.validate(&cx.scope()).unwrap())
 }
 
 fn inputs(net: &NetworkOutputs, logs: bool) -> LoadBalancerInputs {

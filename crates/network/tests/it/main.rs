@@ -7,11 +7,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Tag};
-use infra::{Action, Context, Module, Plan, StackName};
-use network::{Network, NetworkConfig, NetworkOutputs};
+use infra::{Action, Config, Context, Module, Plan, StackName};
 use sandbox::MotoServer;
+use stackproof_network::{Network, NetworkConfig, NetworkOutputs};
 
 mod lb;
+mod readme;
 
 const REGION: &str = "eu-west-1";
 
@@ -22,7 +23,7 @@ fn context(stack: &str) -> Context {
 
 fn network(cx: &Context, toml_text: &str) -> Network {
     let config: NetworkConfig = toml::from_str(toml_text).unwrap();
-    Network::new(cx, config.validate(REGION, "network").unwrap())
+    Network::new(cx, config.validate(&cx.scope()).unwrap())
 }
 
 fn ec2(cx: &Context) -> aws_sdk_ec2::Client {
@@ -888,7 +889,7 @@ async fn zones_the_region_lacks_fail_before_any_write() {
     let cx = context("zones");
     let config: NetworkConfig =
         toml::from_str("availability-zones = [\"eu-west-1a\", \"eu-west-1q\"]").unwrap();
-    let net = Network::new(&cx, config.validate(REGION, "network").unwrap());
+    let net = Network::new(&cx, config.validate(&cx.scope()).unwrap());
     let err = net.apply(&cx, &()).await.unwrap_err().to_string();
     assert!(
         err.starts_with("network.availability-zones: the region eu-west-1 offers"),

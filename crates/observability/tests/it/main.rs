@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use aws_sdk_cloudwatch::types::{MetricAlarm, MetricDatum, StandardUnit};
-use infra::{Action, Context, Module, Plan, StackName};
-use observability::{
-    Observability, ObservabilityConfig, ObservabilityInputs, ObservabilityOutputs,
-};
+use infra::{Action, Config, Context, Module, Plan, StackName};
 use sandbox::{MotoAccount, MotoServer};
 use serde_json::Value;
+use stackproof_observability::{
+    Observability, ObservabilityConfig, ObservabilityInputs, ObservabilityOutputs,
+};
 
 const REGION: &str = "eu-west-1";
 
@@ -35,7 +35,7 @@ fn context(stack: &str) -> Context {
 
 fn module(cx: &Context, toml_text: &str) -> Observability {
     let config: ObservabilityConfig = toml::from_str(toml_text).unwrap();
-    Observability::new(cx, config.validate().unwrap())
+    Observability::new(cx, config.validate(&cx.scope()).unwrap())
 }
 
 fn inputs(stack: &str) -> ObservabilityInputs {
@@ -524,7 +524,7 @@ async fn destroy_leaves_nothing_and_spares_a_stack_whose_name_shares_the_prefix(
 async fn check_metrics_can_be_published_and_listed() {
     let stack = "check";
     let cx = context(stack);
-    let ns = observability::check_namespace(stack);
+    let ns = stackproof_observability::check_namespace(stack);
     let cw = cw(&cx);
     let datum = |name: &str, value: f64, unit: StandardUnit| {
         MetricDatum::builder()
@@ -536,17 +536,17 @@ async fn check_metrics_can_be_published_and_listed() {
     cw.put_metric_data()
         .namespace(&ns)
         .metric_data(datum(
-            observability::SUCCESS_PERCENT,
+            stackproof_observability::SUCCESS_PERCENT,
             99.5,
             StandardUnit::Percent,
         ))
         .metric_data(datum(
-            observability::LATENCY_P99,
+            stackproof_observability::LATENCY_P99,
             120.0,
             StandardUnit::Milliseconds,
         ))
         .metric_data(datum(
-            observability::REQUEST_COUNT,
+            stackproof_observability::REQUEST_COUNT,
             600.0,
             StandardUnit::Count,
         ))

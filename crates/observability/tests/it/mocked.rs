@@ -16,7 +16,7 @@ use aws_sdk_sns::operation::subscribe::SubscribeOutput;
 use aws_sdk_sns::types::{Subscription, Tag, Topic};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use infra::{Context, Module, StackName};
-use observability::{Observability, ObservabilityConfig};
+use stackproof_observability::{Observability, ObservabilityConfig};
 
 use super::{REGION, inputs};
 
@@ -170,7 +170,11 @@ async fn alarms_are_sent_tagged_with_actions_and_a_pending_subscription_is_left_
     );
 
     let config: ObservabilityConfig = toml::from_str("alarm-email = \"ops@example.com\"").unwrap();
-    let m = Observability::with_clients(config.validate().unwrap(), cw, sns);
+    let m = Observability::with_clients(
+        infra::Config::validate(&config, &infra::Scope::new("web", "eu-west-1")).unwrap(),
+        cw,
+        sns,
+    );
     let cx = cx();
     let out = m.apply(&cx, &inputs("mocked")).await.unwrap();
     assert_eq!(out.topic_arn.as_deref(), Some(TOPIC));
@@ -256,7 +260,11 @@ async fn a_topic_not_yet_visible_to_subscribe_is_retried_with_backoff() {
     );
     let config: ObservabilityConfig =
         toml::from_str("alarm-email = \"ops@example.com\"\ndashboard = false").unwrap();
-    let m = Observability::with_clients(config.validate().unwrap(), cw, sns);
+    let m = Observability::with_clients(
+        infra::Config::validate(&config, &infra::Scope::new("web", "eu-west-1")).unwrap(),
+        cw,
+        sns,
+    );
     let waits = infra::WaitPolicy {
         initial_delay: std::time::Duration::from_millis(5),
         max_delay: std::time::Duration::from_millis(20),

@@ -28,10 +28,10 @@ use aws_sdk_s3::types::{
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
-use infra::{Action, Context, Module, Plan, StackName};
+use infra::{Action, Config, Context, Module, Plan, StackName};
 use sandbox::MotoServer;
 use serde_json::{Value, json};
-use storage::{Error, Storage, StorageConfig, StorageOutputs};
+use stackproof_storage::{Error, Storage, StorageConfig, StorageOutputs};
 
 const REGION: &str = "eu-west-1";
 
@@ -46,16 +46,11 @@ fn context(stack: &str) -> Context {
 
 fn storage(cx: &Context, toml_text: &str) -> Storage {
     let config: StorageConfig = toml::from_str(toml_text).unwrap();
-    Storage::new(
-        cx,
-        config
-            .validate(cx.stack().as_str(), cx.region(), "storage")
-            .unwrap(),
-    )
+    Storage::new(cx, config.validate(&cx.scope()).unwrap())
 }
 
 fn s3(cx: &Context) -> aws_sdk_s3::Client {
-    storage::s3_client(cx)
+    stackproof_storage::s3_client(cx)
 }
 
 fn ecr(cx: &Context) -> aws_sdk_ecr::Client {
