@@ -1,7 +1,7 @@
 //! The compute slice of a stackproof stack: IAM roles, the ECS cluster, the task log group, a
 //! Fargate task definition and service behind the load balancer, and its autoscaling.
 //!
-//! [`Compute`] is a [`Module`]. Every resource is named after the stack (`{stack}` for the
+//! [`Compute`] is a [`Module`](infra::Module). Every resource is named after the stack (`{stack}` for the
 //! cluster, service and task definition family, `/ecs/{stack}` for the log group,
 //! `{stack}-task-execution` and `{stack}-task` for the roles), carries the stack's tags, and is
 //! only changed or deleted when those tags say it is the stack's.
@@ -46,7 +46,8 @@ mod exec;
 mod observe;
 mod secret;
 
-use infra::{Context, Module, Plan};
+use infra::pipeline::{self, Pipeline};
+use infra::{Change, Context};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -59,7 +60,7 @@ use crate::desired::{
     CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, kept_log_group,
     teardown,
 };
-use crate::exec::{Ids, need};
+use crate::exec::{Ids, Run, need};
 
 /// What compute needs from the modules upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +185,7 @@ impl Compute {
         outputs(&desired, &ids).map(Some)
     }
 
-    /// [`Module::apply`] for a caller still building the inputs: the foundation (the IAM
+    /// [`Module::apply`](infra::Module::apply) for a caller still building the inputs: the foundation (the IAM
     /// roles, the log group, the cluster) converges as soon as `foundation` resolves (the
     /// account and the image, which the roles' policies name), while `inputs` resolves; the
     /// task definition, the service and its scaling follow. The result is that of
@@ -215,37 +216,13 @@ impl Compute {
             },
         );
         let foundation = diff_foundation(&early, &observed)?;
-        let (ids, inputs) = tokio::join!(
-            exec::run(
-                &self.clients,
-                cx,
-                &early,
-                &foundation,
-                Ids::from_observed(&observed),
-            ),
-            inputs
-        );
-        let desired = Desired::new(cx, &self.spec, &inputs);
-        let rest = diff_service(&desired, &observed)?;
-        let ids = exec::run(&self.clients, cx, &desired, &rest, ids?).await?;
-        outputs(&desired, &ids)
-    }
-
-    async fn steps(
-        &self,
-        cx: &Context,
-        inputs: &ComputeInputs,
-    ) -> Result<(Desired, Observed, Vec<Op>), Error> {
-        let desired = Desired::new(cx, &self.spec, inputs);
-        let observed = Observed::read(&self.clients, &desired.names, false).await?;
-        let ops = diff(&desired, &observed)?;
-        Ok((desired, observed, ops))
-    }
-}
-
-fn to_plan(names: &Names, ops: &[Op]) -> Plan {
-    Plan {
-        changes: desired::changes(names, ops).into_iter().flatten().collect(),
+        let mut run = self.state(cx, Some(&early), &observed);
+        let (made, inputs) = tokio::join!(pipeline::run(self, cx, &foundation, &mut run), inputs);
+        made?;
+        run.desired = Desired::new(cx, &self.spec, &inputs);
+        let rest = diff_service(&run.desired, &observed)?;
+        pipeline::run(self, cx, &rest, &mut run).await?;
+        outputs(&run.desired, &run.ids)
     }
 }
 
@@ -265,64 +242,92 @@ fn outputs(desired: &Desired, ids: &Ids) -> Result<ComputeOutputs, Error> {
     })
 }
 
-impl Module for Compute {
+impl Pipeline for Compute {
     const NAME: &'static str = desired::MODULE;
     type Inputs = ComputeInputs;
     type Outputs = ComputeOutputs;
     type Error = Error;
+    type Observed = Observed;
+    type Desired = Desired;
+    type Op = Op;
+    type State = Run;
 
-    async fn plan(&self, cx: &Context, inputs: &ComputeInputs) -> Result<Plan, Error> {
-        let (desired, _, ops) = self.steps(cx, inputs).await?;
-        Ok(to_plan(&desired.names, &ops))
-    }
-
-    async fn apply(&self, cx: &Context, inputs: &ComputeInputs) -> Result<ComputeOutputs, Error> {
-        let foundation = FoundationInputs {
-            account_id: inputs.account_id.clone(),
-            default_image: inputs.default_image.clone(),
-        };
-        self.apply_staged(
-            cx,
-            std::future::ready(foundation),
-            std::future::ready(inputs.clone()),
-        )
-        .await
-    }
-
-    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
+    /// For a destroy, also what the log group holds (kept unless `force-destroy`).
+    async fn observe(
+        &self,
+        cx: &Context,
+        inputs: Option<&ComputeInputs>,
+    ) -> Result<Observed, Error> {
         let names = Names::new(cx.stack().as_str());
-        let observed = Observed::read(&self.clients, &names, true).await?;
-        let force = self.spec.force_destroy;
-        let mut plan = to_plan(&names, &teardown(&names, &observed, force));
-        plan.changes
-            .extend(kept_log_group(&names, &observed, force));
-        Ok(plan)
+        Observed::read(&self.clients, &names, inputs.is_none()).await
     }
 
-    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
+    async fn desired(
+        &self,
+        cx: &Context,
+        inputs: &ComputeInputs,
+        _observed: &Observed,
+    ) -> Result<Desired, Error> {
+        Ok(Desired::new(cx, &self.spec, inputs))
+    }
+
+    fn diff(
+        &self,
+        _cx: &Context,
+        desired: &Desired,
+        observed: &Observed,
+    ) -> Result<Vec<Op>, Error> {
+        diff(desired, observed)
+    }
+
+    fn teardown(&self, cx: &Context, observed: &Observed) -> Result<Vec<Op>, Error> {
         let names = Names::new(cx.stack().as_str());
-        let observed = Observed::read(&self.clients, &names, true).await?;
-        let force = self.spec.force_destroy;
-        let ops = teardown(&names, &observed, force);
-        let kept = kept_log_group(&names, &observed, force);
-        if ops.is_empty() {
-            return Ok(Plan {
-                changes: kept.into_iter().collect(),
-            });
+        Ok(teardown(&names, observed, self.spec.force_destroy))
+    }
+
+    fn change(&self, cx: &Context, op: &Op) -> Vec<Change> {
+        self.changes(cx, std::slice::from_ref(op)).concat()
+    }
+
+    /// A policy put on a role the same run creates shows as part of creating it.
+    fn changes(&self, cx: &Context, ops: &[Op]) -> Vec<Vec<Change>> {
+        let names = Names::new(cx.stack().as_str());
+        desired::changes(&names, ops)
+            .into_iter()
+            .map(|c| c.into_iter().collect())
+            .collect()
+    }
+
+    /// The log group that holds logs, unless `force-destroy`.
+    fn kept(&self, cx: &Context, observed: &Observed) -> Vec<Change> {
+        let names = Names::new(cx.stack().as_str());
+        kept_log_group(&names, observed, self.spec.force_destroy)
+            .into_iter()
+            .collect()
+    }
+
+    fn state(&self, cx: &Context, desired: Option<&Desired>, observed: &Observed) -> Run {
+        // A destroy's steps use only names and what was observed.
+        let desired = desired
+            .cloned()
+            .unwrap_or_else(|| Desired::new(cx, &self.spec, &ComputeInputs::placeholder()));
+        Run {
+            desired,
+            ids: Ids::from_observed(observed),
         }
-        // Destroy needs no inputs: the steps it runs only use names and what was observed.
-        let desired = Desired::new(cx, &self.spec, &ComputeInputs::placeholder());
-        exec::run(
-            &self.clients,
-            cx,
-            &desired,
-            &ops,
-            Ids::from_observed(&observed),
-        )
-        .await?;
-        let mut plan = to_plan(&names, &ops);
-        plan.changes.extend(kept);
-        Ok(plan)
+    }
+
+    async fn step(&self, cx: &Context, op: &Op, run: &mut Run) -> Result<Option<String>, Error> {
+        exec::step(&self.clients, cx, op, run).await
+    }
+
+    async fn outputs(
+        &self,
+        _cx: &Context,
+        desired: &Desired,
+        run: Run,
+    ) -> Result<ComputeOutputs, Error> {
+        outputs(desired, &run.ids)
     }
 }
 

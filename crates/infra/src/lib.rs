@@ -2,7 +2,8 @@
 //!
 //! Every slice of the stack (`network`, `storage`, `compute`, `observability`) implements the one
 //! [`Module`] trait: `plan` reads and says what would change, `apply` converges, `destroy` removes
-//! what the stack owns. They share a [`Context`] (SDK configuration, stack name, tags, wait
+//! what the stack owns. Each is written as a [`Pipeline`] (observe, desired, pure diff, steps,
+//! one AWS call site per step) and [`pipeline`]'s driver makes it a [`Module`]. They share a [`Context`] (SDK configuration, stack name, tags, wait
 //! policy, progress sink), a [`Plan`] made of [`Change`]s, the tag conventions in [`tags`], and
 //! one retry helper, [`Backoff`], for the AWS behaviours the SDK does not retry itself.
 //!
@@ -20,6 +21,7 @@ mod call_error;
 mod calls;
 mod context;
 mod module;
+pub mod pipeline;
 mod plan;
 mod progress;
 mod retry;
@@ -31,6 +33,7 @@ pub use call_error::{CallError, aws, built, waited};
 pub use calls::{CallCounter, CallCounts};
 pub use context::{CallPolicy, Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;
+pub use pipeline::{Observation, Pipeline};
 pub use plan::{Action, Change, Counts, FieldChange, Plan};
 pub use progress::{Event, NoProgress, Progress, reported};
 pub use retry::{Backoff, Step, WaitError, error_code};

@@ -21,7 +21,7 @@ use crate::observe::{Observed, name_tag};
 
 /// Ids of the stack's resources by logical name: those that existed, then those created.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Ids {
+pub struct Ids {
     pub(crate) vpc: Option<String>,
     pub(crate) igw: Option<String>,
     pub(crate) subnets: BTreeMap<String, String>,
@@ -189,26 +189,12 @@ fn permission(rule: &Rule, group_ids: &BTreeMap<String, String>) -> Result<IpPer
     .build())
 }
 
-/// Runs `ops` in order, reporting progress, and returns the ids of everything that exists.
-pub(crate) async fn run(
+pub(crate) async fn step(
     ec2: &Client,
     cx: &Context,
-    ops: &[Op],
-    mut ids: Ids,
-) -> Result<Ids, Error> {
-    for op in ops {
-        let change = op.change();
-        infra::reported(
-            cx.progress(),
-            change.as_slice(),
-            Box::pin(step(ec2, cx, op, &mut ids)),
-        )
-        .await?;
-    }
-    Ok(ids)
-}
-
-async fn step(ec2: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
+    op: &Op,
+    ids: &mut Ids,
+) -> Result<Option<String>, Error> {
     Ok(match op {
         Op::CreateVpc { cidr } => {
             let out = ec2

@@ -1,13 +1,13 @@
 //! The network slice of a stackproof stack.
 //!
-//! [`Network`] is a [`Module`]: a VPC with DNS support and hostnames, a public and a private
+//! [`Network`] is a [`Module`](infra::Module): a VPC with DNS support and hostnames, a public and a private
 //! subnet in each of N availability zones, an internet gateway and the public route table, NAT
 //! gateways (`per-az`, `single` or `none`) with one private route table per zone, and two
 //! security groups: `load-balancer` (80/443 from anywhere by default) and `tasks` (the task port
 //! from the load-balancer group only). Everything carries the stack's tags and is found by them,
 //! so `apply` after a crash resumes and `destroy` needs nothing but the stack name.
 //!
-//! [`LoadBalancer`] is a second [`Module`] (`load-balancer`, table `[load-balancer]`) on top of
+//! [`LoadBalancer`] is a second [`Module`](infra::Module) (`load-balancer`, table `[load-balancer]`) on top of
 //! the network's outputs: an internet-facing application load balancer `{stack}-alb` in the
 //! public subnets with its attributes (access logs, drop invalid headers, idle timeout,
 //! deletion protection, zonal shift), a target group `{stack}-tg` of `ip` targets with its
@@ -39,7 +39,8 @@ mod observe;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{AvailabilityZoneState, Filter};
-use infra::{Context, Module, Plan};
+use infra::pipeline::{self, Pipeline};
+use infra::{Context, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -150,17 +151,7 @@ impl Network {
         }
     }
 
-    async fn steps(&self, cx: &Context) -> Result<(Desired, Observed, Vec<Op>), Error> {
-        let (zones, observed) = tokio::try_join!(
-            self.zones(cx),
-            Observed::read(&self.ec2, cx.stack().as_str())
-        )?;
-        let desired = Desired::new(&self.spec, cx.region(), zones);
-        let ops = diff(cx, &desired, &observed)?;
-        Ok((desired, observed, ops))
-    }
-
-    /// [`Module::apply`] that hands `ready` the outputs as soon as everything a load balancer
+    /// [`Module::apply`](infra::Module::apply) that hands `ready` the outputs as soon as everything a load balancer
     /// or a service attaches to exists (the VPC, subnets, internet gateway, NAT gateways still
     /// pending, security groups, route tables), then waits for the NAT gateways and makes the
     /// default routes: on AWS a NAT gateway takes minutes to become available, and the load
@@ -171,26 +162,27 @@ impl Network {
         cx: &Context,
         ready: impl FnOnce(NetworkOutputs) + Send,
     ) -> Result<NetworkOutputs, Error> {
-        // Reads and steps on the heap: in a debug build the SDK's futures nested this deep
-        // outgrow a 2 MiB thread stack.
-        let (desired, observed, ops) = Box::pin(self.steps(cx)).await?;
-        let split = ops
+        let seen = pipeline::observe(self, cx, &()).await?;
+        let split = seen
+            .ops
             .iter()
             .position(|op| matches!(op, Op::WaitNats))
-            .unwrap_or(ops.len());
-        let (now, after) = ops.split_at(split);
-        let ids = Box::pin(exec::run(&self.ec2, cx, now, Ids::from_observed(&observed))).await?;
-        ready(outputs(&desired, &ids)?);
-        let ids = Box::pin(exec::run(&self.ec2, cx, after, ids)).await?;
-        outputs(&desired, &ids)
+            .unwrap_or(seen.ops.len());
+        let (now, after) = seen.ops.split_at(split);
+        let mut ids = seen.state(self, cx);
+        pipeline::run(self, cx, now, &mut ids).await?;
+        ready(outputs(&seen.desired, &ids)?);
+        pipeline::run(self, cx, after, &mut ids).await?;
+        outputs(&seen.desired, &ids)
     }
 
     /// The outputs of the deployed network, or `None` when it is not (fully) deployed. Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<NetworkOutputs>, Error> {
-        let (desired, observed) = tokio::try_join!(
-            async { Ok(Desired::new(&self.spec, cx.region(), self.zones(cx).await?)) },
-            Observed::read(&self.ec2, cx.stack().as_str())
+        let (observed, zones) = tokio::try_join!(
+            Observed::read(&self.ec2, cx.stack().as_str()),
+            self.zones(cx)
         )?;
+        let desired = Desired::new(&self.spec, cx.region(), zones);
         // A network partly created (a run killed after the VPC) has no outputs yet.
         unless_missing(outputs(&desired, &Ids::from_observed(&observed)))
     }
@@ -201,11 +193,11 @@ impl Network {
         &self,
         cx: &Context,
     ) -> Result<(Plan, Option<NetworkOutputs>), Error> {
-        let (desired, observed, ops) = self.steps(cx).await?;
+        let seen = pipeline::observe(self, cx, &()).await?;
         // Partly created (a run killed after the VPC): no outputs yet, so the stack plans the
         // modules downstream with placeholders.
-        let outputs = unless_missing(outputs(&desired, &Ids::from_observed(&observed)))?;
-        Ok((to_plan(&ops), outputs))
+        let outputs = unless_missing(outputs(&seen.desired, &seen.state(self, cx)))?;
+        Ok((seen.plan(self, cx), outputs))
     }
 }
 
@@ -256,39 +248,55 @@ fn outputs(desired: &Desired, ids: &Ids) -> Result<NetworkOutputs, Error> {
     })
 }
 
-fn to_plan(ops: &[Op]) -> Plan {
-    Plan {
-        changes: ops.iter().filter_map(Op::change).collect(),
-    }
-}
-
-impl Module for Network {
+impl Pipeline for Network {
     const NAME: &'static str = desired::MODULE;
     type Inputs = ();
     type Outputs = NetworkOutputs;
     type Error = Error;
+    type Observed = Observed;
+    type Desired = Desired;
+    type Op = Op;
+    type State = Ids;
 
-    async fn plan(&self, cx: &Context, _inputs: &()) -> Result<Plan, Error> {
-        let (_, _, ops) = self.steps(cx).await?;
-        Ok(to_plan(&ops))
+    async fn observe(&self, cx: &Context, _inputs: Option<&()>) -> Result<Observed, Error> {
+        Observed::read(&self.ec2, cx.stack().as_str()).await
     }
 
-    async fn apply(&self, cx: &Context, _inputs: &()) -> Result<NetworkOutputs, Error> {
-        self.apply_staged(cx, |_| {}).await
+    async fn desired(
+        &self,
+        cx: &Context,
+        _inputs: &(),
+        _observed: &Observed,
+    ) -> Result<Desired, Error> {
+        Ok(Desired::new(&self.spec, cx.region(), self.zones(cx).await?))
     }
 
-    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let observed = Observed::read(&self.ec2, cx.stack().as_str()).await?;
-        Ok(to_plan(&teardown(&observed)))
+    fn diff(&self, cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
+        diff(cx, desired, observed)
     }
 
-    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let observed = Observed::read(&self.ec2, cx.stack().as_str()).await?;
-        if observed.is_empty() {
-            return Ok(Plan::default());
-        }
-        let ops = teardown(&observed);
-        exec::run(&self.ec2, cx, &ops, Ids::from_observed(&observed)).await?;
-        Ok(to_plan(&ops))
+    fn teardown(&self, _cx: &Context, observed: &Observed) -> Result<Vec<Op>, Error> {
+        Ok(teardown(observed))
+    }
+
+    fn change(&self, _cx: &Context, op: &Op) -> Vec<infra::Change> {
+        op.change().into_iter().collect()
+    }
+
+    fn state(&self, _cx: &Context, _desired: Option<&Desired>, observed: &Observed) -> Ids {
+        Ids::from_observed(observed)
+    }
+
+    async fn step(&self, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
+        exec::step(&self.ec2, cx, op, ids).await
+    }
+
+    async fn outputs(
+        &self,
+        _cx: &Context,
+        desired: &Desired,
+        ids: Ids,
+    ) -> Result<NetworkOutputs, Error> {
+        outputs(desired, &ids)
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn stack_filter(stack: &str) -> Filter {
 
 /// Everything of the stack's network that exists.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Observed {
+pub struct Observed {
     pub(crate) vpcs: Vec<Vpc>,
     /// `(enable-dns-support, enable-dns-hostnames)` of the VPC (the one kept, when there are two).
     pub(crate) dns: Option<(bool, bool)>,
@@ -240,18 +240,5 @@ impl Observed {
             ));
         }
         Ok(observed)
-    }
-
-    /// True when nothing of the stack exists.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.vpcs.is_empty()
-            && self.subnets.is_empty()
-            && self.igws.is_empty()
-            && self.route_tables.is_empty()
-            && self.addresses.is_empty()
-            && self.nats.is_empty()
-            && self.security_groups.is_empty()
-            && self.network_acls.is_empty()
-            && self.endpoints.is_empty()
     }
 }

@@ -50,7 +50,7 @@ pub(crate) struct StatDef {
 
 /// Everything of one alarm that we set and check.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AlarmDef {
+pub struct AlarmDef {
     /// The logical name (`5xx-rate`), also the `stackproof:name` tag.
     pub(crate) logical: String,
     /// The alarm name: `{stack}-{logical}`.

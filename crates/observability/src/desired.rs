@@ -16,7 +16,7 @@ pub(crate) const NEW_TOPIC: &str = "(topic created by this apply)";
 
 /// The whole observability the configuration asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Desired {
+pub struct Desired {
     pub(crate) stack: String,
     pub(crate) dashboard_name: String,
     pub(crate) dashboard: Option<Dashboard>,
@@ -75,7 +75,7 @@ impl Desired {
 
 /// One step of an apply or destroy, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Op {
+pub enum Op {
     CreateTopic {
         name: String,
     },

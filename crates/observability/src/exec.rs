@@ -22,25 +22,8 @@ pub(crate) struct Clients {
     pub(crate) sns: aws_sdk_sns::Client,
 }
 
-/// Runs `ops` in order, reporting progress; returns the topic's ARN when one exists.
-pub(crate) async fn run(
-    clients: &Clients,
-    cx: &Context,
-    ops: &[Op],
-    mut topic: Option<String>,
-) -> Result<Option<String>, Error> {
-    for op in ops {
-        infra::reported(
-            cx.progress(),
-            &op.changes(),
-            Box::pin(step(clients, cx, op, &mut topic)),
-        )
-        .await?;
-    }
-    Ok(topic)
-}
-
-async fn step(
+/// Carries out one step; `topic` is the topic's ARN once one exists.
+pub(crate) async fn step(
     clients: &Clients,
     cx: &Context,
     op: &Op,

@@ -1,7 +1,7 @@
 //! The observability slice of a stackproof stack: CloudWatch dashboard, alarms and their SNS
 //! topic.
 //!
-//! [`Observability`] is a [`Module`] that makes, for the service and load balancer the
+//! [`Observability`] is a [`Module`](infra::Module) that makes, for the service and load balancer the
 //! upstream modules built ([`ObservabilityInputs`]):
 //! - the dashboard `{stack}`, built from typed widgets ([`dashboard::Dashboard`]): ECS CPU and
 //!   memory, running tasks, load balancer requests and status codes, target response time
@@ -44,7 +44,7 @@ mod error;
 mod exec;
 mod observe;
 
-use infra::{Context, Module, Plan};
+use infra::{Context, Pipeline};
 use serde::{Deserialize, Serialize};
 
 pub use config::{ObservabilityConfig, ObservabilitySpec, TABLE};
@@ -158,7 +158,8 @@ impl Observability {
         cx: &Context,
         inputs: &ObservabilityInputs,
     ) -> Result<Option<ObservabilityOutputs>, Error> {
-        let (desired, observed, _) = self.steps(cx, inputs).await?;
+        let observed = self.read(cx, Some(inputs)).await?;
+        let desired = self.want(cx, inputs, &observed);
         let stack = cx.stack().as_str();
         if observed.is_empty(stack) {
             return Ok(None);
@@ -184,7 +185,7 @@ impl Observability {
         }))
     }
 
-    async fn observe(
+    async fn read(
         &self,
         cx: &Context,
         inputs: Option<&ObservabilityInputs>,
@@ -200,54 +201,92 @@ impl Observability {
         .await
     }
 
-    async fn steps(
-        &self,
-        cx: &Context,
-        inputs: &ObservabilityInputs,
-    ) -> Result<(Desired, Observed, Vec<Op>), Error> {
-        let observed = self.observe(cx, Some(inputs)).await?;
-        let desired = Desired::new(
+    fn want(&self, cx: &Context, inputs: &ObservabilityInputs, observed: &Observed) -> Desired {
+        Desired::new(
             cx.stack().as_str(),
             cx.region(),
             &self.spec,
             inputs,
-            &observed,
-        );
-        let ops = diff(&desired, &observed);
-        Ok((desired, observed, ops))
+            observed,
+        )
     }
 }
 
-fn to_plan(ops: &[Op]) -> Plan {
-    Plan {
-        changes: ops.iter().flat_map(Op::changes).collect(),
-    }
-}
-
-impl Module for Observability {
+impl Pipeline for Observability {
     const NAME: &'static str = MODULE;
     type Inputs = ObservabilityInputs;
     type Outputs = ObservabilityOutputs;
     type Error = Error;
+    type Observed = Observed;
+    type Desired = Desired;
+    type Op = Op;
+    /// The topic's ARN once one exists.
+    type State = Option<String>;
 
-    async fn plan(&self, cx: &Context, inputs: &ObservabilityInputs) -> Result<Plan, Error> {
-        let (_, _, ops) = self.steps(cx, inputs).await?;
-        Ok(to_plan(&ops))
+    async fn observe(
+        &self,
+        cx: &Context,
+        inputs: Option<&ObservabilityInputs>,
+    ) -> Result<Observed, Error> {
+        self.read(cx, inputs).await
     }
 
-    async fn apply(
+    async fn desired(
         &self,
         cx: &Context,
         inputs: &ObservabilityInputs,
-    ) -> Result<ObservabilityOutputs, Error> {
-        let (desired, observed, ops) = self.steps(cx, inputs).await?;
-        let stack = cx.stack().as_str();
-        let topic = observed
+        observed: &Observed,
+    ) -> Result<Desired, Error> {
+        Ok(self.want(cx, inputs, observed))
+    }
+
+    fn diff(
+        &self,
+        _cx: &Context,
+        desired: &Desired,
+        observed: &Observed,
+    ) -> Result<Vec<Op>, Error> {
+        Ok(diff(desired, observed))
+    }
+
+    fn teardown(&self, cx: &Context, observed: &Observed) -> Result<Vec<Op>, Error> {
+        Ok(teardown(cx.stack().as_str(), observed))
+    }
+
+    fn change(&self, _cx: &Context, op: &Op) -> Vec<infra::Change> {
+        op.changes()
+    }
+
+    /// A topic an apply keeps only while an address is subscribed.
+    fn state(
+        &self,
+        _cx: &Context,
+        desired: Option<&Desired>,
+        observed: &Observed,
+    ) -> Option<String> {
+        let desired = desired?;
+        observed
             .topic
             .as_ref()
             .filter(|_| desired.email.is_some())
-            .map(|t| t.arn.clone());
-        let topic = exec::run(&self.clients, cx, &ops, topic).await?;
+            .map(|t| t.arn.clone())
+    }
+
+    async fn step(
+        &self,
+        cx: &Context,
+        op: &Op,
+        topic: &mut Option<String>,
+    ) -> Result<Option<String>, Error> {
+        exec::step(&self.clients, cx, op, topic).await
+    }
+
+    async fn outputs(
+        &self,
+        cx: &Context,
+        desired: &Desired,
+        topic: Option<String>,
+    ) -> Result<ObservabilityOutputs, Error> {
         Ok(ObservabilityOutputs {
             dashboard_name: if self.spec.dashboard {
                 desired.dashboard_name.clone()
@@ -256,24 +295,8 @@ impl Module for Observability {
             },
             alarm_names: desired.alarms.iter().map(|a| a.name.clone()).collect(),
             topic_arn: topic,
-            check_namespace: check_namespace(stack),
+            check_namespace: check_namespace(cx.stack().as_str()),
         })
-    }
-
-    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let observed = self.observe(cx, None).await?;
-        Ok(to_plan(&teardown(cx.stack().as_str(), &observed)))
-    }
-
-    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let stack = cx.stack().as_str();
-        let observed = self.observe(cx, None).await?;
-        if observed.is_empty(stack) {
-            return Ok(Plan::default());
-        }
-        let ops = teardown(stack, &observed);
-        exec::run(&self.clients, cx, &ops, None).await?;
-        Ok(to_plan(&ops))
     }
 }
 

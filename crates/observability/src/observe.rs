@@ -17,7 +17,7 @@ pub(crate) const MAX_PAGES: usize = 100;
 
 /// One subscription of the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Subscription {
+pub struct Subscription {
     /// The ARN, or `PendingConfirmation` until the recipient confirms (such subscriptions
     /// cannot be removed; AWS drops them after three days, or with the topic).
     pub(crate) arn: String,
@@ -50,7 +50,7 @@ impl Topic {
 
 /// Everything of the stack's observability that exists.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Observed {
+pub struct Observed {
     /// The stack's alarms by alarm name.
     pub(crate) alarms: BTreeMap<String, MetricAlarm>,
     /// The dashboard body, when the dashboard exists.

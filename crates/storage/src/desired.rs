@@ -28,7 +28,7 @@ pub(crate) const OWNERSHIP: &str = "BucketOwnerEnforced";
 
 /// Everything the configuration asks for, with names resolved for the account.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Desired {
+pub struct Desired {
     pub(crate) region: String,
     pub(crate) account_id: String,
     pub(crate) bucket: String,
@@ -98,7 +98,7 @@ impl Desired {
 
 /// One setting of the bucket to put in place.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum BucketFix {
+pub enum BucketFix {
     /// Put this whole tag set (S3 replaces the set: it holds the tags found too).
     Tags(BTreeMap<String, String>),
     /// Block all four kinds of public access.
@@ -115,7 +115,7 @@ pub(crate) enum BucketFix {
 
 /// One setting of the repository to put in place.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RepoFix {
+pub enum RepoFix {
     /// Add these tags.
     Tags(BTreeMap<String, String>),
     ScanOnPush(bool),
@@ -125,7 +125,7 @@ pub(crate) enum RepoFix {
 
 /// One step of an apply or destroy, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Op {
+pub enum Op {
     /// Create the bucket, then put every setting (tags first).
     CreateBucket {
         name: String,

@@ -25,16 +25,6 @@ const DELETE_BATCH: usize = 1000;
 /// The most images one BatchDeleteImage call accepts.
 const IMAGE_BATCH: usize = 100;
 
-/// Runs `ops` in order, reporting progress.
-pub(crate) async fn run(s3: &S3, ecr: &Ecr, cx: &Context, ops: &[Op]) -> Result<(), Error> {
-    for op in ops {
-        let change = op.change();
-        let made = Box::pin(async { step(s3, ecr, cx, op).await.map(|()| None) });
-        infra::reported(cx.progress(), std::slice::from_ref(&change), made).await?;
-    }
-    Ok(())
-}
-
 /// Runs a call on a resource created moments ago, retrying while AWS does not see it yet.
 async fn settle<T, E, F, Fut>(
     cx: &Context,
@@ -54,7 +44,7 @@ where
         .map_err(|e| waited(operation, resource)(e).into())
 }
 
-async fn step(s3: &S3, ecr: &Ecr, cx: &Context, op: &Op) -> Result<(), Error> {
+pub(crate) async fn step(s3: &S3, ecr: &Ecr, cx: &Context, op: &Op) -> Result<(), Error> {
     match op {
         Op::CreateBucket {
             name,

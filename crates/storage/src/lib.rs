@@ -1,6 +1,6 @@
 //! The storage slice of a stackproof stack: the ALB access-log bucket and the ECR repository.
 //!
-//! [`Storage`] is a [`Module`] (`storage`, table `[storage]`):
+//! [`Storage`] is a [`Module`](infra::Module) (`storage`, table `[storage]`):
 //! - the access-log bucket `{stack}-alb-logs-{account}-{region}` (or `log-bucket`), with all
 //!   public access blocked, default encryption SSE-S3, bucket-owner-enforced object ownership,
 //!   a lifecycle rule that deletes logs after `log-expire-days`, and a policy that denies every
@@ -35,7 +35,8 @@ mod policy;
 use aws_sdk_ecr::Client as Ecr;
 use aws_sdk_s3::Client as S3;
 use aws_sdk_sts::Client as Sts;
-use infra::{Context, Module, Plan};
+use infra::pipeline::{self, Pipeline};
+use infra::{Context, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -118,7 +119,7 @@ impl Storage {
     /// The repository's name does not depend on the account, the derived bucket name does: the
     /// account is the context's when the caller read it, else the repository's ARN names it;
     /// only a stack without a repository, under a caller that did not read it, asks STS.
-    async fn observe(&self, cx: &Context) -> Result<(Desired, Observed), Error> {
+    async fn read(&self, cx: &Context) -> Result<(Desired, Observed), Error> {
         let repo = observe::repository(&self.ecr, &repository_name(cx.stack().as_str())).await?;
         let known = cx
             .account()
@@ -132,16 +133,10 @@ impl Storage {
         Ok((desired, Observed { bucket, repo }))
     }
 
-    async fn steps(&self, cx: &Context) -> Result<(Desired, Observed, Vec<Op>), Error> {
-        let (desired, observed) = self.observe(cx).await?;
-        let ops = diff(cx, &desired, &observed)?;
-        Ok((desired, observed, ops))
-    }
-
     /// The outputs of the deployed storage, or `None` when the bucket or the repository does
     /// not exist. Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<StorageOutputs>, Error> {
-        let (desired, observed) = self.observe(cx).await?;
+        let (desired, observed) = self.read(cx).await?;
         desired::check_owners(cx, &desired, &observed)?;
         match (&observed.bucket, &observed.repo) {
             (Some(_), Some(repo)) => Ok(Some(outputs(&desired, repo))),
@@ -155,13 +150,12 @@ impl Storage {
         &self,
         cx: &Context,
     ) -> Result<(Plan, Option<StorageOutputs>), Error> {
-        let (desired, observed, ops) = self.steps(cx).await?;
-        desired::check_owners(cx, &desired, &observed)?;
-        let outputs = match (&observed.bucket, &observed.repo) {
-            (Some(_), Some(repo)) => Some(outputs(&desired, repo)),
+        let seen = pipeline::observe(self, cx, &()).await?;
+        let outputs = match (&seen.observed.observed.bucket, &seen.observed.observed.repo) {
+            (Some(_), Some(repo)) => Some(outputs(&seen.desired, repo)),
             _ => None,
         };
-        Ok((to_plan(&ops), outputs))
+        Ok((seen.plan(self, cx), outputs))
     }
 
     /// What destroy finds: the bucket and repository (if they are the stack's) and what they
@@ -170,12 +164,14 @@ impl Storage {
     /// non-empty bucket or repository without `force-destroy` (the refusal destroy would
     /// return). `None` when destroy would go through. Reads only.
     pub async fn destroy_refusal(&self, cx: &Context) -> Result<Option<Error>, Error> {
-        let (observed, contents) = self.destroy_steps(cx).await?;
-        Ok(teardown(&observed, contents, self.spec.force_destroy).err())
+        let found = Pipeline::observe(self, cx, None).await?;
+        Ok(teardown(&found.observed, found.contents, self.spec.force_destroy).err())
     }
 
-    async fn destroy_steps(&self, cx: &Context) -> Result<(Observed, Contents), Error> {
-        let (desired, observed) = self.observe(cx).await?;
+    /// What a destroy deletes: the bucket and repository, if they are the stack's, and what
+    /// they hold.
+    async fn contents(&self, cx: &Context) -> Result<Found, Error> {
+        let (desired, observed) = self.read(cx).await?;
         desired::check_owners(cx, &desired, &observed)?;
         let (objects, images) = tokio::try_join!(
             async {
@@ -191,8 +187,21 @@ impl Storage {
                 }
             },
         )?;
-        Ok((observed, Contents { objects, images }))
+        Ok(Found {
+            desired,
+            observed,
+            contents: Contents { objects, images },
+        })
     }
+}
+
+/// What storage reads: the bucket and the repository as they are, the names the account
+/// gives them, and, for a destroy, what they hold (nothing is counted for an apply).
+#[derive(Debug)]
+pub struct Found {
+    desired: Desired,
+    observed: Observed,
+    contents: Contents,
 }
 
 /// The account field of an ARN (`arn:aws:ecr:eu-west-1:123456789012:repository/x`), when it
@@ -214,28 +223,73 @@ fn outputs(desired: &Desired, repo: &observe::RepoState) -> StorageOutputs {
     }
 }
 
-fn to_plan(ops: &[Op]) -> Plan {
-    Plan {
-        changes: ops.iter().map(Op::change).collect(),
-    }
-}
-
-impl Module for Storage {
+impl Pipeline for Storage {
     const NAME: &'static str = desired::MODULE;
     type Inputs = ();
     type Outputs = StorageOutputs;
     type Error = Error;
+    type Observed = Found;
+    type Desired = Desired;
+    type Op = Op;
+    /// The repository once it exists (its ARN and URI never change).
+    type State = Option<observe::RepoState>;
 
-    async fn plan(&self, cx: &Context, _inputs: &()) -> Result<Plan, Error> {
-        let (_, _, ops) = self.steps(cx).await?;
-        Ok(to_plan(&ops))
+    async fn observe(&self, cx: &Context, inputs: Option<&()>) -> Result<Found, Error> {
+        if inputs.is_none() {
+            return self.contents(cx).await;
+        }
+        let (desired, observed) = self.read(cx).await?;
+        Ok(Found {
+            desired,
+            observed,
+            contents: Contents::default(),
+        })
     }
 
-    async fn apply(&self, cx: &Context, _inputs: &()) -> Result<StorageOutputs, Error> {
-        let (desired, observed, ops) = self.steps(cx).await?;
-        exec::run(&self.s3, &self.ecr, cx, &ops).await?;
-        // The ARN and URI of an existing repository never change; a new one is read back.
-        let repo = match observed.repo {
+    async fn desired(&self, _cx: &Context, _inputs: &(), found: &Found) -> Result<Desired, Error> {
+        Ok(found.desired.clone())
+    }
+
+    fn diff(&self, cx: &Context, desired: &Desired, found: &Found) -> Result<Vec<Op>, Error> {
+        diff(cx, desired, &found.observed)
+    }
+
+    /// Deletes the repository, then the bucket. A non-empty one stops destroy before anything
+    /// is deleted, unless `force-destroy` is set; then it is emptied first.
+    fn teardown(&self, _cx: &Context, found: &Found) -> Result<Vec<Op>, Error> {
+        teardown(&found.observed, found.contents, self.spec.force_destroy)
+    }
+
+    fn change(&self, _cx: &Context, op: &Op) -> Vec<infra::Change> {
+        vec![op.change()]
+    }
+
+    fn state(
+        &self,
+        _cx: &Context,
+        _desired: Option<&Desired>,
+        found: &Found,
+    ) -> Option<observe::RepoState> {
+        found.observed.repo.clone()
+    }
+
+    async fn step(
+        &self,
+        cx: &Context,
+        op: &Op,
+        _repo: &mut Option<observe::RepoState>,
+    ) -> Result<Option<String>, Error> {
+        exec::step(&self.s3, &self.ecr, cx, op).await.map(|()| None)
+    }
+
+    /// A repository made by this apply is read back for its ARN and URI.
+    async fn outputs(
+        &self,
+        _cx: &Context,
+        desired: &Desired,
+        repo: Option<observe::RepoState>,
+    ) -> Result<StorageOutputs, Error> {
+        let repo = match repo {
             Some(repo) => Some(repo),
             None => observe::repository(&self.ecr, &desired.repo).await?,
         };
@@ -243,17 +297,17 @@ impl Module for Storage {
             kind: "repository",
             name: desired.repo.clone(),
         })?;
-        Ok(outputs(&desired, &repo))
+        Ok(outputs(desired, &repo))
     }
 
-    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let (observed, contents) = self.destroy_steps(cx).await?;
-        // The preview never fails on a non-empty bucket: it shows the emptying that
-        // force-destroy would do, or the refusal destroy would give.
-        match teardown(&observed, contents, self.spec.force_destroy) {
-            Ok(ops) => Ok(to_plan(&ops)),
+    /// The preview never fails on a non-empty bucket: it shows the emptying that force-destroy
+    /// would do, or the refusal destroy would give.
+    fn preview_destroy(&self, cx: &Context, found: &Found) -> Result<Plan, Error> {
+        match teardown(&found.observed, found.contents, self.spec.force_destroy) {
+            Ok(ops) => Ok(pipeline::plan(self, cx, &ops)),
             Err(refusal) => {
-                let mut plan = to_plan(&teardown(&observed, contents, true)?);
+                let ops = teardown(&found.observed, found.contents, true)?;
+                let mut plan = pipeline::plan(self, cx, &ops);
                 for change in &mut plan.changes {
                     change.details.retain(|d| !d.contains("force-destroy"));
                 }
@@ -265,17 +319,5 @@ impl Module for Storage {
                 Ok(plan)
             }
         }
-    }
-
-    /// Deletes the repository, then the bucket. A non-empty one stops destroy before anything
-    /// is deleted, unless `force-destroy` is set; then it is emptied first.
-    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let (observed, contents) = self.destroy_steps(cx).await?;
-        if observed.is_empty() {
-            return Ok(Plan::default());
-        }
-        let ops = teardown(&observed, contents, self.spec.force_destroy)?;
-        exec::run(&self.s3, &self.ecr, cx, &ops).await?;
-        Ok(to_plan(&ops))
     }
 }

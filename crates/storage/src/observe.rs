@@ -43,7 +43,7 @@ pub(crate) struct BucketState {
 
 /// The repository as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct RepoState {
+pub struct RepoState {
     pub(crate) name: String,
     pub(crate) arn: String,
     pub(crate) uri: String,
@@ -58,12 +58,6 @@ pub(crate) struct RepoState {
 pub(crate) struct Observed {
     pub(crate) bucket: Option<BucketState>,
     pub(crate) repo: Option<RepoState>,
-}
-
-impl Observed {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.bucket.is_none() && self.repo.is_none()
-    }
 }
 
 /// The account the credentials belong to (STS GetCallerIdentity).

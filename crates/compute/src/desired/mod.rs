@@ -44,7 +44,7 @@ pub(crate) const SCALING: &str = "scalable-target";
 
 /// The three IAM roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum RoleKind {
+pub enum RoleKind {
     /// Used by ECS to pull the image and write logs.
     Execution,
     /// Assumed by the application.
@@ -440,7 +440,7 @@ impl PolicyShape {
 
 /// Everything of the stack's compute that exists.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Observed {
+pub struct Observed {
     pub(crate) roles: BTreeMap<RoleKind, RoleHave>,
     pub(crate) cluster: Option<ClusterHave>,
     pub(crate) log_group: Option<LogGroupHave>,
@@ -459,7 +459,7 @@ pub(crate) struct Observed {
 
 /// The whole compute slice the configuration asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Desired {
+pub struct Desired {
     pub(crate) names: Names,
     /// Whether the roles' policies are final: the inputs name the account (and the image).
     /// Without them (the foundation that runs while the inputs are built) a new role gets a

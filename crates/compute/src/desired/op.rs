@@ -7,7 +7,7 @@ use infra::{Action, Change};
 use super::*;
 /// Which ECS resource a tag update concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EcsKind {
+pub enum EcsKind {
     Cluster,
     Service,
     TaskDefinition,
@@ -25,7 +25,7 @@ impl EcsKind {
 
 /// One step of an apply or destroy, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Op {
+pub enum Op {
     CreateRole(RoleKind),
     UpdateTrust(RoleKind),
     AttachPolicy(RoleKind, String),

@@ -138,23 +138,13 @@ where
     }
 }
 
-pub(crate) async fn run(
-    clients: &Clients,
-    cx: &Context,
-    desired: &Desired,
-    ops: &[Op],
-    mut ids: Ids,
-) -> Result<Ids, Error> {
-    let changes = crate::desired::changes(&desired.names, ops);
-    for (op, change) in ops.iter().zip(changes) {
-        infra::reported(
-            cx.progress(),
-            change.as_slice(),
-            Box::pin(step(clients, cx, desired, op, &mut ids)),
-        )
-        .await?;
-    }
-    Ok(ids)
+/// What compute's steps carry from one to the next: the desired shapes they make (for a
+/// destroy, whose steps use only names, shapes from placeholder inputs) and the ARNs found or
+/// made.
+#[derive(Debug)]
+pub struct Run {
+    pub(crate) desired: Desired,
+    pub(crate) ids: Ids,
 }
 
 fn ecs_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<aws_sdk_ecs::types::Tag> {
@@ -163,13 +153,15 @@ fn ecs_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<aws_sdk_ec
         .collect()
 }
 
-async fn step(
+/// Carries out one step.
+pub(crate) async fn step(
     clients: &Clients,
     cx: &Context,
-    d: &Desired,
     op: &Op,
-    ids: &mut Ids,
+    run: &mut Run,
 ) -> Result<Option<String>, Error> {
+    let Run { desired: d, ids } = run;
+    let d = &*d;
     let (iam, ecs, logs) = (&clients.iam, &clients.ecs, &clients.logs);
     match op {
         Op::CreateRole(kind) => role::create(iam, d, *kind, ids).await,

@@ -27,7 +27,7 @@ pub(crate) const DEFAULT_ROUTE: &str = "0.0.0.0/0";
 
 /// One subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SubnetWant {
+pub struct SubnetWant {
     pub(crate) name: String,
     pub(crate) zone: String,
     pub(crate) cidr: String,
@@ -36,7 +36,7 @@ pub(crate) struct SubnetWant {
 
 /// Where a default route goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
+pub enum Target {
     Igw,
     Nat(String),
 }
@@ -60,7 +60,7 @@ pub(crate) struct TableWant {
 
 /// One NAT gateway (and its Elastic IP, which has the same name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NatWant {
+pub struct NatWant {
     pub(crate) name: String,
     pub(crate) subnet: String,
 }
@@ -76,7 +76,7 @@ pub(crate) enum Source {
 
 /// One ingress rule, flattened: a protocol, a port range, one source.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Rule {
+pub struct Rule {
     pub(crate) protocol: String,
     pub(crate) from: i32,
     pub(crate) to: i32,
@@ -114,7 +114,7 @@ pub(crate) struct GroupWant {
 /// endpoint in the private subnets behind the endpoints' security group, with private DNS so
 /// the service's usual name resolves to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EndpointWant {
+pub struct EndpointWant {
     /// `endpoint-{service}` (`endpoint-ecr.api`).
     pub(crate) name: String,
     /// `com.amazonaws.{region}.{service}`.
@@ -126,7 +126,7 @@ pub(crate) struct EndpointWant {
 
 /// The whole network the configuration asks for, with zones resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Desired {
+pub struct Desired {
     pub(crate) zones: Vec<String>,
     pub(crate) vpc_cidr: String,
     pub(crate) subnets: Vec<SubnetWant>,

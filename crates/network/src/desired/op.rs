@@ -5,7 +5,7 @@ use infra::{Action, Change};
 use super::*;
 /// What kind of resource a delete removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Vpc,
     Subnet,
     InternetGateway,
@@ -35,7 +35,7 @@ impl Kind {
 
 /// What a default route change does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RouteOp {
+pub enum RouteOp {
     Create,
     Replace,
     Delete,
@@ -44,7 +44,7 @@ pub(crate) enum RouteOp {
 /// One step of an apply or destroy, in order. Resources are named, not identified: ids of
 /// resources created earlier in the same apply are looked up when the step runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Op {
+pub enum Op {
     CreateVpc {
         cidr: String,
     },

@@ -36,7 +36,7 @@ pub(crate) enum Route {
 
 /// One listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ListenerWant {
+pub struct ListenerWant {
     pub(crate) name: &'static str,
     pub(crate) port: i32,
     /// HTTPS with this certificate, or HTTP when `None`.
@@ -69,7 +69,7 @@ impl ListenerWant {
 
 /// The whole load balancer the configuration and the inputs ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Desired {
+pub struct Desired {
     pub(crate) lb_name: String,
     pub(crate) tg_name: String,
     pub(crate) vpc_id: String,
@@ -193,7 +193,7 @@ impl Desired {
 
 /// The kind of an ELBv2 resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     LoadBalancer,
     TargetGroup,
     Listener,
@@ -211,7 +211,7 @@ impl Kind {
 
 /// One setting that changes: `have` is `None` when it is not set at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Setting {
+pub struct Setting {
     pub(crate) key: String,
     pub(crate) have: Option<String>,
     pub(crate) want: String,
@@ -227,7 +227,7 @@ fn with_settings(ch: Change, settings: &[Setting]) -> Change {
 /// One step of an apply or destroy, in order. Resources created earlier in the same run are
 /// looked up by logical name when the step runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Op {
+pub enum Op {
     /// Create the load balancer with its tags, then set every attribute.
     CreateLoadBalancer {
         name: String,

@@ -42,7 +42,7 @@ impl LbIds {
 
 /// The ARNs of what exists: what was observed, then what the run created.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Ids {
+pub struct Ids {
     pub(crate) lb: Option<LbIds>,
     pub(crate) tg: Option<String>,
     /// Listener ARNs by port.
@@ -107,25 +107,6 @@ fn missing(kind: &'static str, name: &str) -> Error {
         kind,
         name: name.to_owned(),
     }
-}
-
-/// Runs `ops` in order, reporting progress, and returns the ARNs of everything that exists.
-pub(crate) async fn run(
-    elb: &Client,
-    cx: &Context,
-    ops: &[Op],
-    mut ids: Ids,
-) -> Result<Ids, Error> {
-    for op in ops {
-        let change = op.change();
-        infra::reported(
-            cx.progress(),
-            std::slice::from_ref(&change),
-            Box::pin(step(elb, cx, op, &mut ids)),
-        )
-        .await?;
-    }
-    Ok(ids)
 }
 
 fn lb_attributes<'a>(
@@ -215,7 +196,12 @@ fn protocol(want: &ListenerWant) -> ProtocolEnum {
     }
 }
 
-async fn step(elb: &Client, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
+pub(crate) async fn step(
+    elb: &Client,
+    cx: &Context,
+    op: &Op,
+    ids: &mut Ids,
+) -> Result<Option<String>, Error> {
     Ok(match op {
         Op::CreateLoadBalancer {
             name,

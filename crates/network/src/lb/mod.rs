@@ -1,7 +1,7 @@
 //! The load balancer slice: an internet-facing application load balancer in the public subnets,
 //! one target group of `ip` targets, and its listeners.
 //!
-//! [`LoadBalancer`] is a [`Module`] of its own (`load-balancer`), fed by the network's outputs
+//! [`LoadBalancer`] is a [`Module`](infra::Module) of its own (`load-balancer`), fed by the network's outputs
 //! and, for access logs, the storage module's log bucket. Its resources are named after the
 //! stack (`{stack}-alb`, `{stack}-tg`), created with the stack's tags, and found again by name
 //! and checked by tag: one that has the name but another stack's tags is never touched.
@@ -12,7 +12,8 @@ mod exec;
 mod observe;
 
 use aws_sdk_elasticloadbalancingv2::Client;
-use infra::{Context, Module, Plan};
+use infra::pipeline::{self, Pipeline};
+use infra::{Context, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{HealthCheckConfig, HealthCheckSpec, LoadBalancerConfig, LoadBalancerSpec};
@@ -110,7 +111,7 @@ impl LoadBalancer {
         &self.spec
     }
 
-    /// True when `plan` (from [`Module::plan_destroy`] or [`Module::destroy`]) turns deletion
+    /// True when `plan` (from [`Module::plan_destroy`](infra::Module::plan_destroy) or [`Module::destroy`](infra::Module::destroy)) turns deletion
     /// protection off: the guard for callers that must not override it without being asked.
     pub fn turns_off_protection(plan: &Plan) -> bool {
         plan.changes.iter().any(|c| {
@@ -121,27 +122,15 @@ impl LoadBalancer {
         })
     }
 
-    async fn observe(&self, cx: &Context) -> Result<Observed, Error> {
+    async fn read(&self, cx: &Context) -> Result<Observed, Error> {
         let stack = cx.stack().as_str();
         Observed::read(&self.elb, stack, &lb_name(stack), &tg_name(stack)).await
-    }
-
-    async fn steps(
-        &self,
-        cx: &Context,
-        inputs: &LoadBalancerInputs,
-    ) -> Result<(Observed, Vec<Op>), Error> {
-        check_inputs(inputs)?;
-        let desired = Desired::new(&self.spec, cx.stack().as_str(), inputs);
-        let observed = self.observe(cx).await?;
-        let ops = diff(cx, &desired, &observed)?;
-        Ok((observed, ops))
     }
 
     /// The outputs of the deployed load balancer, or `None` when it is not (fully) deployed.
     /// Read-only.
     pub async fn outputs(&self, cx: &Context) -> Result<Option<LoadBalancerOutputs>, Error> {
-        let observed = self.observe(cx).await?;
+        let observed = self.read(cx).await?;
         // Partly created (a run killed after the load balancer, before its target group): no
         // outputs yet.
         unless_missing(outputs(&Ids::from_observed(&observed)))
@@ -154,9 +143,9 @@ impl LoadBalancer {
         cx: &Context,
         inputs: &LoadBalancerInputs,
     ) -> Result<(Plan, Option<LoadBalancerOutputs>), Error> {
-        let (observed, ops) = self.steps(cx, inputs).await?;
-        let outputs = unless_missing(outputs(&Ids::from_observed(&observed)))?;
-        Ok((to_plan(&ops), outputs))
+        let seen = pipeline::observe(self, cx, inputs).await?;
+        let outputs = unless_missing(outputs(&seen.state(self, cx)))?;
+        Ok((seen.plan(self, cx), outputs))
     }
 }
 
@@ -198,48 +187,68 @@ fn outputs(ids: &Ids) -> Result<LoadBalancerOutputs, Error> {
     })
 }
 
-fn to_plan(ops: &[Op]) -> Plan {
-    Plan {
-        changes: ops.iter().map(Op::change).collect(),
-    }
-}
-
-impl Module for LoadBalancer {
+/// Deletes the listeners, the target group and the load balancer, turning deletion protection
+/// off first when it is on: the destroy's plan shows that as an `~ update`, so callers that
+/// must not override protection check [`Module::plan_destroy`](infra::Module::plan_destroy)
+/// first.
+impl Pipeline for LoadBalancer {
     const NAME: &'static str = diff::MODULE;
     type Inputs = LoadBalancerInputs;
     type Outputs = LoadBalancerOutputs;
     type Error = Error;
+    type Observed = Observed;
+    type Desired = Desired;
+    type Op = Op;
+    type State = Ids;
 
-    async fn plan(&self, cx: &Context, inputs: &LoadBalancerInputs) -> Result<Plan, Error> {
-        let (_, ops) = self.steps(cx, inputs).await?;
-        Ok(to_plan(&ops))
+    /// Checks the inputs before the first call.
+    async fn observe(
+        &self,
+        cx: &Context,
+        inputs: Option<&LoadBalancerInputs>,
+    ) -> Result<Observed, Error> {
+        if let Some(inputs) = inputs {
+            check_inputs(inputs)?;
+        }
+        self.read(cx).await
     }
 
-    async fn apply(
+    async fn desired(
         &self,
         cx: &Context,
         inputs: &LoadBalancerInputs,
+        _observed: &Observed,
+    ) -> Result<Desired, Error> {
+        Ok(Desired::new(&self.spec, cx.stack().as_str(), inputs))
+    }
+
+    fn diff(&self, cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
+        diff(cx, desired, observed)
+    }
+
+    fn teardown(&self, _cx: &Context, observed: &Observed) -> Result<Vec<Op>, Error> {
+        Ok(teardown(observed))
+    }
+
+    fn change(&self, _cx: &Context, op: &Op) -> Vec<infra::Change> {
+        vec![op.change()]
+    }
+
+    fn state(&self, _cx: &Context, _desired: Option<&Desired>, observed: &Observed) -> Ids {
+        Ids::from_observed(observed)
+    }
+
+    async fn step(&self, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
+        exec::step(&self.elb, cx, op, ids).await
+    }
+
+    async fn outputs(
+        &self,
+        _cx: &Context,
+        _desired: &Desired,
+        ids: Ids,
     ) -> Result<LoadBalancerOutputs, Error> {
-        let (observed, ops) = self.steps(cx, inputs).await?;
-        let ids = exec::run(&self.elb, cx, &ops, Ids::from_observed(&observed)).await?;
         outputs(&ids)
-    }
-
-    async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        Ok(to_plan(&teardown(&self.observe(cx).await?)))
-    }
-
-    /// Deletes the listeners, the target group and the load balancer, turning deletion
-    /// protection off first when it is on: the returned plan shows that as an `~ update`, so
-    /// callers that must not override protection check [`Module::plan_destroy`] first.
-    async fn destroy(&self, cx: &Context) -> Result<Plan, Error> {
-        let observed = self.observe(cx).await?;
-        if observed.is_empty() {
-            return Ok(Plan::default());
-        }
-        let ops = teardown(&observed);
-        exec::run(&self.elb, cx, &ops, Ids::from_observed(&observed)).await?;
-        Ok(to_plan(&ops))
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) const TAG_BATCH: usize = 20;
 
 /// Everything of the stack's load balancer that exists.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Observed {
+pub struct Observed {
     pub(crate) lb: Option<Alb>,
     pub(crate) lb_attributes: BTreeMap<String, String>,
     pub(crate) tg: Option<TargetGroup>,
@@ -31,11 +31,6 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    /// True when nothing of the stack's load balancer exists.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lb.is_none() && self.tg.is_none() && self.listeners.is_empty()
-    }
-
     /// The tags of `arn` (empty when it has none).
     pub(crate) fn tags_of(&self, arn: Option<&str>) -> BTreeMap<String, String> {
         arn.and_then(|a| self.tags.get(a))
