@@ -566,92 +566,112 @@ pub(crate) fn run(args: &BenchLoadtestArgs) -> anyhow::Result<()> {
         );
     }
     if !args.no_stall {
-        match server.worker_pid() {
-            Some(pid) => {
-                let url2 = url.clone();
-                let bin2 = bin.clone();
-                let conns = args.connections;
-                let h = std::thread::spawn(move || {
-                    ours(
-                        &bin2,
-                        &url2,
-                        500.0,
-                        secs as f64,
-                        conns,
-                        "500/s, 1 s stall",
-                        "precise",
-                    )
-                });
-                std::thread::sleep(Duration::from_secs(secs / 2));
-                let _ = Command::new("kill")
-                    .args(["-STOP", &pid.to_string()])
-                    .status();
-                std::thread::sleep(Duration::from_secs(1));
-                let _ = Command::new("kill")
-                    .args(["-CONT", &pid.to_string()])
-                    .status();
-                match h.join() {
-                    Ok(Ok(r)) => rows.push(r),
-                    Ok(Err(e)) => eprintln!("stall test failed: {e:#}"),
-                    Err(_) => eprintln!("stall test thread panicked"),
-                }
-            }
-            None => println!(
-                "stall test skipped: the built-in server cannot be SIGSTOPped apart from this process"
-            ),
-        }
+        rows.extend(stall_run(&server, &bin, &url, secs, args.connections));
     }
     if !args.no_max_rate {
-        // Highest rate whose run achieves >= 98 % of the target with p99 under 10 ms.
-        let mut best: Option<Row> = None;
-        for rate in [
-            20_000u32, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 120_000,
-        ] {
-            let what = format!("max search {rate}/s");
-            match ours(
-                &bin,
-                &url,
-                f64::from(rate),
-                5.0,
-                args.connections,
-                &what,
-                "precise",
-            ) {
-                Ok(r) => {
-                    let ok = r.achieved >= 0.98 * f64::from(rate) && r.p99 < 10.0;
-                    println!(
-                        "  {rate}/s: achieved {:.0}/s, p99 {:.2} ms, CPU-s/10k {:.3} -> {}",
-                        r.achieved,
-                        r.p99,
-                        r.cpu_per_10k(),
-                        if ok { "sustained" } else { "not sustained" }
-                    );
-                    if !ok {
-                        rows.push(r);
-                        break;
-                    }
-                    best = Some(r);
-                }
-                Err(e) => {
-                    eprintln!("max-rate run at {rate}/s failed: {e:#}");
-                    break;
-                }
-            }
-        }
-        if let Some(mut b) = best {
-            b.what = format!("max sustained open loop ({})", b.what);
-            rows.push(b);
-        }
-        if let Some(w) = &wrk_bin {
-            match wrk(w, &url, 5, args.connections) {
-                Ok(r) => rows.push(r),
-                Err(e) => eprintln!("wrk failed: {e:#}"),
-            }
-        }
+        rows.extend(max_rate_rows(
+            &bin,
+            &url,
+            args.connections,
+            wrk_bin.as_deref(),
+        ));
     }
     drop(server);
     print(&rows);
     Ok(())
+}
+
+/// 500/s while the server is stopped (SIGSTOP) for 1 s half way: how the tool counts the
+/// requests that the stall delays (coordinated omission).
+fn stall_run(server: &Server, bin: &Path, url: &str, secs: u64, connections: u32) -> Option<Row> {
+    match server.worker_pid() {
+        Some(pid) => {
+            let url2 = url.to_owned();
+            let bin2 = bin.to_path_buf();
+            let conns = connections;
+            let h = std::thread::spawn(move || {
+                ours(
+                    &bin2,
+                    &url2,
+                    500.0,
+                    secs as f64,
+                    conns,
+                    "500/s, 1 s stall",
+                    "precise",
+                )
+            });
+            std::thread::sleep(Duration::from_secs(secs / 2));
+            let _ = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+            match h.join() {
+                Ok(Ok(r)) => return Some(r),
+                Ok(Err(e)) => eprintln!("stall test failed: {e:#}"),
+                Err(_) => eprintln!("stall test thread panicked"),
+            }
+        }
+        None => println!(
+            "stall test skipped: the built-in server cannot be SIGSTOPped apart from this process"
+        ),
+    }
+    None
+}
+
+/// The highest rate whose run achieves >= 98 % of the target with p99 under 10 ms, the first
+/// one that does not, and wrk's closed-loop maximum when wrk is installed.
+fn max_rate_rows(bin: &Path, url: &str, connections: u32, wrk_bin: Option<&Path>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // Highest rate whose run achieves >= 98 % of the target with p99 under 10 ms.
+    let mut best: Option<Row> = None;
+    for rate in [
+        20_000u32, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 120_000,
+    ] {
+        let what = format!("max search {rate}/s");
+        match ours(
+            bin,
+            url,
+            f64::from(rate),
+            5.0,
+            connections,
+            &what,
+            "precise",
+        ) {
+            Ok(r) => {
+                let ok = r.achieved >= 0.98 * f64::from(rate) && r.p99 < 10.0;
+                println!(
+                    "  {rate}/s: achieved {:.0}/s, p99 {:.2} ms, CPU-s/10k {:.3} -> {}",
+                    r.achieved,
+                    r.p99,
+                    r.cpu_per_10k(),
+                    if ok { "sustained" } else { "not sustained" }
+                );
+                if !ok {
+                    rows.push(r);
+                    break;
+                }
+                best = Some(r);
+            }
+            Err(e) => {
+                eprintln!("max-rate run at {rate}/s failed: {e:#}");
+                break;
+            }
+        }
+    }
+    if let Some(mut b) = best {
+        b.what = format!("max sustained open loop ({})", b.what);
+        rows.push(b);
+    }
+    if let Some(w) = wrk_bin {
+        match wrk(w, url, 5, connections) {
+            Ok(r) => rows.push(r),
+            Err(e) => eprintln!("wrk failed: {e:#}"),
+        }
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -111,9 +111,6 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    // taskset execs the engine: the child's pid is the engine's.
-    let pid = child.id();
-    let hz = clock_ticks();
     let started = Instant::now();
     let mut stdout = child.stdout.take().context("the engine's stdout")?;
     // Read while it runs, so a full pipe never stalls the engine.
@@ -121,6 +118,33 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
     });
+    let samples = watch(&mut child, started, secs, args.rps)?;
+    let status = child.wait()?;
+    let report = match reader.join() {
+        Ok(read) => read.context("reading the engine's report")?,
+        Err(_) => bail!("the thread reading the engine's report panicked"),
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut stderr)
+            .context("reading the engine's stderr")?;
+    }
+    summarize(&report, &status, &stderr, &samples)?;
+    drop(server);
+    Ok(())
+}
+
+/// Samples the engine's memory and CPU every [`EVERY`] until it exits (killed 60 s past its
+/// duration), printing a line per sample.
+fn watch(
+    child: &mut std::process::Child,
+    started: Instant,
+    secs: u64,
+    rps: u32,
+) -> anyhow::Result<Vec<Sample>> {
+    // taskset execs the engine: the child's pid is the engine's.
+    let pid = child.id();
+    let hz = clock_ticks();
     println!(
         "{:>6} {:>10} {:>9} {:>16}",
         "t (s)", "RSS (MB)", "CPU (s)", "CPU-s per 10k"
@@ -142,7 +166,7 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         if now >= next {
             if let Some(s) = sample(pid, now.duration_since(started).as_secs_f64(), hz) {
                 let per_10k = samples.last().map(|p| {
-                    let requests = f64::from(args.rps) * (s.at - p.at);
+                    let requests = f64::from(rps) * (s.at - p.at);
                     (s.cpu_s - p.cpu_s) * 10_000.0 / requests
                 });
                 println!(
@@ -162,17 +186,18 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status = child.wait()?;
-    let report = match reader.join() {
-        Ok(read) => read.context("reading the engine's report")?,
-        Err(_) => bail!("the thread reading the engine's report panicked"),
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut e, &mut stderr)
-            .context("reading the engine's stderr")?;
-    }
-    let j: serde_json::Value = serde_json::from_str(&report).with_context(|| {
+    Ok(samples)
+}
+
+/// Prints the engine's own report (completions, errors, latency from the intended time) and
+/// what the samples show (RSS growth, CPU per 10k requests).
+fn summarize(
+    report: &str,
+    status: &std::process::ExitStatus,
+    stderr: &str,
+    samples: &[Sample],
+) -> anyhow::Result<()> {
+    let j: serde_json::Value = serde_json::from_str(report).with_context(|| {
         format!("the engine ({status}) printed no JSON report; stderr:\n{stderr}")
     })?;
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
@@ -206,6 +231,5 @@ pub(crate) fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
             total * 10_000.0 / requests
         );
     }
-    drop(server);
     Ok(())
 }

@@ -121,129 +121,14 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
     };
     // A sandbox that is not running holds nothing; status does not start one.
     if args.target == Target::Sandbox && crate::sandbox_cmd::current().is_none() {
-        let message = format!(
-            "stack {}: not deployed (the local sandbox is not running; `{} deploy` starts it)",
-            stack.name(),
-            crate::program()
-        );
-        if json {
-            let status = json!({
-                "stack": stack.name().as_str(),
-                "region": stack.region(),
-                "target": "sandbox",
-                "state": State::NotDeployed.as_str(),
-                "modules": {},
-                "outputs": Value::Null,
-                "drift": { "changes": 0 },
-                "calls": { "total": 0, "writes": 0 },
-            });
-            println!("{}", serde_json::to_string_pretty(&status)?);
-        }
-        return Err(Exit {
-            code: EXIT_NOT_DEPLOYED,
-            message,
-        }
-        .into());
+        return Err(not_running(&stack, json)?);
     }
     let cx = crate::deploy::context(args, &stack).await?;
     let started = Instant::now();
-    let (existing, outputs, pending) =
-        tokio::try_join!(stack.plan_destroy(&cx), stack.outputs(&cx), stack.plan(&cx),)
-            .context("reading the stack")?;
-    let modules = by_module(&existing);
-    // A zone a loadtest cut off and did not restore (killed): the service runs degraded.
-    let has_subnets = modules
-        .iter()
-        .any(|(_, list)| list.iter().any(|c| c.kind == "subnet"));
-    let isolated: Vec<network::ZoneIsolation> = if has_subnets {
-        stack
-            .zone_isolation(&cx)
-            .await
-            .context("reading which zones are isolated")?
-            .into_iter()
-            .filter(network::ZoneIsolation::is_isolated)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let experiments = if has_subnets {
-        stack
-            .fault_experiments(&cx)
-            .await
-            .context("reading the stack's AWS FIS experiments")?
-    } else {
-        Vec::new()
-    };
-    let lock = stack::lock::LockStore::new(&cx)
-        .await
-        .context("reading the stack's lock")?
-        .read()
-        .await
-        .context("reading the stack's lock")?;
-    let mut state = state(&modules, outputs.as_ref(), &pending);
-    if state == State::Deployed && !(isolated.is_empty() && experiments.is_empty()) {
-        state = State::Drifted;
-    }
-    let found = Found {
-        modules,
-        outputs,
-        pending,
-        state,
-        isolated,
-        experiments,
-        lock,
-    };
+    let found = read(&stack, &cx).await?;
     let calls = cx.calls().snapshot();
     if json {
-        let modules: serde_json::Map<String, Value> = found
-            .modules
-            .iter()
-            .map(|(module, resources)| {
-                let list: Vec<Value> = resources
-                    .iter()
-                    .map(|r| json!({ "kind": r.kind, "name": r.name, "id": r.id }))
-                    .collect();
-                let counts: serde_json::Map<String, Value> = kinds(resources)
-                    .into_iter()
-                    .map(|(k, n)| (k, json!(n)))
-                    .collect();
-                (
-                    module.clone(),
-                    json!({ "count": resources.len(), "kinds": counts, "resources": list }),
-                )
-            })
-            .collect();
-        let c = found.pending.counts();
-        let status = json!({
-            "stack": stack.name().as_str(),
-            "region": stack.region(),
-            "target": match args.target { Target::Sandbox => "sandbox", Target::Aws => "aws" },
-            "state": found.state.as_str(),
-            "modules": modules,
-            "outputs": found.outputs,
-            "drift": {
-                "changes": found.pending.changes.len(),
-                "create": c.create,
-                "update": c.update,
-                "delete": c.delete,
-                "plan": found.pending.changes,
-            },
-            "isolated_zones": found.isolated.iter().map(|z| json!({
-                "zone": z.zone,
-                "isolated_subnet_ids": z.isolated_subnet_ids,
-                "fis_subnet_ids": z.fis_subnet_ids,
-            })).collect::<Vec<_>>(),
-            "fault_experiments": found.experiments,
-            "lock": found.lock.as_ref().map(|l| json!({
-                "command": l.command,
-                "holder": l.holder,
-                "pid": l.pid,
-                "started": l.started,
-                "id": l.id,
-                "holder_gone_from_this_host": l.holder_is_gone_from_this_host(),
-            })),
-            "calls": { "total": calls.total(), "writes": calls.writes() },
-        });
+        let status = to_json(&stack, args.target, &found, &calls);
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", text(stack.name().as_str(), &where_, &found));
@@ -257,6 +142,142 @@ pub(crate) async fn run(args: &StackArgs, json: bool) -> anyhow::Result<()> {
         }
         .into()),
     }
+}
+
+/// Status of a stack whose sandbox is not running: nothing deployed (printed as JSON when
+/// asked for); the error carries the exit code.
+fn not_running(stack: &stack::Stack, json: bool) -> anyhow::Result<anyhow::Error> {
+    let message = format!(
+        "stack {}: not deployed (the local sandbox is not running; `{} deploy` starts it)",
+        stack.name(),
+        crate::program()
+    );
+    if json {
+        let status = json!({
+            "stack": stack.name().as_str(),
+            "region": stack.region(),
+            "target": "sandbox",
+            "state": State::NotDeployed.as_str(),
+            "modules": {},
+            "outputs": Value::Null,
+            "drift": { "changes": 0 },
+            "calls": { "total": 0, "writes": 0 },
+        });
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    Ok(Exit {
+        code: EXIT_NOT_DEPLOYED,
+        message,
+    }
+    .into())
+}
+
+/// Everything status shows, from one read of each module and of the lock.
+async fn read(stack: &stack::Stack, cx: &infra::Context) -> anyhow::Result<Found> {
+    let (existing, outputs, pending) =
+        tokio::try_join!(stack.plan_destroy(cx), stack.outputs(cx), stack.plan(cx),)
+            .context("reading the stack")?;
+    let modules = by_module(&existing);
+    // A zone a loadtest cut off and did not restore (killed): the service runs degraded.
+    let has_subnets = modules
+        .iter()
+        .any(|(_, list)| list.iter().any(|c| c.kind == "subnet"));
+    let isolated: Vec<network::ZoneIsolation> = if has_subnets {
+        stack
+            .zone_isolation(cx)
+            .await
+            .context("reading which zones are isolated")?
+            .into_iter()
+            .filter(network::ZoneIsolation::is_isolated)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let experiments = if has_subnets {
+        stack
+            .fault_experiments(cx)
+            .await
+            .context("reading the stack's AWS FIS experiments")?
+    } else {
+        Vec::new()
+    };
+    let lock = stack::lock::LockStore::new(cx)
+        .await
+        .context("reading the stack's lock")?
+        .read()
+        .await
+        .context("reading the stack's lock")?;
+    let mut state = state(&modules, outputs.as_ref(), &pending);
+    if state == State::Deployed && !(isolated.is_empty() && experiments.is_empty()) {
+        state = State::Drifted;
+    }
+    Ok(Found {
+        modules,
+        outputs,
+        pending,
+        state,
+        isolated,
+        experiments,
+        lock,
+    })
+}
+
+/// The JSON form.
+fn to_json(
+    stack: &stack::Stack,
+    target: Target,
+    found: &Found,
+    calls: &infra::CallCounts,
+) -> Value {
+    let modules: serde_json::Map<String, Value> = found
+        .modules
+        .iter()
+        .map(|(module, resources)| {
+            let list: Vec<Value> = resources
+                .iter()
+                .map(|r| json!({ "kind": r.kind, "name": r.name, "id": r.id }))
+                .collect();
+            let counts: serde_json::Map<String, Value> = kinds(resources)
+                .into_iter()
+                .map(|(k, n)| (k, json!(n)))
+                .collect();
+            (
+                module.clone(),
+                json!({ "count": resources.len(), "kinds": counts, "resources": list }),
+            )
+        })
+        .collect();
+    let c = found.pending.counts();
+    json!({
+        "stack": stack.name().as_str(),
+        "region": stack.region(),
+        "target": match target { Target::Sandbox => "sandbox", Target::Aws => "aws" },
+        "state": found.state.as_str(),
+        "modules": modules,
+        "outputs": found.outputs,
+        "drift": {
+            "changes": found.pending.changes.len(),
+            "create": c.create,
+            "update": c.update,
+            "delete": c.delete,
+            "plan": found.pending.changes,
+        },
+        "isolated_zones": found.isolated.iter().map(|z| json!({
+            "zone": z.zone,
+            "isolated_subnet_ids": z.isolated_subnet_ids,
+            "fis_subnet_ids": z.fis_subnet_ids,
+        })).collect::<Vec<_>>(),
+        "fault_experiments": found.experiments,
+        "lock": found.lock.as_ref().map(|l| json!({
+            "command": l.command,
+            "holder": l.holder,
+            "pid": l.pid,
+            "started": l.started,
+            "id": l.id,
+            "holder_gone_from_this_host": l.holder_is_gone_from_this_host(),
+        })),
+        "calls": { "total": calls.total(), "writes": calls.writes() },
+    })
 }
 
 /// The human form.
@@ -284,6 +305,39 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
         }
     };
     let _ = writeln!(out, "Stack {name} in {where_}: {headline}");
+    faults(&mut out, found);
+    let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();
+    if total > 0 {
+        let _ = writeln!(out, "Resources ({total}):");
+    }
+    for (module, resources) in &found.modules {
+        let kinds: Vec<String> = kinds(resources)
+            .into_iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {module} ({}): {}",
+            resources.len(),
+            kinds.join(", ")
+        );
+        for r in resources {
+            let _ = writeln!(
+                out,
+                "    {} {:?}{}",
+                r.kind,
+                r.name,
+                // Resources AWS knows by name have no other id.
+                r.id.as_ref().map(|id| format!(" {id}")).unwrap_or_default()
+            );
+        }
+    }
+    outputs(&mut out, found);
+    out
+}
+
+/// The lock, isolated zones and fault experiments a killed run may have left.
+fn faults(out: &mut String, found: &Found) {
     if let Some(l) = &found.lock {
         let age = stack::lock::human(l.age(std::time::SystemTime::now()));
         let _ = if l.holder_is_gone_from_this_host() {
@@ -342,32 +396,10 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
             crate::program()
         );
     }
-    let total: usize = found.modules.iter().map(|(_, r)| r.len()).sum();
-    if total > 0 {
-        let _ = writeln!(out, "Resources ({total}):");
-    }
-    for (module, resources) in &found.modules {
-        let kinds: Vec<String> = kinds(resources)
-            .into_iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "  {module} ({}): {}",
-            resources.len(),
-            kinds.join(", ")
-        );
-        for r in resources {
-            let _ = writeln!(
-                out,
-                "    {} {:?}{}",
-                r.kind,
-                r.name,
-                // Resources AWS knows by name have no other id.
-                r.id.as_ref().map(|id| format!(" {id}")).unwrap_or_default()
-            );
-        }
-    }
+}
+
+/// The outputs, one per line.
+fn outputs(out: &mut String, found: &Found) {
     if let Some(o) = &found.outputs {
         let _ = writeln!(out, "Outputs:");
         let rows = [
@@ -394,5 +426,4 @@ fn text(name: &str, where_: &str, found: &Found) -> String {
             let _ = writeln!(out, "  {what:<14}{value}");
         }
     }
-    out
 }

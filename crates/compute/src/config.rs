@@ -282,6 +282,63 @@ impl ComputeConfig {
             Some(_) => {}
         }
 
+        self.check_scaling(&mut problems);
+        if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
+            problems.add(
+                field("log-retention-days"),
+                self.log_retention_days,
+                format!("one of the values CloudWatch Logs allows: {LOG_RETENTION_DAYS:?}"),
+            );
+        }
+        let secrets = self.check_environment(&mut problems);
+        if self.health_check_grace_seconds > i32::MAX as u32 {
+            problems.add(
+                field("health-check-grace-seconds"),
+                self.health_check_grace_seconds,
+                format!("0 to {} seconds", i32::MAX),
+            );
+        }
+        if self.zone_count == Some(0) {
+            problems.add(
+                field("zone-count"),
+                0,
+                "1 or more zones (at most the network's zone count); leave it out for all zones",
+            );
+        }
+        check_statements(
+            &self.task_role_statements,
+            &field("task-role-statements"),
+            &mut problems,
+        );
+
+        problems.into_result(ComputeSpec {
+            image: self.image.clone(),
+            cpu: self.cpu,
+            memory: self.memory,
+            desired_count: self.desired_count,
+            min_count: self.min_count,
+            max_count: self.max_count,
+            cpu_target_percent: self.cpu_target_percent,
+            high_resolution_metrics: self.high_resolution_metrics,
+            requests_per_target: self.requests_per_target,
+            scale_out_cooldown_seconds: self.scale_out_cooldown_seconds,
+            scale_in_cooldown_seconds: self.scale_in_cooldown_seconds,
+            log_retention_days: self.log_retention_days,
+            environment: self.environment.clone(),
+            secrets,
+            read_only_root_filesystem: self.read_only_root_filesystem,
+            cpu_architecture: self.cpu_architecture,
+            health_check_grace_seconds: self.health_check_grace_seconds,
+            task_role_statements: self.task_role_statements.clone(),
+            container_health_check: self.container_health_check,
+            zone_count: self.zone_count,
+            force_destroy: self.force_destroy,
+        })
+    }
+
+    /// The task counts and the scaling policies' settings.
+    fn check_scaling(&self, problems: &mut Problems) {
+        let field = |name: &str| name.to_owned();
         if self.max_count == 0 || self.max_count > MAX_TASKS {
             problems.add(
                 field("max-count"),
@@ -331,13 +388,12 @@ impl ComputeConfig {
                 problems.add(field(name), value, format!("0 to {MAX_COOLDOWN} seconds"));
             }
         }
-        if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
-            problems.add(
-                field("log-retention-days"),
-                self.log_retention_days,
-                format!("one of the values CloudWatch Logs allows: {LOG_RETENTION_DAYS:?}"),
-            );
-        }
+    }
+
+    /// `environment` and `secrets`: names the container may have, each once; returns the
+    /// parsed secret references.
+    fn check_environment(&self, problems: &mut Problems) -> BTreeMap<String, Secret> {
+        let field = |name: &str| name.to_owned();
         for (table, names) in [
             ("environment", self.environment.keys().collect::<Vec<_>>()),
             ("secrets", self.secrets.keys().collect()),
@@ -382,49 +438,7 @@ impl ComputeConfig {
                 ),
             }
         }
-        if self.health_check_grace_seconds > i32::MAX as u32 {
-            problems.add(
-                field("health-check-grace-seconds"),
-                self.health_check_grace_seconds,
-                format!("0 to {} seconds", i32::MAX),
-            );
-        }
-        if self.zone_count == Some(0) {
-            problems.add(
-                field("zone-count"),
-                0,
-                "1 or more zones (at most the network's zone count); leave it out for all zones",
-            );
-        }
-        check_statements(
-            &self.task_role_statements,
-            &field("task-role-statements"),
-            &mut problems,
-        );
-
-        problems.into_result(ComputeSpec {
-            image: self.image.clone(),
-            cpu: self.cpu,
-            memory: self.memory,
-            desired_count: self.desired_count,
-            min_count: self.min_count,
-            max_count: self.max_count,
-            cpu_target_percent: self.cpu_target_percent,
-            high_resolution_metrics: self.high_resolution_metrics,
-            requests_per_target: self.requests_per_target,
-            scale_out_cooldown_seconds: self.scale_out_cooldown_seconds,
-            scale_in_cooldown_seconds: self.scale_in_cooldown_seconds,
-            log_retention_days: self.log_retention_days,
-            environment: self.environment.clone(),
-            secrets,
-            read_only_root_filesystem: self.read_only_root_filesystem,
-            cpu_architecture: self.cpu_architecture,
-            health_check_grace_seconds: self.health_check_grace_seconds,
-            task_role_statements: self.task_role_statements.clone(),
-            container_health_check: self.container_health_check,
-            zone_count: self.zone_count,
-            force_destroy: self.force_destroy,
-        })
+        secrets
     }
 }
 

@@ -83,6 +83,18 @@ pub struct WaitPolicy {
     pub max_delay: Duration,
 }
 
+impl WaitPolicy {
+    /// Waits for tests whose clients answer from mocks, on a paused tokio clock: 100 ms first
+    /// delay, 5 s at most, deadlines of 30 s (not visible yet) and 60 s (dependencies, states).
+    pub const MOCKED: WaitPolicy = WaitPolicy {
+        eventual_consistency: Duration::from_secs(30),
+        dependency: Duration::from_secs(60),
+        resource_state: Duration::from_secs(60),
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+    };
+}
+
 impl Default for WaitPolicy {
     fn default() -> Self {
         Self {
@@ -182,6 +194,16 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
+    /// Starts a context for tests whose clients answer from mocks (`aws-smithy-mocks`): region
+    /// `eu-west-1`, no endpoint and no credentials (a request that escapes its mock fails at
+    /// once), and [`WaitPolicy::MOCKED`]. Every module's mocked tests start here.
+    pub fn mocked(stack: StackName) -> ContextBuilder {
+        let sdk = SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        Context::builder(sdk, stack).waits(WaitPolicy::MOCKED)
+    }
+
     /// Starts a context for `stack` on the given SDK configuration.
     pub fn builder(sdk: SdkConfig, stack: StackName) -> ContextBuilder {
         ContextBuilder {

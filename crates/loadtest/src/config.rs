@@ -335,216 +335,16 @@ impl Config {
 
     pub(crate) fn spec(&self) -> Result<Spec, Problems> {
         let mut p = Problems::default();
-        let uri: Option<Uri> = match self.url.parse::<Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https"))
-                    && u.host().is_some_and(|h| !h.is_empty()) =>
-            {
-                Some(u)
-            }
-            _ => {
-                p.push(
-                    "url",
-                    &self.url,
-                    "an absolute http:// or https:// URL such as http://host:port/path",
-                );
-                None
-            }
-        };
+        let uri = self.check_url(&mut p);
         let https = uri
             .as_ref()
             .is_some_and(|u| u.scheme_str() == Some("https"));
-        let server_name = match uri.as_ref().and_then(|u| u.host()).filter(|_| https) {
-            Some(h) => {
-                let h = h.trim_start_matches('[').trim_end_matches(']');
-                match rustls::pki_types::ServerName::try_from(h.to_string()) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        p.push(
-                            "url",
-                            &self.url,
-                            "an https:// URL whose host is a DNS name or an IP address a certificate can name",
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let extra_roots = match &self.cacert {
-            Some(path) => match read_cacert(path) {
-                Ok(certs) => certs,
-                Err(allowed) => {
-                    p.push("cacert", path.display(), allowed);
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let method = match Method::from_bytes(self.method.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                p.push(
-                    "method",
-                    &self.method,
-                    "an HTTP method token such as GET or POST",
-                );
-                Method::GET
-            }
-        };
-        let mut headers = HeaderMap::new();
-        for (i, h) in self.headers.iter().enumerate() {
-            let parsed = h.split_once(':').and_then(|(n, v)| {
-                Some((
-                    HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
-                    HeaderValue::from_str(v.trim()).ok()?,
-                ))
-            });
-            match parsed {
-                Some((n, v)) => {
-                    headers.append(n, v);
-                }
-                None => p.push(
-                    format!("headers[{i}]"),
-                    h,
-                    "\"Name: value\" with a valid header name and value",
-                ),
-            }
-        }
-        let mut peak = 0.0_f64;
-        if self.stages.is_empty() {
-            if positive(
-                &mut p,
-                "rate",
-                self.rate,
-                "a rate in requests per second, > 0",
-            ) {
-                peak = self.rate;
-            }
-            positive(
-                &mut p,
-                "duration",
-                self.duration,
-                "a duration in seconds, > 0",
-            );
-        } else {
-            if !(self.rate.is_finite() && self.rate >= 0.0) {
-                p.push(
-                    "rate",
-                    self.rate,
-                    "a starting rate in requests per second, >= 0",
-                );
-            } else {
-                peak = self.rate;
-            }
-            let mut prev = self.rate.max(0.0);
-            let mut total_requests = 0.0;
-            for (i, s) in self.stages.iter().enumerate() {
-                if !(s.target.is_finite() && s.target >= 0.0) {
-                    p.push(
-                        format!("stages[{i}].target"),
-                        s.target,
-                        "a rate in requests per second, >= 0",
-                    );
-                } else {
-                    peak = peak.max(s.target);
-                }
-                if positive(
-                    &mut p,
-                    &format!("stages[{i}].duration"),
-                    s.duration,
-                    "a duration in seconds, > 0",
-                ) {
-                    total_requests += (prev + s.target.max(0.0)) / 2.0 * s.duration;
-                }
-                prev = s.target.max(0.0);
-            }
-            if total_requests < 1.0 && p.is_empty() {
-                p.push(
-                    "stages",
-                    format!("{} stage(s)", self.stages.len()),
-                    "stages that schedule at least one request",
-                );
-            }
-        }
-        if self.connections == 0 {
-            p.push("connections", self.connections, "at least 1 connection");
-        } else if peak > self.connections as f64 * MAX_RATE_PER_CONNECTION {
-            p.push(
-                "rate",
-                peak,
-                format!(
-                    "at most {} requests/s with {} connection(s) ({} per connection); raise connections",
-                    self.connections as f64 * MAX_RATE_PER_CONNECTION,
-                    self.connections,
-                    MAX_RATE_PER_CONNECTION
-                ),
-            );
-        }
-        if self.threads == 0 || self.threads > 256 {
-            p.push("threads", self.threads, "between 1 and 256 worker threads");
-        } else if self.connections > 0 && self.threads > self.connections {
-            p.push(
-                "threads",
-                self.threads,
-                format!("at most connections ({})", self.connections),
-            );
-        }
-        positive(
-            &mut p,
-            "connect-timeout",
-            self.connect_timeout,
-            "seconds, > 0",
-        );
-        positive(&mut p, "timeout", self.timeout, "seconds, > 0");
-        if let Some(a) = self.max_connection_age {
-            positive(&mut p, "max-connection-age", a, "seconds, > 0");
-        }
-        if self.max_requests_per_connection == Some(0) {
-            p.push("max-requests-per-connection", 0, "at least 1");
-        }
-        if !(self.dns_ttl.is_finite() && self.dns_ttl >= 0.0) {
-            p.push("dns-ttl", self.dns_ttl, "seconds, >= 0 (0 resolves once)");
-        }
-        let dns_server = match &self.dns_server {
-            None => None,
-            Some(text) => match text.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    p.push(
-                        "dns-server",
-                        text,
-                        "ip:port of a DNS server, e.g. 127.0.0.1:5353",
-                    );
-                    None
-                }
-            },
-        };
-        if !(self.late_start_ms.is_finite() && self.late_start_ms >= 0.0) {
-            p.push("late-start-ms", self.late_start_ms, "milliseconds, >= 0");
-        }
-        let mut overrides = Vec::new();
-        for (i, r) in self.resolve.iter().enumerate() {
-            match parse_override(r) {
-                Some(o) => overrides.push(o),
-                None => p.push(
-                    format!("resolve[{i}]"),
-                    r,
-                    "host:port:addr[,addr...] with IP addresses",
-                ),
-            }
-        }
-        let mut breakdown_headers = Vec::new();
-        for (i, h) in self.breakdown_headers.iter().enumerate() {
-            match HeaderName::from_bytes(h.as_bytes()) {
-                Ok(n) => breakdown_headers.push(n),
-                Err(_) => p.push(
-                    format!("breakdown-headers[{i}]"),
-                    h,
-                    "a valid HTTP header name",
-                ),
-            }
-        }
+        let tls = self.check_tls(uri.as_ref().filter(|_| https), &mut p);
+        let (method, mut headers) = self.check_request(&mut p);
+        let peak = self.check_schedule(&mut p);
+        self.check_limits(peak, &mut p);
+        let (dns_server, overrides) = self.check_resolution(&mut p);
+        let breakdown_headers = self.check_breakdown(&mut p);
         self.slo.check(&mut p);
         let (Some(uri), true) = (uri, p.is_empty()) else {
             return Err(p);
@@ -598,14 +398,243 @@ impl Config {
             dns_ttl: (self.dns_ttl > 0.0).then(|| Duration::from_secs_f64(self.dns_ttl)),
             dns_server,
             overrides,
-            tls: server_name.map(|server_name| TlsSpec {
-                server_name,
-                extra_roots,
-            }),
+            tls,
             breakdown_headers,
             late_start: Duration::from_secs_f64(self.late_start_ms / 1000.0),
             pacer: self.pacer,
         })
+    }
+
+    /// `url`: absolute, http or https, with a host.
+    fn check_url(&self, p: &mut Problems) -> Option<Uri> {
+        match self.url.parse::<Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty()) =>
+            {
+                Some(u)
+            }
+            _ => {
+                p.push(
+                    "url",
+                    &self.url,
+                    "an absolute http:// or https:// URL such as http://host:port/path",
+                );
+                None
+            }
+        }
+    }
+
+    /// The name an https URL's certificate must carry, and the roots `cacert` adds.
+    fn check_tls(&self, uri: Option<&Uri>, p: &mut Problems) -> Option<TlsSpec> {
+        let server_name = match uri.and_then(|u| u.host()) {
+            Some(h) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                match rustls::pki_types::ServerName::try_from(h.to_string()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        p.push(
+                            "url",
+                            &self.url,
+                            "an https:// URL whose host is a DNS name or an IP address a certificate can name",
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let extra_roots = match &self.cacert {
+            Some(path) => match read_cacert(path) {
+                Ok(certs) => certs,
+                Err(allowed) => {
+                    p.push("cacert", path.display(), allowed);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        server_name.map(|server_name| TlsSpec {
+            server_name,
+            extra_roots,
+        })
+    }
+
+    /// `method` and `headers`.
+    fn check_request(&self, p: &mut Problems) -> (Method, HeaderMap) {
+        let method = match Method::from_bytes(self.method.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                p.push(
+                    "method",
+                    &self.method,
+                    "an HTTP method token such as GET or POST",
+                );
+                Method::GET
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (i, h) in self.headers.iter().enumerate() {
+            let parsed = h.split_once(':').and_then(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                    HeaderValue::from_str(v.trim()).ok()?,
+                ))
+            });
+            match parsed {
+                Some((n, v)) => {
+                    headers.append(n, v);
+                }
+                None => p.push(
+                    format!("headers[{i}]"),
+                    h,
+                    "\"Name: value\" with a valid header name and value",
+                ),
+            }
+        }
+        (method, headers)
+    }
+
+    /// `rate`, `duration` and `stages`; returns the peak rate.
+    fn check_schedule(&self, p: &mut Problems) -> f64 {
+        let mut peak = 0.0_f64;
+        if self.stages.is_empty() {
+            if positive(p, "rate", self.rate, "a rate in requests per second, > 0") {
+                peak = self.rate;
+            }
+            positive(p, "duration", self.duration, "a duration in seconds, > 0");
+        } else {
+            if !(self.rate.is_finite() && self.rate >= 0.0) {
+                p.push(
+                    "rate",
+                    self.rate,
+                    "a starting rate in requests per second, >= 0",
+                );
+            } else {
+                peak = self.rate;
+            }
+            let mut prev = self.rate.max(0.0);
+            let mut total_requests = 0.0;
+            for (i, s) in self.stages.iter().enumerate() {
+                if !(s.target.is_finite() && s.target >= 0.0) {
+                    p.push(
+                        format!("stages[{i}].target"),
+                        s.target,
+                        "a rate in requests per second, >= 0",
+                    );
+                } else {
+                    peak = peak.max(s.target);
+                }
+                if positive(
+                    p,
+                    &format!("stages[{i}].duration"),
+                    s.duration,
+                    "a duration in seconds, > 0",
+                ) {
+                    total_requests += (prev + s.target.max(0.0)) / 2.0 * s.duration;
+                }
+                prev = s.target.max(0.0);
+            }
+            if total_requests < 1.0 && p.is_empty() {
+                p.push(
+                    "stages",
+                    format!("{} stage(s)", self.stages.len()),
+                    "stages that schedule at least one request",
+                );
+            }
+        }
+        peak
+    }
+
+    /// Connections, threads and timeouts, for a schedule that peaks at `peak` requests/s.
+    fn check_limits(&self, peak: f64, p: &mut Problems) {
+        if self.connections == 0 {
+            p.push("connections", self.connections, "at least 1 connection");
+        } else if peak > self.connections as f64 * MAX_RATE_PER_CONNECTION {
+            p.push(
+                "rate",
+                peak,
+                format!(
+                    "at most {} requests/s with {} connection(s) ({} per connection); raise connections",
+                    self.connections as f64 * MAX_RATE_PER_CONNECTION,
+                    self.connections,
+                    MAX_RATE_PER_CONNECTION
+                ),
+            );
+        }
+        if self.threads == 0 || self.threads > 256 {
+            p.push("threads", self.threads, "between 1 and 256 worker threads");
+        } else if self.connections > 0 && self.threads > self.connections {
+            p.push(
+                "threads",
+                self.threads,
+                format!("at most connections ({})", self.connections),
+            );
+        }
+        positive(p, "connect-timeout", self.connect_timeout, "seconds, > 0");
+        positive(p, "timeout", self.timeout, "seconds, > 0");
+        if let Some(a) = self.max_connection_age {
+            positive(p, "max-connection-age", a, "seconds, > 0");
+        }
+        if self.max_requests_per_connection == Some(0) {
+            p.push("max-requests-per-connection", 0, "at least 1");
+        }
+        if !(self.dns_ttl.is_finite() && self.dns_ttl >= 0.0) {
+            p.push("dns-ttl", self.dns_ttl, "seconds, >= 0 (0 resolves once)");
+        }
+        if !(self.late_start_ms.is_finite() && self.late_start_ms >= 0.0) {
+            p.push("late-start-ms", self.late_start_ms, "milliseconds, >= 0");
+        }
+    }
+
+    /// `dns-server` and `resolve`.
+    #[allow(clippy::type_complexity)]
+    fn check_resolution(
+        &self,
+        p: &mut Problems,
+    ) -> (Option<SocketAddr>, Vec<(String, u16, Vec<IpAddr>)>) {
+        let dns_server = match &self.dns_server {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.push(
+                        "dns-server",
+                        text,
+                        "ip:port of a DNS server, e.g. 127.0.0.1:5353",
+                    );
+                    None
+                }
+            },
+        };
+        let mut overrides = Vec::new();
+        for (i, r) in self.resolve.iter().enumerate() {
+            match parse_override(r) {
+                Some(o) => overrides.push(o),
+                None => p.push(
+                    format!("resolve[{i}]"),
+                    r,
+                    "host:port:addr[,addr...] with IP addresses",
+                ),
+            }
+        }
+        (dns_server, overrides)
+    }
+
+    /// `breakdown-headers`.
+    fn check_breakdown(&self, p: &mut Problems) -> Vec<HeaderName> {
+        let mut breakdown_headers = Vec::new();
+        for (i, h) in self.breakdown_headers.iter().enumerate() {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) => breakdown_headers.push(n),
+                Err(_) => p.push(
+                    format!("breakdown-headers[{i}]"),
+                    h,
+                    "a valid HTTP header name",
+                ),
+            }
+        }
+        breakdown_headers
     }
 }
 

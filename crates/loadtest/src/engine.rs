@@ -411,37 +411,7 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let start = Instant::now() + LEAD;
     let (tx, rx) = mpsc::unbounded_channel();
 
-    // Workers, each with its share of the connection ids and of the schedule.
-    let mut workers = Vec::new();
-    for w in 0..spec.threads {
-        let ids: Vec<usize> = (w..spec.connections).step_by(spec.threads).collect();
-        let (spec, addrs, tls, tx, stop) = (
-            Arc::clone(&spec),
-            Arc::clone(&addrs),
-            tls.clone(),
-            tx.clone(),
-            Arc::clone(&stop),
-        );
-        let h = std::thread::Builder::new()
-            .name(format!("loadtest-worker-{w}"))
-            .spawn(move || {
-                worker_thread(WorkerStart {
-                    index: w,
-                    ids,
-                    spec,
-                    addrs,
-                    tls,
-                    start,
-                    tx,
-                    stop,
-                })
-            })
-            .map_err(|source| Error::Start {
-                what: "worker thread",
-                source,
-            })?;
-        workers.push(h);
-    }
+    let workers = spawn_workers(&spec, &addrs, tls.as_ref(), start, &tx, &stop)?;
     drop(tx);
 
     // DNS refresher.
@@ -453,39 +423,13 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
         d.addresses = addrs.get().iter().map(|a| a.ip().to_string()).collect();
     }
     let dns_task = spec.dns_ttl.map(|most| {
-        let (resolver, addrs, spec, dns) = (
+        spawn_dns_refresher(
             Arc::clone(&resolver),
             Arc::clone(&addrs),
             Arc::clone(&spec),
             Arc::clone(&dns),
-        );
-        tokio::spawn(async move {
-            let mut ttl = first_ttl;
-            loop {
-                tokio::time::sleep(keep_for(ttl, most)).await;
-                let r = resolver.resolve_ttl(&spec.host, spec.port).await;
-                let Ok(mut d) = dns.lock() else { continue };
-                d.resolutions += 1;
-                match r {
-                    Ok(Resolved {
-                        addrs: list,
-                        ttl: t,
-                    }) if !list.is_empty() => {
-                        ttl = t;
-                        for a in &list {
-                            let ip = a.ip().to_string();
-                            if !d.addresses.contains(&ip) {
-                                d.addresses.push(ip);
-                            }
-                        }
-                        if addrs.set(list) {
-                            d.changes += 1;
-                        }
-                    }
-                    _ => d.failures += 1,
-                }
-            }
-        })
+            (first_ttl, most),
+        )
     });
 
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
@@ -507,6 +451,86 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
         series,
         stop,
         task,
+    })
+}
+
+/// Starts the worker threads, each with its share of the connection ids and of the schedule.
+fn spawn_workers(
+    spec: &Arc<Spec>,
+    addrs: &Arc<Addrs>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    start: Instant,
+    tx: &mpsc::UnboundedSender<Msg>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, Error> {
+    let mut workers = Vec::new();
+    for w in 0..spec.threads {
+        let ids: Vec<usize> = (w..spec.connections).step_by(spec.threads).collect();
+        let (spec, addrs, tls, tx, stop) = (
+            Arc::clone(spec),
+            Arc::clone(addrs),
+            tls.cloned(),
+            tx.clone(),
+            Arc::clone(stop),
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("loadtest-worker-{w}"))
+            .spawn(move || {
+                worker_thread(WorkerStart {
+                    index: w,
+                    ids,
+                    spec,
+                    addrs,
+                    tls,
+                    start,
+                    tx,
+                    stop,
+                })
+            })
+            .map_err(|source| Error::Start {
+                what: "worker thread",
+                source,
+            })?;
+        workers.push(h);
+    }
+    Ok(workers)
+}
+
+/// Resolves the target again whenever the last answer's TTL (at most `dns-ttl`) is up, for
+/// the workers' next connections, and counts what it saw in `dns`.
+fn spawn_dns_refresher(
+    resolver: Arc<dyn Resolve>,
+    addrs: Arc<Addrs>,
+    spec: Arc<Spec>,
+    dns: Arc<Mutex<crate::report::Dns>>,
+    (first_ttl, most): (Option<Duration>, Duration),
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ttl = first_ttl;
+        loop {
+            tokio::time::sleep(keep_for(ttl, most)).await;
+            let r = resolver.resolve_ttl(&spec.host, spec.port).await;
+            let Ok(mut d) = dns.lock() else { continue };
+            d.resolutions += 1;
+            match r {
+                Ok(Resolved {
+                    addrs: list,
+                    ttl: t,
+                }) if !list.is_empty() => {
+                    ttl = t;
+                    for a in &list {
+                        let ip = a.ip().to_string();
+                        if !d.addresses.contains(&ip) {
+                            d.addresses.push(ip);
+                        }
+                    }
+                    if addrs.set(list) {
+                        d.changes += 1;
+                    }
+                }
+                _ => d.failures += 1,
+            }
+        }
     })
 }
 

@@ -213,7 +213,70 @@ impl NetworkConfig {
         let mut problems = Problems::default();
         let field = |name: &str| name.to_owned();
 
-        let vpc_cidr = match self.vpc_cidr.parse::<Ipv4Net>() {
+        let vpc_cidr = self.check_vpc_cidr(&mut problems);
+
+        let zones = self.check_zones(region, &field, &mut problems);
+        let count = zones.as_ref().map(Zones::count);
+
+        let public = self.subnet_cidrs(
+            "public-subnet-cidrs",
+            self.public_subnet_cidrs.as_deref(),
+            0,
+            vpc_cidr,
+            count,
+            &field,
+            &mut problems,
+        );
+        if let Some(public) = &public {
+            self.check_public_fit(public, &mut problems);
+        }
+        let private = self.subnet_cidrs(
+            "private-subnet-cidrs",
+            self.private_subnet_cidrs.as_deref(),
+            PRIVATE_OFFSET,
+            vpc_cidr,
+            count,
+            &field,
+            &mut problems,
+        );
+        if let (Some(public), Some(private)) = (&public, &private) {
+            check_overlaps(public, private, &field, &mut problems);
+        }
+
+        let (lb_ipv4, lb_ipv6) = self.check_ingress(&mut problems);
+        if self.task_port == 0 {
+            problems.add(field("task-port"), 0, "a TCP port from 1 to 65535");
+        }
+        let endpoints = self.check_endpoints(&mut problems);
+
+        match (vpc_cidr, zones, public, private) {
+            (Some(vpc_cidr), Some(zones), Some(public_cidrs), Some(private_cidrs))
+                if problems.0.is_empty() =>
+            {
+                let mut lb_ports = self.load_balancer_ingress.ports.clone();
+                lb_ports.sort_unstable();
+                lb_ports.dedup();
+                Ok(NetworkSpec {
+                    vpc_cidr,
+                    zones,
+                    public_cidrs,
+                    private_cidrs,
+                    nat: self.nat,
+                    lb_ports,
+                    lb_ipv4,
+                    lb_ipv6,
+                    task_port: self.task_port,
+                    endpoints,
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// `vpc-cidr`: a network address with a prefix AWS allows.
+    fn check_vpc_cidr(&self, problems: &mut Problems) -> Option<Ipv4Net> {
+        let field = |name: &str| name.to_owned();
+        match self.vpc_cidr.parse::<Ipv4Net>() {
             Ok(net) if net != net.trunc() => {
                 problems.add(
                     field("vpc-cidr"),
@@ -242,61 +305,42 @@ impl NetworkConfig {
                 );
                 None
             }
-        };
+        }
+    }
 
-        let zones = self.check_zones(region, &field, &mut problems);
-        let count = zones.as_ref().map(Zones::count);
-
-        let public = self.subnet_cidrs(
-            "public-subnet-cidrs",
-            self.public_subnet_cidrs.as_deref(),
-            0,
-            vpc_cidr,
-            count,
-            &field,
-            &mut problems,
-        );
-        // The load balancer lives in the public subnets: AWS wants a /27 or larger one with 8
-        // free addresses in each zone it uses (CreateLoadBalancer fails otherwise, after the
-        // network exists).
-        if let Some(public) = &public {
-            for (i, net) in public.iter().enumerate() {
-                if net.prefix_len() <= ALB_SUBNET_MAX_PREFIX {
-                    continue;
-                }
-                if self.public_subnet_cidrs.is_some() {
-                    problems.add(
-                        format!("{}[{i}]", field("public-subnet-cidrs")),
-                        format!("\"{net}\""),
-                        format!("a /{ALB_SUBNET_MAX_PREFIX} or larger block: the load balancer needs a /{ALB_SUBNET_MAX_PREFIX} or larger subnet with 8 free addresses in each zone"),
-                    );
-                } else {
-                    problems.add(
-                        field("vpc-cidr"),
-                        format!("{:?}", self.vpc_cidr),
-                        format!(
-                            "a /{} or larger VPC: public subnets are derived with {SUBNET_BITS} more bits, and the load balancer needs /{ALB_SUBNET_MAX_PREFIX} or larger ones (this gives {net}); or give {} yourself",
-                            ALB_SUBNET_MAX_PREFIX - SUBNET_BITS,
-                            field("public-subnet-cidrs")
-                        ),
-                    );
-                    break;
-                }
+    /// The load balancer lives in the public subnets: AWS wants a /27 or larger one with 8
+    /// free addresses in each zone it uses (CreateLoadBalancer fails otherwise, after the
+    /// network exists).
+    fn check_public_fit(&self, public: &[Ipv4Net], problems: &mut Problems) {
+        let field = |name: &str| name.to_owned();
+        for (i, net) in public.iter().enumerate() {
+            if net.prefix_len() <= ALB_SUBNET_MAX_PREFIX {
+                continue;
+            }
+            if self.public_subnet_cidrs.is_some() {
+                problems.add(
+                    format!("{}[{i}]", field("public-subnet-cidrs")),
+                    format!("\"{net}\""),
+                    format!("a /{ALB_SUBNET_MAX_PREFIX} or larger block: the load balancer needs a /{ALB_SUBNET_MAX_PREFIX} or larger subnet with 8 free addresses in each zone"),
+                );
+            } else {
+                problems.add(
+                    field("vpc-cidr"),
+                    format!("{:?}", self.vpc_cidr),
+                    format!(
+                        "a /{} or larger VPC: public subnets are derived with {SUBNET_BITS} more bits, and the load balancer needs /{ALB_SUBNET_MAX_PREFIX} or larger ones (this gives {net}); or give {} yourself",
+                        ALB_SUBNET_MAX_PREFIX - SUBNET_BITS,
+                        field("public-subnet-cidrs")
+                    ),
+                );
+                break;
             }
         }
-        let private = self.subnet_cidrs(
-            "private-subnet-cidrs",
-            self.private_subnet_cidrs.as_deref(),
-            PRIVATE_OFFSET,
-            vpc_cidr,
-            count,
-            &field,
-            &mut problems,
-        );
-        if let (Some(public), Some(private)) = (&public, &private) {
-            check_overlaps(public, private, &field, &mut problems);
-        }
+    }
 
+    /// `load-balancer-ingress`: ports and at least one source; returns the sources.
+    fn check_ingress(&self, problems: &mut Problems) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+        let field = |name: &str| name.to_owned();
         let ingress = &self.load_balancer_ingress;
         if ingress.ports.is_empty() || ingress.ports.contains(&0) {
             problems.add(
@@ -342,9 +386,13 @@ impl NetworkConfig {
                 "at least one IPv4 or IPv6 CIDR: with none, nothing can reach the load balancer",
             );
         }
-        if self.task_port == 0 {
-            problems.add(field("task-port"), 0, "a TCP port from 1 to 65535");
-        }
+        (lb_ipv4, lb_ipv6)
+    }
+
+    /// `vpc-endpoints`: known services, each once (by default, without NAT, the ones a
+    /// Fargate task needs to start).
+    fn check_endpoints(&self, problems: &mut Problems) -> Vec<String> {
+        let field = |name: &str| name.to_owned();
         let endpoints = match &self.vpc_endpoints {
             Some(list) => list.clone(),
             None if self.nat == NatMode::None => {
@@ -368,29 +416,7 @@ impl NetworkConfig {
                 );
             }
         }
-
-        match (vpc_cidr, zones, public, private) {
-            (Some(vpc_cidr), Some(zones), Some(public_cidrs), Some(private_cidrs))
-                if problems.0.is_empty() =>
-            {
-                let mut lb_ports = ingress.ports.clone();
-                lb_ports.sort_unstable();
-                lb_ports.dedup();
-                Ok(NetworkSpec {
-                    vpc_cidr,
-                    zones,
-                    public_cidrs,
-                    private_cidrs,
-                    nat: self.nat,
-                    lb_ports,
-                    lb_ipv4,
-                    lb_ipv6,
-                    task_port: self.task_port,
-                    endpoints: seen.into_iter().collect(),
-                })
-            }
-            _ => Err(problems),
-        }
+        seen.into_iter().collect()
     }
 
     fn check_zones(

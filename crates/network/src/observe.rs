@@ -165,7 +165,18 @@ impl Observed {
                 .collect(),
             ..Observed::default()
         };
-        for nat in nats.nat_gateways() {
+        observed.sort_nats(stack, nats.nat_gateways());
+        if observed.vpcs.len() > 1 {
+            observed.count_interfaces(ec2, &res).await?;
+        }
+        observed.read_dns(ec2).await?;
+        Ok(observed)
+    }
+
+    /// Keeps the stack's pending and available NAT gateways, counting the failed and deleted
+    /// ones per name.
+    fn sort_nats(&mut self, stack: &str, nats: &[NatGateway]) {
+        for nat in nats {
             // The tag filter is the truth, and checked again here: moto's DescribeNatGateways
             // ignores tag filters and returns every stack's gateways, and a gateway of another
             // stack taken for ours would be "updated" by its deploy and deleted by its destroy.
@@ -178,39 +189,46 @@ impl Observed {
             }
             match nat.state() {
                 Some(NatGatewayState::Pending | NatGatewayState::Available) | None => {
-                    observed.nats.push(nat.clone())
+                    self.nats.push(nat.clone())
                 }
                 Some(_) => {
                     let name = name_tag(nat.tags()).unwrap_or_default().to_owned();
-                    *observed.dead_nats.entry(name).or_default() += 1;
+                    *self.dead_nats.entry(name).or_default() += 1;
                 }
             }
         }
-        if observed.vpcs.len() > 1 {
-            let ids: Vec<String> = observed
-                .vpcs
-                .iter()
-                .filter_map(|v| v.vpc_id().map(str::to_owned))
-                .collect();
-            let mut pages = ec2
-                .describe_network_interfaces()
-                .filters(
-                    Filter::builder()
-                        .name("vpc-id")
-                        .set_values(Some(ids))
-                        .build(),
-                )
-                .into_paginator()
-                .items()
-                .send();
-            while let Some(eni) = pages.next().await {
-                let eni = eni.map_err(aws("DescribeNetworkInterfaces", &res))?;
-                if let Some(vpc) = eni.vpc_id() {
-                    *observed.enis.entry(vpc.to_owned()).or_default() += 1;
-                }
+    }
+
+    /// Counts the network interfaces of each VPC (the one in use is kept among duplicates).
+    async fn count_interfaces(&mut self, ec2: &Client, res: &str) -> Result<(), Error> {
+        let ids: Vec<String> = self
+            .vpcs
+            .iter()
+            .filter_map(|v| v.vpc_id().map(str::to_owned))
+            .collect();
+        let mut pages = ec2
+            .describe_network_interfaces()
+            .filters(
+                Filter::builder()
+                    .name("vpc-id")
+                    .set_values(Some(ids))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(eni) = pages.next().await {
+            let eni = eni.map_err(aws("DescribeNetworkInterfaces", res))?;
+            if let Some(vpc) = eni.vpc_id() {
+                *self.enis.entry(vpc.to_owned()).or_default() += 1;
             }
         }
-        let kept = crate::desired::keep_vpc(&observed)
+        Ok(())
+    }
+
+    /// Reads the DNS settings of the VPC an apply keeps.
+    async fn read_dns(&mut self, ec2: &Client) -> Result<(), Error> {
+        let kept = crate::desired::keep_vpc(self)
             .and_then(|v| v.vpc_id())
             .map(str::to_owned);
         if let Some(id) = kept.as_deref() {
@@ -228,7 +246,7 @@ impl Observed {
                         .map_err(aws("DescribeVpcAttribute", id))
                 },
             )?;
-            observed.dns = Some((
+            self.dns = Some((
                 support
                     .enable_dns_support()
                     .and_then(|v| v.value())
@@ -239,6 +257,6 @@ impl Observed {
                     .unwrap_or(false),
             ));
         }
-        Ok(observed)
+        Ok(())
     }
 }

@@ -299,36 +299,7 @@ pub fn build(
     spec: &ObservabilitySpec,
     inputs: &ObservabilityInputs,
 ) -> Dashboard {
-    let widget =
-        |title: &str, stat: &str, metrics: Vec<MetricLine>, y_axis: Option<YAxes>| MetricWidget {
-            metrics,
-            view: View::TimeSeries,
-            stacked: false,
-            stat: stat.to_owned(),
-            period: spec.period_seconds,
-            region: region.to_owned(),
-            title: title.to_owned(),
-            y_axis,
-        };
-    let axis = |min: Option<u32>, max: Option<u32>, label: &str| Axis {
-        min,
-        max,
-        label: Some(label.to_owned()),
-        show_units: false,
-    };
-    let left = |a: Axis| {
-        Some(YAxes {
-            left: Some(a),
-            right: None,
-        })
-    };
-
-    let service = [
-        ("ClusterName", inputs.cluster_name.as_str()),
-        ("ServiceName", inputs.service_name.as_str()),
-    ];
-    let lb = [("LoadBalancer", inputs.load_balancer_arn_suffix.as_str())];
-
+    let w = Widgets { spec, region };
     let mut grid = Grid {
         widgets: Vec::new(),
         y: 0,
@@ -340,9 +311,65 @@ pub fn build(
         inputs.load_balancer_arn_suffix,
         inputs.zones.join(", ")
     ));
+    service_row(&w, &mut grid, inputs);
+    load_balancer_row(&w, &mut grid, inputs);
+    hosts_row(&w, &mut grid, stack, inputs);
+    Dashboard {
+        widgets: grid.widgets,
+    }
+}
 
+/// What every metric widget of the dashboard shares: the period and the region.
+struct Widgets<'a> {
+    spec: &'a ObservabilitySpec,
+    region: &'a str,
+}
+
+impl Widgets<'_> {
+    fn widget(
+        &self,
+        title: &str,
+        stat: &str,
+        metrics: Vec<MetricLine>,
+        y_axis: Option<YAxes>,
+    ) -> MetricWidget {
+        MetricWidget {
+            metrics,
+            view: View::TimeSeries,
+            stacked: false,
+            stat: stat.to_owned(),
+            period: self.spec.period_seconds,
+            region: self.region.to_owned(),
+            title: title.to_owned(),
+            y_axis,
+        }
+    }
+}
+
+fn axis(min: Option<u32>, max: Option<u32>, label: &str) -> Axis {
+    Axis {
+        min,
+        max,
+        label: Some(label.to_owned()),
+        show_units: false,
+    }
+}
+
+fn left(a: Axis) -> Option<YAxes> {
+    Some(YAxes {
+        left: Some(a),
+        right: None,
+    })
+}
+
+/// The service's CPU and memory, and its running and desired tasks.
+fn service_row(w: &Widgets<'_>, grid: &mut Grid, inputs: &ObservabilityInputs) {
+    let service = [
+        ("ClusterName", inputs.cluster_name.as_str()),
+        ("ServiceName", inputs.service_name.as_str()),
+    ];
     grid.row(vec![
-        widget(
+        w.widget(
             "ECS CPU and memory utilization",
             "Average",
             vec![
@@ -351,7 +378,7 @@ pub fn build(
             ],
             left(axis(Some(0), Some(100), "%")),
         ),
-        widget(
+        w.widget(
             "Running tasks",
             "Average",
             vec![
@@ -363,7 +390,11 @@ pub fn build(
             left(axis(Some(0), None, "tasks")),
         ),
     ]);
+}
 
+/// The load balancer's requests and status codes, and the targets' response time.
+fn load_balancer_row(w: &Widgets<'_>, grid: &mut Grid, inputs: &ObservabilityInputs) {
+    let lb = [("LoadBalancer", inputs.load_balancer_arn_suffix.as_str())];
     let codes = [
         ("RequestCount", "requests"),
         ("HTTPCode_Target_2XX_Count", "target 2xx"),
@@ -372,7 +403,7 @@ pub fn build(
         ("HTTPCode_ELB_5XX_Count", "load balancer 5xx"),
     ];
     grid.row(vec![
-        widget(
+        w.widget(
             "Load balancer requests and status codes",
             "Sum",
             codes
@@ -381,7 +412,7 @@ pub fn build(
                 .collect(),
             left(axis(Some(0), None, "requests")),
         ),
-        widget(
+        w.widget(
             "Target response time",
             "p99",
             vec![
@@ -395,7 +426,10 @@ pub fn build(
             left(axis(Some(0), None, "seconds")),
         ),
     ]);
+}
 
+/// Healthy and unhealthy hosts per zone, and the availability check's metrics.
+fn hosts_row(w: &Widgets<'_>, grid: &mut Grid, stack: &str, inputs: &ObservabilityInputs) {
     let mut hosts = Vec::new();
     for zone in &inputs.zones {
         let dims = [
@@ -416,13 +450,13 @@ pub fn build(
     }
     let check = crate::check_namespace(stack);
     grid.row(vec![
-        widget(
+        w.widget(
             "Healthy and unhealthy hosts per zone",
             "Average",
             hosts,
             left(axis(Some(0), None, "hosts")),
         ),
-        widget(
+        w.widget(
             "Availability check",
             "Average",
             vec![
@@ -444,10 +478,6 @@ pub fn build(
             }),
         ),
     ]);
-
-    Dashboard {
-        widgets: grid.widgets,
-    }
 }
 
 #[cfg(test)]

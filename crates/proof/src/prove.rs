@@ -406,31 +406,7 @@ async fn run_scenarios(
         reports: Vec::new(),
         marks: Vec::new(),
     };
-    run.wait_for_service().await?;
-    let mut scenarios = Vec::new();
-    if run.config.runs(Scenario::Baseline) {
-        scenarios.push(run.baseline().await?);
-    }
-    if run.config.runs(Scenario::Scaling) {
-        scenarios.push(run.scaling_scenario().await?);
-    }
-    if run.config.runs(Scenario::AzFailover) {
-        let mut s = run.failover().await?;
-        s.notes.extend(leftovers);
-        scenarios.push(s);
-    } else if let Some(first) = scenarios.first_mut() {
-        first.notes.extend(leftovers);
-    }
-    let sampling_errors = run.sampler.errors();
-    if !sampling_errors.is_empty()
-        && let Some(last) = scenarios.last_mut()
-    {
-        last.notes.push(format!(
-            "reading the service failed {} times (first: {})",
-            sampling_errors.len(),
-            sampling_errors[0]
-        ));
-    }
+    let scenarios = run.all_scenarios(leftovers).await?;
     let passed = scenarios.iter().all(|s| s.passed);
     let timeline = run.timeline();
     Ok(ProofReport {
@@ -451,6 +427,43 @@ async fn run_scenarios(
         marks: run.marks,
         passed,
     })
+}
+
+impl Run {
+    /// Waits for a steady service, then runs the scenarios asked for, in order; `leftovers`
+    /// (what an earlier, killed run left) go to the az-failover scenario's notes, else to the
+    /// first scenario's.
+    async fn all_scenarios(
+        &mut self,
+        leftovers: Vec<String>,
+    ) -> Result<Vec<ScenarioResult>, Error> {
+        self.wait_for_service().await?;
+        let mut scenarios = Vec::new();
+        if self.config.runs(Scenario::Baseline) {
+            scenarios.push(self.baseline().await?);
+        }
+        if self.config.runs(Scenario::Scaling) {
+            scenarios.push(self.scaling_scenario().await?);
+        }
+        if self.config.runs(Scenario::AzFailover) {
+            let mut s = self.failover().await?;
+            s.notes.extend(leftovers);
+            scenarios.push(s);
+        } else if let Some(first) = scenarios.first_mut() {
+            first.notes.extend(leftovers);
+        }
+        let sampling_errors = self.sampler.errors();
+        if !sampling_errors.is_empty()
+            && let Some(last) = scenarios.last_mut()
+        {
+            last.notes.push(format!(
+                "reading the service failed {} times (first: {})",
+                sampling_errors.len(),
+                sampling_errors[0]
+            ));
+        }
+        Ok(scenarios)
+    }
 }
 
 /// The baseline's rate: `baseline_rps`, else a fifth of `rps`, at most half of what `tasks`

@@ -144,6 +144,41 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let rate = args.rate;
     let rounds = args.rounds.max(1);
     let round_s = args.duration as f64 / f64::from(rounds);
+    let m = measure(&rt, &targets, &proxy, rate, rounds, round_s)?;
+    report(&m, rate, rounds, round_s);
+
+    if !args.no_max_rate {
+        if placement != one_core {
+            drop(proxy);
+            proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), one_core)?;
+        }
+        max_rate(&rt, &proxy, args)?;
+    }
+    drop(proxy);
+    drop(targets);
+    Ok(())
+}
+
+/// What the rounds measured, direct and through the proxy.
+struct Measured {
+    direct: Merged,
+    via: Merged,
+    added_p99: Vec<f64>,
+    app_ticks: u64,
+    proxy_ticks: u64,
+    stats_max_us: u64,
+}
+
+/// `rounds` rounds of `round_s` seconds at `rate`: direct to one target, then through the
+/// proxy, so both see the same background load.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    targets: &[Backend; 2],
+    proxy: &ProxyThread,
+    rate: u32,
+    rounds: u32,
+    round_s: f64,
+) -> anyhow::Result<Measured> {
     let (mut direct, mut via) = (Merged::default(), Merged::default());
     let mut added_p99 = Vec::new();
     let (mut app_ticks, mut proxy_ticks) = (0u64, 0u64);
@@ -159,7 +194,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
         direct.add(&d);
         via.add(&v);
     }
-    let stats_max_us = proxy.stats_max_us.load(Ordering::Relaxed);
+    Ok(Measured {
+        direct,
+        via,
+        added_p99,
+        app_ticks,
+        proxy_ticks,
+        stats_max_us: proxy.stats_max_us.load(Ordering::Relaxed),
+    })
+}
+
+/// Prints the table, what the proxy adds, and the CPU each side spent.
+fn report(m: &Measured, rate: u32, rounds: u32, round_s: f64) {
+    let Measured {
+        direct,
+        via,
+        app_ticks,
+        proxy_ticks,
+        stats_max_us,
+        ..
+    } = m;
+    let (app_ticks, proxy_ticks, stats_max_us) = (*app_ticks, *proxy_ticks, *stats_max_us);
+    let mut added_p99 = m.added_p99.clone();
     println!(
         "\n{rate} requests/s, {rounds} rounds of {round_s:.1} s direct then {round_s:.1} s through the proxy (so both see the same background load), latency from the intended send time (ms):"
     );
@@ -168,8 +224,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "path", "achieved", "p50", "p99", "p99.9", "max", "errors", "late"
     );
     for (name, r) in [
-        ("direct to one task", &direct),
-        ("through the proxy (2 tasks)", &via),
+        ("direct to one task", direct),
+        ("through the proxy (2 tasks)", via),
     ] {
         let h = &r.corrected;
         let max = h.as_ref().map_or(0, Histogram::max);
@@ -207,7 +263,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "proxy CPU at {rate}/s: {:.1}% of one core, {:.1} µs per request",
         100.0 * proxy_ticks as f64 / TICKS_PER_SECOND / via.elapsed_s.max(1e-9),
-        per_request(proxy_ticks, &via)
+        per_request(proxy_ticks, via)
     );
     println!(
         "longest take_stats (statistics and access log lines taken every second on the proxy's thread, as the data plane does) during those runs: {:.3} ms",
@@ -220,20 +276,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!(
             "for scale, the sample-app (a plain hyper server) answering the direct run: {:.1}% of a core, {:.1} µs per request",
             100.0 * f,
-            per_request(f, &direct)
+            per_request(f, direct)
         );
     }
-
-    if !args.no_max_rate {
-        if placement != one_core {
-            drop(proxy);
-            proxy = ProxyThread::start(targets.iter().map(|t| t.addr).collect(), one_core)?;
-        }
-        max_rate(&rt, &proxy, args)?;
-    }
-    drop(proxy);
-    drop(targets);
-    Ok(())
 }
 
 /// Steps the rate through the proxy up until a step is not sustained.

@@ -189,33 +189,7 @@ async fn route(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let created = SystemTime::now();
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
-        .unwrap_or("-");
-    let request_line = format!(
-        "{} http://{}:{}{} {:?}",
-        request.method(),
-        host,
-        shared.forwarded_port.to_str().unwrap_or("80"),
-        request.uri().path_and_query().map_or("/", |p| p.as_str()),
-        request.version(),
-    );
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let received_bytes = request_line.len() as u64
-        + request
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-            .sum::<u64>()
-        + request.body().size_hint().exact().unwrap_or(0);
+    let (request_line, user_agent, received_bytes) = access_log_fields(&shared, &request);
     let member = {
         let routing = shared.routing.load();
         if routing.targets.is_empty() {
@@ -252,25 +226,7 @@ async fn route(
     let in_flight = InFlight(member.clone());
 
     // Headers the target sees.
-    let headers = request.headers_mut();
-    strip_hop_by_hop(headers);
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!(
-            "{existing}, {}",
-            client_ip.to_str().unwrap_or("-")
-        ))
-        .unwrap_or(client_ip),
-        None => client_ip,
-    };
-    headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        shared.forwarded_port.clone(),
-    );
+    forwarding_headers(&shared, request.headers_mut(), client_ip);
 
     match send(&shared, &member, request, &mut pending).await {
         Ok((mut response, conn)) => {
@@ -310,6 +266,61 @@ async fn route(
             response
         }
     }
+}
+
+/// The access log's request line, user agent and received bytes of `request`.
+fn access_log_fields(shared: &Shared, request: &Request<Incoming>) -> (String, String, u64) {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+        .unwrap_or("-");
+    let request_line = format!(
+        "{} http://{}:{}{} {:?}",
+        request.method(),
+        host,
+        shared.forwarded_port.to_str().unwrap_or("80"),
+        request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        request.version(),
+    );
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let received_bytes = request_line.len() as u64
+        + request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+            .sum::<u64>()
+        + request.body().size_hint().exact().unwrap_or(0);
+    (request_line, user_agent, received_bytes)
+}
+
+/// What a target sees of the client and the listener, as ELB sends it: hop-by-hop headers
+/// removed, `X-Forwarded-For` (appended to), `-Proto` and `-Port`.
+fn forwarding_headers(shared: &Shared, headers: &mut HeaderMap, client_ip: HeaderValue) {
+    strip_hop_by_hop(headers);
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => HeaderValue::from_str(&format!(
+            "{existing}, {}",
+            client_ip.to_str().unwrap_or("-")
+        ))
+        .unwrap_or(client_ip),
+        None => client_ip,
+    };
+    headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        shared.forwarded_port.clone(),
+    );
 }
 
 /// Sends `request` to `member` on a pooled or new connection. Sets `request_processing` (time

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use compute::ComputeConfig;
+use compute::{ComputeConfig, ComputeSpec};
 use infra::{Config, Problems, Scope, StackName};
-use network::{LoadBalancerConfig, NetworkConfig};
+use network::{LoadBalancerConfig, NetworkConfig, NetworkSpec};
 use observability::ObservabilityConfig;
 use serde::{Deserialize, Serialize};
 use storage::StorageConfig;
@@ -113,6 +113,80 @@ impl StackConfig {
             .map_err(|e| problems.add("name", format!("{:?}", e.value), e.allowed))
             .ok();
         let region = self.region.as_deref().unwrap_or(DEFAULT_REGION);
+        self.check_region_and_tags(region, &mut problems);
+        // A bad name is reported once, above, not again as the bucket name derived from it.
+        let name_for_storage = name.as_ref().map_or("stackproof", |n| n.as_str());
+        let scope = Scope::new(name_for_storage, region);
+        let storage = section(&mut problems, "storage", &self.storage, &scope);
+        let network = section(&mut problems, "network", &self.network, &scope);
+        if self.network.az_count < 2 && self.network.availability_zones.is_none() {
+            problems.add(
+                "network.az-count",
+                self.network.az_count,
+                "at least 2: an application load balancer needs subnets in two or more zones",
+            );
+        }
+        let load_balancer = section(&mut problems, "load-balancer", &self.load_balancer, &scope);
+        let service = section(&mut problems, "service", &self.service, &scope);
+        let zones = self
+            .network
+            .availability_zones
+            .as_ref()
+            .map_or(usize::from(self.network.az_count), Vec::len);
+        if let Some(n) = self.service.zone_count
+            && n as usize > zones
+        {
+            problems.add(
+                "service.zone-count",
+                n,
+                format!("1 to the network's zone count ({zones}); leave it out for all zones"),
+            );
+        }
+        let observability = section(&mut problems, "observability", &self.observability, &scope);
+        // Rules across sections that AWS would only enforce once other resources exist.
+        let ports = &self.network.load_balancer_ingress.ports;
+        if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
+            problems.add(
+                "network.load-balancer-ingress.ports",
+                format!("{ports:?}"),
+                "a list with 443: with load-balancer.certificate-arn the load balancer serves HTTPS on 443 (HTTP redirects there), so its security group must let clients in on 443",
+            );
+        }
+        if let (Some(network), Some(service)) = (&network, &service) {
+            check_addresses(network, service, &mut problems);
+        }
+        match (
+            name,
+            storage,
+            network,
+            load_balancer,
+            service,
+            observability,
+        ) {
+            (
+                Some(name),
+                Some(storage),
+                Some(network),
+                Some(load_balancer),
+                Some(service),
+                Some(observability),
+            ) if problems.0.is_empty() => Ok(Stack {
+                name,
+                region: region.to_owned(),
+                tags: self.tags.clone(),
+                storage,
+                network,
+                load_balancer,
+                service,
+                observability,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// `region` (the shape of an AWS region name) and `tags` (count, reserved keys,
+    /// characters IAM and S3 accept).
+    fn check_region_and_tags(&self, region: &str, problems: &mut Problems) {
         let region_ok = {
             let parts: Vec<&str> = region.split('-').collect();
             parts.len() >= 3
@@ -159,94 +233,30 @@ impl StackConfig {
                 );
             }
         }
-        // A bad name is reported once, above, not again as the bucket name derived from it.
-        let name_for_storage = name.as_ref().map_or("stackproof", |n| n.as_str());
-        let scope = Scope::new(name_for_storage, region);
-        let storage = section(&mut problems, "storage", &self.storage, &scope);
-        let network = section(&mut problems, "network", &self.network, &scope);
-        if self.network.az_count < 2 && self.network.availability_zones.is_none() {
-            problems.add(
-                "network.az-count",
-                self.network.az_count,
-                "at least 2: an application load balancer needs subnets in two or more zones",
-            );
-        }
-        let load_balancer = section(&mut problems, "load-balancer", &self.load_balancer, &scope);
-        let service = section(&mut problems, "service", &self.service, &scope);
-        let zones = self
-            .network
-            .availability_zones
-            .as_ref()
-            .map_or(usize::from(self.network.az_count), Vec::len);
-        if let Some(n) = self.service.zone_count
-            && n as usize > zones
-        {
-            problems.add(
-                "service.zone-count",
-                n,
-                format!("1 to the network's zone count ({zones}); leave it out for all zones"),
-            );
-        }
-        let observability = section(&mut problems, "observability", &self.observability, &scope);
-        // Rules across sections that AWS would only enforce once other resources exist.
-        let ports = &self.network.load_balancer_ingress.ports;
-        if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
-            problems.add(
-                "network.load-balancer-ingress.ports",
-                format!("{ports:?}"),
-                "a list with 443: with load-balancer.certificate-arn the load balancer serves HTTPS on 443 (HTTP redirects there), so its security group must let clients in on 443",
-            );
-        }
-        if let (Some(network), Some(service)) = (&network, &service) {
-            let zones = service
-                .zone_count()
-                .map_or(network.private_cidrs().len(), |n| n as usize);
-            let free: u64 = network
-                .private_cidrs()
-                .iter()
-                .take(zones)
-                .map(|net| {
-                    (1u64 << (32 - u32::from(net.prefix_len())))
-                        .saturating_sub(AWS_RESERVED_PER_SUBNET)
-                })
-                .sum();
-            if u64::from(service.max_count()) > free {
-                problems.add(
-                    "service.max-count",
-                    service.max_count(),
-                    format!(
-                        "at most {free}: each Fargate task takes one address of a private subnet, and the {zones} private subnets the tasks run in have {free} usable addresses (AWS reserves {AWS_RESERVED_PER_SUBNET} of each); or give larger private-subnet-cidrs"
-                    ),
-                );
-            }
-        }
-        match (
-            name,
-            storage,
-            network,
-            load_balancer,
-            service,
-            observability,
-        ) {
-            (
-                Some(name),
-                Some(storage),
-                Some(network),
-                Some(load_balancer),
-                Some(service),
-                Some(observability),
-            ) if problems.0.is_empty() => Ok(Stack {
-                name,
-                region: region.to_owned(),
-                tags: self.tags.clone(),
-                storage,
-                network,
-                load_balancer,
-                service,
-                observability,
-            }),
-            _ => Err(problems),
-        }
+    }
+}
+
+/// The tasks fit in the private subnets they run in: one address each.
+fn check_addresses(network: &NetworkSpec, service: &ComputeSpec, problems: &mut Problems) {
+    let zones = service
+        .zone_count()
+        .map_or(network.private_cidrs().len(), |n| n as usize);
+    let free: u64 = network
+        .private_cidrs()
+        .iter()
+        .take(zones)
+        .map(|net| {
+            (1u64 << (32 - u32::from(net.prefix_len()))).saturating_sub(AWS_RESERVED_PER_SUBNET)
+        })
+        .sum();
+    if u64::from(service.max_count()) > free {
+        problems.add(
+            "service.max-count",
+            service.max_count(),
+            format!(
+                "at most {free}: each Fargate task takes one address of a private subnet, and the {zones} private subnets the tasks run in have {free} usable addresses (AWS reserves {AWS_RESERVED_PER_SUBNET} of each); or give larger private-subnet-cidrs"
+            ),
+        );
     }
 }
 

@@ -134,26 +134,11 @@ impl Stack {
             .targets("Subnets", "zone-subnets")
             .build()
             .map_err(built("CreateExperimentTemplate", &what))?;
-        let mut stop_conditions = Vec::new();
-        for alarm in stop_alarms.iter().take(MAX_STOP_CONDITIONS) {
-            stop_conditions.push(
-                CreateExperimentTemplateStopConditionInput::builder()
-                    .source("aws:cloudwatch:alarm")
-                    .value(format!(
-                        "arn:{partition}:cloudwatch:{region}:{account}:alarm:{alarm}"
-                    ))
-                    .build()
-                    .map_err(built("CreateExperimentTemplate", &what))?,
-            );
-        }
-        if stop_conditions.is_empty() {
-            stop_conditions.push(
-                CreateExperimentTemplateStopConditionInput::builder()
-                    .source("none")
-                    .build()
-                    .map_err(built("CreateExperimentTemplate", &what))?,
-            );
-        }
+        let stop_conditions = stop_conditions(
+            &format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:"),
+            stop_alarms,
+            &what,
+        )?;
         let tags: HashMap<String, String> = HashMap::from([
             (infra::tags::STACK.to_owned(), stack.to_owned()),
             (ZONE_TAG.to_owned(), zone.to_owned()),
@@ -358,6 +343,34 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// FIS's stop conditions: the first [`MAX_STOP_CONDITIONS`] of `alarms` (names; their ARNs
+/// are `alarm_arn_prefix` and the name), or "none" when there is no alarm.
+fn stop_conditions(
+    alarm_arn_prefix: &str,
+    alarms: &[String],
+    what: &str,
+) -> Result<Vec<CreateExperimentTemplateStopConditionInput>, Error> {
+    let mut stop_conditions = Vec::new();
+    for alarm in alarms.iter().take(MAX_STOP_CONDITIONS) {
+        stop_conditions.push(
+            CreateExperimentTemplateStopConditionInput::builder()
+                .source("aws:cloudwatch:alarm")
+                .value(format!("{alarm_arn_prefix}{alarm}"))
+                .build()
+                .map_err(built("CreateExperimentTemplate", what))?,
+        );
+    }
+    if stop_conditions.is_empty() {
+        stop_conditions.push(
+            CreateExperimentTemplateStopConditionInput::builder()
+                .source("none")
+                .build()
+                .map_err(built("CreateExperimentTemplate", what))?,
+        );
+    }
+    Ok(stop_conditions)
 }
 
 #[cfg(test)]

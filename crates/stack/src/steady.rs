@@ -205,14 +205,30 @@ pub async fn read(
         "ECS service {} in cluster {}",
         c.service_name, c.cluster_name
     );
+    let mut health = ServiceHealth::default();
+    let current = read_service(&ecs, outputs, since, &what, &mut health).await?;
+    let zone_of_ip = read_tasks(&ecs, outputs, since, &current, &what, &mut health).await?;
+    read_targets(&elb, outputs, &zone_of_ip, address_zones, &mut health).await?;
+    Ok(health)
+}
+
+/// The service's desired count, failed rollout and recent events into `health`; returns the
+/// task definition it runs.
+async fn read_service(
+    ecs: &aws_sdk_ecs::Client,
+    outputs: &StackOutputs,
+    since: SystemTime,
+    what: &str,
+    health: &mut ServiceHealth,
+) -> Result<String, CallError> {
+    let c = &outputs.compute;
     let out = ecs
         .describe_services()
         .cluster(&c.cluster_name)
         .services(&c.service_name)
         .send()
         .await
-        .map_err(aws("DescribeServices", &what))?;
-    let mut health = ServiceHealth::default();
+        .map_err(aws("DescribeServices", what))?;
     let mut current = c.task_definition_arn.clone();
     if let Some(svc) = out.services().first() {
         health.desired = u32::try_from(svc.desired_count()).unwrap_or(0);
@@ -244,6 +260,20 @@ pub async fn read(
             .take(3)
             .collect();
     }
+    Ok(current)
+}
+
+/// The service's tasks of the `current` task definition: running ones per zone, and those
+/// stopped since `since` with their reasons. Returns the zone of each running task's address.
+async fn read_tasks(
+    ecs: &aws_sdk_ecs::Client,
+    outputs: &StackOutputs,
+    since: SystemTime,
+    current: &str,
+    what: &str,
+    health: &mut ServiceHealth,
+) -> Result<HashMap<String, String>, CallError> {
+    let c = &outputs.compute;
     let zone_of_subnet: HashMap<&str, &str> = outputs
         .network
         .private_subnet_ids
@@ -260,7 +290,7 @@ pub async fn read(
             .desired_status(status.clone())
             .send()
             .await
-            .map_err(aws("ListTasks", &what))?
+            .map_err(aws("ListTasks", what))?
             .task_arns()
             .to_vec();
         for chunk in arns.chunks(100) {
@@ -270,9 +300,9 @@ pub async fn read(
                 .set_tasks(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(aws("DescribeTasks", &what))?;
+                .map_err(aws("DescribeTasks", what))?;
             for task in out.tasks() {
-                if task.task_definition_arn() != Some(current.as_str()) {
+                if task.task_definition_arn() != Some(current) {
                     continue;
                 }
                 let details = || task.attachments().iter().flat_map(|a| a.details());
@@ -321,6 +351,17 @@ pub async fn read(
             }
         }
     }
+    Ok(zone_of_ip)
+}
+
+/// The target group's healthy targets per zone, and the others with their reasons.
+async fn read_targets(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    outputs: &StackOutputs,
+    zone_of_ip: &HashMap<String, String>,
+    address_zones: &[(String, String)],
+    health: &mut ServiceHealth,
+) -> Result<(), CallError> {
     let tg = &outputs.load_balancer.target_group_arn;
     let out = elb
         .describe_target_health()
@@ -363,7 +404,7 @@ pub async fn read(
             )),
         }
     }
-    Ok(health)
+    Ok(())
 }
 
 /// Reads the target group's health check timing (AWS's defaults for what it leaves out);

@@ -163,148 +163,187 @@ async fn put_bucket_setting(
 ) -> Result<(), Error> {
     let what = format!("bucket {name}");
     match fix {
-        BucketFix::Tags(tags) => {
-            let set = tags
-                .iter()
-                .map(|(k, v)| {
-                    aws_sdk_s3::types::Tag::builder()
-                        .key(k)
-                        .value(v)
-                        .build()
-                        .map_err(built("PutBucketTagging", &what))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let tagging = Tagging::builder()
-                .set_tag_set(Some(set))
-                .build()
-                .map_err(built("PutBucketTagging", &what))?;
-            settle(cx, "PutBucketTagging", &what, BUCKET_NOT_YET, || {
-                s3.put_bucket_tagging()
-                    .bucket(name)
-                    .tagging(tagging.clone())
-                    .send()
-            })
-            .await?;
-        }
-        BucketFix::PublicAccessBlock => {
-            let block = PublicAccessBlockConfiguration::builder()
-                .block_public_acls(true)
-                .ignore_public_acls(true)
-                .block_public_policy(true)
-                .restrict_public_buckets(true)
-                .build();
-            settle(cx, "PutPublicAccessBlock", &what, BUCKET_NOT_YET, || {
-                s3.put_public_access_block()
-                    .bucket(name)
-                    .public_access_block_configuration(block.clone())
-                    .send()
-            })
-            .await?;
-        }
-        BucketFix::Ownership => {
-            let controls = OwnershipControls::builder()
-                .rules(
-                    OwnershipControlsRule::builder()
-                        .object_ownership(ObjectOwnership::BucketOwnerEnforced)
-                        .build()
-                        .map_err(built("PutBucketOwnershipControls", &what))?,
-                )
-                .build()
-                .map_err(built("PutBucketOwnershipControls", &what))?;
-            settle(
-                cx,
-                "PutBucketOwnershipControls",
-                &what,
-                BUCKET_NOT_YET,
-                || {
-                    s3.put_bucket_ownership_controls()
-                        .bucket(name)
-                        .ownership_controls(controls.clone())
-                        .send()
-                },
-            )
-            .await?;
-        }
-        BucketFix::Encryption => {
-            let by_default = ServerSideEncryptionByDefault::builder()
-                .sse_algorithm(ServerSideEncryption::Aes256)
-                .build()
-                .map_err(built("PutBucketEncryption", &what))?;
-            let config = ServerSideEncryptionConfiguration::builder()
-                .rules(
-                    ServerSideEncryptionRule::builder()
-                        .apply_server_side_encryption_by_default(by_default)
-                        .build(),
-                )
-                .build()
-                .map_err(built("PutBucketEncryption", &what))?;
-            settle(cx, "PutBucketEncryption", &what, BUCKET_NOT_YET, || {
-                s3.put_bucket_encryption()
-                    .bucket(name)
-                    .server_side_encryption_configuration(config.clone())
-                    .send()
-            })
-            .await?;
-        }
-        BucketFix::Lifecycle(days) => {
-            let rule = LifecycleRule::builder()
-                .id(EXPIRY_RULE)
-                .status(ExpirationStatus::Enabled)
-                .filter(LifecycleRuleFilter::builder().prefix("").build())
-                .expiration(LifecycleExpiration::builder().days(*days).build())
-                .build()
-                .map_err(built("PutBucketLifecycleConfiguration", &what))?;
-            let config = BucketLifecycleConfiguration::builder()
-                .rules(rule)
-                .build()
-                .map_err(built("PutBucketLifecycleConfiguration", &what))?;
-            settle(
-                cx,
-                "PutBucketLifecycleConfiguration",
-                &what,
-                BUCKET_NOT_YET,
-                || {
-                    s3.put_bucket_lifecycle_configuration()
-                        .bucket(name)
-                        .lifecycle_configuration(config.clone())
-                        .send()
-                },
-            )
-            .await?;
-        }
-        BucketFix::Policy(policy) => {
-            let text = policy.to_string();
-            // "Invalid principal" while a principal is not yet known everywhere (IAM
-            // propagation) is worth a retry too.
-            Backoff::consistency(cx.waits())
-                .run(format!("PutBucketPolicy {what}"), || async {
-                    match s3
-                        .put_bucket_policy()
-                        .bucket(name)
-                        .policy(&text)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Step::Done(()),
-                        Err(e)
-                            if e.code() == Some("NoSuchBucket")
-                                || (e.code() == Some("MalformedPolicy")
-                                    && e.message()
-                                        .is_some_and(|m| m.contains("Invalid principal"))) =>
-                        {
-                            Step::Retry(format!(
-                                "{}: {}",
-                                e.code().unwrap_or_default(),
-                                e.message().unwrap_or_default()
-                            ))
-                        }
-                        Err(e) => Step::Fail(e),
-                    }
-                })
-                .await
-                .map_err(waited("PutBucketPolicy", &what))?;
-        }
+        BucketFix::Tags(tags) => put_tags(s3, cx, name, &what, tags).await,
+        BucketFix::PublicAccessBlock => put_public_access_block(s3, cx, name, &what).await,
+        BucketFix::Ownership => put_ownership(s3, cx, name, &what).await,
+        BucketFix::Encryption => put_encryption(s3, cx, name, &what).await,
+        BucketFix::Lifecycle(days) => put_lifecycle(s3, cx, name, &what, *days).await,
+        BucketFix::Policy(policy) => put_policy(s3, cx, name, &what, policy).await,
     }
+}
+
+async fn put_tags(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    what: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let set = tags
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(built("PutBucketTagging", what))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tagging = Tagging::builder()
+        .set_tag_set(Some(set))
+        .build()
+        .map_err(built("PutBucketTagging", what))?;
+    settle(cx, "PutBucketTagging", what, BUCKET_NOT_YET, || {
+        s3.put_bucket_tagging()
+            .bucket(name)
+            .tagging(tagging.clone())
+            .send()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn put_public_access_block(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    what: &str,
+) -> Result<(), Error> {
+    let block = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(true)
+        .ignore_public_acls(true)
+        .block_public_policy(true)
+        .restrict_public_buckets(true)
+        .build();
+    settle(cx, "PutPublicAccessBlock", what, BUCKET_NOT_YET, || {
+        s3.put_public_access_block()
+            .bucket(name)
+            .public_access_block_configuration(block.clone())
+            .send()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn put_ownership(s3: &S3, cx: &Context, name: &str, what: &str) -> Result<(), Error> {
+    let controls = OwnershipControls::builder()
+        .rules(
+            OwnershipControlsRule::builder()
+                .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+                .build()
+                .map_err(built("PutBucketOwnershipControls", what))?,
+        )
+        .build()
+        .map_err(built("PutBucketOwnershipControls", what))?;
+    settle(
+        cx,
+        "PutBucketOwnershipControls",
+        what,
+        BUCKET_NOT_YET,
+        || {
+            s3.put_bucket_ownership_controls()
+                .bucket(name)
+                .ownership_controls(controls.clone())
+                .send()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_encryption(s3: &S3, cx: &Context, name: &str, what: &str) -> Result<(), Error> {
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(built("PutBucketEncryption", what))?;
+    let config = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(by_default)
+                .build(),
+        )
+        .build()
+        .map_err(built("PutBucketEncryption", what))?;
+    settle(cx, "PutBucketEncryption", what, BUCKET_NOT_YET, || {
+        s3.put_bucket_encryption()
+            .bucket(name)
+            .server_side_encryption_configuration(config.clone())
+            .send()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn put_lifecycle(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    what: &str,
+    days: i32,
+) -> Result<(), Error> {
+    let rule = LifecycleRule::builder()
+        .id(EXPIRY_RULE)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .expiration(LifecycleExpiration::builder().days(days).build())
+        .build()
+        .map_err(built("PutBucketLifecycleConfiguration", what))?;
+    let config = BucketLifecycleConfiguration::builder()
+        .rules(rule)
+        .build()
+        .map_err(built("PutBucketLifecycleConfiguration", what))?;
+    settle(
+        cx,
+        "PutBucketLifecycleConfiguration",
+        what,
+        BUCKET_NOT_YET,
+        || {
+            s3.put_bucket_lifecycle_configuration()
+                .bucket(name)
+                .lifecycle_configuration(config.clone())
+                .send()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_policy(
+    s3: &S3,
+    cx: &Context,
+    name: &str,
+    what: &str,
+    policy: &serde_json::Value,
+) -> Result<(), Error> {
+    let text = policy.to_string();
+    // "Invalid principal" while a principal is not yet known everywhere (IAM
+    // propagation) is worth a retry too.
+    Backoff::consistency(cx.waits())
+        .run(format!("PutBucketPolicy {what}"), || async {
+            match s3
+                .put_bucket_policy()
+                .bucket(name)
+                .policy(&text)
+                .send()
+                .await
+            {
+                Ok(_) => Step::Done(()),
+                Err(e)
+                    if e.code() == Some("NoSuchBucket")
+                        || (e.code() == Some("MalformedPolicy")
+                            && e.message().is_some_and(|m| m.contains("Invalid principal"))) =>
+                {
+                    Step::Retry(format!(
+                        "{}: {}",
+                        e.code().unwrap_or_default(),
+                        e.message().unwrap_or_default()
+                    ))
+                }
+                Err(e) => Step::Fail(e),
+            }
+        })
+        .await
+        .map_err(waited("PutBucketPolicy", what))?;
     Ok(())
 }
 
@@ -535,8 +574,6 @@ async fn delete_bucket(
 mod tests {
     //! The error paths moto cannot produce, with mocked S3 responses.
 
-    use std::time::Duration;
-
     use aws_sdk_s3::operation::create_bucket::{CreateBucketError, CreateBucketOutput};
     use aws_sdk_s3::operation::delete_bucket::{DeleteBucketError, DeleteBucketOutput};
     use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
@@ -547,7 +584,7 @@ mod tests {
     use aws_sdk_s3::types::ObjectVersion;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
-    use infra::{StackName, WaitPolicy};
+    use infra::StackName;
 
     use super::*;
 
@@ -556,19 +593,7 @@ mod tests {
     }
 
     fn cx() -> Context {
-        let waits = WaitPolicy {
-            eventual_consistency: Duration::from_secs(30),
-            dependency: Duration::from_secs(60),
-            resource_state: Duration::from_secs(60),
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-        };
-        Context::builder(
-            aws_config::SdkConfig::builder().build(),
-            StackName::new("mock").unwrap(),
-        )
-        .waits(waits)
-        .build()
+        Context::mocked(StackName::new("mock").unwrap()).build()
     }
 
     fn one_version() -> ListObjectVersionsOutput {

@@ -301,38 +301,7 @@ pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec
     let stack = names.stack.as_str();
     let mut ops = Vec::new();
 
-    // The task definition: a new revision only when the newest one differs.
-    let current_task = match &observed.task_definition {
-        None => {
-            ops.push(Op::RegisterTaskDefinition {
-                why: vec![format!(
-                    "revision 1 of family {}: {} cpu, {} MiB, image {}",
-                    names.family,
-                    desired.task.cpu,
-                    desired.task.memory,
-                    desired.task.containers[0].image
-                )],
-            });
-            None
-        }
-        Some(have) => {
-            let why = task_differences(&desired.task, &have.shape);
-            if why.is_empty() {
-                let tags = missing_tags(&desired.tags(TASK_DEFINITION), &have.tags);
-                if !tags.is_empty() {
-                    ops.push(Op::TagEcs {
-                        kind: EcsKind::TaskDefinition,
-                        arn: have.arn.clone(),
-                        tags,
-                    });
-                }
-                Some(have.arn.as_str())
-            } else {
-                ops.push(Op::RegisterTaskDefinition { why });
-                None
-            }
-        }
-    };
+    let current_task = task_definition_steps(desired, observed, &mut ops);
 
     let service = observed.service.as_ref();
     let status = service.map(|s| s.status.as_str());
@@ -379,6 +348,53 @@ pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec
         }
     }
 
+    scaling_steps(desired, observed, &mut ops);
+    Ok(ops)
+}
+
+/// The task definition: a new revision only when the newest one differs. Returns the ARN of
+/// the revision the service should run, when it exists already.
+fn task_definition_steps<'a>(
+    desired: &Desired,
+    observed: &'a Observed,
+    ops: &mut Vec<Op>,
+) -> Option<&'a str> {
+    let names = &desired.names;
+    match &observed.task_definition {
+        None => {
+            ops.push(Op::RegisterTaskDefinition {
+                why: vec![format!(
+                    "revision 1 of family {}: {} cpu, {} MiB, image {}",
+                    names.family,
+                    desired.task.cpu,
+                    desired.task.memory,
+                    desired.task.containers[0].image
+                )],
+            });
+            None
+        }
+        Some(have) => {
+            let why = task_differences(&desired.task, &have.shape);
+            if why.is_empty() {
+                let tags = missing_tags(&desired.tags(TASK_DEFINITION), &have.tags);
+                if !tags.is_empty() {
+                    ops.push(Op::TagEcs {
+                        kind: EcsKind::TaskDefinition,
+                        arn: have.arn.clone(),
+                        tags,
+                    });
+                }
+                Some(have.arn.as_str())
+            } else {
+                ops.push(Op::RegisterTaskDefinition { why });
+                None
+            }
+        }
+    }
+}
+
+/// The scalable target's bounds and the target tracking policies.
+fn scaling_steps(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     if observed.target != Some((desired.min, desired.max)) {
         ops.push(Op::RegisterTarget {
             was: observed.target,
@@ -416,7 +432,6 @@ pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec
             Some(_) => {}
         }
     }
-    Ok(ops)
 }
 
 /// The log group destroy leaves in place: the stack's, holding logs (a stream), and
@@ -530,7 +545,6 @@ pub(crate) fn teardown(names: &Names, observed: &Observed, force_destroy: bool) 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use infra::StackName;
 
@@ -538,15 +552,7 @@ mod tests {
     use crate::config::ComputeConfig;
 
     fn cx() -> Context {
-        let sdk = aws_config::SdkConfig::builder()
-            .region(aws_config::Region::new("eu-west-1"))
-            .build();
-        Context::builder(sdk, StackName::new("demo").unwrap())
-            .waits(infra::WaitPolicy {
-                initial_delay: Duration::from_millis(1),
-                ..Default::default()
-            })
-            .build()
+        Context::mocked(StackName::new("demo").unwrap()).build()
     }
 
     fn desired(toml_text: &str) -> Desired {

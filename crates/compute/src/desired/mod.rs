@@ -524,70 +524,9 @@ impl Desired {
             .image
             .clone()
             .unwrap_or_else(|| inputs.default_image.clone());
-        let roles = RoleKind::ALL
-            .iter()
-            .map(|&kind| RoleWant {
-                kind,
-                name: names.role(kind).to_owned(),
-                trust: normalize_policy(&trust_policy(kind.principal(), &inputs.account_id)),
-                managed: match kind {
-                    RoleKind::Fault => BTreeSet::from([format!(
-                        "arn:{}:iam::aws:policy/{FIS_NETWORK_POLICY}",
-                        partition(region)
-                    )]),
-                    RoleKind::Execution | RoleKind::Task => BTreeSet::new(),
-                },
-                inline: match kind {
-                    RoleKind::Execution if inputs.account_id.is_empty() => BTreeMap::new(),
-                    RoleKind::Execution => BTreeMap::from([(
-                        names.execution_role.clone(),
-                        normalize_policy(&execution_policy(
-                            &image,
-                            &names.log_group,
-                            region,
-                            &inputs.account_id,
-                            &spec.secrets,
-                        )),
-                    )]),
-                    RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
-                        names.inline_policy.clone(),
-                        normalize_policy(&policy_document(&spec.task_role_statements)),
-                    )]),
-                    RoleKind::Task | RoleKind::Fault => BTreeMap::new(),
-                },
-                tags: tags[kind.logical()].clone(),
-            })
-            .collect();
+        let roles = roles(&names, spec, inputs, &image, region, &tags);
         let port = i32::from(inputs.container_port);
-        let mut environment = spec.environment.clone();
-        environment.insert("PORT".to_owned(), inputs.container_port.to_string());
-        let (interval, timeout, retries, start_period) = HEALTH_TIMING;
-        let container = ContainerShape {
-            name: CONTAINER.to_owned(),
-            image,
-            essential: true,
-            ports: BTreeSet::from([(port, "tcp".to_owned())]),
-            environment,
-            secrets: spec
-                .secrets
-                .iter()
-                .map(|(name, secret)| (name.clone(), secret.value_from().to_owned()))
-                .collect(),
-            health: spec.container_health_check.then(|| HealthShape {
-                command: HEALTH_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
-                interval,
-                timeout,
-                retries,
-                start_period,
-            }),
-            log_driver: Some("awslogs".to_owned()),
-            log_options: BTreeMap::from([
-                ("awslogs-group".to_owned(), names.log_group.clone()),
-                ("awslogs-region".to_owned(), region.to_owned()),
-                ("awslogs-stream-prefix".to_owned(), STREAM_PREFIX.to_owned()),
-            ]),
-            read_only: spec.read_only_root_filesystem,
-        };
+        let container = container(&names, spec, inputs, image, region);
         let task = TaskShape {
             cpu: spec.cpu.to_string(),
             memory: spec.memory.to_string(),
@@ -623,38 +562,7 @@ impl Desired {
                 managed_tags: true,
             }),
         };
-        let policy = |metric: &str, label: Option<String>, target: f64| PolicyShape {
-            metric: metric.to_owned(),
-            label,
-            target,
-            scale_out_cooldown: int(spec.scale_out_cooldown_seconds),
-            scale_in_cooldown: int(spec.scale_in_cooldown_seconds),
-        };
-        let policies = BTreeMap::from([
-            (
-                names.cpu_policy.clone(),
-                policy(
-                    if spec.high_resolution_metrics {
-                        CPU_METRIC_HIGH_RESOLUTION
-                    } else {
-                        CPU_METRIC
-                    },
-                    None,
-                    f64::from(spec.cpu_target_percent),
-                ),
-            ),
-            (
-                names.requests_policy.clone(),
-                policy(
-                    REQUESTS_METRIC,
-                    Some(format!(
-                        "{}/{}",
-                        inputs.load_balancer_arn_suffix, inputs.target_group_arn_suffix
-                    )),
-                    f64::from(spec.requests_per_target),
-                ),
-            ),
-        ]);
+        let policies = scaling_policies(&names, spec, inputs);
         Desired {
             names,
             policies_known: !inputs.account_id.is_empty(),
@@ -675,6 +583,131 @@ impl Desired {
     pub(crate) fn tags(&self, logical: &str) -> BTreeMap<String, String> {
         self.tags.get(logical).cloned().unwrap_or_default()
     }
+}
+
+/// The three roles: trust, managed and inline policies, tags.
+fn roles(
+    names: &Names,
+    spec: &ComputeSpec,
+    inputs: &ComputeInputs,
+    image: &str,
+    region: &str,
+    tags: &BTreeMap<&'static str, BTreeMap<String, String>>,
+) -> Vec<RoleWant> {
+    RoleKind::ALL
+        .iter()
+        .map(|&kind| RoleWant {
+            kind,
+            name: names.role(kind).to_owned(),
+            trust: normalize_policy(&trust_policy(kind.principal(), &inputs.account_id)),
+            managed: match kind {
+                RoleKind::Fault => BTreeSet::from([format!(
+                    "arn:{}:iam::aws:policy/{FIS_NETWORK_POLICY}",
+                    partition(region)
+                )]),
+                RoleKind::Execution | RoleKind::Task => BTreeSet::new(),
+            },
+            inline: match kind {
+                RoleKind::Execution if inputs.account_id.is_empty() => BTreeMap::new(),
+                RoleKind::Execution => BTreeMap::from([(
+                    names.execution_role.clone(),
+                    normalize_policy(&execution_policy(
+                        image,
+                        &names.log_group,
+                        region,
+                        &inputs.account_id,
+                        &spec.secrets,
+                    )),
+                )]),
+                RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
+                    names.inline_policy.clone(),
+                    normalize_policy(&policy_document(&spec.task_role_statements)),
+                )]),
+                RoleKind::Task | RoleKind::Fault => BTreeMap::new(),
+            },
+            tags: tags[kind.logical()].clone(),
+        })
+        .collect()
+}
+
+/// The one container: image, port, environment and secrets, health check, logs.
+fn container(
+    names: &Names,
+    spec: &ComputeSpec,
+    inputs: &ComputeInputs,
+    image: String,
+    region: &str,
+) -> ContainerShape {
+    let port = i32::from(inputs.container_port);
+    let mut environment = spec.environment.clone();
+    environment.insert("PORT".to_owned(), inputs.container_port.to_string());
+    let (interval, timeout, retries, start_period) = HEALTH_TIMING;
+    ContainerShape {
+        name: CONTAINER.to_owned(),
+        image,
+        essential: true,
+        ports: BTreeSet::from([(port, "tcp".to_owned())]),
+        environment,
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|(name, secret)| (name.clone(), secret.value_from().to_owned()))
+            .collect(),
+        health: spec.container_health_check.then(|| HealthShape {
+            command: HEALTH_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
+            interval,
+            timeout,
+            retries,
+            start_period,
+        }),
+        log_driver: Some("awslogs".to_owned()),
+        log_options: BTreeMap::from([
+            ("awslogs-group".to_owned(), names.log_group.clone()),
+            ("awslogs-region".to_owned(), region.to_owned()),
+            ("awslogs-stream-prefix".to_owned(), STREAM_PREFIX.to_owned()),
+        ]),
+        read_only: spec.read_only_root_filesystem,
+    }
+}
+
+/// The two target tracking policies: CPU and requests per target.
+fn scaling_policies(
+    names: &Names,
+    spec: &ComputeSpec,
+    inputs: &ComputeInputs,
+) -> BTreeMap<String, PolicyShape> {
+    let policy = |metric: &str, label: Option<String>, target: f64| PolicyShape {
+        metric: metric.to_owned(),
+        label,
+        target,
+        scale_out_cooldown: int(spec.scale_out_cooldown_seconds),
+        scale_in_cooldown: int(spec.scale_in_cooldown_seconds),
+    };
+    BTreeMap::from([
+        (
+            names.cpu_policy.clone(),
+            policy(
+                if spec.high_resolution_metrics {
+                    CPU_METRIC_HIGH_RESOLUTION
+                } else {
+                    CPU_METRIC
+                },
+                None,
+                f64::from(spec.cpu_target_percent),
+            ),
+        ),
+        (
+            names.requests_policy.clone(),
+            policy(
+                REQUESTS_METRIC,
+                Some(format!(
+                    "{}/{}",
+                    inputs.load_balancer_arn_suffix, inputs.target_group_arn_suffix
+                )),
+                f64::from(spec.requests_per_target),
+            ),
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -429,17 +429,12 @@ mod tests {
     }
 
     fn cx() -> Context {
+        // IAM propagation (the service's role not assumable yet) is retried for a minute.
         let waits = WaitPolicy {
             eventual_consistency: Duration::from_secs(60),
-            dependency: Duration::from_secs(60),
-            resource_state: Duration::from_secs(60),
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
+            ..WaitPolicy::MOCKED
         };
-        let sdk = aws_config::SdkConfig::builder()
-            .region(aws_config::Region::new("eu-west-1"))
-            .build();
-        Context::builder(sdk, StackName::new("mock").unwrap())
+        Context::mocked(StackName::new("mock").unwrap())
             .waits(waits)
             .build()
     }

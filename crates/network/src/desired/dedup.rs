@@ -218,40 +218,9 @@ fn pick<T: Clone>(
     kept
 }
 
-/// One of each name inside the kept VPC; `other` (what lies in other VPCs) and the duplicates
-/// become the deletes.
-fn within(mut kept: Observed, mut other: Observed, mut why: BTreeMap<String, String>) -> Deduped {
-    let w = &mut why;
-    kept.subnets = pick(
-        std::mem::take(&mut kept.subnets),
-        |x| x.tags(),
-        |x| x.subnet_id(),
-        // Fewer free addresses: more in use.
-        |x| (0, i64::from(x.available_ip_address_count().unwrap_or(0))),
-        ["", "more addresses in use"],
-        &mut other.subnets,
-        w,
-    );
-    let vpc = kept
-        .vpcs
-        .first()
-        .and_then(|v| v.vpc_id())
-        .map(str::to_owned);
-    kept.igws = pick(
-        std::mem::take(&mut kept.igws),
-        |x| x.tags(),
-        |x| x.internet_gateway_id(),
-        |x: &InternetGateway| {
-            let attached = x
-                .attachments()
-                .iter()
-                .any(|a| vpc.is_some() && a.vpc_id() == vpc.as_deref());
-            (u8::from(!attached), 0)
-        },
-        ["attached to the VPC", ""],
-        &mut other.igws,
-        w,
-    );
+/// The NAT gateways (the one a route uses, else the older) and the Elastic IPs (the one a kept
+/// gateway holds, else an associated one).
+fn pick_nats(kept: &mut Observed, other: &mut Observed, w: &mut BTreeMap<String, String>) {
     let routed: BTreeSet<String> = kept
         .route_tables
         .iter()
@@ -290,6 +259,43 @@ fn within(mut kept: Observed, mut other: Observed, mut why: BTreeMap<String, Str
         &mut other.addresses,
         w,
     );
+}
+
+/// One of each name inside the kept VPC; `other` (what lies in other VPCs) and the duplicates
+/// become the deletes.
+fn within(mut kept: Observed, mut other: Observed, mut why: BTreeMap<String, String>) -> Deduped {
+    let w = &mut why;
+    kept.subnets = pick(
+        std::mem::take(&mut kept.subnets),
+        |x| x.tags(),
+        |x| x.subnet_id(),
+        // Fewer free addresses: more in use.
+        |x| (0, i64::from(x.available_ip_address_count().unwrap_or(0))),
+        ["", "more addresses in use"],
+        &mut other.subnets,
+        w,
+    );
+    let vpc = kept
+        .vpcs
+        .first()
+        .and_then(|v| v.vpc_id())
+        .map(str::to_owned);
+    kept.igws = pick(
+        std::mem::take(&mut kept.igws),
+        |x| x.tags(),
+        |x| x.internet_gateway_id(),
+        |x: &InternetGateway| {
+            let attached = x
+                .attachments()
+                .iter()
+                .any(|a| vpc.is_some() && a.vpc_id() == vpc.as_deref());
+            (u8::from(!attached), 0)
+        },
+        ["attached to the VPC", ""],
+        &mut other.igws,
+        w,
+    );
+    pick_nats(&mut kept, &mut other, w);
     kept.route_tables = pick(
         std::mem::take(&mut kept.route_tables),
         |x| x.tags(),

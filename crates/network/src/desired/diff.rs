@@ -77,6 +77,9 @@ fn retag(
 
 /// The steps that take `observed` to `desired`. Pure: no AWS call. Duplicates are deleted
 /// first (see [`dedup`]): the ones kept are those in use, so nothing the stack uses goes away.
+/// Then each kind in the order EC2 needs (a subnet needs its VPC, a route its gateway); the
+/// wait for NAT gateways comes before the default routes that point at them, and missing tags
+/// are put back after every create.
 pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
     let Deduped {
         kept: observed,
@@ -84,8 +87,52 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
     } = dedup(observed);
     let observed = &observed;
     let mut retags = Vec::new();
+    let vpc = vpc_steps(cx, desired, observed, &mut ops, &mut retags)?;
+    subnet_steps(cx, desired, observed, &mut ops, &mut retags)?;
+    gateway_steps(cx, vpc, observed, &mut ops, &mut retags);
+    nat_steps(cx, desired, observed, &mut ops, &mut retags);
+    group_steps(cx, desired, observed, &mut ops, &mut retags);
+    let subnet_ids: BTreeMap<&str, &str> = observed
+        .subnets
+        .iter()
+        .filter_map(|s| Some((name_tag(s.tags())?, s.subnet_id()?)))
+        .collect();
+    let route_ops = table_steps(cx, desired, observed, &subnet_ids, &mut ops, &mut retags);
+    let needs_nats = route_ops.iter().any(|o| {
+        matches!(
+            o,
+            Op::Route {
+                target: Some(Target::Nat(_)),
+                op: RouteOp::Create | RouteOp::Replace,
+                ..
+            }
+        )
+    });
+    if needs_nats {
+        ops.push(Op::WaitNats);
+    }
+    ops.extend(route_ops);
+    ops.extend(endpoint_ops(
+        cx,
+        desired,
+        observed,
+        &subnet_ids,
+        &mut retags,
+    ));
+    ops.extend(retags);
+    ops.extend(extras(desired, observed));
+    Ok(ops)
+}
 
-    // VPC.
+/// The VPC: created, or checked (its CIDR cannot change) and its DNS settings repaired.
+/// Returns the one that exists.
+fn vpc_steps<'a>(
+    cx: &Context,
+    desired: &Desired,
+    observed: &'a Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<Option<&'a aws_sdk_ec2::types::Vpc>, Error> {
     let vpc = one(VPC, &observed.vpcs, |v| v.tags());
     match vpc {
         None => ops.push(Op::CreateVpc {
@@ -104,11 +151,20 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
             if let Some(was) = observed.dns.filter(|d| *d != (true, true)) {
                 ops.push(Op::SetDns { was });
             }
-            retag(cx, Kind::Vpc, VPC, v.vpc_id(), v.tags(), &mut retags);
+            retag(cx, Kind::Vpc, VPC, v.vpc_id(), v.tags(), retags);
         }
     }
+    Ok(vpc)
+}
 
-    // Subnets.
+/// One public and one private subnet per zone; a CIDR or zone that differs needs a new one.
+fn subnet_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<(), Error> {
     for s in &desired.subnets {
         match one(&s.name, &observed.subnets, |x| x.tags()) {
             None => ops.push(Op::CreateSubnet(s.clone())),
@@ -133,13 +189,22 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                     &s.name,
                     have.subnet_id(),
                     have.tags(),
-                    &mut retags,
+                    retags,
                 );
             }
         }
     }
+    Ok(())
+}
 
-    // Internet gateway.
+/// The internet gateway, attached to the VPC.
+fn gateway_steps(
+    cx: &Context,
+    vpc: Option<&aws_sdk_ec2::types::Vpc>,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
     match one(IGW, &observed.igws, |x| x.tags()) {
         None => ops.push(Op::CreateIgw),
         Some(igw) => {
@@ -154,12 +219,20 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 IGW,
                 igw.internet_gateway_id(),
                 igw.tags(),
-                &mut retags,
+                retags,
             );
         }
     }
+}
 
-    // Elastic IPs and NAT gateways.
+/// An Elastic IP and a NAT gateway per wanted NAT.
+fn nat_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
     for nat in &desired.nats {
         match one(&nat.name, &observed.addresses, |x| x.tags()) {
             None => ops.push(Op::AllocateEip {
@@ -171,7 +244,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 &nat.name,
                 a.allocation_id(),
                 a.tags(),
-                &mut retags,
+                retags,
             ),
         }
         match one(&nat.name, &observed.nats, |x| x.tags()) {
@@ -185,12 +258,20 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 &nat.name,
                 n.nat_gateway_id(),
                 n.tags(),
-                &mut retags,
+                retags,
             ),
         }
     }
+}
 
-    // Security groups and their rules.
+/// The security groups and their ingress rules: missing rules authorized, extra ones revoked.
+fn group_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
     let group_ids: BTreeMap<&str, &str> = observed
         .security_groups
         .iter()
@@ -243,18 +324,23 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 &g.name,
                 h.group_id(),
                 h.tags(),
-                &mut retags,
+                retags,
             );
         }
     }
+}
 
-    // Route tables, associations, default routes.
+/// The route tables and their subnet associations (into `ops`); returns the default routes'
+/// steps, which wait for the NAT gateways.
+fn table_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    subnet_ids: &BTreeMap<&str, &str>,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Vec<Op> {
     let mut route_ops = Vec::new();
-    let subnet_ids: BTreeMap<&str, &str> = observed
-        .subnets
-        .iter()
-        .filter_map(|s| Some((name_tag(s.tags())?, s.subnet_id()?)))
-        .collect();
     for t in &desired.tables {
         let have = one(&t.name, &observed.route_tables, |x| x.tags());
         if have.is_none() {
@@ -325,34 +411,11 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                 &t.name,
                 h.route_table_id(),
                 h.tags(),
-                &mut retags,
+                retags,
             );
         }
     }
-    let needs_nats = route_ops.iter().any(|o| {
-        matches!(
-            o,
-            Op::Route {
-                target: Some(Target::Nat(_)),
-                op: RouteOp::Create | RouteOp::Replace,
-                ..
-            }
-        )
-    });
-    if needs_nats {
-        ops.push(Op::WaitNats);
-    }
-    ops.extend(route_ops);
-    ops.extend(endpoint_ops(
-        cx,
-        desired,
-        observed,
-        &subnet_ids,
-        &mut retags,
-    ));
-    ops.extend(retags);
-    ops.extend(extras(desired, observed));
-    Ok(ops)
+    route_ops
 }
 
 /// The VPC endpoints: created, replaced when their service or type changed, moved to the

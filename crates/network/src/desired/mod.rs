@@ -144,6 +144,31 @@ pub(crate) fn zone_suffix(region: &str, zone: &str, index: usize) -> String {
     }
 }
 
+/// The load balancer group's ingress: each port from each source.
+fn lb_rules(spec: &NetworkSpec) -> BTreeSet<Rule> {
+    let mut lb_rules = BTreeSet::new();
+    for port in &spec.lb_ports {
+        let port = i32::from(*port);
+        let rule = |source| Rule {
+            protocol: "tcp".to_owned(),
+            from: port,
+            to: port,
+            source,
+        };
+        lb_rules.extend(
+            spec.lb_ipv4
+                .iter()
+                .map(|c| rule(Source::Ipv4(c.to_string()))),
+        );
+        lb_rules.extend(
+            spec.lb_ipv6
+                .iter()
+                .map(|c| rule(Source::Ipv6(c.to_string()))),
+        );
+    }
+    lb_rules
+}
+
 impl Desired {
     pub(crate) fn new(spec: &NetworkSpec, region: &str, zones: Vec<String>) -> Desired {
         let mut subnets = Vec::new();
@@ -196,26 +221,7 @@ impl Desired {
                 default_route: route,
             });
         }
-        let mut lb_rules = BTreeSet::new();
-        for port in &spec.lb_ports {
-            let port = i32::from(*port);
-            let rule = |source| Rule {
-                protocol: "tcp".to_owned(),
-                from: port,
-                to: port,
-                source,
-            };
-            lb_rules.extend(
-                spec.lb_ipv4
-                    .iter()
-                    .map(|c| rule(Source::Ipv4(c.to_string()))),
-            );
-            lb_rules.extend(
-                spec.lb_ipv6
-                    .iter()
-                    .map(|c| rule(Source::Ipv6(c.to_string()))),
-            );
-        }
+        let lb_rules = lb_rules(spec);
         let port = i32::from(spec.task_port);
         let task_rules = BTreeSet::from([Rule {
             protocol: "tcp".to_owned(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, Listener};
+use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, Listener, TargetGroup};
 use infra::{Action, Change, Context, Problems};
 
 use crate::Error;
@@ -484,12 +484,27 @@ fn listener_changes(want: &ListenerWant, have: &Listener, tg_arn: Option<&str>) 
     changes
 }
 
-/// The steps that take `observed` to `desired`. Pure: no AWS call.
+/// The steps that take `observed` to `desired`. Pure: no AWS call. The load balancer, then
+/// its target group, then the listeners that point at it; missing tags are put back last.
 pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
     let mut ops = Vec::new();
     let mut retags = Vec::new();
+    load_balancer_steps(cx, desired, observed, &mut ops, &mut retags)?;
+    target_group_steps(cx, desired, observed, &mut ops, &mut retags)?;
+    listener_steps(cx, desired, observed, &mut ops, &mut retags);
+    ops.extend(retags);
+    Ok(ops)
+}
 
-    // The load balancer and its attributes.
+/// The load balancer: created, or checked (scheme, type and VPC cannot change) and its
+/// subnets, security groups and attributes repaired.
+fn load_balancer_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<(), Error> {
     match &observed.lb {
         None => ops.push(Op::CreateLoadBalancer {
             name: desired.lb_name.clone(),
@@ -541,12 +556,21 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                     changes,
                 });
             }
-            retag(cx, observed, Kind::LoadBalancer, LB, arn, &mut retags);
+            retag(cx, observed, Kind::LoadBalancer, LB, arn, retags);
         }
     }
+    Ok(())
+}
 
-    // The target group, its health check and attributes.
-    let tg_arn = observed.tg.as_ref().and_then(|t| t.target_group_arn());
+/// The target group: created, or checked (protocol, port, VPC and target type cannot change)
+/// and its health check and attributes repaired.
+fn target_group_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<(), Error> {
     match &observed.tg {
         None => ops.push(Op::CreateTargetGroup {
             name: desired.tg_name.clone(),
@@ -581,54 +605,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                     return Err(replacement(what, field, &have, &want));
                 }
             }
-            let num = |v: Option<i32>| v.map(|v| v.to_string());
-            let h = &desired.health;
-            let have_health = [
-                (
-                    "path",
-                    tg.health_check_path().map(str::to_owned),
-                    h.path.clone(),
-                ),
-                (
-                    "interval",
-                    num(tg.health_check_interval_seconds()),
-                    h.interval_seconds.to_string(),
-                ),
-                (
-                    "timeout",
-                    num(tg.health_check_timeout_seconds()),
-                    h.timeout_seconds.to_string(),
-                ),
-                (
-                    "healthy threshold",
-                    num(tg.healthy_threshold_count()),
-                    h.healthy_threshold.to_string(),
-                ),
-                (
-                    "unhealthy threshold",
-                    num(tg.unhealthy_threshold_count()),
-                    h.unhealthy_threshold.to_string(),
-                ),
-                (
-                    "matcher",
-                    tg.matcher().and_then(|m| m.http_code()).map(str::to_owned),
-                    h.matcher.clone(),
-                ),
-                (
-                    "protocol",
-                    tg.health_check_protocol().map(|p| p.as_str().to_owned()),
-                    "HTTP".to_owned(),
-                ),
-            ];
-            let changes: Vec<Setting> = have_health
-                .into_iter()
-                .filter(|(_, have, want)| have.as_ref() != Some(want))
-                .map(|(key, have, want)| Setting {
-                    key: format!("health check {key}"),
-                    have,
-                    want,
-                })
-                .collect();
+            let changes = health_changes(&desired.health, tg);
             if !changes.is_empty() {
                 ops.push(Op::SetHealthCheck {
                     arn: arn.to_owned(),
@@ -643,11 +620,72 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                     changes,
                 });
             }
-            retag(cx, observed, Kind::TargetGroup, TG, arn, &mut retags);
+            retag(cx, observed, Kind::TargetGroup, TG, arn, retags);
         }
     }
+    Ok(())
+}
 
-    // Listeners, by port: missing ones created, drifted ones modified, others deleted.
+/// The health check settings of `tg` that differ from `h`.
+fn health_changes(h: &HealthCheckSpec, tg: &TargetGroup) -> Vec<Setting> {
+    let num = |v: Option<i32>| v.map(|v| v.to_string());
+    let have_health = [
+        (
+            "path",
+            tg.health_check_path().map(str::to_owned),
+            h.path.clone(),
+        ),
+        (
+            "interval",
+            num(tg.health_check_interval_seconds()),
+            h.interval_seconds.to_string(),
+        ),
+        (
+            "timeout",
+            num(tg.health_check_timeout_seconds()),
+            h.timeout_seconds.to_string(),
+        ),
+        (
+            "healthy threshold",
+            num(tg.healthy_threshold_count()),
+            h.healthy_threshold.to_string(),
+        ),
+        (
+            "unhealthy threshold",
+            num(tg.unhealthy_threshold_count()),
+            h.unhealthy_threshold.to_string(),
+        ),
+        (
+            "matcher",
+            tg.matcher().and_then(|m| m.http_code()).map(str::to_owned),
+            h.matcher.clone(),
+        ),
+        (
+            "protocol",
+            tg.health_check_protocol().map(|p| p.as_str().to_owned()),
+            "HTTP".to_owned(),
+        ),
+    ];
+    have_health
+        .into_iter()
+        .filter(|(_, have, want)| have.as_ref() != Some(want))
+        .map(|(key, have, want)| Setting {
+            key: format!("health check {key}"),
+            have,
+            want,
+        })
+        .collect()
+}
+
+/// Listeners, by port: missing ones created, drifted ones modified, others deleted.
+fn listener_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
+    let tg_arn = observed.tg.as_ref().and_then(|t| t.target_group_arn());
     for want in &desired.listeners {
         match observed
             .listeners
@@ -665,7 +703,7 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
                         changes,
                     });
                 }
-                retag(cx, observed, Kind::Listener, want.name, arn, &mut retags);
+                retag(cx, observed, Kind::Listener, want.name, arn, retags);
             }
         }
     }
@@ -681,8 +719,6 @@ pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Resu
             });
         }
     }
-    ops.extend(retags);
-    Ok(ops)
 }
 
 /// A listener's logical name: its name tag, else its port.

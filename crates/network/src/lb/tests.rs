@@ -20,11 +20,7 @@ const TG_ARN: &str =
 const CERT: &str = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123";
 
 fn cx() -> Context {
-    Context::builder(
-        aws_config::SdkConfig::builder().build(),
-        StackName::new("demo").unwrap(),
-    )
-    .build()
+    Context::mocked(StackName::new("demo").unwrap()).build()
 }
 
 fn spec(toml_text: &str) -> LoadBalancerSpec {

@@ -18,15 +18,12 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use infra::{Context, Module, StackName};
 use stackproof_observability::{Observability, ObservabilityConfig};
 
-use super::{REGION, inputs};
+use super::inputs;
 
 const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:mocked-alarms";
 
 fn cx() -> Context {
-    let sdk = aws_config::SdkConfig::builder()
-        .region(aws_config::Region::new(REGION))
-        .build();
-    Context::builder(sdk, StackName::new("mocked").unwrap()).build()
+    Context::mocked(StackName::new("mocked").unwrap()).build()
 }
 
 fn tag(req: &PutMetricAlarmInput, key: &str) -> Option<String> {
@@ -270,10 +267,7 @@ async fn a_topic_not_yet_visible_to_subscribe_is_retried_with_backoff() {
         max_delay: std::time::Duration::from_millis(20),
         ..infra::WaitPolicy::default()
     };
-    let sdk = aws_config::SdkConfig::builder()
-        .region(aws_config::Region::new(REGION))
-        .build();
-    let cx = Context::builder(sdk, StackName::new("mocked").unwrap())
+    let cx = Context::mocked(StackName::new("mocked").unwrap())
         .waits(waits)
         .build();
     let out = m.apply(&cx, &inputs("mocked")).await.unwrap();

@@ -268,7 +268,46 @@ fn chart(
          <text x=\"{LEFT}\" y=\"20\" class=\"ct\">{t}</text>",
         t = esc(title)
     );
-    for (x, row, label, key) in &items {
+    draw_legend(&mut s, &items);
+    let _ = write!(
+        s,
+        "<rect x=\"{LEFT}\" y=\"{top:.1}\" width=\"{pw:.1}\" height=\"{PLOT_H}\" fill=\"#fff\"/>"
+    );
+    draw_underlay(&mut s, ctx, &f);
+    draw_grid(&mut s, ctx, &f);
+
+    let mut series = String::new();
+    let drawn = draw(&f, &mut series);
+    s.push_str(&series);
+    if !drawn {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"nd\" text-anchor=\"middle\">no data</text>",
+            (LEFT + RIGHT) / 2.0,
+            top + PLOT_H / 2.0
+        );
+    }
+
+    draw_overlay(&mut s, ctx, &f);
+    // Axes and their titles.
+    let _ = write!(
+        s,
+        "<line x1=\"{LEFT}\" y1=\"{bottom:.1}\" x2=\"{RIGHT}\" y2=\"{bottom:.1}\" stroke=\"#475569\"/>\
+         <line x1=\"{LEFT}\" y1=\"{top:.1}\" x2=\"{LEFT}\" y2=\"{bottom:.1}\" stroke=\"#475569\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" class=\"at\" text-anchor=\"middle\">seconds from start</text>\
+         <text transform=\"translate(16 {:.1}) rotate(-90)\" class=\"at\" text-anchor=\"middle\">{}</text>\
+         </svg>",
+        (LEFT + RIGHT) / 2.0,
+        bottom + 36.0,
+        top + PLOT_H / 2.0,
+        esc(y_label)
+    );
+    s
+}
+
+/// The legend: a line or a swatch and a label per series, at the positions laid out.
+fn draw_legend(s: &mut String, items: &[(f64, f64, &String, Key)]) {
+    for (x, row, label, key) in items {
         let y = 30.0 + row * ROW + 8.0;
         match key {
             Key::Line(c, w, dash) => {
@@ -297,11 +336,11 @@ fn chart(
             esc(label)
         );
     }
-    let _ = write!(
-        s,
-        "<rect x=\"{LEFT}\" y=\"{top:.1}\" width=\"{pw:.1}\" height=\"{PLOT_H}\" fill=\"#fff\"/>"
-    );
-    // Scenario bands, alternating, and fault shading under the series.
+}
+
+/// Scenario bands, alternating, and fault and warm-up shading, under the series.
+fn draw_underlay(s: &mut String, ctx: &Ctx<'_>, f: &Frame) {
+    let top = f.top;
     for (i, (a, b, _)) in ctx.bands.iter().enumerate() {
         let fill = if i % 2 == 0 { "#eef2f7" } else { "#f8fafc" };
         let _ = write!(
@@ -331,8 +370,12 @@ fn chart(
             esc(label)
         );
     }
-    // Gridlines and y ticks.
-    for (frac, label) in y.ticks() {
+}
+
+/// Gridlines and y ticks; x ticks, the same on every chart.
+fn draw_grid(s: &mut String, ctx: &Ctx<'_>, f: &Frame) {
+    let bottom = f.bottom();
+    for (frac, label) in f.y.ticks() {
         let py = f.y_frac(frac);
         let stroke = if label.is_empty() {
             "#f1f5f9"
@@ -371,20 +414,11 @@ fn chart(
             );
         }
     }
+}
 
-    let mut series = String::new();
-    let drawn = draw(&f, &mut series);
-    s.push_str(&series);
-    if !drawn {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"nd\" text-anchor=\"middle\">no data</text>",
-            (LEFT + RIGHT) / 2.0,
-            top + PLOT_H / 2.0
-        );
-    }
-
-    // Fault edges and labels, and scenario names, on top of the series.
+/// Fault edges and labels, warm-up labels and scenario names, on top of the series.
+fn draw_overlay(s: &mut String, ctx: &Ctx<'_>, f: &Frame) {
+    let (top, bottom) = (f.top, f.bottom());
     for (a, b, label) in &ctx.faults {
         for edge in [a, b] {
             let px = f.x(*edge);
@@ -424,20 +458,6 @@ fn chart(
             );
         }
     }
-    // Axes and their titles.
-    let _ = write!(
-        s,
-        "<line x1=\"{LEFT}\" y1=\"{bottom:.1}\" x2=\"{RIGHT}\" y2=\"{bottom:.1}\" stroke=\"#475569\"/>\
-         <line x1=\"{LEFT}\" y1=\"{top:.1}\" x2=\"{LEFT}\" y2=\"{bottom:.1}\" stroke=\"#475569\"/>\
-         <text x=\"{:.1}\" y=\"{:.1}\" class=\"at\" text-anchor=\"middle\">seconds from start</text>\
-         <text transform=\"translate(16 {:.1}) rotate(-90)\" class=\"at\" text-anchor=\"middle\">{}</text>\
-         </svg>",
-        (LEFT + RIGHT) / 2.0,
-        bottom + 36.0,
-        top + PLOT_H / 2.0,
-        esc(y_label)
-    );
-    s
 }
 
 /// Largest finite value of an iterator (0 if none).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use loadtest::Second;
 
-use super::{Run, check, fig, finish, unix_ms};
+use super::{Load, Run, check, fig, finish, unix_ms};
 use crate::config::{Fault, ProveConfig};
 use crate::error::{Error, aws};
 use crate::model::Prediction;
@@ -143,23 +143,61 @@ pub(crate) fn judge(
     c: &ProveConfig,
     p: &Prediction,
 ) -> (Vec<Check>, Vec<Figure>, Vec<String>) {
+    let t = Times::of(seen, c);
+    (
+        failover_checks(seen, c, p, &t),
+        failover_figures(seen, c, p, &t),
+        failover_notes(seen, c),
+    )
+}
+
+/// What the checks and figures share: when errors were first seen, when they stopped, when the
+/// SLO held again (AWS seconds after the fault), and the error budget.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    detect: Option<f64>,
+    stop: Option<f64>,
+    slo_back: Option<f64>,
+    budget: f64,
+    budget_pct: f64,
+}
+
+impl Times {
+    fn of(seen: &Seen, c: &ProveConfig) -> Times {
+        let clock = c.clock;
+        let failed = seen.during.failed;
+        let budget = (c.rps * clock.wall_s(c.error_budget_s)).ceil();
+        let budget_pct = if budget > 0.0 {
+            failed as f64 * 100.0 / budget
+        } else {
+            100.0
+        };
+        let after_fault = |t: Option<f64>| t.map(|t| clock.model_s((t - seen.fault_at).max(0.0)));
+        // Errors are failed requests; slow ones (over the p99 objective) can go on longer: new
+        // connections try the failed zone's load balancer node first, until it leaves DNS, and
+        // answer only after the client's connect timeout.
+        Times {
+            detect: after_fault(seen.first_bad),
+            stop: after_fault(seen.last_failed),
+            slo_back: after_fault(seen.last_bad),
+            budget,
+            budget_pct,
+        }
+    }
+}
+
+fn failover_checks(seen: &Seen, c: &ProveConfig, p: &Prediction, t: &Times) -> Vec<Check> {
     let clock = c.clock;
     let slo = c.slo;
     let zone = &seen.zone;
     let failed = seen.during.failed;
-    let budget = (c.rps * clock.wall_s(c.error_budget_s)).ceil();
-    let budget_pct = if budget > 0.0 {
-        failed as f64 * 100.0 / budget
-    } else {
-        100.0
-    };
-    let after_fault = |t: Option<f64>| t.map(|t| clock.model_s((t - seen.fault_at).max(0.0)));
-    let detect = after_fault(seen.first_bad);
-    // Errors are failed requests; slow ones (over the p99 objective) can go on longer: new
-    // connections try the failed zone's load balancer node first, until it leaves DNS, and
-    // answer only after the client's connect timeout.
-    let stop = after_fault(seen.last_failed);
-    let slo_back = after_fault(seen.last_bad);
+    let Times {
+        stop,
+        slo_back,
+        budget,
+        budget_pct,
+        ..
+    } = *t;
     let slow_tail = match (stop, slo_back) {
         (Some(e), Some(b)) if b > e => format!(
             "; slow requests went on until {b:.0} s (new connections tried {zone}'s load balancer node first)"
@@ -244,6 +282,20 @@ pub(crate) fn judge(
             ),
         ),
     ];
+    checks
+}
+
+fn failover_figures(seen: &Seen, c: &ProveConfig, p: &Prediction, t: &Times) -> Vec<Figure> {
+    let clock = c.clock;
+    let zone = &seen.zone;
+    let failed = seen.during.failed;
+    let Times {
+        detect,
+        stop,
+        slo_back,
+        budget_pct,
+        ..
+    } = *t;
     let share = |w: &Window| Some(w.zone_share(zone));
     let mut figures = vec![
         fig("time_to_detect_s", "time to detect", detect, "s"),
@@ -325,7 +377,6 @@ pub(crate) fn judge(
             "s",
         ));
     }
-    let mut notes = vec![format!("failed zone: {zone}")];
     for n in &seen.nodes {
         let zone_of = n.zone.as_deref().unwrap_or("zone unknown");
         let key = n.zone.clone().unwrap_or_else(|| n.addr.clone());
@@ -347,6 +398,15 @@ pub(crate) fn judge(
             Some(n.connect_failures as f64),
             "",
         ));
+    }
+    figures
+}
+
+fn failover_notes(seen: &Seen, c: &ProveConfig) -> Vec<String> {
+    let zone = &seen.zone;
+    let mut notes = vec![format!("failed zone: {zone}")];
+    for n in &seen.nodes {
+        let zone_of = n.zone.as_deref().unwrap_or("zone unknown");
         notes.push(format!(
             "load balancer node {} ({zone_of}): {:.0} requests/s before; during the fault {} answered, {} failed, {} connection attempts failed (the client then tried another node)",
             n.addr, n.before_rps, n.answered, n.failed, n.connect_failures
@@ -367,7 +427,26 @@ pub(crate) fn judge(
     if seen.stalled {
         notes.push("requests stalled in flight during the fault".to_owned());
     }
-    (checks, figures, notes)
+    notes
+}
+
+/// The tasks running outside `zone`.
+fn outside(running_by_zone: &BTreeMap<String, u32>, zone: &str) -> u32 {
+    running_by_zone
+        .iter()
+        .filter(|(z, _)| *z != zone)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// What watching a fault saw: run seconds of the first and last second over the objective,
+/// whether requests stalled in flight, when a zonal shift began.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    first_bad: Option<f64>,
+    last_bad: Option<f64>,
+    stalled: bool,
+    shift_at: Option<f64>,
 }
 
 /// How long after the longest fault allowed FIS ends the experiment by itself, AWS seconds:
@@ -457,62 +536,19 @@ impl Run {
         Ok(shift)
     }
 
-    pub(super) async fn failover(&mut self) -> Result<ScenarioResult, Error> {
+    /// Watches the load while `zone` is failed, until the SLO has held for `settle-s`, or
+    /// the longest fault allowed has passed (a zonal shift, when asked for, once errors show).
+    async fn watch_fault(
+        &mut self,
+        load: &Load,
+        rx: &mut tokio::sync::watch::Receiver<loadtest::Snapshot>,
+        zone: &str,
+        fault_at: f64,
+        stall_limit: u64,
+    ) -> Result<Watched, Error> {
         let c = self.config.clone();
         let slo = c.slo;
         let fault_max = self.wall(self.prediction.fault_max_s);
-        let total = c.before_s + fault_max + c.after_s + 10.0;
-        self.say(&format!(
-            "az-failover: {} rps; {:.0} s steady, then a zone fails ({}){}",
-            c.rps,
-            c.before_s,
-            match c.fault {
-                Fault::NetworkAcl =>
-                    "deny-all network ACL on its subnets, its load balancer node's too",
-                Fault::StopTasks => "its tasks stopped",
-            },
-            if c.zonal_shift {
-                "; a zonal shift moves traffic away once the failure shows"
-            } else {
-                ""
-            }
-        ));
-        let load = self.start_load(c.rps, Vec::new(), total).await?;
-        let mut rx = load.handle.snapshots();
-        while load.now_s() < c.before_s {
-            if !load.tick(&mut rx).await {
-                break;
-            }
-        }
-        let series = load.handle.series();
-        let before_zones = zones_of(&series, 0, series.len());
-        let zone = match &c.zone {
-            Some(z) => z.clone(),
-            None => before_zones
-                .iter()
-                .max_by_key(|(_, n)| **n)
-                .map(|(z, _)| z.clone())
-                .or_else(|| self.d.outputs.network.zones.first().cloned())
-                .unwrap_or_default(),
-        };
-        let before = self.sample();
-        let remaining_before: u32 = before
-            .running_by_zone
-            .iter()
-            .filter(|(z, _)| **z != zone)
-            .map(|(_, n)| n)
-            .sum();
-        let zone_tasks = before.tasks_by_zone.get(&zone).cloned().unwrap_or_default();
-        // Requests normally in flight: more than those slower than the objective mean a stall.
-        let stall_limit = (c.rps * slo.p99_ms / 1000.0).ceil() as u64 + 5;
-        let fault_note = self.inject(&zone, &zone_tasks).await?;
-        // From when the fault is in place: FIS takes a while to start an experiment.
-        let fault_ms = unix_ms();
-        let fault_at = load.now_s();
-        self.say(&format!(
-            "az-failover: {zone} failed at {fault_at:.0}s ({} of its tasks)",
-            zone_tasks.len()
-        ));
         // Whole seconds of the run.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let fault_second = fault_at.floor() as u32;
@@ -520,23 +556,23 @@ impl Run {
         let mut shift_at: Option<f64> = None;
         let (mut first_bad, mut last_bad);
         loop {
-            if !load.tick(&mut rx).await {
+            if !load.tick(rx).await {
                 (first_bad, last_bad) = bad_span(&load.handle.series(), fault_second, slo.p99_ms);
                 break;
             }
             let now = load.now_s();
             (first_bad, last_bad) = bad_span(&load.handle.series(), fault_second, slo.p99_ms);
-            if load.outstanding(&rx) > stall_limit {
+            if load.outstanding(rx) > stall_limit {
                 stalled_at.get_or_insert(now);
             }
             if let Some(s) = stalled_at {
                 first_bad = Some(first_bad.map_or(s, |f| f.min(s)));
-                if load.outstanding(&rx) > stall_limit {
+                if load.outstanding(rx) > stall_limit {
                     last_bad = Some(last_bad.map_or(now, |l| l.max(now)));
                 }
             }
             if c.zonal_shift && shift_at.is_none() && first_bad.is_some() {
-                let id = self.shift_away(&zone).await?;
+                let id = self.shift_away(zone).await?;
                 shift_at = Some(load.now_s());
                 self.say(&format!(
                     "az-failover: zonal shift {id} away from {zone} at {:.0}s",
@@ -554,6 +590,100 @@ impl Run {
                 _ => {}
             }
         }
+        Ok(Watched {
+            first_bad,
+            last_bad,
+            stalled: stalled_at.is_some(),
+            shift_at,
+        })
+    }
+
+    /// Says what the scenario does.
+    fn announce_failover(&self, c: &ProveConfig) {
+        self.say(&format!(
+            "az-failover: {} rps; {:.0} s steady, then a zone fails ({}){}",
+            c.rps,
+            c.before_s,
+            match c.fault {
+                Fault::NetworkAcl =>
+                    "deny-all network ACL on its subnets, its load balancer node's too",
+                Fault::StopTasks => "its tasks stopped",
+            },
+            if c.zonal_shift {
+                "; a zonal shift moves traffic away once the failure shows"
+            } else {
+                ""
+            }
+        ));
+    }
+
+    /// The zone to fail: the one asked for, else the one that served the most requests so far.
+    fn failed_zone(&self, load: &Load) -> String {
+        let series = load.handle.series();
+        let before_zones = zones_of(&series, 0, series.len());
+        match &self.config.zone {
+            Some(z) => z.clone(),
+            None => before_zones
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(z, _)| z.clone())
+                .or_else(|| self.d.outputs.network.zones.first().cloned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Marks the fault on the report's timeline.
+    fn mark_fault(&mut self, zone: &str, fault_ms: u64, restore_ms: u64) {
+        let what = match self.config.fault {
+            Fault::NetworkAcl => "isolated",
+            Fault::StopTasks => "tasks stopped",
+        };
+        self.marks.push(Mark {
+            kind: MarkKind::Fault,
+            label: format!("{zone} {what}"),
+            start_s: fault_ms.saturating_sub(self.origin_ms) as f64 / 1000.0,
+            end_s: restore_ms.saturating_sub(self.origin_ms) as f64 / 1000.0,
+        });
+    }
+
+    pub(super) async fn failover(&mut self) -> Result<ScenarioResult, Error> {
+        let c = self.config.clone();
+        let slo = c.slo;
+        let fault_max = self.wall(self.prediction.fault_max_s);
+        let total = c.before_s + fault_max + c.after_s + 10.0;
+        self.announce_failover(&c);
+        let load = self.start_load(c.rps, Vec::new(), total).await?;
+        let mut rx = load.handle.snapshots();
+        while load.now_s() < c.before_s {
+            if !load.tick(&mut rx).await {
+                break;
+            }
+        }
+        let zone = self.failed_zone(&load);
+        let before = self.sample();
+        let remaining_before = outside(&before.running_by_zone, &zone);
+        let zone_tasks = before.tasks_by_zone.get(&zone).cloned().unwrap_or_default();
+        // Requests normally in flight: more than those slower than the objective mean a stall.
+        let stall_limit = (c.rps * slo.p99_ms / 1000.0).ceil() as u64 + 5;
+        let fault_note = self.inject(&zone, &zone_tasks).await?;
+        // From when the fault is in place: FIS takes a while to start an experiment.
+        let fault_ms = unix_ms();
+        let fault_at = load.now_s();
+        self.say(&format!(
+            "az-failover: {zone} failed at {fault_at:.0}s ({} of its tasks)",
+            zone_tasks.len()
+        ));
+        // Whole seconds of the run.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let fault_second = fault_at.floor() as u32;
+        let Watched {
+            first_bad,
+            last_bad,
+            stalled,
+            shift_at,
+        } = self
+            .watch_fault(&load, &mut rx, &zone, fault_at, stall_limit)
+            .await?;
         let restore_ms = unix_ms();
         let restore_at = load.now_s();
         let at_end = self.sample();
@@ -569,18 +699,7 @@ impl Run {
         }
         load.handle.stop();
         let report = load.handle.wait().await?;
-        self.marks.push(Mark {
-            kind: MarkKind::Fault,
-            label: format!(
-                "{zone} {}",
-                match c.fault {
-                    Fault::NetworkAcl => "isolated",
-                    Fault::StopTasks => "tasks stopped",
-                }
-            ),
-            start_s: fault_ms.saturating_sub(self.origin_ms) as f64 / 1000.0,
-            end_s: restore_ms.saturating_sub(self.origin_ms) as f64 / 1000.0,
-        });
+        self.mark_fault(&zone, fault_ms, restore_ms);
         let n = u32::try_from(report.series.len()).unwrap_or(u32::MAX);
         // Whole seconds of the run.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -595,15 +714,10 @@ impl Run {
             first_bad,
             last_bad,
             last_failed: last_failed(&report.series, fault_second),
-            stalled: stalled_at.is_some(),
+            stalled,
             shift_at,
             remaining_before,
-            remaining_end: at_end
-                .running_by_zone
-                .iter()
-                .filter(|(z, _)| **z != zone)
-                .map(|(_, n)| n)
-                .sum(),
+            remaining_end: outside(&at_end.running_by_zone, &zone),
             needed: self
                 .scaling
                 .as_ref()

@@ -230,8 +230,33 @@ pub(crate) fn judge(
             slo_detail,
         ),
     ];
+    let figures = scaling_figures(seen, p, &since);
     let predicted = p.scale_out;
-    let figures = vec![
+    let mut notes = Vec::new();
+    if t.peak_desired >= t.max && t.max > t.d0 {
+        notes.push(format!("the service reached its max-count ({})", t.max));
+    }
+    if let (Some(first), Some(pred)) = (since(t.t_first_out), predicted)
+        && first < pred.first_scale_out.min - clock.model_s(2.0)
+    {
+        notes.push(format!(
+            "the first scale-out came {first:.0} s after the load passed capacity, sooner than target tracking's alarms allow ({:.0} s at the least): a policy other than requests per target (CPU) acted, or the load passed capacity before it was seen",
+            pred.first_scale_out.min
+        ));
+    }
+    (checks, figures, notes)
+}
+
+/// The figures of a scaling run; `since` turns a run second into AWS seconds after the load
+/// passed capacity.
+fn scaling_figures(
+    seen: &Seen,
+    p: &Prediction,
+    since: &dyn Fn(Option<f64>) -> Option<f64>,
+) -> Vec<Figure> {
+    let t = &seen.track;
+    let predicted = p.scale_out;
+    vec![
         fig("peak_rps", "peak rate achieved", seen.peak_rps, "rps"),
         fig(
             "capacity_rps",
@@ -283,20 +308,19 @@ pub(crate) fn judge(
             Some(seen.settled.error_rate() * 100.0),
             "%",
         ),
-    ];
-    let mut notes = Vec::new();
-    if t.peak_desired >= t.max && t.max > t.d0 {
-        notes.push(format!("the service reached its max-count ({})", t.max));
-    }
-    if let (Some(first), Some(pred)) = (since(t.t_first_out), predicted)
-        && first < pred.first_scale_out.min - clock.model_s(2.0)
-    {
-        notes.push(format!(
-            "the first scale-out came {first:.0} s after the load passed capacity, sooner than target tracking's alarms allow ({:.0} s at the least): a policy other than requests per target (CPU) acted, or the load passed capacity before it was seen",
-            pred.first_scale_out.min
-        ));
-    }
-    (checks, figures, notes)
+    ]
+}
+
+/// A scaling run that cannot show anything, with the one check that says why.
+fn refused(name: &str, detail: String) -> ScenarioResult {
+    finish(
+        "scaling",
+        0.0,
+        0.0,
+        vec![check(name, false, detail)],
+        Vec::new(),
+        Vec::new(),
+    )
 }
 
 impl Run {
@@ -306,55 +330,31 @@ impl Run {
         let initial_tasks: BTreeSet<String> =
             before.tasks_by_zone.values().flatten().cloned().collect();
         let Some(scaling) = self.scaling.clone() else {
-            return Ok(finish(
-                "scaling",
-                0.0,
-                0.0,
-                vec![check(
-                    "the service scales",
-                    false,
-                    "the service has no scalable target in Application Auto Scaling".to_owned(),
-                )],
-                Vec::new(),
-                Vec::new(),
+            return Ok(refused(
+                "the service scales",
+                "the service has no scalable target in Application Auto Scaling".to_owned(),
             ));
         };
         let d0 = before.desired;
         if d0 >= scaling.max {
-            return Ok(finish(
-                "scaling",
-                0.0,
-                0.0,
-                vec![check(
-                    "desired count rises",
-                    false,
-                    format!(
-                        "{d0} -> {d0}: the service already runs its max-count ({}); it cannot scale out",
-                        scaling.max
-                    ),
-                )],
-                Vec::new(),
-                Vec::new(),
+            return Ok(refused(
+                "desired count rises",
+                format!(
+                    "{d0} -> {d0}: the service already runs its max-count ({}); it cannot scale out",
+                    scaling.max
+                ),
             ));
         }
         let capacity = self.capacity(before.running.max(1));
         if let Some(cap) = capacity
             && cap >= c.rps
         {
-            return Ok(finish(
-                "scaling",
-                0.0,
-                0.0,
-                vec![check(
-                    "the load exceeds what the tasks carry",
-                    false,
-                    format!(
-                        "{} rps does not exceed what {} tasks carry at the target-tracking value ({cap:.0} rps): scaling cannot be shown; raise --rps above {cap:.0}",
-                        c.rps, before.running
-                    ),
-                )],
-                Vec::new(),
-                Vec::new(),
+            return Ok(refused(
+                "the load exceeds what the tasks carry",
+                format!(
+                    "{} rps does not exceed what {} tasks carry at the target-tracking value ({cap:.0} rps): scaling cannot be shown; raise --rps above {cap:.0}",
+                    c.rps, before.running
+                ),
             ));
         }
         let timeout = self.wall(self.prediction.scale_timeout_s);

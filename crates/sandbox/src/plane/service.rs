@@ -391,15 +391,14 @@ impl Reconciler {
         victims
     }
 
-    /// Creates a task of `svc`: placed in the zone with the fewest of the service's tasks (the
-    /// lowest free address of its range), recorded with RunTask and reported PROVISIONING; it
-    /// turns PENDING and RUNNING later ([`Reconciler::advance_launches`]). Returns its ARN.
-    pub(super) async fn start_task(
-        &mut self,
+    /// Where a new task of `svc` goes: the zone with the fewest of the service's tasks, its
+    /// subnet, and the lowest free address of the zone's range.
+    fn place(
+        &self,
         svc: &ServiceSpec,
         td: &TaskDefSpec,
         world: &World,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, String, SocketAddr), Error> {
         // The service's zones, and the subnet to use in each.
         let mut zones: BTreeMap<usize, (String, String)> = BTreeMap::new();
         for sid in &svc.subnets {
@@ -469,9 +468,17 @@ impl Reconciler {
                 ),
             });
         };
-        let addr = SocketAddr::from((ip, port));
+        Ok((zone, subnet, SocketAddr::from((ip, port))))
+    }
 
-        let mut net = AwsVpcConfiguration::builder().subnets(&subnet);
+    /// Records the task with RunTask; returns its ARN and whether ECS holds it (moto cannot
+    /// run some task definitions Fargate accepts: those run unrecorded).
+    async fn record_run(
+        &mut self,
+        svc: &ServiceSpec,
+        subnet: &str,
+    ) -> Result<(String, bool), Error> {
+        let mut net = AwsVpcConfiguration::builder().subnets(subnet);
         for sg in &svc.security_groups {
             net = net.security_groups(sg);
         }
@@ -498,7 +505,7 @@ impl Reconciler {
             .await;
         // moto answers 500 to RunTask when a container definition has neither `memory` nor
         // `memoryReservation` (legal on Fargate): run the task anyway, unrecorded in ECS.
-        let (arn, recorded) = match out {
+        Ok(match out {
             Ok(out) => {
                 let Some(arn) = out
                     .tasks()
@@ -530,7 +537,20 @@ impl Reconciler {
                 (arn, false)
             }
             Err(e) => return Err(observe::aws("RunTask", svc.key())(e)),
-        };
+        })
+    }
+
+    /// Creates a task of `svc`: placed in the zone with the fewest of the service's tasks (the
+    /// lowest free address of its range), recorded with RunTask and reported PROVISIONING; it
+    /// turns PENDING and RUNNING later ([`Reconciler::advance_launches`]). Returns its ARN.
+    pub(super) async fn start_task(
+        &mut self,
+        svc: &ServiceSpec,
+        td: &TaskDefSpec,
+        world: &World,
+    ) -> Result<String, Error> {
+        let (zone, subnet, addr) = self.place(svc, td, world)?;
+        let (arn, recorded) = self.record_run(svc, &subnet).await?;
         let id = arn.rsplit('/').next().unwrap_or(&arn).to_owned();
         if !td.runnable() {
             let reason = format!(

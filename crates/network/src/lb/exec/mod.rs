@@ -203,8 +203,6 @@ async fn retag(
 mod tests {
     //! The error paths moto cannot produce, with mocked Elastic Load Balancing responses.
 
-    use std::time::Duration;
-
     use aws_sdk_elasticloadbalancingv2::operation::delete_load_balancer::{
         DeleteLoadBalancerError, DeleteLoadBalancerOutput,
     };
@@ -217,7 +215,7 @@ mod tests {
     };
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
-    use infra::{StackName, WaitPolicy};
+    use infra::StackName;
 
     use super::*;
 
@@ -226,19 +224,7 @@ mod tests {
     }
 
     fn cx() -> Context {
-        let waits = WaitPolicy {
-            eventual_consistency: Duration::from_secs(30),
-            dependency: Duration::from_secs(60),
-            resource_state: Duration::from_secs(60),
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-        };
-        Context::builder(
-            aws_config::SdkConfig::builder().build(),
-            StackName::new("mock").unwrap(),
-        )
-        .waits(waits)
-        .build()
+        Context::mocked(StackName::new("mock").unwrap()).build()
     }
 
     #[tokio::test(start_paused = true)]
