@@ -133,6 +133,28 @@ impl Backoff {
         &self,
         operation: impl fmt::Display,
         retry_on: &[&str],
+        call: F,
+    ) -> Result<T, WaitError<E>>
+    where
+        E: ProvideErrorMetadata + fmt::Debug,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.retry_when(
+            operation,
+            |err: &E| error_code(err).is_some_and(|code| retry_on.contains(&code)),
+            call,
+        )
+        .await
+    }
+
+    /// Runs an AWS call, retrying while `retry` says its error is one AWS clears by itself
+    /// (a resource not visible yet, a policy not in force yet); the retry's reason is the
+    /// error's code and message.
+    pub async fn retry_when<T, E, F, Fut>(
+        &self,
+        operation: impl fmt::Display,
+        retry: impl Fn(&E) -> bool,
         mut call: F,
     ) -> Result<T, WaitError<E>>
     where
@@ -140,17 +162,18 @@ impl Backoff {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let retry = &retry;
         self.run(operation, || {
             let fut = call();
             async move {
                 match fut.await {
                     Ok(value) => Step::Done(value),
-                    Err(err) => match error_code(&err) {
-                        Some(code) if retry_on.contains(&code) => {
-                            Step::Retry(format!("{code}: {}", err.message().unwrap_or_default()))
-                        }
-                        _ => Step::Fail(err),
-                    },
+                    Err(err) if retry(&err) => Step::Retry(format!(
+                        "{}: {}",
+                        error_code(&err).unwrap_or_default(),
+                        err.message().unwrap_or_default()
+                    )),
+                    Err(err) => Step::Fail(err),
                 }
             }
         })
@@ -245,6 +268,84 @@ mod tests {
         let text = r.unwrap_err().to_string();
         assert!(text.contains("gave up after 2 attempts"), "{text}");
         assert!(text.contains("cut at the deadline"), "{text}");
+    }
+
+    /// An error with an AWS code and message, as the SDK's errors have.
+    #[derive(Debug)]
+    struct Coded(&'static str, &'static str);
+
+    impl fmt::Display for Coded {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}: {}", self.0, self.1)
+        }
+    }
+
+    impl ProvideErrorMetadata for Coded {
+        fn meta(&self) -> &aws_smithy_types::error::ErrorMetadata {
+            unreachable!("code and message are overridden")
+        }
+        fn code(&self) -> Option<&str> {
+            Some(self.0)
+        }
+        fn message(&self) -> Option<&str> {
+            Some(self.1)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_when_retries_what_the_caller_names_and_fails_the_rest_at_once() {
+        // A policy not in force yet: retried, the reason is code and message.
+        let mut n = 0;
+        let r = B
+            .retry_when(
+                "ModifyLoadBalancerAttributes lb",
+                |e: &Coded| e.0 == "InvalidConfigurationRequest" && e.1.contains("Access Denied"),
+                || {
+                    n += 1;
+                    let answer = if n < 3 {
+                        Err(Coded(
+                            "InvalidConfigurationRequest",
+                            "Access Denied for bucket",
+                        ))
+                    } else {
+                        Ok(n)
+                    };
+                    async move { answer }
+                },
+            )
+            .await;
+        assert_eq!(r.unwrap(), 3);
+        // The same code with another message is not what the caller named.
+        let mut calls = 0;
+        let r: Result<(), _> = B
+            .retry_when(
+                "ModifyLoadBalancerAttributes lb",
+                |e: &Coded| e.0 == "InvalidConfigurationRequest" && e.1.contains("Access Denied"),
+                || {
+                    calls += 1;
+                    async { Err(Coded("InvalidConfigurationRequest", "bad attribute")) }
+                },
+            )
+            .await;
+        assert!(matches!(
+            r,
+            Err(WaitError::Failed(Coded(_, "bad attribute")))
+        ));
+        assert_eq!(calls, 1);
+        // Out of time, the error says what it waited for.
+        let text = B
+            .retry_codes(
+                "CreateSubnet subnet",
+                &["InvalidVpcID.NotFound"],
+                || async { Err::<(), _>(Coded("InvalidVpcID.NotFound", "no such VPC")) },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("InvalidVpcID.NotFound: no such VPC"),
+            "{text}"
+        );
     }
 
     #[test]

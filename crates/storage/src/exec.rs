@@ -6,6 +6,8 @@ use std::future::Future;
 use aws_sdk_ecr::Client as Ecr;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
 use aws_sdk_s3::Client as S3;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::put_bucket_policy::PutBucketPolicyError;
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, Delete,
     ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectIdentifier,
@@ -319,29 +321,15 @@ async fn put_policy(
     // "Invalid principal" while a principal is not yet known everywhere (IAM
     // propagation) is worth a retry too.
     Backoff::consistency(cx.waits())
-        .run(format!("PutBucketPolicy {what}"), || async {
-            match s3
-                .put_bucket_policy()
-                .bucket(name)
-                .policy(&text)
-                .send()
-                .await
-            {
-                Ok(_) => Step::Done(()),
-                Err(e)
-                    if e.code() == Some("NoSuchBucket")
-                        || (e.code() == Some("MalformedPolicy")
-                            && e.message().is_some_and(|m| m.contains("Invalid principal"))) =>
-                {
-                    Step::Retry(format!(
-                        "{}: {}",
-                        e.code().unwrap_or_default(),
-                        e.message().unwrap_or_default()
-                    ))
-                }
-                Err(e) => Step::Fail(e),
-            }
-        })
+        .retry_when(
+            format!("PutBucketPolicy {what}"),
+            |e: &SdkError<PutBucketPolicyError>| {
+                e.code() == Some("NoSuchBucket")
+                    || (e.code() == Some("MalformedPolicy")
+                        && e.message().is_some_and(|m| m.contains("Invalid principal")))
+            },
+            || s3.put_bucket_policy().bucket(name).policy(&text).send(),
+        )
         .await
         .map_err(waited("PutBucketPolicy", what))?;
     Ok(())

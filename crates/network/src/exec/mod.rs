@@ -109,7 +109,7 @@ pub(crate) async fn settle<T, E, F, Fut>(
     cx: &Context,
     operation: &'static str,
     resource: &str,
-    mut call: F,
+    call: F,
 ) -> Result<T, Error>
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
@@ -117,20 +117,11 @@ where
     Fut: Future<Output = Result<T, SdkError<E>>>,
 {
     Backoff::consistency(cx.waits())
-        .run(format!("{operation} {resource}"), || {
-            let fut = call();
-            async move {
-                match fut.await {
-                    Ok(v) => Step::Done(v),
-                    Err(e) if is_not_found(e.code()) => Step::Retry(format!(
-                        "{}: {}",
-                        e.code().unwrap_or_default(),
-                        e.message().unwrap_or_default()
-                    )),
-                    Err(e) => Step::Fail(e),
-                }
-            }
-        })
+        .retry_when(
+            format!("{operation} {resource}"),
+            |e: &SdkError<E>| is_not_found(e.code()),
+            call,
+        )
         .await
         .map_err(|e| waited(operation, resource)(e).into())
 }

@@ -3,6 +3,8 @@
 //! off before a destroy deletes it.
 
 use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::error::SdkError;
+use aws_sdk_elasticloadbalancingv2::operation::modify_load_balancer_attributes::ModifyLoadBalancerAttributesError;
 use aws_sdk_elasticloadbalancingv2::types::{
     IpAddressType, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
 };
@@ -157,30 +159,22 @@ pub(super) async fn set_attributes(
 ) -> Result<(), Error> {
     let what = format!("load-balancer {LB:?} ({arn})");
     Backoff::consistency(cx.waits())
-        .run(format!("ModifyLoadBalancerAttributes {what}"), || async {
-            match elb
-                .modify_load_balancer_attributes()
-                .load_balancer_arn(arn)
-                .set_attributes(Some(attributes.clone()))
-                .send()
-                .await
-            {
-                Ok(_) => Step::Done(()),
-                Err(e)
-                    if e.code() == Some("LoadBalancerNotFound")
-                        || (e.code() == Some("InvalidConfigurationRequest")
-                            && e.message().is_some_and(|m| m.contains("Access Denied"))) =>
-                {
-                    Step::Retry(format!(
-                        "{}: {}",
-                        e.code().unwrap_or_default(),
-                        e.message().unwrap_or_default()
-                    ))
-                }
-                Err(e) => Step::Fail(e),
-            }
-        })
+        .retry_when(
+            format!("ModifyLoadBalancerAttributes {what}"),
+            |e: &SdkError<ModifyLoadBalancerAttributesError>| {
+                e.code() == Some("LoadBalancerNotFound")
+                    || (e.code() == Some("InvalidConfigurationRequest")
+                        && e.message().is_some_and(|m| m.contains("Access Denied")))
+            },
+            || {
+                elb.modify_load_balancer_attributes()
+                    .load_balancer_arn(arn)
+                    .set_attributes(Some(attributes.clone()))
+                    .send()
+            },
+        )
         .await
+        .map(drop)
         .map_err(|e| waited("ModifyLoadBalancerAttributes", &what)(e).into())
 }
 
