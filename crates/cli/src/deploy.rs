@@ -531,20 +531,14 @@ pub(crate) fn interrupted() -> impl std::future::Future<Output = &'static str> {
     }
 }
 
-/// What deploy would change, and, read at the same time, every resource of the stack that
-/// exists (what destroy would delete): the summary's "unchanged" are those the apply did not
-/// touch. Both only read.
+/// What deploy would change, and, from the same read, every resource of the stack that
+/// exists: the summary's "unchanged" are those the apply did not touch. Both only read.
 pub async fn plan_and_existing(stack: &Stack, cx: &Context) -> anyhow::Result<(Plan, Plan)> {
-    // Boxed: both plans' futures side by side are too large for the main thread's stack in
-    // debug builds (`bench deploy` overflowed it).
-    let plan = Box::pin(async { stack.plan(cx).await.context("planning") });
-    let existing = Box::pin(async {
-        stack
-            .plan_destroy(cx)
-            .await
-            .context("reading what exists of the stack")
-    });
-    tokio::try_join!(plan, existing)
+    // Boxed: the modules' futures are too large for the main thread's stack in debug builds
+    // (`bench deploy` overflowed it).
+    Box::pin(stack.plan_and_existing(cx))
+        .await
+        .context("planning")
 }
 
 pub(crate) async fn deploy(

@@ -47,7 +47,7 @@ mod observe;
 mod secret;
 
 use infra::pipeline::{self, Pipeline};
-use infra::{Change, Context};
+use infra::{Change, Context, Plan};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -296,6 +296,23 @@ impl Pipeline for Compute {
             .into_iter()
             .map(|c| c.into_iter().collect())
             .collect()
+    }
+
+    /// An apply reads the service's task definition only, a destroy every revision of its
+    /// family: the one the apply read stands for them.
+    fn existing(&self, cx: &Context, observed: &Observed) -> Result<Plan, Error> {
+        let names = Names::new(cx.stack().as_str());
+        let mut all = observed.clone();
+        if all.task_definition_arns.is_empty()
+            && let Some(current) = &observed.task_definition
+        {
+            all.task_definition_arns.push(current.arn.clone());
+        }
+        Ok(pipeline::plan(
+            self,
+            cx,
+            &teardown(&names, &all, self.spec.force_destroy),
+        ))
     }
 
     /// The log group that holds logs, unless `force-destroy`.

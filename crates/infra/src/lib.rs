@@ -33,7 +33,7 @@ pub use call_error::{CallError, aws, built, waited};
 pub use calls::{CallCounter, CallCounts};
 pub use context::{CallPolicy, Context, ContextBuilder, StackName, StackNameError, WaitPolicy};
 pub use module::Module;
-pub use pipeline::{Observation, Pipeline};
+pub use pipeline::{Observation, Pipeline, Survey};
 pub use plan::{Action, Change, Counts, FieldChange, Plan};
 pub use progress::{Event, NoProgress, Progress, reported};
 pub use retry::{Backoff, Step, WaitError, error_code};

@@ -110,6 +110,13 @@ pub trait Pipeline: Sync {
         state: Self::State,
     ) -> impl Future<Output = Result<Self::Outputs, Self::Error>> + Send;
 
+    /// What exists of the module in `observed` (an apply's read), every resource once as a
+    /// destroy names it. By default the teardown's changes; a module whose apply reads less
+    /// than its destroy (one revision of many) adds what the destroy would find.
+    fn existing(&self, cx: &Context, observed: &Self::Observed) -> Result<Plan, Self::Error> {
+        Ok(plan(self, cx, &self.teardown(cx, observed)?))
+    }
+
     /// What `plan_destroy` shows. By default the teardown's steps and what is kept; a module
     /// whose teardown can refuse shows the refusal instead of failing the preview.
     fn preview_destroy(
@@ -144,6 +151,26 @@ impl<P: Pipeline + ?Sized> Observation<P> {
     pub fn state(&self, p: &P, cx: &Context) -> P::State {
         p.state(cx, Some(&self.desired), &self.observed)
     }
+
+    /// What exists of the module, every resource once as a destroy names it: for the summary
+    /// of what an apply left unchanged, from this same read. What only a destroy reads (what a
+    /// bucket holds, whether a log group holds logs) is not in it: a destroy's preview is
+    /// [`Module::plan_destroy`].
+    pub fn existing(&self, p: &P, cx: &Context) -> Result<Plan, P::Error> {
+        p.existing(cx, &self.observed)
+    }
+}
+
+/// One read of a module for a deploy's preview: what apply would change, what exists, and
+/// the outputs when the module is (fully) deployed.
+#[derive(Debug, Clone)]
+pub struct Survey<O> {
+    /// What apply would change.
+    pub plan: Plan,
+    /// What exists ([`Observation::existing`]).
+    pub existing: Plan,
+    /// The outputs, when everything the outputs name exists.
+    pub outputs: Option<O>,
 }
 
 /// Observes for an apply with `inputs`: reads, works out what is wanted, diffs.

@@ -40,7 +40,7 @@ mod observe;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{AvailabilityZoneState, Filter};
 use infra::pipeline::{self, Pipeline};
-use infra::{Context, Plan};
+use infra::{Context, Survey};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -187,17 +187,19 @@ impl Network {
         unless_missing(outputs(&desired, &Ids::from_observed(&observed)))
     }
 
-    /// What `plan` shows and what [`Network::outputs`] returns, from one read of the account
-    /// (the stack plans every module and needs upstream outputs at the same time). Read-only.
-    pub async fn plan_and_outputs(
-        &self,
-        cx: &Context,
-    ) -> Result<(Plan, Option<NetworkOutputs>), Error> {
+    /// What `plan` shows, what exists and what [`Network::outputs`] returns, from one read
+    /// of the account (the stack previews every module and needs upstream outputs at the same
+    /// time). Read-only.
+    pub async fn survey(&self, cx: &Context) -> Result<Survey<NetworkOutputs>, Error> {
         let seen = pipeline::observe(self, cx, &()).await?;
         // Partly created (a run killed after the VPC): no outputs yet, so the stack plans the
         // modules downstream with placeholders.
         let outputs = unless_missing(outputs(&seen.desired, &seen.state(self, cx)))?;
-        Ok((seen.plan(self, cx), outputs))
+        Ok(Survey {
+            plan: seen.plan(self, cx),
+            existing: seen.existing(self, cx)?,
+            outputs,
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use compute::{Compute, ComputeInputs, ComputeOutputs, ComputeSpec};
+use infra::pipeline;
 use infra::{Context, Module, Plan, Problems, StackName};
 use network::{
     AccessLogs, LoadBalancer, LoadBalancerInputs, LoadBalancerOutputs, LoadBalancerSpec, Network,
@@ -332,38 +333,47 @@ impl Stack {
     /// What `apply` would change, module by module, in the order apply makes the changes.
     /// Reads only; ids of what does not exist yet show as `(known after apply)`.
     pub async fn plan(&self, cx: &Context) -> Result<Plan, Error> {
+        Ok(self.plan_and_existing(cx).await?.0)
+    }
+
+    /// What `apply` would change and what exists of the stack (every resource once, as
+    /// destroy names it, in destroy's order: what an apply then leaves unchanged), from one
+    /// read of each module. Reads only.
+    pub async fn plan_and_existing(&self, cx: &Context) -> Result<(Plan, Plan), Error> {
         let m = self.modules(cx);
-        // Each module reads the account once for both its plan and its outputs.
-        let ((storage_plan, storage_out), (network_plan, network_out)) = tokio::try_join!(
-            async { m.storage.plan_and_outputs(cx).await.map_err(Error::from) },
-            async { m.network.plan_and_outputs(cx).await.map_err(Error::from) },
+        let (storage, network) = tokio::try_join!(
+            async { m.storage.survey(cx).await.map_err(Error::from) },
+            async { m.network.survey(cx).await.map_err(Error::from) },
         )?;
-        let storage_out = storage_out.unwrap_or_else(|| self.placeholder_storage());
-        let network_out = network_out.unwrap_or_else(|| self.placeholder_network());
+        let storage_out = (storage.outputs.clone()).unwrap_or_else(|| self.placeholder_storage());
+        let network_out = (network.outputs.clone()).unwrap_or_else(|| self.placeholder_network());
         let lb_inputs = self.lb_inputs(&network_out, &storage_out);
-        let (lb_plan, lb_out) = m.load_balancer.plan_and_outputs(cx, &lb_inputs).await?;
-        let lb_out = lb_out.unwrap_or_else(|| self.placeholder_lb());
+        let lb = m.load_balancer.survey(cx, &lb_inputs).await?;
+        let lb_out = (lb.outputs.clone()).unwrap_or_else(|| self.placeholder_lb());
         let compute_inputs = self.compute_inputs(&network_out, &storage_out, &lb_out);
         let obs_inputs = self.observability_inputs(&network_out, &lb_out);
-        let (compute_plan, obs_plan) = tokio::try_join!(
+        let (compute, obs) = tokio::try_join!(
             async {
-                m.compute
-                    .plan(cx, &compute_inputs)
-                    .await
-                    .map_err(Error::from)
+                let seen = pipeline::observe(&m.compute, cx, &compute_inputs).await?;
+                Ok::<_, Error>((seen.plan(&m.compute, cx), seen.existing(&m.compute, cx)?))
             },
             async {
-                m.observability
-                    .plan(cx, &obs_inputs)
-                    .await
-                    .map_err(Error::from)
+                let seen = pipeline::observe(&m.observability, cx, &obs_inputs).await?;
+                Ok::<_, Error>((
+                    seen.plan(&m.observability, cx),
+                    seen.existing(&m.observability, cx)?,
+                ))
             },
         )?;
-        let mut plan = storage_plan;
-        for part in [network_plan, lb_plan, compute_plan, obs_plan] {
+        let mut plan = storage.plan;
+        for part in [network.plan, lb.plan, compute.0, obs.0] {
             plan.extend(part);
         }
-        Ok(plan)
+        let mut existing = obs.1;
+        for part in [compute.1, lb.existing, network.existing, storage.existing] {
+            existing.extend(part);
+        }
+        Ok((plan, existing))
     }
 
     /// The outputs of what is deployed, or `None` when some module is not (fully) deployed.

@@ -36,7 +36,7 @@ use aws_sdk_ecr::Client as Ecr;
 use aws_sdk_s3::Client as S3;
 use aws_sdk_sts::Client as Sts;
 use infra::pipeline::{self, Pipeline};
-use infra::{Context, Plan};
+use infra::{Context, Plan, Survey};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
@@ -144,18 +144,20 @@ impl Storage {
         }
     }
 
-    /// What `plan` shows and what `outputs` returns, from one read of the account (the stack
-    /// plans every module and needs upstream outputs at the same time). Read-only.
-    pub async fn plan_and_outputs(
-        &self,
-        cx: &Context,
-    ) -> Result<(Plan, Option<StorageOutputs>), Error> {
+    /// What `plan` shows, what exists and what `outputs` returns, from one read of the
+    /// account (the stack previews every module and needs upstream outputs at the same time).
+    /// Read-only.
+    pub async fn survey(&self, cx: &Context) -> Result<Survey<StorageOutputs>, Error> {
         let seen = pipeline::observe(self, cx, &()).await?;
         let outputs = match (&seen.observed.observed.bucket, &seen.observed.observed.repo) {
             (Some(_), Some(repo)) => Some(outputs(&seen.desired, repo)),
             _ => None,
         };
-        Ok((seen.plan(self, cx), outputs))
+        Ok(Survey {
+            plan: seen.plan(self, cx),
+            existing: seen.existing(self, cx)?,
+            outputs,
+        })
     }
 
     /// What destroy finds: the bucket and repository (if they are the stack's) and what they

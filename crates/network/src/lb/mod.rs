@@ -13,7 +13,7 @@ mod observe;
 
 use aws_sdk_elasticloadbalancingv2::Client;
 use infra::pipeline::{self, Pipeline};
-use infra::{Context, Plan};
+use infra::{Context, Plan, Survey};
 use serde::{Deserialize, Serialize};
 
 pub use config::{HealthCheckConfig, HealthCheckSpec, LoadBalancerConfig, LoadBalancerSpec};
@@ -136,16 +136,19 @@ impl LoadBalancer {
         unless_missing(outputs(&Ids::from_observed(&observed)))
     }
 
-    /// What `plan` shows and what [`LoadBalancer::outputs`] returns, from one read of the
-    /// account (the stack needs both at the same time). Read-only.
-    pub async fn plan_and_outputs(
+    /// What `plan` shows, what exists and what [`LoadBalancer::outputs`] returns, from one
+    /// read of the account (the stack needs them at the same time). Read-only.
+    pub async fn survey(
         &self,
         cx: &Context,
         inputs: &LoadBalancerInputs,
-    ) -> Result<(Plan, Option<LoadBalancerOutputs>), Error> {
+    ) -> Result<Survey<LoadBalancerOutputs>, Error> {
         let seen = pipeline::observe(self, cx, inputs).await?;
-        let outputs = unless_missing(outputs(&seen.state(self, cx)))?;
-        Ok((seen.plan(self, cx), outputs))
+        Ok(Survey {
+            plan: seen.plan(self, cx),
+            existing: seen.existing(self, cx)?,
+            outputs: unless_missing(outputs(&seen.state(self, cx)))?,
+        })
     }
 }
 
