@@ -680,7 +680,7 @@ async fn a_restore_that_fails_says_the_fault_is_still_in_place() {
     assert!(matches!(err, proof::Error::NotUndone { .. }), "{text}");
     assert!(
         text.contains("is isolated STILL: undoing it failed")
-            && text.contains("`cargo xtask deploy` restores an isolated zone"),
+            && text.contains("A deploy of the stack restores an isolated zone"),
         "{text}"
     );
     assert_eq!(isolated_zones(&d).await.len(), 1);

@@ -311,7 +311,10 @@ async fn prove_and_report(
         }
         // The fault is still in place: say so, never that it was undone.
         Err(e @ proof::Error::NotUndone { .. }) => {
-            return Err(anyhow::Error::new(e).context("the proof run failed"));
+            return Err(anyhow::Error::new(e).context(format!(
+                "the proof run failed; `{} deploy` restores the zone",
+                crate::program()
+            )));
         }
         Err(e) => {
             return Err(e).context(

@@ -24,7 +24,7 @@ pub enum Error {
     Stack(#[from] stack::Error),
     /// Undoing the fault failed: it is still in place.
     #[error(
-        "{fault} STILL: undoing it failed. `cargo xtask deploy` restores an isolated zone (so does the next loadtest); AWS FIS ends its experiment by itself when the experiment's duration is up, and a zonal shift when it expires"
+        "{fault} STILL: undoing it failed. A deploy of the stack restores an isolated zone (so does the next proof run); AWS FIS ends its experiment by itself when the experiment's duration is up, and a zonal shift when it expires"
     )]
     NotUndone {
         /// The fault left in place (`zone eu-west-1a is isolated`).

@@ -622,7 +622,7 @@ impl Run {
             }
             if t0.elapsed().as_secs_f64() > deadline {
                 return Err(Error::Internal(format!(
-                    "the service did not run its {} tasks within {deadline:.0} s (predicted {start}); see `cargo xtask sandbox status` or the ECS events",
+                    "the service did not run its {} tasks within {deadline:.0} s (predicted {start}); see the service's ECS events (in the sandbox, also the sandbox's status and log)",
                     s.desired
                 )));
             }

@@ -27,7 +27,8 @@ pub const MIN_MOTO_VERSION: &str = "5.2.5";
 pub enum Error {
     /// The Python that has moto installed is missing.
     #[error(
-        "no Python with moto at {path}: run `cargo xtask setup` (or `cargo xtask test`), or set STACKPROOF_MOTO_PYTHON"
+        "no Python with moto at {path}: install moto[server] >= {min} there (in a stackproof checkout `cargo xtask setup` does), or set STACKPROOF_MOTO_PYTHON to a Python that has it",
+        min = MIN_MOTO_VERSION
     )]
     NoPython {
         /// Where it was looked for.

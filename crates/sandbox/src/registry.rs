@@ -39,7 +39,7 @@ impl RegistryServer {
     pub fn start() -> Result<Self, Error> {
         let program = registry_program().ok_or_else(|| {
             Error::Registry(
-                "docker-registry is not installed: run `cargo xtask setup` (Debian: apt-get install docker-registry), or set STACKPROOF_DOCKER_REGISTRY to its path".to_owned(),
+                "docker-registry is not installed: apt-get install docker-registry (Debian; in a stackproof checkout `cargo xtask setup` does), or set STACKPROOF_DOCKER_REGISTRY to its path".to_owned(),
             )
         })?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
