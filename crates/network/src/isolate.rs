@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::Network;
 use crate::desired::ISOLATION_ACL;
 use crate::error::Error;
-use crate::exec::{delete, settle, tag_spec};
 use crate::observe::{name_tag, stack_filter};
+use crate::resource::{delete, settle, tag_spec};
 use infra::aws;
 
 /// The tag on an isolated subnet that names the network ACL to restore.

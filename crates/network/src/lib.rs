@@ -32,10 +32,10 @@
 mod config;
 mod desired;
 mod error;
-mod exec;
 mod isolate;
 mod lb;
 mod observe;
+mod resource;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{AvailabilityZoneState, Filter};
@@ -56,8 +56,8 @@ pub use lb::{
 
 use crate::desired::{Desired, IGW, LB_GROUP, Op, TASK_GROUP, diff, teardown};
 use crate::error::unless_missing;
-use crate::exec::Ids;
 use crate::observe::Observed;
+use crate::resource::Ids;
 use infra::aws;
 
 /// What the network gives the modules downstream and the user.
@@ -290,7 +290,7 @@ impl Pipeline for Network {
     }
 
     async fn step(&self, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
-        exec::step(&self.ec2, cx, op, ids).await
+        resource::step(&self.ec2, cx, op, ids).await
     }
 
     async fn outputs(

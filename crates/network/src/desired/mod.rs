@@ -12,7 +12,7 @@ mod diff;
 mod op;
 
 pub(crate) use dedup::{dedup, keep_vpc};
-pub(crate) use diff::{diff, teardown};
+pub(crate) use diff::{diff, observed_rules, one, retag, teardown};
 pub(crate) use op::{Kind, Op, RouteOp};
 
 pub(crate) const MODULE: &str = "network";

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, Listener, TargetGroup};
+use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, Listener};
 use infra::{Action, Change, Context, Problems};
 
+use super::resource;
 use crate::Error;
 use crate::lb::config::{HealthCheckSpec, LoadBalancerSpec};
 use crate::lb::observe::Observed;
@@ -392,7 +393,10 @@ impl Op {
 }
 
 /// The settings in `want` that `have` lacks or holds with another value.
-fn settings(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Vec<Setting> {
+pub(crate) fn settings(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> Vec<Setting> {
     want.iter()
         .filter(|(k, v)| have.get(*k) != Some(*v))
         .map(|(k, v)| Setting {
@@ -403,7 +407,14 @@ fn settings(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) ->
         .collect()
 }
 
-fn retag(cx: &Context, observed: &Observed, kind: Kind, name: &str, arn: &str, ops: &mut Vec<Op>) {
+pub(crate) fn retag(
+    cx: &Context,
+    observed: &Observed,
+    kind: Kind,
+    name: &str,
+    arn: &str,
+    ops: &mut Vec<Op>,
+) {
     let want = cx.tags(MODULE, name);
     let have = observed.tags_of(Some(arn));
     let missing = infra::tags::missing(&want, &have);
@@ -420,7 +431,7 @@ fn retag(cx: &Context, observed: &Observed, kind: Kind, name: &str, arn: &str, o
     }
 }
 
-fn replacement(resource: String, field: &'static str, have: &str, want: &str) -> Error {
+pub(crate) fn replacement(resource: String, field: &'static str, have: &str, want: &str) -> Error {
     Error::NeedsReplacement {
         resource,
         field,
@@ -430,7 +441,11 @@ fn replacement(resource: String, field: &'static str, have: &str, want: &str) ->
 }
 
 /// What differs between an existing listener and the one wanted; empty when it matches.
-fn listener_changes(want: &ListenerWant, have: &Listener, tg_arn: Option<&str>) -> Vec<String> {
+pub(crate) fn listener_changes(
+    want: &ListenerWant,
+    have: &Listener,
+    tg_arn: Option<&str>,
+) -> Vec<String> {
     let mut changes = Vec::new();
     let protocol = have.protocol().map(|p| p.as_str()).unwrap_or_default();
     if protocol != want.protocol() {
@@ -489,240 +504,15 @@ fn listener_changes(want: &ListenerWant, have: &Listener, tg_arn: Option<&str>) 
 pub(crate) fn diff(cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
     let mut ops = Vec::new();
     let mut retags = Vec::new();
-    load_balancer_steps(cx, desired, observed, &mut ops, &mut retags)?;
-    target_group_steps(cx, desired, observed, &mut ops, &mut retags)?;
-    listener_steps(cx, desired, observed, &mut ops, &mut retags);
+    resource::load_balancer::steps(cx, desired, observed, &mut ops, &mut retags)?;
+    resource::target_group::steps(cx, desired, observed, &mut ops, &mut retags)?;
+    resource::listener::steps(cx, desired, observed, &mut ops, &mut retags);
     ops.extend(retags);
     Ok(ops)
 }
 
-/// The load balancer: created, or checked (scheme, type and VPC cannot change) and its
-/// subnets, security groups and attributes repaired.
-fn load_balancer_steps(
-    cx: &Context,
-    desired: &Desired,
-    observed: &Observed,
-    ops: &mut Vec<Op>,
-    retags: &mut Vec<Op>,
-) -> Result<(), Error> {
-    match &observed.lb {
-        None => ops.push(Op::CreateLoadBalancer {
-            name: desired.lb_name.clone(),
-            subnets: desired.subnets.clone(),
-            security_groups: desired.security_groups.clone(),
-            attributes: desired.lb_attributes.clone(),
-        }),
-        Some(lb) => {
-            let arn = lb.load_balancer_arn().unwrap_or_default();
-            let what = format!("load-balancer {LB:?} ({arn})");
-            let scheme = lb.scheme().map(|s| s.as_str()).unwrap_or_default();
-            if scheme != "internet-facing" {
-                return Err(replacement(what, "scheme", scheme, "internet-facing"));
-            }
-            let kind = lb.r#type().map(|t| t.as_str()).unwrap_or_default();
-            if kind != "application" {
-                return Err(replacement(what, "type", kind, "application"));
-            }
-            let vpc = lb.vpc_id().unwrap_or_default();
-            if vpc != desired.vpc_id {
-                return Err(replacement(what, "vpc", vpc, &desired.vpc_id));
-            }
-            let mut subnets: Vec<String> = lb
-                .availability_zones()
-                .iter()
-                .filter_map(|z| z.subnet_id().map(str::to_owned))
-                .collect();
-            subnets.sort();
-            if subnets != desired.subnets {
-                ops.push(Op::SetSubnets {
-                    arn: arn.to_owned(),
-                    have: subnets,
-                    want: desired.subnets.clone(),
-                });
-            }
-            let mut groups = lb.security_groups().to_vec();
-            groups.sort();
-            if groups != desired.security_groups {
-                ops.push(Op::SetSecurityGroups {
-                    arn: arn.to_owned(),
-                    have: groups,
-                    want: desired.security_groups.clone(),
-                });
-            }
-            let changes = settings(&desired.lb_attributes, &observed.lb_attributes);
-            if !changes.is_empty() {
-                ops.push(Op::SetLbAttributes {
-                    arn: arn.to_owned(),
-                    changes,
-                });
-            }
-            retag(cx, observed, Kind::LoadBalancer, LB, arn, retags);
-        }
-    }
-    Ok(())
-}
-
-/// The target group: created, or checked (protocol, port, VPC and target type cannot change)
-/// and its health check and attributes repaired.
-fn target_group_steps(
-    cx: &Context,
-    desired: &Desired,
-    observed: &Observed,
-    ops: &mut Vec<Op>,
-    retags: &mut Vec<Op>,
-) -> Result<(), Error> {
-    match &observed.tg {
-        None => ops.push(Op::CreateTargetGroup {
-            name: desired.tg_name.clone(),
-            vpc_id: desired.vpc_id.clone(),
-            port: desired.target_port,
-            health: desired.health.clone(),
-            attributes: desired.tg_attributes.clone(),
-        }),
-        Some(tg) => {
-            let arn = tg.target_group_arn().unwrap_or_default();
-            let what = format!("target-group {TG:?} ({arn})");
-            let str_of = |s: Option<&str>| s.unwrap_or_default().to_owned();
-            for (field, have, want) in [
-                (
-                    "protocol",
-                    str_of(tg.protocol().map(|p| p.as_str())),
-                    "HTTP".to_owned(),
-                ),
-                (
-                    "port",
-                    tg.port().unwrap_or_default().to_string(),
-                    desired.target_port.to_string(),
-                ),
-                ("vpc", str_of(tg.vpc_id()), desired.vpc_id.clone()),
-                (
-                    "target type",
-                    str_of(tg.target_type().map(|t| t.as_str())),
-                    "ip".to_owned(),
-                ),
-            ] {
-                if have != want {
-                    return Err(replacement(what, field, &have, &want));
-                }
-            }
-            let changes = health_changes(&desired.health, tg);
-            if !changes.is_empty() {
-                ops.push(Op::SetHealthCheck {
-                    arn: arn.to_owned(),
-                    health: desired.health.clone(),
-                    changes,
-                });
-            }
-            let changes = settings(&desired.tg_attributes, &observed.tg_attributes);
-            if !changes.is_empty() {
-                ops.push(Op::SetTgAttributes {
-                    arn: arn.to_owned(),
-                    changes,
-                });
-            }
-            retag(cx, observed, Kind::TargetGroup, TG, arn, retags);
-        }
-    }
-    Ok(())
-}
-
-/// The health check settings of `tg` that differ from `h`.
-fn health_changes(h: &HealthCheckSpec, tg: &TargetGroup) -> Vec<Setting> {
-    let num = |v: Option<i32>| v.map(|v| v.to_string());
-    let have_health = [
-        (
-            "path",
-            tg.health_check_path().map(str::to_owned),
-            h.path.clone(),
-        ),
-        (
-            "interval",
-            num(tg.health_check_interval_seconds()),
-            h.interval_seconds.to_string(),
-        ),
-        (
-            "timeout",
-            num(tg.health_check_timeout_seconds()),
-            h.timeout_seconds.to_string(),
-        ),
-        (
-            "healthy threshold",
-            num(tg.healthy_threshold_count()),
-            h.healthy_threshold.to_string(),
-        ),
-        (
-            "unhealthy threshold",
-            num(tg.unhealthy_threshold_count()),
-            h.unhealthy_threshold.to_string(),
-        ),
-        (
-            "matcher",
-            tg.matcher().and_then(|m| m.http_code()).map(str::to_owned),
-            h.matcher.clone(),
-        ),
-        (
-            "protocol",
-            tg.health_check_protocol().map(|p| p.as_str().to_owned()),
-            "HTTP".to_owned(),
-        ),
-    ];
-    have_health
-        .into_iter()
-        .filter(|(_, have, want)| have.as_ref() != Some(want))
-        .map(|(key, have, want)| Setting {
-            key: format!("health check {key}"),
-            have,
-            want,
-        })
-        .collect()
-}
-
-/// Listeners, by port: missing ones created, drifted ones modified, others deleted.
-fn listener_steps(
-    cx: &Context,
-    desired: &Desired,
-    observed: &Observed,
-    ops: &mut Vec<Op>,
-    retags: &mut Vec<Op>,
-) {
-    let tg_arn = observed.tg.as_ref().and_then(|t| t.target_group_arn());
-    for want in &desired.listeners {
-        match observed
-            .listeners
-            .iter()
-            .find(|l| l.port() == Some(want.port))
-        {
-            None => ops.push(Op::CreateListener(want.clone())),
-            Some(have) => {
-                let arn = have.listener_arn().unwrap_or_default();
-                let changes = listener_changes(want, have, tg_arn);
-                if !changes.is_empty() {
-                    ops.push(Op::ModifyListener {
-                        want: want.clone(),
-                        arn: arn.to_owned(),
-                        changes,
-                    });
-                }
-                retag(cx, observed, Kind::Listener, want.name, arn, retags);
-            }
-        }
-    }
-    for have in &observed.listeners {
-        if !desired
-            .listeners
-            .iter()
-            .any(|w| Some(w.port) == have.port())
-        {
-            ops.push(Op::DeleteListener {
-                name: listener_name(observed, have),
-                arn: have.listener_arn().unwrap_or_default().to_owned(),
-            });
-        }
-    }
-}
-
 /// A listener's logical name: its name tag, else its port.
-fn listener_name(observed: &Observed, l: &Listener) -> String {
+pub(crate) fn listener_name(observed: &Observed, l: &Listener) -> String {
     observed
         .tags_of(l.listener_arn())
         .get(infra::tags::NAME)

@@ -8,8 +8,8 @@
 
 mod config;
 mod diff;
-mod exec;
 mod observe;
+mod resource;
 
 use aws_sdk_elasticloadbalancingv2::Client;
 use infra::pipeline::{self, Pipeline};
@@ -21,8 +21,8 @@ pub use config::{HealthCheckConfig, HealthCheckSpec, LoadBalancerConfig, LoadBal
 use crate::Error;
 use crate::error::unless_missing;
 use diff::{Desired, Op, check_inputs, diff, teardown};
-use exec::Ids;
 use observe::Observed;
+use resource::Ids;
 
 /// Where the load balancer writes its access logs: the storage module's bucket, whose policy
 /// must already let the load balancer write there.
@@ -242,7 +242,7 @@ impl Pipeline for LoadBalancer {
     }
 
     async fn step(&self, cx: &Context, op: &Op, ids: &mut Ids) -> Result<Option<String>, Error> {
-        exec::step(&self.elb, cx, op, ids).await
+        resource::step(&self.elb, cx, op, ids).await
     }
 
     async fn outputs(

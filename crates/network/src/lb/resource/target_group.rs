@@ -2,15 +2,16 @@
 
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Matcher, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum,
+    Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum,
 };
 use infra::Context;
 
 use super::{Ids, changed, missing, settle, tags};
 use crate::error::Error;
-use crate::exec::delete;
 use crate::lb::config::HealthCheckSpec;
-use crate::lb::diff::{Setting, TG};
+use crate::lb::diff::{Desired, Kind, Op, Setting, TG, replacement, retag, settings};
+use crate::lb::observe::Observed;
+use crate::resource::delete;
 
 /// What a new target group is made of.
 pub(super) struct New<'a> {
@@ -154,4 +155,121 @@ async fn set_attributes(
     )
     .await
     .map(drop)
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The target group: created, or checked (protocol, port, VPC and target type cannot change)
+/// and its health check and attributes repaired.
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<(), Error> {
+    match &observed.tg {
+        None => ops.push(Op::CreateTargetGroup {
+            name: desired.tg_name.clone(),
+            vpc_id: desired.vpc_id.clone(),
+            port: desired.target_port,
+            health: desired.health.clone(),
+            attributes: desired.tg_attributes.clone(),
+        }),
+        Some(tg) => {
+            let arn = tg.target_group_arn().unwrap_or_default();
+            let what = format!("target-group {TG:?} ({arn})");
+            let str_of = |s: Option<&str>| s.unwrap_or_default().to_owned();
+            for (field, have, want) in [
+                (
+                    "protocol",
+                    str_of(tg.protocol().map(|p| p.as_str())),
+                    "HTTP".to_owned(),
+                ),
+                (
+                    "port",
+                    tg.port().unwrap_or_default().to_string(),
+                    desired.target_port.to_string(),
+                ),
+                ("vpc", str_of(tg.vpc_id()), desired.vpc_id.clone()),
+                (
+                    "target type",
+                    str_of(tg.target_type().map(|t| t.as_str())),
+                    "ip".to_owned(),
+                ),
+            ] {
+                if have != want {
+                    return Err(replacement(what, field, &have, &want));
+                }
+            }
+            let changes = health_changes(&desired.health, tg);
+            if !changes.is_empty() {
+                ops.push(Op::SetHealthCheck {
+                    arn: arn.to_owned(),
+                    health: desired.health.clone(),
+                    changes,
+                });
+            }
+            let changes = settings(&desired.tg_attributes, &observed.tg_attributes);
+            if !changes.is_empty() {
+                ops.push(Op::SetTgAttributes {
+                    arn: arn.to_owned(),
+                    changes,
+                });
+            }
+            retag(cx, observed, Kind::TargetGroup, TG, arn, retags);
+        }
+    }
+    Ok(())
+}
+
+/// The health check settings of `tg` that differ from `h`.
+fn health_changes(h: &HealthCheckSpec, tg: &TargetGroup) -> Vec<Setting> {
+    let num = |v: Option<i32>| v.map(|v| v.to_string());
+    let have_health = [
+        (
+            "path",
+            tg.health_check_path().map(str::to_owned),
+            h.path.clone(),
+        ),
+        (
+            "interval",
+            num(tg.health_check_interval_seconds()),
+            h.interval_seconds.to_string(),
+        ),
+        (
+            "timeout",
+            num(tg.health_check_timeout_seconds()),
+            h.timeout_seconds.to_string(),
+        ),
+        (
+            "healthy threshold",
+            num(tg.healthy_threshold_count()),
+            h.healthy_threshold.to_string(),
+        ),
+        (
+            "unhealthy threshold",
+            num(tg.unhealthy_threshold_count()),
+            h.unhealthy_threshold.to_string(),
+        ),
+        (
+            "matcher",
+            tg.matcher().and_then(|m| m.http_code()).map(str::to_owned),
+            h.matcher.clone(),
+        ),
+        (
+            "protocol",
+            tg.health_check_protocol().map(|p| p.as_str().to_owned()),
+            "HTTP".to_owned(),
+        ),
+    ];
+    have_health
+        .into_iter()
+        .filter(|(_, have, want)| have.as_ref() != Some(want))
+        .map(|(key, have, want)| Setting {
+            key: format!("health check {key}"),
+            have,
+            want,
+        })
+        .collect()
 }

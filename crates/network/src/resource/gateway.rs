@@ -7,9 +7,9 @@ use infra::{Backoff, Context, Event, Step, aws, waited};
 use tokio::time::Instant;
 
 use super::{Ids, delete, is_not_found, need, need_one, settle, tag_spec, wait_failed};
-use crate::desired::{IGW, MODULE, NatWant, VPC};
+use crate::desired::{Desired, IGW, Kind, MODULE, NatWant, Op, VPC, one, retag};
 use crate::error::Error;
-use crate::observe::name_tag;
+use crate::observe::{Observed, name_tag};
 
 /// Creates the internet gateway and attaches it to the VPC.
 pub(super) async fn create_igw(
@@ -245,4 +245,73 @@ pub(super) async fn remove_nat(
         .await
         .map_err(waited("DescribeNatGateways", what))?;
     Ok(())
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The internet gateway, attached to the VPC.
+pub(crate) fn igw_steps(
+    cx: &Context,
+    vpc: Option<&aws_sdk_ec2::types::Vpc>,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
+    match one(IGW, &observed.igws, |x| x.tags()) {
+        None => ops.push(Op::CreateIgw),
+        Some(igw) => {
+            let attached =
+                vpc.is_some_and(|v| igw.attachments().iter().any(|a| a.vpc_id() == v.vpc_id()));
+            if !attached {
+                ops.push(Op::AttachIgw);
+            }
+            retag(
+                cx,
+                Kind::InternetGateway,
+                IGW,
+                igw.internet_gateway_id(),
+                igw.tags(),
+                retags,
+            );
+        }
+    }
+}
+
+/// An Elastic IP and a NAT gateway per wanted NAT.
+pub(crate) fn nat_steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
+    for nat in &desired.nats {
+        match one(&nat.name, &observed.addresses, |x| x.tags()) {
+            None => ops.push(Op::AllocateEip {
+                name: nat.name.clone(),
+            }),
+            Some(a) => retag(
+                cx,
+                Kind::ElasticIp,
+                &nat.name,
+                a.allocation_id(),
+                a.tags(),
+                retags,
+            ),
+        }
+        match one(&nat.name, &observed.nats, |x| x.tags()) {
+            None => ops.push(Op::CreateNat {
+                nat: nat.clone(),
+                generation: observed.dead_nats.get(&nat.name).copied().unwrap_or(0),
+            }),
+            Some(n) => retag(
+                cx,
+                Kind::NatGateway,
+                &nat.name,
+                n.nat_gateway_id(),
+                n.tags(),
+                retags,
+            ),
+        }
+    }
 }

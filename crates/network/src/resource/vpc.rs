@@ -5,8 +5,9 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use infra::{Context, aws};
 
 use super::{Ids, delete, need_one, settle, tag_spec};
-use crate::desired::VPC;
+use crate::desired::{Desired, Kind, Op, VPC, one, retag};
 use crate::error::Error;
+use crate::observe::Observed;
 
 pub(super) async fn create(
     ec2: &Client,
@@ -68,4 +69,39 @@ pub(super) async fn remove(ec2: &Client, cx: &Context, id: &str, what: &str) -> 
         ec2.delete_vpc().vpc_id(id).send()
     })
     .await
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The VPC: created, or checked (its CIDR cannot change) and its DNS settings repaired.
+/// Returns the one that exists.
+pub(crate) fn steps<'a>(
+    cx: &Context,
+    desired: &Desired,
+    observed: &'a Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<Option<&'a aws_sdk_ec2::types::Vpc>, Error> {
+    let vpc = one(VPC, &observed.vpcs, |v| v.tags());
+    match vpc {
+        None => ops.push(Op::CreateVpc {
+            cidr: desired.vpc_cidr.clone(),
+        }),
+        Some(v) => {
+            let have = v.cidr_block().unwrap_or_default();
+            if have != desired.vpc_cidr {
+                return Err(Error::NeedsReplacement {
+                    resource: format!("vpc {:?} ({})", VPC, v.vpc_id().unwrap_or_default()),
+                    field: "cidr",
+                    have: have.to_owned(),
+                    want: desired.vpc_cidr.clone(),
+                });
+            }
+            if let Some(was) = observed.dns.filter(|d| *d != (true, true)) {
+                ops.push(Op::SetDns { was });
+            }
+            retag(cx, Kind::Vpc, VPC, v.vpc_id(), v.tags(), retags);
+        }
+    }
+    Ok(vpc)
 }

@@ -1,12 +1,15 @@
 //! Route tables, their subnet associations and their default routes.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{ResourceType, RouteState};
 use infra::Context;
 
 use super::{Ids, delete, need, need_one, settle, tag_spec};
-use crate::desired::{DEFAULT_ROUTE, IGW, RouteOp, Target, VPC};
+use crate::desired::{DEFAULT_ROUTE, Desired, IGW, Kind, Op, RouteOp, Target, VPC, one, retag};
 use crate::error::Error;
+use crate::observe::{Observed, name_tag};
 
 pub(super) async fn create(
     ec2: &Client,
@@ -144,4 +147,94 @@ pub(super) async fn remove(
         ec2.delete_route_table().route_table_id(id).send()
     })
     .await
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The route tables and their subnet associations (into `ops`); returns the default routes'
+/// steps, which wait for the NAT gateways.
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    subnet_ids: &BTreeMap<&str, &str>,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Vec<Op> {
+    let mut route_ops = Vec::new();
+    for t in &desired.tables {
+        let have = one(&t.name, &observed.route_tables, |x| x.tags());
+        if have.is_none() {
+            ops.push(Op::CreateTable {
+                name: t.name.clone(),
+            });
+        }
+        for subnet in &t.subnets {
+            let sid = subnet_ids.get(subnet.as_str()).copied();
+            let here = have.is_some_and(|h| {
+                h.associations()
+                    .iter()
+                    .any(|a| sid.is_some() && a.subnet_id() == sid)
+            });
+            if !here {
+                // Associated with another of our tables? Then the association is replaced.
+                let elsewhere = observed
+                    .route_tables
+                    .iter()
+                    .flat_map(|rt| rt.associations())
+                    .find(|a| sid.is_some() && a.subnet_id() == sid)
+                    .and_then(|a| a.route_table_association_id())
+                    .map(str::to_owned);
+                ops.push(Op::Associate {
+                    table: t.name.clone(),
+                    subnet: subnet.clone(),
+                    replace: elsewhere,
+                });
+            }
+        }
+        let route = have.and_then(|h| {
+            h.routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some(DEFAULT_ROUTE))
+        });
+        let nat_ids: BTreeMap<&str, &str> = observed
+            .nats
+            .iter()
+            .filter_map(|n| Some((name_tag(n.tags())?, n.nat_gateway_id()?)))
+            .collect();
+        let igw_id = one(IGW, &observed.igws, |x| x.tags()).and_then(|i| i.internet_gateway_id());
+        let op = match (&t.default_route, route) {
+            (None, None) => None,
+            (None, Some(_)) => Some(RouteOp::Delete),
+            (Some(_), None) => Some(RouteOp::Create),
+            (Some(target), Some(r)) => {
+                let points_right = match target {
+                    Target::Igw => igw_id.is_some() && r.gateway_id() == igw_id,
+                    Target::Nat(name) => nat_ids
+                        .get(name.as_str())
+                        .is_some_and(|id| r.nat_gateway_id() == Some(*id)),
+                };
+                let dead = r.state() == Some(&RouteState::Blackhole);
+                (!points_right || dead).then_some(RouteOp::Replace)
+            }
+        };
+        if let Some(op) = op {
+            route_ops.push(Op::Route {
+                table: t.name.clone(),
+                op,
+                target: t.default_route.clone(),
+            });
+        }
+        if let Some(h) = have {
+            retag(
+                cx,
+                Kind::RouteTable,
+                &t.name,
+                h.route_table_id(),
+                h.tags(),
+                retags,
+            );
+        }
+    }
+    route_ops
 }

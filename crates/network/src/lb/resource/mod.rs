@@ -1,6 +1,6 @@
-//! Carrying out the steps of a load balancer plan against Elastic Load Balancing: one file per
-//! resource kind (`load_balancer.rs`, `target_group.rs`, `listener.rs`), each owning its calls
-//! and waits; this file holds what they share and dispatches a step to its kind.
+//! The load balancer's resource kinds, one file each (`load_balancer.rs`, `target_group.rs`,
+//! `listener.rs`), each owning its pure diff (`steps`) and its Elastic Load Balancing calls and
+//! waits; this file holds what they share and dispatches a step to its kind.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +13,9 @@ use crate::error::Error;
 use crate::lb::diff::{MODULE, Op, Setting};
 use crate::lb::observe::Observed;
 
-mod listener;
-mod load_balancer;
-mod target_group;
+pub(crate) mod listener;
+pub(crate) mod load_balancer;
+pub(crate) mod target_group;
 
 /// What downstream needs of the load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]

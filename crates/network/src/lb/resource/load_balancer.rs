@@ -13,8 +13,9 @@ use infra::{Backoff, Context, Step, aws, waited};
 
 use super::{Ids, LbIds, changed, missing, settle, tags};
 use crate::error::Error;
-use crate::exec::delete;
-use crate::lb::diff::{LB, PROTECTION, Setting};
+use crate::lb::diff::{Desired, Kind, LB, Op, PROTECTION, Setting, replacement, retag, settings};
+use crate::lb::observe::Observed;
+use crate::resource::delete;
 
 /// What a new load balancer is made of.
 pub(super) struct New<'a> {
@@ -204,4 +205,72 @@ async fn wait_gone(elb: &Client, cx: &Context, arn: &str, what: &str) -> Result<
         })
         .await
         .map_err(|e| waited("DescribeLoadBalancers", what)(e).into())
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The load balancer: created, or checked (scheme, type and VPC cannot change) and its
+/// subnets, security groups and attributes repaired.
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) -> Result<(), Error> {
+    match &observed.lb {
+        None => ops.push(Op::CreateLoadBalancer {
+            name: desired.lb_name.clone(),
+            subnets: desired.subnets.clone(),
+            security_groups: desired.security_groups.clone(),
+            attributes: desired.lb_attributes.clone(),
+        }),
+        Some(lb) => {
+            let arn = lb.load_balancer_arn().unwrap_or_default();
+            let what = format!("load-balancer {LB:?} ({arn})");
+            let scheme = lb.scheme().map(|s| s.as_str()).unwrap_or_default();
+            if scheme != "internet-facing" {
+                return Err(replacement(what, "scheme", scheme, "internet-facing"));
+            }
+            let kind = lb.r#type().map(|t| t.as_str()).unwrap_or_default();
+            if kind != "application" {
+                return Err(replacement(what, "type", kind, "application"));
+            }
+            let vpc = lb.vpc_id().unwrap_or_default();
+            if vpc != desired.vpc_id {
+                return Err(replacement(what, "vpc", vpc, &desired.vpc_id));
+            }
+            let mut subnets: Vec<String> = lb
+                .availability_zones()
+                .iter()
+                .filter_map(|z| z.subnet_id().map(str::to_owned))
+                .collect();
+            subnets.sort();
+            if subnets != desired.subnets {
+                ops.push(Op::SetSubnets {
+                    arn: arn.to_owned(),
+                    have: subnets,
+                    want: desired.subnets.clone(),
+                });
+            }
+            let mut groups = lb.security_groups().to_vec();
+            groups.sort();
+            if groups != desired.security_groups {
+                ops.push(Op::SetSecurityGroups {
+                    arn: arn.to_owned(),
+                    have: groups,
+                    want: desired.security_groups.clone(),
+                });
+            }
+            let changes = settings(&desired.lb_attributes, &observed.lb_attributes);
+            if !changes.is_empty() {
+                ops.push(Op::SetLbAttributes {
+                    arn: arn.to_owned(),
+                    changes,
+                });
+            }
+            retag(cx, observed, Kind::LoadBalancer, LB, arn, retags);
+        }
+    }
+    Ok(())
 }

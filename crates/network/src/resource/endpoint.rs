@@ -1,13 +1,16 @@
 //! VPC endpoints: gateway endpoints on route tables, interface endpoints in subnets.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::{Backoff, Context, Step, aws};
 
 use super::{Ids, delete, is_not_found, need, need_one, settle, tag_spec, wait_failed};
-use crate::desired::{ENDPOINT_GROUP, EndpointWant, VPC};
+use crate::desired::{Desired, ENDPOINT_GROUP, EndpointWant, Kind, Op, VPC, one, retag};
 use crate::error::Error;
+use crate::observe::{Observed, name_tag};
 
 /// The ids of what an endpoint attaches to, by logical name: route tables for a gateway
 /// endpoint, subnets for an interface endpoint.
@@ -139,4 +142,88 @@ async fn wait(ec2: &Client, cx: &Context, id: &str, what: &str, gone: bool) -> R
         })
         .await
         .map_err(wait_failed)
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The VPC endpoints: created, replaced when their service or type changed, moved to the
+/// route tables or subnets they should be in (a second one of a name went in `dedup`).
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    subnet_ids: &BTreeMap<&str, &str>,
+    retags: &mut Vec<Op>,
+) -> Vec<Op> {
+    let table_ids: BTreeMap<&str, &str> = observed
+        .route_tables
+        .iter()
+        .filter_map(|t| Some((name_tag(t.tags())?, t.route_table_id()?)))
+        .collect();
+    let mut ops = Vec::new();
+    for e in &desired.endpoints {
+        let Some(have) = one(&e.name, &observed.endpoints, |x| x.tags()) else {
+            ops.push(Op::CreateEndpoint(e.clone()));
+            continue;
+        };
+        let id = have.vpc_endpoint_id().unwrap_or_default();
+        let gateway = have
+            .vpc_endpoint_type()
+            .is_some_and(|t| t.as_str().eq_ignore_ascii_case("gateway"));
+        if have.service_name() != Some(e.service.as_str()) || gateway != e.gateway {
+            ops.push(Op::Delete {
+                kind: Kind::VpcEndpoint,
+                name: e.name.clone(),
+                id: id.to_owned(),
+                related: Vec::new(),
+                duplicate: None,
+            });
+            ops.push(Op::CreateEndpoint(e.clone()));
+            continue;
+        }
+        let (have_ids, ids): (BTreeSet<&str>, &BTreeMap<&str, &str>) = if e.gateway {
+            (
+                have.route_table_ids().iter().map(String::as_str).collect(),
+                &table_ids,
+            )
+        } else {
+            (
+                have.subnet_ids().iter().map(String::as_str).collect(),
+                subnet_ids,
+            )
+        };
+        let add: Vec<String> = e
+            .attach
+            .iter()
+            .filter(|n| ids.get(n.as_str()).is_none_or(|id| !have_ids.contains(id)))
+            .cloned()
+            .collect();
+        let want_ids: BTreeSet<&str> = e
+            .attach
+            .iter()
+            .filter_map(|n| ids.get(n.as_str()).copied())
+            .collect();
+        let remove: Vec<String> = have_ids
+            .difference(&want_ids)
+            .map(|s| (*s).to_owned())
+            .collect();
+        if !add.is_empty() || !remove.is_empty() {
+            ops.push(Op::ModifyEndpoint {
+                name: e.name.clone(),
+                id: id.to_owned(),
+                gateway: e.gateway,
+                add,
+                remove,
+            });
+        }
+        retag(
+            cx,
+            Kind::VpcEndpoint,
+            &e.name,
+            have.vpc_endpoint_id(),
+            have.tags(),
+            retags,
+        );
+    }
+    ops
 }

@@ -1,7 +1,7 @@
-//! Carrying out the steps of a plan against EC2: one file per resource kind (`vpc.rs`,
-//! `subnet.rs`, `gateway.rs` for the internet and NAT gateways and Elastic IPs,
-//! `security_group.rs`, `route_table.rs`, `endpoint.rs`, `network_acl.rs`), each owning its
-//! calls, waits and retries; this file holds what they share and dispatches a step to its kind.
+//! The network's resource kinds, one file each (`vpc.rs`, `subnet.rs`, `gateway.rs` for the
+//! internet and NAT gateways and Elastic IPs, `security_group.rs`, `route_table.rs`,
+//! `endpoint.rs`, `network_acl.rs`), each owning its pure diff (`steps`) and its calls, waits
+//! and retries; this file holds what they share and dispatches a step to its kind.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,13 +16,13 @@ use crate::desired::{Kind, MODULE, Op};
 use crate::error::Error;
 use crate::observe::{Observed, name_tag};
 
-mod endpoint;
-mod gateway;
+pub(crate) mod endpoint;
+pub(crate) mod gateway;
 mod network_acl;
-mod route_table;
-mod security_group;
-mod subnet;
-mod vpc;
+pub(crate) mod route_table;
+pub(crate) mod security_group;
+pub(crate) mod subnet;
+pub(crate) mod vpc;
 
 /// Ids of the stack's resources by logical name: those that existed, then those created.
 #[derive(Debug, Default, Clone)]

@@ -1,14 +1,17 @@
 //! Security groups and their ingress rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
+use aws_sdk_ec2::types::{
+    IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroup, UserIdGroupPair,
+};
 use infra::{Context, aws};
 
 use super::{Ids, delete, need, need_one, settle, tag_spec};
-use crate::desired::{Rule, Source, VPC};
+use crate::desired::{Desired, Kind, Op, Rule, Source, VPC, observed_rules, one, retag};
 use crate::error::Error;
+use crate::observe::{Observed, name_tag};
 
 pub(super) async fn create(
     ec2: &Client,
@@ -117,4 +120,72 @@ pub(super) async fn remove(ec2: &Client, cx: &Context, id: &str, what: &str) -> 
         ec2.delete_security_group().group_id(id).send()
     })
     .await
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// The security groups and their ingress rules: missing rules authorized, extra ones revoked.
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
+    let group_ids: BTreeMap<&str, &str> = observed
+        .security_groups
+        .iter()
+        .filter_map(|g| Some((name_tag(g.tags())?, g.group_id()?)))
+        .collect();
+    for g in &desired.groups {
+        let have: Option<&SecurityGroup> = one(&g.name, &observed.security_groups, |x| x.tags());
+        if have.is_none() {
+            ops.push(Op::CreateGroup {
+                name: g.name.clone(),
+                description: g.description.clone(),
+            });
+        }
+        let have_rules = have
+            .map(|h| observed_rules(h.ip_permissions()))
+            .unwrap_or_default();
+        // Compare with group references resolved to ids where the group exists.
+        let resolve = |r: &Rule| match &r.source {
+            Source::Group(name) => group_ids.get(name.as_str()).map(|id| Rule {
+                source: Source::Group((*id).to_owned()),
+                ..r.clone()
+            }),
+            _ => Some(r.clone()),
+        };
+        let want_resolved: BTreeSet<Rule> = g.rules.iter().filter_map(resolve).collect();
+        let missing: Vec<Rule> = g
+            .rules
+            .iter()
+            .filter(|r| resolve(r).is_none_or(|r| !have_rules.contains(&r)))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            ops.push(Op::Authorize {
+                group: g.name.clone(),
+                rules: missing,
+            });
+        }
+        if let Some(h) = have {
+            let extra: Vec<Rule> = have_rules.difference(&want_resolved).cloned().collect();
+            if !extra.is_empty() {
+                ops.push(Op::Revoke {
+                    group: g.name.clone(),
+                    id: h.group_id().unwrap_or_default().to_owned(),
+                    rules: extra,
+                });
+            }
+            retag(
+                cx,
+                Kind::SecurityGroup,
+                &g.name,
+                h.group_id(),
+                h.tags(),
+                retags,
+            );
+        }
+    }
 }

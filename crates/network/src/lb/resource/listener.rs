@@ -10,8 +10,12 @@ use infra::Context;
 
 use super::{Ids, missing, settle, tags};
 use crate::error::Error;
-use crate::exec::delete;
-use crate::lb::diff::{LB, ListenerWant, Route, TG, TLS_POLICY};
+use crate::lb::diff::{
+    Desired, Kind, LB, ListenerWant, Op, Route, TG, TLS_POLICY, listener_changes, listener_name,
+    retag,
+};
+use crate::lb::observe::Observed;
+use crate::resource::delete;
 
 pub(super) async fn create(
     elb: &Client,
@@ -132,5 +136,51 @@ fn protocol(want: &ListenerWant) -> ProtocolEnum {
         ProtocolEnum::Https
     } else {
         ProtocolEnum::Http
+    }
+}
+
+// The diff: the steps that take what exists to what is wanted. Pure: no AWS call.
+
+/// Listeners, by port: missing ones created, drifted ones modified, others deleted.
+pub(crate) fn steps(
+    cx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    ops: &mut Vec<Op>,
+    retags: &mut Vec<Op>,
+) {
+    let tg_arn = observed.tg.as_ref().and_then(|t| t.target_group_arn());
+    for want in &desired.listeners {
+        match observed
+            .listeners
+            .iter()
+            .find(|l| l.port() == Some(want.port))
+        {
+            None => ops.push(Op::CreateListener(want.clone())),
+            Some(have) => {
+                let arn = have.listener_arn().unwrap_or_default();
+                let changes = listener_changes(want, have, tg_arn);
+                if !changes.is_empty() {
+                    ops.push(Op::ModifyListener {
+                        want: want.clone(),
+                        arn: arn.to_owned(),
+                        changes,
+                    });
+                }
+                retag(cx, observed, Kind::Listener, want.name, arn, retags);
+            }
+        }
+    }
+    for have in &observed.listeners {
+        if !desired
+            .listeners
+            .iter()
+            .any(|w| Some(w.port) == have.port())
+        {
+            ops.push(Op::DeleteListener {
+                name: listener_name(observed, have),
+                arn: have.listener_arn().unwrap_or_default().to_owned(),
+            });
+        }
     }
 }
