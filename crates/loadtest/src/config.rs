@@ -81,6 +81,14 @@ pub struct Config {
     pub pacer: Pacer,
     /// Service level objectives that turn the run into a verdict. Default none (always passes).
     pub slo: Slo,
+    /// This generator's share of a schedule several generators send together: worker `index`
+    /// of `of` sends the schedule's requests `k` with `k mod of == index` (their interval logs
+    /// add up exactly: [`crate::merge_interval_logs`]). Default none (the whole schedule).
+    pub worker: Option<Stripe>,
+    /// When the schedule starts, ms since the Unix epoch: the same instant for every worker of
+    /// a striped run. Default none (as soon as the run starts). A start already past by more
+    /// than [`MAX_START_LATE`] fails the run.
+    pub start_at_unix_ms: Option<u64>,
     /// A custom resolver (tests, embedding); not configurable from TOML. Default: the system
     /// resolver with the `resolve` overrides.
     #[serde(skip)]
@@ -111,7 +119,40 @@ impl Default for Config {
             late_start_ms: 1.0,
             pacer: Pacer::Precise,
             slo: Slo::default(),
+            worker: None,
+            start_at_unix_ms: None,
             resolver: None,
+        }
+    }
+}
+
+/// How late a shared start (`start-at-unix-ms`) may be when the run begins: later, the first
+/// requests would be late by design, and the run fails rather than measure the load generator.
+pub const MAX_START_LATE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One generator's share of a striped schedule: worker `index` of `of` (`"2/4"` is the third
+/// of four).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stripe {
+    /// Which share, 0-based.
+    pub index: u32,
+    /// How many generators share the schedule.
+    pub of: u32,
+}
+
+impl std::str::FromStr for Stripe {
+    type Err = String;
+
+    /// `INDEX/OF`, such as `0/4`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, of)) if of >= 1 && index < of => Ok(Stripe { index, of }),
+            _ => Err(format!(
+                "{s:?} is not a worker share: INDEX/OF with 0 <= INDEX < OF, such as 0/4"
+            )),
         }
     }
 }
@@ -238,6 +279,9 @@ pub(crate) struct Spec {
     pub(crate) breakdown_headers: Vec<HeaderName>,
     pub(crate) late_start: Duration,
     pub(crate) pacer: Pacer,
+    /// (index, of): this generator sends the schedule's requests `k` with `k mod of == index`.
+    pub(crate) stripe: (usize, usize),
+    pub(crate) start_at: Option<std::time::SystemTime>,
 }
 
 fn positive(p: &mut Problems, field: &str, v: f64, allowed: &str) -> bool {
@@ -402,6 +446,12 @@ impl Config {
             breakdown_headers,
             late_start: Duration::from_secs_f64(self.late_start_ms / 1000.0),
             pacer: self.pacer,
+            stripe: self
+                .worker
+                .map_or((0, 1), |w| (w.index as usize, w.of as usize)),
+            start_at: self
+                .start_at_unix_ms
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
         })
     }
 
@@ -546,8 +596,20 @@ impl Config {
         peak
     }
 
-    /// Connections, threads and timeouts, for a schedule that peaks at `peak` requests/s.
+    /// Connections, threads and timeouts, for a schedule that peaks at `peak` requests/s, and
+    /// the worker share.
     fn check_limits(&self, peak: f64, p: &mut Problems) {
+        if let Some(w) = self.worker
+            && (w.of == 0 || w.index >= w.of)
+        {
+            p.push(
+                "worker",
+                format!("{}/{}", w.index, w.of),
+                "INDEX/OF with 0 <= INDEX < OF, such as 0/4",
+            );
+        }
+        // A worker sends its share of the schedule.
+        let peak = peak / self.worker.map_or(1.0, |w| f64::from(w.of.max(1)));
         if self.connections == 0 {
             p.push("connections", self.connections, "at least 1 connection");
         } else if peak > self.connections as f64 * MAX_RATE_PER_CONNECTION {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -252,11 +252,14 @@ fn worker_thread(ws: WorkerStart) {
     let local = tokio::task::LocalSet::new();
     let headers = spec.breakdown_headers.len();
     local.block_on(&rt, async move {
+        // Process `i` of `n` sends the schedule's requests i, i + n, ...; its thread `index`
+        // of `threads` every `threads`-th of those.
+        let (i, n) = spec.stripe;
         let pacing = Pacing::new(
             Schedule::staged(spec.start_rate, &spec.stages),
             start,
-            index,
-            spec.threads,
+            i + n * index,
+            n * spec.threads,
         );
         let precise = match spec.pacer {
             Pacer::Precise => match precise_timer() {
@@ -408,7 +411,7 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     let addrs = Arc::new(Addrs::new(Vec::new()));
     addrs.set(first);
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now() + LEAD;
+    let start = start_instant(spec.start_at)?;
     let (tx, rx) = mpsc::unbounded_channel();
 
     let workers = spawn_workers(&spec, &addrs, tls.as_ref(), start, &tx, &stop)?;
@@ -532,6 +535,23 @@ fn spawn_dns_refresher(
             }
         }
     })
+}
+
+/// The instant the schedule starts: `at` (a start shared by several generators) when given,
+/// else [`LEAD`] from now. A shared start already past by more than
+/// [`crate::config::MAX_START_LATE`] is an error: every first request would be late.
+fn start_instant(at: Option<SystemTime>) -> Result<Instant, Error> {
+    let now = (Instant::now(), SystemTime::now());
+    let Some(at) = at else {
+        return Ok(now.0 + LEAD);
+    };
+    match at.duration_since(now.1) {
+        Ok(ahead) => Ok(now.0 + ahead),
+        Err(past) if past.duration() <= crate::config::MAX_START_LATE => Ok(now.0),
+        Err(past) => Err(Error::StartMissed {
+            late: past.duration(),
+        }),
+    }
 }
 
 /// How long an answer is kept: its TTL when known, at most `most` (`dns-ttl`), at least

@@ -39,6 +39,16 @@ pub enum Error {
         #[source]
         source: rustls::Error,
     },
+    /// The shared start time (`start-at-unix-ms`) had passed when the run began: a striped
+    /// run whose generators do not start together measures the generators, not the target.
+    #[error(
+        "the start time had passed {late:?} before this generator was ready (at most {:?} is allowed): start the generators with a later start-at-unix-ms",
+        crate::config::MAX_START_LATE
+    )]
+    StartMissed {
+        /// How late it was.
+        late: std::time::Duration,
+    },
     /// A thread or runtime could not be started.
     #[error("could not start the {what}")]
     Start {

@@ -101,6 +101,7 @@ mod duration;
 mod engine;
 mod error;
 mod h1;
+mod merge;
 mod pacer;
 mod record;
 mod report;
@@ -108,11 +109,14 @@ mod resolve;
 mod schedule;
 mod tls;
 
-pub use config::{Config, MAX_RATE_PER_CONNECTION, Pacer, Problem, Problems, Slo, Stage};
+pub use config::{
+    Config, MAX_RATE_PER_CONNECTION, MAX_START_LATE, Pacer, Problem, Problems, Slo, Stage, Stripe,
+};
 pub use dns::DnsResolver;
 pub use duration::parse_duration;
 pub use engine::{RunHandle, run, start};
 pub use error::Error;
+pub use merge::{MergeError, Merged, merge_interval_logs};
 pub use record::{ErrorKind, Frame, HIST_MAX_US, new_histogram};
 pub use report::{
     Dns, Latency, Percentiles, Report, Second, Snapshot, Verdict, histogram, scheduled_requests,

@@ -17,7 +17,21 @@ use stackproof_loadtest::{Config, Slo, Stage, parse_duration};
 #[command(name = "loadtest", version)]
 struct Args {
     /// Target URL (http://host[:port]/path or https://...).
-    url: String,
+    #[arg(required_unless_present = "merge")]
+    url: Option<String>,
+    /// This generator's share of a schedule several send together: `INDEX/OF` sends the
+    /// schedule's requests k with k mod OF == INDEX (`--rps` and `--stage` are the whole
+    /// run's). Give every generator the same `--start-at`.
+    #[arg(long, value_name = "INDEX/OF")]
+    worker: Option<stackproof_loadtest::Stripe>,
+    /// When the schedule starts, ms since the Unix epoch (the same for every generator of a
+    /// striped run; a start already past by more than 100 ms fails the run).
+    #[arg(long, value_name = "UNIX_MS")]
+    start_at: Option<u64>,
+    /// Add these interval logs (what `--hdr-log` writes, one per generator) exactly and print
+    /// the whole run's latency percentiles, instead of running load.
+    #[arg(long, num_args = 1.., value_name = "HDR_LOG", conflicts_with = "url")]
+    merge: Vec<PathBuf>,
     /// Pacer: precise (timerfd, sub-0.1 ms) or timer (tokio 1 ms timer, batches at high rates).
     #[arg(long, value_parser = ["precise", "timer"])]
     pacer: Option<String>,
@@ -128,7 +142,9 @@ fn config(a: &Args) -> anyhow::Result<Config> {
         }
         None => Config::default(),
     };
-    c.url = a.url.clone();
+    c.url = a.url.clone().unwrap_or_default();
+    c.worker = a.worker.or(c.worker);
+    c.start_at_unix_ms = a.start_at.or(c.start_at_unix_ms);
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone(); } )* };
     }
@@ -208,7 +224,49 @@ fn write(path: &PathBuf, what: &str, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing the {what} to {}", path.display()))
 }
 
+/// `--merge`: the exact sum of the logs' histograms, printed as percentiles (ms).
+fn merge(a: &Args) -> anyhow::Result<bool> {
+    let logs = a
+        .merge
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = logs.iter().map(Vec::as_slice).collect();
+    let merged = stackproof_loadtest::merge_interval_logs(&slices)?;
+    let p = merged.percentiles();
+    if a.json_stdout {
+        let seconds: Vec<serde_json::Value> = merged
+            .seconds
+            .iter()
+            .map(|(t, h)| {
+                let s = stackproof_loadtest::Percentiles::of(h);
+                serde_json::json!({ "unix_s": t, "count": s.count, "p50_ms": s.p50, "p99_ms": s.p99, "max_ms": s.max })
+            })
+            .collect();
+        let out = serde_json::json!({ "logs": merged.logs, "latency_ms": p, "seconds": seconds });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} interval logs, {} seconds, {} requests\nlatency (ms)   p50 {:.3}  p90 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+            merged.logs,
+            merged.seconds.len(),
+            p.count,
+            p.p50,
+            p.p90,
+            p.p95,
+            p.p99,
+            p.p99_9,
+            p.max,
+            p.mean
+        );
+    }
+    Ok(true)
+}
+
 async fn main_inner(a: Args) -> anyhow::Result<bool> {
+    if !a.merge.is_empty() {
+        return merge(&a);
+    }
     let c = config(&a)?;
     let slo = c.slo.clone();
     let tty = !a.quiet && std::io::stderr().is_terminal();
@@ -272,6 +330,25 @@ mod tests {
         let a = Args::try_parse_from(["loadtest", "http://127.0.0.1:1/"].iter().chain(line))
             .map_err(|e| e.to_string())?;
         config(&a).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_worker_share_and_a_shared_start_reach_the_config_and_merge_needs_no_url() {
+        let c = args(&["--worker", "2/4", "--start-at", "1800000000000"]).unwrap();
+        assert_eq!(
+            c.worker,
+            Some(stackproof_loadtest::Stripe { index: 2, of: 4 })
+        );
+        assert_eq!(c.start_at_unix_ms, Some(1_800_000_000_000));
+        let err = args(&["--worker", "4/4"]).unwrap_err();
+        assert!(err.contains("INDEX/OF with 0 <= INDEX < OF"), "{err}");
+        let a = Args::try_parse_from(["loadtest", "--merge", "a.hlog", "b.hlog"]).unwrap();
+        assert_eq!(a.merge.len(), 2);
+        assert!(a.url.is_none());
+        assert!(
+            Args::try_parse_from(["loadtest"]).is_err(),
+            "a URL or --merge"
+        );
     }
 
     #[test]

@@ -645,3 +645,85 @@ async fn a_dns_server_is_asked_again_when_its_answer_expires() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Four generators share one schedule (`worker i/4`, one start time): together they send it
+/// exactly once, each its quarter, and their interval logs add up to every response. A start
+/// time already past fails the run before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn striped_generators_send_the_schedule_once_and_their_logs_add_up_exactly() {
+    let server = Server::start("127.0.0.1:0", Duration::ZERO).await;
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 300;
+    let whole = config(server.url(), 200.0, 2.0);
+    assert_eq!(stackproof_loadtest::scheduled_requests(&whole), 400);
+    let runs = (0..4).map(|index| {
+        let c = Config {
+            threads: 2,
+            worker: Some(stackproof_loadtest::Stripe { index, of: 4 }),
+            start_at_unix_ms: Some(start_at),
+            ..whole.clone()
+        };
+        stackproof_loadtest::run(c, None)
+    });
+    let reports: Vec<_> = futures_join(runs).await;
+    let sent: Vec<u64> = reports.iter().map(|r| r.sent).collect();
+    assert_eq!(sent, [100, 100, 100, 100], "each generator its quarter");
+    assert_eq!(server.requests.load(Ordering::Relaxed), 400);
+    // Every generator started at the shared instant.
+    for r in &reports {
+        assert!(
+            r.started_unix_ms.abs_diff(start_at) < 50,
+            "{}",
+            r.started_unix_ms
+        );
+    }
+    let logs: Vec<Vec<u8>> = reports
+        .iter()
+        .map(|r| {
+            let mut buf = Vec::new();
+            r.write_interval_log(&mut buf).unwrap();
+            buf
+        })
+        .collect();
+    let slices: Vec<&[u8]> = logs.iter().map(Vec::as_slice).collect();
+    let merged = stackproof_loadtest::merge_interval_logs(&slices).unwrap();
+    let mut all = stackproof_loadtest::histogram();
+    for r in &reports {
+        all.add(&r.corrected).unwrap();
+    }
+    assert_eq!(merged.total.len(), 400);
+    assert_eq!(
+        merged.total, all,
+        "the logs add up to every response, exactly"
+    );
+
+    let late = Config {
+        start_at_unix_ms: Some(start_at - 60_000),
+        worker: Some(stackproof_loadtest::Stripe { index: 0, of: 4 }),
+        ..whole
+    };
+    let err = stackproof_loadtest::run(late, None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("the start time had passed"),
+        "{err}"
+    );
+}
+
+/// Runs the futures side by side and returns their reports in order.
+async fn futures_join<F>(runs: impl Iterator<Item = F>) -> Vec<stackproof_loadtest::Report>
+where
+    F: std::future::Future<
+            Output = Result<stackproof_loadtest::Report, stackproof_loadtest::Error>,
+        > + Send
+        + 'static,
+{
+    let handles: Vec<_> = runs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap().unwrap());
+    }
+    out
+}
