@@ -20,7 +20,7 @@ pub struct ObservabilityConfig {
     pub error_rate_percent: f64,
     /// The 99th percentile of the targets' response time, in milliseconds, above which the
     /// latency alarm fires. Default 1000; more than 0.
-    pub latency_p99_ms: u32,
+    pub(crate) latency_p99_ms: u32,
     /// How many consecutive periods must breach before an alarm fires. Default 3; at least 1,
     /// and `evaluation-periods * period-seconds` at most one day (AWS's limit).
     pub evaluation_periods: u32,
@@ -52,7 +52,7 @@ pub struct ObservabilitySpec {
     /// The 5xx error-rate threshold, in percent (0, 100].
     pub(crate) error_rate_percent: f64,
     /// The p99 latency threshold, in milliseconds (> 0).
-    pub latency_p99_ms: u32,
+    pub(crate) latency_p99_ms: u32,
     /// Consecutive breaching periods before an alarm fires (>= 1).
     pub(crate) evaluation_periods: u32,
     /// The period, in seconds: a multiple of 60.
@@ -61,6 +61,7 @@ pub struct ObservabilitySpec {
     pub(crate) dashboard: bool,
 }
 
+/// The default configuration, checked: what `[observability]` left empty gives.
 impl Default for ObservabilitySpec {
     fn default() -> Self {
         let c = ObservabilityConfig::default();
