@@ -338,24 +338,23 @@ impl ComputeConfig {
 
     /// The task counts and the scaling policies' settings.
     fn check_scaling(&self, problems: &mut Problems) {
-        let field = |name: &str| name.to_owned();
         if self.max_count == 0 || self.max_count > MAX_TASKS {
             problems.add(
-                field("max-count"),
+                "max-count",
                 self.max_count,
                 format!("1 to {MAX_TASKS} tasks"),
             );
         }
         if self.min_count > self.max_count {
             problems.add(
-                field("min-count"),
+                "min-count",
                 self.min_count,
                 format!("at most max-count ({})", self.max_count),
             );
         }
         if self.desired_count < self.min_count || self.desired_count > self.max_count {
             problems.add(
-                field("desired-count"),
+                "desired-count",
                 self.desired_count,
                 format!(
                     "from min-count ({}) to max-count ({})",
@@ -365,14 +364,14 @@ impl ComputeConfig {
         }
         if !(1..=100).contains(&self.cpu_target_percent) {
             problems.add(
-                field("cpu-target-percent"),
+                "cpu-target-percent",
                 self.cpu_target_percent,
                 "1 to 100 (percent)",
             );
         }
         if self.requests_per_target == 0 {
             problems.add(
-                field("requests-per-target"),
+                "requests-per-target",
                 0,
                 "1 or more requests per task per minute",
             );
@@ -385,7 +384,7 @@ impl ComputeConfig {
             ("scale-in-cooldown-seconds", self.scale_in_cooldown_seconds),
         ] {
             if value > MAX_COOLDOWN {
-                problems.add(field(name), value, format!("0 to {MAX_COOLDOWN} seconds"));
+                problems.add(name, value, format!("0 to {MAX_COOLDOWN} seconds"));
             }
         }
     }
@@ -393,7 +392,6 @@ impl ComputeConfig {
     /// `environment` and `secrets`: names the container may have, each once; returns the
     /// parsed secret references.
     fn check_environment(&self, problems: &mut Problems) -> BTreeMap<String, Secret> {
-        let field = |name: &str| name.to_owned();
         for (table, names) in [
             ("environment", self.environment.keys().collect::<Vec<_>>()),
             ("secrets", self.secrets.keys().collect()),
@@ -401,14 +399,14 @@ impl ComputeConfig {
             for name in names {
                 if name == "PORT" {
                     problems.add(
-                        field(table),
+                        table,
                         "PORT",
                         "any name but PORT, which is set to the container port",
                     );
                 } else if !is_env_name(name) || name.starts_with("ECS_") || name.starts_with("AWS_")
                 {
                     problems.add(
-                        field(table),
+                        table,
                         format!("{name:?}"),
                         "names of letters, digits and '_', not starting with a digit, ECS_ or AWS_",
                     );
@@ -419,11 +417,11 @@ impl ComputeConfig {
         for (name, reference) in &self.secrets {
             if self.environment.contains_key(name) {
                 problems.add(
-                    field("secrets"),
+                    "secrets",
                     format!("{name:?}"),
                     format!(
                         "a name that is not in {} too: the container gets one value per name",
-                        field("environment")
+                        "environment"
                     ),
                 );
             }
@@ -431,11 +429,9 @@ impl ComputeConfig {
                 Ok(secret) => {
                     secrets.insert(name.clone(), secret);
                 }
-                Err(allowed) => problems.add(
-                    format!("{}.{name}", field("secrets")),
-                    format!("{reference:?}"),
-                    allowed,
-                ),
+                Err(allowed) => {
+                    problems.add(format!("secrets.{name}"), format!("{reference:?}"), allowed)
+                }
             }
         }
         secrets

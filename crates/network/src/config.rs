@@ -275,11 +275,10 @@ impl NetworkConfig {
 
     /// `vpc-cidr`: a network address with a prefix AWS allows.
     fn check_vpc_cidr(&self, problems: &mut Problems) -> Option<Ipv4Net> {
-        let field = |name: &str| name.to_owned();
         match self.vpc_cidr.parse::<Ipv4Net>() {
             Ok(net) if net != net.trunc() => {
                 problems.add(
-                    field("vpc-cidr"),
+                    "vpc-cidr",
                     format!("{:?}", self.vpc_cidr),
                     format!(
                         "a network address: host bits must be zero (did you mean {}?)",
@@ -290,7 +289,7 @@ impl NetworkConfig {
             }
             Ok(net) if !(16..=28).contains(&net.prefix_len()) => {
                 problems.add(
-                    field("vpc-cidr"),
+                    "vpc-cidr",
                     format!("{:?}", self.vpc_cidr),
                     "a prefix from /16 to /28 (AWS's VPC limits)",
                 );
@@ -299,7 +298,7 @@ impl NetworkConfig {
             Ok(net) => Some(net),
             Err(_) => {
                 problems.add(
-                    field("vpc-cidr"),
+                    "vpc-cidr",
                     format!("{:?}", self.vpc_cidr),
                     "an IPv4 CIDR block such as \"10.0.0.0/16\"",
                 );
@@ -312,25 +311,24 @@ impl NetworkConfig {
     /// free addresses in each zone it uses (CreateLoadBalancer fails otherwise, after the
     /// network exists).
     fn check_public_fit(&self, public: &[Ipv4Net], problems: &mut Problems) {
-        let field = |name: &str| name.to_owned();
         for (i, net) in public.iter().enumerate() {
             if net.prefix_len() <= ALB_SUBNET_MAX_PREFIX {
                 continue;
             }
             if self.public_subnet_cidrs.is_some() {
                 problems.add(
-                    format!("{}[{i}]", field("public-subnet-cidrs")),
+                    format!("public-subnet-cidrs[{i}]"),
                     format!("\"{net}\""),
                     format!("a /{ALB_SUBNET_MAX_PREFIX} or larger block: the load balancer needs a /{ALB_SUBNET_MAX_PREFIX} or larger subnet with 8 free addresses in each zone"),
                 );
             } else {
                 problems.add(
-                    field("vpc-cidr"),
+                    "vpc-cidr",
                     format!("{:?}", self.vpc_cidr),
                     format!(
                         "a /{} or larger VPC: public subnets are derived with {SUBNET_BITS} more bits, and the load balancer needs /{ALB_SUBNET_MAX_PREFIX} or larger ones (this gives {net}); or give {} yourself",
                         ALB_SUBNET_MAX_PREFIX - SUBNET_BITS,
-                        field("public-subnet-cidrs")
+                        "public-subnet-cidrs"
                     ),
                 );
                 break;
@@ -340,11 +338,10 @@ impl NetworkConfig {
 
     /// `load-balancer-ingress`: ports and at least one source; returns the sources.
     fn check_ingress(&self, problems: &mut Problems) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
-        let field = |name: &str| name.to_owned();
         let ingress = &self.load_balancer_ingress;
         if ingress.ports.is_empty() || ingress.ports.contains(&0) {
             problems.add(
-                field("load-balancer-ingress.ports"),
+                "load-balancer-ingress.ports",
                 format!("{:?}", ingress.ports),
                 "one or more TCP ports from 1 to 65535",
             );
@@ -356,7 +353,7 @@ impl NetworkConfig {
                 Ok(n) => Some(n.trunc()),
                 Err(_) => {
                     problems.add(
-                        field("load-balancer-ingress.ipv4-cidrs"),
+                        "load-balancer-ingress.ipv4-cidrs",
                         format!("{c:?}"),
                         "IPv4 CIDR blocks such as \"0.0.0.0/0\"",
                     );
@@ -371,7 +368,7 @@ impl NetworkConfig {
                 Ok(n) => Some(n.trunc()),
                 Err(_) => {
                     problems.add(
-                        field("load-balancer-ingress.ipv6-cidrs"),
+                        "load-balancer-ingress.ipv6-cidrs",
                         format!("{c:?}"),
                         "IPv6 CIDR blocks such as \"::/0\"",
                     );
@@ -381,7 +378,7 @@ impl NetworkConfig {
             .collect();
         if ingress.ipv4_cidrs.is_empty() && ingress.ipv6_cidrs.is_empty() {
             problems.add(
-                field("load-balancer-ingress"),
+                "load-balancer-ingress",
                 "no sources",
                 "at least one IPv4 or IPv6 CIDR: with none, nothing can reach the load balancer",
             );
@@ -392,7 +389,6 @@ impl NetworkConfig {
     /// `vpc-endpoints`: known services, each once (by default, without NAT, the ones a
     /// Fargate task needs to start).
     fn check_endpoints(&self, problems: &mut Problems) -> Vec<String> {
-        let field = |name: &str| name.to_owned();
         let endpoints = match &self.vpc_endpoints {
             Some(list) => list.clone(),
             None if self.nat == NatMode::None => {
@@ -404,16 +400,12 @@ impl NetworkConfig {
         for e in &endpoints {
             if !ENDPOINT_SERVICES.contains(&e.as_str()) {
                 problems.add(
-                    field("vpc-endpoints"),
+                    "vpc-endpoints",
                     format!("{e:?}"),
                     format!("services of {ENDPOINT_SERVICES:?}"),
                 );
             } else if !seen.insert(e.clone()) {
-                problems.add(
-                    field("vpc-endpoints"),
-                    format!("{e:?}"),
-                    "each service once",
-                );
+                problems.add("vpc-endpoints", format!("{e:?}"), "each service once");
             }
         }
         seen.into_iter().collect()
