@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::h1::{self, Stream};
 use crate::pacer::{Pacing, Slots, pace, precise_timer};
 use crate::record::{ErrorKind, Frame, new_histogram};
-use crate::report::{Collector, Report, Second, Snapshot};
+use crate::report::{Collector, Live, Report, Second, Snapshot};
 use crate::resolve::{Addrs, Resolve, Resolved, SystemResolver};
 use crate::schedule::Schedule;
 
@@ -342,7 +342,7 @@ fn worker_thread(ws: WorkerStart) {
 #[derive(Debug)]
 pub struct RunHandle {
     snapshots: watch::Receiver<Snapshot>,
-    series: Arc<Mutex<Vec<Second>>>,
+    live: Arc<Mutex<Live>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<Report, Error>>,
 }
@@ -356,7 +356,25 @@ impl RunHandle {
 
     /// The per-second series so far (complete seconds only).
     pub fn series(&self) -> Vec<Second> {
-        self.series.lock().map(|s| s.clone()).unwrap_or_default()
+        self.live
+            .lock()
+            .map(|l| l.series.clone())
+            .unwrap_or_default()
+    }
+
+    /// The corrected latency of the complete seconds so far as an HdrHistogram interval log
+    /// (what [`Report::write_interval_log`] writes at the end): a generator of a distributed
+    /// run uploads it while the run goes, and the coordinator adds the logs for live progress.
+    pub fn interval_log(&self) -> Vec<u8> {
+        let (start, intervals) = self
+            .live
+            .lock()
+            .map(|l| (l.started_unix_ms, l.intervals.clone()))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        // Writing into a Vec fails only on a histogram that does not decode: none is written.
+        let _ = crate::report::write_interval_log(&mut out, start, &intervals);
+        out
     }
 
     /// Ends the schedule now; requests already due are still sent, then the run ends normally.
@@ -436,8 +454,8 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     });
 
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
-    let series = Arc::new(Mutex::new(Vec::new()));
-    let collector = Collector::new(&config, &spec, start, Arc::clone(&series), snap_tx);
+    let live = Arc::new(Mutex::new(Live::default()));
+    let collector = Collector::new(&config, &spec, start, Arc::clone(&live), snap_tx);
     let stop_all = Arc::clone(&stop);
     let task = tokio::spawn(async move {
         let r = drive(collector, rx, &stop_all, &dns).await;
@@ -451,7 +469,7 @@ pub async fn start(config: Config) -> Result<RunHandle, Error> {
     });
     Ok(RunHandle {
         snapshots: snap_rx,
-        series,
+        live,
         stop,
         task,
     })

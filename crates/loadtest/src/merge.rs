@@ -43,6 +43,12 @@ pub enum MergeError {
         /// What the decoder said.
         detail: String,
     },
+    /// A report shard (see [`crate::Report::to_shard`]) could not be read or added.
+    #[error("report shard: {detail}")]
+    Shard {
+        /// What was wrong.
+        detail: String,
+    },
     /// A histogram's values do not fit the engine's bounds (another tool's log).
     #[error("interval log {log}: values beyond the engine's histogram bounds ({detail})")]
     Bounds {

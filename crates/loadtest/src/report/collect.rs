@@ -126,9 +126,18 @@ pub(crate) struct Collector {
     next: u32,
     totals: Frame,
     intervals: Vec<Vec<u8>>,
-    series: Arc<Mutex<Vec<Second>>>,
+    live: Arc<Mutex<Live>>,
     snapshots: watch::Sender<Snapshot>,
     last_completion: Instant,
+}
+
+/// What a run has finalized so far, shared with its [`crate::RunHandle`]: the complete seconds
+/// and their corrected-latency histograms (V2), for progress while the run goes.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) series: Vec<Second>,
+    pub(crate) intervals: Vec<Vec<u8>>,
+    pub(crate) started_unix_ms: u64,
 }
 
 impl Collector {
@@ -136,7 +145,7 @@ impl Collector {
         config: &Config,
         spec: &Spec,
         start: Instant,
-        series: Arc<Mutex<Vec<Second>>>,
+        live: Arc<Mutex<Live>>,
         snapshots: watch::Sender<Snapshot>,
     ) -> Self {
         let started_unix_ms = SystemTime::now()
@@ -144,6 +153,9 @@ impl Collector {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        if let Ok(mut l) = live.lock() {
+            l.started_unix_ms = started_unix_ms;
+        }
         let headers: Vec<String> = spec
             .breakdown_headers
             .iter()
@@ -166,7 +178,7 @@ impl Collector {
             pending: BTreeMap::new(),
             next: 0,
             intervals: Vec::new(),
-            series,
+            live,
             snapshots,
             last_completion: start,
         }
@@ -258,19 +270,19 @@ impl Collector {
         let mut bytes = Vec::new();
         if V2Serializer::new()
             .serialize(&f.corrected, &mut bytes)
-            .is_ok()
+            .is_err()
         {
-            self.intervals.push(bytes);
-        } else {
-            self.intervals.push(Vec::new());
+            bytes.clear();
         }
         merge(&mut self.totals, f);
-        let seconds = if let Ok(mut s) = self.series.lock() {
-            s.push(second.clone());
-            s.len()
+        let seconds = if let Ok(mut l) = self.live.lock() {
+            l.series.push(second.clone());
+            l.intervals.push(bytes.clone());
+            l.series.len()
         } else {
             0
         };
+        self.intervals.push(bytes);
         let elapsed = self.start.elapsed().as_secs_f64();
         self.snapshots.send_replace(Snapshot {
             elapsed_s: elapsed,
@@ -288,7 +300,11 @@ impl Collector {
         let end = Instant::now();
         let f = std::mem::replace(&mut self.totals, Frame::new(0, 0));
         let t = tables(&f, &self.headers, true);
-        let series = self.series.lock().map(|s| s.clone()).unwrap_or_default();
+        let series = self
+            .live
+            .lock()
+            .map(|l| l.series.clone())
+            .unwrap_or_default();
         let scheduled = f.sent + unsent;
         let elapsed = end.saturating_duration_since(self.start).as_secs_f64();
         let report = Report {
@@ -322,6 +338,7 @@ impl Collector {
                 raw: Percentiles::of(&f.raw),
             },
             pacer_lateness_ms: Percentiles::of(&lateness),
+            lateness,
             by_addr: t.by_addr,
             errors_by_addr: t.errors_by_addr,
             connect_failures: t.connect_failures,

@@ -19,8 +19,9 @@ use crate::record::{ErrorKind, Frame, count, new_histogram};
 use crate::schedule::Schedule;
 
 mod collect;
+mod shard;
 
-pub(crate) use collect::Collector;
+pub(crate) use collect::{Collector, Live};
 pub use collect::{histogram, scheduled_requests};
 
 /// Latency percentiles in milliseconds.
@@ -163,8 +164,10 @@ pub struct Latency {
     pub raw: Percentiles,
 }
 
-/// The result of a run. Serializes to the JSON schema documented at the crate root.
-#[derive(Clone, Debug, Serialize)]
+/// The result of a run. Serializes to the JSON schema documented at the crate root; a
+/// generator of a distributed run hands it on whole with [`Report::to_shard`], and
+/// [`Report::merge`] adds several exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// JSON schema version (1).
     pub schema: u32,
@@ -227,11 +230,14 @@ pub struct Report {
     /// One entry per second.
     pub series: Vec<Second>,
     /// Corrected latency histogram, µs (merged from every worker).
-    #[serde(skip)]
+    #[serde(skip, default = "histogram")]
     pub corrected: Histogram<u64>,
     /// Raw latency histogram, µs.
-    #[serde(skip)]
+    #[serde(skip, default = "histogram")]
     pub raw: Histogram<u64>,
+    /// How late the pacer released intended send times, µs.
+    #[serde(skip, default = "histogram")]
+    pub(crate) lateness: Histogram<u64>,
     /// Per-second corrected histograms, V2-serialized (for the interval log).
     #[serde(skip)]
     intervals: Vec<Vec<u8>>,
@@ -434,28 +440,7 @@ impl Report {
     /// Writes the per-second corrected-latency histograms in the HdrHistogram interval log
     /// format (values in µs; `max_value_divisor` 1000 so plotters show ms).
     pub fn write_interval_log<W: io::Write>(&self, w: &mut W) -> io::Result<()> {
-        let start = UNIX_EPOCH + Duration::from_millis(self.started_unix_ms);
-        let mut ser = V2DeflateSerializer::new();
-        let mut log = IntervalLogWriterBuilder::new()
-            .add_comment("stackproof loadtest: corrected latency per second, microseconds")
-            .with_start_time(start)
-            .with_base_time(start)
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(w, &mut ser)?;
-        let mut de = Deserializer::new();
-        for (i, bytes) in self.intervals.iter().enumerate() {
-            let h: Histogram<u64> = de
-                .deserialize(&mut &bytes[..])
-                .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            log.write_histogram(
-                &h,
-                Duration::from_secs(i as u64),
-                Duration::from_secs(1),
-                None,
-            )
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        Ok(())
+        write_interval_log(w, self.started_unix_ms, &self.intervals)
     }
 
     /// A human summary: counts, percentile table, status and error counts, per-address and
@@ -547,4 +532,39 @@ impl Report {
         }
         o
     }
+}
+
+/// Writes per-second corrected-latency histograms (V2, one per second from `started_unix_ms`)
+/// as an HdrHistogram interval log (values in µs; `max_value_divisor` 1000 so plotters show
+/// ms). An empty entry (a second whose histogram did not serialize) is written empty.
+pub(crate) fn write_interval_log<W: io::Write>(
+    w: &mut W,
+    started_unix_ms: u64,
+    intervals: &[Vec<u8>],
+) -> io::Result<()> {
+    let start = UNIX_EPOCH + Duration::from_millis(started_unix_ms);
+    let mut ser = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment("stackproof loadtest: corrected latency per second, microseconds")
+        .with_start_time(start)
+        .with_base_time(start)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(w, &mut ser)?;
+    let mut de = Deserializer::new();
+    for (i, bytes) in intervals.iter().enumerate() {
+        let h: Histogram<u64> = if bytes.is_empty() {
+            histogram()
+        } else {
+            de.deserialize(&mut &bytes[..])
+                .map_err(|e| io::Error::other(format!("{e:?}")))?
+        };
+        log.write_histogram(
+            &h,
+            Duration::from_secs(i as u64),
+            Duration::from_secs(1),
+            None,
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(())
 }
