@@ -13,6 +13,7 @@
 
 mod check;
 mod deploy;
+mod distributed_cmd;
 mod image_cmd;
 mod init;
 mod loadtest_cmd;
@@ -31,6 +32,7 @@ use clap::{Subcommand, ValueEnum};
 
 pub use check::CheckArgs;
 pub use deploy::plan_and_existing;
+pub use distributed_cmd::LoadgenArgs;
 pub use image_cmd::ImageArgs;
 pub use loadtest_cmd::LoadtestArgs;
 pub use moto_env::ensure_moto;
@@ -230,6 +232,10 @@ pub enum Command {
     /// lock for the run (a deploy meanwhile would undo the fault). Exit codes: 0 every
     /// scenario passed, 1 one failed, 2 bad usage, 3 no deployed stack, 4 another run holds the
     /// lock, 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; the fault is undone).
+    ///
+    /// With --workers N, one constant-rate run at --rps for --duration from N load generators
+    /// run as ECS tasks in the stack's cluster, their latency added exactly; exit 6 when the
+    /// run is invalid (a generator died, failed, did not start or paced late: nothing judged).
     Loadtest {
         #[command(flatten)]
         stack: StackArgs,
@@ -237,6 +243,15 @@ pub enum Command {
         args: LoadtestArgs,
         #[command(flatten)]
         lock: LockArgs,
+    },
+    /// Run one load generator of a distributed load test (`loadtest --workers N`): what each
+    /// of its ECS tasks runs. It reads the run's start object from S3, sends its share of the
+    /// schedule from the shared start, and uploads its progress and report there.
+    ///
+    /// Exit codes: 0 its report is uploaded, 1 it failed (the reason is uploaded too).
+    Loadgen {
+        #[command(flatten)]
+        args: LoadgenArgs,
     },
     /// Build the service's image without Docker (the sample-app, statically linked, or
     /// --binary) and push it: to the stack's ECR repository (--target aws, with ECR's token) or
@@ -394,6 +409,7 @@ pub fn run(command: Command) -> ExitCode {
             lock.force_unlock.as_deref(),
         )),
         Command::Image { stack, args } => runtime.block_on(image_cmd::run(&stack, &args)),
+        Command::Loadgen { args } => runtime.block_on(distributed_cmd::loadgen(&args)),
     };
     exit_code(result)
 }

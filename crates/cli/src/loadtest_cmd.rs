@@ -121,6 +121,14 @@ pub struct LoadtestArgs {
     /// Where to write report.json and report.html [default: .stackproof/loadtest].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Send the load from this many generators run as ECS tasks (RunTask in the stack's
+    /// cluster, spread over its zones), one constant-rate run at --rps for --duration; their
+    /// latency is added exactly. The scenarios do not apply.
+    #[arg(long, value_name = "N", conflicts_with_all = ["scenarios", "baseline_rps", "zonal_shift"])]
+    workers: Option<u32>,
+    /// With --workers: how long the load runs.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "workers")]
+    duration: Duration,
     /// With --target aws: fail a zone of the account without asking (needed when stdin is not
     /// a terminal). Without it, az-failover on AWS asks for the stack name to be typed.
     #[arg(long)]
@@ -195,6 +203,9 @@ pub(crate) async fn run(
     // From here on Ctrl-C, SIGTERM and SIGHUP end the run through the proof, which undoes
     // its fault, and the lock is released.
     let mut cancel = Box::pin(crate::deploy::interrupted());
+    if let Some(workers) = args.workers {
+        return distributed(stack, args, workers).await;
+    }
     // Bad options are reported before anything is read or started.
     let checked = args.config(sandbox::Clock::AWS, sandbox::LaunchLatency::default());
     checked.validate().map_err(|problems| Exit {
@@ -261,6 +272,46 @@ pub(crate) async fn run(
     let held = crate::deploy::acquire(&deployed.cx, "loadtest", force_unlock).await?;
     let cx = deployed.cx.clone();
     crate::deploy::with_lock(held, &cx, prove_and_report(args, deployed, config, cancel)).await
+}
+
+/// `--workers N`: the distributed run (no fault, so no lock and no confirmation).
+async fn distributed(stack: &StackArgs, args: &LoadtestArgs, workers: u32) -> anyhow::Result<()> {
+    let request = crate::distributed_cmd::Request {
+        workers,
+        rps: args.rps,
+        duration: args.duration,
+        p99: args.p99,
+        max_error_rate: args.max_error_rate,
+        connections: args.connections,
+        timeout: args.timeout,
+    };
+    let mut problems = infra::Problems::default();
+    if !(1..=proof::distributed::MAX_WORKERS).contains(&workers) {
+        problems.add(
+            "--workers",
+            workers,
+            format!("1 to {} generators", proof::distributed::MAX_WORKERS),
+        );
+    }
+    if !(args.rps > 0.0 && args.rps.is_finite()) {
+        problems.add("--rps", args.rps, "more than 0 requests/s");
+    }
+    if args.duration.is_zero() {
+        problems.add("--duration", "0s", "more than 0, such as 60s");
+    }
+    if !problems.0.is_empty() {
+        return Err(Exit {
+            code: EXIT_USAGE,
+            message: problems.to_string(),
+        }
+        .into());
+    }
+    let deployed = crate::target::deployed(stack, args.url.as_deref()).await?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::state_dir().join("loadtest"));
+    crate::distributed_cmd::run(deployed, &request, &out).await
 }
 
 async fn prove_and_report(

@@ -281,6 +281,8 @@ pub(crate) fn run(action: SandboxAction) -> anyhow::Result<()> {
             options.clock = model.clock;
             options.launch = model.launch;
             options.seed = model.seed;
+            // This program's `loadgen` command is what the load generators' tasks run.
+            options.loadgen = std::env::current_exe().ok();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

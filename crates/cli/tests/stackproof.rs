@@ -218,3 +218,167 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!here.join(".stackproof/sandbox.json").exists());
 }
+
+/// The text of every task log of the sandbox (`.stackproof/tasks/*.log`).
+fn task_logs(here: &Path) -> Vec<String> {
+    std::fs::read_dir(here.join(".stackproof/tasks"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pid a generator's log gives for `generator {share} (pid N)`, once it sends its share.
+fn sending_generator(here: &Path, share: &str) -> Option<u32> {
+    task_logs(here).iter().find_map(|log| {
+        if !log.contains(&format!("generator {share}: sending its share")) {
+            return None;
+        }
+        let at = log.find(&format!("generator {share} (pid "))?;
+        let rest = &log[at + format!("generator {share} (pid ").len()..];
+        rest.split(')').next()?.parse().ok()
+    })
+}
+
+#[test]
+fn distributes_the_load_over_ecs_tasks_and_adds_it_exactly() {
+    let dir = WorkDir::new("workers");
+    let stackproof_bin = install(&dir.0);
+    let here = &dir.0.join("work");
+    std::fs::create_dir_all(here).unwrap();
+    let stackproof = |args: &[&str]| run(&stackproof_bin, here, args);
+    assert!(stackproof(&["init"]).status.success());
+    let toml = std::fs::read_to_string(here.join("stack.toml")).unwrap();
+    let edited = toml.replacen("\nforce-destroy = false\n", "\nforce-destroy = true\n", 1);
+    std::fs::write(here.join("stack.toml"), edited).unwrap();
+    assert!(
+        stackproof(&["sandbox", "start", "--clock", "fast"])
+            .status
+            .success()
+    );
+    let out = stackproof(&["deploy", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Four generators launched with RunTask share 400 requests/s for 4 s.
+    let out = stackproof(&[
+        "loadtest",
+        "--workers",
+        "4",
+        "--rps",
+        "400",
+        "--duration",
+        "4s",
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("Verdict: PASS"), "{shown}");
+    let logs = task_logs(here);
+    for i in 0..4 {
+        // Each ran as a task of its own (the sandbox ran `stackproof loadgen` for it) and sent
+        // exactly its quarter of the 1600 scheduled requests.
+        assert!(
+            logs.iter()
+                .any(|l| l.contains(&format!("generator {i}/4: done, 400 sent"))),
+            "generator {i}: {logs:?}"
+        );
+    }
+    let out_dir = here.join(".stackproof/loadtest");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("distributed.json")).unwrap())
+            .unwrap();
+    let workers = run["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 4);
+    assert!(workers.iter().all(|w| w["state"] == "finished"), "{run}");
+    // Spread over the zones: two generators in each.
+    for zone in ["eu-west-1a", "eu-west-1b"] {
+        assert_eq!(
+            workers.iter().filter(|w| w["zone"] == zone).count(),
+            2,
+            "{run}"
+        );
+    }
+    assert!(run["invalid"].as_array().unwrap().is_empty(), "{run}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["scheduled"], 1600, "{report}");
+    assert_eq!(report["sent"], 1600, "{report}");
+    // The merged percentiles are those of the generators' own latencies added: each
+    // generator's interval log, summed here, gives the same numbers to the last bit.
+    let worker_logs: Vec<Vec<u8>> = (0..4)
+        .map(|i| std::fs::read(out_dir.join(format!("worker-{i}.hlog"))).unwrap())
+        .collect();
+    let refs: Vec<&[u8]> = worker_logs.iter().map(Vec::as_slice).collect();
+    let added = loadtest::merge_interval_logs(&refs).unwrap().percentiles();
+    let merged = &report["latency_ms"]["corrected"];
+    assert_eq!(merged["count"], added.count);
+    assert_eq!(report["completed"], added.count);
+    for (name, value) in [
+        ("p50", added.p50),
+        ("p99", added.p99),
+        ("p99_9", added.p99_9),
+        ("max", added.max),
+    ] {
+        assert_eq!(merged[name].as_f64(), Some(value), "{name}: {merged}");
+    }
+
+    // A generator killed mid-run: the run is invalid (exit 6), names it and its unsent share,
+    // and the coordinator stops the other generator before it returns.
+    let _ = std::fs::remove_dir_all(here.join(".stackproof/tasks"));
+    let child = Command::new(&stackproof_bin)
+        .args([
+            "loadtest",
+            "--workers",
+            "2",
+            "--rps",
+            "100",
+            "--duration",
+            "30s",
+        ])
+        .current_dir(here)
+        .env_remove("STACKPROOF_STATE_DIR")
+        .env_remove("STACKPROOF_SAMPLE_APP")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut victim = None;
+    let mut other = None;
+    for _ in 0..240 {
+        victim = sending_generator(here, "1/2");
+        other = sending_generator(here, "0/2");
+        if victim.is_some() && other.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let (victim, other) = (victim.expect("generator 1/2 started"), other.unwrap());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{shown}");
+    assert!(shown.contains("Verdict: INVALID"), "{shown}");
+    assert!(
+        shown.contains("generator 1: its task stopped (Essential container in task exited, exit code 137) without a report;"),
+        "{shown}"
+    );
+    assert!(shown.contains("of its 1500 requests unsent"), "{shown}");
+    // The other generator was stopped through ECS: its process is gone soon after.
+    let gone = (0..40).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        !Path::new(&format!("/proc/{other}")).exists()
+    });
+    assert!(gone, "generator 0/2 (pid {other}) still runs");
+
+    let out = stackproof(&["destroy", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stackproof(&["sandbox", "stop"]).status.success());
+}

@@ -43,6 +43,7 @@ mod config;
 mod desired;
 mod error;
 mod exec;
+pub mod loadgen;
 mod observe;
 mod secret;
 

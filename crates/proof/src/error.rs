@@ -50,6 +50,10 @@ pub enum Error {
         /// What was undone.
         undone: String,
     },
+    /// A load generator of a distributed run could not do its part (its start object, its
+    /// report or its uploads).
+    #[error("load generators: {0}")]
+    Generators(String),
     /// The run stopped unexpectedly (a bug); the fault, if one was in place, was undone.
     #[error("{0}")]
     Internal(String),

@@ -16,6 +16,7 @@
 
 pub mod check;
 mod config;
+pub mod distributed;
 mod error;
 pub mod html;
 pub mod model;

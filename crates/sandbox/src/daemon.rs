@@ -45,6 +45,9 @@ pub struct DaemonOptions {
     pub launch: LaunchLatency,
     /// Seed of the data plane's draws (default 1).
     pub seed: u64,
+    /// The program tasks of `loadgen` images run (the stackproof command line; see
+    /// [`PlaneOptions::loadgen`]). Default none.
+    pub loadgen: Option<PathBuf>,
 }
 
 impl DaemonOptions {
@@ -60,6 +63,7 @@ impl DaemonOptions {
             clock: Clock::AWS,
             launch: LaunchLatency::default(),
             seed: 1,
+            loadgen: None,
         }
     }
 }
@@ -179,6 +183,8 @@ pub async fn run(options: DaemonOptions) -> Result<(), Error> {
     plane_options.state_dir = Some(dir.clone());
     plane_options.launch = options.launch;
     plane_options.seed = options.seed;
+    plane_options.loadgen = options.loadgen.clone();
+    plane_options.task_env = crate::task_env(moto.endpoint());
     let plane = DataPlane::start(sdk, plane_options).await?;
     let state = DaemonState {
         pid: std::process::id(),

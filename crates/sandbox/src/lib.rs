@@ -25,10 +25,10 @@ pub use sandbox_alb as alb;
 pub use aws_model::{Clock, LaunchLatency};
 pub use moto::{
     Error, MIN_MOTO_VERSION, MotoAccount, MotoServer, TEST_WAITS, cache_dir, python_path,
-    sdk_config, spawn_daemon,
+    sdk_config, spawn_daemon, task_env,
 };
 pub use plane::{
-    AlbEndpoint, DataPlane, NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth,
-    TaskStatus,
+    AlbEndpoint, DataPlane, JobStatus, NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus,
+    TaskHealth, TaskStatus,
 };
 pub use registry::{RegistryServer, registry_program};

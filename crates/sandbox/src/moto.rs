@@ -272,6 +272,21 @@ pub fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
         .build()
 }
 
+/// The environment a sandbox task gets to reach the sandbox's AWS API with the AWS SDK's
+/// default chain: moto's endpoint and the credentials [`sdk_config`] uses (on AWS a task gets
+/// its role's credentials and the regional endpoints instead).
+pub fn task_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "stackproof"),
+        ("AWS_SECRET_ACCESS_KEY", "sandbox"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// An interceptor that sends every request as moto account `0`: moto keeps each account's
 /// resources apart, so tests sharing one server never see each other.
 #[derive(Debug, Clone, PartialEq, Eq)]

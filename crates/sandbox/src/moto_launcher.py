@@ -133,14 +133,15 @@ def _patch_task_state_change():
     """moto has no SubmitTaskStateChange, the ECS API the container agent reports a task's
     state with. The sandbox data plane is the agent of its tasks: it reports PROVISIONING,
     PENDING and RUNNING as its tasks launch, so DescribeTasks shows what ECS would (moto
-    itself creates every task RUNNING)."""
+    itself creates every task RUNNING), and STOPPED with the container's exit code and the
+    reason when a task's process exits by itself (a standalone task's essential container)."""
     try:
         from moto.ecs.responses import EC2ContainerServiceResponse
     except ImportError:
         return
     if hasattr(EC2ContainerServiceResponse, "submit_task_state_change"):
         return
-    allowed = {"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"}
+    allowed = {"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "STOPPED"}
 
     def submit_task_state_change(self):
         import json
@@ -162,6 +163,15 @@ def _patch_task_state_change():
         task = tasks[0]
         if task.desired_status == "STOPPED":
             return 200, {}, json.dumps({"acknowledgment": "REJECT"})
+        if status == "STOPPED":
+            task.desired_status = "STOPPED"
+            task.stopped_reason = self._get_param("reason") or "Essential container in task exited"
+            for reported in self._get_param("containers") or []:
+                for container in task.containers:
+                    if reported.get("containerName") in (None, container.name):
+                        if reported.get("exitCode") is not None:
+                            container.exitCode = reported["exitCode"]
+                        container.last_status = "STOPPED"
         task.last_status = status
         return 200, {}, json.dumps({"acknowledgment": "ACCEPT"})
 

@@ -439,7 +439,13 @@ impl Stack {
         // which cost money, go either way). The first error is returned after both.
         let (obs, compute) = tokio::join!(
             async { m.observability.destroy(cx).await.map_err(Error::from) },
-            async { m.compute.destroy(cx).await.map_err(Error::from) },
+            async {
+                let plan = m.compute.destroy(cx).await?;
+                // The load generators' task definition (`loadtest --workers`), if any.
+                let ecs: aws_sdk_ecs::Client = infra::client!(cx, aws_sdk_ecs);
+                compute::loadgen::remove(&ecs, cx).await?;
+                Ok::<_, Error>(plan)
+            },
         );
         let (obs, compute) = (obs?, compute?);
         let lb = m.load_balancer.destroy(cx).await?;

@@ -27,6 +27,7 @@
 mod balancer;
 mod dns;
 mod fis;
+mod jobs;
 mod nacl;
 mod observe;
 mod report;
@@ -55,6 +56,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::Error;
+pub use jobs::JobStatus;
 use observe::{ListenerSpec, ServiceSpec, SubnetSpec, TargetGroupSpec, TaskDefSpec, World};
 use tasks::{Metadata, TaskProc};
 
@@ -89,6 +91,14 @@ pub struct PlaneOptions {
     /// Seeds the launch latencies and the phases of health checks and Route 53's node checks:
     /// the same seed, the same draws. Default 1.
     pub seed: u64,
+    /// The program run for every task whose image repository ends in `loadgen` (the
+    /// stackproof command line, whose `loadgen` command the task's command names): a load
+    /// generator of a distributed run. Default none: such tasks fail to start.
+    pub loadgen: Option<PathBuf>,
+    /// Variables added to every standalone task's environment: what the sandbox's tasks need
+    /// to reach the sandbox's AWS API (`AWS_ENDPOINT_URL`, credentials), as a task role and
+    /// the regional endpoints give them on AWS. Default none.
+    pub task_env: Vec<(String, String)>,
 }
 
 impl PlaneOptions {
@@ -102,6 +112,8 @@ impl PlaneOptions {
             clock: Clock::AWS,
             launch: LaunchLatency::default(),
             seed: 1,
+            loadgen: None,
+            task_env: Vec::new(),
         }
     }
 
@@ -220,6 +232,8 @@ pub struct PlaneStatus {
     pub services: Vec<ServiceStatus>,
     /// The running tasks (with a process).
     pub tasks: Vec<TaskStatus>,
+    /// The standalone tasks (RunTask outside a service) launching or running.
+    pub jobs: Vec<JobStatus>,
     /// The local ALB listeners.
     pub endpoints: Vec<AlbEndpoint>,
     /// Scaling activities so far (the last 100), newest last.
@@ -274,6 +288,8 @@ impl DataPlane {
             zone_ids: HashMap::new(),
             task_defs: HashMap::new(),
             tasks: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            jobs_done: BTreeSet::new(),
             stopping: JoinSet::new(),
             registered: HashMap::new(),
             proxies: BTreeMap::new(),
@@ -440,6 +456,10 @@ struct Reconciler {
     zone_ids: HashMap<String, String>,
     task_defs: HashMap<String, TaskDefSpec>,
     tasks: BTreeMap<String, TaskProc>,
+    /// Standalone tasks by ARN.
+    jobs: BTreeMap<String, jobs::Job>,
+    /// Standalone tasks that ended (exited, stopped, failed to start): never started again.
+    jobs_done: BTreeSet<String>,
     stopping: JoinSet<()>,
     /// Target group ARN -> task ARN -> registered address.
     registered: HashMap<String, HashMap<String, SocketAddr>>,
@@ -515,6 +535,11 @@ impl Reconciler {
                 self.stopping.spawn(tasks::stop_child(p.child, p.pid));
             }
         }
+        for (_, j) in std::mem::take(&mut self.jobs) {
+            if let Some(p) = j.into_process() {
+                self.stopping.spawn(tasks::stop_child(p.child, p.pid));
+            }
+        }
         while self.stopping.join_next().await.is_some() {}
         for (_, p) in std::mem::take(&mut self.proxies) {
             p.proxy.shutdown().await;
@@ -543,10 +568,18 @@ impl Reconciler {
             }
         }
         world.listeners = observe::listeners(&self.c).await?;
+        world.jobs = match observe::jobs(&self.c).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                log(format_args!("standalone tasks not read this round: {e}"));
+                std::mem::take(&mut self.world.jobs)
+            }
+        };
         let subnet_ids: BTreeSet<String> = world
             .services
             .iter()
             .flat_map(|s| s.subnets.iter().cloned())
+            .chain(world.jobs.iter().filter_map(|j| j.subnet.clone()))
             .chain(
                 world
                     .listeners
@@ -618,6 +651,7 @@ impl Reconciler {
                 }
             }
         }
+        self.converge_jobs(&world, read).await;
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
         let now = Instant::now();
@@ -786,6 +820,7 @@ impl Reconciler {
             iterations: self.iterations,
             services: services.into_values().collect(),
             tasks,
+            jobs: self.jobs.values().map(jobs::Job::status).collect(),
             endpoints: self.endpoints(),
             scaling_activities: self.activities.clone(),
             last_error,

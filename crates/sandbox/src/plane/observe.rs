@@ -78,16 +78,56 @@ pub(crate) struct TaskDefSpec {
     pub(crate) environment: Vec<(String, String)>,
     /// The container's secrets: variable name and `valueFrom`.
     pub(crate) secrets: Vec<(String, String)>,
+    /// The container's command (the arguments of its image's entry point).
+    pub(crate) command: Vec<String>,
+}
+
+/// What a task's image runs in the sandbox, by the last part of its repository path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Program {
+    /// `.../sample-app`: the sample-app, the service's program.
+    SampleApp,
+    /// `.../loadgen`: the stackproof command line, a load generator of a distributed run.
+    Loadgen,
+}
+
+impl Program {
+    /// The repository names the sandbox runs, for messages.
+    pub(crate) const KNOWN: &'static str = "sample-app (the service) or loadgen (load generators)";
 }
 
 impl TaskDefSpec {
-    /// Whether the sandbox can run it: its image's repository path ends in `sample-app`.
-    pub(crate) fn runnable(&self) -> bool {
+    /// What the sandbox runs for it: by its image's repository path's last part; `None` when
+    /// the sandbox cannot run the image.
+    pub(crate) fn program(&self) -> Option<Program> {
         let without_digest = self.image.split('@').next().unwrap_or_default();
         let last = without_digest.rsplit('/').next().unwrap_or_default();
-        let repo_last = last.split(':').next().unwrap_or_default();
-        repo_last == "sample-app"
+        match last.split(':').next().unwrap_or_default() {
+            "sample-app" => Some(Program::SampleApp),
+            "loadgen" => Some(Program::Loadgen),
+            _ => None,
+        }
     }
+
+    /// Whether the sandbox runs it as a service's task: its image is the sample-app.
+    pub(crate) fn runnable(&self) -> bool {
+        self.program() == Some(Program::SampleApp)
+    }
+}
+
+/// A task started with RunTask outside any service (a standalone task, such as a load
+/// generator of a distributed run), still wanted RUNNING.
+#[derive(Debug, Clone)]
+pub(crate) struct JobSpec {
+    pub(crate) arn: String,
+    pub(crate) cluster: String,
+    pub(crate) task_definition: String,
+    /// The subnet of its network interface.
+    pub(crate) subnet: Option<String>,
+    /// The container override's command, when given.
+    pub(crate) command: Option<Vec<String>>,
+    /// The container override's environment.
+    pub(crate) environment: Vec<(String, String)>,
 }
 
 /// A subnet: its zone, whether its network ACL admits TCP on a port, and whether it has a way
@@ -182,6 +222,8 @@ pub(crate) struct World {
     pub(crate) scaling: BTreeMap<String, ScalingSpec>,
     /// Active zonal shifts: (resource ARN, zone name moved away from).
     pub(crate) zonal_shifts: Vec<(String, String)>,
+    /// Standalone tasks wanted RUNNING.
+    pub(crate) jobs: Vec<JobSpec>,
 }
 
 fn secs(v: Option<i32>, default: u64) -> Duration {
@@ -199,25 +241,8 @@ fn name_of(arn: &str) -> String {
 
 /// Reads the ECS services of every cluster.
 pub(crate) async fn services(c: &Clients) -> Result<Vec<ServiceSpec>, Error> {
-    let mut clusters = Vec::new();
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let out = c
-            .ecs
-            .list_clusters()
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(aws("ListClusters", "*"))?;
-        clusters.extend(out.cluster_arns().iter().cloned());
-        token = out.next_token().map(str::to_owned);
-        if token.is_none() {
-            break;
-        }
-    }
     let mut specs = Vec::new();
-    for cluster_arn in clusters {
-        let cluster = name_of(&cluster_arn);
+    for cluster in clusters(c).await? {
         let mut arns = Vec::new();
         let mut token = None;
         for _ in 0..MAX_PAGES {
@@ -356,7 +381,102 @@ pub(crate) async fn task_definition(c: &Clients, arn: &str) -> Result<TaskDefSpe
                     .collect()
             })
             .unwrap_or_default(),
+        command: container.map(|c| c.command().to_vec()).unwrap_or_default(),
     })
+}
+
+/// The clusters of the region, by name.
+async fn clusters(c: &Clients) -> Result<Vec<String>, Error> {
+    let mut clusters = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let out = c
+            .ecs
+            .list_clusters()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws("ListClusters", "*"))?;
+        clusters.extend(out.cluster_arns().iter().map(|a| name_of(a)));
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(clusters)
+}
+
+/// Reads the standalone tasks of every cluster that are wanted RUNNING: tasks whose group is
+/// not a service's (`service:NAME`), as RunTask gives them (`family:NAME` or the caller's).
+pub(crate) async fn jobs(c: &Clients) -> Result<Vec<JobSpec>, Error> {
+    let mut jobs = Vec::new();
+    for cluster in clusters(c).await? {
+        let mut arns = Vec::new();
+        let mut token = None;
+        for _ in 0..MAX_PAGES {
+            let out = c
+                .ecs
+                .list_tasks()
+                .cluster(&cluster)
+                .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(aws("ListTasks", &cluster))?;
+            arns.extend(out.task_arns().iter().cloned());
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for chunk in arns.chunks(100) {
+            let out = c
+                .ecs
+                .describe_tasks()
+                .cluster(&cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(aws("DescribeTasks", &cluster))?;
+            for t in out.tasks() {
+                let standalone = !t.group().unwrap_or_default().starts_with("service:");
+                if !standalone || t.desired_status() != Some("RUNNING") {
+                    continue;
+                }
+                let subnet = t
+                    .attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|d| d.name() == Some("subnetId"))
+                    .and_then(|d| d.value())
+                    .map(str::to_owned);
+                let container = t.overrides().and_then(|o| o.container_overrides().first());
+                jobs.push(JobSpec {
+                    arn: t.task_arn().unwrap_or_default().to_owned(),
+                    cluster: cluster.clone(),
+                    task_definition: t.task_definition_arn().unwrap_or_default().to_owned(),
+                    subnet,
+                    command: container
+                        .map(|c| c.command().to_vec())
+                        .filter(|c| !c.is_empty()),
+                    environment: container
+                        .map(|c| {
+                            c.environment()
+                                .iter()
+                                .filter_map(|kv| {
+                                    Some((
+                                        kv.name()?.to_owned(),
+                                        kv.value().unwrap_or_default().to_owned(),
+                                    ))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(jobs)
 }
 
 /// Reads the subnets with their zones and network ACLs.

@@ -623,7 +623,7 @@ impl Reconciler {
     }
 
     /// Reports a task's state to ECS as its agent does (SubmitTaskStateChange).
-    async fn report_state(&self, cluster: &str, arn: &str, status: &str) {
+    pub(super) async fn report_state(&self, cluster: &str, arn: &str, status: &str) {
         if let Err(e) = self
             .c
             .ecs
@@ -780,6 +780,7 @@ impl Reconciler {
         });
         let launch = tasks::Launch {
             program: &self.opts.sample_app,
+            args: &[],
             addr,
             metadata_uri: self.metadata.uri(&id),
             zone: &zone,

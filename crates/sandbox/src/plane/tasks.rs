@@ -168,6 +168,8 @@ pub(crate) fn zone_slot(ip: Ipv4Addr) -> (usize, usize) {
 #[derive(Debug)]
 pub(crate) struct Launch<'a> {
     pub(crate) program: &'a Path,
+    /// Its arguments (the container's command).
+    pub(crate) args: &'a [String],
     pub(crate) addr: SocketAddr,
     pub(crate) metadata_uri: String,
     pub(crate) zone: &'a str,
@@ -191,7 +193,8 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .map_or_else(Stdio::null, Stdio::from)
     };
     let mut cmd = Command::new(launch.program);
-    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .env("BIND_ADDR", launch.addr.ip().to_string())
         .env("PORT", launch.addr.port().to_string())
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)

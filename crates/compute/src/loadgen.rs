@@ -1,0 +1,189 @@
+//! The load generators' task definition: family `{stack}-loadgen`, one Fargate container that
+//! runs the stackproof command line's `loadgen` command (the load engine of a local run) from
+//! the image `{registry}/{stack}/loadgen`, logging to the service's log group under the prefix
+//! `loadgen`. A distributed load test starts its generators from it with RunTask.
+//!
+//! [`ensure`] registers a revision only when the newest active one differs from what is wanted
+//! (image, size, roles, log group), so a run after a run reuses it; [`remove`] deregisters and
+//! deletes every revision of the family (the stack's destroy calls it).
+
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode, Tag,
+    TaskDefinitionStatus,
+};
+use infra::{Context, aws, built};
+
+use crate::ComputeOutputs;
+use crate::error::Error;
+
+/// The module tag value of the generators' task definition.
+const MODULE: &str = "compute";
+
+/// The container's name.
+pub const CONTAINER: &str = "loadgen";
+
+/// What the generators' task definition is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadgenTask {
+    /// `{stack}-loadgen`.
+    pub family: String,
+    /// The image: a stackproof build whose entry point is the `stackproof` binary.
+    pub image: String,
+    /// Task CPU units (Fargate: 1024 = one vCPU).
+    pub cpu: u32,
+    /// Task memory, MiB.
+    pub memory: u32,
+    /// The execution role (image pull, logs).
+    pub execution_role_arn: String,
+    /// The task role (the generators write their results to S3 with it).
+    pub task_role_arn: String,
+    /// The log group (the service's).
+    pub log_group: String,
+    /// The region (for the awslogs driver).
+    pub region: String,
+}
+
+impl LoadgenTask {
+    /// The stack's generators: one vCPU and 2 GiB each (one engine thread per vCPU sustains
+    /// far more than a generator's share here), the stack's roles and log group, the image
+    /// `{registry}/{stack}/loadgen:latest` of the registry that holds the service's image.
+    pub fn for_stack(cx: &Context, compute: &ComputeOutputs, registry: &str) -> LoadgenTask {
+        let stack = cx.stack().as_str();
+        LoadgenTask {
+            family: format!("{stack}-loadgen"),
+            image: format!("{registry}/{stack}/loadgen:latest"),
+            cpu: 1024,
+            memory: 2048,
+            execution_role_arn: compute.execution_role_arn.clone(),
+            task_role_arn: compute.task_role_arn.clone(),
+            log_group: compute.log_group_name.clone(),
+            region: cx.region().to_owned(),
+        }
+    }
+
+    /// Whether a registered revision is this task definition.
+    fn matches(&self, td: &aws_sdk_ecs::types::TaskDefinition) -> bool {
+        let c = td.container_definitions().first();
+        let log = c
+            .and_then(|c| c.log_configuration())
+            .map(|l| l.options().cloned().unwrap_or_default())
+            .unwrap_or_default();
+        c.and_then(|c| c.image()) == Some(self.image.as_str())
+            && td.cpu() == Some(self.cpu.to_string().as_str())
+            && td.memory() == Some(self.memory.to_string().as_str())
+            && td.execution_role_arn() == Some(self.execution_role_arn.as_str())
+            && td.task_role_arn() == Some(self.task_role_arn.as_str())
+            && log.get("awslogs-group") == Some(&self.log_group)
+    }
+}
+
+/// The ARN of the newest active revision of the generators' task definition, registered first
+/// when there is none or it differs from `task`.
+pub async fn ensure(
+    ecs: &aws_sdk_ecs::Client,
+    cx: &Context,
+    task: &LoadgenTask,
+) -> Result<String, Error> {
+    let what = format!("task definition family {}", task.family);
+    match ecs
+        .describe_task_definition()
+        .task_definition(&task.family)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            if let Some(td) = out
+                .task_definition()
+                .filter(|td| td.status() == Some(&TaskDefinitionStatus::Active) && task.matches(td))
+            {
+                if let Some(arn) = td.task_definition_arn() {
+                    return Ok(arn.to_owned());
+                }
+            }
+        }
+        // No revision yet (ClientException "Unable to describe task definition").
+        Err(e) if e.as_service_error().is_some() => {}
+        Err(e) => return Err(aws("DescribeTaskDefinition", &what)(e).into()),
+    }
+    let log = LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", &task.log_group)
+        .options("awslogs-region", &task.region)
+        .options("awslogs-stream-prefix", CONTAINER)
+        .build()
+        .map_err(built("RegisterTaskDefinition", &what))?;
+    let container = ContainerDefinition::builder()
+        .name(CONTAINER)
+        .image(&task.image)
+        .essential(true)
+        // Container-level memory too: moto's RunTask needs it (Fargate does not).
+        .memory(i32::try_from(task.memory).unwrap_or(i32::MAX))
+        .log_configuration(log)
+        .build();
+    let tags: Vec<Tag> = cx
+        .tags(MODULE, &task.family)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let out = ecs
+        .register_task_definition()
+        .family(&task.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(task.cpu.to_string())
+        .memory(task.memory.to_string())
+        .execution_role_arn(&task.execution_role_arn)
+        .task_role_arn(&task.task_role_arn)
+        .container_definitions(container)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(aws("RegisterTaskDefinition", &what))?;
+    out.task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Unexpected {
+            operation: "RegisterTaskDefinition",
+            resource: what,
+            detail: "no task definition ARN in the answer".to_owned(),
+        })
+}
+
+/// Deregisters every active revision of the stack's generators' task definition (none is an
+/// answer too); returns how many.
+pub async fn remove(ecs: &aws_sdk_ecs::Client, cx: &Context) -> Result<usize, Error> {
+    let family = format!("{}-loadgen", cx.stack().as_str());
+    let what = format!("task definition family {family}");
+    let mut arns = Vec::new();
+    let mut token = None;
+    // 100 revisions a page; a family of more than 10,000 revisions is not this stack's.
+    for _ in 0..100 {
+        let out = ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(TaskDefinitionStatus::Active)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws("ListTaskDefinitions", &what))?;
+        arns.extend(
+            out.task_definition_arns()
+                .iter()
+                // The prefix also matches `{family}-other`: keep the family's own.
+                .filter(|a| a.contains(&format!("task-definition/{family}:")))
+                .cloned(),
+        );
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    for arn in &arns {
+        ecs.deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(aws("DeregisterTaskDefinition", arn))?;
+    }
+    Ok(arns.len())
+}
