@@ -4,6 +4,7 @@
 //! Exit codes: those of `stackproof` (see the crate `cli`); setup, test and bench exit 0 or 1.
 
 mod bench_deploy;
+mod bench_distributed;
 mod bench_loadtest;
 mod bench_sandbox;
 mod bench_soak;
@@ -50,6 +51,10 @@ enum BenchCmd {
     /// Whole-stack deploy, no-change plan, second deploy and destroy into a moto of its own:
     /// wall time and AWS calls, three runs each.
     Deploy(bench_deploy::BenchDeployArgs),
+    /// A distributed load test's coordinator (`loadtest --workers N`, N generators as ECS
+    /// tasks in a sandbox of its own): wall time, CPU, memory and S3 / ECS calls, in all and
+    /// per generator and minute.
+    Distributed(bench_distributed::BenchDistributedArgs),
     /// The load engine side by side with other tools against one local server.
     Loadtest(bench_loadtest::BenchLoadtestArgs),
     /// The sandbox ALB proxy: latency it adds at 2,000 requests/s and the rate one core carries.
@@ -124,6 +129,9 @@ fn main() -> std::process::ExitCode {
         Cmd::Bench {
             what: BenchCmd::Deploy(args),
         } => bench_deploy::run(&args),
+        Cmd::Bench {
+            what: BenchCmd::Distributed(args),
+        } => bench_distributed::run(&args),
         Cmd::Bench {
             what: BenchCmd::Loadtest(args),
         } => bench_loadtest::run(&args),

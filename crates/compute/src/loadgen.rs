@@ -92,13 +92,12 @@ pub async fn ensure(
         .await
     {
         Ok(out) => {
-            if let Some(td) = out
+            let same = out
                 .task_definition()
                 .filter(|td| td.status() == Some(&TaskDefinitionStatus::Active) && task.matches(td))
-            {
-                if let Some(arn) = td.task_definition_arn() {
-                    return Ok(arn.to_owned());
-                }
+                .and_then(|td| td.task_definition_arn());
+            if let Some(arn) = same {
+                return Ok(arn.to_owned());
             }
         }
         // No revision yet (ClientException "Unable to describe task definition").

@@ -1169,3 +1169,52 @@ async fn high_resolution_metrics_move_the_cpu_policy_to_the_twenty_second_metric
     );
     assert!(fast.plan(&cx, &inputs).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_load_generators_task_definition_is_registered_once_and_removed() {
+    use stackproof_compute::loadgen::{self, LoadgenTask};
+    let cx = context("loadgen");
+    let ecs = ecs(&cx);
+    let outputs = ComputeOutputs {
+        cluster_name: "loadgen".into(),
+        cluster_arn: String::new(),
+        service_name: "loadgen".into(),
+        service_arn: String::new(),
+        task_definition_arn: String::new(),
+        container_name: "app".into(),
+        log_group_name: "/ecs/loadgen".into(),
+        execution_role_arn: "arn:aws:iam::123456789012:role/loadgen-execution".into(),
+        task_role_arn: "arn:aws:iam::123456789012:role/loadgen-task".into(),
+        fault_role_arn: String::new(),
+    };
+    let registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+    let task = LoadgenTask::for_stack(&cx, &outputs, registry);
+    assert_eq!(task.family, "loadgen-loadgen");
+    assert_eq!(task.image, format!("{registry}/loadgen/loadgen:latest"));
+
+    let first = loadgen::ensure(&ecs, &cx, &task).await.unwrap();
+    assert!(
+        first.ends_with("task-definition/loadgen-loadgen:1"),
+        "{first}"
+    );
+    // The same again: the revision is reused, nothing registered.
+    assert_eq!(loadgen::ensure(&ecs, &cx, &task).await.unwrap(), first);
+    let td = task_definition(&cx, &first).await;
+    assert_eq!(td.cpu(), Some("1024"));
+    assert_eq!(td.memory(), Some("2048"));
+    let c = &td.container_definitions()[0];
+    assert_eq!(c.name(), Some(loadgen::CONTAINER));
+    let log = c.log_configuration().unwrap().options().unwrap();
+    assert_eq!(log["awslogs-group"], "/ecs/loadgen");
+    // Another image: a new revision.
+    let newer = LoadgenTask {
+        image: format!("{registry}/loadgen/loadgen:v2"),
+        ..task.clone()
+    };
+    let second = loadgen::ensure(&ecs, &cx, &newer).await.unwrap();
+    assert!(second.ends_with(":2"), "{second}");
+
+    // Destroy's part: every active revision deregistered, and none left to remove after.
+    assert_eq!(loadgen::remove(&ecs, &cx).await.unwrap(), 2);
+    assert_eq!(loadgen::remove(&ecs, &cx).await.unwrap(), 0);
+}

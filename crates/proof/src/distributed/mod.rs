@@ -584,12 +584,23 @@ impl Coordinator<'_> {
             let mut logs = Vec::new();
             for i in 0..self.gens.len() {
                 let idx = u32::try_from(i).unwrap_or(u32::MAX);
+                if let Some(r) = &self.gens[i].report {
+                    // A finished generator's seconds still count in the live view.
+                    let mut log = Vec::new();
+                    if r.write_interval_log(&mut log).is_ok() {
+                        logs.push(log);
+                    }
+                }
                 if self.gens[i].state.is_some() {
                     continue;
                 }
                 if let Some(bytes) = self.store.get(&store::report(idx)).await? {
                     let report = Report::from_shard(&bytes)
                         .map_err(|e| Error::Generators(format!("generator {i}'s report: {e}")))?;
+                    let mut log = Vec::new();
+                    if report.write_interval_log(&mut log).is_ok() {
+                        logs.push(log);
+                    }
                     self.gens[i].state = Some(WorkerState::Finished);
                     self.gens[i].report = Some(report);
                     continue;

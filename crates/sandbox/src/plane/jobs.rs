@@ -99,10 +99,11 @@ impl Reconciler {
                 }
             }
             for spec in &world.jobs {
-                if !self.jobs.contains_key(&spec.arn) && !self.jobs_done.contains(&spec.arn) {
-                    if let Err(e) = self.take_job(spec, world).await {
-                        log(format_args!("standalone task {}: {e}", spec.arn));
-                    }
+                if !self.jobs.contains_key(&spec.arn)
+                    && !self.jobs_done.contains(&spec.arn)
+                    && let Err(e) = self.take_job(spec, world).await
+                {
+                    log(format_args!("standalone task {}: {e}", spec.arn));
                 }
             }
         }
