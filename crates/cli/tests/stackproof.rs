@@ -7,6 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The tests that start a sandbox run one at a time: two data planes placing tasks at the same
+/// moment could each find the same loopback address free.
+static ONE_SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_sandbox() -> std::sync::MutexGuard<'static, ()> {
+    ONE_SANDBOX
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An empty working folder; at the end a sandbox a failed assertion left running is stopped by
 /// its recorded pid, and the folder is removed.
 struct WorkDir(PathBuf);
@@ -148,6 +158,7 @@ fn version_completions_and_usage_errors() {
 
 #[test]
 fn deploys_checks_and_destroys_from_an_empty_folder() {
+    let _one = one_sandbox();
     let dir = WorkDir::new("empty");
     let stackproof_bin = install(&dir.0);
     let here = &dir.0.join("work");
@@ -243,6 +254,7 @@ fn sending_generator(here: &Path, share: &str) -> Option<u32> {
 
 #[test]
 fn distributes_the_load_over_ecs_tasks_and_adds_it_exactly() {
+    let _one = one_sandbox();
     let dir = WorkDir::new("workers");
     let stackproof_bin = install(&dir.0);
     let here = &dir.0.join("work");

@@ -366,6 +366,12 @@ impl RunHandle {
     /// (what [`Report::write_interval_log`] writes at the end): a generator of a distributed
     /// run uploads it while the run goes, and the coordinator adds the logs for live progress.
     pub fn interval_log(&self) -> Vec<u8> {
+        self.interval_log_from(0)
+    }
+
+    /// The same log from second `first` of the run on: a generator uploads a short tail, so
+    /// the coordinator's work per upload does not grow with the run.
+    pub fn interval_log_from(&self, first: usize) -> Vec<u8> {
         let (start, intervals) = self
             .live
             .lock()
@@ -373,7 +379,7 @@ impl RunHandle {
             .unwrap_or_default();
         let mut out = Vec::new();
         // Writing into a Vec fails only on a histogram that does not decode: none is written.
-        let _ = crate::report::write_interval_log(&mut out, start, &intervals);
+        let _ = crate::report::write_interval_log(&mut out, start, &intervals, first);
         out
     }
 

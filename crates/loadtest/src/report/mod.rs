@@ -440,7 +440,12 @@ impl Report {
     /// Writes the per-second corrected-latency histograms in the HdrHistogram interval log
     /// format (values in µs; `max_value_divisor` 1000 so plotters show ms).
     pub fn write_interval_log<W: io::Write>(&self, w: &mut W) -> io::Result<()> {
-        write_interval_log(w, self.started_unix_ms, &self.intervals)
+        write_interval_log(w, self.started_unix_ms, &self.intervals, 0)
+    }
+
+    /// The same log from second `first` of the run on (a short tail for live progress).
+    pub fn write_interval_log_from<W: io::Write>(&self, w: &mut W, first: usize) -> io::Result<()> {
+        write_interval_log(w, self.started_unix_ms, &self.intervals, first)
     }
 
     /// A human summary: counts, percentile table, status and error counts, per-address and
@@ -536,11 +541,13 @@ impl Report {
 
 /// Writes per-second corrected-latency histograms (V2, one per second from `started_unix_ms`)
 /// as an HdrHistogram interval log (values in µs; `max_value_divisor` 1000 so plotters show
-/// ms). An empty entry (a second whose histogram did not serialize) is written empty.
+/// ms). An empty entry (a second whose histogram did not serialize) is written empty. Seconds
+/// before `first` are left out.
 pub(crate) fn write_interval_log<W: io::Write>(
     w: &mut W,
     started_unix_ms: u64,
     intervals: &[Vec<u8>],
+    first: usize,
 ) -> io::Result<()> {
     let start = UNIX_EPOCH + Duration::from_millis(started_unix_ms);
     let mut ser = V2DeflateSerializer::new();
@@ -551,7 +558,7 @@ pub(crate) fn write_interval_log<W: io::Write>(
         .with_max_value_divisor(1000.0)
         .begin_log_with(w, &mut ser)?;
     let mut de = Deserializer::new();
-    for (i, bytes) in intervals.iter().enumerate() {
+    for (i, bytes) in intervals.iter().enumerate().skip(first) {
         let h: Histogram<u64> = if bytes.is_empty() {
             histogram()
         } else {

@@ -585,11 +585,8 @@ impl Coordinator<'_> {
             for i in 0..self.gens.len() {
                 let idx = u32::try_from(i).unwrap_or(u32::MAX);
                 if let Some(r) = &self.gens[i].report {
-                    // A finished generator's seconds still count in the live view.
-                    let mut log = Vec::new();
-                    if r.write_interval_log(&mut log).is_ok() {
-                        logs.push(log);
-                    }
+                    // A finished generator's last seconds still count in the live view.
+                    logs.push(tail(r));
                 }
                 if self.gens[i].state.is_some() {
                     continue;
@@ -597,10 +594,7 @@ impl Coordinator<'_> {
                 if let Some(bytes) = self.store.get(&store::report(idx)).await? {
                     let report = Report::from_shard(&bytes)
                         .map_err(|e| Error::Generators(format!("generator {i}'s report: {e}")))?;
-                    let mut log = Vec::new();
-                    if report.write_interval_log(&mut log).is_ok() {
-                        logs.push(log);
-                    }
+                    logs.push(tail(&report));
                     self.gens[i].state = Some(WorkerState::Finished);
                     self.gens[i].report = Some(report);
                     continue;
@@ -681,15 +675,22 @@ impl Coordinator<'_> {
             p.responses += completed;
             p.errors += errors;
         }
-        if let Ok(m) = loadtest::merge_interval_logs(&refs) {
-            // The last second is complete only once every live generator has uploaded it.
-            let complete = m
-                .seconds
-                .iter()
-                .rev()
-                .nth(1)
-                .or_else(|| m.seconds.iter().next_back());
-            p.second = complete.map(|(_, h)| (h.len(), Percentiles::of(h).p99));
+        // The latest second every generator's upload holds, their histograms of it added.
+        let each: Vec<loadtest::Merged> = refs
+            .iter()
+            .filter_map(|log| loadtest::merge_interval_logs(&[log]).ok())
+            .collect();
+        let complete = each
+            .iter()
+            .map(|m| m.seconds.keys().next_back().copied())
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|last| last.into_iter().min());
+        if let Some(second) = complete {
+            let mut sum = loadtest::histogram();
+            for h in each.iter().filter_map(|m| m.seconds.get(&second)) {
+                let _ = sum.add(h);
+            }
+            p.second = Some((sum.len(), Percentiles::of(&sum).p99));
         }
         p
     }
@@ -787,6 +788,15 @@ impl Coordinator<'_> {
             overhead: Overhead::default(),
         })
     }
+}
+
+/// The last seconds of a finished generator's interval log, as its progress uploads hold.
+fn tail(r: &Report) -> Vec<u8> {
+    let mut log = Vec::new();
+    let first = r.series.len().saturating_sub(worker::LIVE_SECONDS);
+    // Into a Vec: fails only on a second that does not decode; the live view then skips it.
+    let _ = r.write_interval_log_from(&mut log, first);
+    log
 }
 
 fn unix_ms() -> u64 {

@@ -12,6 +12,9 @@ use crate::error::Error;
 /// How often a generator uploads its progress.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// Seconds of interval log in each progress upload.
+pub(crate) const LIVE_SECONDS: usize = 5;
+
 /// How often a generator looks for the start object.
 const START_POLL: Duration = Duration::from_millis(250);
 
@@ -113,8 +116,10 @@ async fn run(
             if let Err(e) = store.put_json(&store::progress(i), &counts).await {
                 log(&format!("generator {i}: progress not uploaded: {e}"));
             }
+            // The last seconds only: the live view needs no more.
+            let tail = snap.seconds.saturating_sub(LIVE_SECONDS);
             let _ = store
-                .put(&store::progress_log(i), handle.interval_log())
+                .put(&store::progress_log(i), handle.interval_log_from(tail))
                 .await;
         }
     }
