@@ -1,0 +1,333 @@
+//! The AWS calls of each step.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{IpPermission, ResourceType, TagSpecification, UserIdGroupPair};
+use infra::{Backoff, Step, WaitError};
+use infra::{Context, WaitPolicy, aws, tags, waited};
+
+use crate::config::DatabaseSpec;
+use crate::desired::{Desired, MODULE, Op};
+use crate::error::Error;
+use crate::observe::Names;
+use crate::{Clients, PORT};
+
+/// The longest an instance may take to become available or to be deleted: RDS documents no
+/// bound; a Multi-AZ instance typically takes 10-20 minutes to create.
+const DB_STATE: Duration = Duration::from_secs(60 * 60);
+
+/// What the steps carry: the security group's id once known.
+#[derive(Debug, Clone, Default)]
+pub struct Ids {
+    pub(crate) sg: Option<String>,
+}
+
+fn ec2_tags(cx: &Context, name: &str, kind: ResourceType) -> TagSpecification {
+    let mut spec = TagSpecification::builder().resource_type(kind);
+    for (k, v) in cx.tags(MODULE, name) {
+        spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+    }
+    spec.tags(
+        aws_sdk_ec2::types::Tag::builder()
+            .key(tags::DISPLAY_NAME)
+            .value(name)
+            .build(),
+    )
+    .build()
+}
+
+fn rds_tags(cx: &Context, name: &str) -> Vec<aws_sdk_rds::types::Tag> {
+    cx.tags(MODULE, name)
+        .into_iter()
+        .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn from_group(group: &str) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(PORT)
+        .to_port(PORT)
+        .user_id_group_pairs(UserIdGroupPair::builder().group_id(group).build())
+        .build()
+}
+
+fn need_sg(ids: &Ids, names: &Names) -> Result<String, Error> {
+    ids.sg.clone().ok_or_else(|| Error::Missing {
+        kind: "security group",
+        name: names.security_group.clone(),
+    })
+}
+
+/// Runs one step; returns the id of what it made or changed, when it has one.
+pub(crate) async fn step(
+    c: &Clients,
+    cx: &Context,
+    d: Option<&Desired>,
+    op: &Op,
+    ids: &mut Ids,
+) -> Result<Option<String>, Error> {
+    let names = Names::of(cx);
+    let missing = || Error::Missing {
+        kind: "configuration",
+        name: "the desired database (a destroy cannot create)".to_owned(),
+    };
+    match op {
+        Op::CreateSecurityGroup { vpc } => {
+            let name = &names.security_group;
+            let out = c
+                .ec2
+                .create_security_group()
+                .group_name(name)
+                .description(format!(
+                    "stackproof {}: the database, reachable on {PORT} from the service's tasks only",
+                    cx.stack()
+                ))
+                .vpc_id(vpc)
+                .tag_specifications(ec2_tags(cx, name, ResourceType::SecurityGroup))
+                .send()
+                .await
+                .map_err(aws("CreateSecurityGroup", format!("security group {name}")))?;
+            let id = out.group_id().unwrap_or_default().to_owned();
+            ids.sg = Some(id.clone());
+            Ok(Some(id))
+        }
+        Op::AllowClients { from } => {
+            let sg = need_sg(ids, &names)?;
+            Backoff::consistency(cx.waits())
+                .retry_codes(
+                    format!("AuthorizeSecurityGroupIngress {sg}"),
+                    &["InvalidGroup.NotFound"],
+                    || {
+                        c.ec2
+                            .authorize_security_group_ingress()
+                            .group_id(&sg)
+                            .ip_permissions(from_group(from))
+                            .send()
+                    },
+                )
+                .await
+                .map_err(waited("AuthorizeSecurityGroupIngress", &sg))?;
+            Ok(Some(sg))
+        }
+        Op::RevokeClients { from } => {
+            let sg = need_sg(ids, &names)?;
+            c.ec2
+                .revoke_security_group_ingress()
+                .group_id(&sg)
+                .ip_permissions(from_group(from))
+                .send()
+                .await
+                .map_err(aws("RevokeSecurityGroupIngress", &sg))?;
+            Ok(Some(sg))
+        }
+        Op::CreateSubnetGroup { subnets } | Op::SetSubnets { to: subnets, .. } => {
+            let name = &names.subnet_group;
+            let what = format!("DB subnet group {name}");
+            let description = format!("stackproof {}: the database's private subnets", cx.stack());
+            if matches!(op, Op::CreateSubnetGroup { .. }) {
+                c.rds
+                    .create_db_subnet_group()
+                    .db_subnet_group_name(name)
+                    .db_subnet_group_description(description)
+                    .set_subnet_ids(Some(subnets.clone()))
+                    .set_tags(Some(rds_tags(cx, name)))
+                    .send()
+                    .await
+                    .map_err(aws("CreateDBSubnetGroup", &what))?;
+            } else {
+                c.rds
+                    .modify_db_subnet_group()
+                    .db_subnet_group_name(name)
+                    .db_subnet_group_description(description)
+                    .set_subnet_ids(Some(subnets.clone()))
+                    .send()
+                    .await
+                    .map_err(aws("ModifyDBSubnetGroup", &what))?;
+            }
+            Ok(Some(name.clone()))
+        }
+        Op::CreateInstance { spec } => {
+            create_instance(c, cx, spec, &names, &need_sg(ids, &names)?).await
+        }
+        Op::ModifyInstance { settings } => {
+            let d = d.ok_or_else(missing)?;
+            let s = &d.spec;
+            let name = &names.instance;
+            let mut req = c
+                .rds
+                .modify_db_instance()
+                .db_instance_identifier(name)
+                .apply_immediately(true);
+            for setting in settings {
+                req = match setting.field {
+                    "engine-version" => req
+                        .engine_version(s.engine_version.to_string())
+                        .allow_major_version_upgrade(true),
+                    "instance-class" => req.db_instance_class(&s.instance_class),
+                    "allocated-storage" => req.allocated_storage(s.allocated_storage),
+                    "multi-az" => req.multi_az(s.multi_az),
+                    "deletion-protection" => req.deletion_protection(s.deletion_protection),
+                    "backup-retention-days" => req.backup_retention_period(s.backup_retention_days),
+                    "publicly-accessible" => req.publicly_accessible(false),
+                    _ => req,
+                };
+            }
+            req.send()
+                .await
+                .map_err(aws("ModifyDBInstance", format!("DB instance {name}")))?;
+            Ok(Some(name.clone()))
+        }
+        Op::WaitAvailable => wait_instance(c, cx, &names.instance, true)
+            .await
+            .map(|()| None),
+        Op::DeleteInstance { final_snapshot } => {
+            let name = &names.instance;
+            let mut req = c
+                .rds
+                .delete_db_instance()
+                .db_instance_identifier(name)
+                .delete_automated_backups(false);
+            req = match final_snapshot {
+                Some(snapshot) => req.final_db_snapshot_identifier(snapshot),
+                None => req.skip_final_snapshot(true),
+            };
+            match req.send().await {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_instance_not_found_fault()) => {}
+                Err(e) => {
+                    return Err(aws("DeleteDBInstance", format!("DB instance {name}"))(e).into());
+                }
+            }
+            wait_instance(c, cx, name, false).await?;
+            Ok(final_snapshot.clone())
+        }
+        Op::DeleteSubnetGroup => {
+            let name = &names.subnet_group;
+            // Still in use while the instance's deletion finishes.
+            let result = Backoff::dependency(cx.waits())
+                .retry_codes(
+                    format!("DeleteDBSubnetGroup {name}"),
+                    &["InvalidDBSubnetGroupStateFault"],
+                    || {
+                        c.rds
+                            .delete_db_subnet_group()
+                            .db_subnet_group_name(name)
+                            .send()
+                    },
+                )
+                .await;
+            match result {
+                Ok(_) => Ok(None),
+                Err(WaitError::Failed(e))
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_subnet_group_not_found_fault()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(waited("DeleteDBSubnetGroup", name)(e).into()),
+            }
+        }
+        Op::DeleteSecurityGroup { id } => {
+            // The instance's network interfaces leave the group a little after it is gone.
+            Backoff::dependency(cx.waits())
+                .retry_codes(
+                    format!("DeleteSecurityGroup {id}"),
+                    &["DependencyViolation"],
+                    || c.ec2.delete_security_group().group_id(id).send(),
+                )
+                .await
+                .map_err(waited("DeleteSecurityGroup", id))?;
+            Ok(None)
+        }
+    }
+}
+
+async fn create_instance(
+    c: &Clients,
+    cx: &Context,
+    s: &DatabaseSpec,
+    names: &Names,
+    sg: &str,
+) -> Result<Option<String>, Error> {
+    let name = &names.instance;
+    c.rds
+        .create_db_instance()
+        .db_instance_identifier(name)
+        .engine("postgres")
+        .engine_version(s.engine_version.to_string())
+        .db_instance_class(&s.instance_class)
+        .allocated_storage(s.allocated_storage)
+        .storage_type("gp3")
+        .storage_encrypted(true)
+        .multi_az(s.multi_az)
+        .publicly_accessible(false)
+        .deletion_protection(s.deletion_protection)
+        .backup_retention_period(s.backup_retention_days)
+        .copy_tags_to_snapshot(true)
+        .db_name(&s.database_name)
+        .master_username(&s.master_username)
+        .manage_master_user_password(true)
+        .db_subnet_group_name(&names.subnet_group)
+        .vpc_security_group_ids(sg)
+        .port(PORT)
+        .set_tags(Some(rds_tags(cx, name)))
+        .send()
+        .await
+        .map_err(aws("CreateDBInstance", format!("DB instance {name}")))?;
+    Ok(Some(name.clone()))
+}
+
+/// Waits until the instance is `available` (or, `available` false, gone).
+async fn wait_instance(
+    c: &Clients,
+    cx: &Context,
+    name: &str,
+    available: bool,
+) -> Result<(), Error> {
+    let waits = WaitPolicy {
+        resource_state: cx.waits().resource_state.max(DB_STATE),
+        ..*cx.waits()
+    };
+    let what = if available {
+        format!("DB instance {name} available")
+    } else {
+        format!("DB instance {name} deleted")
+    };
+    Backoff::resource_state(&waits)
+        .run(what, || async {
+            match c
+                .rds
+                .describe_db_instances()
+                .db_instance_identifier(name)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let status = out
+                        .db_instances()
+                        .first()
+                        .and_then(|i| i.db_instance_status())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if available && status == "available" {
+                        Step::Done(())
+                    } else {
+                        Step::Retry(format!("status {status}"))
+                    }
+                }
+                Err(e)
+                    if !available
+                        && e.as_service_error()
+                            .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+                {
+                    Step::Done(())
+                }
+                Err(e) => Step::Fail(e),
+            }
+        })
+        .await
+        .map_err(|e| waited("DescribeDBInstances", name)(e).into())
+}

@@ -1,0 +1,233 @@
+//! The data slice of a stackproof stack: a PostgreSQL database on Amazon RDS behind the web
+//! tier, as the seeds' stacks have it.
+//!
+//! One DB instance `{stack}-db` (PostgreSQL 13-17, gp3 storage encrypted at rest, not publicly
+//! accessible, Multi-AZ by default: a synchronous standby in another zone that RDS fails over to
+//! in 60-120 s), in a DB subnet group over the stack's private subnets, behind a security group
+//! of its own that lets in the service's tasks' group on 5432 and nothing else. Its master
+//! password is generated and kept by RDS in Secrets Manager (`ManageMasterUserPassword`): no
+//! password passes through stackproof, and [`DataOutputs::master_secret_arn`] is what a task
+//! definition's `secrets` names. Deletion protection is on by default and destroy refuses a
+//! protected database before deleting anything; destroy keeps a final snapshot unless
+//! `skip-final-snapshot`.
+//!
+//! Same shape as the other modules ([`infra::Pipeline`]): `config.rs` is `[database]` and its
+//! check, `observe.rs` reads the three resources by their names (ownership by the stack's tags),
+//! `desired.rs` holds the pure diff and teardown, `exec.rs` the calls.
+//!
+//! ```no_run
+//! # async fn demo(cx: &infra::Context) -> Result<(), Box<dyn std::error::Error>> {
+//! use infra::{Config as _, Module as _};
+//! use stackproof_data::{Data, DataInputs, DatabaseConfig};
+//!
+//! let spec = DatabaseConfig::default().validate(&cx.scope())?;
+//! let data = Data::new(cx, spec);
+//! let inputs = DataInputs {
+//!     vpc_id: "vpc-0123".into(),
+//!     subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+//!     client_security_group_id: "sg-tasks".into(),
+//! };
+//! println!("{}", data.plan(cx, &inputs).await?);
+//! let out = data.apply(cx, &inputs).await?;
+//! println!("postgres://{}@{}:{}/{}", out.master_username, out.endpoint, out.port, out.database_name);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod desired;
+mod error;
+mod exec;
+mod observe;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use infra::{Change, Context, Pipeline};
+use serde::{Deserialize, Serialize};
+
+pub use config::{DatabaseConfig, DatabaseSpec, ENGINE_VERSIONS};
+pub use error::Error;
+pub use observe::Names;
+
+use desired::{Desired, Op};
+use exec::Ids;
+use observe::Observed;
+
+/// PostgreSQL's port, the database's.
+pub const PORT: i32 = 5432;
+
+/// What the data module needs from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataInputs {
+    /// The VPC.
+    pub vpc_id: String,
+    /// The private subnets (two zones or more, as RDS needs for a DB subnet group).
+    pub subnet_ids: Vec<String>,
+    /// The service's tasks' security group: the only one let in.
+    pub client_security_group_id: String,
+}
+
+/// What the data module made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataOutputs {
+    /// The DB instance identifier.
+    pub instance_id: String,
+    /// Its ARN.
+    pub instance_arn: String,
+    /// The endpoint's DNS name (it moves to the standby on a failover).
+    pub endpoint: String,
+    /// The port.
+    pub port: i32,
+    /// The database.
+    pub database_name: String,
+    /// The master user.
+    pub master_username: String,
+    /// The Secrets Manager secret RDS keeps the master password in (JSON with `username` and
+    /// `password`), when RDS reports it.
+    pub master_secret_arn: Option<String>,
+    /// The database's security group.
+    pub security_group_id: String,
+    /// Whether a standby runs in another zone.
+    pub multi_az: bool,
+}
+
+/// The two clients the module calls.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// EC2 (the security group).
+    pub ec2: aws_sdk_ec2::Client,
+    /// RDS.
+    pub rds: aws_sdk_rds::Client,
+}
+
+/// The data module.
+#[derive(Debug, Clone)]
+pub struct Data {
+    spec: DatabaseSpec,
+    c: Clients,
+}
+
+impl Data {
+    /// The module for `spec`, with clients built from `cx`.
+    pub fn new(cx: &Context, spec: DatabaseSpec) -> Self {
+        Self {
+            spec,
+            c: Clients {
+                ec2: infra::client!(cx, aws_sdk_ec2),
+                rds: infra::client!(cx, aws_sdk_rds),
+            },
+        }
+    }
+
+    /// The checked configuration.
+    pub fn spec(&self) -> &DatabaseSpec {
+        &self.spec
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Pipeline for Data {
+    const NAME: &'static str = desired::MODULE;
+    type Inputs = DataInputs;
+    type Outputs = DataOutputs;
+    type Error = Error;
+    type Observed = Observed;
+    type Desired = Desired;
+    type Op = Op;
+    type State = (Option<Desired>, Ids);
+
+    async fn observe(&self, cx: &Context, inputs: Option<&DataInputs>) -> Result<Observed, Error> {
+        observe::observe(&self.c, cx, inputs.map(|i| i.vpc_id.as_str())).await
+    }
+
+    async fn desired(
+        &self,
+        cx: &Context,
+        inputs: &DataInputs,
+        _observed: &Observed,
+    ) -> Result<Desired, Error> {
+        Ok(Desired::new(Names::of(cx), self.spec.clone(), inputs))
+    }
+
+    fn diff(&self, cx: &Context, desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
+        desired::diff(cx.stack().as_str(), desired, observed)
+    }
+
+    /// The instance (a protected one refuses), then its subnet group and security group.
+    fn teardown(&self, cx: &Context, observed: &Observed) -> Result<Vec<Op>, Error> {
+        desired::teardown(
+            &Names::of(cx),
+            observed,
+            self.spec.skip_final_snapshot,
+            now_unix(),
+        )
+    }
+
+    fn change(&self, cx: &Context, op: &Op) -> Vec<Change> {
+        op.change(&Names::of(cx))
+    }
+
+    fn state(&self, _cx: &Context, desired: Option<&Desired>, observed: &Observed) -> Self::State {
+        (
+            desired.cloned(),
+            Ids {
+                sg: observed.sg.as_ref().map(|g| g.id.clone()),
+            },
+        )
+    }
+
+    async fn step(
+        &self,
+        cx: &Context,
+        op: &Op,
+        state: &mut Self::State,
+    ) -> Result<Option<String>, Error> {
+        let (desired, ids) = state;
+        exec::step(&self.c, cx, desired.as_ref(), op, ids).await
+    }
+
+    /// Reads the instance back for its endpoint and its secret.
+    async fn outputs(
+        &self,
+        cx: &Context,
+        desired: &Desired,
+        state: Self::State,
+    ) -> Result<DataOutputs, Error> {
+        let o = observe::observe(&self.c, cx, Some(&desired.vpc)).await?;
+        let missing = |kind: &'static str, name: &str| Error::Missing {
+            kind,
+            name: name.to_owned(),
+        };
+        let i = o
+            .instance
+            .ok_or_else(|| missing("DB instance", &desired.names.instance))?;
+        let sg = state
+            .1
+            .sg
+            .ok_or_else(|| missing("security group", &desired.names.security_group))?;
+        let (endpoint, port) = i
+            .endpoint
+            .clone()
+            .ok_or_else(|| missing("DB instance endpoint", &desired.names.instance))?;
+        Ok(DataOutputs {
+            instance_id: desired.names.instance.clone(),
+            instance_arn: i.arn,
+            endpoint,
+            port,
+            database_name: i
+                .database_name
+                .unwrap_or_else(|| desired.spec.database_name.clone()),
+            master_username: i
+                .master_username
+                .unwrap_or_else(|| desired.spec.master_username.clone()),
+            master_secret_arn: i.master_secret_arn,
+            security_group_id: sg,
+            multi_az: i.multi_az,
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! Reads what the stack has: the database's security group (EC2), its DB subnet group and its
+//! DB instance (RDS), by their derived names; ownership by the stack's tags.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::Filter;
+use infra::{Context, aws, tags};
+
+use crate::Clients;
+use crate::error::Error;
+
+/// The names the stack's resources have: `{stack}-db` for all three.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The DB instance identifier.
+    pub instance: String,
+    /// The DB subnet group.
+    pub subnet_group: String,
+    /// The security group.
+    pub security_group: String,
+}
+
+impl Names {
+    /// The stack's names.
+    pub fn of(cx: &Context) -> Names {
+        let base = format!("{}-db", cx.stack().as_str());
+        Names {
+            instance: base.clone(),
+            subnet_group: base.clone(),
+            security_group: base,
+        }
+    }
+}
+
+/// The database's security group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sg {
+    pub(crate) id: String,
+    pub(crate) vpc: String,
+    /// Security groups allowed in on the database port.
+    pub(crate) ingress_from: Vec<String>,
+    pub(crate) ours: bool,
+}
+
+/// The DB subnet group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubnetGroup {
+    pub(crate) subnets: Vec<String>,
+    pub(crate) ours: bool,
+}
+
+/// The DB instance, as RDS describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Instance {
+    pub(crate) arn: String,
+    pub(crate) status: String,
+    pub(crate) engine: String,
+    pub(crate) engine_version: String,
+    pub(crate) class: String,
+    pub(crate) allocated_storage: i32,
+    pub(crate) multi_az: bool,
+    pub(crate) storage_encrypted: bool,
+    pub(crate) publicly_accessible: bool,
+    pub(crate) deletion_protection: bool,
+    pub(crate) backup_retention_days: i32,
+    pub(crate) database_name: Option<String>,
+    pub(crate) master_username: Option<String>,
+    pub(crate) endpoint: Option<(String, i32)>,
+    pub(crate) master_secret_arn: Option<String>,
+    pub(crate) security_groups: Vec<String>,
+    pub(crate) ours: bool,
+}
+
+impl Instance {
+    /// The major version of the engine (`16.4` is 16).
+    pub(crate) fn major(&self) -> Option<u32> {
+        self.engine_version.split('.').next()?.parse().ok()
+    }
+}
+
+/// Everything the module has in the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub(crate) sg: Option<Sg>,
+    pub(crate) subnet_group: Option<SubnetGroup>,
+    pub(crate) instance: Option<Instance>,
+}
+
+fn is_ours(cx: &Context, tags: &BTreeMap<String, String>) -> bool {
+    tags.get(tags::STACK).map(String::as_str) == Some(cx.stack().as_str())
+}
+
+/// Reads the three resources (the security group in `vpc` when given, else by name and the
+/// stack's tag).
+pub(crate) async fn observe(
+    c: &Clients,
+    cx: &Context,
+    vpc: Option<&str>,
+) -> Result<Observed, Error> {
+    let names = Names::of(cx);
+    let (sg, subnet_group, instance) = tokio::try_join!(
+        security_group(c, cx, &names, vpc),
+        subnet_group(c, cx, &names),
+        instance(c, cx, &names),
+    )?;
+    Ok(Observed {
+        sg,
+        subnet_group,
+        instance,
+    })
+}
+
+async fn security_group(
+    c: &Clients,
+    cx: &Context,
+    names: &Names,
+    vpc: Option<&str>,
+) -> Result<Option<Sg>, Error> {
+    let mut req = c.ec2.describe_security_groups().filters(
+        Filter::builder()
+            .name("group-name")
+            .values(&names.security_group)
+            .build(),
+    );
+    req = match vpc {
+        Some(vpc) => req.filters(Filter::builder().name("vpc-id").values(vpc).build()),
+        None => req.filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::STACK))
+                .values(cx.stack().as_str())
+                .build(),
+        ),
+    };
+    let out = req.send().await.map_err(aws(
+        "DescribeSecurityGroups",
+        format!("security group {}", names.security_group),
+    ))?;
+    Ok(out.security_groups().first().map(|g| {
+        let tags: BTreeMap<String, String> = g
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect();
+        Sg {
+            id: g.group_id().unwrap_or_default().to_owned(),
+            vpc: g.vpc_id().unwrap_or_default().to_owned(),
+            ingress_from: g
+                .ip_permissions()
+                .iter()
+                .filter(|p| p.from_port() == Some(crate::PORT) && p.to_port() == Some(crate::PORT))
+                .flat_map(|p| p.user_id_group_pairs())
+                .filter_map(|pair| pair.group_id().map(str::to_owned))
+                .collect(),
+            ours: is_ours(cx, &tags),
+        }
+    }))
+}
+
+fn rds_tags(list: &[aws_sdk_rds::types::Tag]) -> BTreeMap<String, String> {
+    list.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect()
+}
+
+async fn subnet_group(
+    c: &Clients,
+    cx: &Context,
+    names: &Names,
+) -> Result<Option<SubnetGroup>, Error> {
+    let out = match c
+        .rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(&names.subnet_group)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_subnet_group_not_found_fault()) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(aws(
+                "DescribeDBSubnetGroups",
+                format!("DB subnet group {}", names.subnet_group),
+            )(e)
+            .into());
+        }
+    };
+    let Some(g) = out.db_subnet_groups().first() else {
+        return Ok(None);
+    };
+    let arn = g.db_subnet_group_arn().unwrap_or_default();
+    let tags = c
+        .rds
+        .list_tags_for_resource()
+        .resource_name(arn)
+        .send()
+        .await
+        .map_err(aws("ListTagsForResource", arn))?;
+    let mut subnets: Vec<String> = g
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_identifier().map(str::to_owned))
+        .collect();
+    subnets.sort();
+    Ok(Some(SubnetGroup {
+        subnets,
+        ours: is_ours(cx, &rds_tags(tags.tag_list())),
+    }))
+}
+
+async fn instance(c: &Clients, cx: &Context, names: &Names) -> Result<Option<Instance>, Error> {
+    let out = match c
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(&names.instance)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(aws(
+                "DescribeDBInstances",
+                format!("DB instance {}", names.instance),
+            )(e)
+            .into());
+        }
+    };
+    Ok(out.db_instances().first().map(|i| read_instance(cx, i)))
+}
+
+/// The module's view of a described DB instance.
+pub(crate) fn read_instance(cx: &Context, i: &aws_sdk_rds::types::DbInstance) -> Instance {
+    Instance {
+        arn: i.db_instance_arn().unwrap_or_default().to_owned(),
+        status: i.db_instance_status().unwrap_or_default().to_owned(),
+        engine: i.engine().unwrap_or_default().to_owned(),
+        engine_version: i.engine_version().unwrap_or_default().to_owned(),
+        class: i.db_instance_class().unwrap_or_default().to_owned(),
+        allocated_storage: i.allocated_storage().unwrap_or(0),
+        multi_az: i.multi_az().unwrap_or(false),
+        storage_encrypted: i.storage_encrypted().unwrap_or(false),
+        publicly_accessible: i.publicly_accessible().unwrap_or(false),
+        deletion_protection: i.deletion_protection().unwrap_or(false),
+        backup_retention_days: i.backup_retention_period().unwrap_or(0),
+        database_name: i.db_name().map(str::to_owned),
+        master_username: i.master_username().map(str::to_owned),
+        endpoint: i
+            .endpoint()
+            .and_then(|e| Some((e.address()?.to_owned(), e.port()?))),
+        master_secret_arn: i
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .map(str::to_owned),
+        security_groups: i
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id().map(str::to_owned))
+            .collect(),
+        ours: is_ours(cx, &rds_tags(i.tag_list())),
+    }
+}

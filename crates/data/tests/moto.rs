@@ -1,0 +1,207 @@
+//! The data module against moto: a VPC with two private subnets and the tasks' security group
+//! made with raw EC2 calls, then the database planned, applied, changed and destroyed.
+
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
+use infra::{Action, Config as _, Context, Module as _, StackName};
+use sandbox::MotoServer;
+use stackproof_data::{Data, DataInputs, DatabaseConfig};
+
+const REGION: &str = "eu-west-1";
+
+fn context(stack: &str) -> Context {
+    let moto = MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
+    moto.context(StackName::new(stack).unwrap(), REGION).build()
+}
+
+fn data(cx: &Context, toml_text: &str) -> Data {
+    let config: DatabaseConfig = toml::from_str(toml_text).unwrap();
+    Data::new(cx, config.validate(&cx.scope()).unwrap())
+}
+
+/// A VPC, two subnets in two zones and the tasks' security group.
+async fn network(cx: &Context) -> DataInputs {
+    let ec2: aws_sdk_ec2::Client = infra::client!(cx, aws_sdk_ec2);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
+    let mut subnet_ids = Vec::new();
+    for (zone, cidr) in [
+        ("eu-west-1a", "10.0.128.0/20"),
+        ("eu-west-1b", "10.0.144.0/20"),
+    ] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .availability_zone(zone)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
+        subnet_ids.push(s.subnet().unwrap().subnet_id().unwrap().to_owned());
+    }
+    let sg = ec2
+        .create_security_group()
+        .group_name("tasks")
+        .description("tasks")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+    DataInputs {
+        vpc_id,
+        subnet_ids,
+        client_security_group_id: sg.group_id().unwrap().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_private_encrypted_multi_az_database_is_made_changed_and_destroyed_with_a_snapshot() {
+    let cx = context("shop");
+    let inputs = network(&cx).await;
+    let db = data(&cx, "");
+    let rds: aws_sdk_rds::Client = infra::client!(&cx, aws_sdk_rds);
+    let ec2: aws_sdk_ec2::Client = infra::client!(&cx, aws_sdk_ec2);
+
+    let plan = db.plan(&cx, &inputs).await.unwrap();
+    let kinds: Vec<(Action, &str)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action, c.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Action::Create, "security-group"),
+            (Action::Update, "security-group"),
+            (Action::Create, "db-subnet-group"),
+            (Action::Create, "db-instance"),
+        ],
+        "{plan}"
+    );
+    assert!(plan.to_string().contains("multi-az true"), "{plan}");
+
+    let out = db.apply(&cx, &inputs).await.unwrap();
+    assert_eq!(out.instance_id, "shop-db");
+    assert_eq!(out.port, 5432);
+    assert!(!out.endpoint.is_empty());
+    assert!(out.multi_az);
+    // The password is RDS's, in Secrets Manager: the module only knows the secret.
+    assert!(
+        out.master_secret_arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("arn:aws:secretsmanager:")),
+        "{out:?}"
+    );
+    let described = rds
+        .describe_db_instances()
+        .db_instance_identifier("shop-db")
+        .send()
+        .await
+        .unwrap();
+    let i = &described.db_instances()[0];
+    assert_eq!(i.engine(), Some("postgres"));
+    assert_eq!(i.multi_az(), Some(true));
+    assert_eq!(i.storage_encrypted(), Some(true));
+    assert_eq!(i.publicly_accessible(), Some(false));
+    assert_eq!(i.deletion_protection(), Some(true));
+    assert_eq!(i.backup_retention_period(), Some(7));
+    assert_eq!(
+        i.db_subnet_group().and_then(|g| g.db_subnet_group_name()),
+        Some("shop-db")
+    );
+    assert_eq!(
+        i.vpc_security_groups()[0].vpc_security_group_id(),
+        Some(out.security_group_id.as_str())
+    );
+    // Only the tasks' group reaches it, on 5432.
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&out.security_group_id)
+        .send()
+        .await
+        .unwrap();
+    let rules = sg.security_groups()[0].ip_permissions();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].from_port(), Some(5432));
+    let from: Vec<&str> = rules[0]
+        .user_id_group_pairs()
+        .iter()
+        .filter_map(|p| p.group_id())
+        .collect();
+    assert_eq!(from, [inputs.client_security_group_id.as_str()]);
+    assert!(rules[0].ip_ranges().is_empty());
+
+    // Converged: nothing to do.
+    let again = db.plan(&cx, &inputs).await.unwrap();
+    assert!(again.changes.is_empty(), "{again}");
+
+    // Protected: destroy refuses before deleting anything.
+    let err = db.destroy(&cx).await.unwrap_err().to_string();
+    assert!(err.contains("deletion-protection = false"), "{err}");
+    assert!(
+        rds.describe_db_instances()
+            .db_instance_identifier("shop-db")
+            .send()
+            .await
+            .is_ok()
+    );
+
+    // Changed in place: protection off, a larger disk.
+    let changed = data(&cx, "deletion-protection = false\nallocated-storage = 50\n");
+    let plan = changed.plan(&cx, &inputs).await.unwrap();
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert!(
+        plan.changes[0].sets("deletion-protection", "false"),
+        "{plan}"
+    );
+    assert!(plan.changes[0].sets("allocated-storage", "50"), "{plan}");
+    changed.apply(&cx, &inputs).await.unwrap();
+    assert!(changed.plan(&cx, &inputs).await.unwrap().changes.is_empty());
+    // A smaller disk than there is cannot be had in place.
+    let err = data(&cx, "deletion-protection = false\n")
+        .plan(&cx, &inputs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("storage never shrinks"), "{err}");
+
+    // Destroy: the instance with a final snapshot, then its subnet group and security group.
+    let plan = changed.plan_destroy(&cx).await.unwrap();
+    assert!(
+        plan.to_string().contains("final snapshot shop-db-final-"),
+        "{plan}"
+    );
+    changed.destroy(&cx).await.unwrap();
+    let snapshots = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("shop-db")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        snapshots.db_snapshots().iter().any(|s| s
+            .db_snapshot_identifier()
+            .is_some_and(|n| n.starts_with("shop-db-final-"))),
+        "{snapshots:?}"
+    );
+    assert!(
+        rds.describe_db_instances()
+            .db_instance_identifier("shop-db")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        rds.describe_db_subnet_groups()
+            .db_subnet_group_name("shop-db")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(changed.plan_destroy(&cx).await.unwrap().changes.is_empty());
+}
