@@ -249,16 +249,17 @@ pub(crate) fn diff(stack: &str, d: &Desired, o: &Observed) -> Result<Vec<Op>, Er
 
 /// The steps that delete what the stack has: the instance (with its final snapshot unless
 /// `skip_final_snapshot`), then the subnet group and the security group. A protected instance
-/// refuses before anything is deleted.
+/// refuses before anything is deleted, unless `protected_too` (what exists, for a preview).
 pub(crate) fn teardown(
     names: &Names,
     o: &Observed,
     skip_final_snapshot: bool,
     now_unix: u64,
+    protected_too: bool,
 ) -> Result<Vec<Op>, Error> {
     let mut ops = Vec::new();
     if let Some(i) = o.instance.as_ref().filter(|i| i.ours) {
-        if i.deletion_protection {
+        if i.deletion_protection && !protected_too {
             return Err(Error::Protected {
                 name: names.instance.clone(),
             });
@@ -460,7 +461,7 @@ mod tests {
     fn a_protected_database_refuses_destroy_and_a_final_snapshot_is_kept() {
         let d = desired();
         let mut o = everything(&d);
-        let err = teardown(&d.names, &o, false, 1_800_000_000).unwrap_err();
+        let err = teardown(&d.names, &o, false, 1_800_000_000, false).unwrap_err();
         assert!(
             err.to_string().contains("deletion-protection = false"),
             "{err}"
@@ -468,7 +469,7 @@ mod tests {
         if let Some(i) = o.instance.as_mut() {
             i.deletion_protection = false;
         }
-        let ops = teardown(&d.names, &o, false, 1_800_000_000).unwrap();
+        let ops = teardown(&d.names, &o, false, 1_800_000_000, false).unwrap();
         assert_eq!(
             ops,
             [
@@ -479,7 +480,7 @@ mod tests {
                 Op::DeleteSecurityGroup { id: "sg-db".into() },
             ]
         );
-        let ops = teardown(&d.names, &o, true, 1_800_000_000).unwrap();
+        let ops = teardown(&d.names, &o, true, 1_800_000_000, false).unwrap();
         assert_eq!(
             ops[0],
             Op::DeleteInstance {

@@ -41,7 +41,7 @@ mod observe;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use infra::{Change, Context, Pipeline};
+use infra::{Change, Context, Pipeline, Plan, pipeline};
 use serde::{Deserialize, Serialize};
 
 pub use config::{DatabaseConfig, DatabaseSpec, ENGINE_VERSIONS};
@@ -122,6 +122,50 @@ impl Data {
     pub fn spec(&self) -> &DatabaseSpec {
         &self.spec
     }
+
+    /// Why destroy would refuse (deletion protection on), before anything is deleted; `None`
+    /// when it would not. Reads only.
+    pub async fn destroy_refusal(&self, cx: &Context) -> Result<Option<Error>, Error> {
+        let o = observe::observe(&self.c, cx, None).await?;
+        Ok(self.teardown(cx, &o).err())
+    }
+
+    /// The outputs of what is deployed in `inputs`' VPC, or `None` when the database (its
+    /// instance with an endpoint, its security group) is not all there. Reads only.
+    pub async fn outputs(
+        &self,
+        cx: &Context,
+        inputs: &DataInputs,
+    ) -> Result<Option<DataOutputs>, Error> {
+        let o = observe::observe(&self.c, cx, Some(&inputs.vpc_id)).await?;
+        Ok(outputs_of(&Names::of(cx), &self.spec, o).ok())
+    }
+}
+
+/// The outputs of an observed database; the kind of what is missing otherwise.
+fn outputs_of(
+    names: &Names,
+    spec: &DatabaseSpec,
+    o: Observed,
+) -> Result<DataOutputs, &'static str> {
+    let i = o.instance.ok_or("DB instance")?;
+    let sg = o.sg.ok_or("security group")?;
+    let (endpoint, port) = i.endpoint.clone().ok_or("DB instance endpoint")?;
+    Ok(DataOutputs {
+        instance_id: names.instance.clone(),
+        instance_arn: i.arn,
+        endpoint,
+        port,
+        database_name: i
+            .database_name
+            .unwrap_or_else(|| spec.database_name.clone()),
+        master_username: i
+            .master_username
+            .unwrap_or_else(|| spec.master_username.clone()),
+        master_secret_arn: i.master_secret_arn,
+        security_group_id: sg.id,
+        multi_az: i.multi_az,
+    })
 }
 
 fn now_unix() -> u64 {
@@ -165,7 +209,35 @@ impl Pipeline for Data {
             observed,
             self.spec.skip_final_snapshot,
             now_unix(),
+            false,
         )
+    }
+
+    /// What exists, protected or not.
+    fn existing(&self, cx: &Context, observed: &Observed) -> Result<Plan, Error> {
+        let ops = desired::teardown(
+            &Names::of(cx),
+            observed,
+            self.spec.skip_final_snapshot,
+            now_unix(),
+            true,
+        )?;
+        Ok(pipeline::plan(self, cx, &ops))
+    }
+
+    /// A protected database shows as what destroy would delete, with the refusal on it,
+    /// rather than failing the preview.
+    fn preview_destroy(&self, cx: &Context, observed: &Observed) -> Result<Plan, Error> {
+        match self.teardown(cx, observed) {
+            Ok(ops) => Ok(pipeline::plan(self, cx, &ops)),
+            Err(refusal) => {
+                let mut plan = self.existing(cx, observed)?;
+                if let Some(first) = plan.changes.first_mut() {
+                    first.details.push(format!("REFUSED: {refusal}"));
+                }
+                Ok(plan)
+            }
+        }
     }
 
     fn change(&self, cx: &Context, op: &Op) -> Vec<Change> {
@@ -196,38 +268,12 @@ impl Pipeline for Data {
         &self,
         cx: &Context,
         desired: &Desired,
-        state: Self::State,
+        _state: Self::State,
     ) -> Result<DataOutputs, Error> {
         let o = observe::observe(&self.c, cx, Some(&desired.vpc)).await?;
-        let missing = |kind: &'static str, name: &str| Error::Missing {
+        outputs_of(&desired.names, &self.spec, o).map_err(|kind| Error::Missing {
             kind,
-            name: name.to_owned(),
-        };
-        let i = o
-            .instance
-            .ok_or_else(|| missing("DB instance", &desired.names.instance))?;
-        let sg = state
-            .1
-            .sg
-            .ok_or_else(|| missing("security group", &desired.names.security_group))?;
-        let (endpoint, port) = i
-            .endpoint
-            .clone()
-            .ok_or_else(|| missing("DB instance endpoint", &desired.names.instance))?;
-        Ok(DataOutputs {
-            instance_id: desired.names.instance.clone(),
-            instance_arn: i.arn,
-            endpoint,
-            port,
-            database_name: i
-                .database_name
-                .unwrap_or_else(|| desired.spec.database_name.clone()),
-            master_username: i
-                .master_username
-                .unwrap_or_else(|| desired.spec.master_username.clone()),
-            master_secret_arn: i.master_secret_arn,
-            security_group_id: sg,
-            multi_az: i.multi_az,
+            name: desired.names.instance.clone(),
         })
     }
 }

@@ -99,6 +99,14 @@ impl Stack {
             };
             Ok::<_, Error>(m.compute.apply_staged(cx, foundation, inputs).await?)
         };
+        // The database once the network's subnets and the tasks' security group exist.
+        let data = async {
+            let Some(d) = &m.data else {
+                return Ok::<_, Error>(None);
+            };
+            let net = early_rx.clone().get().await;
+            Ok(Some(d.apply(cx, &Self::data_inputs(&net)).await?))
+        };
         let observability = async {
             let (net, lb) = tokio::join!(early_rx.clone().get(), lb_rx.clone().get());
             Ok::<_, Error>(
@@ -108,12 +116,13 @@ impl Stack {
             )
         };
         // Each branch on the heap: together the SDK's futures are too big for a thread's stack.
-        let (storage, network, load_balancer, compute, observability) = tokio::try_join!(
+        let (storage, network, load_balancer, compute, observability, data) = tokio::try_join!(
             Box::pin(storage),
             Box::pin(network),
             Box::pin(load_balancer),
             Box::pin(compute),
-            Box::pin(observability)
+            Box::pin(observability),
+            Box::pin(data)
         )?;
         Ok(StackOutputs {
             stack: self.name.to_string(),
@@ -123,6 +132,7 @@ impl Stack {
             load_balancer,
             compute,
             observability,
+            data,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use compute::{ComputeConfig, ComputeSpec};
+use data::DatabaseConfig;
 use infra::{Config, Problems, Scope, StackName};
 use network::{LoadBalancerConfig, NetworkConfig, NetworkSpec};
 use observability::ObservabilityConfig;
@@ -38,6 +39,8 @@ pub struct StackConfig {
     pub service: ComputeConfig,
     /// Dashboard and alarms (see `observability::ObservabilityConfig`).
     pub observability: ObservabilityConfig,
+    /// The database (see `data::DatabaseConfig`): none unless the table is there.
+    pub database: Option<DatabaseConfig>,
 }
 
 impl Default for StackConfig {
@@ -51,6 +54,7 @@ impl Default for StackConfig {
             load_balancer: LoadBalancerConfig::default(),
             service: ComputeConfig::default(),
             observability: ObservabilityConfig::default(),
+            database: None,
         }
     }
 }
@@ -143,6 +147,10 @@ impl StackConfig {
             );
         }
         let observability = section(&mut problems, "observability", &self.observability, &scope);
+        let database = self
+            .database
+            .as_ref()
+            .map(|d| section(&mut problems, "database", d, &scope));
         // Rules across sections that AWS would only enforce once other resources exist.
         let ports = &self.network.load_balancer_ingress.ports;
         if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
@@ -179,6 +187,7 @@ impl StackConfig {
                 load_balancer,
                 service,
                 observability,
+                database: database.flatten(),
             }),
             _ => Err(problems),
         }

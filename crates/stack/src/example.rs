@@ -24,11 +24,24 @@ mod tests {
             .then_some(rest)
     }
 
-    /// The example with every commented-out key set.
+    /// A commented-out table header (`# [database]`, a table that is off unless written).
+    fn commented_header(line: &str) -> Option<&str> {
+        let rest = line.strip_prefix("# ")?;
+        let name = rest.strip_prefix('[')?.strip_suffix(']')?;
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            .then_some(rest)
+    }
+
+    /// The example with every commented-out key and table set.
     fn uncommented() -> String {
         example_toml()
             .lines()
-            .map(|line| commented_key(line).unwrap_or(line))
+            .map(|line| {
+                commented_header(line)
+                    .or_else(|| commented_key(line))
+                    .unwrap_or(line)
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -81,6 +94,7 @@ mod tests {
         let mut found = BTreeSet::new();
         let mut table = String::new();
         for line in example_toml().lines() {
+            let line = commented_header(line).unwrap_or(line);
             if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 table = header.to_owned();
                 let (parent, key) = header.rsplit_once('.').unwrap_or(("", header));
@@ -132,6 +146,7 @@ mod tests {
         assert!(config.load_balancer.certificate_arn.is_some());
         assert!(config.service.image.is_some());
         assert!(config.observability.alarm_email.is_some());
+        assert!(config.database.is_some());
         assert_eq!(config.tags.get("team").map(String::as_str), Some("web"));
         if let Err(problems) = config.validate() {
             panic!("{problems}");

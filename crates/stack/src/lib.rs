@@ -71,6 +71,9 @@ pub enum Error {
     /// The observability module failed.
     #[error("observability")]
     Observability(#[from] observability::Error),
+    /// The data module failed.
+    #[error("data")]
+    Data(#[from] data::Error),
     /// An AWS call of the stack's own (the fault experiments) failed.
     #[error(transparent)]
     Call(#[from] infra::CallError),
@@ -118,6 +121,9 @@ pub enum Blocker {
     /// Storage would refuse (a non-empty bucket or repository without `force-destroy`).
     #[error(transparent)]
     Storage(storage::Error),
+    /// The database has deletion protection on.
+    #[error(transparent)]
+    Data(data::Error),
 }
 
 fn preflight_message(blockers: &[Blocker]) -> String {
@@ -144,6 +150,8 @@ pub struct Stack {
     load_balancer: LoadBalancerSpec,
     service: ComputeSpec,
     observability: ObservabilitySpec,
+    /// `[database]`, when the stack has one.
+    database: Option<data::DatabaseSpec>,
 }
 
 /// Everything the stack gives its user.
@@ -163,6 +171,9 @@ pub struct StackOutputs {
     pub compute: ComputeOutputs,
     /// The dashboard and alarms.
     pub observability: ObservabilityOutputs,
+    /// The database, when the stack has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<data::DataOutputs>,
 }
 
 /// The tag the task definition names in the stack's own repository when `[service] image` is
@@ -179,6 +190,7 @@ struct Modules {
     load_balancer: LoadBalancer,
     compute: Compute,
     observability: Observability,
+    data: Option<data::Data>,
 }
 
 impl Stack {
@@ -228,6 +240,16 @@ impl Stack {
             load_balancer: LoadBalancer::new(cx, self.load_balancer.clone()),
             compute: Compute::new(cx, self.service.clone()),
             observability: Observability::new(cx, self.observability.clone()),
+            data: self.database.clone().map(|spec| data::Data::new(cx, spec)),
+        }
+    }
+
+    /// The database's inputs: the VPC, the private subnets, the tasks' security group.
+    fn data_inputs(net: &NetworkOutputs) -> data::DataInputs {
+        data::DataInputs {
+            vpc_id: net.vpc_id.clone(),
+            subnet_ids: net.private_subnet_ids.clone(),
+            client_security_group_id: net.task_security_group_id.clone(),
         }
     }
 
@@ -352,10 +374,18 @@ impl Stack {
         let lb_out = (lb.outputs.clone()).unwrap_or_else(|| self.placeholder_lb());
         let compute_inputs = self.compute_inputs(&network_out, &storage_out, &lb_out);
         let obs_inputs = self.observability_inputs(&network_out, &lb_out);
-        let (compute, obs) = tokio::try_join!(
+        let data_inputs = Self::data_inputs(&network_out);
+        let (compute, obs, data) = tokio::try_join!(
             async {
                 let seen = pipeline::observe(&m.compute, cx, &compute_inputs).await?;
                 Ok::<_, Error>((seen.plan(&m.compute, cx), seen.existing(&m.compute, cx)?))
+            },
+            async {
+                let Some(d) = &m.data else {
+                    return Ok::<_, Error>((Plan::default(), Plan::default()));
+                };
+                let seen = pipeline::observe(d, cx, &data_inputs).await?;
+                Ok((seen.plan(d, cx), seen.existing(d, cx)?))
             },
             async {
                 let seen = pipeline::observe(&m.observability, cx, &obs_inputs).await?;
@@ -366,11 +396,17 @@ impl Stack {
             },
         )?;
         let mut plan = storage.plan;
-        for part in [network.plan, lb.plan, compute.0, obs.0] {
+        for part in [network.plan, data.0, lb.plan, compute.0, obs.0] {
             plan.extend(part);
         }
         let mut existing = obs.1;
-        for part in [compute.1, lb.existing, network.existing, storage.existing] {
+        for part in [
+            data.1,
+            compute.1,
+            lb.existing,
+            network.existing,
+            storage.existing,
+        ] {
             existing.extend(part);
         }
         Ok((plan, existing))
@@ -395,6 +431,13 @@ impl Stack {
         let Some(observability) = m.observability.outputs(cx, &obs_inputs).await? else {
             return Ok(None);
         };
+        let data = match &m.data {
+            Some(d) => match d.outputs(cx, &Self::data_inputs(&network)).await? {
+                Some(out) => Some(out),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let stack = self.name.as_str();
         Ok(Some(StackOutputs {
             stack: stack.to_owned(),
@@ -404,21 +447,28 @@ impl Stack {
             load_balancer,
             compute,
             observability,
+            data,
         }))
     }
 
     /// What `destroy` would delete, in the order destroy deletes it. Reads only.
     pub async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
         let m = self.modules(cx);
-        let (obs, compute, lb, network, storage) = tokio::try_join!(
+        let (obs, data, compute, lb, network, storage) = tokio::try_join!(
             async { m.observability.plan_destroy(cx).await.map_err(Error::from) },
+            async {
+                match &m.data {
+                    Some(d) => d.plan_destroy(cx).await.map_err(Error::from),
+                    None => Ok(Plan::default()),
+                }
+            },
             async { m.compute.plan_destroy(cx).await.map_err(Error::from) },
             async { m.load_balancer.plan_destroy(cx).await.map_err(Error::from) },
             async { m.network.plan_destroy(cx).await.map_err(Error::from) },
             async { m.storage.plan_destroy(cx).await.map_err(Error::from) },
         )?;
         let mut plan = obs;
-        for part in [compute, lb, network, storage] {
+        for part in [data, compute, lb, network, storage] {
             plan.extend(part);
         }
         Ok(plan)
@@ -437,8 +487,15 @@ impl Stack {
         // Side by side modules each run to their end: one that stops (storage refusing a bucket
         // that holds logs) does not cut the other off half way (the network's NAT gateways,
         // which cost money, go either way). The first error is returned after both.
-        let (obs, compute) = tokio::join!(
+        let (obs, data, compute) = tokio::join!(
             async { m.observability.destroy(cx).await.map_err(Error::from) },
+            // Before the network: its security group's rule names the tasks' group.
+            async {
+                match &m.data {
+                    Some(d) => d.destroy(cx).await.map_err(Error::from),
+                    None => Ok(Plan::default()),
+                }
+            },
             async {
                 let plan = m.compute.destroy(cx).await?;
                 // The load generators' task definition (`loadtest --workers`), if any.
@@ -447,7 +504,7 @@ impl Stack {
                 Ok::<_, Error>(plan)
             },
         );
-        let (obs, compute) = (obs?, compute?);
+        let (obs, data, compute) = (obs?, data?, compute?);
         let lb = m.load_balancer.destroy(cx).await?;
         let (network, storage) = tokio::join!(
             async { m.network.destroy(cx).await.map_err(Error::from) },
@@ -455,7 +512,7 @@ impl Stack {
         );
         let (network, storage) = (network?, storage?);
         let mut plan = obs;
-        for part in [compute, lb, network, storage] {
+        for part in [data, compute, lb, network, storage] {
             plan.extend(part);
         }
         Ok(plan)
@@ -480,6 +537,11 @@ impl Stack {
         }
         if let Some(refusal) = storage {
             blockers.push(Blocker::Storage(refusal));
+        }
+        if let Some(d) = &m.data
+            && let Some(refusal) = d.destroy_refusal(cx).await?
+        {
+            blockers.push(Blocker::Data(refusal));
         }
         if blockers.is_empty() {
             Ok(())

@@ -1,0 +1,136 @@
+//! A stack with `[database]` against moto: deploy makes the database in the private subnets
+//! behind its own security group (the tasks' group let in), the outputs carry it, a second plan
+//! changes nothing, and destroy refuses a protected database before deleting anything, then
+//! deletes it (with its final snapshot) and everything else.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
+mod common;
+
+use infra::{Action, Context, StackName};
+use stackproof_stack::{Blocker, Error, StackConfig};
+
+fn context() -> Context {
+    let moto = sandbox::MotoServer::shared().expect("moto starts (run `cargo xtask setup` first)");
+    moto.context(StackName::new("withdb").unwrap(), "eu-west-1")
+        .interceptor(moto.fresh_account())
+        .waits(sandbox::TEST_WAITS)
+        .build()
+}
+
+fn stack(database: &str) -> stackproof_stack::Stack {
+    StackConfig::from_toml(
+        &format!("name = \"withdb\"\n[storage]\nforce-destroy = true\n[database]\n{database}"),
+        "stack.toml",
+    )
+    .unwrap()
+    .validate()
+    .unwrap()
+}
+
+#[test]
+fn a_stack_with_a_database_deploys_it_privately_and_destroys_it_last_of_all_with_a_snapshot() {
+    common::on_a_big_stack(with_a_database);
+}
+
+async fn with_a_database() {
+    let cx = context();
+    // Bad values are named in the stack's terms before anything is called.
+    let err = StackConfig::from_toml("[database]\nallocated-storage = 5\n", "stack.toml")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.allocated-storage = 5"), "{err}");
+
+    let protected = stack("");
+    let plan = protected.plan(&cx).await.unwrap();
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.module == "data" && c.kind == "db-instance" && c.action == Action::Create),
+        "{plan}"
+    );
+    let outputs = protected.apply(&cx).await.unwrap();
+    let db = outputs.data.clone().expect("the database's outputs");
+    assert_eq!(db.instance_id, "withdb-db");
+    assert!(db.multi_az);
+    assert!(db.master_secret_arn.is_some(), "{db:?}");
+    let rds: aws_sdk_rds::Client = infra::client!(&cx, aws_sdk_rds);
+    let group = rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("withdb-db")
+        .send()
+        .await
+        .unwrap();
+    let mut subnets: Vec<String> = group.db_subnet_groups()[0]
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_identifier().map(str::to_owned))
+        .collect();
+    subnets.sort();
+    let mut private = outputs.network.private_subnet_ids.clone();
+    private.sort();
+    assert_eq!(subnets, private);
+    // The stack's outputs, read back, hold it too; a second plan changes nothing.
+    assert_eq!(
+        protected.outputs(&cx).await.unwrap().unwrap().data,
+        Some(db)
+    );
+    let again = protected.plan(&cx).await.unwrap();
+    assert!(again.changes.is_empty(), "{again}");
+
+    // Protected: destroy deletes nothing and says why.
+    let err = protected.destroy(&cx, false).await.unwrap_err();
+    let Error::Preflight(blockers) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        matches!(blockers.as_slice(), [Blocker::Data(_)]),
+        "{blockers:?}"
+    );
+    assert!(
+        err.to_string().contains("deletion-protection = false"),
+        "{err}"
+    );
+    assert!(
+        rds.describe_db_instances()
+            .db_instance_identifier("withdb-db")
+            .send()
+            .await
+            .is_ok()
+    );
+
+    // Protection off (a deploy), then destroy: everything goes, the snapshot stays.
+    let unprotected = stack("deletion-protection = false\n");
+    unprotected.apply(&cx).await.unwrap();
+    let plan = unprotected.destroy(&cx, false).await.unwrap();
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.kind == "db-instance" && c.action == Action::Delete),
+        "{plan}"
+    );
+    assert!(
+        unprotected
+            .plan_destroy(&cx)
+            .await
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    let snapshots = rds
+        .describe_db_snapshots()
+        .db_instance_identifier("withdb-db")
+        .send()
+        .await
+        .unwrap();
+    // The final snapshot (moto also keeps the automated one of the creation).
+    let finals: Vec<&str> = snapshots
+        .db_snapshots()
+        .iter()
+        .filter(|s| s.snapshot_type() == Some("manual"))
+        .filter_map(|s| s.db_snapshot_identifier())
+        .collect();
+    assert_eq!(finals.len(), 1, "{snapshots:?}");
+    assert!(finals[0].starts_with("withdb-db-final-"), "{finals:?}");
+}
