@@ -84,7 +84,16 @@ pub(crate) async fn run(deployed: Deployed, request: &Request, out: &Path) -> an
         .split('/')
         .next()
         .unwrap_or_default();
-    let task = compute::loadgen::LoadgenTask::for_stack(cx, &outputs.compute, registry);
+    let iam: aws_sdk_iam::Client = infra::client!(cx, aws_sdk_iam);
+    let role = compute::loadgen::ensure_role(
+        &iam,
+        cx,
+        &outputs.storage.account_id,
+        &outputs.storage.log_bucket,
+    )
+    .await
+    .context("making the load generators' task role")?;
+    let task = compute::loadgen::LoadgenTask::for_stack(cx, &outputs.compute, registry, &role);
     let task_definition = compute::loadgen::ensure(&ecs, cx, &task)
         .await
         .context("registering the load generators' task definition")?;

@@ -4,8 +4,14 @@
 //! `loadgen`. A distributed load test starts its generators from it with RunTask.
 //!
 //! [`ensure`] registers a revision only when the newest active one differs from what is wanted
-//! (image, size, roles, log group), so a run after a run reuses it; [`remove`] deregisters and
-//! deletes every revision of the family (the stack's destroy calls it).
+//! (image, size, roles, log group), so a run after a run reuses it; [`remove`] deregisters
+//! every revision of the family (the stack's destroy calls it, and [`remove_role`]).
+//!
+//! The generators have a task role of their own, `{stack}-loadgen` ([`ensure_role`]): ECS tasks
+//! may assume it only on behalf of the stack's account, and its one policy lets them read and
+//! write the run's objects under `loadtest/` of the log bucket (and list that prefix, so a
+//! missing object reads as missing, not as denied), nothing else: the service's task role
+//! gets no S3 access for them.
 
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode, Tag,
@@ -18,6 +24,111 @@ use crate::error::Error;
 
 /// The module tag value of the generators' task definition.
 const MODULE: &str = "compute";
+
+/// The generators' task role's name: `{stack}-loadgen`.
+pub fn role_name(cx: &Context) -> String {
+    format!("{}-loadgen", cx.stack().as_str())
+}
+
+/// The generators' role's one policy: the run's objects under `loadtest/` of `bucket`.
+pub fn role_policy(region: &str, bucket: &str) -> serde_json::Value {
+    let p = crate::desired::partition(region);
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": format!("arn:{p}:s3:::{bucket}/loadtest/*")
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": format!("arn:{p}:s3:::{bucket}"),
+                "Condition": {"StringLike": {"s3:prefix": "loadtest/*"}}
+            }
+        ]
+    })
+}
+
+/// Makes the generators' task role when it is missing and puts its one policy (for `bucket`);
+/// returns its ARN.
+pub async fn ensure_role(
+    iam: &aws_sdk_iam::Client,
+    cx: &Context,
+    account: &str,
+    bucket: &str,
+) -> Result<String, Error> {
+    let name = role_name(cx);
+    let what = format!("IAM role {name}");
+    let arn = match iam.get_role().role_name(&name).send().await {
+        Ok(out) => out.role().map(|r| r.arn().to_owned()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            None
+        }
+        Err(e) => return Err(aws("GetRole", &what)(e).into()),
+    };
+    let arn = match arn {
+        Some(arn) => arn,
+        None => {
+            let trust = crate::desired::trust_policy("ecs-tasks.amazonaws.com", account);
+            let tags: Vec<aws_sdk_iam::types::Tag> = cx
+                .tags(MODULE, &name)
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    aws_sdk_iam::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let out = iam
+                .create_role()
+                .role_name(&name)
+                .assume_role_policy_document(trust.to_string())
+                .description("stackproof load generators: the run's objects in S3 only")
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(aws("CreateRole", &what))?;
+            out.role().map(|r| r.arn().to_owned()).unwrap_or_default()
+        }
+    };
+    iam.put_role_policy()
+        .role_name(&name)
+        .policy_name(&name)
+        .policy_document(role_policy(cx.region(), bucket).to_string())
+        .send()
+        .await
+        .map_err(aws("PutRolePolicy", &what))?;
+    Ok(arn)
+}
+
+/// Deletes the generators' task role (and its policy); `false` when there was none.
+pub async fn remove_role(iam: &aws_sdk_iam::Client, cx: &Context) -> Result<bool, Error> {
+    let name = role_name(cx);
+    let what = format!("IAM role {name}");
+    match iam
+        .delete_role_policy()
+        .role_name(&name)
+        .policy_name(&name)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if infra::error_code(&e) == Some("NoSuchEntity") => {}
+        Err(e) => return Err(aws("DeleteRolePolicy", &what)(e).into()),
+    }
+    match iam.delete_role().role_name(&name).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if infra::error_code(&e) == Some("NoSuchEntity") => Ok(false),
+        Err(e) => Err(aws("DeleteRole", &what)(e).into()),
+    }
+}
 
 /// The container's name.
 pub const CONTAINER: &str = "loadgen";
@@ -35,7 +146,8 @@ pub struct LoadgenTask {
     pub memory: u32,
     /// The execution role (image pull, logs).
     pub execution_role_arn: String,
-    /// The task role (the generators write their results to S3 with it).
+    /// The task role (the generators' own, [`ensure_role`]: they write their results to S3
+    /// with it).
     pub task_role_arn: String,
     /// The log group (the service's).
     pub log_group: String,
@@ -45,9 +157,15 @@ pub struct LoadgenTask {
 
 impl LoadgenTask {
     /// The stack's generators: one vCPU and 2 GiB each (one engine thread per vCPU sustains
-    /// far more than a generator's share here), the stack's roles and log group, the image
+    /// far more than a generator's share here), the stack's execution role and log group, the
+    /// task role `task_role_arn` ([`ensure_role`]'s), the image
     /// `{registry}/{stack}/loadgen:latest` of the registry that holds the service's image.
-    pub fn for_stack(cx: &Context, compute: &ComputeOutputs, registry: &str) -> LoadgenTask {
+    pub fn for_stack(
+        cx: &Context,
+        compute: &ComputeOutputs,
+        registry: &str,
+        task_role_arn: &str,
+    ) -> LoadgenTask {
         let stack = cx.stack().as_str();
         LoadgenTask {
             family: format!("{stack}-loadgen"),
@@ -55,7 +173,7 @@ impl LoadgenTask {
             cpu: 1024,
             memory: 2048,
             execution_role_arn: compute.execution_role_arn.clone(),
-            task_role_arn: compute.task_role_arn.clone(),
+            task_role_arn: task_role_arn.to_owned(),
             log_group: compute.log_group_name.clone(),
             region: cx.region().to_owned(),
         }

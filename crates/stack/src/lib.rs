@@ -498,9 +498,11 @@ impl Stack {
             },
             async {
                 let plan = m.compute.destroy(cx).await?;
-                // The load generators' task definition (`loadtest --workers`), if any.
+                // The load generators' task definition and role (`loadtest --workers`), if any.
                 let ecs: aws_sdk_ecs::Client = infra::client!(cx, aws_sdk_ecs);
                 compute::loadgen::remove(&ecs, cx).await?;
+                let iam: aws_sdk_iam::Client = infra::client!(cx, aws_sdk_iam);
+                compute::loadgen::remove_role(&iam, cx).await?;
                 Ok::<_, Error>(plan)
             },
         );

@@ -1188,7 +1188,33 @@ async fn the_load_generators_task_definition_is_registered_once_and_removed() {
         fault_role_arn: String::new(),
     };
     let registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-    let task = LoadgenTask::for_stack(&cx, &outputs, registry);
+    // The generators' own task role: S3 of the run's prefix only, made once.
+    let iam = iam(&cx);
+    let role = loadgen::ensure_role(&iam, &cx, "123456789012", "logs-bucket")
+        .await
+        .unwrap();
+    assert_eq!(
+        loadgen::ensure_role(&iam, &cx, "123456789012", "logs-bucket")
+            .await
+            .unwrap(),
+        role
+    );
+    assert!(role.ends_with(":role/loadgen-loadgen"), "{role}");
+    let policy = iam
+        .get_role_policy()
+        .role_name("loadgen-loadgen")
+        .policy_name("loadgen-loadgen")
+        .send()
+        .await
+        .unwrap();
+    let document = urlencoding_free(policy.policy_document());
+    assert!(
+        document.contains("arn:aws:s3:::logs-bucket/loadtest/*"),
+        "{document}"
+    );
+    assert!(!document.contains("\"s3:*\""), "{document}");
+    let task = LoadgenTask::for_stack(&cx, &outputs, registry, &role);
+    assert_eq!(task.task_role_arn, role);
     assert_eq!(task.family, "loadgen-loadgen");
     assert_eq!(task.image, format!("{registry}/loadgen/loadgen:latest"));
 
@@ -1217,4 +1243,21 @@ async fn the_load_generators_task_definition_is_registered_once_and_removed() {
     // Destroy's part: every active revision deregistered, and none left to remove after.
     assert_eq!(loadgen::remove(&ecs, &cx).await.unwrap(), 2);
     assert_eq!(loadgen::remove(&ecs, &cx).await.unwrap(), 0);
+    assert!(loadgen::remove_role(&iam, &cx).await.unwrap());
+    assert!(!loadgen::remove_role(&iam, &cx).await.unwrap());
+}
+
+/// A policy document as IAM returns it (moto may URL-encode it, as AWS does).
+fn urlencoding_free(text: &str) -> String {
+    let mut out = String::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
 }
