@@ -582,6 +582,8 @@ impl Coordinator<'_> {
             tokio::time::sleep(self.run.poll).await;
             let tasks = self.describe().await?;
             let mut logs = Vec::new();
+            // One listing, then only what is there: one read per running generator.
+            let there = self.store.list().await?;
             for i in 0..self.gens.len() {
                 let idx = u32::try_from(i).unwrap_or(u32::MAX);
                 if let Some(r) = &self.gens[i].report {
@@ -591,7 +593,12 @@ impl Coordinator<'_> {
                 if self.gens[i].state.is_some() {
                     continue;
                 }
-                if let Some(bytes) = self.store.get(&store::report(idx)).await? {
+                if there.contains(&store::report(idx)) {
+                    let bytes = self
+                        .store
+                        .get(&store::report(idx))
+                        .await?
+                        .unwrap_or_default();
                     let report = Report::from_shard(&bytes)
                         .map_err(|e| Error::Generators(format!("generator {i}'s report: {e}")))?;
                     logs.push(tail(&report));
@@ -599,28 +606,32 @@ impl Coordinator<'_> {
                     self.gens[i].report = Some(report);
                     continue;
                 }
-                let (status, reason) = tasks.get(&self.gens[i].arn).cloned().unwrap_or_default();
-                if let Some(error) = self.store.get(&store::error(idx)).await? {
+                if there.contains(&store::error(idx)) {
+                    let error = self
+                        .store
+                        .get(&store::error(idx))
+                        .await?
+                        .unwrap_or_default();
                     let error = String::from_utf8_lossy(&error).into_owned();
                     self.fail(i, WorkerState::Failed, format!("failed: {error}"));
                     continue;
                 }
+                let progressed = if there.contains(&store::progress_log(idx)) {
+                    self.store.get_progress(idx).await?
+                } else {
+                    None
+                };
+                if let Some((counts, log)) = progressed {
+                    self.gens[i].counts = counts;
+                    logs.push(log);
+                }
+                let (status, reason) = tasks.get(&self.gens[i].arn).cloned().unwrap_or_default();
                 if status == "STOPPED" {
-                    if let Some(c) = self.store.get_json::<Counts>(&store::progress(idx)).await? {
-                        self.gens[i].counts = c;
-                    }
                     self.fail(
                         i,
                         WorkerState::Died,
                         format!("its task stopped ({reason}) without a report"),
                     );
-                    continue;
-                }
-                if let Some(c) = self.store.get_json::<Counts>(&store::progress(idx)).await? {
-                    self.gens[i].counts = c;
-                }
-                if let Some(log) = self.store.get(&store::progress_log(idx)).await? {
-                    logs.push(log);
                 }
             }
             if !self.invalid.is_empty() {

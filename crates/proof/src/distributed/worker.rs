@@ -112,15 +112,15 @@ async fn run(
                 errors: snap.errors,
                 seconds: snap.seconds,
             };
-            // Progress is best effort: a failed upload is retried at the next one.
-            if let Err(e) = store.put_json(&store::progress(i), &counts).await {
+            // The last seconds only: the live view needs no more. Progress is best effort: a
+            // failed upload is retried at the next one.
+            let tail = snap.seconds.saturating_sub(LIVE_SECONDS);
+            if let Err(e) = store
+                .put_progress(i, &counts, handle.interval_log_from(tail))
+                .await
+            {
                 log(&format!("generator {i}: progress not uploaded: {e}"));
             }
-            // The last seconds only: the live view needs no more.
-            let tail = snap.seconds.saturating_sub(LIVE_SECONDS);
-            let _ = store
-                .put(&store::progress_log(i), handle.interval_log_from(tail))
-                .await;
         }
     }
     let report = handle.wait().await?;
