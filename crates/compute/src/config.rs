@@ -254,7 +254,6 @@ impl ComputeConfig {
     /// (`cpu`).
     fn check(&self) -> Result<ComputeSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| name.to_owned();
 
         if let Some(image) = &self.image
             && (image.is_empty()
@@ -262,7 +261,7 @@ impl ComputeConfig {
                 || image.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             problems.add(
-                field("image"),
+                "image",
                 format!("{image:?}"),
                 "an image reference of 1 to 255 characters without spaces, such as \"public.ecr.aws/nginx/nginx:1.27\"; leave it out for the stack's own repository",
             );
@@ -270,22 +269,20 @@ impl ComputeConfig {
 
         match fargate_memory(self.cpu) {
             None => problems.add(
-                field("cpu"),
+                "cpu",
                 self.cpu,
                 "one of the Fargate CPU sizes 256, 512, 1024, 2048, 4096, 8192, 16384",
             ),
-            Some(allowed) if !allowed.contains(&self.memory) => problems.add(
-                field("memory"),
-                self.memory,
-                describe_memory(self.cpu, &allowed),
-            ),
+            Some(allowed) if !allowed.contains(&self.memory) => {
+                problems.add("memory", self.memory, describe_memory(self.cpu, &allowed))
+            }
             Some(_) => {}
         }
 
         self.check_scaling(&mut problems);
         if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
             problems.add(
-                field("log-retention-days"),
+                "log-retention-days",
                 self.log_retention_days,
                 format!("one of the values CloudWatch Logs allows: {LOG_RETENTION_DAYS:?}"),
             );
@@ -293,21 +290,21 @@ impl ComputeConfig {
         let secrets = self.check_environment(&mut problems);
         if self.health_check_grace_seconds > i32::MAX as u32 {
             problems.add(
-                field("health-check-grace-seconds"),
+                "health-check-grace-seconds",
                 self.health_check_grace_seconds,
                 format!("0 to {} seconds", i32::MAX),
             );
         }
         if self.zone_count == Some(0) {
             problems.add(
-                field("zone-count"),
+                "zone-count",
                 0,
                 "1 or more zones (at most the network's zone count); leave it out for all zones",
             );
         }
         check_statements(
             &self.task_role_statements,
-            &field("task-role-statements"),
+            "task-role-statements",
             &mut problems,
         );
 

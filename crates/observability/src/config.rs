@@ -87,13 +87,12 @@ impl ObservabilityConfig {
     /// (`alarm-email`).
     fn check(&self) -> Result<ObservabilitySpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| name.to_owned();
 
         if let Some(email) = &self.alarm_email
             && !is_email(email)
         {
             problems.add(
-                field("alarm-email"),
+                "alarm-email",
                 format!("{email:?}"),
                 "an email address such as \"ops@example.com\" (or leave it out for no notifications)",
             );
@@ -101,14 +100,14 @@ impl ObservabilityConfig {
         let rate = self.error_rate_percent;
         if !(rate.is_finite() && rate > 0.0 && rate <= 100.0) {
             problems.add(
-                field("error-rate-percent"),
+                "error-rate-percent",
                 rate,
                 "a percentage more than 0 and at most 100",
             );
         }
         if self.latency_p99_ms == 0 {
             problems.add(
-                field("latency-p99-ms"),
+                "latency-p99-ms",
                 self.latency_p99_ms,
                 "a number of milliseconds more than 0",
             );
@@ -117,20 +116,16 @@ impl ObservabilityConfig {
         // and ECS metrics, published once a minute, where a shorter period never has data.
         let period_ok = self.period_seconds > 0 && self.period_seconds.is_multiple_of(60);
         if !period_ok {
-            problems.add(field("period-seconds"), self.period_seconds, PERIOD_ALLOWED);
+            problems.add("period-seconds", self.period_seconds, PERIOD_ALLOWED);
         }
         if self.evaluation_periods == 0 {
-            problems.add(
-                field("evaluation-periods"),
-                self.evaluation_periods,
-                "at least 1",
-            );
+            problems.add("evaluation-periods", self.evaluation_periods, "at least 1");
         } else if period_ok
             && u64::from(self.evaluation_periods) * u64::from(self.period_seconds)
                 > MAX_WINDOW_SECONDS
         {
             problems.add(
-                field("evaluation-periods"),
+                "evaluation-periods",
                 self.evaluation_periods,
                 format!(
                     "at most {} with period-seconds = {}: evaluation-periods * period-seconds may not exceed one day ({MAX_WINDOW_SECONDS} s)",

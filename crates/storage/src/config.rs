@@ -130,12 +130,11 @@ impl StorageConfig {
     /// `[storage]` does (`log-bucket`).
     fn check(&self, stack: &str, region: &str) -> Result<StorageSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| name.to_owned();
 
         let log_bucket = match &self.log_bucket {
             Some(name) => {
                 if let Some(rule) = bucket_name_problem(name) {
-                    problems.add(field("log-bucket"), format!("{name:?}"), rule);
+                    problems.add("log-bucket", format!("{name:?}"), rule);
                 }
                 LogBucket::Named(name.clone())
             }
@@ -143,11 +142,11 @@ impl StorageConfig {
                 let example = derived_bucket_name(stack, ACCOUNT_PLACEHOLDER, region);
                 if let Some(rule) = bucket_name_problem(&example) {
                     problems.add(
-                        field("log-bucket"),
+                        "log-bucket",
                         format!("(not set; derived from stack name {stack:?} and region {region:?}: {example:?})"),
                         format!(
                             "{rule}: the name derived from the stack name, the 12-digit account id and the region breaks S3's rules; set {} to a valid bucket name, or use a shorter stack name",
-                            field("log-bucket")
+                            "log-bucket"
                         ),
                     );
                 }
@@ -165,7 +164,7 @@ impl StorageConfig {
                 .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()/".contains(c));
         if !prefix_ok {
             problems.add(
-                field("log-prefix"),
+                "log-prefix",
                 format!("{p:?}"),
                 "up to 200 characters of a-z, A-Z, 0-9 and !-_.*'()/, no leading, trailing or double '/', not containing AWSLogs (the load balancer adds that itself); \"\" for no prefix",
             );
@@ -175,7 +174,7 @@ impl StorageConfig {
             Ok(days) if days >= 1 => days,
             _ => {
                 problems.add(
-                    field("log-expire-days"),
+                    "log-expire-days",
                     self.log_expire_days,
                     "1 or more days (logs older than this are deleted)",
                 );
@@ -184,7 +183,7 @@ impl StorageConfig {
         };
         if !(1..=1000).contains(&self.keep_images) {
             problems.add(
-                field("keep-images"),
+                "keep-images",
                 self.keep_images,
                 "1 to 1000 images (ECR's limit for an image count rule)",
             );

@@ -111,10 +111,9 @@ impl LoadBalancerConfig {
     /// `[load-balancer]` does (`idle-timeout-seconds`).
     fn check(&self, region: &str) -> Result<LoadBalancerSpec, Problems> {
         let mut problems = Problems::default();
-        let field = |name: &str| name.to_owned();
         let mut range = |name: &str, value: u32, lo: u32, hi: u32, what: &str| {
             if !(lo..=hi).contains(&value) {
-                problems.add(field(name), value, format!("{lo} to {hi} {what}"));
+                problems.add(name, value, format!("{lo} to {hi} {what}"));
             }
         };
         range(
@@ -162,7 +161,7 @@ impl LoadBalancerConfig {
         );
         if hc.timeout_seconds >= hc.interval_seconds {
             problems.add(
-                field("health-check.timeout-seconds"),
+                "health-check.timeout-seconds",
                 hc.timeout_seconds,
                 format!(
                     "less than health-check.interval-seconds ({}): a probe must time out before the next one starts",
@@ -175,14 +174,14 @@ impl LoadBalancerConfig {
             && hc.path.chars().all(|c| c.is_ascii_graphic());
         if !path_ok {
             problems.add(
-                field("health-check.path"),
+                "health-check.path",
                 format!("{:?}", hc.path),
                 "a path starting with '/', up to 1024 printable ASCII characters, no spaces",
             );
         }
         if !matcher_ok(&hc.matcher) {
             problems.add(
-                field("health-check.matcher"),
+                "health-check.matcher",
                 format!("{:?}", hc.matcher),
                 "HTTP codes from 200 to 499: one (\"200\"), a list (\"200,202\") or a range (\"200-299\")",
             );
@@ -191,7 +190,7 @@ impl LoadBalancerConfig {
             && !certificate_ok(arn, region)
         {
             problems.add(
-                field("certificate-arn"),
+                "certificate-arn",
                 format!("{arn:?}"),
                 format!(
                     "an ACM certificate ARN in {region}: arn:aws:acm:{region}:<12-digit account>:certificate/<id>"
