@@ -14,7 +14,7 @@
 //! gets no S3 access for them.
 
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode, Tag,
+    Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode,
     TaskDefinitionStatus,
 };
 use infra::{Context, aws, built};
@@ -237,11 +237,6 @@ pub async fn ensure(
         .memory(i32::try_from(task.memory).unwrap_or(i32::MAX))
         .log_configuration(log)
         .build();
-    let tags: Vec<Tag> = cx
-        .tags(MODULE, &task.family)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
     let out = ecs
         .register_task_definition()
         .family(&task.family)
@@ -252,18 +247,11 @@ pub async fn ensure(
         .execution_role_arn(&task.execution_role_arn)
         .task_role_arn(&task.task_role_arn)
         .container_definitions(container)
-        .set_tags(Some(tags))
+        .set_tags(Some(crate::exec::ecs_tags(&cx.tags(MODULE, &task.family))))
         .send()
         .await
         .map_err(aws("RegisterTaskDefinition", &what))?;
-    out.task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Unexpected {
-            operation: "RegisterTaskDefinition",
-            resource: what,
-            detail: "no task definition ARN in the answer".to_owned(),
-        })
+    crate::exec::registered_arn(&out, what)
 }
 
 /// Deregisters every active revision of the stack's generators' task definition (none is an

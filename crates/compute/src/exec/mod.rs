@@ -147,7 +147,24 @@ pub struct Run {
     pub(crate) ids: Ids,
 }
 
-fn ecs_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<aws_sdk_ecs::types::Tag> {
+/// The ARN of the revision a RegisterTaskDefinition made (`what` names the family).
+pub(crate) fn registered_arn(
+    out: &aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput,
+    what: String,
+) -> Result<String, Error> {
+    out.task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Unexpected {
+            operation: "RegisterTaskDefinition",
+            resource: what,
+            detail: "no task definition ARN in the answer".to_owned(),
+        })
+}
+
+pub(crate) fn ecs_tags(
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Vec<aws_sdk_ecs::types::Tag> {
     tags.iter()
         .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
         .collect()

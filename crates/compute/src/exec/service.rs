@@ -149,14 +149,7 @@ pub(crate) async fn register_task_definition(
         .send()
         .await
         .map_err(aws("RegisterTaskDefinition", &what))?;
-    out.task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Unexpected {
-            operation: "RegisterTaskDefinition",
-            resource: what,
-            detail: "no task definition ARN".to_owned(),
-        })
+    super::registered_arn(&out, what)
 }
 
 pub(super) fn network(d: &Desired) -> Result<NetworkConfiguration, Error> {
