@@ -263,22 +263,8 @@ impl Reconciler {
             .command
             .clone()
             .unwrap_or_else(|| td.command.clone());
-        let networks = serde_json::json!([{"NetworkMode": "awsvpc"}]);
-        self.metadata.insert(
-            &job.id,
-            serde_json::json!({
-                "Cluster": job.cluster,
-                "TaskARN": arn,
-                "Family": td.family,
-                "Revision": td.revision.to_string(),
-                "DesiredStatus": "RUNNING",
-                "KnownStatus": "RUNNING",
-                "AvailabilityZone": job.zone,
-                "LaunchType": "FARGATE",
-                "Containers": [{"Name": td.container_name, "Image": td.image, "Networks": networks}],
-            }),
-            serde_json::json!({"Name": td.container_name, "Image": td.image, "Networks": networks}),
-        );
+        self.metadata
+            .publish(&job.id, arn, &job.cluster, &td, &job.zone, None);
         let log_path = self.opts.state_dir.as_ref().map(|d| {
             let dir = d.join("tasks");
             let _ = std::fs::create_dir_all(&dir);

@@ -749,30 +749,8 @@ impl Reconciler {
             });
         };
         let (id, zone, addr, cluster) = (t.id.clone(), t.zone.clone(), t.addr, t.cluster.clone());
-        let networks = serde_json::json!([{"NetworkMode": "awsvpc", "IPv4Addresses": [addr.ip().to_string()]}]);
-        self.metadata.insert(
-            &id,
-            serde_json::json!({
-                "Cluster": cluster,
-                "TaskARN": arn,
-                "Family": td.family,
-                "Revision": td.revision.to_string(),
-                "DesiredStatus": "RUNNING",
-                "KnownStatus": "RUNNING",
-                "AvailabilityZone": zone,
-                "LaunchType": "FARGATE",
-                "Containers": [{
-                    "Name": td.container_name,
-                    "Image": td.image,
-                    "Networks": networks,
-                }],
-            }),
-            serde_json::json!({
-                "Name": td.container_name,
-                "Image": td.image,
-                "Networks": networks,
-            }),
-        );
+        self.metadata
+            .publish(&id, arn, &cluster, &td, &zone, Some(addr.ip()));
         let log_path = self.opts.state_dir.as_ref().map(|d| {
             let dir = d.join("tasks");
             let _ = std::fs::create_dir_all(&dir);

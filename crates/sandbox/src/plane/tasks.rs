@@ -338,6 +338,40 @@ impl Metadata {
             .insert(task_id.to_owned(), (task, container));
     }
 
+    /// Publishes the documents of task `id` as ECS's endpoint has them: its cluster, ARN,
+    /// family and revision, zone and its one container (with its address when it has one).
+    pub(crate) fn publish(
+        &self,
+        id: &str,
+        arn: &str,
+        cluster: &str,
+        td: &super::observe::TaskDefSpec,
+        zone: &str,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        let mut network = serde_json::json!({"NetworkMode": "awsvpc"});
+        if let Some(ip) = ip {
+            network["IPv4Addresses"] = serde_json::json!([ip.to_string()]);
+        }
+        let container = serde_json::json!({
+            "Name": td.container_name,
+            "Image": td.image,
+            "Networks": [network],
+        });
+        let task = serde_json::json!({
+            "Cluster": cluster,
+            "TaskARN": arn,
+            "Family": td.family,
+            "Revision": td.revision.to_string(),
+            "DesiredStatus": "RUNNING",
+            "KnownStatus": "RUNNING",
+            "AvailabilityZone": zone,
+            "LaunchType": "FARGATE",
+            "Containers": [container.clone()],
+        });
+        self.insert(id, task, container);
+    }
+
     /// Forgets a task.
     pub(crate) fn remove(&self, task_id: &str) {
         self.docs
