@@ -286,13 +286,7 @@ async fn distributed(stack: &StackArgs, args: &LoadtestArgs, workers: u32) -> an
         timeout: args.timeout,
     };
     let mut problems = infra::Problems::default();
-    if !(1..=proof::distributed::MAX_WORKERS).contains(&workers) {
-        problems.add(
-            "--workers",
-            workers,
-            format!("1 to {} generators", proof::distributed::MAX_WORKERS),
-        );
-    }
+    proof::distributed::check_workers(workers, &mut problems);
     if !(args.rps > 0.0 && args.rps.is_finite()) {
         problems.add("--rps", args.rps, "more than 0 requests/s");
     }

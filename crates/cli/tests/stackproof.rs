@@ -152,6 +152,23 @@ fn version_completions_and_usage_errors() {
     for problem in ["--baseline = 0s", "--p99 = 0ms", "--fault-max = 5s"] {
         assert!(text(&out).contains(problem), "{problem}: {}", text(&out));
     }
+    // A distributed run's options too, before anything is read.
+    let out = stackproof(
+        &dir.0,
+        &[
+            "loadtest",
+            "--workers",
+            "0",
+            "--rps",
+            "0",
+            "--duration",
+            "0s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for problem in ["--workers = 0", "--rps = 0", "--duration = 0s"] {
+        assert!(text(&out).contains(problem), "{problem}: {}", text(&out));
+    }
     // Nothing was written in the working folder by any of these.
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
 }

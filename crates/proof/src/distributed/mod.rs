@@ -16,6 +16,7 @@
 //! ([`Outcome::verdict`] is `None`). Every generator still running is stopped when the
 //! coordinator returns, whatever the outcome.
 
+mod outcome;
 mod store;
 pub mod worker;
 
@@ -26,13 +27,15 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
     TaskOverride,
 };
-use loadtest::{Percentiles, Report, Slo, Verdict};
-use serde::Serialize;
+use loadtest::{Percentiles, Report};
 
 use crate::error::{Error, aws};
 use store::{Counts, Hello, Start, Store};
 
+pub use outcome::{Outcome, Overhead, PerWorkerMinute, Progress, WorkerOutcome, WorkerState};
 pub use worker::{WorkerOptions, task_identity, work};
+
+use outcome::{cpu_seconds, peak_rss_kib};
 
 /// Where the generators run and meet.
 #[derive(Debug, Clone)]
@@ -88,13 +91,7 @@ impl Distributed {
 
     fn check(&self, fleet: &Fleet) -> Result<(), Error> {
         let mut p = infra::Problems::default();
-        if !(1..=MAX_WORKERS).contains(&self.workers) {
-            p.add(
-                "--workers",
-                self.workers,
-                format!("1 to {MAX_WORKERS} generators"),
-            );
-        }
+        check_workers(self.workers, &mut p);
         if fleet.subnets.is_empty() {
             p.add(
                 "subnets",
@@ -130,205 +127,20 @@ pub fn launch_timeout(clock: aws_model::Clock, launch: aws_model::LaunchLatency)
     clock.wall((aws_model::aws::ecs::SCHEDULER_DELAY + launch.max) * 2)
 }
 
+/// Records a problem (`--workers`) when `workers` is not 1 to [`MAX_WORKERS`].
+pub fn check_workers(workers: u32, problems: &mut infra::Problems) {
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        problems.add(
+            "--workers",
+            workers,
+            format!("1 to {MAX_WORKERS} generators"),
+        );
+    }
+}
+
 /// Most generators of one run (RunTask starts ten at a time; a hundred is far beyond what one
 /// stack's load balancer needs here).
 pub const MAX_WORKERS: u32 = 100;
-
-/// How a generator ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkerState {
-    /// It sent its share and uploaded its report.
-    Finished,
-    /// Its task stopped without a report.
-    Died,
-    /// It failed and said why.
-    Failed,
-    /// It did not start (or say where it runs) in time.
-    NotStarted,
-    /// The run ended before it did (another generator made it invalid).
-    Stopped,
-}
-
-/// One generator's part.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerOutcome {
-    /// Its index.
-    pub index: u32,
-    /// Its task.
-    pub task_arn: String,
-    /// Its zone (`unknown` before it said).
-    pub zone: String,
-    /// How it ended.
-    pub state: WorkerState,
-    /// Its share of the schedule, requests.
-    pub share: u64,
-    /// Requests it sent (its last progress, when it did not finish).
-    pub sent: u64,
-    /// Its share it never sent (`share - sent` when it did not finish; its report's unsent
-    /// otherwise).
-    pub unsent: u64,
-    /// How late its pacer released requests at p99, ms (when it finished).
-    pub pacer_p99_ms: Option<f64>,
-    /// Its corrected latency (when it finished).
-    pub latency: Option<Percentiles>,
-    /// The task's stop reason and exit code, or the generator's own error.
-    pub detail: Option<String>,
-    /// Its whole report (when it finished).
-    #[serde(skip)]
-    pub report: Option<Report>,
-}
-
-/// What the coordinator spent.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Overhead {
-    /// Wall time from the first RunTask to the merged report, s.
-    pub wall_s: f64,
-    /// CPU time of this process meanwhile, s.
-    pub cpu_s: f64,
-    /// Peak resident memory of this process, KiB (Linux).
-    pub peak_rss_kib: Option<u64>,
-    /// S3 calls made.
-    pub s3_calls: u64,
-    /// ECS calls made.
-    pub ecs_calls: u64,
-    /// The same per generator and minute of wall time.
-    pub per_worker_minute: PerWorkerMinute,
-}
-
-/// Overhead per generator and minute.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PerWorkerMinute {
-    /// CPU, s.
-    pub cpu_s: f64,
-    /// S3 calls.
-    pub s3_calls: f64,
-    /// ECS calls.
-    pub ecs_calls: f64,
-}
-
-/// The result of a distributed run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// The run's folder (`s3://bucket/loadtest/{run-id}`).
-    pub run: String,
-    /// Generators.
-    pub workers: Vec<WorkerOutcome>,
-    /// Why the run is invalid; empty when it is valid.
-    pub invalid: Vec<String>,
-    /// The finished generators' reports added (all of them when the run is valid).
-    #[serde(skip)]
-    pub report: Option<Report>,
-    /// Corrected latency per generator zone (the finished generators' histograms added).
-    pub by_worker_zone: BTreeMap<String, Percentiles>,
-    /// Responses per generator zone and serving zone (the `x-az` header).
-    pub served: BTreeMap<String, BTreeMap<String, u64>>,
-    /// What the coordinator spent.
-    pub overhead: Overhead,
-}
-
-impl Outcome {
-    /// Whether the load was delivered as scheduled (every generator ran its share on time).
-    pub fn valid(&self) -> bool {
-        self.invalid.is_empty()
-    }
-
-    /// The merged report checked against `slo`; `None` for an invalid run, which is never
-    /// judged.
-    pub fn verdict(&self, slo: &Slo) -> Option<Verdict> {
-        if !self.valid() {
-            return None;
-        }
-        self.report.as_ref().map(|r| r.verdict(slo))
-    }
-
-    /// One line per generator and per reason the run is invalid.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write as _;
-        let mut o = String::new();
-        for w in &self.workers {
-            let _ = write!(
-                o,
-                "  generator {} in {}: {:?}, share {}, sent {}, unsent {}",
-                w.index, w.zone, w.state, w.share, w.sent, w.unsent
-            );
-            if let Some(l) = &w.latency {
-                let _ = write!(o, ", p99 {:.2} ms", l.p99);
-            }
-            if let Some(p) = w.pacer_p99_ms {
-                let _ = write!(o, ", pacer p99 {p:.3} ms late");
-            }
-            if let Some(d) = &w.detail {
-                let _ = write!(o, " ({d})");
-            }
-            o.push('\n');
-        }
-        for (zone, p) in &self.by_worker_zone {
-            let _ = writeln!(
-                o,
-                "  from {zone}: {} responses, p50 {:.2} ms, p99 {:.2} ms",
-                p.count, p.p50, p.p99
-            );
-        }
-        for (from, to) in &self.served {
-            let served: Vec<String> = to.iter().map(|(z, n)| format!("{z} {n}")).collect();
-            let _ = writeln!(o, "  from {from}, served by: {}", served.join(", "));
-        }
-        let h = &self.overhead;
-        let _ = writeln!(
-            o,
-            "  coordinator: {:.1} s CPU, {} S3 and {} ECS calls in {:.0} s; per generator-minute {:.3} s CPU, {:.1} S3, {:.1} ECS calls; peak RSS {} KiB",
-            h.cpu_s,
-            h.s3_calls,
-            h.ecs_calls,
-            h.wall_s,
-            h.per_worker_minute.cpu_s,
-            h.per_worker_minute.s3_calls,
-            h.per_worker_minute.ecs_calls,
-            h.peak_rss_kib
-                .map_or_else(|| "?".to_owned(), |k| k.to_string())
-        );
-        for reason in &self.invalid {
-            let _ = writeln!(o, "  INVALID: {reason}");
-        }
-        o
-    }
-}
-
-/// Live progress.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// Generators running (RUNNING in ECS and said where).
-    pub running: u32,
-    /// Generators in all.
-    pub workers: u32,
-    /// Whether the schedule has started.
-    pub started: bool,
-    /// The latest complete second every live generator has uploaded: responses and p99 ms
-    /// (their histograms added).
-    pub second: Option<(u64, f64)>,
-    /// Responses so far (all generators).
-    pub responses: u64,
-    /// Errors so far.
-    pub errors: u64,
-}
-
-impl Progress {
-    /// One line for a terminal.
-    pub fn line(&self) -> String {
-        if !self.started {
-            return format!(
-                "generators running {}/{}, waiting for all",
-                self.running, self.workers
-            );
-        }
-        let (rate, p99) = self.second.unwrap_or((0, 0.0));
-        format!(
-            "{rate:>7} req/s | p99 {p99:>8.2} ms | responses {} errors {} | generators {}/{}",
-            self.responses, self.errors, self.running, self.workers
-        )
-    }
-}
 
 /// A generator while the run goes.
 #[derive(Debug, Clone)]
@@ -377,9 +189,18 @@ pub async fn coordinate(
     };
     let result = c.drive(progress).await;
     // Whatever happened: no generator is left running.
-    c.stop_all().await;
-    result?;
+    let not_stopped = c.stop_all().await;
+    if let Err(e) = result {
+        if not_stopped.is_empty() {
+            return Err(e);
+        }
+        return Err(Error::Generators(format!(
+            "{e}; and these generators could not be stopped (stop them with `aws ecs stop-task`): {}",
+            not_stopped.join("; ")
+        )));
+    }
     let mut outcome = c.outcome()?;
+    outcome.not_stopped = not_stopped;
     let wall = began.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(cpu0).map_or(0.0, |(a, b)| a - b);
     let worker_minutes = (f64::from(run.workers) * wall / 60.0).max(f64::EPSILON);
@@ -706,7 +527,9 @@ impl Coordinator<'_> {
         p
     }
 
-    async fn stop_all(&mut self) {
+    /// Stops every generator that has not finished; returns the ones StopTask failed for.
+    async fn stop_all(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
         let running: Vec<String> = self
             .gens
             .iter()
@@ -715,20 +538,27 @@ impl Coordinator<'_> {
             .collect();
         for arn in running {
             self.ecs_calls += 1;
-            let _ = self
+            if let Err(e) = self
                 .ecs
                 .stop_task()
                 .cluster(&self.fleet.cluster)
                 .task(&arn)
                 .reason("stackproof: the distributed run ended")
                 .send()
-                .await;
+                .await
+            {
+                failed.push(format!(
+                    "{arn}: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ));
+            }
         }
         for g in &mut self.gens {
             if g.state.is_none() {
                 g.state = Some(WorkerState::Stopped);
             }
         }
+        failed
     }
 
     fn outcome(&self) -> Result<Outcome, Error> {
@@ -796,6 +626,7 @@ impl Coordinator<'_> {
             report: merge(&all)?,
             by_worker_zone,
             served,
+            not_stopped: Vec::new(),
             overhead: Overhead::default(),
         })
     }
@@ -815,29 +646,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// This process's CPU time (user + system), s; Linux.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-/// This process's peak resident memory, KiB; Linux.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]
