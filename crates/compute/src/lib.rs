@@ -59,7 +59,7 @@ pub use secret::Secret;
 
 use crate::desired::{
     CONTAINER, Desired, Names, Observed, Op, diff, diff_foundation, diff_service, kept_log_group,
-    teardown,
+    policies_since, teardown,
 };
 use crate::exec::{Ids, Run, need};
 
@@ -83,6 +83,23 @@ pub struct ComputeInputs {
     /// The account the stack runs in: the roles trust ECS only on its behalf
     /// (`aws:SourceAccount`), and the execution role's log permission names it.
     pub account_id: String,
+    /// What other modules hand the container (a database's endpoint and password), added to
+    /// the configuration's own `environment` and `secrets`.
+    #[serde(default)]
+    pub linked: Linked,
+}
+
+/// Variables and secrets another module hands the container, e.g. the data module's
+/// endpoint and the RDS-managed secret of its password. The configuration's own
+/// `[service.environment]` / `[service.secrets]` win on a name both set, so a user can point
+/// a variable elsewhere (a proxy, say). A linked secret is granted to the execution role
+/// exactly as a configured one is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Linked {
+    /// Plain variables.
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// Secrets, resolved by ECS when a task starts.
+    pub secrets: std::collections::BTreeMap<String, Secret>,
 }
 
 /// The part of [`ComputeInputs`] the foundation (the roles' policies) needs, known before
@@ -221,7 +238,10 @@ impl Compute {
         let (made, inputs) = tokio::join!(pipeline::run(self, cx, &foundation, &mut run), inputs);
         made?;
         run.desired = Desired::new(cx, &self.spec, &inputs);
-        let rest = diff_service(&run.desired, &observed)?;
+        // A secret linked by another module (the database's password) reaches the execution
+        // role's policy here, before the task definition that names it.
+        let mut rest = policies_since(&early, &run.desired);
+        rest.extend(diff_service(&run.desired, &observed)?);
         pipeline::run(self, cx, &rest, &mut run).await?;
         outputs(&run.desired, &run.ids)
     }
@@ -360,6 +380,7 @@ impl ComputeInputs {
             container_port: 0,
             default_image: String::new(),
             account_id: String::new(),
+            linked: Linked::default(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A secret of the container as `[service.secrets]` names it, and what the execution role
 //! needs to read it.
 
-/// Where a secret of the container comes from: what ECS's `valueFrom` takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a secret of the container comes from: what ECS's `valueFrom` takes. Serialized as
+/// that reference.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Secret {
     /// A Secrets Manager secret by full ARN (ECS takes no name for these).
     SecretsManager {
@@ -15,6 +17,20 @@ pub enum Secret {
     ParameterArn(String),
     /// An SSM parameter of the stack's region by name (`/a/b` or `a_b`).
     ParameterName(String),
+}
+
+impl From<Secret> for String {
+    fn from(secret: Secret) -> String {
+        secret.value_from().to_owned()
+    }
+}
+
+impl TryFrom<String> for Secret {
+    type Error = String;
+
+    fn try_from(reference: String) -> Result<Secret, String> {
+        Secret::parse(&reference)
+    }
 }
 
 /// The partitions an ARN may name.

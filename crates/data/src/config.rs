@@ -63,6 +63,23 @@ pub struct DatabaseSpec {
     pub(crate) master_username: String,
 }
 
+impl DatabaseSpec {
+    /// The database the instance is created with.
+    pub fn database_name(&self) -> &str {
+        &self.database_name
+    }
+
+    /// The master user.
+    pub fn master_username(&self) -> &str {
+        &self.master_username
+    }
+
+    /// Whether a standby runs in another zone.
+    pub fn multi_az(&self) -> bool {
+        self.multi_az
+    }
+}
+
 /// PostgreSQL identifiers RDS accepts for a database or user name: 1 to 63 letters, digits and
 /// `_`, starting with a letter.
 fn identifier_problem(name: &str) -> Option<&'static str> {

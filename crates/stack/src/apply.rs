@@ -42,6 +42,8 @@ impl Stack {
     /// - compute's task definition, service and scaling start once the whole network (private
     ///   routes included: tasks pull their image through the NAT), the repository and the
     ///   target group exist;
+    /// - the database once the network's subnets and security groups exist; with one,
+    ///   compute's task definition also waits for it (its endpoint and secret);
     /// - observability starts once the load balancer exists.
     ///
     /// The first error ends the deploy; what else was in flight stops where it is, and the
@@ -77,14 +79,18 @@ impl Stack {
             lb_tx.send_replace(Some(out.clone()));
             Ok::<_, Error>(out)
         };
+        let (data_tx, data_rx) = handoff::<Option<data::DataOutputs>>();
         let compute = async {
+            // The service is handed the database's endpoint and secret, so with a database
+            // the task definition waits for it.
             let inputs = async {
-                let (net, storage, lb) = tokio::join!(
+                let (net, storage, lb, db) = tokio::join!(
                     network_rx.clone().get(),
                     storage_rx.clone().get(),
-                    lb_rx.clone().get()
+                    lb_rx.clone().get(),
+                    data_rx.clone().get()
                 );
-                self.compute_inputs(&net, &storage, &lb)
+                self.compute_inputs(&net, &storage, &lb, db.as_ref())
             };
             let foundation = async {
                 let storage = storage_rx.clone().get().await;
@@ -102,10 +108,13 @@ impl Stack {
         // The database once the network's subnets and the tasks' security group exist.
         let data = async {
             let Some(d) = &m.data else {
+                data_tx.send_replace(Some(None));
                 return Ok::<_, Error>(None);
             };
             let net = early_rx.clone().get().await;
-            Ok(Some(d.apply(cx, &Self::data_inputs(&net)).await?))
+            let out = d.apply(cx, &Self::data_inputs(&net)).await?;
+            data_tx.send_replace(Some(Some(out.clone())));
+            Ok(Some(out))
         };
         let observability = async {
             let (net, lb) = tokio::join!(early_rx.clone().get(), lb_rx.clone().get());

@@ -244,6 +244,22 @@ impl Stack {
         }
     }
 
+    /// What the service is handed of a database that does not exist yet (plan only).
+    fn placeholder_data(&self) -> Option<data::DataOutputs> {
+        let spec = self.database.as_ref()?;
+        Some(data::DataOutputs {
+            instance_id: AFTER_APPLY.to_owned(),
+            instance_arn: AFTER_APPLY.to_owned(),
+            endpoint: AFTER_APPLY.to_owned(),
+            port: data::PORT,
+            database_name: spec.database_name().to_owned(),
+            master_username: spec.master_username().to_owned(),
+            master_secret_arn: Some(AFTER_APPLY.to_owned()),
+            security_group_id: AFTER_APPLY.to_owned(),
+            multi_az: spec.multi_az(),
+        })
+    }
+
     /// The database's inputs: the VPC, the private subnets, the tasks' security group.
     fn data_inputs(net: &NetworkOutputs) -> data::DataInputs {
         data::DataInputs {
@@ -272,8 +288,10 @@ impl Stack {
         net: &NetworkOutputs,
         storage: &StorageOutputs,
         lb: &LoadBalancerOutputs,
+        db: Option<&data::DataOutputs>,
     ) -> ComputeInputs {
         ComputeInputs {
+            linked: db.map(database_link).unwrap_or_default(),
             private_subnet_ids: net.private_subnet_ids.clone(),
             task_security_group_id: net.task_security_group_id.clone(),
             target_group_arn: lb.target_group_arn.clone(),
@@ -372,20 +390,28 @@ impl Stack {
         let lb_inputs = self.lb_inputs(&network_out, &storage_out);
         let lb = m.load_balancer.survey(cx, &lb_inputs).await?;
         let lb_out = (lb.outputs.clone()).unwrap_or_else(|| self.placeholder_lb());
-        let compute_inputs = self.compute_inputs(&network_out, &storage_out, &lb_out);
         let obs_inputs = self.observability_inputs(&network_out, &lb_out);
         let data_inputs = Self::data_inputs(&network_out);
-        let (compute, obs, data) = tokio::try_join!(
+        // Compute's plan shows what the service is handed of the database: its outputs first.
+        let data = async {
+            let Some(d) = &m.data else {
+                return Ok::<_, Error>((Plan::default(), Plan::default(), None));
+            };
+            let seen = pipeline::observe(d, cx, &data_inputs).await?;
+            let out = d.outputs(cx, &data_inputs).await?;
+            Ok((seen.plan(d, cx), seen.existing(d, cx)?, out))
+        };
+        let ((compute, data), obs) = tokio::try_join!(
             async {
+                let data = data.await?;
+                let db = data.2.clone().or_else(|| self.placeholder_data());
+                let compute_inputs =
+                    self.compute_inputs(&network_out, &storage_out, &lb_out, db.as_ref());
                 let seen = pipeline::observe(&m.compute, cx, &compute_inputs).await?;
-                Ok::<_, Error>((seen.plan(&m.compute, cx), seen.existing(&m.compute, cx)?))
-            },
-            async {
-                let Some(d) = &m.data else {
-                    return Ok::<_, Error>((Plan::default(), Plan::default()));
-                };
-                let seen = pipeline::observe(d, cx, &data_inputs).await?;
-                Ok((seen.plan(d, cx), seen.existing(d, cx)?))
+                Ok::<_, Error>((
+                    (seen.plan(&m.compute, cx), seen.existing(&m.compute, cx)?),
+                    (data.0, data.1),
+                ))
             },
             async {
                 let seen = pipeline::observe(&m.observability, cx, &obs_inputs).await?;
@@ -586,5 +612,41 @@ impl Stack {
             });
         }
         Ok(stopped)
+    }
+}
+
+/// The variables the service's container is handed of the stack's database (see
+/// ARCHITECTURE.md): where it is and who to log in as; the password as an ECS secret, the
+/// `password` key of the secret RDS manages, so it never passes through stackproof.
+pub const DATABASE_VARIABLES: [&str; 5] = [
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "DATABASE_USER",
+    "DATABASE_PASSWORD",
+];
+
+fn database_link(db: &data::DataOutputs) -> compute::Linked {
+    let [host, port, name, user, password] = DATABASE_VARIABLES.map(str::to_owned);
+    let environment = BTreeMap::from([
+        (host, db.endpoint.clone()),
+        (port, db.port.to_string()),
+        (name, db.database_name.clone()),
+        (user, db.master_username.clone()),
+    ]);
+    let secrets = db
+        .master_secret_arn
+        .iter()
+        .map(|arn| {
+            let secret = compute::Secret::SecretsManager {
+                value_from: format!("{arn}:password::"),
+                arn: arn.clone(),
+            };
+            (password.clone(), secret)
+        })
+        .collect();
+    compute::Linked {
+        environment,
+        secrets,
     }
 }

@@ -71,6 +71,61 @@ async fn with_a_database() {
     let mut private = outputs.network.private_subnet_ids.clone();
     private.sort();
     assert_eq!(subnets, private);
+    // The service is handed the database: where it is as variables, the password as an ECS
+    // secret (the RDS-managed secret's `password` key), which the execution role may read.
+    let ecs: aws_sdk_ecs::Client = infra::client!(&cx, aws_sdk_ecs);
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(&outputs.compute.task_definition_arn)
+        .send()
+        .await
+        .unwrap();
+    let container = &td.task_definition().unwrap().container_definitions()[0];
+    let env: std::collections::BTreeMap<&str, &str> = container
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+    assert_eq!(
+        env.get("DATABASE_HOST"),
+        Some(&db.endpoint.as_str()),
+        "{env:?}"
+    );
+    assert_eq!(env.get("DATABASE_PORT"), Some(&"5432"));
+    assert_eq!(env.get("DATABASE_NAME"), Some(&db.database_name.as_str()));
+    assert_eq!(env.get("DATABASE_USER"), Some(&db.master_username.as_str()));
+    let secret_arn = db.master_secret_arn.clone().unwrap();
+    let secrets: Vec<(&str, &str)> = container
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [(
+            "DATABASE_PASSWORD",
+            format!("{secret_arn}:password::").as_str()
+        )]
+    );
+    let iam: aws_sdk_iam::Client = infra::client!(&cx, aws_sdk_iam);
+    let role = outputs
+        .compute
+        .execution_role_arn
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let policy = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(role)
+        .send()
+        .await
+        .unwrap();
+    let document = urlencoding_decode(policy.policy_document());
+    assert!(
+        document.contains("secretsmanager:GetSecretValue") && document.contains(&secret_arn),
+        "{document}"
+    );
     // The stack's outputs, read back, hold it too; a second plan changes nothing.
     assert_eq!(
         protected.outputs(&cx).await.unwrap().unwrap().data,
@@ -133,4 +188,24 @@ async fn with_a_database() {
         .collect();
     assert_eq!(finals.len(), 1, "{snapshots:?}");
     assert!(finals[0].starts_with("withdb-db-final-"), "{finals:?}");
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

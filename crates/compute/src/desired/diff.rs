@@ -296,6 +296,22 @@ pub(crate) fn diff_foundation(desired: &Desired, observed: &Observed) -> Result<
 
 /// The steps for what the inputs shape: the task definition (its image may be the stack's
 /// repository), the service (subnets, security group, target group) and its scaling.
+/// The roles' inline policies that differ between the foundation's `early` shape and the
+/// whole `desired` one: what only the inputs tell (a secret another module links, such as the
+/// database's password) and the foundation therefore wrote without.
+pub(crate) fn policies_since(early: &Desired, desired: &Desired) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for want in &desired.roles {
+        let before = early.roles.iter().find(|r| r.kind == want.kind);
+        for (name, doc) in &want.inline {
+            if before.and_then(|r| r.inline.get(name)) != Some(doc) {
+                ops.push(Op::PutInline(want.kind, name.clone()));
+            }
+        }
+    }
+    ops
+}
+
 pub(crate) fn diff_service(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, Error> {
     let names = &desired.names;
     let stack = names.stack.as_str();
@@ -566,6 +582,7 @@ mod tests {
             container_port: 8080,
             default_image: "repo/sample-app:latest".into(),
             account_id: "123456789012".into(),
+            linked: crate::Linked::default(),
         };
         Desired::new(
             &cx(),

@@ -13,7 +13,9 @@ use crate::config::{ComputeSpec, policy_document};
 mod diff;
 mod op;
 
-pub(crate) use diff::{diff, diff_foundation, diff_service, kept_log_group, teardown};
+pub(crate) use diff::{
+    diff, diff_foundation, diff_service, kept_log_group, policies_since, teardown,
+};
 use op::show;
 pub(crate) use op::{EcsKind, Op, changes};
 
@@ -616,7 +618,7 @@ fn roles(
                         &names.log_group,
                         region,
                         &inputs.account_id,
-                        &spec.secrets,
+                        &secrets(spec, inputs),
                     )),
                 )]),
                 RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
@@ -630,6 +632,13 @@ fn roles(
         .collect()
 }
 
+/// The container's secrets: the linked ones, then the configuration's (which win on a name).
+fn secrets(spec: &ComputeSpec, inputs: &ComputeInputs) -> BTreeMap<String, Secret> {
+    let mut all = inputs.linked.secrets.clone();
+    all.extend(spec.secrets.clone());
+    all
+}
+
 /// The one container: image, port, environment and secrets, health check, logs.
 fn container(
     names: &Names,
@@ -639,7 +648,8 @@ fn container(
     region: &str,
 ) -> ContainerShape {
     let port = i32::from(inputs.container_port);
-    let mut environment = spec.environment.clone();
+    let mut environment = inputs.linked.environment.clone();
+    environment.extend(spec.environment.clone());
     environment.insert("PORT".to_owned(), inputs.container_port.to_string());
     let (interval, timeout, retries, start_period) = HEALTH_TIMING;
     ContainerShape {
@@ -648,8 +658,7 @@ fn container(
         essential: true,
         ports: BTreeSet::from([(port, "tcp".to_owned())]),
         environment,
-        secrets: spec
-            .secrets
+        secrets: secrets(spec, inputs)
             .iter()
             .map(|(name, secret)| (name.clone(), secret.value_from().to_owned()))
             .collect(),

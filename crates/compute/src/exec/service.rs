@@ -442,6 +442,7 @@ mod tests {
             container_port: 8080,
             default_image: "1.dkr.ecr.eu-west-1.amazonaws.com/mock/sample-app:latest".into(),
             account_id: "123456789012".into(),
+            linked: crate::Linked::default(),
         }
     }
 

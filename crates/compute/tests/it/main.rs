@@ -88,6 +88,7 @@ async fn inputs(cx: &Context) -> ComputeInputs {
             "123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack}/sample-app:latest"
         ),
         account_id,
+        linked: stackproof_compute::Linked::default(),
     }
 }
 
