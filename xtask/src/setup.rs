@@ -1,13 +1,17 @@
 //! `cargo xtask setup` and `cargo xtask test`: the Python virtualenv with moto, the Debian
-//! packages of the servers the tests start (docker-registry), and the tests.
+//! packages of the servers the tests start (docker-registry, PostgreSQL), and the tests.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-/// Servers the tests start on loopback, from Debian packages: (program, package).
-const SYSTEM_PACKAGES: &[(&str, &str)] = &[("docker-registry", "docker-registry")];
+/// Servers the tests start on loopback, from Debian packages: (program, package). PostgreSQL
+/// is the sandbox's database (a primary and a standby per RDS DB instance).
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[
+    ("docker-registry", "docker-registry"),
+    ("postgres", "postgresql"),
+];
 
 /// Everything `setup` installs: moto, and the Debian packages of [`SYSTEM_PACKAGES`] (with
 /// apt-get, when a program is missing).
@@ -22,6 +26,7 @@ fn ensure_system_packages() -> anyhow::Result<()> {
         .iter()
         .filter(|(program, _)| match *program {
             "docker-registry" => sandbox::registry_program().is_none(),
+            "postgres" => sandbox::postgres_bin_dir().is_none(),
             other => !on_path(other),
         })
         .map(|(_, package)| *package)

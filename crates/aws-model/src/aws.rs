@@ -185,3 +185,20 @@ pub mod fis {
     /// copies of the template). M.
     pub const AZ_POWER_NETWORK_PAUSE: Duration = secs(120);
 }
+
+/// Amazon RDS: how a Multi-AZ DB instance fails over.
+pub mod rds {
+    use super::{Duration, secs};
+
+    /// A Multi-AZ DB instance's failover "typically completes within 60-120 seconds" (RDS UG
+    /// "Failing over a Multi-AZ DB instance"; large transactions or a long recovery add time):
+    /// from the primary's loss until the endpoint's DNS names the promoted standby. H.
+    pub const INSTANCE_FAILOVER_MIN: Duration = secs(60);
+    /// See [`INSTANCE_FAILOVER_MIN`]. H.
+    pub const INSTANCE_FAILOVER_MAX: Duration = secs(120);
+
+    /// TTL of a DB instance endpoint's DNS record. Aurora documents five seconds ("Aurora DNS
+    /// zones use a short TTL of five seconds", Aurora MySQL DBA Handbook); RDS instance
+    /// endpoints answer with 5 s in practice, which the RDS UG does not state. M.
+    pub const ENDPOINT_TTL: Duration = secs(5);
+}

@@ -100,6 +100,11 @@ pub struct Linked {
     pub environment: std::collections::BTreeMap<String, String>,
     /// Secrets, resolved by ECS when a task starts.
     pub secrets: std::collections::BTreeMap<String, Secret>,
+    /// AWS managed policies (by path and name, e.g.
+    /// `service-role/AWSFaultInjectionSimulatorRDSAccess`) the fault role also needs: what
+    /// the zone fault's extra actions act on (a database's forced failover).
+    #[serde(default)]
+    pub fault_policies: std::collections::BTreeSet<String>,
 }
 
 /// The part of [`ComputeInputs`] the foundation (the roles' policies) needs, known before

@@ -362,6 +362,7 @@ mod tests {
             class: d.spec.instance_class.clone(),
             allocated_storage: d.spec.allocated_storage,
             multi_az: true,
+            zone: Some("eu-west-1a".into()),
             storage_encrypted: true,
             publicly_accessible: false,
             deletion_protection: true,

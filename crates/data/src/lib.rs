@@ -88,6 +88,21 @@ pub struct DataOutputs {
     pub security_group_id: String,
     /// Whether a standby runs in another zone.
     pub multi_az: bool,
+    /// The zone RDS reports the primary in (it reports a failover's new zone only minutes
+    /// later).
+    #[serde(default)]
+    pub primary_zone: Option<String>,
+}
+
+/// Where a DB instance's primary runs, as RDS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The instance's ARN.
+    pub instance_arn: String,
+    /// Whether a standby runs in another zone.
+    pub multi_az: bool,
+    /// The primary's zone (RDS reports a failover's new zone only minutes later).
+    pub zone: Option<String>,
 }
 
 /// The two clients the module calls.
@@ -121,6 +136,16 @@ impl Data {
     /// The checked configuration.
     pub fn spec(&self) -> &DatabaseSpec {
         &self.spec
+    }
+
+    /// Where the database's primary runs, or `None` when there is no instance. Reads only.
+    pub async fn placement(&self, cx: &Context) -> Result<Option<Placement>, Error> {
+        let i = observe::instance(&self.c, cx, &Names::of(cx)).await?;
+        Ok(i.map(|i| Placement {
+            instance_arn: i.arn,
+            multi_az: i.multi_az,
+            zone: i.zone,
+        }))
     }
 
     /// Why destroy would refuse (deletion protection on), before anything is deleted; `None`
@@ -165,6 +190,7 @@ fn outputs_of(
         master_secret_arn: i.master_secret_arn,
         security_group_id: sg.id,
         multi_az: i.multi_az,
+        primary_zone: i.zone.clone(),
     })
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Instance {
     pub(crate) class: String,
     pub(crate) allocated_storage: i32,
     pub(crate) multi_az: bool,
+    /// Where RDS says the primary runs.
+    pub(crate) zone: Option<String>,
     pub(crate) storage_encrypted: bool,
     pub(crate) publicly_accessible: bool,
     pub(crate) deletion_protection: bool,
@@ -212,7 +214,11 @@ async fn subnet_group(
     }))
 }
 
-async fn instance(c: &Clients, cx: &Context, names: &Names) -> Result<Option<Instance>, Error> {
+pub(crate) async fn instance(
+    c: &Clients,
+    cx: &Context,
+    names: &Names,
+) -> Result<Option<Instance>, Error> {
     let out = match c
         .rds
         .describe_db_instances()
@@ -248,6 +254,7 @@ pub(crate) fn read_instance(cx: &Context, i: &aws_sdk_rds::types::DbInstance) ->
         class: i.db_instance_class().unwrap_or_default().to_owned(),
         allocated_storage: i.allocated_storage().unwrap_or(0),
         multi_az: i.multi_az().unwrap_or(false),
+        zone: i.availability_zone().map(str::to_owned),
         storage_encrypted: i.storage_encrypted().unwrap_or(false),
         publicly_accessible: i.publicly_accessible().unwrap_or(false),
         deletion_protection: i.deletion_protection().unwrap_or(false),

@@ -13,6 +13,11 @@
 //!   Both are off unless the task's environment turns them on (`[service.environment]` of the
 //!   stack): on a public load balancer `/work` lets anyone burn the service's CPU and
 //!   `/fail-health` lets anyone take a task out. Off, they are 404s like any unknown route;
+//! - `POST /orders` with `{"id": "...", "item": "..."}` -> 201 (stored) or 200 (that id was
+//!   already stored), once the commit is acknowledged; `GET /orders/{id}` -> 200 with the order
+//!   or 404; 503 when the database does not answer after [`orders::ATTEMPTS`] tries. Served
+//!   when the task has a database (`$DATABASE_HOST`, see [`orders`]); `/health` never asks
+//!   it, so a database failover does not get healthy tasks replaced;
 //! - anything else -> 404.
 //!
 //! The AZ and task come from the ECS task metadata endpoint v4 ([`Identity::discover`]), as on
@@ -42,6 +47,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+
+pub mod orders;
 
 /// The most CPU time one `/work` request may burn, in milliseconds.
 pub const MAX_CPU_MS: u64 = 10_000;
@@ -246,10 +253,15 @@ struct App {
     routes: Routes,
     /// Set by `POST /fail-health`: `/health` answers 503.
     failing_health: AtomicBool,
+    /// The orders' database, when the task has one.
+    db: Option<orders::Database>,
 }
 
+/// The largest request body read (an order).
+const MAX_BODY: usize = 4096;
+
 impl App {
-    fn new(identity: &Identity, routes: Routes) -> App {
+    fn new(identity: &Identity, routes: Routes, db: Option<orders::Database>) -> App {
         let header = |value: &str| {
             HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         };
@@ -260,7 +272,89 @@ impl App {
             task: header(&identity.task),
             routes,
             failing_health: AtomicBool::new(false),
+            db,
         }
+    }
+
+    /// `POST /orders` and `GET /orders/{id}`.
+    async fn orders(
+        &self,
+        db: &orders::Database,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        const JSON: &str = "application/json";
+        const TEXT: &str = "text/plain; charset=utf-8";
+        let unavailable = |e: String| {
+            eprintln!("sample-app: database: {e}");
+            self.respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                Bytes::from(format!("database unavailable: {e}\n")),
+            )
+        };
+        let path = request.uri().path().to_owned();
+        if request.method() == Method::POST && path == "/orders" {
+            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+            let body = match limited.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return self.respond(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        Bytes::from(format!("body: {e} (at most {MAX_BODY} bytes)\n")),
+                    );
+                }
+            };
+            let order: orders::Order = match serde_json::from_slice(&body) {
+                Ok(o) => o,
+                Err(e) => {
+                    return self.respond(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        Bytes::from(format!(
+                            "body: {e}; expected {{\"id\": \"...\", \"item\": \"...\"}}\n"
+                        )),
+                    );
+                }
+            };
+            if let Err(e) = order.check() {
+                return self.respond(StatusCode::BAD_REQUEST, TEXT, Bytes::from(format!("{e}\n")));
+            }
+            return match db.put(&order).await {
+                Ok(created) => self.respond(
+                    if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    },
+                    JSON,
+                    Bytes::from(serde_json::to_string(&order).unwrap_or_default()),
+                ),
+                Err(e) => unavailable(e),
+            };
+        }
+        if request.method() == Method::GET
+            && let Some(id) = path.strip_prefix("/orders/")
+        {
+            return match db.get(id).await {
+                Ok(Some(order)) => self.respond(
+                    StatusCode::OK,
+                    JSON,
+                    Bytes::from(serde_json::to_string(&order).unwrap_or_default()),
+                ),
+                Ok(None) => self.respond(
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    Bytes::from_static(b"no such order\n"),
+                ),
+                Err(e) => unavailable(e),
+            };
+        }
+        self.respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Bytes::from_static(b"not found\n"),
+        )
     }
 
     fn respond(
@@ -292,6 +386,11 @@ impl App {
                 TEXT,
                 Bytes::from_static(b"health checks fail from now on\n"),
             );
+        }
+        if let Some(db) = &self.db
+            && (request.uri().path() == "/orders" || request.uri().path().starts_with("/orders/"))
+        {
+            return self.orders(db, request).await;
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return self.respond(
@@ -368,18 +467,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    serve_with(listener, identity, Routes::default(), shutdown, drain).await;
+    serve_with(listener, identity, Routes::default(), None, shutdown, drain).await;
 }
 
-/// [`serve`], with the optional routes `routes` turns on.
+/// [`serve`], with the optional routes `routes` turns on and the orders' database `db`.
 pub async fn serve_with(
     listener: TcpListener,
     identity: Identity,
     routes: Routes,
+    db: Option<orders::Database>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let app = Arc::new(App::new(&identity, routes));
+    let app = Arc::new(App::new(&identity, routes, db));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -532,6 +632,13 @@ pub async fn main_with_args(args: impl IntoIterator<Item = String>) -> std::proc
             return ExitCode::from(2);
         }
     };
+    let db = match orders::Database::from_env() {
+        Ok(db) => db,
+        Err(err) => {
+            eprintln!("sample-app: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = shutdown_signal();
     let identity = Identity::discover().await;
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -545,7 +652,7 @@ pub async fn main_with_args(args: impl IntoIterator<Item = String>) -> std::proc
         "sample-app: listening on {addr} (az {}, task {})",
         identity.az, identity.task
     );
-    serve_with(listener, identity, routes, shutdown, DRAIN).await;
+    serve_with(listener, identity, routes, db, shutdown, DRAIN).await;
     eprintln!("sample-app: stopped");
     ExitCode::SUCCESS
 }

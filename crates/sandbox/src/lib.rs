@@ -28,7 +28,7 @@ pub use moto::{
     sdk_config, spawn_daemon, task_env,
 };
 pub use plane::{
-    AlbEndpoint, DataPlane, JobStatus, NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus,
-    TaskHealth, TaskStatus,
+    AlbEndpoint, DNS_SERVER_VAR, DataPlane, DatabaseStatus, JobStatus, NodeEndpoint, PlaneOptions,
+    PlaneStatus, ServiceStatus, TaskHealth, TaskStatus, postgres_bin_dir,
 };
 pub use registry::{RegistryServer, registry_program};

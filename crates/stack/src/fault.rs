@@ -7,6 +7,12 @@
 //! that FIS ends by itself when the duration is up; [`Stack::restore_zone`] ends it at once,
 //! and `status` lists it ([`Stack::fault_experiments`]).
 //!
+//! When the stack has a Multi-AZ database whose primary RDS reports in the zone, the same
+//! experiment also fails it over (`aws:rds:reboot-db-instances` with `forceFailover`), as the
+//! Failover-RDS action of AWS's "AZ Availability: Power Interruption" scenario does: a network
+//! ACL alone cuts clients off from the primary but does not make RDS fail over. The fault role
+//! then has AWS's `AWSFaultInjectionSimulatorRDSAccess` too.
+//!
 //! The experiment template is made for the one experiment and deleted once the experiment
 //! runs (an experiment keeps its own copy); a template left by a client killed in between is
 //! deleted by the next restore.
@@ -25,6 +31,11 @@ use crate::{Error, Stack};
 
 /// The FIS action that cuts a subnet's network off.
 pub const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
+/// The FIS action that fails a Multi-AZ DB instance over (`forceFailover`), as the "AZ
+/// Availability: Power Interruption" scenario's Failover-RDS does.
+pub const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
+/// The AWS managed policy that lets FIS reboot (fail over) DB instances.
+pub const FIS_RDS_POLICY: &str = "service-role/AWSFaultInjectionSimulatorRDSAccess";
 /// The tag naming the zone an experiment cuts off.
 pub const ZONE_TAG: &str = "stackproof:zone";
 /// FIS takes at most this many stop conditions per template (FIS UG, quotas).
@@ -134,6 +145,34 @@ impl Stack {
             .targets("Subnets", "zone-subnets")
             .build()
             .map_err(built("CreateExperimentTemplate", &what))?;
+        // A Multi-AZ database whose primary is in the zone fails over, as in AWS's AZ power
+        // scenario (a network ACL alone does not make RDS fail over).
+        let database = self.database_in(cx, zone).await?;
+        let db_target = match &database {
+            Some(arn) => Some(
+                CreateExperimentTemplateTargetInput::builder()
+                    .resource_type("aws:rds:db")
+                    .resource_arns(arn)
+                    .selection_mode("ALL")
+                    .build()
+                    .map_err(built("CreateExperimentTemplate", &what))?,
+            ),
+            None => None,
+        };
+        let db_action = match &database {
+            Some(_) => Some(
+                CreateExperimentTemplateActionInput::builder()
+                    .action_id(REBOOT_DB_INSTANCES)
+                    .description(format!(
+                        "stackproof az-failover: the database in {zone} fails over"
+                    ))
+                    .parameters("forceFailover", "true")
+                    .targets("DBInstances", "zone-db")
+                    .build()
+                    .map_err(built("CreateExperimentTemplate", &what))?,
+            ),
+            None => None,
+        };
         let stop_conditions = stop_conditions(
             &format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:"),
             stop_alarms,
@@ -145,8 +184,13 @@ impl Stack {
             ("Name".to_owned(), format!("{stack}-{zone}-fault")),
         ]);
         let fis = Self::fis(cx);
-        let template = fis
-            .create_experiment_template()
+        let mut create = fis.create_experiment_template();
+        if let (Some(target), Some(action)) = (db_target, db_action) {
+            create = create
+                .targets("zone-db", target)
+                .actions("fail-over-db", action);
+        }
+        let template = create
             .client_token(cx.client_token(
                 "fis-template",
                 &format!(
@@ -201,6 +245,18 @@ impl Stack {
                 Err(e)
             }
         }
+    }
+
+    /// The ARN of the stack's database when it is Multi-AZ with its primary in `zone`.
+    async fn database_in(&self, cx: &Context, zone: &str) -> Result<Option<String>, Error> {
+        let Some(spec) = &self.database else {
+            return Ok(None);
+        };
+        let db = data::Data::new(cx, spec.clone());
+        let Some(p) = db.placement(cx).await? else {
+            return Ok(None);
+        };
+        Ok((p.multi_az && p.zone.as_deref() == Some(zone)).then_some(p.instance_arn))
     }
 
     /// Waits until experiment `id` runs (`running`) or has ended (otherwise); an experiment

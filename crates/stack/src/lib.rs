@@ -257,6 +257,7 @@ impl Stack {
             master_secret_arn: Some(AFTER_APPLY.to_owned()),
             security_group_id: AFTER_APPLY.to_owned(),
             multi_az: spec.multi_az(),
+            primary_zone: None,
         })
     }
 
@@ -648,5 +649,7 @@ fn database_link(db: &data::DataOutputs) -> compute::Linked {
     compute::Linked {
         environment,
         secrets,
+        // The zone fault fails a Multi-AZ database over as AWS's AZ power scenario does.
+        fault_policies: [crate::fault::FIS_RDS_POLICY.to_owned()].into(),
     }
 }

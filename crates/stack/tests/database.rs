@@ -126,6 +126,24 @@ async fn with_a_database() {
         document.contains("secretsmanager:GetSecretValue") && document.contains(&secret_arn),
         "{document}"
     );
+    // The zone fault may fail the database over: the fault role has FIS's RDS policy too.
+    let fault_role = outputs.compute.fault_role_arn.rsplit('/').next().unwrap();
+    let attached: Vec<String> = iam
+        .list_attached_role_policies()
+        .role_name(fault_role)
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn().map(str::to_owned))
+        .collect();
+    assert!(
+        attached
+            .iter()
+            .any(|a| a.ends_with("AWSFaultInjectionSimulatorRDSAccess")),
+        "{attached:?}"
+    );
     // The stack's outputs, read back, hold it too; a second plan changes nothing.
     assert_eq!(
         protected.outputs(&cx).await.unwrap().unwrap().data,

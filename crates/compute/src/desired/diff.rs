@@ -296,13 +296,19 @@ pub(crate) fn diff_foundation(desired: &Desired, observed: &Observed) -> Result<
 
 /// The steps for what the inputs shape: the task definition (its image may be the stack's
 /// repository), the service (subnets, security group, target group) and its scaling.
-/// The roles' inline policies that differ between the foundation's `early` shape and the
-/// whole `desired` one: what only the inputs tell (a secret another module links, such as the
-/// database's password) and the foundation therefore wrote without.
+/// The roles' policies that differ between the foundation's `early` shape and the whole
+/// `desired` one: what only the inputs tell (a secret another module links, such as the
+/// database's password, or a managed policy the fault role needs for it) and the foundation
+/// therefore wrote without.
 pub(crate) fn policies_since(early: &Desired, desired: &Desired) -> Vec<Op> {
     let mut ops = Vec::new();
     for want in &desired.roles {
         let before = early.roles.iter().find(|r| r.kind == want.kind);
+        for arn in &want.managed {
+            if !before.is_some_and(|r| r.managed.contains(arn)) {
+                ops.push(Op::AttachPolicy(want.kind, arn.clone()));
+            }
+        }
         for (name, doc) in &want.inline {
             if before.and_then(|r| r.inline.get(name)) != Some(doc) {
                 ops.push(Op::PutInline(want.kind, name.clone()));

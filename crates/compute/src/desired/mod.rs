@@ -603,10 +603,10 @@ fn roles(
             name: names.role(kind).to_owned(),
             trust: normalize_policy(&trust_policy(kind.principal(), &inputs.account_id)),
             managed: match kind {
-                RoleKind::Fault => BTreeSet::from([format!(
-                    "arn:{}:iam::aws:policy/{FIS_NETWORK_POLICY}",
-                    partition(region)
-                )]),
+                RoleKind::Fault => std::iter::once(FIS_NETWORK_POLICY)
+                    .chain(inputs.linked.fault_policies.iter().map(String::as_str))
+                    .map(|p| format!("arn:{}:iam::aws:policy/{p}", partition(region)))
+                    .collect(),
                 RoleKind::Execution | RoleKind::Task => BTreeSet::new(),
             },
             inline: match kind {

@@ -416,6 +416,13 @@ impl Reconciler {
             names.insert(l.dns_name.to_ascii_lowercase());
             self.dns.set(&l.dns_name, ips, ttl);
         }
+        // The databases' endpoints are the databases' to set.
+        names.extend(
+            world
+                .databases
+                .iter()
+                .map(|d| d.endpoint.to_ascii_lowercase()),
+        );
         self.dns.retain(&names);
     }
 

@@ -23,12 +23,15 @@ use aws_sdk_fis::types::{Experiment, ExperimentStatus};
 
 use aws_model::Clock;
 
+use super::database::Databases;
 use super::observe::aws;
 use super::{Clients, log};
 use crate::Error;
 
-/// The action the executor runs.
+/// The network action the executor runs.
 pub(crate) const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
+/// The database action it runs (with `forceFailover`: a Multi-AZ failover).
+pub(crate) const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
 /// The tag FIS puts on what it creates.
 const MANAGED_BY_FIS: &str = "managedByFIS";
 /// On FIS's ACL: the experiment that made it.
@@ -77,90 +80,148 @@ pub(crate) fn parse_iso_duration(text: &str) -> Option<Duration> {
     number.is_empty().then_some(Duration::from_secs(total))
 }
 
-/// One disrupt-connectivity action as the executor runs it.
+/// What an experiment does, as the executor runs it.
 #[derive(Debug, Clone, PartialEq)]
 struct Disruption {
+    /// How long the network action lasts (zero without one).
     duration: Duration,
+    /// The subnets it cuts off.
     subnets: Vec<String>,
+    /// DB instances (ARNs) to fail over at the start.
+    failovers: Vec<String>,
     alarms: Vec<String>,
 }
 
-/// The experiment's one action, checked; the reason it cannot run otherwise.
-fn disruption(e: &Experiment) -> Result<Disruption, String> {
-    let actions = e.actions().map(|a| a.iter().collect::<BTreeMap<_, _>>());
-    let actions = actions.unwrap_or_default();
-    let [(name, action)] = actions.into_iter().collect::<Vec<_>>()[..] else {
-        return Err("the sandbox runs experiments of exactly one action".to_owned());
-    };
-    if action.action_id() != Some(DISRUPT_CONNECTIVITY) {
-        return Err(format!(
-            "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY} only",
-            action.action_id().unwrap_or_default()
-        ));
-    }
-    let params = action.parameters();
-    let scope = params
-        .and_then(|p| p.get("scope"))
-        .map_or("all", String::as_str);
-    if scope != "all" {
-        return Err(format!(
-            "action {name}: scope {scope:?}: the sandbox runs scope \"all\" only"
-        ));
-    }
-    let duration_text = params
-        .and_then(|p| p.get("duration"))
-        .map(String::as_str)
-        .unwrap_or_default();
-    let duration = parse_iso_duration(duration_text)
-        .filter(|d| (Duration::from_secs(60)..=Duration::from_secs(12 * 3600)).contains(d))
-        .ok_or_else(|| {
-            format!(
-                "action {name}: duration {duration_text:?}: an ISO 8601 duration from PT1M to PT12H"
-            )
-        })?;
-    let Some(target_name) = action.targets().and_then(|t| t.get("Subnets")) else {
-        return Err(format!("action {name}: no Subnets target"));
+/// The resources an action's target names (by ARN), checked to be of `resource_type`.
+fn target_arns(
+    e: &Experiment,
+    action: &str,
+    key: &str,
+    targets: Option<&std::collections::HashMap<String, String>>,
+    resource_type: &str,
+) -> Result<Vec<String>, String> {
+    let Some(target_name) = targets.and_then(|t| t.get(key)) else {
+        return Err(format!("action {action}: no {key} target"));
     };
     let Some(target) = e.targets().and_then(|t| t.get(target_name)) else {
         return Err(format!("target {target_name}: not in the experiment"));
     };
-    if target.resource_type() != Some("aws:ec2:subnet") {
+    if target.resource_type() != Some(resource_type) {
         return Err(format!(
-            "target {target_name}: resource type {:?}: aws:ec2:subnet",
+            "target {target_name}: resource type {:?}: {resource_type}",
             target.resource_type().unwrap_or_default()
         ));
     }
-    let subnets: Vec<String> = target
-        .resource_arns()
-        .iter()
-        .filter_map(|arn| arn.rsplit_once("subnet/").map(|(_, id)| id.to_owned()))
-        .collect();
-    if subnets.is_empty() {
+    let arns = target.resource_arns().to_vec();
+    if arns.is_empty() {
         return Err(format!(
-            "target {target_name}: the sandbox resolves subnets by ARN only (resourceArns)"
+            "target {target_name}: the sandbox resolves targets by ARN only (resourceArns)"
         ));
     }
-    let alarms = e
+    Ok(arns)
+}
+
+/// The experiment's actions, checked: at most one [`DISRUPT_CONNECTIVITY`] and any
+/// [`REBOOT_DB_INSTANCES`] with `forceFailover`; the reason it cannot run otherwise.
+fn disruption(e: &Experiment) -> Result<Disruption, String> {
+    let actions = e.actions().map(|a| a.iter().collect::<BTreeMap<_, _>>());
+    let actions = actions.unwrap_or_default();
+    if actions.is_empty() {
+        return Err("the experiment has no action".to_owned());
+    }
+    let mut plan = Disruption {
+        duration: Duration::ZERO,
+        subnets: Vec::new(),
+        failovers: Vec::new(),
+        alarms: Vec::new(),
+    };
+    let mut networks = 0;
+    for (name, action) in actions {
+        let params = action.parameters();
+        match action.action_id() {
+            Some(DISRUPT_CONNECTIVITY) => {
+                networks += 1;
+                if networks > 1 {
+                    return Err(format!(
+                        "action {name}: the sandbox runs one {DISRUPT_CONNECTIVITY} per experiment"
+                    ));
+                }
+                let scope = params
+                    .and_then(|p| p.get("scope"))
+                    .map_or("all", String::as_str);
+                if scope != "all" {
+                    return Err(format!(
+                        "action {name}: scope {scope:?}: the sandbox runs scope \"all\" only"
+                    ));
+                }
+                let duration_text = params
+                    .and_then(|p| p.get("duration"))
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                plan.duration = parse_iso_duration(duration_text)
+                    .filter(|d| {
+                        (Duration::from_secs(60)..=Duration::from_secs(12 * 3600)).contains(d)
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "action {name}: duration {duration_text:?}: an ISO 8601 duration from PT1M to PT12H"
+                        )
+                    })?;
+                let arns = target_arns(e, name, "Subnets", action.targets(), "aws:ec2:subnet")?;
+                plan.subnets = arns
+                    .iter()
+                    .filter_map(|arn| arn.rsplit_once("subnet/").map(|(_, id)| id.to_owned()))
+                    .collect();
+            }
+            Some(REBOOT_DB_INSTANCES) => {
+                let force = params
+                    .and_then(|p| p.get("forceFailover"))
+                    .map_or("false", String::as_str);
+                if force != "true" {
+                    return Err(format!(
+                        "action {name}: forceFailover {force:?}: the sandbox runs {REBOOT_DB_INSTANCES} with forceFailover \"true\" only"
+                    ));
+                }
+                plan.failovers.extend(target_arns(
+                    e,
+                    name,
+                    "DBInstances",
+                    action.targets(),
+                    "aws:rds:db",
+                )?);
+            }
+            other => {
+                return Err(format!(
+                    "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY} and {REBOOT_DB_INSTANCES} only",
+                    other.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    plan.alarms = e
         .stop_conditions()
         .iter()
         .filter(|s| s.source() == Some("aws:cloudwatch:alarm"))
         .filter_map(|s| s.value())
         .filter_map(|arn| arn.rsplit_once(":alarm:").map(|(_, n)| n.to_owned()))
         .collect();
-    Ok(Disruption {
-        duration,
-        subnets,
-        alarms,
-    })
+    Ok(plan)
 }
 
 impl Executor {
     /// One pass over the region's experiments: starts the new ones, ends those whose time
     /// is up, that were stopped or whose stop condition fired. Errors of one experiment are
     /// logged and retried on the next read; they do not stop the others.
-    pub(crate) async fn run(&mut self, c: &Clients, clock: Clock) -> Result<(), Error> {
+    /// Returns the DB instances (ARNs) whose forced failover an experiment started now.
+    pub(crate) async fn run(
+        &mut self,
+        c: &Clients,
+        clock: Clock,
+        databases: &Databases,
+    ) -> Result<Vec<String>, Error> {
         let mut token = None;
         let mut live = Vec::new();
+        let mut failovers = Vec::new();
         for _ in 0..MAX_PAGES {
             let out = c
                 .fis
@@ -190,14 +251,21 @@ impl Executor {
             }
         }
         for id in live {
-            if let Err(e) = self.step(c, clock, &id).await {
+            if let Err(e) = self.step(c, clock, &id, databases, &mut failovers).await {
                 log(format_args!("FIS experiment {id}: {e} (retrying)"));
             }
         }
-        Ok(())
+        Ok(failovers)
     }
 
-    async fn step(&mut self, c: &Clients, clock: Clock, id: &str) -> Result<(), Error> {
+    async fn step(
+        &mut self,
+        c: &Clients,
+        clock: Clock,
+        id: &str,
+        databases: &Databases,
+        failovers: &mut Vec<String>,
+    ) -> Result<(), Error> {
         let out = c
             .fis
             .get_experiment()
@@ -220,16 +288,35 @@ impl Executor {
         };
         match status {
             Some(ExperimentStatus::Pending | ExperimentStatus::Initiating) => {
-                if let Err(e) = apply(c, id, &plan.subnets).await {
+                // RebootDBInstance's own check first: a forced failover needs Multi-AZ.
+                if let Some(why) = plan
+                    .failovers
+                    .iter()
+                    .find_map(|arn| databases.can_fail_over(arn).err())
+                {
+                    return set_state(c, &arn, "failed", &format!("{REBOOT_DB_INSTANCES}: {why}"))
+                        .await;
+                }
+                if !plan.subnets.is_empty()
+                    && let Err(e) = apply(c, id, &plan.subnets).await
+                {
                     revert(c, id).await?;
                     return set_state(c, &arn, "failed", &e.to_string()).await;
                 }
+                failovers.extend(plan.failovers.iter().cloned());
                 self.started.insert(id.to_owned(), SystemTime::now());
-                log(format_args!(
-                    "FIS experiment {id}: {DISRUPT_CONNECTIVITY} on {} for {} s",
-                    plan.subnets.join(", "),
-                    plan.duration.as_secs()
-                ));
+                if !plan.subnets.is_empty() {
+                    log(format_args!(
+                        "FIS experiment {id}: {DISRUPT_CONNECTIVITY} on {} for {} s",
+                        plan.subnets.join(", "),
+                        plan.duration.as_secs()
+                    ));
+                }
+                for db in &plan.failovers {
+                    log(format_args!(
+                        "FIS experiment {id}: {REBOOT_DB_INSTANCES} (forceFailover) on {db}"
+                    ));
+                }
                 set_state(c, &arn, "running", "").await
             }
             Some(ExperimentStatus::Running) => {

@@ -280,6 +280,7 @@ impl Reconciler {
             arn,
             log: log_path.as_deref(),
             env,
+            dns: self.dns.addr(),
         };
         let (child, pid) = tasks::spawn(&launch)?;
         log(format_args!(

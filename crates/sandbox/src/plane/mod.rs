@@ -25,6 +25,7 @@
 //! Errors of an iteration are logged and the next iteration retries; nothing panics.
 
 mod balancer;
+mod database;
 mod dns;
 mod fis;
 mod jobs;
@@ -56,8 +57,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::Error;
+pub use database::{DatabaseStatus, bin_dir as postgres_bin_dir};
 pub use jobs::JobStatus;
 use observe::{ListenerSpec, ServiceSpec, SubnetSpec, TargetGroupSpec, TaskDefSpec, World};
+pub use tasks::DNS_SERVER_VAR;
 use tasks::{Metadata, TaskProc};
 
 impl World {
@@ -236,6 +239,8 @@ pub struct PlaneStatus {
     pub jobs: Vec<JobStatus>,
     /// The local ALB listeners.
     pub endpoints: Vec<AlbEndpoint>,
+    /// The databases (a real PostgreSQL per RDS DB instance).
+    pub databases: Vec<DatabaseStatus>,
     /// Scaling activities so far (the last 100), newest last.
     pub scaling_activities: Vec<String>,
     /// The error of the last iteration, if it failed.
@@ -308,6 +313,7 @@ impl DataPlane {
             world: World::default(),
             unrecorded: 0,
             fis: fis::Executor::default(),
+            databases: database::Databases::default(),
         };
         let handle = tokio::spawn(reconciler.run(stopped));
         Ok(DataPlane {
@@ -386,6 +392,7 @@ struct Clients {
     sm: aws_sdk_secretsmanager::Client,
     ssm: aws_sdk_ssm::Client,
     fis: aws_sdk_fis::Client,
+    rds: aws_sdk_rds::Client,
 }
 
 macro_rules! client {
@@ -412,6 +419,7 @@ impl Clients {
             sm: client!(sdk, interceptors, aws_sdk_secretsmanager),
             ssm: client!(sdk, interceptors, aws_sdk_ssm),
             fis: client!(sdk, interceptors, aws_sdk_fis),
+            rds: client!(sdk, interceptors, aws_sdk_rds),
         }
     }
 }
@@ -486,6 +494,8 @@ struct Reconciler {
     unrecorded: u64,
     /// Runs the region's FIS experiments.
     fis: fis::Executor,
+    /// The databases of the region's RDS DB instances.
+    databases: database::Databases,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -544,6 +554,7 @@ impl Reconciler {
         for (_, p) in std::mem::take(&mut self.proxies) {
             p.proxy.shutdown().await;
         }
+        self.databases.shutdown().await;
         self.metadata.shutdown().await;
         self.dns.shutdown().await;
     }
@@ -554,8 +565,17 @@ impl Reconciler {
             (self.zones, self.zone_ids) = observe::zones(&self.c, &self.region).await?;
         }
         // FIS first: a fault it applies (or reverts) shows in this read's network ACLs.
-        if let Err(e) = self.fis.run(&self.c, self.opts.clock).await {
-            log(format_args!("FIS experiments not run this round: {e}"));
+        match self
+            .fis
+            .run(&self.c, self.opts.clock, &self.databases)
+            .await
+        {
+            Ok(failovers) => {
+                for arn in failovers {
+                    self.databases.fail_over(&arn);
+                }
+            }
+            Err(e) => log(format_args!("FIS experiments not run this round: {e}")),
         }
         let mut world = World {
             services: observe::services(&self.c).await?,
@@ -568,6 +588,13 @@ impl Reconciler {
             }
         }
         world.listeners = observe::listeners(&self.c).await?;
+        world.databases = match observe::databases(&self.c).await {
+            Ok(dbs) => dbs,
+            Err(e) => {
+                log(format_args!("databases not read this round: {e}"));
+                std::mem::take(&mut self.world.databases)
+            }
+        };
         world.jobs = match observe::jobs(&self.c).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -580,6 +607,12 @@ impl Reconciler {
             .iter()
             .flat_map(|s| s.subnets.iter().cloned())
             .chain(world.jobs.iter().filter_map(|j| j.subnet.clone()))
+            .chain(
+                world
+                    .databases
+                    .iter()
+                    .flat_map(|d| d.subnets.iter().map(|(s, _)| s.clone())),
+            )
             .chain(
                 world
                     .listeners
@@ -652,6 +685,7 @@ impl Reconciler {
             }
         }
         self.converge_jobs(&world, read).await;
+        self.step_databases(&world).await;
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
         let now = Instant::now();
@@ -677,6 +711,35 @@ impl Reconciler {
         }
         self.world = world;
         Ok(())
+    }
+
+    /// Starts, stops and follows the databases; reads the master password of a new one.
+    async fn step_databases(&mut self, world: &World) {
+        let mut passwords = BTreeMap::new();
+        for d in &world.databases {
+            if self.databases.knows(&d.id) {
+                continue;
+            }
+            let Some(arn) = &d.secret_arn else {
+                continue;
+            };
+            match observe::master_password(&self.c, arn).await {
+                Ok(p) => {
+                    passwords.insert(arn.clone(), p);
+                }
+                Err(e) => log(format_args!("database {}: {e} (retrying)", d.id)),
+            }
+        }
+        self.databases
+            .step(
+                world,
+                &self.zones,
+                &passwords,
+                self.opts.clock,
+                &mut self.rng,
+                &self.dns,
+            )
+            .await;
     }
 
     fn zone_index(&self, zone: &str) -> Option<usize> {
@@ -822,6 +885,7 @@ impl Reconciler {
             tasks,
             jobs: self.jobs.values().map(jobs::Job::status).collect(),
             endpoints: self.endpoints(),
+            databases: self.databases.status(),
             scaling_activities: self.activities.clone(),
             last_error,
         };

@@ -765,6 +765,7 @@ impl Reconciler {
             arn,
             log: log_path.as_deref(),
             env,
+            dns: self.dns.addr(),
         };
         let (child, pid) = match tasks::spawn(&launch) {
             Ok(x) => x,

@@ -178,7 +178,15 @@ pub(crate) struct Launch<'a> {
     /// The container's environment from its task definition (secrets resolved); the
     /// sandbox's own variables (address, port, metadata endpoint) win over it.
     pub(crate) env: Vec<(String, String)>,
+    /// The plane's DNS server: the task's resolver, as the VPC's is a task's on AWS.
+    pub(crate) dns: SocketAddr,
 }
+
+/// The variable that names a task's DNS server (`127.0.0.1:PORT`): on AWS a task resolves
+/// through the VPC's resolver, which the system's configuration names; a sandbox task cannot
+/// have the plane's server there, so it is told here, and resolves names the plane answers
+/// for (an RDS endpoint) through it.
+pub const DNS_SERVER_VAR: &str = "STACKPROOF_DNS_SERVER";
 
 /// Starts a task process.
 pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
@@ -200,6 +208,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .env("ECS_CONTAINER_METADATA_URI_V4", &launch.metadata_uri)
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
+        .env(DNS_SERVER_VAR, launch.dns.to_string())
         .stdin(Stdio::null())
         .stdout(out(launch.log))
         .stderr(out(launch.log))

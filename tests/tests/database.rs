@@ -1,0 +1,318 @@
+//! A stack with a database, deployed into the sandbox: a real PostgreSQL primary (and, Multi-AZ,
+//! a synchronous standby in another zone), the sample app writing orders through the load
+//! balancer, and the zone fault of the proof: the primary's zone cut off through AWS FIS, with
+//! the database failed over as AWS's "AZ Availability: Power Interruption" scenario does.
+//!
+//! Multi-AZ: no acknowledged write is lost, and writes resume after AWS's failover time (60-120
+//! s for a Multi-AZ DB instance, on the fast clock). Single-AZ: the fault cannot fail the
+//! database over; writes fail for as long as the zone is away, far beyond that range.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sandbox::{Clock, DatabaseStatus};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// One at a time: each runs a data plane, two PostgreSQL servers and load on a 2-core machine.
+static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn clock() -> Clock {
+    Clock::fast()
+}
+
+fn stack_toml(name: &str, multi_az: bool) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        r#"
+name = "{name}"
+[network]
+nat = "none"
+task-port = {port}
+[database]
+multi-az = {multi_az}
+deletion-protection = false
+skip-final-snapshot = true
+"#
+    )
+}
+
+/// One HTTP/1.1 request to `addr` (a load balancer node) with `Connection: close`; the status.
+async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<u16, String> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&answer);
+        text.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("no status in {text:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .map_err(|_| "no answer within 20 s".to_owned())?
+}
+
+async fn post(addr: SocketAddr, id: &str) -> Result<u16, String> {
+    let body = format!(r#"{{"id":"{id}","item":"book"}}"#);
+    request(addr, "POST", "/orders", &body).await
+}
+
+/// What a writer saw: (when the answer came, id, status or error).
+type Log = Arc<Mutex<Vec<(Instant, String, Result<u16, String>)>>>;
+
+/// Writes an order every 100 ms (each on its own, so one that hangs holds up no other) until
+/// `stop` or `limit` writes; bounded in count and time.
+fn writer(
+    node: SocketAddr,
+    prefix: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Log, tokio::task::JoinHandle<()>) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let prefix = prefix.to_owned();
+    let handle = tokio::spawn(async move {
+        let mut inflight = tokio::task::JoinSet::new();
+        for k in 0..3000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let id = format!("{prefix}-{k}");
+            let l = l.clone();
+            inflight.spawn(async move {
+                let got = post(node, &id).await;
+                l.lock().unwrap().push((Instant::now(), id, got));
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        while inflight.join_next().await.is_some() {}
+    });
+    (log, handle)
+}
+
+async fn database(
+    d: &stackproof_tests::Deployed,
+    done: impl Fn(&DatabaseStatus) -> bool,
+) -> DatabaseStatus {
+    let status = d
+        .plane
+        .wait_for(Duration::from_secs(120), |s| s.databases.iter().any(&done))
+        .await
+        .unwrap_or_else(|| panic!("database: {:?}", d.plane.status().databases));
+    status.databases.into_iter().find(|db| done(db)).unwrap()
+}
+
+/// Deploys, waits for the database, and returns the node in the zone that stays up, the
+/// primary's zone and the fault role.
+async fn ready(d: &stackproof_tests::Deployed, multi_az: bool) -> (SocketAddr, String) {
+    let db = database(d, |db| {
+        db.state == "available" && db.standby.is_some() == multi_az
+    })
+    .await;
+    let (zone, _) = db.primary.clone().unwrap();
+    let node = d
+        .deployment
+        .target
+        .nodes
+        .iter()
+        .find(|(_, z)| *z != zone)
+        .map(|(a, _)| *a)
+        .unwrap();
+    // The service reaches it: a first order, then the same id again (idempotent).
+    let mut first = Err(String::new());
+    for _ in 0..50 {
+        first = post(node, "first").await;
+        if first == Ok(201) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(first, Ok(201), "the first order");
+    assert_eq!(post(node, "first").await, Ok(200), "written once");
+    assert_eq!(request(node, "GET", "/orders/first", "").await, Ok(200));
+    assert_eq!(request(node, "GET", "/orders/none", "").await, Ok(404));
+    assert_eq!(post(node, "bad id!").await, Ok(400));
+    (node, zone)
+}
+
+/// Every acknowledged order of `log` reads back; returns how many there were.
+async fn read_back(node: SocketAddr, log: &Log) -> usize {
+    let acked: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Ok(200 | 201)))
+        .map(|(_, id, _)| id.clone())
+        .collect();
+    let mut lost = Vec::new();
+    for id in &acked {
+        let mut got = Err(String::new());
+        for _ in 0..5 {
+            got = request(node, "GET", &format!("/orders/{id}"), "").await;
+            if matches!(got, Ok(200 | 404)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if got != Ok(200) {
+            lost.push((id.clone(), got));
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    acked.len()
+}
+
+/// The first acknowledged write answered after `since`.
+fn first_success_after(log: &Log, since: Instant) -> Option<Instant> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _, r)| *t > since && matches!(r, Ok(200 | 201)))
+        .map(|(t, _, _)| *t)
+        .min()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_az_database_fails_over_in_aws_s_time_and_loses_no_acknowledged_write() {
+    let _machine = MACHINE.lock().await;
+    let d = Box::pin(stackproof_tests::deploy(
+        &stack_toml("dbmulti", true),
+        clock(),
+    ))
+    .await
+    .unwrap();
+    let (node, zone) = ready(&d, true).await;
+    let dep = &d.deployment;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (log, writing) = writer(node, "multi", stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let fault_at = Instant::now();
+    dep.stack
+        .start_zone_fault(
+            &dep.cx,
+            &dep.outputs.compute.fault_role_arn,
+            &zone,
+            Duration::from_secs(600),
+            &[],
+        )
+        .await
+        .unwrap();
+    let failed_over = database(&d, |db| db.failovers == 1).await;
+    let (new_zone, _) = failed_over.primary.clone().unwrap();
+    assert_ne!(new_zone, zone, "the standby in another zone took over");
+    // Writes resume on the promoted standby, within AWS's failover time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        if let Some(t) = first_success_after(&log, fault_at + clock().wall(Duration::from_secs(30)))
+        {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no write after the failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    dep.stack.restore_zone(&dep.cx, &zone).await.unwrap();
+    // The old primary's zone is back: a new standby is built there.
+    database(&d, |db| {
+        db.state == "available" && db.standby.as_ref().is_some_and(|(z, _)| *z == zone)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writing.await.unwrap();
+
+    let model = clock().model(resumed - fault_at).as_secs_f64();
+    let failed = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _, r)| *t > fault_at && !matches!(r, Ok(200 | 201)))
+        .count();
+    let acked = read_back(node, &log).await;
+    eprintln!(
+        "multi-AZ: {acked} writes acknowledged, {failed} failed during the fault; writes resumed {model:.0} s (model) after the fault"
+    );
+    assert!(failed > 0, "the fault made no write fail");
+    assert!(
+        (60.0..=150.0).contains(&model),
+        "writes resumed {model:.0} s (model) after the fault: AWS's Multi-AZ instance failover takes 60-120 s"
+    );
+    d.plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_az_database_is_away_for_as_long_as_its_zone() {
+    let _machine = MACHINE.lock().await;
+    let d = Box::pin(stackproof_tests::deploy(
+        &stack_toml("dbsingle", false),
+        clock(),
+    ))
+    .await
+    .unwrap();
+    let (node, zone) = ready(&d, false).await;
+    let dep = &d.deployment;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (log, writing) = writer(node, "single", stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    dep.stack
+        .start_zone_fault(
+            &dep.cx,
+            &dep.outputs.compute.fault_role_arn,
+            &zone,
+            Duration::from_secs(600),
+            &[],
+        )
+        .await
+        .unwrap();
+    // The experiment runs: the zone is cut off, the database paused.
+    let fault_at = Instant::now();
+    // Twice the longest Multi-AZ failover: nothing fails over, every write fails.
+    let away = clock().wall(Duration::from_secs(240));
+    tokio::time::sleep(away).await;
+    // Past the writes in flight when the fault began (one second of the writer's).
+    let during = first_success_after(&log, fault_at + Duration::from_secs(1));
+    let restored_at = Instant::now();
+    dep.stack.restore_zone(&dep.cx, &zone).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first_success_after(&log, restored_at).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no write after the zone came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writing.await.unwrap();
+    let db = d.plane.status().databases;
+    assert_eq!(db[0].failovers, 0, "{db:?}");
+    assert!(
+        during.is_none_or(|t| t > restored_at),
+        "a write succeeded {:?} into the fault, with the only database cut off",
+        during.map(|t| t - fault_at)
+    );
+    let acked = read_back(node, &log).await;
+    eprintln!(
+        "single-AZ: {acked} writes acknowledged; none during the {} s (model) the zone was away",
+        clock().model(restored_at - fault_at).as_secs()
+    );
+    d.plane.stop().await;
+}
