@@ -4,8 +4,9 @@
 //! the database failed over as AWS's "AZ Availability: Power Interruption" scenario does.
 //!
 //! Multi-AZ: no acknowledged write is lost, and writes resume after AWS's failover time (60-120
-//! s for a Multi-AZ DB instance, on the fast clock). Single-AZ: the fault cannot fail the
-//! database over; writes fail for as long as the zone is away, far beyond that range.
+//! s for a Multi-AZ DB instance, on the fast clock). The proof's az-failover judges the same
+//! with its writes: it passes Multi-AZ and fails Single-AZ, whose writes fail for as long as the
+//! zone is away.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly.
 
@@ -258,61 +259,79 @@ async fn a_multi_az_database_fails_over_in_aws_s_time_and_loses_no_acknowledged_
     d.plane.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_az_database_is_away_for_as_long_as_its_zone() {
-    let _machine = MACHINE.lock().await;
+/// The proof's az-failover with writes: it fails the primary's zone, writes orders beside the
+/// reads, and reads every acknowledged one back.
+async fn prove(name: &str, multi_az: bool) -> proof::ProofReport {
     let d = Box::pin(stackproof_tests::deploy(
-        &stack_toml("dbsingle", false),
+        &stack_toml(name, multi_az),
         clock(),
     ))
     .await
     .unwrap();
-    let (node, zone) = ready(&d, false).await;
-    let dep = &d.deployment;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (log, writing) = writer(node, "single", stop.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    dep.stack
-        .start_zone_fault(
-            &dep.cx,
-            &dep.outputs.compute.fault_role_arn,
-            &zone,
-            Duration::from_secs(600),
-            &[],
-        )
-        .await
-        .unwrap();
-    // The experiment runs: the zone is cut off, the database paused.
-    let fault_at = Instant::now();
-    // Twice the longest Multi-AZ failover: nothing fails over, every write fails.
-    let away = clock().wall(Duration::from_secs(240));
-    tokio::time::sleep(away).await;
-    // Past the writes in flight when the fault began (one second of the writer's).
-    let during = first_success_after(&log, fault_at + Duration::from_secs(1));
-    let restored_at = Instant::now();
-    dep.stack.restore_zone(&dep.cx, &zone).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while first_success_after(&log, restored_at).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no write after the zone came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writing.await.unwrap();
-    let db = d.plane.status().databases;
-    assert_eq!(db[0].failovers, 0, "{db:?}");
-    assert!(
-        during.is_none_or(|t| t > restored_at),
-        "a write succeeded {:?} into the fault, with the only database cut off",
-        during.map(|t| t - fault_at)
-    );
-    let acked = read_back(node, &log).await;
-    eprintln!(
-        "single-AZ: {acked} writes acknowledged; none during the {} s (model) the zone was away",
-        clock().model(restored_at - fault_at).as_secs()
-    );
+    ready(&d, multi_az).await;
+    let config = proof::ProveConfig {
+        rps: 40.0,
+        scenarios: vec![proof::Scenario::AzFailover],
+        slo: proof::SloSpec {
+            p99_ms: 1500.0,
+            max_error_rate: 0.02,
+        },
+        before_s: 5.0,
+        settle_s: 5.0,
+        after_s: 5.0,
+        error_budget_s: 400.0,
+        connections: Some(64),
+        clock: clock(),
+        ..proof::ProveConfig::default()
+    };
+    let progress: proof::ProgressFn = Arc::new(|line: &str| eprintln!("  {line}"));
+    let report = Box::pin(proof::prove(
+        d.deployment.clone(),
+        config,
+        progress,
+        std::future::pending(),
+    ))
+    .await
+    .unwrap();
+    eprintln!("{}", report.table());
     d.plane.stop().await;
+    report
+}
+
+fn check<'a>(r: &'a proof::ProofReport, name: &str) -> &'a proof::Check {
+    let s = r.scenario("az-failover").unwrap();
+    s.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}: {}", r.table()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_passes_a_multi_az_database_and_fails_a_single_az_one() {
+    let _machine = MACHINE.lock().await;
+    let multi = prove("proofdbmulti", true).await;
+    for name in [
+        "no acknowledged write lost",
+        "database failover",
+        "write error budget",
+    ] {
+        assert!(check(&multi, name).passed, "{name}: {}", multi.table());
+    }
+    let failover = multi.scenario("az-failover").unwrap();
+    let s = failover.figure("db_failover_s").unwrap();
+    assert!((60.0..=150.0).contains(&s), "{}", multi.table());
+    assert!(failover.figure("writes_acknowledged").unwrap() > 0.0);
+    assert_eq!(failover.figure("writes_lost"), Some(0.0));
+
+    // Single-AZ: the same verdict fails, and says why; what was acknowledged is still there.
+    let single = prove("proofdbsingle", false).await;
+    let failover = check(&single, "database failover");
+    assert!(!failover.passed, "{}", single.table());
+    assert!(failover.detail.contains("Single-AZ"), "{}", single.table());
+    assert!(
+        check(&single, "no acknowledged write lost").passed,
+        "{}",
+        single.table()
+    );
+    assert!(!single.passed);
 }

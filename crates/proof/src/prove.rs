@@ -5,6 +5,7 @@
 mod baseline;
 mod failover;
 mod scaling;
+mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -359,7 +360,7 @@ async fn run_scenarios(
         crate::model::health_timing(&elb, &d.outputs.load_balancer.target_group_arn).await?;
     // One sample now: the service exists.
     let first = service.sample().await?;
-    let prediction = crate::model::predict(
+    let mut prediction = crate::model::predict(
         &config,
         health,
         scaling.as_ref(),
@@ -371,6 +372,11 @@ async fn run_scenarios(
                 .min(config.rps),
         },
     );
+    // With a database, the zone stays failed long enough for it to fail over too, unless the
+    // fault's length is given.
+    if d.outputs.data.is_some() && config.fault_max_s.is_none() {
+        prediction.fault_max_s = prediction.fault_max_s.max(writes::fault_max_s());
+    }
     for line in prediction.lines() {
         progress(&line);
     }

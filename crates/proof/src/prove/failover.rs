@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use loadtest::Second;
 
-use super::{Load, Run, check, fig, finish, unix_ms};
+use super::{Load, Run, check, fig, finish, unix_ms, writes};
 use crate::config::{Fault, ProveConfig};
 use crate::error::{Error, aws};
 use crate::model::Prediction;
@@ -617,12 +617,19 @@ impl Run {
         ));
     }
 
-    /// The zone to fail: the one asked for, else the one that served the most requests so far.
+    /// The zone to fail: the one asked for, else the database's primary's (where a zone's
+    /// loss costs the most), else the one that served the most requests so far.
     fn failed_zone(&self, load: &Load) -> String {
         let series = load.handle.series();
         let before_zones = zones_of(&series, 0, series.len());
-        match &self.config.zone {
-            Some(z) => z.clone(),
+        let primary = self
+            .d
+            .outputs
+            .data
+            .as_ref()
+            .and_then(|db| db.primary_zone.clone());
+        match self.config.zone.clone().or(primary) {
+            Some(z) => z,
             None => before_zones
                 .iter()
                 .max_by_key(|(_, n)| **n)
@@ -653,6 +660,21 @@ impl Run {
         let total = c.before_s + fault_max + c.after_s + 10.0;
         self.announce_failover(&c);
         let load = self.start_load(c.rps, Vec::new(), total).await?;
+        // With a database, writes beside the reads: what the fault does to data.
+        let rate = writes::write_rate(c.rps);
+        let writer = self.d.outputs.data.as_ref().and_then(|_| {
+            writes::Writer::start(
+                &self.d.target,
+                &self.origin_ms.to_string(),
+                rate,
+                std::time::Duration::from_secs_f64(total),
+            )
+        });
+        if writer.is_some() {
+            self.say(&format!(
+                "az-failover: the stack has a database: {rate:.1} writes/s of POST /orders beside the load"
+            ));
+        }
         let mut rx = load.handle.snapshots();
         while load.now_s() < c.before_s {
             if !load.tick(&mut rx).await {
@@ -684,6 +706,17 @@ impl Run {
         } = self
             .watch_fault(&load, &mut rx, &zone, fault_at, stall_limit)
             .await?;
+        // The database may take longer than the web tier (60-120 s on AWS): the zone stays
+        // failed until writes go through again, within the longest fault allowed.
+        if let Some(w) = &writer {
+            let fault_max = self.wall(self.prediction.fault_max_s);
+            let settle = std::time::Duration::from_secs(2);
+            while !w.settled(fault_ms, settle) && load.now_s() - fault_at < fault_max {
+                if !load.tick(&mut rx).await {
+                    break;
+                }
+            }
+        }
         let restore_ms = unix_ms();
         let restore_at = load.now_s();
         let at_end = self.sample();
@@ -699,6 +732,21 @@ impl Run {
         }
         load.handle.stop();
         let report = load.handle.wait().await?;
+        let written = match writer {
+            Some(w) => {
+                let all = w.finish().await;
+                let read = writes::read_back(&self.d.target, &all).await;
+                Some(writes::WritesSeen {
+                    writes: all,
+                    read,
+                    fault_ms,
+                    restore_ms,
+                    rate,
+                    multi_az: self.d.outputs.data.as_ref().is_some_and(|d| d.multi_az),
+                })
+            }
+            None => None,
+        };
         self.mark_fault(&zone, fault_ms, restore_ms);
         let n = u32::try_from(report.series.len()).unwrap_or(u32::MAX);
         // Whole seconds of the run.
@@ -738,7 +786,13 @@ impl Run {
                 target.node_zone(a).map(str::to_owned)
             }),
         };
-        let (checks, figures, mut notes) = judge(&seen, &c, &self.prediction);
+        let (mut checks, mut figures, mut notes) = judge(&seen, &c, &self.prediction);
+        if let Some(w) = &written {
+            let (more_checks, more_figures, more_notes) = writes::judge(w, c.clock);
+            checks.extend(more_checks);
+            figures.extend(more_figures);
+            notes.extend(more_notes);
+        }
         notes.extend(fault_note);
         let (start_s, end_s) = self.mark_scenario("az-failover", &report);
         self.reports.push(report);

@@ -430,7 +430,7 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
                         "database {id}: failed over; the primary is now on {} ({})",
                         pair.primary.addr, pair.primary.zone
                     ));
-                    pair.lost_zone = Some(old.zone);
+                    pair.lost_zone = Some(old.zone.clone());
                 }
                 Err(e) => {
                     log(format_args!(

@@ -382,6 +382,26 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A server dropped without [`Server::kill`] (a plane that panicked or was aborted) takes
+    /// its backends with it, paused ones included, and its data.
+    fn drop(&mut self) {
+        if !self.exited() {
+            let pids: Vec<String> = std::iter::once(self.pid)
+                .chain(children(self.pid))
+                .map(|p| p.to_string())
+                .collect();
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .args(&pids)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The first address of zone `n`'s range (127.0.{n+1}.{4..=9}) where nothing listens on
 /// `port`, by a bind test.
 pub(crate) fn free_addr(zone_index: usize, port: u16) -> Option<SocketAddr> {
