@@ -327,6 +327,8 @@ struct Run {
     /// Each load run's report, with the scenario it belongs to.
     reports: Vec<Report>,
     marks: Vec<Mark>,
+    /// Seconds of writes (az-failover with a database), for the report's chart.
+    writes: Vec<crate::report::WritePoint>,
 }
 
 async fn run_scenarios(
@@ -411,6 +413,7 @@ async fn run_scenarios(
         prediction,
         reports: Vec::new(),
         marks: Vec::new(),
+        writes: Vec::new(),
     };
     let scenarios = run.all_scenarios(leftovers).await?;
     let passed = scenarios.iter().all(|s| s.passed);
@@ -431,6 +434,7 @@ async fn run_scenarios(
         timeline,
         service: run.sampler.points(),
         marks: run.marks,
+        writes: run.writes,
         passed,
     })
 }

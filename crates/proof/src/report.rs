@@ -50,8 +50,23 @@ pub struct ProofReport {
     pub service: Vec<ServicePoint>,
     /// Time spans to show on charts: scenarios and fault windows.
     pub marks: Vec<Mark>,
+    /// The writes beside the load (a stack with a database, in az-failover), per second of
+    /// their answers. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<WritePoint>,
     /// Whether every scenario passed.
     pub passed: bool,
+}
+
+/// One second of writes (`POST /orders`), by when they were answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WritePoint {
+    /// Seconds from the report's start; the entry covers `[t, t + 1)`.
+    pub t: f64,
+    /// Acknowledged (200 or 201: committed).
+    pub acknowledged: u64,
+    /// Failed (an error status, or no answer).
+    pub failed: u64,
 }
 
 /// The service-level objectives.

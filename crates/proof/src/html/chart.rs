@@ -38,16 +38,67 @@ const ZONE_COLOURS: [&str; 8] = [
     "#0ea5e9", "#f97316", "#8b5cf6", "#14b8a6", "#eab308", "#ec4899", "#64748b", "#84cc16",
 ];
 
-/// The five charts, in page order: (anchor id, SVG).
+/// The five charts, and a sixth of the writes when there were any, in page order: (anchor
+/// id, SVG).
 pub(super) fn charts(report: &ProofReport) -> Vec<(&'static str, String)> {
     let ctx = Ctx::new(report);
-    vec![
+    let mut all = vec![
         ("chart-rps", requests(&ctx)),
         ("chart-latency", latency(&ctx)),
         ("chart-errors", errors(&ctx)),
         ("chart-zones", zone_share(&ctx)),
         ("chart-tasks", tasks(&ctx)),
-    ]
+    ];
+    if !report.writes.is_empty() {
+        all.push(("chart-writes", writes(&ctx)));
+    }
+    all
+}
+
+/// (f) Writes (`POST /orders`) per second of their answers: acknowledged and failed, stacked.
+fn writes(ctx: &Ctx<'_>) -> String {
+    let points: Vec<&crate::report::WritePoint> = ctx
+        .report
+        .writes
+        .iter()
+        .filter(|w| w.t.is_finite())
+        .collect();
+    let max = max_of(points.iter().map(|w| (w.acknowledged + w.failed) as f64));
+    let legend = [
+        ("acknowledged writes / s".to_owned(), Key::Fill(OK)),
+        ("failed writes / s".to_owned(), Key::Fill(ERR)),
+    ];
+    chart(
+        ctx,
+        "Writes per second (orders, by answer time)",
+        "writes / s",
+        YScale::linear(max, true),
+        &legend,
+        |f, out| {
+            for w in &points {
+                let (x0, x1) = (f.x(w.t), f.x(w.t + 1.0));
+                let width = (x1 - x0).max(0.8);
+                let acked = w.acknowledged as f64;
+                let all = acked + w.failed as f64;
+                if let (Some(y_ok), Some(y_all)) = (f.y(acked), f.y(all)) {
+                    let _ = write!(
+                        out,
+                        "<rect x=\"{x0:.1}\" y=\"{y_ok:.1}\" width=\"{width:.1}\" height=\"{:.1}\" \
+                         fill=\"{OK}\"><title>{:.0} s: {} acknowledged</title></rect>\
+                         <rect x=\"{x0:.1}\" y=\"{y_all:.1}\" width=\"{width:.1}\" height=\"{:.1}\" \
+                         fill=\"{ERR}\"><title>{:.0} s: {} failed</title></rect>",
+                        f.bottom() - y_ok,
+                        fin(w.t),
+                        w.acknowledged,
+                        (y_ok - y_all).max(0.0),
+                        fin(w.t),
+                        w.failed
+                    );
+                }
+            }
+            !points.is_empty()
+        },
+    )
 }
 
 /// What every chart shares: the time domain, the zones and their colours, the spans to mark.

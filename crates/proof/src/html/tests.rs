@@ -140,6 +140,13 @@ fn realistic() -> ProofReport {
             mark(MarkKind::Scenario, "az-failover", 60.0, 120.0),
             mark(MarkKind::Fault, "eu-west-1a isolated", 60.0, 90.0),
         ],
+        writes: (60..120)
+            .map(|t| crate::report::WritePoint {
+                t: f64::from(t),
+                acknowledged: if (62..75).contains(&t) { 0 } else { 10 },
+                failed: u64::from((62..75).contains(&t)) * 10,
+            })
+            .collect(),
         passed: false,
     }
 }
@@ -173,6 +180,7 @@ fn empty() -> ProofReport {
         timeline: Vec::new(),
         service: Vec::new(),
         marks: Vec::new(),
+        writes: Vec::new(),
         passed: true,
     }
 }
@@ -204,24 +212,28 @@ fn realistic_report_shows_what_happened() {
         assert!(!html.contains(attr), "page loads something: {attr}");
     }
 
-    // One chart each: requests, latency, errors, zone share, tasks.
-    assert_eq!(html.matches("<svg").count(), 5);
-    assert_eq!(html.matches("</svg>").count(), 5);
+    // One chart each: requests, latency, errors, zone share, tasks, and the writes (the stack
+    // has a database).
+    assert_eq!(html.matches("<svg").count(), 6);
+    assert_eq!(html.matches("</svg>").count(), 6);
     for title in [
         "Requests per second",
         "Latency per second",
         "Errors per second",
         "Share of responses per availability zone",
         "Tasks",
+        "Writes per second",
     ] {
         assert!(html.contains(title), "no chart titled {title}");
     }
     // p99 goes from 8 ms to 5 s: more than two decades, so the latency axis is logarithmic.
     assert!(html.contains("ms (log scale)"));
     // The fault is labelled on every chart, the zones are in the legend.
-    assert_eq!(html.matches("eu-west-1a isolated").count(), 2 * 5);
+    assert_eq!(html.matches("eu-west-1a isolated").count(), 2 * 6);
     // The baseline's warm-up is greyed and named on every chart (shading title and label).
-    assert_eq!(html.matches(">warm-up<").count(), 2 * 5);
+    assert_eq!(html.matches(">warm-up<").count(), 2 * 6);
+    // The writes that failed while the zone was away show as such.
+    assert!(html.contains("65 s: 10 failed"));
     assert!(html.contains(A) && html.contains(B));
 
     // Header and verdict.
@@ -300,8 +312,10 @@ fn empty_and_degenerate_reports_render_without_nan() {
     wild.scenarios[0]
         .figures
         .push(Figure::new("x", "x", Some(f64::NAN), "ms"));
+    wild.writes[0].t = f64::NAN;
+    wild.writes[1].acknowledged = u64::MAX;
     let html = render(&wild);
-    assert_eq!(html.matches("<svg").count(), 5);
+    assert_eq!(html.matches("<svg").count(), 6);
     assert_numbers_sane(&html);
 }
 

@@ -788,6 +788,7 @@ impl Run {
         };
         let (mut checks, mut figures, mut notes) = judge(&seen, &c, &self.prediction);
         if let Some(w) = &written {
+            self.writes = writes::per_second(&w.writes, self.origin_ms);
             let (more_checks, more_figures, more_notes) = writes::judge(w, c.clock);
             checks.extend(more_checks);
             figures.extend(more_figures);

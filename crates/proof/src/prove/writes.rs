@@ -253,6 +253,29 @@ pub(crate) async fn read_back(target: &Target, writes: &[Write]) -> ReadBack {
     found
 }
 
+/// `writes` per second of their answers, from `origin_ms`.
+pub(crate) fn per_second(writes: &[Write], origin_ms: u64) -> Vec<crate::report::WritePoint> {
+    let mut by_second: std::collections::BTreeMap<u64, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for w in writes {
+        let t = w.answered_ms.saturating_sub(origin_ms) / 1000;
+        let e = by_second.entry(t).or_default();
+        if w.acked() {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    by_second
+        .into_iter()
+        .map(|(t, (acknowledged, failed))| crate::report::WritePoint {
+            t: t as f64,
+            acknowledged,
+            failed,
+        })
+        .collect()
+}
+
 /// What the scenario saw of its writes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WritesSeen {
