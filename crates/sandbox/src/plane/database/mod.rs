@@ -107,8 +107,10 @@ struct Db {
 }
 
 /// Every database of the plane.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Databases {
+    /// Where their data is (one folder per plane).
+    root: std::path::PathBuf,
     dbs: BTreeMap<String, Db>,
     /// Forced failovers asked for (instance ARNs) and not yet begun.
     requested: Vec<String>,
@@ -121,6 +123,24 @@ fn zone_reachable(spec: &DbSpec, world: &World, zone: &str) -> bool {
         .filter(|(_, z)| z == zone)
         .filter_map(|(id, _)| world.subnets.get(id))
         .all(|s| s.reachable(spec.port))
+}
+
+impl Default for Databases {
+    fn default() -> Self {
+        Databases {
+            root: postgres::root_dir(),
+            dbs: BTreeMap::new(),
+            requested: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Databases {
+    /// The plane's data folder goes with it, however the plane ends (its servers are killed
+    /// as they drop).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 impl Databases {
@@ -181,7 +201,7 @@ impl Databases {
                 let Some(password) = spec.secret_arn.as_ref().and_then(|a| passwords.get(a)) else {
                     continue; // Read again next time: the secret may not be readable yet.
                 };
-                let phase = start(spec, zones, password.clone());
+                let phase = start(spec, zones, password.clone(), self.root.clone());
                 self.dbs.insert(
                     id.to_owned(),
                     Db {
@@ -285,7 +305,7 @@ impl Databases {
         for (_, db) in std::mem::take(&mut self.dbs) {
             stop(db).await;
         }
-        let _ = std::fs::remove_dir_all(postgres::root_dir());
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -308,7 +328,7 @@ async fn stop(db: Db) {
 
 /// Starts an instance's servers in the background: the primary in RDS's zone for it, a
 /// standby in the next zone of its subnet group when Multi-AZ.
-fn start(spec: &DbSpec, zones: &[String], password: String) -> Phase {
+fn start(spec: &DbSpec, zones: &[String], password: String, root: std::path::PathBuf) -> Phase {
     let spec = spec.clone();
     let zones = zones.to_vec();
     Phase::Starting(tokio::spawn(async move {
@@ -326,6 +346,7 @@ fn start(spec: &DbSpec, zones: &[String], password: String) -> Phase {
             user: postgres::server_user()?,
             login: spec.user.clone(),
             password,
+            root: root.clone(),
         };
         let index = |zone: &str| zones.iter().position(|z| z == zone);
         let primary_zone = if index(&spec.zone).is_some() {
@@ -339,7 +360,7 @@ fn start(spec: &DbSpec, zones: &[String], password: String) -> Phase {
         let addr = index(&primary_zone)
             .and_then(|n| postgres::free_addr(n, spec.port))
             .ok_or_else(|| format!("no free address for port {} in {primary_zone}", spec.port))?;
-        let dir = postgres::root_dir().join(&spec.id);
+        let dir = root.join(&spec.id);
         let primary = pg
             .primary(&primary_zone, addr, &dir.join("a"), &spec.database)
             .await?;
@@ -514,7 +535,9 @@ fn rebuild(
     let primary = pair.primary.addr;
     let port = spec.port;
     let index = zones.iter().position(|z| *z == zone);
-    let dir = postgres::root_dir()
+    let dir = pair
+        .pg
+        .root
         .join(&spec.id)
         .join(format!("r{}", pair.failovers));
     tokio::spawn(async move {

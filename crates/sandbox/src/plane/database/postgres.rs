@@ -69,10 +69,13 @@ pub(crate) fn server_user() -> Result<Option<(u32, u32)>, String> {
         })
 }
 
-/// Where the sandbox's servers keep their data: a folder of the system's temporary directory
-/// (the `postgres` user can reach it, unlike root's home).
+/// Where one data plane's servers keep their data: a folder of the system's temporary
+/// directory (the `postgres` user can reach it, unlike root's home), one per plane of this
+/// process.
 pub(crate) fn root_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("stackproof-db-{}", std::process::id()))
+    static PLANES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PLANES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("stackproof-db-{}-{n}", std::process::id()))
 }
 
 /// One running server.
@@ -94,6 +97,8 @@ pub(crate) struct Postgres {
     /// The master user and its password (from the RDS-managed secret).
     pub(crate) login: String,
     pub(crate) password: String,
+    /// The plane's data folder ([`root_dir`]).
+    pub(crate) root: PathBuf,
 }
 
 impl Postgres {
@@ -131,7 +136,7 @@ impl Postgres {
     fn make_dir(&self, dir: &Path) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if let Some((uid, gid)) = self.user {
-            for d in dir.ancestors().take_while(|d| d.starts_with(root_dir())) {
+            for d in dir.ancestors().take_while(|d| d.starts_with(&self.root)) {
                 std::os::unix::fs::chown(d, Some(uid), Some(gid))
                     .map_err(|e| format!("chown {}: {e}", d.display()))?;
             }
