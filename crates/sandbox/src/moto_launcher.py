@@ -373,6 +373,38 @@ def _patch_fis():
 
 _patch_fis()
 
+
+def _patch_rds_zone():
+    """RDS reports where a Multi-AZ instance's primary runs in its AvailabilityZone, and moves
+    it after a failover. The sandbox data plane runs failovers; it reports the primary's new
+    zone with a `stackproof:sandbox-az` tag sent with AddTagsToResource, which sets the
+    instance's AvailabilityZone here and is not kept as a tag."""
+    try:
+        from moto.rds.models import RDSBackend
+    except ImportError:
+        return
+    key = "stackproof:sandbox-az"
+    original = RDSBackend.add_tags_to_resource
+
+    def add_tags_to_resource(self, arn, tags):
+        zone = None
+        rest = []
+        for t in tags or []:
+            if t.get("Key") == key:
+                zone = t.get("Value")
+            else:
+                rest.append(t)
+        if zone:
+            resource = self._get_resource_for_tagging(arn)
+            if resource is not None and hasattr(resource, "availability_zone"):
+                resource.availability_zone = zone
+        return original(self, arn, rest)
+
+    RDSBackend.add_tags_to_resource = add_tags_to_resource
+
+
+_patch_rds_zone()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()

@@ -730,7 +730,8 @@ impl Reconciler {
                 Err(e) => log(format_args!("database {}: {e} (retrying)", d.id)),
             }
         }
-        self.databases
+        let moved = self
+            .databases
             .step(
                 world,
                 &self.zones,
@@ -740,6 +741,27 @@ impl Reconciler {
                 &self.dns,
             )
             .await;
+        // RDS reports the primary's new zone (the launcher's patch takes this tag for it).
+        for (arn, zone) in moved {
+            let tag = aws_sdk_rds::types::Tag::builder()
+                .key(database::ZONE_TAG)
+                .value(&zone)
+                .build();
+            if let Err(e) = self
+                .c
+                .rds
+                .add_tags_to_resource()
+                .resource_name(&arn)
+                .tags(tag)
+                .send()
+                .await
+            {
+                log(format_args!(
+                    "database {arn}: its new zone {zone} not reported: {}",
+                    DisplayErrorContext(&e)
+                ));
+            }
+        }
     }
 
     fn zone_index(&self, zone: &str) -> Option<usize> {

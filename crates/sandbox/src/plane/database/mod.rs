@@ -39,6 +39,10 @@ use super::dns::DnsServer;
 use super::log;
 use super::observe::World;
 
+/// The tag through which the plane reports a primary's new zone after a failover (the
+/// launcher's patch sets the instance's AvailabilityZone from it and drops it).
+pub(crate) const ZONE_TAG: &str = "stackproof:sandbox-az";
+
 /// One RDS DB instance as the plane reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DbSpec {
@@ -171,6 +175,7 @@ impl Databases {
 
     /// One step: starts the databases of new instances, stops those of deleted ones, and
     /// follows each one's faults. `passwords` maps a secret ARN to the master password.
+    /// Returns the instances (ARN, zone) whose primary moved to another zone in this step.
     pub(crate) async fn step(
         &mut self,
         world: &World,
@@ -179,7 +184,8 @@ impl Databases {
         clock: Clock,
         rng: &mut Rng,
         dns: &DnsServer,
-    ) {
+    ) -> Vec<(String, String)> {
+        let mut moved = Vec::new();
         let wanted: BTreeMap<&str, &DbSpec> =
             world.databases.iter().map(|d| (d.id.as_str(), d)).collect();
         let gone: Vec<String> = self
@@ -253,13 +259,18 @@ impl Databases {
                     model.as_secs_f64()
                 ));
             }
+            let failovers = pair.failovers;
             follow(&db.spec, pair, world, zones).await;
+            if pair.failovers != failovers {
+                moved.push((db.spec.arn.clone(), pair.primary.zone.clone()));
+            }
             let addr = pair.primary.addr;
             let ttl = u32::try_from(clock.wall(rds::ENDPOINT_TTL).as_secs().max(1)).unwrap_or(5);
             if let std::net::IpAddr::V4(ip) = addr.ip() {
                 dns.set(&db.spec.endpoint, vec![ip], ttl);
             }
         }
+        moved
     }
 
     /// The databases' states.
