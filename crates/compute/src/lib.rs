@@ -115,6 +115,10 @@ pub struct FoundationInputs {
     pub account_id: String,
     /// [`ComputeInputs::default_image`].
     pub default_image: String,
+    /// [`ComputeInputs::linked`]: the roles' policies grant what is linked, so the foundation
+    /// needs it too (without it, every apply would take a linked secret's grant away and put it
+    /// back a moment later, and a task starting in between could not read its secret).
+    pub linked: Linked,
 }
 
 /// What compute gives the modules downstream and the user.
@@ -235,6 +239,7 @@ impl Compute {
             &ComputeInputs {
                 account_id: known.account_id,
                 default_image: known.default_image,
+                linked: known.linked,
                 ..ComputeInputs::placeholder()
             },
         );
@@ -243,8 +248,8 @@ impl Compute {
         let (made, inputs) = tokio::join!(pipeline::run(self, cx, &foundation, &mut run), inputs);
         made?;
         run.desired = Desired::new(cx, &self.spec, &inputs);
-        // A secret linked by another module (the database's password) reaches the execution
-        // role's policy here, before the task definition that names it.
+        // Whatever the whole inputs grant beyond the foundation's (nothing when the caller
+        // handed the foundation the same links) reaches the roles before the task definition.
         let mut rest = policies_since(&early, &run.desired);
         rest.extend(diff_service(&run.desired, &observed)?);
         pipeline::run(self, cx, &rest, &mut run).await?;

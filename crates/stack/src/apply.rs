@@ -3,7 +3,7 @@
 use infra::{Context, Module};
 use tokio::sync::watch;
 
-use crate::{Error, Stack, StackOutputs};
+use crate::{Error, Stack, StackOutputs, database_link};
 
 /// Where one module's outputs are handed to the modules that wait on them.
 fn handoff<T>() -> (watch::Sender<Option<T>>, Waiter<T>) {
@@ -43,7 +43,7 @@ impl Stack {
     ///   routes included: tasks pull their image through the NAT), the repository and the
     ///   target group exist;
     /// - the database once the network's subnets and security groups exist; with one,
-    ///   compute's task definition also waits for it (its endpoint and secret);
+    ///   compute's roles and task definition also wait for it (its endpoint and secret);
     /// - observability starts once the load balancer exists.
     ///
     /// The first error ends the deploy; what else was in flight stops where it is, and the
@@ -92,8 +92,9 @@ impl Stack {
                 );
                 self.compute_inputs(&net, &storage, &lb, db.as_ref())
             };
+            // The roles grant the database's secret: with a database they wait for it too.
             let foundation = async {
-                let storage = storage_rx.clone().get().await;
+                let (storage, db) = tokio::join!(storage_rx.clone().get(), data_rx.clone().get());
                 compute::FoundationInputs {
                     account_id: storage.account_id.clone(),
                     default_image: format!(
@@ -101,6 +102,7 @@ impl Stack {
                         storage.repository_uri,
                         crate::DEFAULT_IMAGE_TAG
                     ),
+                    linked: db.as_ref().map(database_link).unwrap_or_default(),
                 }
             };
             Ok::<_, Error>(m.compute.apply_staged(cx, foundation, inputs).await?)

@@ -627,7 +627,7 @@ pub const DATABASE_VARIABLES: [&str; 5] = [
     "DATABASE_PASSWORD",
 ];
 
-fn database_link(db: &data::DataOutputs) -> compute::Linked {
+pub(crate) fn database_link(db: &data::DataOutputs) -> compute::Linked {
     let [host, port, name, user, password] = DATABASE_VARIABLES.map(str::to_owned);
     let environment = BTreeMap::from([
         (host, db.endpoint.clone()),

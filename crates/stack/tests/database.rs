@@ -151,6 +151,13 @@ async fn with_a_database() {
     );
     let again = protected.plan(&cx).await.unwrap();
     assert!(again.changes.is_empty(), "{again}");
+    // A second apply writes nothing: in particular the execution role's grant of the
+    // database's secret is not taken away and put back (a task starting in between could not
+    // read its secret).
+    let before = cx.calls().snapshot();
+    protected.apply(&cx).await.unwrap();
+    let calls = cx.calls().snapshot().since(&before);
+    assert_eq!(calls.writes(), 0, "{calls:?}");
 
     // Protected: destroy deletes nothing and says why.
     let err = protected.destroy(&cx, false).await.unwrap_err();
