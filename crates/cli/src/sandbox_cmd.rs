@@ -210,6 +210,25 @@ fn print_status(dir: &std::path::Path) {
     let status: Option<serde_json::Value> = std::fs::read_to_string(dir.join(daemon::STATUS_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
+    // Each database: where its servers are (psql connects there; the password is the
+    // RDS-managed secret's `password`).
+    if let Some(dbs) = status.as_ref().and_then(|s| s["databases"].as_array()) {
+        for d in dbs {
+            let server = |v: &serde_json::Value| match (v[0].as_str(), v[1].as_str()) {
+                (Some(zone), Some(addr)) => format!("{addr} ({zone})"),
+                _ => "none".to_owned(),
+            };
+            println!(
+                "  database {} {}: {}; primary {}, standby {}, {} failovers",
+                d["id"].as_str().unwrap_or("?"),
+                d["endpoint"].as_str().unwrap_or("?"),
+                d["state"].as_str().unwrap_or("?"),
+                server(&d["primary"]),
+                server(&d["standby"]),
+                d["failovers"]
+            );
+        }
+    }
     if let Some(services) = status.as_ref().and_then(|s| s["services"].as_array()) {
         for s in services {
             println!(

@@ -195,9 +195,11 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
     // The configuration found is the working folder's: a stack name set there shows in plan;
     // force-destroy, because the load balancer's access logs of the check land in the bucket.
     assert!(toml.contains("\nname = \"stackproof\"\n"), "{toml}");
+    // A Multi-AZ database too: the sandbox runs a PostgreSQL pair for it.
     let edited = toml
         .replace("\nname = \"stackproof\"\n", "\nname = \"fromhere\"\n")
-        .replacen("\nforce-destroy = false\n", "\nforce-destroy = true\n", 1);
+        .replacen("\nforce-destroy = false\n", "\nforce-destroy = true\n", 1)
+        + "\n[database]\ndeletion-protection = false\nskip-final-snapshot = true\n";
     assert!(edited.contains("\nforce-destroy = true\n"), "{edited}");
     std::fs::write(here.join("stack.toml"), edited).unwrap();
 
@@ -238,6 +240,22 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
 
     let out = stackproof(here, &["check", "--rps", "5", "--duration", "4s"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // `sandbox status` shows where the database's two servers run, once they do.
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = text(&stackproof(here, &["sandbox", "status"]));
+        if shown.contains("database fromhere-db") && shown.contains(": available; primary 127.0.") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        shown.contains("database fromhere-db fromhere-db.")
+            && shown.contains(": available; primary 127.0.")
+            && shown.contains(", standby 127.0."),
+        "{shown}"
+    );
 
     let out = stackproof(here, &["destroy", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
