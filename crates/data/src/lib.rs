@@ -138,6 +138,21 @@ impl Data {
         &self.spec
     }
 
+    /// What `plan` shows, what exists and what `outputs` returns, from one read of the
+    /// account (the stack's preview hands the outputs on to compute's plan). Reads only.
+    pub async fn survey(
+        &self,
+        cx: &Context,
+        inputs: &DataInputs,
+    ) -> Result<pipeline::Survey<DataOutputs>, Error> {
+        let seen = pipeline::observe(self, cx, inputs).await?;
+        Ok(pipeline::Survey {
+            plan: seen.plan(self, cx),
+            existing: seen.existing(self, cx)?,
+            outputs: outputs_of(&Names::of(cx), &self.spec, seen.observed.clone()).ok(),
+        })
+    }
+
     /// Where the database's primary runs, or `None` when there is no instance. Reads only.
     pub async fn placement(&self, cx: &Context) -> Result<Option<Placement>, Error> {
         let i = observe::instance(&self.c, cx, &Names::of(cx)).await?;

@@ -398,9 +398,8 @@ impl Stack {
             let Some(d) = &m.data else {
                 return Ok::<_, Error>((Plan::default(), Plan::default(), None));
             };
-            let seen = pipeline::observe(d, cx, &data_inputs).await?;
-            let out = d.outputs(cx, &data_inputs).await?;
-            Ok((seen.plan(d, cx), seen.existing(d, cx)?, out))
+            let s = d.survey(cx, &data_inputs).await?;
+            Ok((s.plan, s.existing, s.outputs))
         };
         let ((compute, data), obs) = tokio::try_join!(
             async {
