@@ -685,7 +685,7 @@ impl Reconciler {
             }
         }
         self.converge_jobs(&world, read).await;
-        self.step_databases(&world).await;
+        self.step_databases(&world, read).await;
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
         let now = Instant::now();
@@ -713,10 +713,12 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Starts, stops and follows the databases; reads the master password of a new one.
-    async fn step_databases(&mut self, world: &World) {
+    /// Starts, stops and follows the databases; reads the master password of a new one (on a
+    /// read of the control plane, not on every tick: a secret that cannot be read yet is asked
+    /// for again at the next read).
+    async fn step_databases(&mut self, world: &World, read: bool) {
         let mut passwords = BTreeMap::new();
-        for d in &world.databases {
+        for d in world.databases.iter().filter(|_| read) {
             if self.databases.knows(&d.id) {
                 continue;
             }

@@ -311,16 +311,15 @@ impl Databases {
             .collect()
     }
 
-    /// Stops every server and removes their data.
+    /// Stops every server (their data goes as they drop, the plane's folder as this does).
     pub(crate) async fn shutdown(&mut self) {
         for (_, db) in std::mem::take(&mut self.dbs) {
             stop(db).await;
         }
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
-/// Kills what a database runs and removes its data.
+/// Kills what a database runs (a server's data goes when it drops).
 async fn stop(db: Db) {
     match db.phase {
         Phase::Starting(handle) => handle.abort(),
@@ -331,7 +330,6 @@ async fn stop(db: Db) {
             }
             for server in std::iter::once(&mut pair.primary).chain(pair.standby.as_mut()) {
                 server.kill().await;
-                let _ = std::fs::remove_dir_all(&server.dir);
             }
         }
     }
@@ -451,7 +449,6 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
                 Ok(_) => {
                     let mut old = std::mem::replace(&mut pair.primary, standby);
                     old.kill().await;
-                    let _ = std::fs::remove_dir_all(&old.dir);
                     pair.synchronous = true; // the promoted server inherited the setting
                     if let Err(e) = set_synchronous(pair, false).await {
                         log(format_args!("database {id}: {e}"));
@@ -531,7 +528,9 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
     {
         log(format_args!("database {id}: the standby exited"));
         pair.standby = None;
-        let _ = set_synchronous(pair, false).await;
+        if let Err(e) = set_synchronous(pair, false).await {
+            log(format_args!("database {id}: {e}"));
+        }
     }
 }
 
