@@ -588,7 +588,7 @@ impl Reconciler {
             }
         }
         world.listeners = observe::listeners(&self.c).await?;
-        world.databases = match observe::databases(&self.c).await {
+        world.databases = match database::read::databases(&self.c).await {
             Ok(dbs) => dbs,
             Err(e) => {
                 log(format_args!("databases not read this round: {e}"));
@@ -725,7 +725,7 @@ impl Reconciler {
             let Some(arn) = &d.secret_arn else {
                 continue;
             };
-            match observe::master_password(&self.c, arn).await {
+            match database::read::master_password(&self.c, arn).await {
                 Ok(p) => {
                     passwords.insert(arn.clone(), p);
                 }

@@ -22,6 +22,7 @@
 //! than PostgreSQL, Multi-AZ DB clusters.
 
 mod postgres;
+pub(crate) mod read;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
