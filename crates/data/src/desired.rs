@@ -203,16 +203,13 @@ pub(crate) fn diff(stack: &str, d: &Desired, o: &Observed) -> Result<Vec<Op>, Er
         }
         Some(sg) if !sg.ours => return Err(not_ours("security group", &d.names.security_group)),
         Some(sg) => {
-            if !sg.ingress_from.contains(&d.clients) {
+            let (allow, revoke) = sg.ingress_changes(&d.clients);
+            if allow {
                 ops.push(Op::AllowClients {
                     from: d.clients.clone(),
                 });
             }
-            for other in sg.ingress_from.iter().filter(|g| **g != d.clients) {
-                ops.push(Op::RevokeClients {
-                    from: other.clone(),
-                });
-            }
+            ops.extend(revoke.into_iter().map(|from| Op::RevokeClients { from }));
         }
     }
     match &o.subnet_group {
@@ -330,7 +327,8 @@ impl Op {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::{Sg, SubnetGroup};
+    use crate::observe::SubnetGroup;
+    use crate::sg::Sg;
     use infra::Config as _;
 
     fn desired() -> Desired {

@@ -46,6 +46,20 @@ pub enum Error {
         /// What the configuration wants.
         want: String,
     },
+    /// A setting the cache cannot change in place.
+    #[error(
+        "cache {name:?} has {field} {have} but the configuration says {want}; that needs a new replication group: delete it (`aws elasticache delete-replication-group --replication-group-id {name}`; a cache holds nothing the database does not) and deploy again"
+    )]
+    CacheNeedsReplacement {
+        /// The replication group id.
+        name: String,
+        /// The setting.
+        field: &'static str,
+        /// What it is.
+        have: String,
+        /// What the configuration wants.
+        want: String,
+    },
     /// A step needed a resource that an earlier step should have made.
     #[error("{kind} {name:?} should exist by now but was not found; run the same command again")]
     Missing {

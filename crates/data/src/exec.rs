@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{IpPermission, ResourceType, TagSpecification, UserIdGroupPair};
 use infra::{Backoff, Step, WaitError};
-use infra::{Context, WaitPolicy, aws, tags, waited};
+use infra::{Context, WaitPolicy, aws, waited};
 
 use crate::config::DatabaseSpec;
 use crate::desired::{Desired, MODULE, Op};
 use crate::error::Error;
 use crate::observe::Names;
+use crate::sg;
 use crate::{Clients, PORT};
 
 /// The longest an instance may take to become available or to be deleted: RDS documents no
@@ -22,34 +22,11 @@ pub struct Ids {
     pub(crate) sg: Option<String>,
 }
 
-fn ec2_tags(cx: &Context, name: &str, kind: ResourceType) -> TagSpecification {
-    let mut spec = TagSpecification::builder().resource_type(kind);
-    for (k, v) in cx.tags(MODULE, name) {
-        spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
-    }
-    spec.tags(
-        aws_sdk_ec2::types::Tag::builder()
-            .key(tags::DISPLAY_NAME)
-            .value(name)
-            .build(),
-    )
-    .build()
-}
-
 fn rds_tags(cx: &Context, name: &str) -> Vec<aws_sdk_rds::types::Tag> {
     cx.tags(MODULE, name)
         .into_iter()
         .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
         .collect()
-}
-
-fn from_group(group: &str) -> IpPermission {
-    IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(PORT)
-        .to_port(PORT)
-        .user_id_group_pairs(UserIdGroupPair::builder().group_id(group).build())
-        .build()
 }
 
 fn need_sg(ids: &Ids, names: &Names) -> Result<String, Error> {
@@ -74,52 +51,24 @@ pub(crate) async fn step(
     };
     match op {
         Op::CreateSecurityGroup { vpc } => {
-            let name = &names.security_group;
-            let out = c
-                .ec2
-                .create_security_group()
-                .group_name(name)
-                .description(format!(
-                    "stackproof {}: the database, reachable on {PORT} from the service's tasks only",
-                    cx.stack()
-                ))
-                .vpc_id(vpc)
-                .tag_specifications(ec2_tags(cx, name, ResourceType::SecurityGroup))
-                .send()
-                .await
-                .map_err(aws("CreateSecurityGroup", format!("security group {name}")))?;
-            let id = out.group_id().unwrap_or_default().to_owned();
+            let description = format!(
+                "stackproof {}: the database, reachable on {PORT} from the service's tasks only",
+                cx.stack()
+            );
+            let id =
+                sg::create(&c.ec2, cx, MODULE, &names.security_group, description, vpc).await?;
             ids.sg = Some(id.clone());
             Ok(Some(id))
         }
         Op::AllowClients { from } => {
-            let sg = need_sg(ids, &names)?;
-            Backoff::consistency(cx.waits())
-                .retry_codes(
-                    format!("AuthorizeSecurityGroupIngress {sg}"),
-                    &["InvalidGroup.NotFound"],
-                    || {
-                        c.ec2
-                            .authorize_security_group_ingress()
-                            .group_id(&sg)
-                            .ip_permissions(from_group(from))
-                            .send()
-                    },
-                )
-                .await
-                .map_err(waited("AuthorizeSecurityGroupIngress", &sg))?;
-            Ok(Some(sg))
+            let id = need_sg(ids, &names)?;
+            sg::allow(&c.ec2, cx, &id, from, PORT).await?;
+            Ok(Some(id))
         }
         Op::RevokeClients { from } => {
-            let sg = need_sg(ids, &names)?;
-            c.ec2
-                .revoke_security_group_ingress()
-                .group_id(&sg)
-                .ip_permissions(from_group(from))
-                .send()
-                .await
-                .map_err(aws("RevokeSecurityGroupIngress", &sg))?;
-            Ok(Some(sg))
+            let id = need_sg(ids, &names)?;
+            sg::revoke(&c.ec2, &id, from, PORT).await?;
+            Ok(Some(id))
         }
         Op::CreateSubnetGroup { subnets } | Op::SetSubnets { to: subnets, .. } => {
             let name = &names.subnet_group;
@@ -231,15 +180,7 @@ pub(crate) async fn step(
             }
         }
         Op::DeleteSecurityGroup { id } => {
-            // The instance's network interfaces leave the group a little after it is gone.
-            Backoff::dependency(cx.waits())
-                .retry_codes(
-                    format!("DeleteSecurityGroup {id}"),
-                    &["DependencyViolation"],
-                    || c.ec2.delete_security_group().group_id(id).send(),
-                )
-                .await
-                .map_err(waited("DeleteSecurityGroup", id))?;
+            sg::delete(&c.ec2, cx, id).await?;
             Ok(None)
         }
     }

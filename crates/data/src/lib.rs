@@ -33,17 +33,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 mod config;
 mod desired;
 mod error;
 mod exec;
 mod observe;
+mod sg;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use infra::{Change, Context, Pipeline, Plan, pipeline};
 use serde::{Deserialize, Serialize};
 
+pub use cache::{Cache, CacheConfig, CacheOutputs, CacheSpec};
 pub use config::{DatabaseConfig, DatabaseSpec, ENGINE_VERSIONS};
 pub use error::Error;
 pub use observe::Names;

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::Filter;
-use infra::{Context, aws, tags};
+use infra::{Context, aws};
 
 use crate::Clients;
 use crate::error::Error;
+use crate::sg::{self, Sg, is_ours};
 
 /// The names the stack's resources have: `{stack}-db` for all three.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,16 +30,6 @@ impl Names {
             security_group: base,
         }
     }
-}
-
-/// The database's security group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sg {
-    pub(crate) id: String,
-    pub(crate) vpc: String,
-    /// Security groups allowed in on the database port.
-    pub(crate) ingress_from: Vec<String>,
-    pub(crate) ours: bool,
 }
 
 /// The DB subnet group.
@@ -88,10 +78,6 @@ pub struct Observed {
     pub(crate) instance: Option<Instance>,
 }
 
-fn is_ours(cx: &Context, tags: &BTreeMap<String, String>) -> bool {
-    tags.get(tags::STACK).map(String::as_str) == Some(cx.stack().as_str())
-}
-
 /// Reads the three resources (the security group in `vpc` when given, else by name and the
 /// stack's tag).
 pub(crate) async fn observe(
@@ -101,7 +87,7 @@ pub(crate) async fn observe(
 ) -> Result<Observed, Error> {
     let names = Names::of(cx);
     let (sg, subnet_group, instance) = tokio::try_join!(
-        security_group(c, cx, &names, vpc),
+        sg::observe(&c.ec2, cx, &names.security_group, vpc, crate::PORT),
         subnet_group(c, cx, &names),
         instance(c, cx, &names),
     )?;
@@ -110,52 +96,6 @@ pub(crate) async fn observe(
         subnet_group,
         instance,
     })
-}
-
-async fn security_group(
-    c: &Clients,
-    cx: &Context,
-    names: &Names,
-    vpc: Option<&str>,
-) -> Result<Option<Sg>, Error> {
-    let mut req = c.ec2.describe_security_groups().filters(
-        Filter::builder()
-            .name("group-name")
-            .values(&names.security_group)
-            .build(),
-    );
-    req = match vpc {
-        Some(vpc) => req.filters(Filter::builder().name("vpc-id").values(vpc).build()),
-        None => req.filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::STACK))
-                .values(cx.stack().as_str())
-                .build(),
-        ),
-    };
-    let out = req.send().await.map_err(aws(
-        "DescribeSecurityGroups",
-        format!("security group {}", names.security_group),
-    ))?;
-    Ok(out.security_groups().first().map(|g| {
-        let tags: BTreeMap<String, String> = g
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-            .collect();
-        Sg {
-            id: g.group_id().unwrap_or_default().to_owned(),
-            vpc: g.vpc_id().unwrap_or_default().to_owned(),
-            ingress_from: g
-                .ip_permissions()
-                .iter()
-                .filter(|p| p.from_port() == Some(crate::PORT) && p.to_port() == Some(crate::PORT))
-                .flat_map(|p| p.user_id_group_pairs())
-                .filter_map(|pair| pair.group_id().map(str::to_owned))
-                .collect(),
-            ours: is_ours(cx, &tags),
-        }
-    }))
 }
 
 fn rds_tags(list: &[aws_sdk_rds::types::Tag]) -> BTreeMap<String, String> {

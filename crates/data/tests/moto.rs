@@ -1,11 +1,12 @@
 //! The data module against moto: a VPC with two private subnets and the tasks' security group
-//! made with raw EC2 calls, then the database planned, applied, changed and destroyed.
+//! made with raw EC2 calls, then the database and the cache planned, applied, changed and
+//! destroyed.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 use infra::{Action, Config as _, Context, Module as _, StackName};
 use sandbox::MotoServer;
-use stackproof_data::{Data, DataInputs, DatabaseConfig};
+use stackproof_data::{Cache, CacheConfig, Data, DataInputs, DatabaseConfig};
 
 const REGION: &str = "eu-west-1";
 
@@ -204,4 +205,133 @@ async fn a_private_encrypted_multi_az_database_is_made_changed_and_destroyed_wit
             .is_err()
     );
     assert!(changed.plan_destroy(&cx).await.unwrap().changes.is_empty());
+}
+
+fn cache(cx: &Context, toml_text: &str) -> Cache {
+    let config: CacheConfig = toml::from_str(toml_text).unwrap();
+    Cache::new(cx, config.validate(&cx.scope()).unwrap())
+}
+
+#[tokio::test]
+async fn a_multi_az_encrypted_cache_spans_two_zones_and_is_changed_and_destroyed() {
+    let cx = context("kiosk");
+    let inputs = network(&cx).await;
+    let ec = cache(&cx, "");
+    let elasticache: aws_sdk_elasticache::Client = infra::client!(&cx, aws_sdk_elasticache);
+    let ec2: aws_sdk_ec2::Client = infra::client!(&cx, aws_sdk_ec2);
+
+    let plan = ec.plan(&cx, &inputs).await.unwrap();
+    let kinds: Vec<(Action, &str)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action, c.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Action::Create, "security-group"),
+            (Action::Update, "security-group"),
+            (Action::Create, "cache-subnet-group"),
+            (Action::Create, "replication-group"),
+        ],
+        "{plan}"
+    );
+
+    let out = ec.apply(&cx, &inputs).await.unwrap();
+    assert_eq!(out.group_id, "kiosk-cache");
+    assert_eq!(out.port, 6379);
+    assert!(out.multi_az && out.transit_encryption, "{out:?}");
+    assert!(!out.primary_endpoint.is_empty());
+    assert_eq!(out.primary_zone.as_deref(), Some("eu-west-1a"));
+    let described = elasticache
+        .describe_replication_groups()
+        .replication_group_id("kiosk-cache")
+        .send()
+        .await
+        .unwrap();
+    let g = &described.replication_groups()[0];
+    assert_eq!(g.at_rest_encryption_enabled(), Some(true));
+    assert_eq!(g.transit_encryption_enabled(), Some(true));
+    assert_eq!(
+        g.automatic_failover(),
+        Some(&aws_sdk_elasticache::types::AutomaticFailoverStatus::Enabled)
+    );
+    // A primary and a replica, each in its own zone.
+    let members: Vec<(Option<&str>, Option<&str>)> = g.node_groups()[0]
+        .node_group_members()
+        .iter()
+        .map(|m| (m.current_role(), m.preferred_availability_zone()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (Some("primary"), Some("eu-west-1a")),
+            (Some("replica"), Some("eu-west-1b"))
+        ]
+    );
+    // Only the tasks' group reaches it, on 6379.
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&out.security_group_id)
+        .send()
+        .await
+        .unwrap();
+    let rules = sg.security_groups()[0].ip_permissions();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].from_port(), Some(6379));
+    assert_eq!(
+        rules[0].user_id_group_pairs()[0].group_id(),
+        Some(inputs.client_security_group_id.as_str())
+    );
+
+    // Converged: nothing to do.
+    let again = ec.plan(&cx, &inputs).await.unwrap();
+    assert!(again.changes.is_empty(), "{again}");
+
+    // Changed in place: a larger node; what cannot change is refused before any call.
+    let bigger = cache(&cx, "node-type = \"cache.t4g.small\"\n");
+    let plan = bigger.plan(&cx, &inputs).await.unwrap();
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert!(
+        plan.changes[0].sets("node-type", "cache.t4g.small"),
+        "{plan}"
+    );
+    bigger.apply(&cx, &inputs).await.unwrap();
+    assert!(bigger.plan(&cx, &inputs).await.unwrap().changes.is_empty());
+    let err = cache(
+        &cx,
+        "node-type = \"cache.t4g.small\"\ntransit-encryption = false\n",
+    )
+    .plan(&cx, &inputs)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("transit-encryption true"), "{err}");
+
+    // Destroy: the group, then its subnet group and security group.
+    bigger.destroy(&cx).await.unwrap();
+    assert!(
+        elasticache
+            .describe_replication_groups()
+            .replication_group_id("kiosk-cache")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        elasticache
+            .describe_cache_subnet_groups()
+            .cache_subnet_group_name("kiosk-cache")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        ec2.describe_security_groups()
+            .group_ids(&out.security_group_id)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(bigger.plan_destroy(&cx).await.unwrap().changes.is_empty());
 }

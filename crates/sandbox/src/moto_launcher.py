@@ -405,6 +405,79 @@ def _patch_rds_zone():
 
 _patch_rds_zone()
 
+def _patch_elasticache():
+    """ElastiCache as the cache module and the data plane use it. moto 5 ignores
+    NumCacheClusters for a cluster-mode-disabled group (it makes replicas only from
+    ReplicasPerNodeGroup), keeps a deleted replication group as "deleting" for ever and has no
+    DeleteCacheSubnetGroup; AWS honours the first, removes a deleted group once its nodes are
+    gone, and deletes a subnet group no group uses. The data plane reports a failover's new
+    primary with a `stackproof:sandbox-primary` tag (the member cluster's id) on the group, which
+    swaps the members' CurrentRole here and is not kept as a tag."""
+    try:
+        from moto.core.responses import ActionResult
+        from moto.elasticache.exceptions import CacheSubnetGroupNotFound
+        from moto.elasticache.models import ElastiCacheBackend
+        from moto.elasticache.responses import ElastiCacheResponse
+    except ImportError:
+        return
+
+    original_create = ElastiCacheBackend.create_replication_group
+
+    def create_replication_group(self, *args, **kwargs):
+        n = kwargs.get("num_cache_clusters")
+        if kwargs.get("cluster_mode") != "enabled" and not kwargs.get("replicas_per_node_group") and n:
+            kwargs["replicas_per_node_group"] = max(int(n) - 1, 0)
+        return original_create(self, *args, **kwargs)
+
+    ElastiCacheBackend.create_replication_group = create_replication_group
+
+    original_delete = ElastiCacheBackend.delete_replication_group
+
+    def delete_replication_group(self, replication_group_id, retain_primary_cluster):
+        group = original_delete(self, replication_group_id, retain_primary_cluster)
+        self.replication_groups.pop(replication_group_id, None)
+        return group
+
+    ElastiCacheBackend.delete_replication_group = delete_replication_group
+
+    def delete_cache_subnet_group(self):
+        name = self._get_param("CacheSubnetGroupName")
+        backend = self.elasticache_backend
+        if name not in backend.cache_subnet_groups:
+            raise CacheSubnetGroupNotFound(name)
+        group = backend.cache_subnet_groups.pop(name)
+        backend.tagging_service.delete_all_tags_for_resource(group.arn)
+        return ActionResult({})
+
+    ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group
+
+    key = "stackproof:sandbox-primary"
+    original_tag = ElastiCacheBackend.add_tags_to_resource
+
+    def add_tags_to_resource(self, arn, tags):
+        primary = None
+        rest = []
+        for t in tags or []:
+            if t.get("Key") == key:
+                primary = t.get("Value")
+            else:
+                rest.append(t)
+        if primary:
+            for group in self.replication_groups.values():
+                if group.arn != arn:
+                    continue
+                for node_group in group.node_groups:
+                    for member in node_group.get("node_group_members", []):
+                        is_primary = member.get("cache_cluster_id") == primary
+                        member["current_role"] = "primary" if is_primary else "replica"
+        if rest:
+            original_tag(self, arn, rest)
+
+    ElastiCacheBackend.add_tags_to_resource = add_tags_to_resource
+
+
+_patch_elasticache()
+
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()
