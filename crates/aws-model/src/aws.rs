@@ -202,3 +202,22 @@ pub mod rds {
     /// endpoints answer with 5 s in practice, which the RDS UG does not state. M.
     pub const ENDPOINT_TTL: Duration = secs(5);
 }
+
+/// ElastiCache (Redis OSS) Multi-AZ replication groups.
+pub mod elasticache {
+    use super::{Duration, secs};
+
+    /// From a Multi-AZ primary's loss until a replica in another zone is promoted and the
+    /// primary endpoint names it: ElastiCache's UG (AutoFailover) says writes "can resume"
+    /// after "typically just a few seconds" of promotion; AWS's Database Blog ("Testing
+    /// Automatic Failover to a Read Replica on Amazon ElastiCache for Redis") puts the
+    /// primary's failure detection and the promotion together at "about 30 seconds". The
+    /// sandbox draws from the span between them. M.
+    pub const FAILOVER_MIN: Duration = secs(5);
+    /// See [`FAILOVER_MIN`]. M.
+    pub const FAILOVER_MAX: Duration = secs(30);
+
+    /// TTL of the primary endpoint's DNS record. ElastiCache does not document it; the
+    /// sandbox uses RDS's 5 s ([`super::rds::ENDPOINT_TTL`]). L.
+    pub const ENDPOINT_TTL: Duration = secs(5);
+}

@@ -105,6 +105,11 @@ pub struct Linked {
     /// the zone fault's extra actions act on (a database's forced failover).
     #[serde(default)]
     pub fault_policies: std::collections::BTreeSet<String>,
+    /// IAM actions the fault role also needs where AWS has no managed policy for them (the
+    /// cache's `aws:elasticache:replicationgroup-interrupt-az-power`), granted on every
+    /// resource in one inline policy `{stack}-fis-actions`.
+    #[serde(default)]
+    pub fault_actions: std::collections::BTreeSet<String>,
 }
 
 /// The part of [`ComputeInputs`] the foundation (the roles' policies) needs, known before

@@ -46,7 +46,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use infra::{Change, Context, Pipeline, Plan, pipeline};
 use serde::{Deserialize, Serialize};
 
-pub use cache::{Cache, CacheConfig, CacheOutputs, CacheSpec};
+pub use cache::{Cache, CacheConfig, CacheOutputs, CachePlacement, CacheSpec};
 pub use config::{DatabaseConfig, DatabaseSpec, ENGINE_VERSIONS};
 pub use error::Error;
 pub use observe::Names;

@@ -17,7 +17,10 @@
 //!   already stored), once the commit is acknowledged; `GET /orders/{id}` -> 200 with the order
 //!   or 404; 503 when the database does not answer after [`orders::ATTEMPTS`] tries. Served
 //!   when the task has a database (`$DATABASE_HOST`, see [`orders`]); `/health` never asks
-//!   it, so a database failover does not get healthy tasks replaced;
+//!   it, so a database failover does not get healthy tasks replaced. With a cache
+//!   (`$REDIS_HOST`, see [`cache`]) a read tries the cache first and a committed write is
+//!   stored there too; the `x-cache` header says what the cache did (`hit`, `miss`, `stored`,
+//!   `down`: a cache that does not answer is passed by, never an error);
 //! - anything else -> 404.
 //!
 //! The AZ and task come from the ECS task metadata endpoint v4 ([`Identity::discover`]), as on
@@ -48,6 +51,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+pub mod cache;
 pub mod orders;
 
 /// The most CPU time one `/work` request may burn, in milliseconds.
@@ -255,13 +259,41 @@ struct App {
     failing_health: AtomicBool,
     /// The orders' database, when the task has one.
     db: Option<orders::Database>,
+    /// The orders' cache, when the task has one (used with a database only).
+    cache: Option<cache::Cache>,
+}
+
+/// The header that says what the cache did for a request.
+pub const X_CACHE: &str = "x-cache";
+
+/// The cache's key of order `id`.
+fn cache_key(id: &str) -> String {
+    format!("order:{id}")
+}
+
+/// `response` with its `x-cache` header, when the cache took part.
+fn with_cache(
+    mut response: Response<Full<Bytes>>,
+    outcome: Option<cache::Outcome>,
+) -> Response<Full<Bytes>> {
+    if let Some(o) = outcome {
+        response
+            .headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(o.as_str()));
+    }
+    response
 }
 
 /// The largest request body read (an order).
 const MAX_BODY: usize = 4096;
 
 impl App {
-    fn new(identity: &Identity, routes: Routes, db: Option<orders::Database>) -> App {
+    fn new(
+        identity: &Identity,
+        routes: Routes,
+        db: Option<orders::Database>,
+        cache: Option<cache::Cache>,
+    ) -> App {
         let header = |value: &str| {
             HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         };
@@ -273,6 +305,7 @@ impl App {
             routes,
             failing_health: AtomicBool::new(false),
             db,
+            cache,
         }
     }
 
@@ -321,33 +354,69 @@ impl App {
                 return self.respond(StatusCode::BAD_REQUEST, TEXT, Bytes::from(format!("{e}\n")));
             }
             return match db.put(&order).await {
-                Ok(created) => self.respond(
-                    if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    },
-                    JSON,
-                    Bytes::from(serde_json::to_string(&order).unwrap_or_default()),
-                ),
+                Ok(created) => {
+                    let body = serde_json::to_string(&order).unwrap_or_default();
+                    // Write-through once committed, so a read finds it in the cache.
+                    let outcome = self.cache_set(&order.id, body.as_bytes()).await;
+                    with_cache(
+                        self.respond(
+                            if created {
+                                StatusCode::CREATED
+                            } else {
+                                StatusCode::OK
+                            },
+                            JSON,
+                            Bytes::from(body),
+                        ),
+                        outcome,
+                    )
+                }
                 Err(e) => unavailable(e),
             };
         }
         if request.method() == Method::GET
             && let Some(id) = path.strip_prefix("/orders/")
         {
+            // Cache-aside: the cache first; the database on a miss (then cached) or when the
+            // cache does not answer.
+            let mut outcome = None;
+            if let Some(cache) = &self.cache {
+                match cache.get(&cache_key(id)).await {
+                    Ok(Some(value)) => {
+                        return with_cache(
+                            self.respond(StatusCode::OK, JSON, Bytes::from(value)),
+                            Some(cache::Outcome::Hit),
+                        );
+                    }
+                    Ok(None) => outcome = Some(cache::Outcome::Miss),
+                    Err(e) => {
+                        eprintln!("sample-app: cache: {e}");
+                        outcome = Some(cache::Outcome::Down);
+                    }
+                }
+            }
             return match db.get(id).await {
-                Ok(Some(order)) => self.respond(
-                    StatusCode::OK,
-                    JSON,
-                    Bytes::from(serde_json::to_string(&order).unwrap_or_default()),
+                Ok(Some(order)) => {
+                    let body = serde_json::to_string(&order).unwrap_or_default();
+                    if outcome == Some(cache::Outcome::Miss)
+                        && self.cache_set(id, body.as_bytes()).await == Some(cache::Outcome::Down)
+                    {
+                        outcome = Some(cache::Outcome::Down);
+                    }
+                    with_cache(
+                        self.respond(StatusCode::OK, JSON, Bytes::from(body)),
+                        outcome,
+                    )
+                }
+                Ok(None) => with_cache(
+                    self.respond(
+                        StatusCode::NOT_FOUND,
+                        TEXT,
+                        Bytes::from_static(b"no such order\n"),
+                    ),
+                    outcome,
                 ),
-                Ok(None) => self.respond(
-                    StatusCode::NOT_FOUND,
-                    TEXT,
-                    Bytes::from_static(b"no such order\n"),
-                ),
-                Err(e) => unavailable(e),
+                Err(e) => with_cache(unavailable(e), outcome),
             };
         }
         self.respond(
@@ -355,6 +424,18 @@ impl App {
             TEXT,
             Bytes::from_static(b"not found\n"),
         )
+    }
+
+    /// Stores an order's JSON in the cache, when there is one: `stored` or `down`.
+    async fn cache_set(&self, id: &str, body: &[u8]) -> Option<cache::Outcome> {
+        let cache = self.cache.as_ref()?;
+        Some(match cache.set(&cache_key(id), body).await {
+            Ok(()) => cache::Outcome::Stored,
+            Err(e) => {
+                eprintln!("sample-app: cache: {e}");
+                cache::Outcome::Down
+            }
+        })
     }
 
     fn respond(
@@ -467,19 +548,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    serve_with(listener, identity, Routes::default(), None, shutdown, drain).await;
+    serve_with(
+        listener,
+        identity,
+        Routes::default(),
+        None,
+        None,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
-/// [`serve`], with the optional routes `routes` turns on and the orders' database `db`.
+/// [`serve`], with the optional routes `routes` turns on, the orders' database `db` and their
+/// cache `cache`.
 pub async fn serve_with(
     listener: TcpListener,
     identity: Identity,
     routes: Routes,
     db: Option<orders::Database>,
+    cache: Option<cache::Cache>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let app = Arc::new(App::new(&identity, routes, db));
+    let app = Arc::new(App::new(&identity, routes, db, cache));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -639,6 +731,13 @@ pub async fn main_with_args(args: impl IntoIterator<Item = String>) -> std::proc
             return ExitCode::from(2);
         }
     };
+    let cache = match cache::Cache::from_env() {
+        Ok(cache) => cache,
+        Err(err) => {
+            eprintln!("sample-app: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = shutdown_signal();
     let identity = Identity::discover().await;
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -652,7 +751,7 @@ pub async fn main_with_args(args: impl IntoIterator<Item = String>) -> std::proc
         "sample-app: listening on {addr} (az {}, task {})",
         identity.az, identity.task
     );
-    serve_with(listener, identity, routes, db, shutdown, DRAIN).await;
+    serve_with(listener, identity, routes, db, cache, shutdown, DRAIN).await;
     eprintln!("sample-app: stopped");
     ExitCode::SUCCESS
 }

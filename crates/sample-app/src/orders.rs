@@ -261,7 +261,7 @@ impl Database {
 
 /// `host`'s address: itself when it is one, else an A record from `dns` (or the system's
 /// resolver).
-async fn resolve(host: &str, dns: Option<SocketAddr>) -> Result<IpAddr, String> {
+pub(crate) async fn resolve(host: &str, dns: Option<SocketAddr>) -> Result<IpAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }

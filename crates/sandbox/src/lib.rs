@@ -28,7 +28,8 @@ pub use moto::{
     sdk_config, spawn_daemon, task_env,
 };
 pub use plane::{
-    AlbEndpoint, DNS_SERVER_VAR, DataPlane, DatabaseStatus, JobStatus, NodeEndpoint, PlaneOptions,
-    PlaneStatus, ServiceStatus, TaskHealth, TaskStatus, postgres_bin_dir,
+    AlbEndpoint, CA_FILE_VAR, CacheStatus, DNS_SERVER_VAR, DataPlane, DatabaseStatus, JobStatus,
+    NodeEndpoint, PlaneOptions, PlaneStatus, ServiceStatus, TaskHealth, TaskStatus,
+    postgres_bin_dir, redis_programs,
 };
 pub use registry::{RegistryServer, registry_program};

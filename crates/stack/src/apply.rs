@@ -3,7 +3,7 @@
 use infra::{Context, Module};
 use tokio::sync::watch;
 
-use crate::{Error, Stack, StackOutputs, database_link};
+use crate::{Error, Stack, StackOutputs, links};
 
 /// Where one module's outputs are handed to the modules that wait on them.
 fn handoff<T>() -> (watch::Sender<Option<T>>, Waiter<T>) {
@@ -80,21 +80,27 @@ impl Stack {
             Ok::<_, Error>(out)
         };
         let (data_tx, data_rx) = handoff::<Option<data::DataOutputs>>();
+        let (cache_tx, cache_rx) = handoff::<Option<data::CacheOutputs>>();
         let compute = async {
             // The service is handed the database's endpoint and secret, so with a database
             // the task definition waits for it.
             let inputs = async {
-                let (net, storage, lb, db) = tokio::join!(
+                let (net, storage, lb, db, cache) = tokio::join!(
                     network_rx.clone().get(),
                     storage_rx.clone().get(),
                     lb_rx.clone().get(),
-                    data_rx.clone().get()
+                    data_rx.clone().get(),
+                    cache_rx.clone().get()
                 );
-                self.compute_inputs(&net, &storage, &lb, db.as_ref())
+                self.compute_inputs(&net, &storage, &lb, db.as_ref(), cache.as_ref())
             };
             // The roles grant the database's secret: with a database they wait for it too.
             let foundation = async {
-                let (storage, db) = tokio::join!(storage_rx.clone().get(), data_rx.clone().get());
+                let (storage, db, cache) = tokio::join!(
+                    storage_rx.clone().get(),
+                    data_rx.clone().get(),
+                    cache_rx.clone().get()
+                );
                 compute::FoundationInputs {
                     account_id: storage.account_id.clone(),
                     default_image: format!(
@@ -102,7 +108,7 @@ impl Stack {
                         storage.repository_uri,
                         crate::DEFAULT_IMAGE_TAG
                     ),
-                    linked: db.as_ref().map(database_link).unwrap_or_default(),
+                    linked: links(db.as_ref(), cache.as_ref()),
                 }
             };
             Ok::<_, Error>(m.compute.apply_staged(cx, foundation, inputs).await?)
@@ -118,6 +124,17 @@ impl Stack {
             data_tx.send_replace(Some(Some(out.clone())));
             Ok(Some(out))
         };
+        // The cache likewise.
+        let cache = async {
+            let Some(c) = &m.cache else {
+                cache_tx.send_replace(Some(None));
+                return Ok::<_, Error>(None);
+            };
+            let net = early_rx.clone().get().await;
+            let out = c.apply(cx, &Self::data_inputs(&net)).await?;
+            cache_tx.send_replace(Some(Some(out.clone())));
+            Ok(Some(out))
+        };
         let observability = async {
             let (net, lb) = tokio::join!(early_rx.clone().get(), lb_rx.clone().get());
             Ok::<_, Error>(
@@ -127,13 +144,14 @@ impl Stack {
             )
         };
         // Each branch on the heap: together the SDK's futures are too big for a thread's stack.
-        let (storage, network, load_balancer, compute, observability, data) = tokio::try_join!(
+        let (storage, network, load_balancer, compute, observability, data, cache) = tokio::try_join!(
             Box::pin(storage),
             Box::pin(network),
             Box::pin(load_balancer),
             Box::pin(compute),
             Box::pin(observability),
-            Box::pin(data)
+            Box::pin(data),
+            Box::pin(cache)
         )?;
         Ok(StackOutputs {
             stack: self.name.to_string(),
@@ -144,6 +162,7 @@ impl Stack {
             compute,
             observability,
             data,
+            cache,
         })
     }
 }

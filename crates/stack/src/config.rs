@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use compute::{ComputeConfig, ComputeSpec};
-use data::DatabaseConfig;
+use data::{CacheConfig, DatabaseConfig};
 use infra::{Config, Problems, Scope, StackName};
 use network::{LoadBalancerConfig, NetworkConfig, NetworkSpec};
 use observability::ObservabilityConfig;
@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub observability: ObservabilityConfig,
     /// The database (see `data::DatabaseConfig`): none unless the table is there.
     pub database: Option<DatabaseConfig>,
+    /// The cache (see `data::CacheConfig`): none unless the table is there.
+    pub cache: Option<CacheConfig>,
 }
 
 impl Default for StackConfig {
@@ -55,6 +57,7 @@ impl Default for StackConfig {
             service: ComputeConfig::default(),
             observability: ObservabilityConfig::default(),
             database: None,
+            cache: None,
         }
     }
 }
@@ -151,6 +154,10 @@ impl StackConfig {
             .database
             .as_ref()
             .map(|d| section(&mut problems, "database", d, &scope));
+        let cache = self
+            .cache
+            .as_ref()
+            .map(|c| section(&mut problems, "cache", c, &scope));
         // Rules across sections that AWS would only enforce once other resources exist.
         let ports = &self.network.load_balancer_ingress.ports;
         if self.load_balancer.certificate_arn.is_some() && !ports.contains(&443) {
@@ -188,6 +195,7 @@ impl StackConfig {
                 service,
                 observability,
                 database: database.flatten(),
+                cache: cache.flatten(),
             }),
             _ => Err(problems),
         }

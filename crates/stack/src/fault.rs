@@ -11,7 +11,10 @@
 //! experiment also fails it over (`aws:rds:reboot-db-instances` with `forceFailover`), as the
 //! Failover-RDS action of AWS's "AZ Availability: Power Interruption" scenario does: a network
 //! ACL alone cuts clients off from the primary but does not make RDS fail over. The fault role
-//! then has AWS's `AWSFaultInjectionSimulatorRDSAccess` too.
+//! then has AWS's `AWSFaultInjectionSimulatorRDSAccess` too. A Multi-AZ cache with a node in
+//! the zone loses that node's power (`aws:elasticache:replicationgroup-interrupt-az-power`, the
+//! scenario's Pause-ElastiCache): a primary there fails over; the fault role is granted the
+//! action's calls inline (AWS has no managed policy for it).
 //!
 //! The experiment template is made for the one experiment and deleted once the experiment
 //! runs (an experiment keeps its own copy); a template left by a client killed in between is
@@ -36,6 +39,16 @@ pub const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
 pub const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
 /// The AWS managed policy that lets FIS reboot (fail over) DB instances.
 pub const FIS_RDS_POLICY: &str = "service-role/AWSFaultInjectionSimulatorRDSAccess";
+/// The FIS action that cuts the power of a Multi-AZ replication group's nodes in one zone: a
+/// primary there fails over to a replica, and no replacement is made there while it runs; as
+/// the "AZ Availability: Power Interruption" scenario's Pause-ElastiCache does.
+pub const INTERRUPT_CACHE_AZ_POWER: &str = "aws:elasticache:replicationgroup-interrupt-az-power";
+/// What FIS needs to run [`INTERRUPT_CACHE_AZ_POWER`] (FIS UG, actions reference).
+pub const FIS_CACHE_ACTIONS: [&str; 3] = [
+    "elasticache:InterruptClusterAzPower",
+    "elasticache:DescribeReplicationGroups",
+    "tag:GetResources",
+];
 /// The tag naming the zone an experiment cuts off.
 pub const ZONE_TAG: &str = "stackproof:zone";
 /// FIS takes at most this many stop conditions per template (FIS UG, quotas).
@@ -173,6 +186,30 @@ impl Stack {
             ),
             None => None,
         };
+        // A Multi-AZ cache with a node in the zone loses that node's power: a primary there
+        // fails over to a replica in another zone.
+        let cache = self.cache_in(cx, zone).await?;
+        let cache_parts = match &cache {
+            Some(arn) => Some((
+                CreateExperimentTemplateTargetInput::builder()
+                    .resource_type("aws:elasticache:replicationgroup")
+                    .resource_arns(arn)
+                    .parameters("availabilityZoneIdentifier", zone)
+                    .selection_mode("ALL")
+                    .build()
+                    .map_err(built("CreateExperimentTemplate", &what))?,
+                CreateExperimentTemplateActionInput::builder()
+                    .action_id(INTERRUPT_CACHE_AZ_POWER)
+                    .description(format!(
+                        "stackproof az-failover: the cache's nodes in {zone} lose power"
+                    ))
+                    .parameters("duration", fis_duration(limit))
+                    .targets("ReplicationGroups", "zone-cache")
+                    .build()
+                    .map_err(built("CreateExperimentTemplate", &what))?,
+            )),
+            None => None,
+        };
         let stop_conditions = stop_conditions(
             &format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:"),
             stop_alarms,
@@ -189,6 +226,11 @@ impl Stack {
             create = create
                 .targets("zone-db", target)
                 .actions("fail-over-db", action);
+        }
+        if let Some((target, action)) = cache_parts {
+            create = create
+                .targets("zone-cache", target)
+                .actions("cut-cache-power", action);
         }
         let template = create
             .client_token(cx.client_token(
@@ -257,6 +299,18 @@ impl Stack {
             return Ok(None);
         };
         Ok((p.multi_az && p.zone.as_deref() == Some(zone)).then_some(p.instance_arn))
+    }
+
+    /// The ARN of the stack's cache when it is Multi-AZ with a node in `zone`.
+    async fn cache_in(&self, cx: &Context, zone: &str) -> Result<Option<String>, Error> {
+        let Some(spec) = &self.cache else {
+            return Ok(None);
+        };
+        let cache = data::Cache::new(cx, spec.clone());
+        let Some(p) = cache.placement(cx).await? else {
+            return Ok(None);
+        };
+        Ok((p.multi_az && p.zones.iter().any(|z| z == zone)).then_some(p.group_arn))
     }
 
     /// Waits until experiment `id` runs (`running`) or has ended (otherwise); an experiment

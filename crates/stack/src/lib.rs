@@ -152,6 +152,8 @@ pub struct Stack {
     observability: ObservabilitySpec,
     /// `[database]`, when the stack has one.
     database: Option<data::DatabaseSpec>,
+    /// `[cache]`, when the stack has one.
+    cache: Option<data::CacheSpec>,
 }
 
 /// Everything the stack gives its user.
@@ -174,6 +176,9 @@ pub struct StackOutputs {
     /// The database, when the stack has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<data::DataOutputs>,
+    /// The cache, when the stack has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<data::CacheOutputs>,
 }
 
 /// The tag the task definition names in the stack's own repository when `[service] image` is
@@ -191,6 +196,7 @@ struct Modules {
     compute: Compute,
     observability: Observability,
     data: Option<data::Data>,
+    cache: Option<data::Cache>,
 }
 
 impl Stack {
@@ -241,6 +247,7 @@ impl Stack {
             compute: Compute::new(cx, self.service.clone()),
             observability: Observability::new(cx, self.observability.clone()),
             data: self.database.clone().map(|spec| data::Data::new(cx, spec)),
+            cache: self.cache.clone().map(|spec| data::Cache::new(cx, spec)),
         }
     }
 
@@ -257,6 +264,22 @@ impl Stack {
             master_secret_arn: Some(AFTER_APPLY.to_owned()),
             security_group_id: AFTER_APPLY.to_owned(),
             multi_az: spec.multi_az(),
+            primary_zone: None,
+        })
+    }
+
+    /// What the service is handed of a cache that does not exist yet (plan only).
+    fn placeholder_cache(&self) -> Option<data::CacheOutputs> {
+        let spec = self.cache.as_ref()?;
+        Some(data::CacheOutputs {
+            group_id: AFTER_APPLY.to_owned(),
+            group_arn: AFTER_APPLY.to_owned(),
+            primary_endpoint: AFTER_APPLY.to_owned(),
+            reader_endpoint: None,
+            port: data::cache::PORT,
+            transit_encryption: spec.transit_encryption(),
+            multi_az: spec.multi_az(),
+            security_group_id: AFTER_APPLY.to_owned(),
             primary_zone: None,
         })
     }
@@ -290,9 +313,10 @@ impl Stack {
         storage: &StorageOutputs,
         lb: &LoadBalancerOutputs,
         db: Option<&data::DataOutputs>,
+        cache: Option<&data::CacheOutputs>,
     ) -> ComputeInputs {
         ComputeInputs {
-            linked: db.map(database_link).unwrap_or_default(),
+            linked: links(db, cache),
             private_subnet_ids: net.private_subnet_ids.clone(),
             task_security_group_id: net.task_security_group_id.clone(),
             target_group_arn: lb.target_group_arn.clone(),
@@ -393,7 +417,8 @@ impl Stack {
         let lb_out = (lb.outputs.clone()).unwrap_or_else(|| self.placeholder_lb());
         let obs_inputs = self.observability_inputs(&network_out, &lb_out);
         let data_inputs = Self::data_inputs(&network_out);
-        // Compute's plan shows what the service is handed of the database: its outputs first.
+        // Compute's plan shows what the service is handed of the database and the cache: their
+        // outputs first.
         let data = async {
             let Some(d) = &m.data else {
                 return Ok::<_, Error>((Plan::default(), Plan::default(), None));
@@ -401,16 +426,30 @@ impl Stack {
             let s = d.survey(cx, &data_inputs).await?;
             Ok((s.plan, s.existing, s.outputs))
         };
-        let ((compute, data), obs) = tokio::try_join!(
+        let cache = async {
+            let Some(c) = &m.cache else {
+                return Ok::<_, Error>((Plan::default(), Plan::default(), None));
+            };
+            let s = c.survey(cx, &data_inputs).await?;
+            Ok((s.plan, s.existing, s.outputs))
+        };
+        let ((compute, data, cache), obs) = tokio::try_join!(
             async {
-                let data = data.await?;
+                let (data, cache) = tokio::try_join!(data, cache)?;
                 let db = data.2.clone().or_else(|| self.placeholder_data());
-                let compute_inputs =
-                    self.compute_inputs(&network_out, &storage_out, &lb_out, db.as_ref());
+                let cached = cache.2.clone().or_else(|| self.placeholder_cache());
+                let compute_inputs = self.compute_inputs(
+                    &network_out,
+                    &storage_out,
+                    &lb_out,
+                    db.as_ref(),
+                    cached.as_ref(),
+                );
                 let seen = pipeline::observe(&m.compute, cx, &compute_inputs).await?;
                 Ok::<_, Error>((
                     (seen.plan(&m.compute, cx), seen.existing(&m.compute, cx)?),
                     (data.0, data.1),
+                    (cache.0, cache.1),
                 ))
             },
             async {
@@ -422,12 +461,13 @@ impl Stack {
             },
         )?;
         let mut plan = storage.plan;
-        for part in [network.plan, data.0, lb.plan, compute.0, obs.0] {
+        for part in [network.plan, data.0, cache.0, lb.plan, compute.0, obs.0] {
             plan.extend(part);
         }
         let mut existing = obs.1;
         for part in [
             data.1,
+            cache.1,
             compute.1,
             lb.existing,
             network.existing,
@@ -464,6 +504,13 @@ impl Stack {
             },
             None => None,
         };
+        let cache = match &m.cache {
+            Some(c) => match c.outputs(cx, &Self::data_inputs(&network)).await? {
+                Some(out) => Some(out),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let stack = self.name.as_str();
         Ok(Some(StackOutputs {
             stack: stack.to_owned(),
@@ -474,17 +521,24 @@ impl Stack {
             compute,
             observability,
             data,
+            cache,
         }))
     }
 
     /// What `destroy` would delete, in the order destroy deletes it. Reads only.
     pub async fn plan_destroy(&self, cx: &Context) -> Result<Plan, Error> {
         let m = self.modules(cx);
-        let (obs, data, compute, lb, network, storage) = tokio::try_join!(
+        let (obs, data, cache, compute, lb, network, storage) = tokio::try_join!(
             async { m.observability.plan_destroy(cx).await.map_err(Error::from) },
             async {
                 match &m.data {
                     Some(d) => d.plan_destroy(cx).await.map_err(Error::from),
+                    None => Ok(Plan::default()),
+                }
+            },
+            async {
+                match &m.cache {
+                    Some(c) => c.plan_destroy(cx).await.map_err(Error::from),
                     None => Ok(Plan::default()),
                 }
             },
@@ -494,7 +548,7 @@ impl Stack {
             async { m.storage.plan_destroy(cx).await.map_err(Error::from) },
         )?;
         let mut plan = obs;
-        for part in [data, compute, lb, network, storage] {
+        for part in [data, cache, compute, lb, network, storage] {
             plan.extend(part);
         }
         Ok(plan)
@@ -513,12 +567,18 @@ impl Stack {
         // Side by side modules each run to their end: one that stops (storage refusing a bucket
         // that holds logs) does not cut the other off half way (the network's NAT gateways,
         // which cost money, go either way). The first error is returned after both.
-        let (obs, data, compute) = tokio::join!(
+        let (obs, data, cache, compute) = tokio::join!(
             async { m.observability.destroy(cx).await.map_err(Error::from) },
-            // Before the network: its security group's rule names the tasks' group.
+            // Before the network: their security groups' rules name the tasks' group.
             async {
                 match &m.data {
                     Some(d) => d.destroy(cx).await.map_err(Error::from),
+                    None => Ok(Plan::default()),
+                }
+            },
+            async {
+                match &m.cache {
+                    Some(c) => c.destroy(cx).await.map_err(Error::from),
                     None => Ok(Plan::default()),
                 }
             },
@@ -532,7 +592,7 @@ impl Stack {
                 Ok::<_, Error>(plan)
             },
         );
-        let (obs, data, compute) = (obs?, data?, compute?);
+        let (obs, data, cache, compute) = (obs?, data?, cache?, compute?);
         let lb = m.load_balancer.destroy(cx).await?;
         let (network, storage) = tokio::join!(
             async { m.network.destroy(cx).await.map_err(Error::from) },
@@ -540,7 +600,7 @@ impl Stack {
         );
         let (network, storage) = (network?, storage?);
         let mut plan = obs;
-        for part in [data, compute, lb, network, storage] {
+        for part in [data, cache, compute, lb, network, storage] {
             plan.extend(part);
         }
         Ok(plan)
@@ -626,6 +686,35 @@ pub const DATABASE_VARIABLES: [&str; 5] = [
     "DATABASE_PASSWORD",
 ];
 
+/// The variables the service's container is handed of the stack's cache: where its primary
+/// endpoint is and whether to speak TLS (`true` with encryption in transit). No password: the
+/// cache's security group is its gate.
+pub const CACHE_VARIABLES: [&str; 3] = ["REDIS_HOST", "REDIS_PORT", "REDIS_TLS"];
+
+/// What the service is handed of the stack's database and cache, each when there.
+pub(crate) fn links(
+    db: Option<&data::DataOutputs>,
+    cache: Option<&data::CacheOutputs>,
+) -> compute::Linked {
+    let mut linked = db.map(database_link).unwrap_or_default();
+    if let Some(c) = cache {
+        let [host, port, tls] = CACHE_VARIABLES.map(str::to_owned);
+        linked.environment.extend([
+            (host, c.primary_endpoint.clone()),
+            (port, c.port.to_string()),
+            (tls, c.transit_encryption.to_string()),
+        ]);
+        // The zone fault interrupts a Multi-AZ cache's power in the zone, as AWS's AZ power
+        // scenario does; AWS has no managed policy for it.
+        if c.multi_az {
+            linked
+                .fault_actions
+                .extend(crate::fault::FIS_CACHE_ACTIONS.map(str::to_owned));
+        }
+    }
+    linked
+}
+
 pub(crate) fn database_link(db: &data::DataOutputs) -> compute::Linked {
     let [host, port, name, user, password] = DATABASE_VARIABLES.map(str::to_owned);
     let environment = BTreeMap::from([
@@ -650,5 +739,6 @@ pub(crate) fn database_link(db: &data::DataOutputs) -> compute::Linked {
         secrets,
         // The zone fault fails a Multi-AZ database over as AWS's AZ power scenario does.
         fault_policies: [crate::fault::FIS_RDS_POLICY.to_owned()].into(),
+        fault_actions: Default::default(),
     }
 }

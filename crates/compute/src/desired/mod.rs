@@ -105,6 +105,7 @@ pub(crate) struct Names {
     pub(crate) task_role: String,
     pub(crate) fault_role: String,
     pub(crate) inline_policy: String,
+    pub(crate) fault_actions_policy: String,
     pub(crate) cpu_policy: String,
     pub(crate) requests_policy: String,
 }
@@ -121,6 +122,7 @@ impl Names {
             task_role: format!("{stack}-task"),
             fault_role: format!("{stack}-fis"),
             inline_policy: format!("{stack}-task"),
+            fault_actions_policy: format!("{stack}-fis-actions"),
             cpu_policy: format!("{stack}-cpu"),
             requests_policy: format!("{stack}-requests"),
         }
@@ -624,6 +626,17 @@ fn roles(
                 RoleKind::Task if !spec.task_role_statements.is_empty() => BTreeMap::from([(
                     names.inline_policy.clone(),
                     normalize_policy(&policy_document(&spec.task_role_statements)),
+                )]),
+                RoleKind::Fault if !inputs.linked.fault_actions.is_empty() => BTreeMap::from([(
+                    names.fault_actions_policy.clone(),
+                    normalize_policy(&json!({
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Effect": "Allow",
+                            "Action": inputs.linked.fault_actions.iter().collect::<Vec<_>>(),
+                            "Resource": "*"
+                        }]
+                    })),
                 )]),
                 RoleKind::Task | RoleKind::Fault => BTreeMap::new(),
             },

@@ -60,6 +60,19 @@ pub struct CacheOutputs {
     pub primary_zone: Option<String>,
 }
 
+/// Where a replication group's nodes run, as ElastiCache reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePlacement {
+    /// The group's ARN.
+    pub group_arn: String,
+    /// Whether a replica takes over automatically (Multi-AZ).
+    pub multi_az: bool,
+    /// The primary's zone.
+    pub primary_zone: Option<String>,
+    /// Every node's zone, the primary's first.
+    pub zones: Vec<String>,
+}
+
 /// The two clients the cache calls.
 #[derive(Debug, Clone)]
 pub struct CacheClients {
@@ -105,6 +118,24 @@ impl Cache {
             existing: seen.existing(self, cx)?,
             outputs: outputs_of(&CacheNames::of(cx), seen.observed.clone()).ok(),
         })
+    }
+
+    /// Where the group's nodes run, or `None` when there is no group. Reads only.
+    pub async fn placement(&self, cx: &Context) -> Result<Option<CachePlacement>, Error> {
+        let g = observe::group(&self.c, cx, &CacheNames::of(cx)).await?;
+        Ok(g.map(|g| {
+            let mut members = g.members.clone();
+            members.sort_by_key(|m| !m.primary);
+            CachePlacement {
+                group_arn: g.arn,
+                multi_az: g.multi_az,
+                primary_zone: members
+                    .iter()
+                    .find(|m| m.primary)
+                    .and_then(|m| m.zone.clone()),
+                zones: members.into_iter().filter_map(|m| m.zone).collect(),
+            }
+        }))
     }
 
     /// The outputs of what is deployed in `inputs`' VPC, or `None` when the cache is not all

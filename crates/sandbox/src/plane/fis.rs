@@ -11,6 +11,12 @@
 //! subnet goes back to the ACL it had and FIS's ACL is deleted. The ACL to go back to is kept
 //! in a tag of FIS's ACL, so a restarted sandbox still reverts what it applied.
 //!
+//! It also runs `aws:rds:reboot-db-instances` with `forceFailover` (the data plane fails the
+//! DB instance over) and `aws:elasticache:replicationgroup-interrupt-az-power` (the data plane
+//! cuts the power of the replication group's nodes in the target's
+//! `availabilityZoneIdentifier` for the action's duration), the database and cache actions of
+//! AWS's "AZ Availability: Power Interruption" scenario.
+//!
 //! moto does not move an experiment's state by itself here (the launcher sets its transition
 //! to manual); the executor reports each state with a `stackproof:sandbox-state` tag that the
 //! launcher turns into the experiment's state, as the ECS agent reports a task's state.
@@ -23,6 +29,7 @@ use aws_sdk_fis::types::{Experiment, ExperimentStatus};
 
 use aws_model::Clock;
 
+use super::cache::Caches;
 use super::database::Databases;
 use super::observe::aws;
 use super::{Clients, log};
@@ -32,6 +39,9 @@ use crate::Error;
 pub(crate) const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
 /// The database action it runs (with `forceFailover`: a Multi-AZ failover).
 pub(crate) const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
+/// The cache action it runs: the power of a replication group's nodes in one zone.
+pub(crate) const INTERRUPT_CACHE_AZ_POWER: &str =
+    "aws:elasticache:replicationgroup-interrupt-az-power";
 /// The tag FIS puts on what it creates.
 const MANAGED_BY_FIS: &str = "managedByFIS";
 /// On FIS's ACL: the experiment that made it.
@@ -89,6 +99,8 @@ struct Disruption {
     subnets: Vec<String>,
     /// DB instances (ARNs) to fail over at the start.
     failovers: Vec<String>,
+    /// Replication groups (ARN, zone) whose nodes there lose power while it runs.
+    power: Vec<(String, String)>,
     alarms: Vec<String>,
 }
 
@@ -133,6 +145,7 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
         duration: Duration::ZERO,
         subnets: Vec::new(),
         failovers: Vec::new(),
+        power: Vec::new(),
         alarms: Vec::new(),
     };
     let mut networks = 0;
@@ -154,19 +167,7 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
                         "action {name}: scope {scope:?}: the sandbox runs scope \"all\" only"
                     ));
                 }
-                let duration_text = params
-                    .and_then(|p| p.get("duration"))
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                plan.duration = parse_iso_duration(duration_text)
-                    .filter(|d| {
-                        (Duration::from_secs(60)..=Duration::from_secs(12 * 3600)).contains(d)
-                    })
-                    .ok_or_else(|| {
-                        format!(
-                            "action {name}: duration {duration_text:?}: an ISO 8601 duration from PT1M to PT12H"
-                        )
-                    })?;
+                plan.duration = plan.duration.max(action_duration(name, params)?);
                 let arns = target_arns(e, name, "Subnets", action.targets(), "aws:ec2:subnet")?;
                 plan.subnets = arns
                     .iter()
@@ -190,9 +191,29 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
                     "aws:rds:db",
                 )?);
             }
+            Some(INTERRUPT_CACHE_AZ_POWER) => {
+                plan.duration = plan.duration.max(action_duration(name, params)?);
+                let arns = target_arns(
+                    e,
+                    name,
+                    "ReplicationGroups",
+                    action.targets(),
+                    "aws:elasticache:replicationgroup",
+                )?;
+                let zone = action
+                    .targets()
+                    .and_then(|t| t.get("ReplicationGroups"))
+                    .and_then(|t| e.targets()?.get(t))
+                    .and_then(|t| t.parameters()?.get("availabilityZoneIdentifier").cloned())
+                    .ok_or_else(|| {
+                        format!("action {name}: its target has no availabilityZoneIdentifier")
+                    })?;
+                plan.power
+                    .extend(arns.into_iter().map(|arn| (arn, zone.clone())));
+            }
             other => {
                 return Err(format!(
-                    "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY} and {REBOOT_DB_INSTANCES} only",
+                    "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY}, {REBOOT_DB_INSTANCES} and {INTERRUPT_CACHE_AZ_POWER} only",
                     other.unwrap_or_default()
                 ));
             }
@@ -208,20 +229,48 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
     Ok(plan)
 }
 
+/// An action's `duration`: PT1M to PT12H.
+fn action_duration(
+    name: &str,
+    params: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Duration, String> {
+    let text = params
+        .and_then(|p| p.get("duration"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    parse_iso_duration(text)
+        .filter(|d| (Duration::from_secs(60)..=Duration::from_secs(12 * 3600)).contains(d))
+        .ok_or_else(|| {
+            format!("action {name}: duration {text:?}: an ISO 8601 duration from PT1M to PT12H")
+        })
+}
+
+/// What the experiments started or ended in one pass asks of the data plane.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// DB instances (ARNs) to fail over.
+    pub(crate) failovers: Vec<String>,
+    /// Replication groups (ARN, zone) whose nodes there lose power.
+    pub(crate) cuts: Vec<(String, String)>,
+    /// Replication groups (ARN, zone) whose power comes back.
+    pub(crate) restores: Vec<(String, String)>,
+}
+
 impl Executor {
     /// One pass over the region's experiments: starts the new ones, ends those whose time
     /// is up, that were stopped or whose stop condition fired. Errors of one experiment are
     /// logged and retried on the next read; they do not stop the others.
-    /// Returns the DB instances (ARNs) whose forced failover an experiment started now.
+    /// Returns what the experiments started or ended now ask of the data plane.
     pub(crate) async fn run(
         &mut self,
         c: &Clients,
         clock: Clock,
         databases: &Databases,
-    ) -> Result<Vec<String>, Error> {
+        caches: &Caches,
+    ) -> Result<Effects, Error> {
         let mut token = None;
         let mut live = Vec::new();
-        let mut failovers = Vec::new();
+        let mut effects = Effects::default();
         for _ in 0..MAX_PAGES {
             let out = c
                 .fis
@@ -251,11 +300,14 @@ impl Executor {
             }
         }
         for id in live {
-            if let Err(e) = self.step(c, clock, &id, databases, &mut failovers).await {
+            if let Err(e) = self
+                .step(c, clock, &id, databases, caches, &mut effects)
+                .await
+            {
                 log(format_args!("FIS experiment {id}: {e} (retrying)"));
             }
         }
-        Ok(failovers)
+        Ok(effects)
     }
 
     async fn step(
@@ -264,7 +316,8 @@ impl Executor {
         clock: Clock,
         id: &str,
         databases: &Databases,
-        failovers: &mut Vec<String>,
+        caches: &Caches,
+        effects: &mut Effects,
     ) -> Result<(), Error> {
         let out = c
             .fis
@@ -297,13 +350,27 @@ impl Executor {
                     return set_state(c, &arn, "failed", &format!("{REBOOT_DB_INSTANCES}: {why}"))
                         .await;
                 }
+                if let Some(why) = plan
+                    .power
+                    .iter()
+                    .find_map(|(arn, _)| caches.can_cut_power(arn).err())
+                {
+                    return set_state(
+                        c,
+                        &arn,
+                        "failed",
+                        &format!("{INTERRUPT_CACHE_AZ_POWER}: {why}"),
+                    )
+                    .await;
+                }
                 if !plan.subnets.is_empty()
                     && let Err(e) = apply(c, id, &plan.subnets).await
                 {
                     revert(c, id).await?;
                     return set_state(c, &arn, "failed", &e.to_string()).await;
                 }
-                failovers.extend(plan.failovers.iter().cloned());
+                effects.failovers.extend(plan.failovers.iter().cloned());
+                effects.cuts.extend(plan.power.iter().cloned());
                 self.started.insert(id.to_owned(), SystemTime::now());
                 if !plan.subnets.is_empty() {
                     log(format_args!(
@@ -315,6 +382,12 @@ impl Executor {
                 for db in &plan.failovers {
                     log(format_args!(
                         "FIS experiment {id}: {REBOOT_DB_INSTANCES} (forceFailover) on {db}"
+                    ));
+                }
+                for (group, zone) in &plan.power {
+                    log(format_args!(
+                        "FIS experiment {id}: {INTERRUPT_CACHE_AZ_POWER} on {group} in {zone} for {} s",
+                        plan.duration.as_secs()
                     ));
                 }
                 set_state(c, &arn, "running", "").await
@@ -329,6 +402,7 @@ impl Executor {
                 if elapsed >= plan.duration {
                     revert(c, id).await?;
                     self.started.remove(id);
+                    effects.restores.extend(plan.power.iter().cloned());
                     log(format_args!(
                         "FIS experiment {id}: completed, subnets restored"
                     ));
@@ -337,6 +411,7 @@ impl Executor {
                 if let Some(alarm) = alarm_firing(c, &plan.alarms).await? {
                     revert(c, id).await?;
                     self.started.remove(id);
+                    effects.restores.extend(plan.power.iter().cloned());
                     log(format_args!("FIS experiment {id}: stopped by {alarm}"));
                     return set_state(
                         c,
@@ -351,6 +426,7 @@ impl Executor {
             Some(ExperimentStatus::Stopping) => {
                 revert(c, id).await?;
                 self.started.remove(id);
+                effects.restores.extend(plan.power.iter().cloned());
                 log(format_args!(
                     "FIS experiment {id}: stopped, subnets restored"
                 ));

@@ -281,6 +281,7 @@ impl Reconciler {
             log: log_path.as_deref(),
             env,
             dns: self.dns.addr(),
+            ca_file: self.caches.ca_file(),
         };
         let (child, pid) = tasks::spawn(&launch)?;
         log(format_args!(

@@ -25,6 +25,7 @@
 //! Errors of an iteration are logged and the next iteration retries; nothing panics.
 
 mod balancer;
+mod cache;
 mod database;
 mod dns;
 mod fis;
@@ -57,6 +58,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::Error;
+pub use cache::{CA_FILE_VAR, CacheStatus, redis_programs};
 pub use database::{DatabaseStatus, bin_dir as postgres_bin_dir};
 pub use jobs::JobStatus;
 use observe::{ListenerSpec, ServiceSpec, SubnetSpec, TargetGroupSpec, TaskDefSpec, World};
@@ -241,6 +243,9 @@ pub struct PlaneStatus {
     pub endpoints: Vec<AlbEndpoint>,
     /// The databases (a real PostgreSQL per RDS DB instance).
     pub databases: Vec<DatabaseStatus>,
+    /// The caches (real Redis nodes per ElastiCache replication group).
+    #[serde(default)]
+    pub caches: Vec<CacheStatus>,
     /// Scaling activities so far (the last 100), newest last.
     pub scaling_activities: Vec<String>,
     /// The error of the last iteration, if it failed.
@@ -314,6 +319,7 @@ impl DataPlane {
             unrecorded: 0,
             fis: fis::Executor::default(),
             databases: database::Databases::default(),
+            caches: cache::Caches::default(),
         };
         let handle = tokio::spawn(reconciler.run(stopped));
         Ok(DataPlane {
@@ -393,6 +399,7 @@ struct Clients {
     ssm: aws_sdk_ssm::Client,
     fis: aws_sdk_fis::Client,
     rds: aws_sdk_rds::Client,
+    elasticache: aws_sdk_elasticache::Client,
 }
 
 macro_rules! client {
@@ -420,6 +427,7 @@ impl Clients {
             ssm: client!(sdk, interceptors, aws_sdk_ssm),
             fis: client!(sdk, interceptors, aws_sdk_fis),
             rds: client!(sdk, interceptors, aws_sdk_rds),
+            elasticache: client!(sdk, interceptors, aws_sdk_elasticache),
         }
     }
 }
@@ -496,6 +504,8 @@ struct Reconciler {
     fis: fis::Executor,
     /// The databases of the region's RDS DB instances.
     databases: database::Databases,
+    /// The caches of the region's ElastiCache replication groups.
+    caches: cache::Caches,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -555,6 +565,7 @@ impl Reconciler {
             p.proxy.shutdown().await;
         }
         self.databases.shutdown().await;
+        self.caches.shutdown().await;
         self.metadata.shutdown().await;
         self.dns.shutdown().await;
     }
@@ -567,12 +578,18 @@ impl Reconciler {
         // FIS first: a fault it applies (or reverts) shows in this read's network ACLs.
         match self
             .fis
-            .run(&self.c, self.opts.clock, &self.databases)
+            .run(&self.c, self.opts.clock, &self.databases, &self.caches)
             .await
         {
-            Ok(failovers) => {
-                for arn in failovers {
+            Ok(effects) => {
+                for arn in effects.failovers {
                     self.databases.fail_over(&arn);
+                }
+                for (arn, zone) in effects.cuts {
+                    self.caches.cut_power(&arn, &zone);
+                }
+                for (arn, zone) in effects.restores {
+                    self.caches.power_back(&arn, &zone);
                 }
             }
             Err(e) => log(format_args!("FIS experiments not run this round: {e}")),
@@ -595,6 +612,13 @@ impl Reconciler {
                 std::mem::take(&mut self.world.databases)
             }
         };
+        world.caches = match cache::read_groups(&self.c).await {
+            Ok(groups) => groups,
+            Err(e) => {
+                log(format_args!("caches not read this round: {e}"));
+                std::mem::take(&mut self.world.caches)
+            }
+        };
         world.jobs = match observe::jobs(&self.c).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -612,6 +636,12 @@ impl Reconciler {
                     .databases
                     .iter()
                     .flat_map(|d| d.subnets.iter().map(|(s, _)| s.clone())),
+            )
+            .chain(
+                world
+                    .caches
+                    .iter()
+                    .flat_map(|g| g.subnets.iter().map(|(s, _)| s.clone())),
             )
             .chain(
                 world
@@ -686,6 +716,7 @@ impl Reconciler {
         }
         self.converge_jobs(&world, read).await;
         self.step_databases(&world, read).await;
+        self.step_caches(&world).await;
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
         let now = Instant::now();
@@ -760,6 +791,40 @@ impl Reconciler {
             {
                 log(format_args!(
                     "database {arn}: its new zone {zone} not reported: {}",
+                    DisplayErrorContext(&e)
+                ));
+            }
+        }
+    }
+
+    /// Starts, stops and follows the caches; reports a failover's new primary to ElastiCache.
+    async fn step_caches(&mut self, world: &World) {
+        let moved = self
+            .caches
+            .step(
+                world,
+                &self.zones,
+                self.opts.clock,
+                &mut self.rng,
+                &self.dns,
+            )
+            .await;
+        for (arn, member) in moved {
+            let tag = aws_sdk_elasticache::types::Tag::builder()
+                .key(cache::PRIMARY_TAG)
+                .value(&member)
+                .build();
+            if let Err(e) = self
+                .c
+                .elasticache
+                .add_tags_to_resource()
+                .resource_name(&arn)
+                .tags(tag)
+                .send()
+                .await
+            {
+                log(format_args!(
+                    "cache {arn}: its new primary {member} not reported: {}",
                     DisplayErrorContext(&e)
                 ));
             }
@@ -910,6 +975,7 @@ impl Reconciler {
             jobs: self.jobs.values().map(jobs::Job::status).collect(),
             endpoints: self.endpoints(),
             databases: self.databases.status(),
+            caches: self.caches.status(),
             scaling_activities: self.activities.clone(),
             last_error,
         };

@@ -227,6 +227,8 @@ pub(crate) struct World {
     pub(crate) jobs: Vec<JobSpec>,
     /// RDS DB instances that are available.
     pub(crate) databases: Vec<DbSpec>,
+    /// ElastiCache replication groups that are available.
+    pub(crate) caches: Vec<super::cache::GroupSpec>,
 }
 
 fn secs(v: Option<i32>, default: u64) -> Duration {

@@ -766,6 +766,7 @@ impl Reconciler {
             log: log_path.as_deref(),
             env,
             dns: self.dns.addr(),
+            ca_file: self.caches.ca_file(),
         };
         let (child, pid) = match tasks::spawn(&launch) {
             Ok(x) => x,

@@ -180,6 +180,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) env: Vec<(String, String)>,
     /// The plane's DNS server: the task's resolver, as the VPC's is a task's on AWS.
     pub(crate) dns: SocketAddr,
+    /// The authority the caches' certificates chain to ([`super::CA_FILE_VAR`]).
+    pub(crate) ca_file: std::path::PathBuf,
 }
 
 /// The variable that names a task's DNS server (`127.0.0.1:PORT`): on AWS a task resolves
@@ -209,6 +211,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<(Child, u32), Error> {
         .env("AZ", launch.zone)
         .env("TASK_ID", launch.arn)
         .env(DNS_SERVER_VAR, launch.dns.to_string())
+        .env(super::CA_FILE_VAR, &launch.ca_file)
         .stdin(Stdio::null())
         .stdout(out(launch.log))
         .stderr(out(launch.log))

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use postgres::bin_dir;
+pub(crate) use postgres::free_addr;
 use postgres::{Postgres, Server};
 
 use super::dns::DnsServer;
