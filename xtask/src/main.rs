@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Install what the tests and the sandbox need (a Python virtualenv with moto; the
-    /// docker-registry and postgresql Debian packages, with apt-get).
+    /// docker-registry, postgresql, redis-server and openssl Debian packages, with apt-get).
     Setup,
     /// Set up, then run the whole test suite (extra arguments go to `cargo test`).
     Test {

@@ -1,5 +1,5 @@
 //! `cargo xtask setup` and `cargo xtask test`: the Python virtualenv with moto, the Debian
-//! packages of the servers the tests start (docker-registry, PostgreSQL), and the tests.
+//! packages of the servers the tests start (docker-registry, PostgreSQL, Redis), and the tests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -7,10 +7,14 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 /// Servers the tests start on loopback, from Debian packages: (program, package). PostgreSQL
-/// is the sandbox's database (a primary and a standby per RDS DB instance).
+/// is the sandbox's database (a primary and a standby per RDS DB instance), Redis its cache (a
+/// primary and replicas per ElastiCache replication group), openssl makes the cache's TLS
+/// certificates.
 const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("postgres", "postgresql"),
+    ("redis-server", "redis-server"),
+    ("openssl", "openssl"),
 ];
 
 /// Everything `setup` installs: moto, and the Debian packages of [`SYSTEM_PACKAGES`] (with
@@ -27,6 +31,7 @@ fn ensure_system_packages() -> anyhow::Result<()> {
         .filter(|(program, _)| match *program {
             "docker-registry" => sandbox::registry_program().is_none(),
             "postgres" => sandbox::postgres_bin_dir().is_none(),
+            "redis-server" => sandbox::redis_programs().is_none(),
             other => !on_path(other),
         })
         .map(|(_, package)| *package)

@@ -229,6 +229,32 @@ fn print_status(dir: &std::path::Path) {
             );
         }
     }
+    // Each cache: where its Redis nodes are (redis-cli --tls --cacert <the plane's authority>).
+    if let Some(caches) = status.as_ref().and_then(|s| s["caches"].as_array()) {
+        for c in caches {
+            let node = |v: &serde_json::Value| match (v[0].as_str(), v[1].as_str()) {
+                (Some(zone), Some(addr)) => format!("{addr} ({zone})"),
+                _ => "none".to_owned(),
+            };
+            let replicas: Vec<String> = c["replicas"]
+                .as_array()
+                .map(|r| r.iter().map(node).collect())
+                .unwrap_or_default();
+            println!(
+                "  cache {} {}: {}; primary {}, replicas {}, {} failovers",
+                c["id"].as_str().unwrap_or("?"),
+                c["endpoint"].as_str().unwrap_or("?"),
+                c["state"].as_str().unwrap_or("?"),
+                node(&c["primary"]),
+                if replicas.is_empty() {
+                    "none".to_owned()
+                } else {
+                    replicas.join(", ")
+                },
+                c["failovers"]
+            );
+        }
+    }
     if let Some(services) = status.as_ref().and_then(|s| s["services"].as_array()) {
         for s in services {
             println!(

@@ -668,6 +668,7 @@ impl Run {
                 &self.origin_ms.to_string(),
                 rate,
                 std::time::Duration::from_secs_f64(total),
+                self.d.outputs.cache.is_some(),
             )
         });
         if writer.is_some() {
@@ -734,7 +735,7 @@ impl Run {
         let report = load.handle.wait().await?;
         let written = match writer {
             Some(w) => {
-                let all = w.finish().await;
+                let (all, reads) = w.finish().await;
                 let read = writes::read_back(&self.d.target, &all).await;
                 Some(writes::WritesSeen {
                     writes: all,
@@ -743,6 +744,7 @@ impl Run {
                     restore_ms,
                     rate,
                     multi_az: self.d.outputs.data.as_ref().is_some_and(|d| d.multi_az),
+                    cache: self.d.outputs.cache.as_ref().map(|c| (c.multi_az, reads)),
                 })
             }
             None => None,

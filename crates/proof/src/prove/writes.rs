@@ -9,6 +9,12 @@
 //! database's failover (from the fault to the first write acknowledged after writes began to
 //! fail) within AWS's time for a Multi-AZ DB instance; and the failed writes within the budget
 //! that time allows.
+//!
+//! When the stack has a cache too, the writer also reads the latest acknowledged order back at
+//! each tick (`GET /orders/{id}`, which the sample app serves cache-aside) and records its
+//! `x-cache` header: `down` while the cache does not answer, `hit` or `miss` once it does. The
+//! fourth check, cache failover, is from the fault to the first read the cache answered after
+//! one it did not, within AWS's time for an ElastiCache Multi-AZ failover.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_model::Clock;
-use aws_model::aws::rds;
+use aws_model::aws::{elasticache, rds};
 use loadtest::{Resolve, SystemResolver};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -47,6 +53,27 @@ pub(crate) fn write_rate(rps: f64) -> f64 {
     (rps * WRITE_SHARE).clamp(MIN_WRITE_RATE, MAX_WRITE_RATE)
 }
 
+/// One read of the cache probe: what the `x-cache` header said (`hit`, `miss`, `down`; `none`
+/// without the header), or why the request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CacheRead {
+    pub(crate) sent_ms: u64,
+    pub(crate) answered_ms: u64,
+    pub(crate) cache: Result<String, String>,
+}
+
+impl CacheRead {
+    /// The cache answered it.
+    fn answered(&self) -> bool {
+        matches!(self.cache.as_deref(), Ok("hit" | "miss"))
+    }
+
+    /// The app found the cache away.
+    fn down(&self) -> bool {
+        matches!(self.cache.as_deref(), Ok("down"))
+    }
+}
+
 /// One write.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Write {
@@ -68,6 +95,7 @@ impl Write {
 #[derive(Debug)]
 pub(crate) struct Writer {
     log: Arc<Mutex<Vec<Write>>>,
+    reads: Arc<Mutex<Vec<CacheRead>>>,
     stop: Arc<AtomicBool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -99,9 +127,16 @@ impl Endpoint {
         })
     }
 
-    /// One request; the status. A new connection each time, to an address of a fresh
-    /// resolution (the `k`-th, in turn), as a client that honours DNS spreads its connections.
-    async fn request(&self, k: u64, method: &str, path: &str, body: &str) -> Result<u16, String> {
+    /// One request; the status and the `x-cache` header. A new connection each time, to an
+    /// address of a fresh resolution (the `k`-th, in turn), as a client that honours DNS
+    /// spreads its connections.
+    async fn request(
+        &self,
+        k: u64,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, Option<String>), String> {
         let exchange = async {
             let addrs: Vec<SocketAddr> = self
                 .resolver
@@ -128,10 +163,19 @@ impl Endpoint {
                 .await
                 .map_err(|e| format!("receive: {e}"))?;
             let text = String::from_utf8_lossy(&answer);
-            text.split(' ')
+            let head = text.split("\r\n\r\n").next().unwrap_or_default();
+            let cache = head.lines().skip(1).find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("x-cache")
+                    .then(|| value.trim().to_owned())
+            });
+            let status = text
+                .split(' ')
                 .nth(1)
                 .and_then(|code| code.parse().ok())
-                .ok_or_else(|| "no HTTP status in the answer".to_owned())
+                .ok_or_else(|| "no HTTP status in the answer".to_owned())?;
+            Ok((status, cache))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -140,13 +184,22 @@ impl Endpoint {
 }
 
 impl Writer {
-    /// Starts writing at `rate` per second with ids `proof-{run}-{k}`, for at most `limit`;
-    /// `None` for a target it cannot speak to (https).
-    pub(crate) fn start(target: &Target, run: &str, rate: f64, limit: Duration) -> Option<Writer> {
+    /// Starts writing at `rate` per second with ids `proof-{run}-{k}`, for at most `limit`,
+    /// and, with `probe_cache`, reading the latest acknowledged one back at each tick; `None`
+    /// for a target it cannot speak to (https).
+    pub(crate) fn start(
+        target: &Target,
+        run: &str,
+        rate: f64,
+        limit: Duration,
+        probe_cache: bool,
+    ) -> Option<Writer> {
         let endpoint = Endpoint::of(target)?;
         let log: Arc<Mutex<Vec<Write>>> = Arc::default();
+        let reads: Arc<Mutex<Vec<CacheRead>>> = Arc::default();
+        let latest: Arc<Mutex<Option<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
+        let (l, r, s) = (log.clone(), reads.clone(), stop.clone());
         let run = run.to_owned();
         let interval = Duration::from_secs_f64(1.0 / rate.max(MIN_WRITE_RATE));
         let handle = tokio::spawn(async move {
@@ -159,18 +212,49 @@ impl Writer {
                     break;
                 }
                 while inflight.try_join_next().is_some() {}
-                let (l, endpoint) = (l.clone(), endpoint.clone());
+                let lock = |m: &Arc<Mutex<Option<String>>>| {
+                    m.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                };
+                if probe_cache && let Some(id) = lock(&latest) {
+                    let (r, endpoint) = (r.clone(), endpoint.clone());
+                    inflight.spawn(async move {
+                        let sent_ms = unix_ms();
+                        let got = endpoint
+                            .request(k, "GET", &format!("/orders/{id}"), "")
+                            .await;
+                        let read = CacheRead {
+                            sent_ms,
+                            answered_ms: unix_ms(),
+                            cache: got.map(|(_, cache)| cache.unwrap_or_else(|| "none".to_owned())),
+                        };
+                        r.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(read);
+                    });
+                }
+                let (l, endpoint, latest) = (l.clone(), endpoint.clone(), latest.clone());
                 let id = format!("proof-{run}-{k}");
                 inflight.spawn(async move {
                     let sent_ms = unix_ms();
                     let body = format!(r#"{{"id":"{id}","item":"stackproof"}}"#);
-                    let outcome = endpoint.request(k, "POST", "/orders", &body).await;
+                    let outcome = endpoint
+                        .request(k, "POST", "/orders", &body)
+                        .await
+                        .map(|(status, _)| status);
                     let w = Write {
                         id,
                         sent_ms,
                         answered_ms: unix_ms(),
                         outcome,
                     };
+                    if w.acked() {
+                        *latest
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(w.id.clone());
+                    }
                     l.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(w);
@@ -178,7 +262,12 @@ impl Writer {
             }
             while inflight.join_next().await.is_some() {}
         });
-        Some(Writer { log, stop, handle })
+        Some(Writer {
+            log,
+            reads,
+            stop,
+            handle,
+        })
     }
 
     /// Whether writes go through again after the fault at `fault_ms`: the latest answered
@@ -196,9 +285,9 @@ impl Writer {
             .is_some_and(Write::acked)
     }
 
-    /// Stops writing, waits for the writes in flight (each bounded), and returns them all in
-    /// the order they were sent.
-    pub(crate) async fn finish(self) -> Vec<Write> {
+    /// Stops writing, waits for the writes and reads in flight (each bounded), and returns
+    /// them all in the order they were sent.
+    pub(crate) async fn finish(self) -> (Vec<Write>, Vec<CacheRead>) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.handle.await;
         let mut writes = std::mem::take(
@@ -208,7 +297,14 @@ impl Writer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         writes.sort_by_key(|w| w.sent_ms);
-        writes
+        let mut reads = std::mem::take(
+            &mut *self
+                .reads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        reads.sort_by_key(|r| r.sent_ms);
+        (writes, reads)
     }
 }
 
@@ -236,7 +332,8 @@ pub(crate) async fn read_back(target: &Target, writes: &[Write]) -> ReadBack {
             let k = u64::try_from(k).unwrap_or(0) + attempt;
             last = endpoint
                 .request(k, "GET", &format!("/orders/{}", w.id), "")
-                .await;
+                .await
+                .map(|(status, _)| status);
             if matches!(last, Ok(200 | 404)) {
                 break;
             }
@@ -288,6 +385,83 @@ pub(crate) struct WritesSeen {
     pub(crate) rate: f64,
     /// Whether the database is Multi-AZ.
     pub(crate) multi_az: bool,
+    /// With a cache: whether it is Multi-AZ, and the probe's reads.
+    pub(crate) cache: Option<(bool, Vec<CacheRead>)>,
+}
+
+/// Beyond AWS's failover time, what the sample app needs to reach the promoted replica: its
+/// command to the old primary times out, it resolves the endpoint anew (TTL 5 s) and
+/// reconnects (model time; as [`RESUME_ALLOWANCE`] for the database).
+pub(crate) const CACHE_RESUME_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// The cache's check and figure, from the probe's reads.
+fn judge_cache(
+    seen: &WritesSeen,
+    multi_az: bool,
+    reads: &[CacheRead],
+    clock: Clock,
+) -> (Check, Figure, String) {
+    let since_fault = |ms: u64| clock.model_s(ms.saturating_sub(seen.fault_ms) as f64 / 1000.0);
+    let during: Vec<&CacheRead> = reads
+        .iter()
+        .filter(|r| r.sent_ms >= seen.fault_ms && r.sent_ms < seen.restore_ms)
+        .collect();
+    let first_down = during.iter().find(|r| r.down());
+    let back = first_down.and_then(|d| {
+        during
+            .iter()
+            .find(|r| r.answered() && r.sent_ms > d.sent_ms && r.answered_ms <= seen.restore_ms)
+    });
+    let interval_s = clock.model_s(1.0 / seen.rate.max(MIN_WRITE_RATE));
+    let limit_s = (elasticache::FAILOVER_MAX + CACHE_RESUME_ALLOWANCE).as_secs_f64() + interval_s;
+    let range = format!(
+        "AWS promotes a Multi-AZ replica in {}-{} s; allowed {limit_s:.0} s with the app's reconnect ({} s) and the reads' interval ({interval_s:.0} s)",
+        elasticache::FAILOVER_MIN.as_secs(),
+        elasticache::FAILOVER_MAX.as_secs(),
+        CACHE_RESUME_ALLOWANCE.as_secs()
+    );
+    let answered = during.iter().filter(|r| r.answered()).count();
+    let down = during.iter().filter(|r| r.down()).count();
+    let failover_s = back.map(|r| since_fault(r.answered_ms));
+    let check = match (first_down, failover_s) {
+        (None, _) => check(
+            "cache failover",
+            true,
+            format!(
+                "the cache answered all {answered} reads during the fault (its primary was not in the zone)"
+            ),
+        ),
+        (Some(_), Some(s)) => check(
+            "cache failover",
+            s <= limit_s,
+            format!("the cache answered again {s:.0} s after the fault; {range}"),
+        ),
+        (Some(d), None) => check(
+            "cache failover",
+            false,
+            format!(
+                "the cache did not answer from {:.0} s after the fault until the zone returned at {:.0} s: {}; {range}",
+                since_fault(d.sent_ms),
+                since_fault(seen.restore_ms),
+                if multi_az {
+                    "no replica took over"
+                } else {
+                    "the cache is not Multi-AZ, so no replica takes over"
+                }
+            ),
+        ),
+    };
+    let figure = fig(
+        "cache_failover_s",
+        "cache failover (reads served by the cache again)",
+        failover_s,
+        "s",
+    );
+    let note = format!(
+        "cache: the latest acknowledged order read back at each write's tick (GET /orders/{{id}}, cache-aside): {} reads during the fault, {answered} answered by the cache, {down} with the cache away",
+        during.len()
+    );
+    (check, figure, note)
 }
 
 /// The checks, figures and notes of the writes.
@@ -408,11 +582,18 @@ pub(crate) fn judge(seen: &WritesSeen, clock: Clock) -> (Vec<Check>, Vec<Figure>
             "s",
         ),
     ];
-    let notes = vec![format!(
+    let mut figures = figures;
+    let mut notes = vec![format!(
         "writes: {:.1}/s of POST /orders with ids the proof chose, {} sent, {acked} acknowledged, {failed} failed during the fault; every acknowledged id read back with GET /orders/{{id}}",
         seen.rate,
         seen.writes.len()
     )];
+    if let Some((multi_az, reads)) = &seen.cache {
+        let (c, f, n) = judge_cache(seen, *multi_az, reads, clock);
+        checks.push(c);
+        figures.push(f);
+        notes.push(n);
+    }
     (checks, figures, notes)
 }
 
@@ -446,6 +627,7 @@ mod tests {
             restore_ms: 25_000,
             rate: 10.0,
             multi_az,
+            cache: None,
         }
     }
 
@@ -495,6 +677,56 @@ mod tests {
             &judge(&s, Clock::fast()).0,
             "no acknowledged write lost"
         ));
+    }
+
+    /// Cache reads every 0.1 s from 0 to 30 s: `down` from `down_from` until `back_from`.
+    fn cache_reads(down_from: f64, back_from: f64) -> Vec<CacheRead> {
+        (0..300)
+            .map(|k| {
+                let t = k as f64 / 10.0;
+                let ms = (t * 1000.0) as u64;
+                let down = t >= down_from && t < back_from;
+                CacheRead {
+                    sent_ms: ms,
+                    answered_ms: ms + 20,
+                    cache: Ok(if down { "down" } else { "hit" }.to_owned()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cache_failover_in_aws_s_time_passes_and_none_fails() {
+        let clock = Clock::fast();
+        let cache_check = |s: &WritesSeen| {
+            let (checks, figures, _) = judge(s, clock);
+            let c = checks
+                .into_iter()
+                .find(|c| c.name == "cache failover")
+                .unwrap();
+            let f = figures
+                .into_iter()
+                .find(|f| f.key == "cache_failover_s")
+                .unwrap();
+            (c, f.value)
+        };
+        // Away from the fault (5 s) until 8 s: 30 AWS seconds.
+        let mut s = seen(5.0, 15.0, true);
+        s.cache = Some((true, cache_reads(5.0, 8.0)));
+        let (c, value) = cache_check(&s);
+        assert!(c.passed, "{c:?}");
+        assert_eq!(value.map(f64::round), Some(30.0));
+        // Until 12 s: 70 AWS seconds, past 30 + 30 + one interval.
+        s.cache = Some((true, cache_reads(5.0, 12.0)));
+        assert!(!cache_check(&s).0.passed);
+        // Never back while the zone was away, and not Multi-AZ: says so.
+        s.cache = Some((false, cache_reads(5.0, 26.0)));
+        let (c, value) = cache_check(&s);
+        assert!(!c.passed && c.detail.contains("not Multi-AZ"), "{c:?}");
+        assert_eq!(value, None);
+        // Its primary elsewhere: never away, passes.
+        s.cache = Some((true, cache_reads(99.0, 99.0)));
+        assert!(cache_check(&s).0.passed);
     }
 
     #[test]

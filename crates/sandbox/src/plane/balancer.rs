@@ -416,13 +416,17 @@ impl Reconciler {
             names.insert(l.dns_name.to_ascii_lowercase());
             self.dns.set(&l.dns_name, ips, ttl);
         }
-        // The databases' endpoints are the databases' to set.
+        // The databases' and the caches' endpoints are theirs to set.
         names.extend(
             world
                 .databases
                 .iter()
                 .map(|d| d.endpoint.to_ascii_lowercase()),
         );
+        names.extend(world.caches.iter().flat_map(|g| {
+            std::iter::once(g.endpoint.to_ascii_lowercase())
+                .chain(g.reader_endpoint.as_ref().map(|r| r.to_ascii_lowercase()))
+        }));
         self.dns.retain(&names);
     }
 
