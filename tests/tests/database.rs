@@ -1,12 +1,15 @@
-//! A stack with a database, deployed into the sandbox: a real PostgreSQL primary (and, Multi-AZ,
-//! a synchronous standby in another zone), the sample app writing orders through the load
-//! balancer, and the zone fault of the proof: the primary's zone cut off through AWS FIS, with
-//! the database failed over as AWS's "AZ Availability: Power Interruption" scenario does.
+//! A stack with a database and a cache, deployed into the sandbox: a real PostgreSQL primary
+//! (and, Multi-AZ, a synchronous standby in another zone), a real Redis primary and replica, the
+//! sample app writing orders through the load balancer and reading them cache-aside, and the
+//! zone fault of the proof: the primary's zone cut off through AWS FIS, with the database failed
+//! over and the cache's nodes there without power, as AWS's "AZ Availability: Power
+//! Interruption" scenario does.
 //!
-//! Multi-AZ: no acknowledged write is lost, and writes resume after AWS's failover time (60-120
-//! s for a Multi-AZ DB instance, on the fast clock). The proof's az-failover judges the same
-//! with its writes: it passes Multi-AZ and fails Single-AZ, whose writes fail for as long as the
-//! zone is away.
+//! Multi-AZ: no acknowledged write is lost, writes resume after AWS's failover time (60-120 s for
+//! a Multi-AZ DB instance, on the fast clock), the cache's replica takes over after ElastiCache's
+//! (a few to about 30 s). The proof's az-failover judges the same with its writes and reads: it
+//! passes Multi-AZ and fails Single-AZ, whose writes fail, and whose cache is away, for as long
+//! as the zone is.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly.
 
@@ -14,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandbox::{Clock, DatabaseStatus};
+use sandbox::{CacheStatus, Clock, DatabaseStatus};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// One at a time: each runs a data plane, two PostgreSQL servers and load on a 2-core machine.
@@ -40,6 +43,8 @@ task-port = {port}
 multi-az = {multi_az}
 deletion-protection = false
 skip-final-snapshot = true
+[cache]
+multi-az = {multi_az}
 "#
     )
 }
@@ -119,6 +124,48 @@ async fn database(
         .await
         .unwrap_or_else(|| panic!("database: {:?}", d.plane.status().databases));
     status.databases.into_iter().find(|db| done(db)).unwrap()
+}
+
+async fn cache(d: &stackproof_tests::Deployed, done: impl Fn(&CacheStatus) -> bool) -> CacheStatus {
+    let status = d
+        .plane
+        .wait_for(Duration::from_secs(120), |s| s.caches.iter().any(&done))
+        .await
+        .unwrap_or_else(|| panic!("cache: {:?}", d.plane.status().caches));
+    status.caches.into_iter().find(|c| done(c)).unwrap()
+}
+
+/// One GET of order `id`: the status and the `x-cache` header.
+async fn read_cached(addr: SocketAddr, id: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = format!("GET /orders/{id} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("no status in {text:?}"))?;
+        let cache = text
+            .lines()
+            .find_map(|l| l.strip_prefix("x-cache: "))
+            .unwrap_or("none")
+            .trim()
+            .to_owned();
+        Ok((status, cache))
+    };
+    tokio::time::timeout(Duration::from_secs(40), exchange)
+        .await
+        .map_err(|_| "no answer within 40 s".to_owned())?
 }
 
 /// Deploys, waits for the database, and returns the node in the zone that stays up, the
@@ -270,6 +317,71 @@ async fn a_multi_az_database_fails_over_in_aws_s_time_and_loses_no_acknowledged_
     d.plane.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_az_cache_fails_over_in_aws_s_time_and_serves_reads_meanwhile() {
+    let _machine = MACHINE.lock().await;
+    let d = Box::pin(stackproof_tests::deploy(
+        &stack_toml("cachemulti", true),
+        clock(),
+    ))
+    .await
+    .unwrap();
+    let (node, zone) = ready(&d, true).await;
+    let dep = &d.deployment;
+    let c = cache(&d, |c| c.state == "available" && c.replicas.len() == 1).await;
+    assert_eq!(c.primary.as_ref().map(|(z, _)| z.as_str()), Some(zone.as_str()));
+    // Written through on the commit, then read from the cache, over TLS.
+    assert_eq!(read_cached(node, "first").await, Ok((200, "hit".to_owned())));
+
+    let fault_at = Instant::now();
+    dep.stack
+        .start_zone_fault(
+            &dep.cx,
+            &dep.outputs.compute.fault_role_arn,
+            &zone,
+            Duration::from_secs(600),
+            &[],
+        )
+        .await
+        .unwrap();
+    let failed_over = cache(&d, |c| c.failovers == 1).await;
+    let promoted = clock().model(fault_at.elapsed()).as_secs_f64();
+    let (new_zone, _) = failed_over.primary.clone().unwrap();
+    assert_ne!(new_zone, zone, "the replica in another zone took over");
+    // The order written before the fault is read from the promoted replica, while the database
+    // is still failing over (60-120 s): the cache answers without it.
+    let mut got = Err(String::new());
+    for _ in 0..100 {
+        got = read_cached(node, "first").await;
+        if got == Ok((200, "hit".to_owned())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, Ok((200, "hit".to_owned())), "read from the promoted replica");
+    let served = clock().model(fault_at.elapsed()).as_secs_f64();
+    // ElastiCache reports the new primary, so the stack's outputs name its zone.
+    let out = dep.stack.outputs(&dep.cx).await.unwrap().unwrap();
+    assert_eq!(
+        out.cache.and_then(|c| c.primary_zone).as_deref(),
+        Some(new_zone.as_str())
+    );
+    dep.stack.restore_zone(&dep.cx, &zone).await.unwrap();
+    // Power back: the lost node is replaced in its zone, as a replica of the new primary.
+    cache(&d, |c| {
+        c.state == "available" && c.replicas.iter().any(|(z, _)| *z == zone)
+    })
+    .await;
+    eprintln!(
+        "cache: promoted {promoted:.0} s (model) after the fault, reads served by the cache again at {served:.0} s"
+    );
+    assert!(
+        (5.0..=45.0).contains(&promoted),
+        "promoted {promoted:.0} s (model) after the fault: ElastiCache takes a few to about 30 s"
+    );
+    d.plane.stop().await;
+}
+
 /// The proof's az-failover with writes: it fails the primary's zone, writes orders beside the
 /// reads, and reads every acknowledged one back.
 async fn prove(name: &str, multi_az: bool) -> proof::ProofReport {
@@ -325,6 +437,7 @@ async fn the_proof_passes_a_multi_az_database_and_fails_a_single_az_one() {
         "no acknowledged write lost",
         "database failover",
         "write error budget",
+        "cache failover",
     ] {
         assert!(check(&multi, name).passed, "{name}: {}", multi.table());
     }
@@ -344,5 +457,8 @@ async fn the_proof_passes_a_multi_az_database_and_fails_a_single_az_one() {
         "{}",
         single.table()
     );
+    // Its cache, without Multi-AZ, is away for as long as the zone is.
+    let cached = check(&single, "cache failover");
+    assert!(!cached.passed && cached.detail.contains("not Multi-AZ"), "{}", single.table());
     assert!(!single.passed);
 }

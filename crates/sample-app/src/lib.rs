@@ -20,7 +20,8 @@
 //!   it, so a database failover does not get healthy tasks replaced. With a cache
 //!   (`$REDIS_HOST`, see [`cache`]) a read tries the cache first and a committed write is
 //!   stored there too; the `x-cache` header says what the cache did (`hit`, `miss`, `stored`,
-//!   `down`: a cache that does not answer is passed by, never an error);
+//!   `down`: a cache that does not answer is passed by, never an error); with
+//!   `Cache-Control: only-if-cached` only the cache answers (504 when it has nothing);
 //! - anything else -> 404.
 //!
 //! The AZ and task come from the ECS task metadata endpoint v4 ([`Identity::discover`]), as on
@@ -377,6 +378,41 @@ impl App {
         if request.method() == Method::GET
             && let Some(id) = path.strip_prefix("/orders/")
         {
+            // `Cache-Control: only-if-cached` (RFC 9111 5.2.1.7): the cache's answer alone, 504
+            // when it has none; what the proof probes the cache with.
+            let only_if_cached = request
+                .headers()
+                .get_all(hyper::header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"));
+            if only_if_cached {
+                let outcome = match &self.cache {
+                    None => None,
+                    Some(cache) => match cache.get(&cache_key(id)).await {
+                        Ok(Some(value)) => {
+                            return with_cache(
+                                self.respond(StatusCode::OK, JSON, Bytes::from(value)),
+                                Some(cache::Outcome::Hit),
+                            );
+                        }
+                        Ok(None) => Some(cache::Outcome::Miss),
+                        Err(e) => {
+                            eprintln!("sample-app: cache: {e}");
+                            Some(cache::Outcome::Down)
+                        }
+                    },
+                };
+                return with_cache(
+                    self.respond(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        TEXT,
+                        Bytes::from_static(b"not in the cache (only-if-cached)\n"),
+                    ),
+                    outcome,
+                );
+            }
             // Cache-aside: the cache first; the database on a miss (then cached) or when the
             // cache does not answer.
             let mut outcome = None;

@@ -301,6 +301,7 @@ impl DataPlane {
             jobs: BTreeMap::new(),
             jobs_done: BTreeSet::new(),
             stopping: JoinSet::new(),
+            deregistering: Vec::new(),
             registered: HashMap::new(),
             proxies: BTreeMap::new(),
             nodes: HashMap::new(),
@@ -477,6 +478,8 @@ struct Reconciler {
     /// Standalone tasks that ended (exited, stopped, failed to start): never started again.
     jobs_done: BTreeSet<String>,
     stopping: JoinSet<()>,
+    /// Processes of tasks stopped in this iteration, stopped once their targets drain.
+    deregistering: Vec<tasks::Process>,
     /// Target group ARN -> task ARN -> registered address.
     registered: HashMap<String, HashMap<String, SocketAddr>>,
     proxies: BTreeMap<String, ProxyEntry>,
@@ -549,6 +552,7 @@ impl Reconciler {
     }
 
     async fn shutdown(mut self) {
+        self.release_stopped();
         let tasks = std::mem::take(&mut self.tasks);
         for (_, t) in tasks {
             if let Some(p) = t.process {
@@ -688,8 +692,10 @@ impl Reconciler {
     /// One step: with `read`, a fresh read of the control plane first (otherwise the last one
     /// is used, as it is between reads).
     async fn iterate(&mut self, read: bool) -> Result<(), Error> {
-        // Reap finished stops so the set stays small.
+        // Reap finished stops so the set stays small; stop what an iteration that failed part
+        // way left waiting.
         while self.stopping.try_join_next().is_some() {}
+        self.release_stopped();
         let mut world = if read {
             self.read().await?
         } else {
@@ -719,6 +725,7 @@ impl Reconciler {
         self.step_caches(&world).await;
         self.sync_targets(&world).await;
         self.sync_proxies(&world).await;
+        self.release_stopped();
         let now = Instant::now();
         let dt = now.duration_since(self.last_tick);
         self.last_tick = now;

@@ -40,7 +40,17 @@ impl Reconciler {
         {
             log(format_args!("StopTask {arn}: {}", DisplayErrorContext(&e)));
         }
+        // As ECS does, the target leaves its target group (draining: no new requests) before
+        // the container gets SIGTERM: the process stops once this iteration has told the load
+        // balancers (`release_stopped`).
         if let Some(p) = t.process {
+            self.deregistering.push(p);
+        }
+    }
+
+    /// Stops the processes of tasks stopped in this iteration, now that their targets drain.
+    pub(super) fn release_stopped(&mut self) {
+        for p in std::mem::take(&mut self.deregistering) {
             self.stopping.spawn(tasks::stop_child(p.child, p.pid));
         }
     }
