@@ -184,7 +184,11 @@ impl Cache {
     /// Runs one command (connecting first when needed); the connection is dropped on any
     /// failure, so the next command makes a new one.
     async fn command(&self, args: &[&[u8]]) -> Result<Reply, String> {
-        let mut guard = self.conn.lock().await;
+        // One command at a time on the one connection; a request does not queue behind a cache
+        // that hangs for longer than it would wait for the cache itself.
+        let mut guard = tokio::time::timeout(TIMEOUT, self.conn.lock())
+            .await
+            .map_err(|_| format!("the connection stayed busy for {TIMEOUT:?}"))?;
         let result = tokio::time::timeout(TIMEOUT * 2, async {
             if guard.is_none() {
                 *guard = Some(

@@ -641,12 +641,7 @@ impl Reconciler {
                     .iter()
                     .flat_map(|d| d.subnets.iter().map(|(s, _)| s.clone())),
             )
-            .chain(
-                world
-                    .caches
-                    .iter()
-                    .flat_map(|g| g.subnets.iter().map(|(s, _)| s.clone())),
-            )
+            .chain(world.caches.iter().flat_map(|g| g.subnets.iter().cloned()))
             .chain(
                 world
                     .listeners

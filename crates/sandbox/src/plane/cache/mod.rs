@@ -63,8 +63,8 @@ pub(crate) struct GroupSpec {
     pub(crate) transit_encryption: bool,
     /// (member cluster id, zone, whether primary).
     pub(crate) members: Vec<(String, String, bool)>,
-    /// The cache subnet group: (subnet id, zone).
-    pub(crate) subnets: Vec<(String, String)>,
+    /// The cache subnet group's subnets.
+    pub(crate) subnets: Vec<String>,
 }
 
 /// A cache as the plane runs it, for [`super::PlaneStatus`].
@@ -154,8 +154,8 @@ impl Drop for Caches {
 fn zone_reachable(spec: &GroupSpec, world: &World, zone: &str) -> bool {
     spec.subnets
         .iter()
-        .filter(|(_, z)| z == zone)
-        .filter_map(|(id, _)| world.subnets.get(id))
+        .filter_map(|id| world.subnets.get(id))
+        .filter(|s| s.zone == zone)
         .all(|s| s.reachable(spec.port))
 }
 

@@ -5,8 +5,9 @@ use crate::Error;
 use crate::plane::Clients;
 use crate::plane::observe::{MAX_PAGES, aws, port};
 
-/// The region's cache subnet groups: name, (subnet id, zone) each.
-async fn subnet_groups(c: &Clients) -> Result<Vec<(String, Vec<(String, String)>)>, Error> {
+/// The region's cache subnet groups: name and subnet ids (their zones are the subnets' own:
+/// moto does not describe a subnet's zone in a cache subnet group).
+async fn subnet_groups(c: &Clients) -> Result<Vec<(String, Vec<String>)>, Error> {
     let mut groups = Vec::new();
     let mut marker = None;
     for _ in 0..MAX_PAGES {
@@ -21,12 +22,7 @@ async fn subnet_groups(c: &Clients) -> Result<Vec<(String, Vec<(String, String)>
             let subnets = g
                 .subnets()
                 .iter()
-                .filter_map(|s| {
-                    Some((
-                        s.subnet_identifier()?.to_owned(),
-                        s.subnet_availability_zone()?.name()?.to_owned(),
-                    ))
-                })
+                .filter_map(|s| s.subnet_identifier().map(str::to_owned))
                 .collect();
             groups.push((
                 g.cache_subnet_group_name().unwrap_or_default().to_owned(),
@@ -44,7 +40,7 @@ async fn subnet_groups(c: &Clients) -> Result<Vec<(String, Vec<(String, String)>
 /// Reads the region's replication groups (cluster mode disabled) that are available or
 /// modifying. ElastiCache names a group's subnet group only on its member clusters, which moto
 /// does not make: the subnet group of the group's own name is taken (stackproof's naming), else
-/// the first whose subnets cover the members' zones.
+/// the region's only one.
 pub(crate) async fn groups(c: &Clients) -> Result<Vec<GroupSpec>, Error> {
     let mut specs = Vec::new();
     let mut marker = None;
@@ -85,12 +81,9 @@ pub(crate) async fn groups(c: &Clients) -> Result<Vec<GroupSpec>, Error> {
             let subnets = subnet_groups
                 .iter()
                 .find(|(name, _)| *name == id)
-                .or_else(|| {
-                    subnet_groups.iter().find(|(_, subnets)| {
-                        members
-                            .iter()
-                            .all(|(_, zone, _)| subnets.iter().any(|(_, z)| z == zone))
-                    })
+                .or_else(|| match subnet_groups.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
                 })
                 .map(|(_, subnets)| subnets.clone())
                 .unwrap_or_default();
