@@ -81,7 +81,7 @@ pub(crate) async fn groups(c: &Clients) -> Result<Vec<GroupSpec>, Error> {
             let subnets = subnet_groups
                 .iter()
                 .find(|(name, _)| *name == id)
-                .or_else(|| match subnet_groups.as_slice() {
+                .or(match subnet_groups.as_slice() {
                     [only] => Some(only),
                     _ => None,
                 })
