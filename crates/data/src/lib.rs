@@ -1,5 +1,5 @@
 //! The data slice of a stackproof stack: a PostgreSQL database on Amazon RDS behind the web
-//! tier, as the seeds' stacks have it.
+//! tier, and a Redis cache on ElastiCache ([`cache`]), as the seeds' stacks have them.
 //!
 //! One DB instance `{stack}-db` (PostgreSQL 13-17, gp3 storage encrypted at rest, not publicly
 //! accessible, Multi-AZ by default: a synchronous standby in another zone that RDS fails over to
