@@ -195,11 +195,11 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
     // The configuration found is the working folder's: a stack name set there shows in plan;
     // force-destroy, because the load balancer's access logs of the check land in the bucket.
     assert!(toml.contains("\nname = \"stackproof\"\n"), "{toml}");
-    // A Multi-AZ database too: the sandbox runs a PostgreSQL pair for it.
+    // A Multi-AZ database and cache too: the sandbox runs a PostgreSQL pair and two Redis nodes.
     let edited = toml
         .replace("\nname = \"stackproof\"\n", "\nname = \"fromhere\"\n")
         .replacen("\nforce-destroy = false\n", "\nforce-destroy = true\n", 1)
-        + "\n[database]\ndeletion-protection = false\nskip-final-snapshot = true\n";
+        + "\n[database]\ndeletion-protection = false\nskip-final-snapshot = true\n[cache]\n";
     assert!(edited.contains("\nforce-destroy = true\n"), "{edited}");
     std::fs::write(here.join("stack.toml"), edited).unwrap();
 
@@ -241,21 +241,28 @@ fn deploys_checks_and_destroys_from_an_empty_folder() {
     let out = stackproof(here, &["check", "--rps", "5", "--duration", "4s"]);
     assert!(out.status.success(), "{}", text(&out));
 
-    // `sandbox status` shows where the database's two servers run, once they do.
+    // `sandbox status` shows where the database's two servers and the cache's two nodes run,
+    // once they do.
     let mut shown = String::new();
+    let both_up = |shown: &str| {
+        shown.lines().any(|l| {
+            l.contains("database fromhere-db fromhere-db.")
+                && l.contains(": available; primary 127.0.")
+                && l.contains(", standby 127.0.")
+        }) && shown.lines().any(|l| {
+            l.contains("cache fromhere-cache master.fromhere-cache.")
+                && l.contains(": available; primary 127.0.")
+                && l.contains(", replicas 127.0.")
+        })
+    };
     for _ in 0..100 {
         shown = text(&stackproof(here, &["sandbox", "status"]));
-        if shown.contains("database fromhere-db") && shown.contains(": available; primary 127.0.") {
+        if both_up(&shown) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(
-        shown.contains("database fromhere-db fromhere-db.")
-            && shown.contains(": available; primary 127.0.")
-            && shown.contains(", standby 127.0."),
-        "{shown}"
-    );
+    assert!(both_up(&shown), "{shown}");
 
     let out = stackproof(here, &["destroy", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -147,6 +147,7 @@ mod tests {
         assert!(config.service.image.is_some());
         assert!(config.observability.alarm_email.is_some());
         assert!(config.database.is_some());
+        assert!(config.cache.is_some());
         assert_eq!(config.tags.get("team").map(String::as_str), Some("web"));
         if let Err(problems) = config.validate() {
             panic!("{problems}");
