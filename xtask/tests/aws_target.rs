@@ -31,6 +31,8 @@ fn xtask_aws_env(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args)
         .env("STACKPROOF_STATE_DIR", state)
+        // The built-in defaults, not the checkout's stack.toml (the seeds' stack).
+        .env("STACKPROOF_CONFIG_DIR", state)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", state.join("no-config"))

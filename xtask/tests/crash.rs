@@ -309,6 +309,8 @@ fn spawn(state: &Path, args: &[&str], stderr: Stdio) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("STACKPROOF_STATE_DIR", state)
+        // The built-in defaults, not the checkout's stack.toml (the seeds' stack).
+        .env("STACKPROOF_CONFIG_DIR", state)
         .env_remove("AWS_PROFILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

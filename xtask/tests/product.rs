@@ -20,6 +20,8 @@ fn xtask_with_stdin(state: &Path, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("STACKPROOF_STATE_DIR", state)
+        // The built-in defaults, not the checkout's stack.toml (the seeds' stack).
+        .env("STACKPROOF_CONFIG_DIR", state)
         .env_remove("AWS_PROFILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -37,6 +39,8 @@ fn xtask_on_terminal(state: &Path, args: &str, typed: &str) -> Output {
     let mut child = Command::new("script")
         .args(["--quiet", "--return", "--command", &command, "/dev/null"])
         .env("STACKPROOF_STATE_DIR", state)
+        // The built-in defaults, not the checkout's stack.toml (the seeds' stack).
+        .env("STACKPROOF_CONFIG_DIR", state)
         .env_remove("AWS_PROFILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -158,7 +162,8 @@ fn bad_usage_with_detailed_exitcode_is_an_error_not_changes() {
     let out = xtask(&dir.0, &["plan", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // A bad configuration is an error too.
-    let config = dir.0.join("stack.toml");
+    // (Not named stack.toml: the state folder is the test's configuration folder too.)
+    let config = dir.0.join("bad.toml");
     std::fs::write(&config, "name = \"Bad Name\"\n").unwrap();
     let out = xtask(
         &dir.0,

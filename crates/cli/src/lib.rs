@@ -24,7 +24,7 @@ mod status;
 mod steady;
 mod target;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
@@ -71,9 +71,18 @@ pub(crate) fn program() -> &'static str {
     home().program
 }
 
-/// The folder of the default `stack.toml`.
-pub(crate) fn config_root() -> &'static Path {
-    &home().root
+/// The variable that names the folder of the default `stack.toml` (and where `init` writes it),
+/// instead of the working folder (`cargo xtask`: the checkout). The command-line tests set it
+/// to a folder of their own, so they act on the built-in defaults whatever the checkout's
+/// `stack.toml` says.
+pub const CONFIG_DIR_VAR: &str = "STACKPROOF_CONFIG_DIR";
+
+/// The folder of the default `stack.toml`: `$STACKPROOF_CONFIG_DIR`, else the home's root.
+pub(crate) fn config_root() -> PathBuf {
+    match std::env::var_os(CONFIG_DIR_VAR) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().root.clone(),
+    }
 }
 
 /// The hidden folder for state and logs: `.stackproof` in the home's root, or

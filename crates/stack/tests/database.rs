@@ -1,7 +1,8 @@
-//! A stack with `[database]` against moto: deploy makes the database in the private subnets
-//! behind its own security group (the tasks' group let in), the outputs carry it, a second plan
-//! changes nothing, and destroy refuses a protected database before deleting anything, then
-//! deletes it (with its final snapshot) and everything else.
+//! A stack with `[database]` and `[cache]` against moto: deploy makes the database and the cache
+//! in the private subnets behind their own security groups (the tasks' group let in), hands both
+//! to the service, the outputs carry them, a second plan changes nothing, and destroy refuses a
+//! protected database before deleting anything, then deletes it (with its final snapshot), the
+//! cache and everything else.
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 mod common;
@@ -19,7 +20,9 @@ fn context() -> Context {
 
 fn stack(database: &str) -> stackproof_stack::Stack {
     StackConfig::from_toml(
-        &format!("name = \"withdb\"\n[storage]\nforce-destroy = true\n[database]\n{database}"),
+        &format!(
+            "name = \"withdb\"\n[storage]\nforce-destroy = true\n[cache]\n[database]\n{database}"
+        ),
         "stack.toml",
     )
     .unwrap()
@@ -94,6 +97,16 @@ async fn with_a_database() {
     assert_eq!(env.get("DATABASE_PORT"), Some(&"5432"));
     assert_eq!(env.get("DATABASE_NAME"), Some(&db.database_name.as_str()));
     assert_eq!(env.get("DATABASE_USER"), Some(&db.master_username.as_str()));
+    // And the cache: its primary endpoint, port and TLS.
+    let cache = outputs.cache.clone().expect("the cache's outputs");
+    assert_eq!(cache.group_id, "withdb-cache");
+    assert_eq!(
+        env.get("REDIS_HOST"),
+        Some(&cache.primary_endpoint.as_str()),
+        "{env:?}"
+    );
+    assert_eq!(env.get("REDIS_PORT"), Some(&"6379"));
+    assert_eq!(env.get("REDIS_TLS"), Some(&"true"));
     let secret_arn = db.master_secret_arn.clone().unwrap();
     let secrets: Vec<(&str, &str)> = container
         .secrets()
@@ -144,6 +157,23 @@ async fn with_a_database() {
             .any(|a| a.ends_with("AWSFaultInjectionSimulatorRDSAccess")),
         "{attached:?}"
     );
+    // ... and may cut the Multi-AZ cache's power in the zone: AWS has no managed policy for
+    // that action, so its calls are granted inline.
+    let inline = iam
+        .get_role_policy()
+        .role_name(fault_role)
+        .policy_name("withdb-fis-actions")
+        .send()
+        .await
+        .unwrap();
+    let document = urlencoding_decode(inline.policy_document());
+    for action in [
+        "elasticache:InterruptClusterAzPower",
+        "elasticache:DescribeReplicationGroups",
+        "tag:GetResources",
+    ] {
+        assert!(document.contains(action), "{action}: {document}");
+    }
     // The stack's outputs, read back, hold it too; a second plan changes nothing.
     assert_eq!(
         protected.outputs(&cx).await.unwrap().unwrap().data,
@@ -184,12 +214,14 @@ async fn with_a_database() {
     let unprotected = stack("deletion-protection = false\n");
     unprotected.apply(&cx).await.unwrap();
     let plan = unprotected.destroy(&cx, false).await.unwrap();
-    assert!(
-        plan.changes
-            .iter()
-            .any(|c| c.kind == "db-instance" && c.action == Action::Delete),
-        "{plan}"
-    );
+    for kind in ["db-instance", "replication-group", "cache-subnet-group"] {
+        assert!(
+            plan.changes
+                .iter()
+                .any(|c| c.kind == kind && c.action == Action::Delete),
+            "{kind}: {plan}"
+        );
+    }
     assert!(
         unprotected
             .plan_destroy(&cx)

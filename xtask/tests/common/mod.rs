@@ -11,6 +11,8 @@ pub(crate) fn xtask(state: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("STACKPROOF_STATE_DIR", state)
+        // The built-in defaults, not the checkout's stack.toml (the seeds' stack).
+        .env("STACKPROOF_CONFIG_DIR", state)
         .env_remove("AWS_PROFILE")
         .output()
         .expect("xtask runs")
