@@ -186,7 +186,7 @@ pub mod fis {
     pub const AZ_POWER_NETWORK_PAUSE: Duration = secs(120);
 }
 
-/// Amazon RDS: how a Multi-AZ DB instance fails over.
+/// Amazon RDS: how a Multi-AZ DB instance and a Multi-AZ DB cluster fail over.
 pub mod rds {
     use super::{Duration, secs};
 
@@ -196,6 +196,14 @@ pub mod rds {
     pub const INSTANCE_FAILOVER_MIN: Duration = secs(60);
     /// See [`INSTANCE_FAILOVER_MIN`]. H.
     pub const INSTANCE_FAILOVER_MAX: Duration = secs(120);
+
+    /// A Multi-AZ DB cluster's failover: "typically under 35 seconds" (RDS UG "Failing over a
+    /// Multi-AZ DB cluster"; it completes once both readers have applied what they received),
+    /// H for the upper bound. AWS gives no lower bound: the sandbox draws from 15 s (detection
+    /// and promotion take some time; ours, L) to 35 s.
+    pub const CLUSTER_FAILOVER_MIN: Duration = secs(15);
+    /// See [`CLUSTER_FAILOVER_MIN`]. H.
+    pub const CLUSTER_FAILOVER_MAX: Duration = secs(35);
 
     /// TTL of a DB instance endpoint's DNS record. Aurora documents five seconds ("Aurora DNS
     /// zones use a short TTL of five seconds", Aurora MySQL DBA Handbook); RDS instance

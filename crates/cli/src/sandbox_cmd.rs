@@ -218,14 +218,27 @@ fn print_status(dir: &std::path::Path) {
                 (Some(zone), Some(addr)) => format!("{addr} ({zone})"),
                 _ => "none".to_owned(),
             };
+            let standbys: Vec<String> = d["standbys"]
+                .as_array()
+                .map(|list| list.iter().map(server).collect())
+                .unwrap_or_default();
             println!(
-                "  database {} {}: {}; primary {}, standby {}, {} failovers",
+                "  database {} {}: {}; primary {}, standby {}, {} failovers{}",
                 d["id"].as_str().unwrap_or("?"),
                 d["endpoint"].as_str().unwrap_or("?"),
                 d["state"].as_str().unwrap_or("?"),
                 server(&d["primary"]),
-                server(&d["standby"]),
-                d["failovers"]
+                if standbys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    standbys.join(", ")
+                },
+                d["failovers"],
+                if d["deployment"] == "cluster" {
+                    " (a Multi-AZ DB cluster)"
+                } else {
+                    ""
+                }
             );
         }
     }

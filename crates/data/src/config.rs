@@ -6,18 +6,57 @@ use serde::{Deserialize, Serialize};
 /// PostgreSQL major versions RDS offers that this module accepts.
 pub const ENGINE_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
 
-/// The `[database]` table of `stack.toml`: an RDS PostgreSQL instance in the private subnets.
+/// How RDS runs the database: what a zone's loss costs, and in how long it fails over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deployment {
+    /// A DB instance: a primary and, when Multi-AZ, one synchronous standby in another zone
+    /// that takes no traffic; RDS fails over to it in 60-120 s.
+    #[default]
+    Instance,
+    /// A Multi-AZ DB cluster: a writer and two readable standbys, one in each of three zones;
+    /// a commit waits for one of the two; RDS fails over in under 35 s. Needs three zones.
+    Cluster,
+}
+
+impl Deployment {
+    /// How plans name the resource: `db-instance` or `db-cluster`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Deployment::Instance => "db-instance",
+            Deployment::Cluster => "db-cluster",
+        }
+    }
+}
+
+impl std::fmt::Display for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Deployment::Instance => "instance",
+            Deployment::Cluster => "cluster",
+        })
+    }
+}
+
+/// The `[database]` table of `stack.toml`: an RDS PostgreSQL DB instance or Multi-AZ DB
+/// cluster in the private subnets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DatabaseConfig {
+    /// `instance` (a DB instance, Multi-AZ or not) or `cluster` (a Multi-AZ DB cluster: a
+    /// writer and two readable standbys over three zones, failing over in under 35 s; needs
+    /// `[network] az-count = 3` and a class RDS offers for it, such as `db.m6gd.large`).
+    /// Default `instance`.
+    pub deployment: Deployment,
     /// PostgreSQL major version, 13 to 17. Default 16.
     pub engine_version: u32,
-    /// The DB instance class (`db.` and a family and size). Default `db.t4g.micro`.
+    /// The DB instance class (`db.` and a family and size) of the instance, or of each of the
+    /// cluster's three. Default `db.t4g.micro`.
     pub instance_class: String,
     /// Storage in GiB (gp3), 20 to 65,536; it can grow in place, never shrink. Default 20.
     pub allocated_storage: u32,
     /// A standby in another zone, synchronously replicated; RDS fails over to it in 60-120 s
-    /// when the primary's zone is lost. Default true.
+    /// when the primary's zone is lost. Default true; a cluster is always Multi-AZ.
     pub multi_az: bool,
     /// RDS refuses to delete the database, and so does destroy. Default true.
     pub deletion_protection: bool,
@@ -36,6 +75,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            deployment: Deployment::Instance,
             engine_version: 16,
             instance_class: "db.t4g.micro".to_owned(),
             allocated_storage: 20,
@@ -52,6 +92,7 @@ impl Default for DatabaseConfig {
 /// A checked `[database]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseSpec {
+    pub(crate) deployment: Deployment,
     pub(crate) engine_version: u32,
     pub(crate) instance_class: String,
     pub(crate) allocated_storage: i32,
@@ -78,6 +119,28 @@ impl DatabaseSpec {
     pub fn multi_az(&self) -> bool {
         self.multi_az
     }
+
+    /// A DB instance or a Multi-AZ DB cluster.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment
+    }
+}
+
+/// Whether `name` is `{prefix}.{family}.{size}` in lowercase letters and digits
+/// (`db.t4g.micro`, `cache.r7g.large`): the shape of RDS's instance classes and ElastiCache's
+/// node types.
+pub(crate) fn class_name_ok(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(family, size)| {
+            !family.is_empty()
+                && !size.is_empty()
+                && family
+                    .chars()
+                    .chain(size.chars())
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
 }
 
 /// PostgreSQL identifiers RDS accepts for a database or user name: 1 to 63 letters, digits and
@@ -107,18 +170,7 @@ impl Config for DatabaseConfig {
                 ),
             );
         }
-        let class_ok = self
-            .instance_class
-            .strip_prefix("db.")
-            .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(family, size)| {
-                !family.is_empty()
-                    && !size.is_empty()
-                    && family
-                        .chars()
-                        .chain(size.chars())
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            });
+        let class_ok = class_name_ok("db", &self.instance_class);
         if !class_ok {
             p.add(
                 "instance-class",
@@ -131,6 +183,13 @@ impl Config for DatabaseConfig {
                 "allocated-storage",
                 self.allocated_storage,
                 "20 to 65536 GiB (gp3)",
+            );
+        }
+        if self.deployment == Deployment::Cluster && !self.multi_az {
+            p.add(
+                "multi-az",
+                self.multi_az,
+                "true with deployment = \"cluster\" (a Multi-AZ DB cluster always has standbys in two other zones); for a Single-AZ database use deployment = \"instance\"",
             );
         }
         if !(1..=35).contains(&self.backup_retention_days) {
@@ -159,6 +218,7 @@ impl Config for DatabaseConfig {
             );
         }
         p.into_result(DatabaseSpec {
+            deployment: self.deployment,
             engine_version: self.engine_version,
             instance_class: self.instance_class.clone(),
             allocated_storage: i32::try_from(self.allocated_storage).unwrap_or(i32::MAX),
@@ -189,6 +249,8 @@ mod tests {
             backup-retention-days = 0
             database-name = "1app"
             master-username = "postgres"
+            deployment = "cluster"
+            multi-az = false
             "#,
         )
         .unwrap();
@@ -200,9 +262,15 @@ mod tests {
             "backup-retention-days = 0",
             "database-name = \"1app\"",
             "master-username = \"postgres\"",
+            "multi-az = false",
         ] {
             assert!(text.contains(field), "{field}: {text}");
         }
+        let cluster: DatabaseConfig = toml::from_str("deployment = \"cluster\"\n").unwrap();
+        let spec = cluster.validate(&scope).unwrap();
+        assert_eq!(spec.deployment(), Deployment::Cluster);
+        let wrong = toml::from_str::<DatabaseConfig>("deployment = \"aurora\"\n").unwrap_err();
+        assert!(wrong.to_string().contains("instance"), "{wrong}");
         let unknown = toml::from_str::<DatabaseConfig>("multi_az = true\n").unwrap_err();
         assert!(unknown.to_string().contains("multi_az"), "{unknown}");
     }

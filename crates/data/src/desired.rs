@@ -4,7 +4,7 @@
 use infra::{Action, Change};
 
 use crate::DataInputs;
-use crate::config::DatabaseSpec;
+use crate::config::{DatabaseSpec, Deployment};
 use crate::error::Error;
 use crate::observe::{Instance, Names, Observed};
 
@@ -73,20 +73,27 @@ pub enum Op {
         /// The subnets wanted.
         to: Vec<String>,
     },
-    /// Create the DB instance.
+    /// Create the DB instance or DB cluster (`spec.deployment` says which).
     CreateInstance {
         /// What it is.
         spec: Box<DatabaseSpec>,
     },
-    /// Change settings of the instance in place, at once.
+    /// Change settings of the instance or cluster in place, at once.
     ModifyInstance {
+        /// Which it is.
+        deployment: Deployment,
         /// The settings that change.
         settings: Vec<Setting>,
     },
-    /// Wait until the instance is available.
-    WaitAvailable,
-    /// Delete the instance (a final snapshot under this name, unless none).
+    /// Wait until the instance or cluster is available.
+    WaitAvailable {
+        /// Which it is.
+        deployment: Deployment,
+    },
+    /// Delete the instance or cluster (a final snapshot under this name, unless none).
     DeleteInstance {
+        /// Which it is.
+        deployment: Deployment,
         /// The final snapshot's name; none: no snapshot.
         final_snapshot: Option<String>,
     },
@@ -104,7 +111,7 @@ pub(crate) fn final_snapshot_name(instance: &str, unix_seconds: u64) -> String {
     format!("{instance}-final-{unix_seconds}")
 }
 
-fn setting(field: &'static str, from: impl ToString, to: impl ToString) -> Setting {
+pub(crate) fn setting(field: &'static str, from: impl ToString, to: impl ToString) -> Setting {
     Setting {
         field,
         from: from.to_string(),
@@ -162,7 +169,8 @@ fn instance_settings(d: &Desired, i: &Instance) -> Result<Vec<Setting>, Error> {
             s.allocated_storage,
         ));
     }
-    if i.multi_az != s.multi_az {
+    // A cluster is Multi-AZ by what it is (RDS reports it from its instances' zones).
+    if i.deployment == Deployment::Instance && i.multi_az != s.multi_az {
         out.push(setting("multi-az", i.multi_az, s.multi_az));
     }
     if i.deletion_protection != s.deletion_protection {
@@ -223,30 +231,49 @@ pub(crate) fn diff(stack: &str, d: &Desired, o: &Observed) -> Result<Vec<Op>, Er
         }),
         Some(_) => {}
     }
-    match &o.instance {
+    let deployment = d.spec.deployment;
+    let (database, other) = o.database(deployment);
+    if let Some(other) = other.filter(|i| i.ours) {
+        return Err(Error::NeedsReplacement {
+            name: d.names.instance.clone(),
+            field: "deployment",
+            have: format!("{:?}", other.deployment.to_string()),
+            want: format!("{:?}", deployment.to_string()),
+        });
+    }
+    let what = match deployment {
+        Deployment::Instance => "DB instance",
+        Deployment::Cluster => "DB cluster",
+    };
+    let wait = Op::WaitAvailable { deployment };
+    match database {
         None => {
             ops.push(Op::CreateInstance {
                 spec: Box::new(d.spec.clone()),
             });
-            ops.push(Op::WaitAvailable);
+            ops.push(wait);
         }
-        Some(i) if !i.ours => return Err(not_ours("DB instance", &d.names.instance)),
+        Some(i) if !i.ours => return Err(not_ours(what, &d.names.instance)),
         Some(i) => {
             let settings = instance_settings(d, i)?;
             if !settings.is_empty() {
-                ops.push(Op::ModifyInstance { settings });
-                ops.push(Op::WaitAvailable);
+                ops.push(Op::ModifyInstance {
+                    deployment,
+                    settings,
+                });
+                ops.push(wait);
             } else if i.status != "available" {
-                ops.push(Op::WaitAvailable);
+                ops.push(wait);
             }
         }
     }
     Ok(ops)
 }
 
-/// The steps that delete what the stack has: the instance (with its final snapshot unless
-/// `skip_final_snapshot`), then the subnet group and the security group. A protected instance
-/// refuses before anything is deleted, unless `protected_too` (what exists, for a preview).
+/// The steps that delete what the stack has: the instance or cluster (with its final snapshot
+/// unless `skip_final_snapshot`), then the subnet group and the security group. A protected
+/// database refuses before anything is deleted, unless `protected_too` (what exists, for a
+/// preview).
 pub(crate) fn teardown(
     names: &Names,
     o: &Observed,
@@ -255,13 +282,18 @@ pub(crate) fn teardown(
     protected_too: bool,
 ) -> Result<Vec<Op>, Error> {
     let mut ops = Vec::new();
-    if let Some(i) = o.instance.as_ref().filter(|i| i.ours) {
+    for i in [&o.instance, &o.cluster]
+        .into_iter()
+        .flatten()
+        .filter(|i| i.ours)
+    {
         if i.deletion_protection && !protected_too {
             return Err(Error::Protected {
                 name: names.instance.clone(),
             });
         }
         ops.push(Op::DeleteInstance {
+            deployment: i.deployment,
             final_snapshot: (!skip_final_snapshot)
                 .then(|| final_snapshot_name(&names.instance, now_unix)),
         });
@@ -281,7 +313,7 @@ impl Op {
         let c = |action, kind: &str, name: &str| Change::new(action, MODULE, kind, name);
         let sg = |action| c(action, "security-group", &names.security_group);
         let group = |action| c(action, "db-subnet-group", &names.subnet_group);
-        let db = |action| c(action, "db-instance", &names.instance);
+        let db = |action, deployment: &Deployment| c(action, deployment.kind(), &names.instance);
         let port = crate::PORT;
         vec![match self {
             Op::CreateSecurityGroup { vpc } => sg(Action::Create).detail(format!("in {vpc}")),
@@ -297,11 +329,17 @@ impl Op {
             Op::SetSubnets { from, to } => {
                 group(Action::Update).field("subnets", Some(from.join(",")), to.join(","))
             }
-            Op::CreateInstance { spec: s } => db(Action::Create)
-                .detail(format!(
-                    "postgres {} on {}, {} GiB gp3, encrypted, private",
-                    s.engine_version, s.instance_class, s.allocated_storage
-                ))
+            Op::CreateInstance { spec: s } => db(Action::Create, &s.deployment)
+                .detail(match s.deployment {
+                    Deployment::Instance => format!(
+                        "postgres {} on {}, {} GiB gp3, encrypted, private",
+                        s.engine_version, s.instance_class, s.allocated_storage
+                    ),
+                    Deployment::Cluster => format!(
+                        "postgres {}, a writer and two readable standbys in three zones, each on {}, {} GiB gp3, encrypted, private",
+                        s.engine_version, s.instance_class, s.allocated_storage
+                    ),
+                })
                 .detail(format!(
                     "multi-az {}, deletion protection {}, backups {} days",
                     s.multi_az, s.deletion_protection, s.backup_retention_days
@@ -310,11 +348,19 @@ impl Op {
                     "database {}, master user {} (password generated and kept by RDS in Secrets Manager)",
                     s.database_name, s.master_username
                 )),
-            Op::ModifyInstance { settings } => settings.iter().fold(db(Action::Update), |ch, s| {
-                ch.field(s.field, Some(s.from.clone()), s.to.clone())
-            }),
-            Op::WaitAvailable => return Vec::new(),
-            Op::DeleteInstance { final_snapshot } => db(Action::Delete).detail(match final_snapshot {
+            Op::ModifyInstance {
+                deployment,
+                settings,
+            } => settings
+                .iter()
+                .fold(db(Action::Update, deployment), |ch, s| {
+                    ch.field(s.field, Some(s.from.clone()), s.to.clone())
+                }),
+            Op::WaitAvailable { .. } => return Vec::new(),
+            Op::DeleteInstance {
+                deployment,
+                final_snapshot,
+            } => db(Action::Delete, deployment).detail(match final_snapshot {
                 Some(name) => format!("final snapshot {name}"),
                 None => "no final snapshot (skip-final-snapshot)".to_owned(),
             }),
@@ -353,6 +399,7 @@ mod tests {
 
     fn instance(d: &Desired) -> Instance {
         Instance {
+            deployment: Deployment::Instance,
             arn: "arn:aws:rds:eu-west-1:1:db:web-db".into(),
             status: "available".into(),
             engine: "postgres".into(),
@@ -368,6 +415,7 @@ mod tests {
             database_name: Some("app".into()),
             master_username: Some("app".into()),
             endpoint: None,
+            reader_endpoint: None,
             master_secret_arn: None,
             security_groups: vec!["sg-db".into()],
             ours: true,
@@ -387,6 +435,7 @@ mod tests {
                 ours: true,
             }),
             instance: Some(instance(d)),
+            cluster: None,
         }
     }
 
@@ -409,7 +458,9 @@ mod tests {
                 Op::CreateInstance {
                     spec: Box::new(d.spec.clone())
                 },
-                Op::WaitAvailable,
+                Op::WaitAvailable {
+                    deployment: Deployment::Instance
+                },
             ]
         );
         assert_eq!(diff("web", &d, &everything(&d)).unwrap(), []);
@@ -434,7 +485,7 @@ mod tests {
                 from: "sg-other".into()
             }
         );
-        let Op::ModifyInstance { settings } = &ops[1] else {
+        let Op::ModifyInstance { settings, .. } = &ops[1] else {
             panic!("{ops:?}");
         };
         let fields: Vec<&str> = settings.iter().map(|s| s.field).collect();
@@ -442,7 +493,12 @@ mod tests {
             fields,
             ["engine-version", "multi-az", "publicly-accessible"]
         );
-        assert_eq!(ops[2], Op::WaitAvailable);
+        assert_eq!(
+            ops[2],
+            Op::WaitAvailable {
+                deployment: Deployment::Instance
+            }
+        );
 
         if let Some(i) = o.instance.as_mut() {
             i.allocated_storage = 100;
@@ -473,6 +529,7 @@ mod tests {
             ops,
             [
                 Op::DeleteInstance {
+                    deployment: Deployment::Instance,
                     final_snapshot: Some("web-db-final-1800000000".into())
                 },
                 Op::DeleteSubnetGroup,
@@ -483,6 +540,45 @@ mod tests {
         assert_eq!(
             ops[0],
             Op::DeleteInstance {
+                deployment: Deployment::Instance,
+                final_snapshot: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_created_changed_and_deleted_as_one_and_never_swapped_in_place() {
+        let mut d = desired();
+        d.spec.deployment = Deployment::Cluster;
+        d.spec.instance_class = "db.m6gd.large".into();
+        let mut o = everything(&d);
+        // The stack's instance cannot become a cluster in place.
+        let err = diff("web", &d, &o).unwrap_err().to_string();
+        assert!(
+            err.contains("deployment \"instance\"") && err.contains("says \"cluster\""),
+            "{err}"
+        );
+        let mut cluster = o.instance.take().unwrap();
+        cluster.deployment = Deployment::Cluster;
+        cluster.class = "db.m6gd.large".into();
+        cluster.multi_az = false; // as RDS reports a cluster whose instances are not up yet
+        o.cluster = Some(cluster);
+        assert_eq!(diff("web", &d, &o).unwrap(), []);
+        o.cluster.as_mut().unwrap().class = "db.m6gd.xlarge".into();
+        let ops = diff("web", &d, &o).unwrap();
+        assert!(
+            matches!(&ops[0], Op::ModifyInstance { deployment: Deployment::Cluster, settings }
+                if settings.len() == 1 && settings[0].field == "instance-class"),
+            "{ops:?}"
+        );
+        let plan = ops[0].change(&d.names);
+        assert_eq!(plan[0].kind, "db-cluster");
+        o.cluster.as_mut().unwrap().deletion_protection = false;
+        let ops = teardown(&d.names, &o, true, 1, false).unwrap();
+        assert_eq!(
+            ops[0],
+            Op::DeleteInstance {
+                deployment: Deployment::Cluster,
                 final_snapshot: None
             }
         );

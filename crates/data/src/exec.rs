@@ -5,15 +5,15 @@ use std::time::Duration;
 use infra::{Backoff, Step, WaitError};
 use infra::{Context, WaitPolicy, aws, waited};
 
-use crate::config::DatabaseSpec;
+use crate::config::{DatabaseSpec, Deployment};
 use crate::desired::{Desired, MODULE, Op};
 use crate::error::Error;
 use crate::observe::Names;
 use crate::sg;
 use crate::{Clients, PORT};
 
-/// The longest an instance may take to become available or to be deleted: RDS documents no
-/// bound; a Multi-AZ instance typically takes 10-20 minutes to create.
+/// The longest an instance or cluster may take to become available or to be deleted: RDS
+/// documents no bound; a Multi-AZ instance typically takes 10-20 minutes to create.
 const DB_STATE: Duration = Duration::from_secs(60 * 60);
 
 /// What the steps carry: the security group's id once known.
@@ -97,9 +97,45 @@ pub(crate) async fn step(
             Ok(Some(name.clone()))
         }
         Op::CreateInstance { spec } => {
-            create_instance(c, cx, spec, &names, &need_sg(ids, &names)?).await
+            let sg = need_sg(ids, &names)?;
+            match spec.deployment {
+                Deployment::Instance => create_instance(c, cx, spec, &names, &sg).await,
+                Deployment::Cluster => create_cluster(c, cx, spec, &names, &sg).await,
+            }
         }
-        Op::ModifyInstance { settings } => {
+        Op::ModifyInstance {
+            deployment: Deployment::Cluster,
+            settings,
+        } => {
+            let d = d.ok_or_else(missing)?;
+            let s = &d.spec;
+            let name = &names.instance;
+            let mut req = c
+                .rds
+                .modify_db_cluster()
+                .db_cluster_identifier(name)
+                .apply_immediately(true);
+            for setting in settings {
+                req = match setting.field {
+                    "engine-version" => req
+                        .engine_version(s.engine_version.to_string())
+                        .allow_major_version_upgrade(true),
+                    "instance-class" => req.db_cluster_instance_class(&s.instance_class),
+                    "allocated-storage" => req.allocated_storage(s.allocated_storage),
+                    "deletion-protection" => req.deletion_protection(s.deletion_protection),
+                    "backup-retention-days" => req.backup_retention_period(s.backup_retention_days),
+                    _ => req,
+                };
+            }
+            req.send()
+                .await
+                .map_err(aws("ModifyDBCluster", format!("DB cluster {name}")))?;
+            Ok(Some(name.clone()))
+        }
+        Op::ModifyInstance {
+            deployment: Deployment::Instance,
+            settings,
+        } => {
             let d = d.ok_or_else(missing)?;
             let s = &d.spec;
             let name = &names.instance;
@@ -127,10 +163,42 @@ pub(crate) async fn step(
                 .map_err(aws("ModifyDBInstance", format!("DB instance {name}")))?;
             Ok(Some(name.clone()))
         }
-        Op::WaitAvailable => wait_instance(c, cx, &names.instance, true)
+        Op::WaitAvailable {
+            deployment: Deployment::Instance,
+        } => wait_instance(c, cx, &names.instance, true)
             .await
             .map(|()| None),
-        Op::DeleteInstance { final_snapshot } => {
+        Op::WaitAvailable {
+            deployment: Deployment::Cluster,
+        } => wait_cluster(c, cx, &names.instance, true)
+            .await
+            .map(|()| None),
+        Op::DeleteInstance {
+            deployment: Deployment::Cluster,
+            final_snapshot,
+        } => {
+            let name = &names.instance;
+            let mut req = c.rds.delete_db_cluster().db_cluster_identifier(name);
+            req = match final_snapshot {
+                Some(snapshot) => req.final_db_snapshot_identifier(snapshot),
+                None => req.skip_final_snapshot(true),
+            };
+            match req.send().await {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_cluster_not_found_fault()) => {}
+                Err(e) => {
+                    return Err(aws("DeleteDBCluster", format!("DB cluster {name}"))(e).into());
+                }
+            }
+            wait_cluster(c, cx, name, false).await?;
+            Ok(final_snapshot.clone())
+        }
+        Op::DeleteInstance {
+            deployment: Deployment::Instance,
+            final_snapshot,
+        } => {
             let name = &names.instance;
             let mut req = c
                 .rds
@@ -219,6 +287,89 @@ async fn create_instance(
         .await
         .map_err(aws("CreateDBInstance", format!("DB instance {name}")))?;
     Ok(Some(name.clone()))
+}
+
+/// A Multi-AZ DB cluster: RDS makes its three DB instances (a writer and two readable
+/// standbys, one per zone of the subnet group) itself.
+async fn create_cluster(
+    c: &Clients,
+    cx: &Context,
+    s: &DatabaseSpec,
+    names: &Names,
+    sg: &str,
+) -> Result<Option<String>, Error> {
+    let name = &names.instance;
+    c.rds
+        .create_db_cluster()
+        .db_cluster_identifier(name)
+        .engine("postgres")
+        .engine_version(s.engine_version.to_string())
+        .db_cluster_instance_class(&s.instance_class)
+        .allocated_storage(s.allocated_storage)
+        .storage_type("gp3")
+        .storage_encrypted(true)
+        .publicly_accessible(false)
+        .deletion_protection(s.deletion_protection)
+        .backup_retention_period(s.backup_retention_days)
+        .copy_tags_to_snapshot(true)
+        .database_name(&s.database_name)
+        .master_username(&s.master_username)
+        .manage_master_user_password(true)
+        .db_subnet_group_name(&names.subnet_group)
+        .vpc_security_group_ids(sg)
+        .port(PORT)
+        .set_tags(Some(rds_tags(cx, name)))
+        .send()
+        .await
+        .map_err(aws("CreateDBCluster", format!("DB cluster {name}")))?;
+    Ok(Some(name.clone()))
+}
+
+/// Waits until the cluster is `available` (or, `available` false, gone).
+async fn wait_cluster(c: &Clients, cx: &Context, name: &str, available: bool) -> Result<(), Error> {
+    let waits = WaitPolicy {
+        resource_state: cx.waits().resource_state.max(DB_STATE),
+        ..*cx.waits()
+    };
+    let what = if available {
+        format!("DB cluster {name} available")
+    } else {
+        format!("DB cluster {name} deleted")
+    };
+    Backoff::resource_state(&waits)
+        .run(what, || async {
+            match c
+                .rds
+                .describe_db_clusters()
+                .db_cluster_identifier(name)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let status = out
+                        .db_clusters()
+                        .first()
+                        .and_then(|k| k.status())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if available && status == "available" {
+                        Step::Done(())
+                    } else {
+                        Step::Retry(format!("status {status}"))
+                    }
+                }
+                Err(e)
+                    if !available
+                        && e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+                {
+                    Step::Done(())
+                }
+                Err(e) => Step::Fail(e),
+            }
+        })
+        .await
+        .map_err(|e| waited("DescribeDBClusters", name)(e).into())
 }
 
 /// Waits until the instance is `available` (or, `available` false, gone).

@@ -11,6 +11,12 @@
 //! protected database before deleting anything; destroy keeps a final snapshot unless
 //! `skip-final-snapshot`.
 //!
+//! With `deployment = "cluster"` the database is a Multi-AZ DB cluster `{stack}-db` instead:
+//! a writer and two readable standbys, one in each of three zones (RDS makes the three
+//! instances), a commit acknowledged once one standby has it, a failover in under 35 s; the
+//! service gets the writer endpoint, [`DataOutputs::reader_endpoint`] names the standbys. An
+//! instance never becomes a cluster in place (nor back): that needs a new database.
+//!
 //! Same shape as the other modules ([`infra::Pipeline`]): `config.rs` is `[database]` and its
 //! check, `observe.rs` reads the three resources by their names (ownership by the stack's tags),
 //! `desired.rs` holds the pure diff and teardown, `exec.rs` the calls.
@@ -47,7 +53,7 @@ use infra::{Change, Context, Pipeline, Plan, pipeline};
 use serde::{Deserialize, Serialize};
 
 pub use cache::{Cache, CacheConfig, CacheOutputs, CachePlacement, CacheSpec};
-pub use config::{DatabaseConfig, DatabaseSpec, ENGINE_VERSIONS};
+pub use config::{DatabaseConfig, DatabaseSpec, Deployment, ENGINE_VERSIONS};
 pub use error::Error;
 pub use observe::Names;
 
@@ -72,12 +78,19 @@ pub struct DataInputs {
 /// What the data module made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataOutputs {
-    /// The DB instance identifier.
+    /// A DB instance or a Multi-AZ DB cluster.
+    #[serde(default)]
+    pub deployment: Deployment,
+    /// The DB instance identifier (or the DB cluster's).
     pub instance_id: String,
     /// Its ARN.
     pub instance_arn: String,
-    /// The endpoint's DNS name (it moves to the standby on a failover).
+    /// The endpoint's DNS name (it moves to the standby on a failover); a cluster's writer
+    /// endpoint.
     pub endpoint: String,
+    /// A cluster's reader endpoint (its readable standbys); none for an instance.
+    #[serde(default)]
+    pub reader_endpoint: Option<String>,
     /// The port.
     pub port: i32,
     /// The database.
@@ -97,10 +110,12 @@ pub struct DataOutputs {
     pub primary_zone: Option<String>,
 }
 
-/// Where a DB instance's primary runs, as RDS reports it.
+/// Where a DB instance's primary (a cluster's writer) runs, as RDS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    /// The instance's ARN.
+    /// A DB instance or a Multi-AZ DB cluster.
+    pub deployment: Deployment,
+    /// The instance's ARN (the cluster's).
     pub instance_arn: String,
     /// Whether a standby runs in another zone.
     pub multi_az: bool,
@@ -156,10 +171,16 @@ impl Data {
         })
     }
 
-    /// Where the database's primary runs, or `None` when there is no instance. Reads only.
+    /// Where the database's primary runs, or `None` when there is no instance (or cluster, as
+    /// the configuration says). Reads only.
     pub async fn placement(&self, cx: &Context) -> Result<Option<Placement>, Error> {
-        let i = observe::instance(&self.c, cx, &Names::of(cx)).await?;
+        let names = Names::of(cx);
+        let i = match self.spec.deployment {
+            Deployment::Instance => observe::instance(&self.c, cx, &names).await?,
+            Deployment::Cluster => observe::cluster(&self.c, cx, &names).await?,
+        };
         Ok(i.map(|i| Placement {
+            deployment: i.deployment,
             instance_arn: i.arn,
             multi_az: i.multi_az,
             zone: i.zone,
@@ -191,13 +212,18 @@ fn outputs_of(
     spec: &DatabaseSpec,
     o: Observed,
 ) -> Result<DataOutputs, &'static str> {
-    let i = o.instance.ok_or("DB instance")?;
+    let i = match spec.deployment {
+        Deployment::Instance => o.instance.ok_or("DB instance")?,
+        Deployment::Cluster => o.cluster.ok_or("DB cluster")?,
+    };
     let sg = o.sg.ok_or("security group")?;
-    let (endpoint, port) = i.endpoint.clone().ok_or("DB instance endpoint")?;
+    let (endpoint, port) = i.endpoint.clone().ok_or("DB endpoint")?;
     Ok(DataOutputs {
+        deployment: i.deployment,
         instance_id: names.instance.clone(),
         instance_arn: i.arn,
         endpoint,
+        reader_endpoint: i.reader_endpoint,
         port,
         database_name: i
             .database_name

@@ -1,18 +1,20 @@
 //! Reads what the stack has: the database's security group (EC2), its DB subnet group and its
-//! DB instance (RDS), by their derived names; ownership by the stack's tags.
+//! DB instance or Multi-AZ DB cluster (RDS), by their derived names; ownership by the stack's
+//! tags.
 
 use std::collections::BTreeMap;
 
 use infra::{Context, aws};
 
 use crate::Clients;
+use crate::config::Deployment;
 use crate::error::Error;
 use crate::sg::{self, Sg, is_ours};
 
 /// The names the stack's resources have: `{stack}-db` for all three.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// The DB instance identifier.
+    /// The DB instance identifier (or the DB cluster's).
     pub instance: String,
     /// The DB subnet group.
     pub subnet_group: String,
@@ -39,9 +41,11 @@ pub(crate) struct SubnetGroup {
     pub(crate) ours: bool,
 }
 
-/// The DB instance, as RDS describes it.
+/// The DB instance, or the Multi-AZ DB cluster, as RDS describes it (a cluster's class is
+/// its instances', its zone its writer's, its endpoint the writer endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Instance {
+    pub(crate) deployment: Deployment,
     pub(crate) arn: String,
     pub(crate) status: String,
     pub(crate) engine: String,
@@ -58,6 +62,8 @@ pub(crate) struct Instance {
     pub(crate) database_name: Option<String>,
     pub(crate) master_username: Option<String>,
     pub(crate) endpoint: Option<(String, i32)>,
+    /// A cluster's reader endpoint (its two readable standbys).
+    pub(crate) reader_endpoint: Option<String>,
     pub(crate) master_secret_arn: Option<String>,
     pub(crate) security_groups: Vec<String>,
     pub(crate) ours: bool,
@@ -76,9 +82,23 @@ pub struct Observed {
     pub(crate) sg: Option<Sg>,
     pub(crate) subnet_group: Option<SubnetGroup>,
     pub(crate) instance: Option<Instance>,
+    pub(crate) cluster: Option<Instance>,
 }
 
-/// Reads the three resources (the security group in `vpc` when given, else by name and the
+impl Observed {
+    /// The database of `deployment`, and the stack's database of the other kind.
+    pub(crate) fn database(
+        &self,
+        deployment: Deployment,
+    ) -> (Option<&Instance>, Option<&Instance>) {
+        match deployment {
+            Deployment::Instance => (self.instance.as_ref(), self.cluster.as_ref()),
+            Deployment::Cluster => (self.cluster.as_ref(), self.instance.as_ref()),
+        }
+    }
+}
+
+/// Reads the four resources (the security group in `vpc` when given, else by name and the
 /// stack's tag).
 pub(crate) async fn observe(
     c: &Clients,
@@ -86,15 +106,17 @@ pub(crate) async fn observe(
     vpc: Option<&str>,
 ) -> Result<Observed, Error> {
     let names = Names::of(cx);
-    let (sg, subnet_group, instance) = tokio::try_join!(
+    let (sg, subnet_group, instance, cluster) = tokio::try_join!(
         sg::observe(&c.ec2, cx, &names.security_group, vpc, crate::PORT),
         subnet_group(c, cx, &names),
         instance(c, cx, &names),
+        cluster(c, cx, &names),
     )?;
     Ok(Observed {
         sg,
         subnet_group,
         instance,
+        cluster,
     })
 }
 
@@ -187,6 +209,7 @@ pub(crate) async fn instance(
 /// The module's view of a described DB instance.
 pub(crate) fn read_instance(cx: &Context, i: &aws_sdk_rds::types::DbInstance) -> Instance {
     Instance {
+        deployment: Deployment::Instance,
         arn: i.db_instance_arn().unwrap_or_default().to_owned(),
         status: i.db_instance_status().unwrap_or_default().to_owned(),
         engine: i.engine().unwrap_or_default().to_owned(),
@@ -204,6 +227,7 @@ pub(crate) fn read_instance(cx: &Context, i: &aws_sdk_rds::types::DbInstance) ->
         endpoint: i
             .endpoint()
             .and_then(|e| Some((e.address()?.to_owned(), e.port()?))),
+        reader_endpoint: None,
         master_secret_arn: i
             .master_user_secret()
             .and_then(|s| s.secret_arn())
@@ -215,4 +239,86 @@ pub(crate) fn read_instance(cx: &Context, i: &aws_sdk_rds::types::DbInstance) ->
             .collect(),
         ours: is_ours(cx, &rds_tags(i.tag_list())),
     }
+}
+
+/// The Multi-AZ DB cluster `{stack}-db`, with its writer's zone (one more call: RDS reports
+/// zones on the cluster's instances).
+pub(crate) async fn cluster(
+    c: &Clients,
+    cx: &Context,
+    names: &Names,
+) -> Result<Option<Instance>, Error> {
+    let out = match c
+        .rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&names.instance)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(aws(
+                "DescribeDBClusters",
+                format!("DB cluster {}", names.instance),
+            )(e)
+            .into());
+        }
+    };
+    let Some(k) = out.db_clusters().first() else {
+        return Ok(None);
+    };
+    let writer = k
+        .db_cluster_members()
+        .iter()
+        .find(|m| m.is_cluster_writer() == Some(true))
+        .and_then(|m| m.db_instance_identifier());
+    let zone = match writer {
+        Some(id) => c
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(aws("DescribeDBInstances", format!("DB instance {id}")))?
+            .db_instances()
+            .first()
+            .and_then(|i| i.availability_zone())
+            .map(str::to_owned),
+        None => None,
+    };
+    Ok(Some(Instance {
+        deployment: Deployment::Cluster,
+        arn: k.db_cluster_arn().unwrap_or_default().to_owned(),
+        status: k.status().unwrap_or_default().to_owned(),
+        engine: k.engine().unwrap_or_default().to_owned(),
+        engine_version: k.engine_version().unwrap_or_default().to_owned(),
+        class: k.db_cluster_instance_class().unwrap_or_default().to_owned(),
+        allocated_storage: k.allocated_storage().unwrap_or(0),
+        multi_az: k.multi_az().unwrap_or(false),
+        zone,
+        storage_encrypted: k.storage_encrypted().unwrap_or(false),
+        publicly_accessible: k.publicly_accessible().unwrap_or(false),
+        deletion_protection: k.deletion_protection().unwrap_or(false),
+        backup_retention_days: k.backup_retention_period().unwrap_or(0),
+        database_name: k.database_name().map(str::to_owned),
+        master_username: k.master_username().map(str::to_owned),
+        endpoint: k.endpoint().and_then(|e| Some((e.to_owned(), k.port()?))),
+        reader_endpoint: k.reader_endpoint().map(str::to_owned),
+        master_secret_arn: k
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .map(str::to_owned),
+        security_groups: k
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id().map(str::to_owned))
+            .collect(),
+        ours: is_ours(cx, &rds_tags(k.tag_list())),
+    }))
 }

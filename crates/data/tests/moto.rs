@@ -6,7 +6,7 @@
 
 use infra::{Action, Config as _, Context, Module as _, StackName};
 use sandbox::MotoServer;
-use stackproof_data::{Cache, CacheConfig, Data, DataInputs, DatabaseConfig};
+use stackproof_data::{Cache, CacheConfig, Data, DataInputs, DatabaseConfig, Deployment};
 
 const REGION: &str = "eu-west-1";
 
@@ -22,6 +22,11 @@ fn data(cx: &Context, toml_text: &str) -> Data {
 
 /// A VPC, two subnets in two zones and the tasks' security group.
 async fn network(cx: &Context) -> DataInputs {
+    network_in(cx, 2).await
+}
+
+/// A VPC, a subnet in each of `zones` zones (2 or 3) and the tasks' security group.
+async fn network_in(cx: &Context, zones: usize) -> DataInputs {
     let ec2: aws_sdk_ec2::Client = infra::client!(cx, aws_sdk_ec2);
     let vpc = ec2
         .create_vpc()
@@ -34,7 +39,11 @@ async fn network(cx: &Context) -> DataInputs {
     for (zone, cidr) in [
         ("eu-west-1a", "10.0.128.0/20"),
         ("eu-west-1b", "10.0.144.0/20"),
-    ] {
+        ("eu-west-1c", "10.0.160.0/20"),
+    ]
+    .into_iter()
+    .take(zones)
+    {
         let s = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
@@ -204,6 +213,130 @@ async fn a_private_encrypted_multi_az_database_is_made_changed_and_destroyed_wit
             .await
             .is_err()
     );
+    assert!(changed.plan_destroy(&cx).await.unwrap().changes.is_empty());
+}
+
+#[tokio::test]
+async fn a_multi_az_db_cluster_has_a_writer_and_two_readers_in_three_zones_and_is_changed_and_destroyed()
+ {
+    let cx = context("ledger");
+    let inputs = network_in(&cx, 3).await;
+    let rds: aws_sdk_rds::Client = infra::client!(&cx, aws_sdk_rds);
+    let toml_text = "deployment = \"cluster\"\ninstance-class = \"db.m6gd.large\"\n";
+    let db = data(&cx, toml_text);
+
+    let plan = db.plan(&cx, &inputs).await.unwrap();
+    let last = plan.changes.last().unwrap();
+    assert_eq!(
+        (last.action, last.kind.as_str()),
+        (Action::Create, "db-cluster"),
+        "{plan}"
+    );
+    assert!(
+        plan.to_string()
+            .contains("two readable standbys in three zones"),
+        "{plan}"
+    );
+
+    let out = db.apply(&cx, &inputs).await.unwrap();
+    assert_eq!(out.deployment, Deployment::Cluster);
+    assert_eq!(out.instance_id, "ledger-db");
+    assert!(out.endpoint.contains(".cluster-"), "{out:?}");
+    assert!(
+        out.reader_endpoint
+            .as_deref()
+            .is_some_and(|r| r.contains(".cluster-ro-")),
+        "{out:?}"
+    );
+    assert!(out.multi_az, "{out:?}");
+    assert_eq!(out.primary_zone.as_deref(), Some("eu-west-1a"));
+    assert!(
+        out.master_secret_arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("arn:aws:secretsmanager:")),
+        "{out:?}"
+    );
+    let described = rds
+        .describe_db_clusters()
+        .db_cluster_identifier("ledger-db")
+        .send()
+        .await
+        .unwrap();
+    let k = &described.db_clusters()[0];
+    assert_eq!(k.engine(), Some("postgres"));
+    assert_eq!(k.db_cluster_instance_class(), Some("db.m6gd.large"));
+    assert_eq!(k.storage_encrypted(), Some(true));
+    assert_eq!(k.deletion_protection(), Some(true));
+    assert_eq!(k.database_name(), Some("app"));
+    let members = k.db_cluster_members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert_eq!(
+        members
+            .iter()
+            .filter(|m| m.is_cluster_writer() == Some(true))
+            .count(),
+        1
+    );
+    let mut zones = Vec::new();
+    for m in members {
+        let i = rds
+            .describe_db_instances()
+            .db_instance_identifier(m.db_instance_identifier().unwrap())
+            .send()
+            .await
+            .unwrap();
+        zones.push(i.db_instances()[0].availability_zone().unwrap().to_owned());
+    }
+    zones.sort();
+    assert_eq!(zones, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    let placement = db.placement(&cx).await.unwrap().unwrap();
+    assert_eq!(placement.deployment, Deployment::Cluster);
+    assert_eq!(placement.zone.as_deref(), Some("eu-west-1a"));
+
+    // Converged: nothing to do.
+    let again = db.plan(&cx, &inputs).await.unwrap();
+    assert!(again.changes.is_empty(), "{again}");
+    // An instance is not a cluster: no swap in place.
+    let err = data(&cx, "")
+        .plan(&cx, &inputs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deployment \"cluster\""), "{err}");
+
+    // Changed in place: a larger class, protection off.
+    let changed = data(
+        &cx,
+        "deployment = \"cluster\"\ninstance-class = \"db.m6gd.xlarge\"\ndeletion-protection = false\nskip-final-snapshot = true\n",
+    );
+    let plan = changed.plan(&cx, &inputs).await.unwrap();
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert_eq!(plan.changes[0].kind, "db-cluster");
+    assert!(
+        plan.changes[0].sets("instance-class", "db.m6gd.xlarge"),
+        "{plan}"
+    );
+    changed.apply(&cx, &inputs).await.unwrap();
+    assert!(changed.plan(&cx, &inputs).await.unwrap().changes.is_empty());
+
+    // Destroy: the cluster and its three instances, then the subnet group and security group.
+    changed.destroy(&cx).await.unwrap();
+    assert!(
+        rds.describe_db_clusters()
+            .db_cluster_identifier("ledger-db")
+            .send()
+            .await
+            .is_err()
+    );
+    for n in 1..=3 {
+        assert!(
+            rds.describe_db_instances()
+                .db_instance_identifier(format!("ledger-db-instance-{n}"))
+                .send()
+                .await
+                .is_err()
+        );
+    }
     assert!(changed.plan_destroy(&cx).await.unwrap().changes.is_empty());
 }
 

@@ -387,32 +387,6 @@ impl App {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"));
-            if only_if_cached {
-                let outcome = match &self.cache {
-                    None => None,
-                    Some(cache) => match cache.get(&cache_key(id)).await {
-                        Ok(Some(value)) => {
-                            return with_cache(
-                                self.respond(StatusCode::OK, JSON, Bytes::from(value)),
-                                Some(cache::Outcome::Hit),
-                            );
-                        }
-                        Ok(None) => Some(cache::Outcome::Miss),
-                        Err(e) => {
-                            eprintln!("sample-app: cache: {e}");
-                            Some(cache::Outcome::Down)
-                        }
-                    },
-                };
-                return with_cache(
-                    self.respond(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        TEXT,
-                        Bytes::from_static(b"not in the cache (only-if-cached)\n"),
-                    ),
-                    outcome,
-                );
-            }
             // Cache-aside: the cache first; the database on a miss (then cached) or when the
             // cache does not answer.
             let mut outcome = None;
@@ -430,6 +404,16 @@ impl App {
                         outcome = Some(cache::Outcome::Down);
                     }
                 }
+            }
+            if only_if_cached {
+                return with_cache(
+                    self.respond(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        TEXT,
+                        Bytes::from_static(b"not in the cache (only-if-cached)\n"),
+                    ),
+                    outcome,
+                );
             }
             return match db.get(id).await {
                 Ok(Some(order)) => {

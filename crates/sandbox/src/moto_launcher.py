@@ -405,6 +405,75 @@ def _patch_rds_zone():
 
 _patch_rds_zone()
 
+
+def _patch_rds_multi_az_clusters():
+    """RDS makes a Multi-AZ DB cluster's three DB instances itself (a writer and two readable
+    standbys, `{cluster}-instance-1` to `-3`, one in each of three zones of the DB subnet group)
+    and deletes them with the cluster. moto makes none (its clusters are Aurora's, whose
+    instances the caller adds) and refuses to delete a cluster that has any. Here a cluster of
+    the `postgres` or `mysql` engine with a DBClusterInstanceClass gets its three, a subnet group
+    over fewer than three zones is refused as RDS refuses it, and DeleteDBCluster deletes the
+    three first."""
+    try:
+        from moto.rds.exceptions import RDSClientError
+        from moto.rds.models import RDSBackend
+    except ImportError:
+        return
+    original_create = RDSBackend.create_db_cluster
+    original_delete = RDSBackend.delete_db_cluster
+
+    def multi_az(kwargs):
+        return kwargs.get("engine") in ("postgres", "mysql") and kwargs.get(
+            "db_cluster_instance_class"
+        )
+
+    def create_db_cluster(self, kwargs):
+        if not multi_az(kwargs):
+            return original_create(self, kwargs)
+        group = self.subnet_groups.get(kwargs.get("db_subnet_group_name") or "")
+        zones = sorted({s.availability_zone for s in getattr(group, "_subnets", [])})
+        if len(zones) < 3:
+            raise RDSClientError(
+                "DBSubnetGroupDoesNotCoverEnoughAZs",
+                "A Multi-AZ DB cluster needs a DB subnet group with subnets in at least three "
+                f"Availability Zones; it covers {len(zones)}.",
+            )
+        cluster = original_create(self, kwargs)
+        cluster.availability_zones = zones[:3]
+        for n, zone in enumerate(zones[:3], start=1):
+            self.create_db_instance(
+                {
+                    "db_instance_identifier": f"{cluster.db_cluster_identifier}-instance-{n}",
+                    "db_cluster_identifier": cluster.db_cluster_identifier,
+                    "engine": cluster.engine,
+                    "db_instance_class": cluster.db_cluster_instance_class,
+                    "availability_zone": zone,
+                    "db_subnet_group_name": kwargs.get("db_subnet_group_name"),
+                    "port": cluster.port,
+                    "publicly_accessible": False,
+                    "tags": list(cluster.tags or []),
+                }
+            )
+        return cluster
+
+    def delete_db_cluster(self, cluster_identifier, snapshot_name=None):
+        cluster = self.clusters.get(cluster_identifier)
+        if (
+            cluster is not None
+            and cluster.engine in ("postgres", "mysql")
+            and cluster.db_cluster_instance_class
+            and not cluster.deletion_protection
+        ):
+            for member in list(cluster._members):
+                self.databases.pop(member.db_instance_identifier, None)
+        return original_delete(self, cluster_identifier, snapshot_name)
+
+    RDSBackend.create_db_cluster = create_db_cluster
+    RDSBackend.delete_db_cluster = delete_db_cluster
+
+
+_patch_rds_multi_az_clusters()
+
 def _patch_elasticache():
     """ElastiCache as the cache module and the data plane use it. moto 5 ignores
     NumCacheClusters for a cluster-mode-disabled group (it makes replicas only from

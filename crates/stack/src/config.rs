@@ -170,6 +170,20 @@ impl StackConfig {
         if let (Some(network), Some(service)) = (&network, &service) {
             check_addresses(network, service, &mut problems);
         }
+        if let Some(Some(db)) = &database
+            && db.deployment() == data::Deployment::Cluster
+            && zones < 3
+        {
+            problems.add(
+                if self.network.availability_zones.is_some() {
+                    "network.availability-zones (count)"
+                } else {
+                    "network.az-count"
+                },
+                zones,
+                "3 with database.deployment = \"cluster\": a Multi-AZ DB cluster puts its writer and two readable standbys in three zones (RDS needs a DB subnet group over three)",
+            );
+        }
         match (
             name,
             storage,
@@ -289,6 +303,27 @@ mod tests {
             .unwrap();
         assert_eq!(stack.name().as_str(), "stackproof");
         assert_eq!(stack.region(), "eu-west-1");
+    }
+
+    #[test]
+    fn a_multi_az_db_cluster_needs_three_zones_before_any_call() {
+        let cluster = "[database]\ndeployment = \"cluster\"\ninstance-class = \"db.m6gd.large\"\n";
+        let err = StackConfig::from_toml(cluster, "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("network.az-count = 2"), "{err}");
+        assert!(err.contains("three zones"), "{err}");
+        let three = format!("[network]\naz-count = 3\n{cluster}");
+        let stack = StackConfig::from_toml(&three, "stack.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            stack.database.map(|d| d.deployment()),
+            Some(data::Deployment::Cluster)
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! When the stack has a Multi-AZ database whose primary RDS reports in the zone, the same
 //! experiment also fails it over (`aws:rds:reboot-db-instances` with `forceFailover`), as the
 //! Failover-RDS action of AWS's "AZ Availability: Power Interruption" scenario does: a network
-//! ACL alone cuts clients off from the primary but does not make RDS fail over. The fault role
-//! then has AWS's `AWSFaultInjectionSimulatorRDSAccess` too. A Multi-AZ cache with a node in
+//! ACL alone cuts clients off from the primary but does not make RDS fail over; a Multi-AZ DB
+//! cluster whose writer is in the zone fails over by `aws:rds:failover-db-cluster`, the
+//! scenario's choice for clusters. The fault role then has AWS's
+//! `AWSFaultInjectionSimulatorRDSAccess` too. A Multi-AZ cache with a node in
 //! the zone loses that node's power (`aws:elasticache:replicationgroup-interrupt-az-power`, the
 //! scenario's Pause-ElastiCache): a primary there fails over; the fault role is granted the
 //! action's calls inline (AWS has no managed policy for it).
@@ -37,7 +39,9 @@ pub const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
 /// The FIS action that fails a Multi-AZ DB instance over (`forceFailover`), as the "AZ
 /// Availability: Power Interruption" scenario's Failover-RDS does.
 pub const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
-/// The AWS managed policy that lets FIS reboot (fail over) DB instances.
+/// The FIS action that fails a Multi-AZ DB cluster over to a reader.
+pub const FAILOVER_DB_CLUSTER: &str = "aws:rds:failover-db-cluster";
+/// The AWS managed policy that lets FIS reboot (fail over) DB instances and clusters.
 pub const FIS_RDS_POLICY: &str = "service-role/AWSFaultInjectionSimulatorRDSAccess";
 /// The FIS action that cuts the power of a Multi-AZ replication group's nodes in one zone: a
 /// primary there fails over to a replica, and no replacement is made there while it runs; as
@@ -162,9 +166,12 @@ impl Stack {
         // scenario (a network ACL alone does not make RDS fail over).
         let database = self.database_in(cx, zone).await?;
         let db_target = match &database {
-            Some(arn) => Some(
+            Some((deployment, arn)) => Some(
                 CreateExperimentTemplateTargetInput::builder()
-                    .resource_type("aws:rds:db")
+                    .resource_type(match deployment {
+                        data::Deployment::Instance => "aws:rds:db",
+                        data::Deployment::Cluster => "aws:rds:cluster",
+                    })
                     .resource_arns(arn)
                     .selection_mode("ALL")
                     .build()
@@ -172,15 +179,22 @@ impl Stack {
             ),
             None => None,
         };
+        let description = format!("stackproof az-failover: the database in {zone} fails over");
         let db_action = match &database {
-            Some(_) => Some(
+            Some((data::Deployment::Instance, _)) => Some(
                 CreateExperimentTemplateActionInput::builder()
                     .action_id(REBOOT_DB_INSTANCES)
-                    .description(format!(
-                        "stackproof az-failover: the database in {zone} fails over"
-                    ))
+                    .description(description)
                     .parameters("forceFailover", "true")
                     .targets("DBInstances", "zone-db")
+                    .build()
+                    .map_err(built("CreateExperimentTemplate", &what))?,
+            ),
+            Some((data::Deployment::Cluster, _)) => Some(
+                CreateExperimentTemplateActionInput::builder()
+                    .action_id(FAILOVER_DB_CLUSTER)
+                    .description(description)
+                    .targets("Clusters", "zone-db")
                     .build()
                     .map_err(built("CreateExperimentTemplate", &what))?,
             ),
@@ -289,8 +303,13 @@ impl Stack {
         }
     }
 
-    /// The ARN of the stack's database when it is Multi-AZ with its primary in `zone`.
-    async fn database_in(&self, cx: &Context, zone: &str) -> Result<Option<String>, Error> {
+    /// The stack's database (its kind and ARN) when it is Multi-AZ with its primary (a
+    /// cluster's writer) in `zone`.
+    async fn database_in(
+        &self,
+        cx: &Context,
+        zone: &str,
+    ) -> Result<Option<(data::Deployment, String)>, Error> {
         let Some(spec) = &self.database else {
             return Ok(None);
         };
@@ -298,7 +317,8 @@ impl Stack {
         let Some(p) = db.placement(cx).await? else {
             return Ok(None);
         };
-        Ok((p.multi_az && p.zone.as_deref() == Some(zone)).then_some(p.instance_arn))
+        let multi_az = p.multi_az || p.deployment == data::Deployment::Cluster;
+        Ok((multi_az && p.zone.as_deref() == Some(zone)).then_some((p.deployment, p.instance_arn)))
     }
 
     /// The ARN of the stack's cache when it is Multi-AZ with a node in `zone`.

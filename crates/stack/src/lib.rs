@@ -255,9 +255,12 @@ impl Stack {
     fn placeholder_data(&self) -> Option<data::DataOutputs> {
         let spec = self.database.as_ref()?;
         Some(data::DataOutputs {
+            deployment: spec.deployment(),
             instance_id: AFTER_APPLY.to_owned(),
             instance_arn: AFTER_APPLY.to_owned(),
             endpoint: AFTER_APPLY.to_owned(),
+            reader_endpoint: (spec.deployment() == data::Deployment::Cluster)
+                .then(|| AFTER_APPLY.to_owned()),
             port: data::PORT,
             database_name: spec.database_name().to_owned(),
             master_username: spec.master_username().to_owned(),

@@ -83,18 +83,7 @@ impl Config for CacheConfig {
                 ),
             );
         }
-        let type_ok = self
-            .node_type
-            .strip_prefix("cache.")
-            .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(family, size)| {
-                !family.is_empty()
-                    && !size.is_empty()
-                    && family
-                        .chars()
-                        .chain(size.chars())
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            });
+        let type_ok = crate::config::class_name_ok("cache", &self.node_type);
         if !type_ok {
             p.add(
                 "node-type",

@@ -7,7 +7,7 @@ use super::config::CacheSpec;
 use super::observe::{CacheNames, CacheObserved, Group};
 use super::{MODULE, PORT};
 use crate::DataInputs;
-use crate::desired::Setting;
+use crate::desired::{Setting, setting};
 use crate::error::Error;
 
 /// What the stack wants.
@@ -85,14 +85,6 @@ pub enum CacheOp {
         /// Its id.
         id: String,
     },
-}
-
-fn setting(field: &'static str, from: impl ToString, to: impl ToString) -> Setting {
-    Setting {
-        field,
-        from: from.to_string(),
-        to: to.to_string(),
-    }
 }
 
 /// The in-place changes an existing group needs, or the setting that cannot change.

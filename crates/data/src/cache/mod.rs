@@ -14,7 +14,7 @@ mod desired;
 mod exec;
 mod observe;
 
-use infra::{Change, Context, Pipeline, Plan, pipeline};
+use infra::{Change, Context, Pipeline, pipeline};
 use serde::{Deserialize, Serialize};
 
 pub use config::{CACHE_ENGINE_VERSIONS, CacheConfig, CacheSpec};
@@ -215,10 +215,6 @@ impl Pipeline for Cache {
     /// The group, then its subnet group and security group.
     fn teardown(&self, _cx: &Context, observed: &CacheObserved) -> Result<Vec<CacheOp>, Error> {
         Ok(desired::teardown(observed))
-    }
-
-    fn existing(&self, cx: &Context, observed: &CacheObserved) -> Result<Plan, Error> {
-        Ok(pipeline::plan(self, cx, &desired::teardown(observed)))
     }
 
     fn change(&self, cx: &Context, op: &CacheOp) -> Vec<Change> {

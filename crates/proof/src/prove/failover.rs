@@ -744,6 +744,12 @@ impl Run {
                     restore_ms,
                     rate,
                     multi_az: self.d.outputs.data.as_ref().is_some_and(|d| d.multi_az),
+                    cluster: self
+                        .d
+                        .outputs
+                        .data
+                        .as_ref()
+                        .is_some_and(|d| d.deployment == data::Deployment::Cluster),
                     cache: self.d.outputs.cache.as_ref().map(|c| (c.multi_az, reads)),
                 })
             }

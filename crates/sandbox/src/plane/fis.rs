@@ -11,8 +11,8 @@
 //! subnet goes back to the ACL it had and FIS's ACL is deleted. The ACL to go back to is kept
 //! in a tag of FIS's ACL, so a restarted sandbox still reverts what it applied.
 //!
-//! It also runs `aws:rds:reboot-db-instances` with `forceFailover` (the data plane fails the
-//! DB instance over) and `aws:elasticache:replicationgroup-interrupt-az-power` (the data plane
+//! It also runs `aws:rds:reboot-db-instances` with `forceFailover` and
+//! `aws:rds:failover-db-cluster` (the data plane fails the DB instance or cluster over) and `aws:elasticache:replicationgroup-interrupt-az-power` (the data plane
 //! cuts the power of the replication group's nodes in the target's
 //! `availabilityZoneIdentifier` for the action's duration), the database and cache actions of
 //! AWS's "AZ Availability: Power Interruption" scenario.
@@ -39,6 +39,8 @@ use crate::Error;
 pub(crate) const DISRUPT_CONNECTIVITY: &str = "aws:network:disrupt-connectivity";
 /// The database action it runs (with `forceFailover`: a Multi-AZ failover).
 pub(crate) const REBOOT_DB_INSTANCES: &str = "aws:rds:reboot-db-instances";
+/// The FIS action that fails a Multi-AZ DB cluster over to a reader.
+pub(crate) const FAILOVER_DB_CLUSTER: &str = "aws:rds:failover-db-cluster";
 /// The cache action it runs: the power of a replication group's nodes in one zone.
 pub(crate) const INTERRUPT_CACHE_AZ_POWER: &str =
     "aws:elasticache:replicationgroup-interrupt-az-power";
@@ -133,8 +135,9 @@ fn target_arns(
     Ok(arns)
 }
 
-/// The experiment's actions, checked: at most one [`DISRUPT_CONNECTIVITY`] and any
-/// [`REBOOT_DB_INSTANCES`] with `forceFailover`; the reason it cannot run otherwise.
+/// The experiment's actions, checked: at most one [`DISRUPT_CONNECTIVITY`], any
+/// [`REBOOT_DB_INSTANCES`] with `forceFailover` and any [`FAILOVER_DB_CLUSTER`]; the reason it
+/// cannot run otherwise.
 fn disruption(e: &Experiment) -> Result<Disruption, String> {
     let actions = e.actions().map(|a| a.iter().collect::<BTreeMap<_, _>>());
     let actions = actions.unwrap_or_default();
@@ -191,6 +194,15 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
                     "aws:rds:db",
                 )?);
             }
+            Some(FAILOVER_DB_CLUSTER) => {
+                plan.failovers.extend(target_arns(
+                    e,
+                    name,
+                    "Clusters",
+                    action.targets(),
+                    "aws:rds:cluster",
+                )?);
+            }
             Some(INTERRUPT_CACHE_AZ_POWER) => {
                 plan.duration = plan.duration.max(action_duration(name, params)?);
                 let arns = target_arns(
@@ -213,7 +225,7 @@ fn disruption(e: &Experiment) -> Result<Disruption, String> {
             }
             other => {
                 return Err(format!(
-                    "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY}, {REBOOT_DB_INSTANCES} and {INTERRUPT_CACHE_AZ_POWER} only",
+                    "action {name}: {:?}: the sandbox runs {DISRUPT_CONNECTIVITY}, {REBOOT_DB_INSTANCES}, {FAILOVER_DB_CLUSTER} and {INTERRUPT_CACHE_AZ_POWER} only",
                     other.unwrap_or_default()
                 ));
             }
@@ -347,8 +359,12 @@ impl Executor {
                     .iter()
                     .find_map(|arn| databases.can_fail_over(arn).err())
                 {
-                    return set_state(c, &arn, "failed", &format!("{REBOOT_DB_INSTANCES}: {why}"))
-                        .await;
+                    let action = if why.starts_with("DBCluster") {
+                        FAILOVER_DB_CLUSTER
+                    } else {
+                        REBOOT_DB_INSTANCES
+                    };
+                    return set_state(c, &arn, "failed", &format!("{action}: {why}")).await;
                 }
                 if let Some(why) = plan
                     .power
@@ -380,9 +396,12 @@ impl Executor {
                     ));
                 }
                 for db in &plan.failovers {
-                    log(format_args!(
-                        "FIS experiment {id}: {REBOOT_DB_INSTANCES} (forceFailover) on {db}"
-                    ));
+                    let action = if db.contains(":cluster:") {
+                        FAILOVER_DB_CLUSTER
+                    } else {
+                        REBOOT_DB_INSTANCES
+                    };
+                    log(format_args!("FIS experiment {id}: {action} on {db}"));
                 }
                 for (group, zone) in &plan.power {
                     log(format_args!(

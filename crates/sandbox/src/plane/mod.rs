@@ -776,27 +776,7 @@ impl Reconciler {
                 &self.dns,
             )
             .await;
-        // RDS reports the primary's new zone (the launcher's patch takes this tag for it).
-        for (arn, zone) in moved {
-            let tag = aws_sdk_rds::types::Tag::builder()
-                .key(database::ZONE_TAG)
-                .value(&zone)
-                .build();
-            if let Err(e) = self
-                .c
-                .rds
-                .add_tags_to_resource()
-                .resource_name(&arn)
-                .tags(tag)
-                .send()
-                .await
-            {
-                log(format_args!(
-                    "database {arn}: its new zone {zone} not reported: {}",
-                    DisplayErrorContext(&e)
-                ));
-            }
-        }
+        database::report_moves(&self.c, moved).await;
     }
 
     /// Starts, stops and follows the caches; reports a failover's new primary to ElastiCache.
@@ -811,26 +791,7 @@ impl Reconciler {
                 &self.dns,
             )
             .await;
-        for (arn, member) in moved {
-            let tag = aws_sdk_elasticache::types::Tag::builder()
-                .key(cache::PRIMARY_TAG)
-                .value(&member)
-                .build();
-            if let Err(e) = self
-                .c
-                .elasticache
-                .add_tags_to_resource()
-                .resource_name(&arn)
-                .tags(tag)
-                .send()
-                .await
-            {
-                log(format_args!(
-                    "cache {arn}: its new primary {member} not reported: {}",
-                    DisplayErrorContext(&e)
-                ));
-            }
-        }
+        cache::report_primaries(&self.c, moved).await;
     }
 
     fn zone_index(&self, zone: &str) -> Option<usize> {

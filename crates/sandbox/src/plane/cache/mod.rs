@@ -37,7 +37,8 @@ pub(crate) use read::groups as read_groups;
 pub use redis::programs as redis_programs;
 use redis::{Node, Redis};
 
-use super::database::free_addr;
+use super::Clients;
+use super::database::{free_addr, root_dir};
 use super::dns::DnsServer;
 use super::log;
 use super::observe::World;
@@ -133,10 +134,8 @@ pub(crate) struct Caches {
 
 impl Default for Caches {
     fn default() -> Self {
-        static PLANES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PLANES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Caches {
-            root: std::env::temp_dir().join(format!("stackproof-cache-{}-{n}", std::process::id())),
+            root: root_dir("cache"),
             groups: BTreeMap::new(),
             cuts: Vec::new(),
             restores: Vec::new(),
@@ -349,6 +348,30 @@ impl Caches {
     pub(crate) async fn shutdown(&mut self) {
         for (_, g) in std::mem::take(&mut self.groups) {
             stop(g).await;
+        }
+    }
+}
+
+/// Reports each group's new primary (ARN, member id) to ElastiCache through [`PRIMARY_TAG`];
+/// a failed report is logged and the roles stay as they were.
+pub(crate) async fn report_primaries(c: &Clients, moved: Vec<(String, String)>) {
+    for (arn, member) in moved {
+        let tag = aws_sdk_elasticache::types::Tag::builder()
+            .key(PRIMARY_TAG)
+            .value(&member)
+            .build();
+        if let Err(e) = c
+            .elasticache
+            .add_tags_to_resource()
+            .resource_name(&arn)
+            .tags(tag)
+            .send()
+            .await
+        {
+            log(format_args!(
+                "cache {arn}: its new primary {member} not reported: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ));
         }
     }
 }

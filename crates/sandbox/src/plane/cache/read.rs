@@ -44,7 +44,8 @@ async fn subnet_groups(c: &Clients) -> Result<Vec<(String, Vec<String>)>, Error>
 pub(crate) async fn groups(c: &Clients) -> Result<Vec<GroupSpec>, Error> {
     let mut specs = Vec::new();
     let mut marker = None;
-    let subnet_groups = subnet_groups(c).await?;
+    // Read once, and only when there is a group (most stacks have no cache).
+    let mut subnet_groups: Option<Vec<(String, Vec<String>)>> = None;
     for _ in 0..MAX_PAGES {
         let out = c
             .elasticache
@@ -78,10 +79,14 @@ pub(crate) async fn groups(c: &Clients) -> Result<Vec<GroupSpec>, Error> {
                 })
                 .collect();
             let id = g.replication_group_id().unwrap_or_default().to_owned();
+            if subnet_groups.is_none() {
+                subnet_groups = Some(self::subnet_groups(c).await?);
+            }
+            let subnet_groups = subnet_groups.as_deref().unwrap_or_default();
             let subnets = subnet_groups
                 .iter()
                 .find(|(name, _)| *name == id)
-                .or(match subnet_groups.as_slice() {
+                .or(match subnet_groups {
                     [only] => Some(only),
                     _ => None,
                 })

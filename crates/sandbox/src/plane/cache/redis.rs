@@ -60,6 +60,9 @@ async fn openssl(args: &[&str]) -> Result<(), String> {
 /// The plane's certificate authority in `root` (`ca.pem`, made once): what the tasks trust,
 /// as ElastiCache's certificates chain to Amazon's roots.
 pub(crate) async fn authority(root: &Path) -> Result<PathBuf, String> {
+    // Groups start side by side: one makes the authority, the others then find it.
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = MAKING.lock().await;
     let ca = root.join("ca.pem");
     if ca.is_file() {
         return Ok(ca);

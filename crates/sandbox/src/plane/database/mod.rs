@@ -1,25 +1,30 @@
 //! The databases' data plane: for every RDS PostgreSQL DB instance moto holds, a real
 //! PostgreSQL primary on its zone's loopback range and, when the instance is Multi-AZ, a
 //! streaming-replication standby in another zone of its DB subnet group with synchronous
-//! commit (what Multi-AZ promises: a commit is acknowledged once the standby has it). The
-//! instance's endpoint name resolves through the plane's DNS server, with RDS's TTL, to the
-//! primary.
+//! commit (what Multi-AZ promises: a commit is acknowledged once the standby has it). For a
+//! Multi-AZ DB cluster, a writer and two readable standbys, one in each other zone, a commit
+//! acknowledged once either standby has it (RDS's semi-synchronous replication). The endpoint
+//! name (a cluster's writer endpoint) resolves through the plane's DNS server, with RDS's TTL,
+//! to the primary; a cluster's reader endpoint to its standbys.
 //!
 //! Faults, as AWS has them:
 //! - a network ACL of the primary's subnet that denies TCP on the port cuts it off: the server
 //!   is paused (SIGSTOP to the postmaster and its backends), so connections to it stall as packets to a lost
 //!   host do; it resumes when the ACL lets traffic in again. RDS does not fail over for a
 //!   customer's network ACL;
-//! - a forced failover (FIS `aws:rds:reboot-db-instances` with `forceFailover`, which AWS's
-//!   "AZ Availability: Power Interruption" scenario runs): the primary stops at once, and after
-//!   a failover time drawn from AWS's 60-120 s (on the plane's clock) the standby is promoted
-//!   and the endpoint names it. The old primary is gone; once its zone is reachable again a new
-//!   standby is built there from the new primary, and synchronous commit resumes;
-//! - a standby cut off: the primary stops waiting for it (RDS goes on with the primary alone).
+//! - a forced failover (FIS `aws:rds:reboot-db-instances` with `forceFailover`, or
+//!   `aws:rds:failover-db-cluster` for a cluster, which AWS's "AZ Availability: Power
+//!   Interruption" scenario runs): the primary stops at once, and after a failover time drawn
+//!   from AWS's 60-120 s (a cluster: under 35 s) on the plane's clock the standby that received
+//!   the most is promoted and the endpoint names it. The old primary is gone; once its zone is
+//!   reachable again a new standby is built there from the new primary, and synchronous commit
+//!   resumes; a cluster's other standby is built again from the new writer at once;
+//! - a standby cut off: the primary stops waiting for it (RDS goes on with the primary alone,
+//!   a cluster with its other standby).
 //!
 //! Not modelled: the failover RDS starts by itself when the primary's host fails (the sandbox
 //! has no host failure but the forced one), Single-AZ recovery into another zone, engines other
-//! than PostgreSQL, Multi-AZ DB clusters.
+//! than PostgreSQL, a cluster's other standby following the new writer without a new copy.
 
 mod postgres;
 pub(crate) mod read;
@@ -29,13 +34,14 @@ use std::net::SocketAddr;
 
 use aws_model::aws::rds;
 use aws_model::{Clock, Rng};
+use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use postgres::bin_dir;
-pub(crate) use postgres::free_addr;
 use postgres::{Postgres, Server};
+pub(crate) use postgres::{free_addr, root_dir};
 
 use super::dns::DnsServer;
 use super::log;
@@ -45,15 +51,23 @@ use super::observe::World;
 /// launcher's patch sets the instance's AvailabilityZone from it and drops it).
 pub(crate) const ZONE_TAG: &str = "stackproof:sandbox-az";
 
-/// One RDS DB instance as the plane reads it.
+/// One RDS DB instance, or Multi-AZ DB cluster, as the plane reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DbSpec {
+    /// The instance's identifier, or the cluster's.
     pub(crate) id: String,
     pub(crate) arn: String,
     pub(crate) engine: String,
+    /// The endpoint (a cluster's writer endpoint).
     pub(crate) endpoint: String,
+    /// A cluster's reader endpoint.
+    pub(crate) reader_endpoint: Option<String>,
+    /// A cluster's DB instances: (identifier, zone).
+    pub(crate) members: Vec<(String, String)>,
     pub(crate) port: u16,
     pub(crate) multi_az: bool,
+    /// How many standbys: none (Single-AZ), one (a Multi-AZ instance), two (a cluster).
+    pub(crate) standbys: usize,
     /// Where RDS says the primary is.
     pub(crate) zone: String,
     /// The DB subnet group: (subnet id, zone).
@@ -66,8 +80,10 @@ pub(crate) struct DbSpec {
 /// A database as the plane runs it, for [`super::PlaneStatus`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatabaseStatus {
-    /// The DB instance identifier.
+    /// The DB instance identifier (or the cluster's).
     pub id: String,
+    /// `instance` or `cluster`.
+    pub deployment: String,
     /// Its endpoint name (the plane's DNS server answers for it).
     pub endpoint: String,
     /// `starting`, `available`, `unreachable` (the primary's zone cut off), `failing-over`,
@@ -75,25 +91,27 @@ pub struct DatabaseStatus {
     pub state: String,
     /// The primary: its zone and address.
     pub primary: Option<(String, SocketAddr)>,
-    /// The standby, when one runs.
-    pub standby: Option<(String, SocketAddr)>,
+    /// The standbys that run: their zones and addresses.
+    pub standbys: Vec<(String, SocketAddr)>,
     /// Failovers done.
     pub failovers: u32,
 }
 
-/// What one instance runs.
+/// What one instance (or cluster) runs.
 #[derive(Debug)]
 struct Pair {
     pg: Postgres,
     primary: Server,
-    standby: Option<Server>,
-    /// A forced failover under way: when the standby takes over.
+    standbys: Vec<Server>,
+    /// A forced failover under way: when a standby takes over.
     failover_at: Option<Instant>,
-    /// After a failover, the zone of the old primary: a new standby is built there once the
-    /// zone is reachable.
-    lost_zone: Option<String>,
-    /// A new standby being built.
-    rebuilding: Option<JoinHandle<Result<Server, String>>>,
+    /// Zones where a standby is to be built again once the zone is reachable: the old
+    /// primary's after a failover, a cluster's other standby's.
+    lost_zones: Vec<String>,
+    /// New standbys being built.
+    rebuilding: Vec<JoinHandle<Result<Server, String>>>,
+    /// Standbys built since the start (their folders' names).
+    builds: u32,
     failovers: u32,
     /// Whether the primary waits for the standby on commit.
     synchronous: bool,
@@ -134,7 +152,7 @@ fn zone_reachable(spec: &DbSpec, world: &World, zone: &str) -> bool {
 impl Default for Databases {
     fn default() -> Self {
         Databases {
-            root: postgres::root_dir(),
+            root: postgres::root_dir("db"),
             dbs: BTreeMap::new(),
             requested: Vec::new(),
         }
@@ -164,7 +182,11 @@ impl Databases {
     /// Whether the plane runs a Multi-AZ database for `arn` that can fail over.
     pub(crate) fn can_fail_over(&self, arn: &str) -> Result<(), String> {
         let Some(db) = self.dbs.values().find(|d| d.spec.arn == arn) else {
-            return Err(format!("DBInstanceNotFound: no DB instance {arn}"));
+            return Err(if arn.contains(":cluster:") {
+                format!("DBClusterNotFoundFault: no DB cluster {arn}")
+            } else {
+                format!("DBInstanceNotFound: no DB instance {arn}")
+            });
         };
         if !db.spec.multi_az {
             return Err(format!(
@@ -177,7 +199,8 @@ impl Databases {
 
     /// One step: starts the databases of new instances, stops those of deleted ones, and
     /// follows each one's faults. `passwords` maps a secret ARN to the master password.
-    /// Returns the instances (ARN, zone) whose primary moved to another zone in this step.
+    /// Returns the databases whose primary moved to another zone in this step: (instance ARN,
+    /// zone) or, for a cluster, (cluster ARN, zone, the new writer's instance identifier).
     pub(crate) async fn step(
         &mut self,
         world: &World,
@@ -186,7 +209,7 @@ impl Databases {
         clock: Clock,
         rng: &mut Rng,
         dns: &DnsServer,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<Moved> {
         let mut moved = Vec::new();
         let wanted: BTreeMap<&str, &DbSpec> =
             world.databases.iter().map(|d| (d.id.as_str(), d)).collect();
@@ -231,10 +254,13 @@ impl Databases {
                             db.spec.id,
                             pair.primary.addr,
                             pair.primary.zone,
-                            pair.standby.as_ref().map_or(String::new(), |s| format!(
-                                ", synchronous standby on {} ({})",
-                                s.addr, s.zone
-                            ))
+                            pair.standbys
+                                .iter()
+                                .map(|s| format!(
+                                    ", synchronous standby on {} ({})",
+                                    s.addr, s.zone
+                                ))
+                                .collect::<String>()
                         ));
                         Phase::Ready(Box::new(pair))
                     }
@@ -250,13 +276,17 @@ impl Databases {
             };
             if requested.contains(&db.spec.arn) && pair.failover_at.is_none() {
                 let draw = rng.next_f64();
-                let model = rds::INSTANCE_FAILOVER_MIN
-                    + (rds::INSTANCE_FAILOVER_MAX - rds::INSTANCE_FAILOVER_MIN).mul_f64(draw);
+                let (min, max) = if db.spec.reader_endpoint.is_some() {
+                    (rds::CLUSTER_FAILOVER_MIN, rds::CLUSTER_FAILOVER_MAX)
+                } else {
+                    (rds::INSTANCE_FAILOVER_MIN, rds::INSTANCE_FAILOVER_MAX)
+                };
+                let model = min + (max - min).mul_f64(draw);
                 pair.failover_at = Some(Instant::now() + clock.wall(model));
                 // The reboot: the primary is gone from now on.
                 pair.primary.pause().await;
                 log(format_args!(
-                    "database {}: forced failover; the standby takes over in {:.0} s (model)",
+                    "database {}: forced failover; a standby takes over in {:.0} s (model)",
                     db.spec.id,
                     model.as_secs_f64()
                 ));
@@ -264,12 +294,35 @@ impl Databases {
             let failovers = pair.failovers;
             follow(&db.spec, pair, world, zones).await;
             if pair.failovers != failovers {
-                moved.push((db.spec.arn.clone(), pair.primary.zone.clone()));
+                let zone = pair.primary.zone.clone();
+                let writer = db
+                    .spec
+                    .members
+                    .iter()
+                    .find(|(_, z)| *z == zone)
+                    .map(|(id, _)| id.clone());
+                moved.push(Moved {
+                    id: db.spec.id.clone(),
+                    arn: db.spec.arn.clone(),
+                    zone,
+                    writer,
+                });
             }
-            let addr = pair.primary.addr;
             let ttl = u32::try_from(clock.wall(rds::ENDPOINT_TTL).as_secs().max(1)).unwrap_or(5);
-            if let std::net::IpAddr::V4(ip) = addr.ip() {
+            let v4 = |addr: SocketAddr| match addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            };
+            if let Some(ip) = v4(pair.primary.addr) {
                 dns.set(&db.spec.endpoint, vec![ip], ttl);
+            }
+            if let Some(reader) = &db.spec.reader_endpoint {
+                // The reader endpoint names the standbys (the writer while there are none).
+                let mut ips: Vec<_> = pair.standbys.iter().filter_map(|s| v4(s.addr)).collect();
+                if ips.is_empty() {
+                    ips.extend(v4(pair.primary.addr));
+                }
+                dns.set(reader, ips, ttl);
             }
         }
         moved
@@ -280,15 +333,15 @@ impl Databases {
         self.dbs
             .values()
             .map(|db| {
-                let (state, primary, standby, failovers) = match &db.phase {
-                    Phase::Starting(_) => ("starting".to_owned(), None, None, 0),
-                    Phase::Failed(why) => (format!("failed: {why}"), None, None, 0),
+                let (state, primary, standbys, failovers) = match &db.phase {
+                    Phase::Starting(_) => ("starting".to_owned(), None, Vec::new(), 0),
+                    Phase::Failed(why) => (format!("failed: {why}"), None, Vec::new(), 0),
                     Phase::Ready(p) => {
                         let state = if p.failover_at.is_some() {
                             "failing-over"
                         } else if p.primary.paused {
                             "unreachable"
-                        } else if db.spec.multi_az && p.standby.is_none() {
+                        } else if p.standbys.len() < db.spec.standbys {
                             "without-standby"
                         } else {
                             "available"
@@ -296,17 +349,26 @@ impl Databases {
                         (
                             state.to_owned(),
                             Some((p.primary.zone.clone(), p.primary.addr)),
-                            p.standby.as_ref().map(|s| (s.zone.clone(), s.addr)),
+                            p.standbys
+                                .iter()
+                                .map(|s| (s.zone.clone(), s.addr))
+                                .collect(),
                             p.failovers,
                         )
                     }
                 };
                 DatabaseStatus {
                     id: db.spec.id.clone(),
+                    deployment: if db.spec.reader_endpoint.is_some() {
+                        "cluster"
+                    } else {
+                        "instance"
+                    }
+                    .to_owned(),
                     endpoint: db.spec.endpoint.clone(),
                     state,
                     primary,
-                    standby,
+                    standbys,
                     failovers,
                 }
             })
@@ -327,10 +389,10 @@ async fn stop(db: Db) {
         Phase::Starting(handle) => handle.abort(),
         Phase::Failed(_) => {}
         Phase::Ready(mut pair) => {
-            if let Some(h) = pair.rebuilding.take() {
+            for h in pair.rebuilding.drain(..) {
                 h.abort();
             }
-            for server in std::iter::once(&mut pair.primary).chain(pair.standby.as_mut()) {
+            for server in std::iter::once(&mut pair.primary).chain(pair.standbys.iter_mut()) {
                 server.kill().await;
             }
         }
@@ -338,7 +400,8 @@ async fn stop(db: Db) {
 }
 
 /// Starts an instance's servers in the background: the primary in RDS's zone for it, a
-/// standby in the next zone of its subnet group when Multi-AZ.
+/// standby in the next zone of its subnet group when Multi-AZ (a cluster: one in each of the
+/// next two).
 fn start(spec: &DbSpec, zones: &[String], password: String, root: std::path::PathBuf) -> Phase {
     let spec = spec.clone();
     let zones = zones.to_vec();
@@ -378,48 +441,114 @@ fn start(spec: &DbSpec, zones: &[String], password: String, root: std::path::Pat
         let mut pair = Pair {
             pg,
             primary,
-            standby: None,
+            standbys: Vec::new(),
             failover_at: None,
-            lost_zone: None,
-            rebuilding: None,
+            lost_zones: Vec::new(),
+            rebuilding: Vec::new(),
+            builds: 0,
             failovers: 0,
             synchronous: false,
         };
-        if spec.multi_az {
-            let zone = standby_zone(&spec, &primary_zone)
-                .ok_or("a Multi-AZ instance needs a subnet in a second zone")?;
+        let zones_wanted = standby_zones(&spec, &primary_zone);
+        if zones_wanted.len() < spec.standbys {
+            return Err(format!(
+                "{} standbys need subnets in {} more zones; the DB subnet group has {}",
+                spec.standbys,
+                spec.standbys,
+                zones_wanted.len()
+            ));
+        }
+        for zone in zones_wanted.into_iter().take(spec.standbys) {
             let standby_addr = index(&zone)
                 .and_then(|n| postgres::free_addr(n, spec.port))
                 .ok_or_else(|| format!("no free address for port {} in {zone}", spec.port))?;
-            let standby = pair
-                .pg
-                .standby(&zone, standby_addr, &dir.join("b"), addr)
-                .await?;
-            pair.standby = Some(standby);
+            pair.builds += 1;
+            let dir = dir.join(format!("s{}", pair.builds));
+            let standby = pair.pg.standby(&zone, standby_addr, &dir, addr).await?;
+            pair.standbys.push(standby);
+        }
+        if !pair.standbys.is_empty() {
             set_synchronous(&mut pair, true).await?;
         }
         Ok(pair)
     }))
 }
 
-/// The zone of the subnet group after `primary`'s, in order: where the standby runs.
-fn standby_zone(spec: &DbSpec, primary: &str) -> Option<String> {
+/// The zones of the subnet group after `primary`'s, in order and around: where standbys run.
+fn standby_zones(spec: &DbSpec, primary: &str) -> Vec<String> {
     let mut zones: Vec<&str> = spec.subnets.iter().map(|(_, z)| z.as_str()).collect();
     zones.sort_unstable();
     zones.dedup();
-    zones
-        .iter()
-        .find(|z| **z > primary)
-        .or_else(|| zones.iter().find(|z| **z != primary))
-        .map(|z| (*z).to_owned())
+    let (before, after): (Vec<&str>, Vec<&str>) = zones
+        .into_iter()
+        .filter(|z| *z != primary)
+        .partition(|z| *z < primary);
+    after.into_iter().chain(before).map(str::to_owned).collect()
 }
 
-/// Makes the primary wait (or not) for the standby on every commit.
+/// A database whose primary moved to another zone in a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Moved {
+    /// The instance's identifier, or the cluster's.
+    pub(crate) id: String,
+    /// The instance's ARN, or the cluster's.
+    pub(crate) arn: String,
+    /// The primary's zone now.
+    pub(crate) zone: String,
+    /// A cluster's DB instance in that zone: its writer now.
+    pub(crate) writer: Option<String>,
+}
+
+/// RDS reports where each moved primary is now: an instance's zone (the launcher's patch
+/// takes [`ZONE_TAG`] for it), a cluster's writer (FailoverDBCluster to the instance in the
+/// new zone, which moto records as the writer).
+pub(crate) async fn report_moves(c: &super::Clients, moved: Vec<Moved>) {
+    for m in moved {
+        let result = match &m.writer {
+            Some(writer) => c
+                .rds
+                .failover_db_cluster()
+                .db_cluster_identifier(&m.id)
+                .target_db_instance_identifier(writer)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| DisplayErrorContext(e).to_string()),
+            None => c
+                .rds
+                .add_tags_to_resource()
+                .resource_name(&m.arn)
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key(ZONE_TAG)
+                        .value(&m.zone)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| DisplayErrorContext(e).to_string()),
+        };
+        if let Err(e) = result {
+            log(format_args!(
+                "database {}: its new primary in {} not reported: {e}",
+                m.id, m.zone
+            ));
+        }
+    }
+}
+
+/// Makes the primary wait (or not) for a standby on every commit: for any one of them (a
+/// cluster's two: RDS acknowledges a commit once one reader has it).
 async fn set_synchronous(pair: &mut Pair, on: bool) -> Result<(), String> {
     if pair.synchronous == on {
         return Ok(());
     }
-    let names = if on { postgres::STANDBY_NAME } else { "" };
+    let names = if on {
+        format!("ANY 1 ({})", postgres::STANDBY_NAME)
+    } else {
+        String::new()
+    };
     pair.pg
         .sql(
             pair.primary.addr,
@@ -434,14 +563,54 @@ async fn set_synchronous(pair: &mut Pair, on: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a standby's WAL reception stands (`pg_last_wal_receive_lsn()` as a number); 0 when
+/// it cannot say.
+async fn received(pg: &Postgres, standby: &Server) -> u64 {
+    let Ok(text) = pg
+        .sql(standby.addr, "postgres", "SELECT pg_last_wal_receive_lsn()")
+        .await
+    else {
+        return 0;
+    };
+    let Some((high, low)) = text.trim().split_once('/') else {
+        return 0;
+    };
+    match (u64::from_str_radix(high, 16), u64::from_str_radix(low, 16)) {
+        (Ok(h), Ok(l)) => (h << 32) | l,
+        _ => 0,
+    }
+}
+
+/// The standby a failover promotes: of those whose zone is reachable, the one that received
+/// the most (with a commit acknowledged by either of a cluster's two, promoting the other
+/// could lose it; RDS waits for the readers to apply what they received).
+async fn successor(spec: &DbSpec, pair: &Pair, world: &World) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (n, standby) in pair.standbys.iter().enumerate() {
+        if !zone_reachable(spec, world, &standby.zone) {
+            continue;
+        }
+        let at = if pair.standbys.len() == 1 {
+            0
+        } else {
+            received(&pair.pg, standby).await
+        };
+        if best.is_none_or(|(_, b)| at > b) {
+            best = Some((n, at));
+        }
+    }
+    best.map(|(n, _)| n)
+}
+
 /// Follows one running database's faults: its zones' network ACLs and a failover under way.
 async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String]) {
     let id = &spec.id;
-    // A failover whose time has come: the standby is promoted and becomes the primary.
+    // A failover whose time has come: a standby is promoted and becomes the primary.
     if let Some(at) = pair.failover_at
         && Instant::now() >= at
     {
-        if let Some(mut standby) = pair.standby.take() {
+        if let Some(n) = successor(spec, pair, world).await {
+            let mut standby = pair.standbys.remove(n);
             standby.resume().await;
             match pair
                 .pg
@@ -451,6 +620,12 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
                 Ok(_) => {
                     let mut old = std::mem::replace(&mut pair.primary, standby);
                     old.kill().await;
+                    // The other standbys followed the old primary: each is built again from
+                    // the new one, in its zone.
+                    for mut other in pair.standbys.drain(..) {
+                        other.kill().await;
+                        pair.lost_zones.push(other.zone.clone());
+                    }
                     pair.synchronous = true; // the promoted server inherited the setting
                     if let Err(e) = set_synchronous(pair, false).await {
                         log(format_args!("database {id}: {e}"));
@@ -461,16 +636,16 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
                         "database {id}: failed over; the primary is now on {} ({})",
                         pair.primary.addr, pair.primary.zone
                     ));
-                    pair.lost_zone = Some(old.zone.clone());
+                    pair.lost_zones.push(old.zone.clone());
                 }
                 Err(e) => {
                     log(format_args!(
                         "database {id}: promotion failed (retrying): {e}"
                     ));
-                    pair.standby = Some(standby);
+                    pair.standbys.insert(n, standby);
                 }
             }
-        } else {
+        } else if pair.standbys.is_empty() {
             pair.failover_at = None;
         }
     }
@@ -482,41 +657,45 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
             pair.primary.pause().await;
         }
     }
-    // The standby's zone cut off: the primary goes on without waiting for it.
-    if let Some(standby) = pair.standby.as_mut() {
-        let reachable = zone_reachable(spec, world, &standby.zone);
-        if reachable {
+    // A standby's zone cut off: the primary goes on without waiting for it.
+    let mut reachable = false;
+    for standby in &mut pair.standbys {
+        if zone_reachable(spec, world, &standby.zone) {
             standby.resume().await;
+            reachable = true;
         } else {
             standby.pause().await;
         }
-        if !pair.primary.paused
-            && pair.failover_at.is_none()
-            && let Err(e) = set_synchronous(pair, reachable).await
-        {
-            log(format_args!("database {id}: {e}"));
-        }
     }
-    // The old primary's zone back: a new standby there.
-    if pair.rebuilding.is_none()
-        && let Some(zone) = pair.lost_zone.clone()
-        && zone_reachable(spec, world, &zone)
+    if !pair.standbys.is_empty()
+        && !pair.primary.paused
+        && pair.failover_at.is_none()
+        && let Err(e) = set_synchronous(pair, reachable).await
     {
-        pair.lost_zone = None;
-        pair.rebuilding = Some(rebuild(spec, pair, zone, zones));
+        log(format_args!("database {id}: {e}"));
     }
-    // A new standby ready: synchronous commit again.
-    if let Some(h) = &pair.rebuilding
-        && h.is_finished()
-        && let Some(h) = pair.rebuilding.take()
-    {
+    // A lost standby's zone back: a new standby there.
+    let (back, away): (Vec<String>, Vec<String>) = std::mem::take(&mut pair.lost_zones)
+        .into_iter()
+        .partition(|zone| zone_reachable(spec, world, zone));
+    pair.lost_zones = away;
+    for zone in back {
+        let handle = rebuild(spec, pair, zone, zones);
+        pair.rebuilding.push(handle);
+    }
+    // New standbys ready: synchronous commit again.
+    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut pair.rebuilding)
+        .into_iter()
+        .partition(JoinHandle::is_finished);
+    pair.rebuilding = running;
+    for h in done {
         match h.await {
             Ok(Ok(server)) => {
                 log(format_args!(
                     "database {id}: new standby on {} ({})",
                     server.addr, server.zone
                 ));
-                pair.standby = Some(server);
+                pair.standbys.push(server);
                 if let Err(e) = set_synchronous(pair, true).await {
                     log(format_args!("database {id}: {e}"));
                 }
@@ -525,21 +704,22 @@ async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String])
             Err(e) => log(format_args!("database {id}: new standby failed: {e}")),
         }
     }
-    if let Some(server) = pair.standby.as_mut()
-        && server.exited()
-    {
-        log(format_args!("database {id}: the standby exited"));
-        pair.standby = None;
-        if let Err(e) = set_synchronous(pair, false).await {
+    let before = pair.standbys.len();
+    pair.standbys.retain_mut(|server| !server.exited());
+    if pair.standbys.len() < before {
+        log(format_args!("database {id}: a standby exited"));
+        if pair.standbys.is_empty()
+            && let Err(e) = set_synchronous(pair, false).await
+        {
             log(format_args!("database {id}: {e}"));
         }
     }
 }
 
-/// Builds a new standby in `zone` (the old primary's) from the current primary.
+/// Builds a new standby in `zone` from the current primary.
 fn rebuild(
     spec: &DbSpec,
-    pair: &Pair,
+    pair: &mut Pair,
     zone: String,
     zones: &[String],
 ) -> JoinHandle<Result<Server, String>> {
@@ -547,15 +727,60 @@ fn rebuild(
     let primary = pair.primary.addr;
     let port = spec.port;
     let index = zones.iter().position(|z| *z == zone);
+    pair.builds += 1;
     let dir = pair
         .pg
         .root
         .join(&spec.id)
-        .join(format!("r{}", pair.failovers));
+        .join(format!("s{}", pair.builds));
     tokio::spawn(async move {
         let addr = index
             .and_then(|n| postgres::free_addr(n, port))
             .ok_or_else(|| format!("no free address for port {port} in {zone}"))?;
         pg.standby(&zone, addr, &dir, primary).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(zones: &[&str], standbys: usize) -> DbSpec {
+        DbSpec {
+            id: "web-db".into(),
+            arn: "arn:aws:rds:eu-west-1:1:cluster:web-db".into(),
+            engine: "postgres".into(),
+            endpoint: "web-db.cluster-x.eu-west-1.rds.amazonaws.com".into(),
+            reader_endpoint: None,
+            members: Vec::new(),
+            port: 5432,
+            multi_az: standbys > 0,
+            standbys,
+            zone: zones[0].into(),
+            subnets: zones
+                .iter()
+                .enumerate()
+                .map(|(n, z)| (format!("subnet-{n}"), (*z).to_owned()))
+                .collect(),
+            user: "app".into(),
+            database: "app".into(),
+            secret_arn: None,
+        }
+    }
+
+    #[test]
+    fn standbys_go_to_the_zones_after_the_primary_s_and_around() {
+        let three = spec(&["eu-west-1c", "eu-west-1a", "eu-west-1b", "eu-west-1a"], 2);
+        assert_eq!(
+            standby_zones(&three, "eu-west-1b"),
+            ["eu-west-1c", "eu-west-1a"]
+        );
+        assert_eq!(
+            standby_zones(&three, "eu-west-1a"),
+            ["eu-west-1b", "eu-west-1c"]
+        );
+        // A Multi-AZ instance's one standby: the next zone, as before clusters.
+        let two = spec(&["eu-west-1a", "eu-west-1b"], 1);
+        assert_eq!(standby_zones(&two, "eu-west-1b"), ["eu-west-1a"]);
+    }
 }

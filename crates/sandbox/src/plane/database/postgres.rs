@@ -69,13 +69,13 @@ pub(crate) fn server_user() -> Result<Option<(u32, u32)>, String> {
         })
 }
 
-/// Where one data plane's servers keep their data: a folder of the system's temporary
-/// directory (the `postgres` user can reach it, unlike root's home), one per plane of this
-/// process.
-pub(crate) fn root_dir() -> PathBuf {
+/// Where one data plane's servers of `kind` (`db`, `cache`) keep their data: a folder of the
+/// system's temporary directory (the `postgres` user can reach it, unlike root's home), one per
+/// plane of this process.
+pub(crate) fn root_dir(kind: &str) -> PathBuf {
     static PLANES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = PLANES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("stackproof-db-{}-{n}", std::process::id()))
+    std::env::temp_dir().join(format!("stackproof-{kind}-{}-{n}", std::process::id()))
 }
 
 /// One running server.
@@ -244,7 +244,7 @@ impl Postgres {
             .args(["-c", &format!("listen_addresses={}", addr.ip())])
             .args(["-c", &format!("port={}", addr.port())])
             .args(["-c", "unix_socket_directories="])
-            .args(["-c", "wal_level=replica", "-c", "max_wal_senders=4"])
+            .args(["-c", "wal_level=replica", "-c", "max_wal_senders=8"])
             .args(["-c", "hot_standby=on", "-c", "synchronous_commit=on"])
             // Process faults only (pause, kill): the kernel keeps what was written, so the
             // sandbox skips the disk flushes that only a machine crash would need.
