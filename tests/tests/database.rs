@@ -330,6 +330,36 @@ async fn a_multi_az_database_fails_over_in_aws_s_time_and_loses_no_acknowledged_
         "writes resumed {model:.0} s (model) after the fault, {:.0} s after the promotion (allowed {reconnect:.0} s)",
         model - promoted
     );
+
+    // RebootDBInstance with ForceFailover, called directly as an operator would: the primary
+    // moves back to the rebuilt standby after AWS's failover time.
+    let rds: aws_sdk_rds::Client = infra::client!(&d.deployment.cx, aws_sdk_rds);
+    let id = d
+        .deployment
+        .outputs
+        .data
+        .as_ref()
+        .unwrap()
+        .instance_id
+        .clone();
+    let asked = Instant::now();
+    rds.reboot_db_instance()
+        .db_instance_identifier(&id)
+        .force_failover(true)
+        .send()
+        .await
+        .unwrap();
+    let again = database(&d, |db| db.failovers == 2 && db.state == "available").await;
+    let took = clock().model(asked.elapsed()).as_secs_f64();
+    assert_eq!(
+        again.primary.map(|(z, _)| z),
+        Some(zone),
+        "back in the rebuilt standby's zone"
+    );
+    assert!(
+        (60.0..=120.0 + 2.0 * slack).contains(&took),
+        "the reboot's failover took {took:.0} s (model): AWS's 60-120 s"
+    );
     d.plane.stop().await;
 }
 

@@ -214,6 +214,27 @@ async fn a_private_encrypted_multi_az_database_is_made_changed_and_destroyed_wit
             .is_err()
     );
     assert!(changed.plan_destroy(&cx).await.unwrap().changes.is_empty());
+
+    // A forced failover needs a standby: RDS refuses it for a Single-AZ instance (another
+    // stack: moto names automated snapshots by the minute, so a second `shop-db` now collides).
+    let cx = context("shopsingle");
+    let inputs = network(&cx).await;
+    let single = data(
+        &cx,
+        "multi-az = false\ndeletion-protection = false\nskip-final-snapshot = true\n",
+    );
+    single.apply(&cx, &inputs).await.unwrap();
+    let rds: aws_sdk_rds::Client = infra::client!(&cx, aws_sdk_rds);
+    let err = rds
+        .reboot_db_instance()
+        .db_instance_identifier("shopsingle-db")
+        .force_failover(true)
+        .send()
+        .await
+        .unwrap_err();
+    let text = format!("{}", aws_sdk_rds::error::DisplayErrorContext(&err));
+    assert!(text.contains("not Multi-AZ"), "{text}");
+    single.destroy(&cx).await.unwrap();
 }
 
 #[tokio::test]

@@ -474,6 +474,39 @@ def _patch_rds_multi_az_clusters():
 
 _patch_rds_multi_az_clusters()
 
+
+def _patch_rds_forced_failover():
+    """RebootDBInstance with ForceFailover fails a Multi-AZ instance over to its standby, and
+    is refused for a Single-AZ one. moto ignores the flag; here it is checked as RDS does and
+    handed to the sandbox data plane, which runs failovers, as a `stackproof:sandbox-failover`
+    tag on the instance (the plane removes it once it has begun)."""
+    try:
+        from moto.rds.exceptions import RDSClientError
+        from moto.rds.responses import RDSResponse
+    except ImportError:
+        return
+    key = "stackproof:sandbox-failover"
+    original = RDSResponse.reboot_db_instance
+
+    def reboot_db_instance(self):
+        force = str(self.params.get("ForceFailover", "")).lower() == "true"
+        if force:
+            db = self.backend.describe_db_instances(self.params.get("DBInstanceIdentifier"))[0]
+            if not db.multi_az:
+                raise RDSClientError(
+                    "InvalidParameterCombination",
+                    "Cannot perform a forced failover: the DB instance is not Multi-AZ.",
+                )
+            tags = [t for t in (db.tags or []) if t.get("Key") != key]
+            tags.append({"Key": key, "Value": "requested"})
+            db.tags = tags
+        return original(self)
+
+    RDSResponse.reboot_db_instance = reboot_db_instance
+
+
+_patch_rds_forced_failover()
+
 def _patch_elasticache():
     """ElastiCache as the cache module and the data plane use it. moto 5 ignores
     NumCacheClusters for a cluster-mode-disabled group (it makes replicas only from

@@ -750,6 +750,13 @@ impl Reconciler {
     /// read of the control plane, not on every tick: a secret that cannot be read yet is asked
     /// for again at the next read).
     async fn step_databases(&mut self, world: &World, read: bool) {
+        for d in world
+            .databases
+            .iter()
+            .filter(|d| read && d.failover_requested)
+        {
+            database::forced_reboot(&self.c, &mut self.databases, d).await;
+        }
         let mut passwords = BTreeMap::new();
         for d in world.databases.iter().filter(|_| read) {
             if self.databases.knows(&d.id) {

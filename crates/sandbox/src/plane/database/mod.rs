@@ -51,6 +51,10 @@ use super::observe::World;
 /// launcher's patch sets the instance's AvailabilityZone from it and drops it).
 pub(crate) const ZONE_TAG: &str = "stackproof:sandbox-az";
 
+/// The tag through which the launcher's patch hands on a `RebootDBInstance` with
+/// `ForceFailover` (moto ignores the flag); the plane begins the failover and removes it.
+pub(crate) const FAILOVER_TAG: &str = "stackproof:sandbox-failover";
+
 /// One RDS DB instance, or Multi-AZ DB cluster, as the plane reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DbSpec {
@@ -68,6 +72,8 @@ pub(crate) struct DbSpec {
     pub(crate) multi_az: bool,
     /// How many standbys: none (Single-AZ), one (a Multi-AZ instance), two (a cluster).
     pub(crate) standbys: usize,
+    /// `RebootDBInstance` with `ForceFailover` was called (see [`FAILOVER_TAG`]).
+    pub(crate) failover_requested: bool,
     /// Where RDS says the primary is.
     pub(crate) zone: String,
     /// The DB subnet group: (subnet id, zone).
@@ -499,6 +505,30 @@ pub(crate) struct Moved {
     pub(crate) writer: Option<String>,
 }
 
+/// `RebootDBInstance` with `ForceFailover`, called directly (not through FIS): the failover
+/// begins as FIS's does, and the request's tag goes.
+pub(crate) async fn forced_reboot(c: &super::Clients, dbs: &mut Databases, spec: &DbSpec) {
+    log(format_args!(
+        "database {}: RebootDBInstance with ForceFailover",
+        spec.id
+    ));
+    dbs.fail_over(&spec.arn);
+    if let Err(e) = c
+        .rds
+        .remove_tags_from_resource()
+        .resource_name(&spec.arn)
+        .tag_keys(FAILOVER_TAG)
+        .send()
+        .await
+    {
+        log(format_args!(
+            "database {}: the failover request's tag not removed: {}",
+            spec.id,
+            DisplayErrorContext(e)
+        ));
+    }
+}
+
 /// RDS reports where each moved primary is now: an instance's zone (the launcher's patch
 /// takes [`ZONE_TAG`] for it), a cluster's writer (FailoverDBCluster to the instance in the
 /// new zone, which moto records as the writer).
@@ -756,6 +786,7 @@ mod tests {
             port: 5432,
             multi_az: standbys > 0,
             standbys,
+            failover_requested: false,
             zone: zones[0].into(),
             subnets: zones
                 .iter()

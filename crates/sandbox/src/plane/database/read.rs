@@ -61,6 +61,10 @@ pub(crate) async fn databases(c: &Clients) -> Result<Vec<DbSpec>, Error> {
                 port,
                 multi_az,
                 standbys: usize::from(multi_az),
+                failover_requested: i
+                    .tag_list()
+                    .iter()
+                    .any(|t| t.key() == Some(super::FAILOVER_TAG)),
                 zone: i.availability_zone().unwrap_or_default().to_owned(),
                 subnets,
                 user: i.master_username().unwrap_or_default().to_owned(),
@@ -150,6 +154,7 @@ async fn clusters(
                 port,
                 multi_az: true,
                 standbys: 2,
+                failover_requested: false,
                 zone,
                 subnets: instances
                     .first()
