@@ -163,16 +163,11 @@ pub(crate) async fn step(
                 .map_err(aws("ModifyDBInstance", format!("DB instance {name}")))?;
             Ok(Some(name.clone()))
         }
-        Op::WaitAvailable {
-            deployment: Deployment::Instance,
-        } => wait_instance(c, cx, &names.instance, true)
-            .await
-            .map(|()| None),
-        Op::WaitAvailable {
-            deployment: Deployment::Cluster,
-        } => wait_cluster(c, cx, &names.instance, true)
-            .await
-            .map(|()| None),
+        Op::WaitAvailable { deployment } => {
+            wait_database(c, cx, *deployment, &names.instance, true)
+                .await
+                .map(|()| None)
+        }
         Op::DeleteInstance {
             deployment: Deployment::Cluster,
             final_snapshot,
@@ -192,7 +187,7 @@ pub(crate) async fn step(
                     return Err(aws("DeleteDBCluster", format!("DB cluster {name}"))(e).into());
                 }
             }
-            wait_cluster(c, cx, name, false).await?;
+            wait_database(c, cx, Deployment::Cluster, name, false).await?;
             Ok(final_snapshot.clone())
         }
         Op::DeleteInstance {
@@ -218,7 +213,7 @@ pub(crate) async fn step(
                     return Err(aws("DeleteDBInstance", format!("DB instance {name}"))(e).into());
                 }
             }
-            wait_instance(c, cx, name, false).await?;
+            wait_database(c, cx, Deployment::Instance, name, false).await?;
             Ok(final_snapshot.clone())
         }
         Op::DeleteSubnetGroup => {
@@ -325,57 +320,11 @@ async fn create_cluster(
     Ok(Some(name.clone()))
 }
 
-/// Waits until the cluster is `available` (or, `available` false, gone).
-async fn wait_cluster(c: &Clients, cx: &Context, name: &str, available: bool) -> Result<(), Error> {
-    let waits = WaitPolicy {
-        resource_state: cx.waits().resource_state.max(DB_STATE),
-        ..*cx.waits()
-    };
-    let what = if available {
-        format!("DB cluster {name} available")
-    } else {
-        format!("DB cluster {name} deleted")
-    };
-    Backoff::resource_state(&waits)
-        .run(what, || async {
-            match c
-                .rds
-                .describe_db_clusters()
-                .db_cluster_identifier(name)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let status = out
-                        .db_clusters()
-                        .first()
-                        .and_then(|k| k.status())
-                        .unwrap_or_default()
-                        .to_owned();
-                    if available && status == "available" {
-                        Step::Done(())
-                    } else {
-                        Step::Retry(format!("status {status}"))
-                    }
-                }
-                Err(e)
-                    if !available
-                        && e.as_service_error()
-                            .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
-                {
-                    Step::Done(())
-                }
-                Err(e) => Step::Fail(e),
-            }
-        })
-        .await
-        .map_err(|e| waited("DescribeDBClusters", name)(e).into())
-}
-
-/// Waits until the instance is `available` (or, `available` false, gone).
-async fn wait_instance(
+/// Waits until the instance or cluster is `available` (or, `available` false, gone).
+async fn wait_database(
     c: &Clients,
     cx: &Context,
+    deployment: Deployment,
     name: &str,
     available: bool,
 ) -> Result<(), Error> {
@@ -383,43 +332,76 @@ async fn wait_instance(
         resource_state: cx.waits().resource_state.max(DB_STATE),
         ..*cx.waits()
     };
+    let (kind, operation) = match deployment {
+        Deployment::Instance => ("DB instance", "DescribeDBInstances"),
+        Deployment::Cluster => ("DB cluster", "DescribeDBClusters"),
+    };
     let what = if available {
-        format!("DB instance {name} available")
+        format!("{kind} {name} available")
     } else {
-        format!("DB instance {name} deleted")
+        format!("{kind} {name} deleted")
     };
     Backoff::resource_state(&waits)
         .run(what, || async {
-            match c
-                .rds
-                .describe_db_instances()
-                .db_instance_identifier(name)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let status = out
-                        .db_instances()
-                        .first()
-                        .and_then(|i| i.db_instance_status())
-                        .unwrap_or_default()
-                        .to_owned();
-                    if available && status == "available" {
-                        Step::Done(())
-                    } else {
-                        Step::Retry(format!("status {status}"))
+            // Its status, or none when RDS does not know it.
+            let status: Result<Option<String>, aws_sdk_rds::Error> = match deployment {
+                Deployment::Instance => {
+                    match c
+                        .rds
+                        .describe_db_instances()
+                        .db_instance_identifier(name)
+                        .send()
+                        .await
+                    {
+                        Ok(out) => Ok(Some(
+                            out.db_instances()
+                                .first()
+                                .and_then(|i| i.db_instance_status())
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )),
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+                        {
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.into()),
                     }
                 }
-                Err(e)
-                    if !available
-                        && e.as_service_error()
-                            .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
-                {
-                    Step::Done(())
+                Deployment::Cluster => {
+                    match c
+                        .rds
+                        .describe_db_clusters()
+                        .db_cluster_identifier(name)
+                        .send()
+                        .await
+                    {
+                        Ok(out) => Ok(Some(
+                            out.db_clusters()
+                                .first()
+                                .and_then(|k| k.status())
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )),
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+                        {
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
                 }
+            };
+            match status {
+                Ok(Some(status)) if available && status == "available" => Step::Done(()),
+                Ok(Some(status)) => Step::Retry(format!("status {status}")),
+                Ok(None) if !available => Step::Done(()),
+                Ok(None) => Step::Retry("not found yet".to_owned()),
                 Err(e) => Step::Fail(e),
             }
         })
         .await
-        .map_err(|e| waited("DescribeDBInstances", name)(e).into())
+        .map_err(|e| waited(operation, name)(e).into())
 }
