@@ -27,6 +27,14 @@ impl Deployment {
             Deployment::Cluster => "db-cluster",
         }
     }
+
+    /// How errors and waits name it: `DB instance` or `DB cluster`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Deployment::Instance => "DB instance",
+            Deployment::Cluster => "DB cluster",
+        }
+    }
 }
 
 impl std::fmt::Display for Deployment {

@@ -188,6 +188,14 @@ fn instance_settings(d: &Desired, i: &Instance) -> Result<Vec<Setting>, Error> {
         ));
     }
     if i.publicly_accessible {
+        // ModifyDBCluster cannot make a cluster private: only a new one is.
+        if i.deployment == Deployment::Cluster {
+            return Err(replace(
+                "publicly-accessible",
+                "true".into(),
+                "false".into(),
+            ));
+        }
         out.push(setting("publicly-accessible", true, false));
     }
     Ok(out)
@@ -241,10 +249,6 @@ pub(crate) fn diff(stack: &str, d: &Desired, o: &Observed) -> Result<Vec<Op>, Er
             want: format!("{:?}", deployment.to_string()),
         });
     }
-    let what = match deployment {
-        Deployment::Instance => "DB instance",
-        Deployment::Cluster => "DB cluster",
-    };
     let wait = Op::WaitAvailable { deployment };
     match database {
         None => {
@@ -253,7 +257,7 @@ pub(crate) fn diff(stack: &str, d: &Desired, o: &Observed) -> Result<Vec<Op>, Er
             });
             ops.push(wait);
         }
-        Some(i) if !i.ours => return Err(not_ours(what, &d.names.instance)),
+        Some(i) if !i.ours => return Err(not_ours(deployment.noun(), &d.names.instance)),
         Some(i) => {
             let settings = instance_settings(d, i)?;
             if !settings.is_empty() {
@@ -573,6 +577,11 @@ mod tests {
         );
         let plan = ops[0].change(&d.names);
         assert_eq!(plan[0].kind, "db-cluster");
+        // ModifyDBCluster cannot make a public cluster private.
+        o.cluster.as_mut().unwrap().publicly_accessible = true;
+        let err = diff("web", &d, &o).unwrap_err().to_string();
+        assert!(err.contains("publicly-accessible true"), "{err}");
+        o.cluster.as_mut().unwrap().publicly_accessible = false;
         o.cluster.as_mut().unwrap().deletion_protection = false;
         let ops = teardown(&d.names, &o, true, 1, false).unwrap();
         assert_eq!(

@@ -36,6 +36,43 @@ fn need_sg(ids: &Ids, names: &Names) -> Result<String, Error> {
     })
 }
 
+/// The new values of the settings a `ModifyInstance` changes (none: unchanged), from the
+/// spec; a cluster's diff never names `multi-az` or `publicly-accessible`.
+#[derive(Debug, Default)]
+struct Changes {
+    engine_version: Option<String>,
+    class: Option<String>,
+    storage: Option<i32>,
+    multi_az: Option<bool>,
+    protection: Option<bool>,
+    backups: Option<i32>,
+    public: Option<bool>,
+}
+
+impl Changes {
+    fn of(s: &DatabaseSpec, settings: &[crate::desired::Setting]) -> Changes {
+        let mut ch = Changes::default();
+        for setting in settings {
+            match setting.field {
+                "engine-version" => ch.engine_version = Some(s.engine_version.to_string()),
+                "instance-class" => ch.class = Some(s.instance_class.clone()),
+                "allocated-storage" => ch.storage = Some(s.allocated_storage),
+                "multi-az" => ch.multi_az = Some(s.multi_az),
+                "deletion-protection" => ch.protection = Some(s.deletion_protection),
+                "backup-retention-days" => ch.backups = Some(s.backup_retention_days),
+                "publicly-accessible" => ch.public = Some(false),
+                _ => {}
+            }
+        }
+        ch
+    }
+
+    /// A version change may cross a major version (the diff allows only upgrades).
+    fn major_upgrade(&self) -> Option<bool> {
+        self.engine_version.as_ref().map(|_| true)
+    }
+}
+
 /// Runs one step; returns the id of what it made or changed, when it has one.
 pub(crate) async fn step(
     c: &Clients,
@@ -104,63 +141,47 @@ pub(crate) async fn step(
             }
         }
         Op::ModifyInstance {
-            deployment: Deployment::Cluster,
+            deployment,
             settings,
         } => {
             let d = d.ok_or_else(missing)?;
-            let s = &d.spec;
+            let ch = Changes::of(&d.spec, settings);
             let name = &names.instance;
-            let mut req = c
-                .rds
-                .modify_db_cluster()
-                .db_cluster_identifier(name)
-                .apply_immediately(true);
-            for setting in settings {
-                req = match setting.field {
-                    "engine-version" => req
-                        .engine_version(s.engine_version.to_string())
-                        .allow_major_version_upgrade(true),
-                    "instance-class" => req.db_cluster_instance_class(&s.instance_class),
-                    "allocated-storage" => req.allocated_storage(s.allocated_storage),
-                    "deletion-protection" => req.deletion_protection(s.deletion_protection),
-                    "backup-retention-days" => req.backup_retention_period(s.backup_retention_days),
-                    _ => req,
-                };
+            let what = format!("{} {name}", deployment.noun());
+            match deployment {
+                Deployment::Instance => c
+                    .rds
+                    .modify_db_instance()
+                    .db_instance_identifier(name)
+                    .apply_immediately(true)
+                    .set_allow_major_version_upgrade(ch.major_upgrade())
+                    .set_engine_version(ch.engine_version)
+                    .set_db_instance_class(ch.class)
+                    .set_allocated_storage(ch.storage)
+                    .set_multi_az(ch.multi_az)
+                    .set_deletion_protection(ch.protection)
+                    .set_backup_retention_period(ch.backups)
+                    .set_publicly_accessible(ch.public)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(aws("ModifyDBInstance", what))?,
+                Deployment::Cluster => c
+                    .rds
+                    .modify_db_cluster()
+                    .db_cluster_identifier(name)
+                    .apply_immediately(true)
+                    .set_allow_major_version_upgrade(ch.major_upgrade())
+                    .set_engine_version(ch.engine_version)
+                    .set_db_cluster_instance_class(ch.class)
+                    .set_allocated_storage(ch.storage)
+                    .set_deletion_protection(ch.protection)
+                    .set_backup_retention_period(ch.backups)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(aws("ModifyDBCluster", what))?,
             }
-            req.send()
-                .await
-                .map_err(aws("ModifyDBCluster", format!("DB cluster {name}")))?;
-            Ok(Some(name.clone()))
-        }
-        Op::ModifyInstance {
-            deployment: Deployment::Instance,
-            settings,
-        } => {
-            let d = d.ok_or_else(missing)?;
-            let s = &d.spec;
-            let name = &names.instance;
-            let mut req = c
-                .rds
-                .modify_db_instance()
-                .db_instance_identifier(name)
-                .apply_immediately(true);
-            for setting in settings {
-                req = match setting.field {
-                    "engine-version" => req
-                        .engine_version(s.engine_version.to_string())
-                        .allow_major_version_upgrade(true),
-                    "instance-class" => req.db_instance_class(&s.instance_class),
-                    "allocated-storage" => req.allocated_storage(s.allocated_storage),
-                    "multi-az" => req.multi_az(s.multi_az),
-                    "deletion-protection" => req.deletion_protection(s.deletion_protection),
-                    "backup-retention-days" => req.backup_retention_period(s.backup_retention_days),
-                    "publicly-accessible" => req.publicly_accessible(false),
-                    _ => req,
-                };
-            }
-            req.send()
-                .await
-                .map_err(aws("ModifyDBInstance", format!("DB instance {name}")))?;
             Ok(Some(name.clone()))
         }
         Op::WaitAvailable { deployment } => {
@@ -320,6 +341,56 @@ async fn create_cluster(
     Ok(Some(name.clone()))
 }
 
+/// The instance's or cluster's status, or none when RDS does not know it.
+async fn status(
+    c: &Clients,
+    deployment: Deployment,
+    name: &str,
+) -> Result<Option<String>, aws_sdk_rds::Error> {
+    match deployment {
+        Deployment::Instance => match c
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .db_instances()
+                .first()
+                .and_then(|i| i.db_instance_status())
+                .map(str::to_owned)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Deployment::Cluster => match c
+            .rds
+            .describe_db_clusters()
+            .db_cluster_identifier(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .db_clusters()
+                .first()
+                .and_then(|k| k.status())
+                .map(str::to_owned)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 /// Waits until the instance or cluster is `available` (or, `available` false, gone).
 async fn wait_database(
     c: &Clients,
@@ -332,9 +403,10 @@ async fn wait_database(
         resource_state: cx.waits().resource_state.max(DB_STATE),
         ..*cx.waits()
     };
-    let (kind, operation) = match deployment {
-        Deployment::Instance => ("DB instance", "DescribeDBInstances"),
-        Deployment::Cluster => ("DB cluster", "DescribeDBClusters"),
+    let kind = deployment.noun();
+    let operation = match deployment {
+        Deployment::Instance => "DescribeDBInstances",
+        Deployment::Cluster => "DescribeDBClusters",
     };
     let what = if available {
         format!("{kind} {name} available")
@@ -343,58 +415,7 @@ async fn wait_database(
     };
     Backoff::resource_state(&waits)
         .run(what, || async {
-            // Its status, or none when RDS does not know it.
-            let status: Result<Option<String>, aws_sdk_rds::Error> = match deployment {
-                Deployment::Instance => {
-                    match c
-                        .rds
-                        .describe_db_instances()
-                        .db_instance_identifier(name)
-                        .send()
-                        .await
-                    {
-                        Ok(out) => Ok(Some(
-                            out.db_instances()
-                                .first()
-                                .and_then(|i| i.db_instance_status())
-                                .unwrap_or_default()
-                                .to_owned(),
-                        )),
-                        Err(e)
-                            if e.as_service_error()
-                                .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
-                        {
-                            Ok(None)
-                        }
-                        Err(e) => Err(e.into()),
-                    }
-                }
-                Deployment::Cluster => {
-                    match c
-                        .rds
-                        .describe_db_clusters()
-                        .db_cluster_identifier(name)
-                        .send()
-                        .await
-                    {
-                        Ok(out) => Ok(Some(
-                            out.db_clusters()
-                                .first()
-                                .and_then(|k| k.status())
-                                .unwrap_or_default()
-                                .to_owned(),
-                        )),
-                        Err(e)
-                            if e.as_service_error()
-                                .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
-                        {
-                            Ok(None)
-                        }
-                        Err(e) => Err(e.into()),
-                    }
-                }
-            };
-            match status {
+            match status(c, deployment, name).await {
                 Ok(Some(status)) if available && status == "available" => Step::Done(()),
                 Ok(Some(status)) => Step::Retry(format!("status {status}")),
                 Ok(None) if !available => Step::Done(()),

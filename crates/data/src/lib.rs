@@ -213,9 +213,10 @@ fn outputs_of(
     o: Observed,
 ) -> Result<DataOutputs, &'static str> {
     let i = match spec.deployment {
-        Deployment::Instance => o.instance.ok_or("DB instance")?,
-        Deployment::Cluster => o.cluster.ok_or("DB cluster")?,
-    };
+        Deployment::Instance => o.instance,
+        Deployment::Cluster => o.cluster,
+    }
+    .ok_or(spec.deployment.noun())?;
     let sg = o.sg.ok_or("security group")?;
     let (endpoint, port) = i.endpoint.clone().ok_or("DB endpoint")?;
     Ok(DataOutputs {

@@ -135,6 +135,15 @@ fn target_arns(
     Ok(arns)
 }
 
+/// The FIS action that fails the database `arn` over: a cluster's or an instance's.
+fn db_action(arn: &str) -> &'static str {
+    if super::database::is_cluster_arn(arn) {
+        FAILOVER_DB_CLUSTER
+    } else {
+        REBOOT_DB_INSTANCES
+    }
+}
+
 /// The experiment's actions, checked: at most one [`DISRUPT_CONNECTIVITY`], any
 /// [`REBOOT_DB_INSTANCES`] with `forceFailover` and any [`FAILOVER_DB_CLUSTER`]; the reason it
 /// cannot run otherwise.
@@ -354,17 +363,11 @@ impl Executor {
         match status {
             Some(ExperimentStatus::Pending | ExperimentStatus::Initiating) => {
                 // RebootDBInstance's own check first: a forced failover needs Multi-AZ.
-                if let Some(why) = plan
-                    .failovers
-                    .iter()
-                    .find_map(|arn| databases.can_fail_over(arn).err())
-                {
-                    let action = if why.starts_with("DBCluster") {
-                        FAILOVER_DB_CLUSTER
-                    } else {
-                        REBOOT_DB_INSTANCES
-                    };
-                    return set_state(c, &arn, "failed", &format!("{action}: {why}")).await;
+                if let Some(why) = plan.failovers.iter().find_map(|db| {
+                    let why = databases.can_fail_over(db).err()?;
+                    Some(format!("{}: {why}", db_action(db)))
+                }) {
+                    return set_state(c, &arn, "failed", &why).await;
                 }
                 if let Some(why) = plan
                     .power
@@ -396,12 +399,10 @@ impl Executor {
                     ));
                 }
                 for db in &plan.failovers {
-                    let action = if db.contains(":cluster:") {
-                        FAILOVER_DB_CLUSTER
-                    } else {
-                        REBOOT_DB_INSTANCES
-                    };
-                    log(format_args!("FIS experiment {id}: {action} on {db}"));
+                    log(format_args!(
+                        "FIS experiment {id}: {} on {db}",
+                        db_action(db)
+                    ));
                 }
                 for (group, zone) in &plan.power {
                     log(format_args!(

@@ -26,8 +26,11 @@
 //! has no host failure but the forced one), Single-AZ recovery into another zone, engines other
 //! than PostgreSQL, a cluster's other standby following the new writer without a new copy.
 
+mod follow;
 mod postgres;
 pub(crate) mod read;
+
+use follow::{follow, set_synchronous};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,8 +73,8 @@ pub(crate) struct DbSpec {
     pub(crate) members: Vec<(String, String)>,
     pub(crate) port: u16,
     pub(crate) multi_az: bool,
-    /// How many standbys: none (Single-AZ), one (a Multi-AZ instance), two (a cluster).
-    pub(crate) standbys: usize,
+    /// A Multi-AZ DB cluster (else a DB instance).
+    pub(crate) cluster: bool,
     /// `RebootDBInstance` with `ForceFailover` was called (see [`FAILOVER_TAG`]).
     pub(crate) failover_requested: bool,
     /// Where RDS says the primary is.
@@ -81,6 +84,23 @@ pub(crate) struct DbSpec {
     pub(crate) user: String,
     pub(crate) database: String,
     pub(crate) secret_arn: Option<String>,
+}
+
+impl DbSpec {
+    /// How many standbys run: none (Single-AZ), one (a Multi-AZ instance), two (a cluster).
+    pub(crate) fn standbys(&self) -> usize {
+        if self.cluster {
+            2
+        } else {
+            usize::from(self.multi_az)
+        }
+    }
+}
+
+/// Whether an RDS ARN names a DB cluster (`arn:aws:rds:REGION:ACCOUNT:cluster:ID`), not a DB
+/// instance (`...:db:ID`).
+pub(crate) fn is_cluster_arn(arn: &str) -> bool {
+    arn.split(':').nth(5) == Some("cluster")
 }
 
 /// A database as the plane runs it, for [`super::PlaneStatus`].
@@ -188,7 +208,7 @@ impl Databases {
     /// Whether the plane runs a Multi-AZ database for `arn` that can fail over.
     pub(crate) fn can_fail_over(&self, arn: &str) -> Result<(), String> {
         let Some(db) = self.dbs.values().find(|d| d.spec.arn == arn) else {
-            return Err(if arn.contains(":cluster:") {
+            return Err(if is_cluster_arn(arn) {
                 format!("DBClusterNotFoundFault: no DB cluster {arn}")
             } else {
                 format!("DBInstanceNotFound: no DB instance {arn}")
@@ -282,7 +302,7 @@ impl Databases {
             };
             if requested.contains(&db.spec.arn) && pair.failover_at.is_none() {
                 let draw = rng.next_f64();
-                let (min, max) = if db.spec.reader_endpoint.is_some() {
+                let (min, max) = if db.spec.cluster {
                     (rds::CLUSTER_FAILOVER_MIN, rds::CLUSTER_FAILOVER_MAX)
                 } else {
                     (rds::INSTANCE_FAILOVER_MIN, rds::INSTANCE_FAILOVER_MAX)
@@ -347,7 +367,7 @@ impl Databases {
                             "failing-over"
                         } else if p.primary.paused {
                             "unreachable"
-                        } else if p.standbys.len() < db.spec.standbys {
+                        } else if p.standbys.len() < db.spec.standbys() {
                             "without-standby"
                         } else {
                             "available"
@@ -365,7 +385,7 @@ impl Databases {
                 };
                 DatabaseStatus {
                     id: db.spec.id.clone(),
-                    deployment: if db.spec.reader_endpoint.is_some() {
+                    deployment: if db.spec.cluster {
                         "cluster"
                     } else {
                         "instance"
@@ -456,15 +476,14 @@ fn start(spec: &DbSpec, zones: &[String], password: String, root: std::path::Pat
             synchronous: false,
         };
         let zones_wanted = standby_zones(&spec, &primary_zone);
-        if zones_wanted.len() < spec.standbys {
+        let wanted = spec.standbys();
+        if zones_wanted.len() < wanted {
             return Err(format!(
-                "{} standbys need subnets in {} more zones; the DB subnet group has {}",
-                spec.standbys,
-                spec.standbys,
+                "{wanted} standbys need subnets in {wanted} zones besides {primary_zone}; the DB subnet group has {}",
                 zones_wanted.len()
             ));
         }
-        for zone in zones_wanted.into_iter().take(spec.standbys) {
+        for zone in zones_wanted.into_iter().take(wanted) {
             let standby_addr = index(&zone)
                 .and_then(|n| postgres::free_addr(n, spec.port))
                 .ok_or_else(|| format!("no free address for port {} in {zone}", spec.port))?;
@@ -568,209 +587,6 @@ pub(crate) async fn report_moves(c: &super::Clients, moved: Vec<Moved>) {
     }
 }
 
-/// Makes the primary wait (or not) for a standby on every commit: for any one of them (a
-/// cluster's two: RDS acknowledges a commit once one reader has it).
-async fn set_synchronous(pair: &mut Pair, on: bool) -> Result<(), String> {
-    if pair.synchronous == on {
-        return Ok(());
-    }
-    let names = if on {
-        format!("ANY 1 ({})", postgres::STANDBY_NAME)
-    } else {
-        String::new()
-    };
-    pair.pg
-        .sql(
-            pair.primary.addr,
-            "postgres",
-            &format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'"),
-        )
-        .await?;
-    pair.pg
-        .sql(pair.primary.addr, "postgres", "SELECT pg_reload_conf()")
-        .await?;
-    pair.synchronous = on;
-    Ok(())
-}
-
-/// Where a standby's WAL reception stands (`pg_last_wal_receive_lsn()` as a number); 0 when
-/// it cannot say.
-async fn received(pg: &Postgres, standby: &Server) -> u64 {
-    let Ok(text) = pg
-        .sql(standby.addr, "postgres", "SELECT pg_last_wal_receive_lsn()")
-        .await
-    else {
-        return 0;
-    };
-    let Some((high, low)) = text.trim().split_once('/') else {
-        return 0;
-    };
-    match (u64::from_str_radix(high, 16), u64::from_str_radix(low, 16)) {
-        (Ok(h), Ok(l)) => (h << 32) | l,
-        _ => 0,
-    }
-}
-
-/// The standby a failover promotes: of those whose zone is reachable, the one that received
-/// the most (with a commit acknowledged by either of a cluster's two, promoting the other
-/// could lose it; RDS waits for the readers to apply what they received).
-async fn successor(spec: &DbSpec, pair: &Pair, world: &World) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
-    for (n, standby) in pair.standbys.iter().enumerate() {
-        if !zone_reachable(spec, world, &standby.zone) {
-            continue;
-        }
-        let at = if pair.standbys.len() == 1 {
-            0
-        } else {
-            received(&pair.pg, standby).await
-        };
-        if best.is_none_or(|(_, b)| at > b) {
-            best = Some((n, at));
-        }
-    }
-    best.map(|(n, _)| n)
-}
-
-/// Follows one running database's faults: its zones' network ACLs and a failover under way.
-async fn follow(spec: &DbSpec, pair: &mut Pair, world: &World, zones: &[String]) {
-    let id = &spec.id;
-    // A failover whose time has come: a standby is promoted and becomes the primary.
-    if let Some(at) = pair.failover_at
-        && Instant::now() >= at
-    {
-        if let Some(n) = successor(spec, pair, world).await {
-            let mut standby = pair.standbys.remove(n);
-            standby.resume().await;
-            match pair
-                .pg
-                .sql(standby.addr, "postgres", "SELECT pg_promote(true, 60)")
-                .await
-            {
-                Ok(_) => {
-                    let mut old = std::mem::replace(&mut pair.primary, standby);
-                    old.kill().await;
-                    // The other standbys followed the old primary: each is built again from
-                    // the new one, in its zone.
-                    for mut other in pair.standbys.drain(..) {
-                        other.kill().await;
-                        pair.lost_zones.push(other.zone.clone());
-                    }
-                    pair.synchronous = true; // the promoted server inherited the setting
-                    if let Err(e) = set_synchronous(pair, false).await {
-                        log(format_args!("database {id}: {e}"));
-                    }
-                    pair.failovers += 1;
-                    pair.failover_at = None;
-                    log(format_args!(
-                        "database {id}: failed over; the primary is now on {} ({})",
-                        pair.primary.addr, pair.primary.zone
-                    ));
-                    pair.lost_zones.push(old.zone.clone());
-                }
-                Err(e) => {
-                    log(format_args!(
-                        "database {id}: promotion failed (retrying): {e}"
-                    ));
-                    pair.standbys.insert(n, standby);
-                }
-            }
-        } else if pair.standbys.is_empty() {
-            pair.failover_at = None;
-        }
-    }
-    // The primary's zone cut off: it stalls; back, it runs on (unless it failed over).
-    if pair.failover_at.is_none() {
-        if zone_reachable(spec, world, &pair.primary.zone) {
-            pair.primary.resume().await;
-        } else {
-            pair.primary.pause().await;
-        }
-    }
-    // A standby's zone cut off: the primary goes on without waiting for it.
-    let mut reachable = false;
-    for standby in &mut pair.standbys {
-        if zone_reachable(spec, world, &standby.zone) {
-            standby.resume().await;
-            reachable = true;
-        } else {
-            standby.pause().await;
-        }
-    }
-    if !pair.standbys.is_empty()
-        && !pair.primary.paused
-        && pair.failover_at.is_none()
-        && let Err(e) = set_synchronous(pair, reachable).await
-    {
-        log(format_args!("database {id}: {e}"));
-    }
-    // A lost standby's zone back: a new standby there.
-    let (back, away): (Vec<String>, Vec<String>) = std::mem::take(&mut pair.lost_zones)
-        .into_iter()
-        .partition(|zone| zone_reachable(spec, world, zone));
-    pair.lost_zones = away;
-    for zone in back {
-        let handle = rebuild(spec, pair, zone, zones);
-        pair.rebuilding.push(handle);
-    }
-    // New standbys ready: synchronous commit again.
-    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut pair.rebuilding)
-        .into_iter()
-        .partition(JoinHandle::is_finished);
-    pair.rebuilding = running;
-    for h in done {
-        match h.await {
-            Ok(Ok(server)) => {
-                log(format_args!(
-                    "database {id}: new standby on {} ({})",
-                    server.addr, server.zone
-                ));
-                pair.standbys.push(server);
-                if let Err(e) = set_synchronous(pair, true).await {
-                    log(format_args!("database {id}: {e}"));
-                }
-            }
-            Ok(Err(e)) => log(format_args!("database {id}: new standby failed: {e}")),
-            Err(e) => log(format_args!("database {id}: new standby failed: {e}")),
-        }
-    }
-    let before = pair.standbys.len();
-    pair.standbys.retain_mut(|server| !server.exited());
-    if pair.standbys.len() < before {
-        log(format_args!("database {id}: a standby exited"));
-        if pair.standbys.is_empty()
-            && let Err(e) = set_synchronous(pair, false).await
-        {
-            log(format_args!("database {id}: {e}"));
-        }
-    }
-}
-
-/// Builds a new standby in `zone` from the current primary.
-fn rebuild(
-    spec: &DbSpec,
-    pair: &mut Pair,
-    zone: String,
-    zones: &[String],
-) -> JoinHandle<Result<Server, String>> {
-    let pg = pair.pg.clone();
-    let primary = pair.primary.addr;
-    let port = spec.port;
-    let index = zones.iter().position(|z| *z == zone);
-    pair.builds += 1;
-    let dir = pair
-        .pg
-        .root
-        .join(&spec.id)
-        .join(format!("s{}", pair.builds));
-    tokio::spawn(async move {
-        let addr = index
-            .and_then(|n| postgres::free_addr(n, port))
-            .ok_or_else(|| format!("no free address for port {port} in {zone}"))?;
-        pg.standby(&zone, addr, &dir, primary).await
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,7 +601,7 @@ mod tests {
             members: Vec::new(),
             port: 5432,
             multi_az: standbys > 0,
-            standbys,
+            cluster: standbys == 2,
             failover_requested: false,
             zone: zones[0].into(),
             subnets: zones
@@ -813,5 +629,24 @@ mod tests {
         // A Multi-AZ instance's one standby: the next zone, as before clusters.
         let two = spec(&["eu-west-1a", "eu-west-1b"], 1);
         assert_eq!(standby_zones(&two, "eu-west-1b"), ["eu-west-1a"]);
+    }
+
+    #[test]
+    fn cluster_arns_are_told_from_instance_arns() {
+        assert!(is_cluster_arn(
+            "arn:aws:rds:eu-west-1:123456789012:cluster:web-db"
+        ));
+        assert!(!is_cluster_arn(
+            "arn:aws:rds:eu-west-1:123456789012:db:web-db"
+        ));
+        // An instance named like a cluster is still an instance.
+        assert!(!is_cluster_arn(
+            "arn:aws:rds:eu-west-1:123456789012:db:cluster"
+        ));
+        assert_eq!(
+            spec(&["eu-west-1a", "eu-west-1b", "eu-west-1c"], 2).standbys(),
+            2
+        );
+        assert_eq!(spec(&["eu-west-1a", "eu-west-1b"], 1).standbys(), 1);
     }
 }

@@ -60,7 +60,7 @@ pub(crate) async fn databases(c: &Clients) -> Result<Vec<DbSpec>, Error> {
                 members: Vec::new(),
                 port,
                 multi_az,
-                standbys: usize::from(multi_az),
+                cluster: false,
                 failover_requested: i
                     .tag_list()
                     .iter()
@@ -153,7 +153,7 @@ async fn clusters(
                     .collect(),
                 port,
                 multi_az: true,
-                standbys: 2,
+                cluster: true,
                 failover_requested: false,
                 zone,
                 subnets: instances
